@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up: a Python with torch 2.11, then a CMake/Ninja build of theria.
+# Prints nothing but progress; leaves the interpreter path in build/python.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+build=${THERIA_BUILD_DIR:-build}
+
+have_torch() { "$1" -c 'import sys, torch; sys.exit(0 if torch.__version__.startswith("2.11.") else 1)' >/dev/null 2>&1; }
+
+# A machine that already has torch 2.11 (the GPU machine: nothing can be downloaded there) uses it;
+# anywhere else the project gets its own virtual environment with pinned versions.
+if [ -x .venv/bin/python ] && have_torch .venv/bin/python; then
+  py=$root/.venv/bin/python
+elif [ -z "${THERIA_FORCE_VENV:-}" ] && have_torch python3; then
+  py=$(command -v python3)
+else
+  echo "[setup] creating .venv and installing requirements.txt (torch 2.11.0 included)"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  py=$root/.venv/bin/python
+fi
+echo "[setup] python: $py ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
+
+for tool in cmake ninja; do
+  command -v "$tool" >/dev/null || "$py" -m pip install --quiet "$tool"
+done
+
+prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$prefix" -DPython_EXECUTABLE="$py" ${THERIA_CMAKE_ARGS:-}
+fi
+cmake --build "$build" -j "${THERIA_JOBS:-$(nproc)}"
+echo "$py" > "$build/python"
