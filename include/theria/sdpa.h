@@ -1,0 +1,55 @@
+// theria public C++ API: scaled-dot-product attention whose derivatives of every order are explicit.
+//
+//   #include <theria/sdpa.h>
+//   at::Tensor out = theria::sdpa(q, k, v, theria::SdpaOptions().causal(true));
+//
+// q: (..., L, E), k: (..., S, E), v: (..., S, Ev) with the same leading (batch, head) sizes.
+// The result (..., L, Ev) equals F.scaled_dot_product_attention(q, k, v, is_causal, scale=scale)
+// and is differentiable at any order (reverse and forward mode) through theria's autograd layer.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace theria {
+
+enum class Backend {
+  Auto,       // the fastest backend that can serve the request (see select_backend)
+  Reference,  // plain ATen composition, differentiated by PyTorch itself: the oracle
+  Explicit,   // hand-derived CPU kernels (tiled online softmax), CPU tensors only
+  Fused,      // fused CUDA kernels, CUDA tensors only
+};
+
+// Parses "auto", "reference", "explicit" or "fused"; anything else is an error naming the choices.
+Backend parse_backend(std::string_view name);
+const char* backend_name(Backend backend);
+
+struct SdpaOptions {
+  std::optional<double> scale_;  // default 1/sqrt(E)
+  bool causal_ = false;          // top-left aligned, as F.scaled_dot_product_attention(is_causal=True)
+  Backend backend_ = Backend::Auto;
+
+  SdpaOptions& scale(double value) { scale_ = value; return *this; }
+  SdpaOptions& causal(bool value) { causal_ = value; return *this; }
+  SdpaOptions& backend(Backend value) { backend_ = value; return *this; }
+};
+
+at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                const SdpaOptions& options = {});
+
+// Which concrete backend `options.backend_` resolves to for these inputs, and why.
+// Throws, like sdpa itself, when the requested backend cannot serve the inputs.
+struct BackendChoice {
+  Backend backend;
+  std::string reason;
+};
+BackendChoice select_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const SdpaOptions& options = {});
+
+// True when this build carries fused CUDA kernels.
+bool fused_kernels_built();
+
+}  // namespace theria

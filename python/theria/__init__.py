@@ -1,0 +1,46 @@
+"""theria: scaled-dot-product attention with explicit derivatives at every order.
+
+    import theria
+    out = theria.sdpa(q, k, v, is_causal=True)        # like F.scaled_dot_product_attention
+
+Backends: "auto" (default), "reference" (plain ATen, the oracle), "explicit" (CPU kernels),
+"fused" (CUDA kernels). Reverse mode at any order (create_graph), forward-mode AD, torch.func
+(grad, jvp, vmap, hessian) and torch.compile work through the ops torch.ops.theria.*.
+"""
+import torch
+
+from . import _library
+
+_library_path = _library.load()
+
+from . import _meta  # noqa: E402,F401  (fake kernels and vmap rules)
+
+__all__ = ["sdpa", "select_backend", "tolerance", "BACKENDS"]
+
+BACKENDS = ("auto", "reference", "explicit", "fused")
+
+
+def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, *,
+         backend="auto"):
+    """Drop-in for torch.nn.functional.scaled_dot_product_attention (no mask, no dropout, no GQA).
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) with equal leading sizes; returns (..., L, Ev).
+    """
+    if attn_mask is not None:
+        raise ValueError("theria.sdpa: attn_mask is not supported; use is_causal=True for a causal mask")
+    if dropout_p != 0.0:
+        raise ValueError(f"theria.sdpa: dropout_p must be 0.0 (no dropout), got {dropout_p}")
+    if enable_gqa:
+        raise ValueError("theria.sdpa: enable_gqa is not supported; query, key and value need equal head counts")
+    return torch.ops.theria.sdpa(query, key, value, is_causal, scale, backend)
+
+
+def select_backend(query, key, value, is_causal=False, backend="auto"):
+    """The concrete backend that `backend` resolves to for these inputs, and why: (name, reason)."""
+    name, reason = torch.ops.theria.select_backend(query, key, value, is_causal, backend)
+    return name, reason
+
+
+def tolerance(dtype, order=0):
+    """Max relative error allowed against the float64 reference (order 0: forward, 1-3: derivatives)."""
+    return torch.ops.theria.tolerance(dtype, order)

@@ -1,0 +1,56 @@
+// Autograd kernels of the primitives sdpa_fwd, sdpa_jvp and sdpa_bwd_jvp. Without a derivative
+// request they run the chosen backend below autograd. When one is requested (a third-order
+// derivative, or a tangent of a tangent) they run as the reference composition instead, which
+// PyTorch differentiates exactly at any order: the slower exact path, never a wrong number.
+#include "autograd/autograd_util.h"
+#include "autograd/kernels.h"
+#include "core/backend.h"
+#include "core/contract.h"
+#include "reference/reference.h"
+
+#include <ATen/core/LegacyTypeDispatch.h>
+
+namespace theria::autograd {
+namespace {
+
+// Validates the request (so a bad backend fails the same on both paths) and says which path runs.
+bool use_exact_path(const Tensor& q, const Tensor& k, const Tensor& v, c10::string_view backend, const char* op,
+                    std::initializer_list<OptTensor> differentiable) {
+  core::check_qkv(q, k, v, op);
+  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, op);
+  return resolved.backend == Backend::Reference || needs_grad(differentiable) || has_tangent(differentiable);
+}
+
+}  // namespace
+
+ops::Tensor2 sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
+                      c10::string_view backend) {
+  if (use_exact_path(q, k, v, backend, "theria.sdpa_fwd", {q, k, v})) {
+    return reference::sdpa_fwd(q, k, v, is_causal, scale);
+  }
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return ops::sdpa_fwd(q, k, v, is_causal, scale, backend);
+}
+
+ops::Tensor3 sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
+                      const OptTensor& k_dot, const OptTensor& v_dot, bool is_causal, double scale,
+                      c10::string_view backend) {
+  if (use_exact_path(q, k, v, backend, "theria.sdpa_jvp", {q, k, v, q_dot, k_dot, v_dot})) {
+    return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale);
+  }
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return ops::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, backend);
+}
+
+ops::Tensor4 sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                          const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
+                          const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
+                          c10::string_view backend) {
+  if (use_exact_path(q, k, v, backend, "theria.sdpa_bwd_jvp", {q, k, v, dout, q_dot, k_dot, v_dot, dout_dot})) {
+    return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale);
+  }
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return ops::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, backend);
+}
+
+}  // namespace theria::autograd

@@ -1,0 +1,94 @@
+// Autograd kernel of theria::sdpa. Reverse mode records one SdpaBackward node whose backward is
+// the explicit sdpa_bwd op (itself differentiable, see sdpa_bwd_autograd.cpp); forward mode computes
+// the output tangent with the explicit sdpa_jvp op. The reference backend is left to PyTorch.
+#include "autograd/autograd_util.h"
+#include "autograd/kernels.h"
+#include "core/backend.h"
+#include "core/contract.h"
+#include "reference/reference.h"
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
+namespace theria::autograd {
+namespace {
+
+using torch::autograd::SavedVariable;
+using torch::autograd::variable_list;
+
+struct SdpaBackward final : torch::autograd::Node {
+  std::string name() const override { return "theria::SdpaBackward"; }
+
+  variable_list apply(variable_list&& grads) override {
+    const Tensor& dout = grads[0];
+    if (!dout.defined()) return {Tensor(), Tensor(), Tensor()};
+    auto [dq, dk, dv] = ops::sdpa_bwd(q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(), dout,
+                                      causal_, scale_, backend_);
+    return {dq, dk, dv};
+  }
+
+  void release_variables() override {
+    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_}) saved->reset_data();
+  }
+
+  SavedVariable q_, k_, v_, out_, lse_;
+  bool causal_ = false;
+  double scale_ = 1.0;
+  std::string backend_;
+};
+
+}  // namespace
+
+Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, std::optional<double> scale,
+            c10::string_view backend) {
+  constexpr const char* op = "theria.sdpa";
+  const auto shape = core::check_qkv(q, k, v, op);
+  const double s = core::resolve_scale(scale, shape.dim_qk, op);
+  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, op);
+  if (resolved.backend == Backend::Reference) {
+    return reference::sdpa_math(q, k, v, is_causal, s);
+  }
+  const std::string name = backend_name(resolved.backend);
+  const bool grad = needs_grad({q, k, v});
+  const bool forward_ad = has_tangent({q, k, v});
+
+  Tensor out, lse, out_dot;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    if (forward_ad && !grad) {
+      // Pure forward mode: one pass gives the output and its tangent.
+      std::tie(out, lse, out_dot) =
+          ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name);
+    } else {
+      std::tie(out, lse) = ops::sdpa_fwd(q, k, v, is_causal, s, name);
+    }
+  }
+
+  if (grad) {
+    auto node = std::shared_ptr<SdpaBackward>(new SdpaBackward(), torch::autograd::deleteNode);
+    node->set_next_edges(torch::autograd::collect_next_edges(q, k, v));
+    node->q_ = SavedVariable(q, false);
+    node->k_ = SavedVariable(k, false);
+    node->v_ = SavedVariable(v, false);
+    // out and lse are saved as plain statistics: sdpa_bwd's derivative accounts for their
+    // dependence on (q, k, v) analytically, so they must not carry history of their own.
+    node->out_ = SavedVariable(out.detach(), false);
+    node->lse_ = SavedVariable(lse, false);
+    node->causal_ = is_causal;
+    node->scale_ = s;
+    node->backend_ = name;
+    torch::autograd::set_history(out, node);
+  }
+
+  if (forward_ad) {
+    if (!out_dot.defined()) {
+      out_dot = std::get<2>(ops::sdpa_jvp(primal_of(q), primal_of(k), primal_of(v), tangent_of(q), tangent_of(k),
+                                          tangent_of(v), is_causal, s, name));
+    }
+    out._set_fw_grad(out_dot, /*level=*/0, /*is_inplace_op=*/false);
+  }
+  return out;
+}
+
+}  // namespace theria::autograd

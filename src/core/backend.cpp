@@ -1,0 +1,75 @@
+#include "core/backend.h"
+
+#include <c10/util/Exception.h>
+
+namespace theria {
+
+Backend parse_backend(std::string_view name) {
+  if (name == "auto") return Backend::Auto;
+  if (name == "reference") return Backend::Reference;
+  if (name == "explicit") return Backend::Explicit;
+  if (name == "fused") return Backend::Fused;
+  TORCH_CHECK(false, "theria: unknown backend '", std::string(name),
+              "': expected one of 'auto', 'reference', 'explicit', 'fused'");
+}
+
+const char* backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::Auto: return "auto";
+    case Backend::Reference: return "reference";
+    case Backend::Explicit: return "explicit";
+    case Backend::Fused: return "fused";
+  }
+  return "?";
+}
+
+bool fused_kernels_built() {
+#ifdef THERIA_WITH_FUSED
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace theria
+
+namespace theria::core {
+
+ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const char* op) {
+  const bool on_cpu = q.device().is_cpu();
+  const bool on_cuda = q.device().is_cuda();
+  switch (requested) {
+    case Backend::Reference:
+      return {Backend::Reference, "requested: plain ATen composition, differentiated by PyTorch"};
+    case Backend::Explicit:
+      TORCH_CHECK(on_cpu, op, ": backend 'explicit' runs on CPU tensors only, got query on ", q.device(),
+                  "; use 'fused' or 'reference' for CUDA tensors, or 'auto'");
+      return {Backend::Explicit, "requested: explicit CPU kernels"};
+    case Backend::Fused:
+      TORCH_CHECK(on_cuda, op, ": backend 'fused' runs on CUDA tensors only, got query on ", q.device(),
+                  "; use 'explicit' or 'reference' for CPU tensors, or 'auto'");
+      TORCH_CHECK(fused_kernels_built(), op,
+                  ": backend 'fused' is not available: this build of theria has no fused CUDA kernels; "
+                  "use 'reference' or 'auto'");
+      return {Backend::Fused, "requested: fused CUDA kernels"};
+    case Backend::Auto:
+      if (on_cpu) {
+        return {Backend::Explicit, "auto: CPU tensors go to the explicit kernels (no T x T buffer)"};
+      }
+      if (on_cuda && fused_kernels_built()) {
+        return {Backend::Fused, "auto: CUDA tensors go to the fused kernels"};
+      }
+      if (on_cuda) {
+        return {Backend::Reference,
+                "auto: CUDA tensors, and this build has no fused CUDA kernels, so the reference composition"};
+      }
+      return {Backend::Reference, "auto: only the reference composition runs on this device"};
+  }
+  TORCH_CHECK(false, op, ": unhandled backend");
+}
+
+ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const char* op) {
+  return resolve_backend(parse_backend(requested), q, op);
+}
+
+}  // namespace theria::core

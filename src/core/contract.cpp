@@ -1,0 +1,124 @@
+#include "core/contract.h"
+
+#include <c10/util/Exception.h>
+#include <c10/util/irange.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace theria::core {
+namespace {
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+
+void check_floating(const at::Tensor& t, const char* name, const char* op) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat || dt == at::kDouble,
+              op, ": ", name, " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+              dt);
+}
+
+}  // namespace
+
+std::vector<int64_t> SdpaShape::with_tail(int64_t rows, int64_t cols) const {
+  std::vector<int64_t> s = leading;
+  s.push_back(rows);
+  s.push_back(cols);
+  return s;
+}
+
+std::vector<int64_t> SdpaShape::lse_shape() const {
+  std::vector<int64_t> s = leading;
+  s.push_back(len_q);
+  return s;
+}
+
+SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const char* op) {
+  TORCH_CHECK(q.defined() && k.defined() && v.defined(), op, ": query, key and value must be defined tensors");
+  TORCH_CHECK(q.dim() >= 2, op, ": query must have shape (..., L, E) with at least 2 dimensions, got a ",
+              q.dim(), "-D tensor of shape ", shape_str(q.sizes()));
+  TORCH_CHECK(k.dim() == q.dim(), op, ": key must have shape (..., S, E) with the same number of dimensions as query (",
+              q.dim(), "), got a ", k.dim(), "-D tensor of shape ", shape_str(k.sizes()));
+  TORCH_CHECK(v.dim() == q.dim(), op, ": value must have shape (..., S, Ev) with the same number of dimensions as query (",
+              q.dim(), "), got a ", v.dim(), "-D tensor of shape ", shape_str(v.sizes()));
+  check_floating(q, "query", op);
+  check_floating(k, "key", op);
+  check_floating(v, "value", op);
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
+              ": query, key and value must have one dtype, got query ", q.scalar_type(), ", key ", k.scalar_type(),
+              ", value ", v.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), op,
+              ": query, key and value must be on one device, got query on ", q.device(), ", key on ", k.device(),
+              ", value on ", v.device());
+
+  SdpaShape shape;
+  const int64_t lead = q.dim() - 2;
+  for (const auto d : c10::irange(lead)) {
+    TORCH_CHECK(k.size(d) == q.size(d) && v.size(d) == q.size(d), op,
+                ": the leading (batch/head) sizes of query, key and value must be equal, got query ",
+                shape_str(q.sizes()), ", key ", shape_str(k.sizes()), ", value ", shape_str(v.sizes()),
+                " (differ at dim ", d, "; broadcast them with expand() first)");
+    shape.leading.push_back(q.size(d));
+    shape.batch *= q.size(d);
+  }
+  shape.len_q = q.size(-2);
+  shape.len_kv = k.size(-2);
+  shape.dim_qk = q.size(-1);
+  shape.dim_v = v.size(-1);
+  TORCH_CHECK(shape.len_q >= 1, op, ": query must have L >= 1 rows (dim -2), got shape ", shape_str(q.sizes()));
+  TORCH_CHECK(shape.len_kv >= 1, op, ": key must have S >= 1 rows (dim -2), got shape ", shape_str(k.sizes()));
+  TORCH_CHECK(shape.dim_qk >= 1, op, ": query must have E >= 1 features (dim -1), got shape ", shape_str(q.sizes()));
+  TORCH_CHECK(k.size(-1) == shape.dim_qk, op, ": key must have the feature size E of query (", shape.dim_qk,
+              ") in its last dim, got key of shape ", shape_str(k.sizes()));
+  TORCH_CHECK(v.size(-2) == shape.len_kv, op, ": value must have the length S of key (", shape.len_kv,
+              ") in dim -2, got value of shape ", shape_str(v.sizes()));
+  TORCH_CHECK(shape.dim_v >= 1, op, ": value must have Ev >= 1 features (dim -1), got shape ", shape_str(v.sizes()));
+  return shape;
+}
+
+void check_same_as(const at::Tensor& t, const char* name, const std::vector<int64_t>& shape,
+                   const at::Tensor& like, const char* like_name, const char* op) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " must be a defined tensor");
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), op, ": ", name, " must have shape ", shape_str(shape),
+              ", got ", shape_str(t.sizes()));
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of ", like_name, " (",
+              like.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on the device of ", like_name, " (",
+              like.device(), "), got ", t.device());
+}
+
+void check_tangent(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& primal,
+                   const char* primal_name, const char* op) {
+  if (t.has_value() && t->defined()) {
+    check_same_as(*t, name, primal.sizes().vec(), primal, primal_name, op);
+  }
+}
+
+c10::ScalarType stats_dtype(c10::ScalarType input_dtype) {
+  return input_dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_stats(const at::Tensor& lse, const char* name, const SdpaShape& shape, const at::Tensor& q,
+                 const char* op) {
+  TORCH_CHECK(lse.defined(), op, ": ", name, " must be a defined tensor");
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef(shape.lse_shape()), op, ": ", name, " must have shape (..., L) = ",
+              shape_str(shape.lse_shape()), ", got ", shape_str(lse.sizes()));
+  TORCH_CHECK(lse.scalar_type() == stats_dtype(q.scalar_type()), op, ": ", name, " must be ",
+              stats_dtype(q.scalar_type()), " for ", q.scalar_type(), " inputs, got ", lse.scalar_type());
+  TORCH_CHECK(lse.device() == q.device(), op, ": ", name, " must be on the device of query (", q.device(),
+              "), got ", lse.device());
+}
+
+double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op) {
+  if (!scale.has_value()) {
+    return 1.0 / std::sqrt(static_cast<double>(dim_qk));
+  }
+  TORCH_CHECK(std::isfinite(*scale), op, ": scale must be a finite number, got ", *scale);
+  return *scale;
+}
+
+}  // namespace theria::core

@@ -1,0 +1,47 @@
+// Input contract of every theria op: shapes, dtypes and devices, checked with messages that
+// name the argument and the expected form. Knows nothing of autograd or of any backend.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace theria::core {
+
+// Sizes of one attention problem: q (..., L, E), k (..., S, E), v (..., S, Ev).
+struct SdpaShape {
+  std::vector<int64_t> leading;  // the shared batch/head sizes "..."
+  int64_t batch = 1;             // product of `leading`
+  int64_t len_q = 0;             // L
+  int64_t len_kv = 0;            // S
+  int64_t dim_qk = 0;            // E
+  int64_t dim_v = 0;             // Ev
+
+  std::vector<int64_t> q_shape() const { return with_tail(len_q, dim_qk); }
+  std::vector<int64_t> k_shape() const { return with_tail(len_kv, dim_qk); }
+  std::vector<int64_t> v_shape() const { return with_tail(len_kv, dim_v); }
+  std::vector<int64_t> out_shape() const { return with_tail(len_q, dim_v); }
+  std::vector<int64_t> lse_shape() const;
+  std::vector<int64_t> with_tail(int64_t rows, int64_t cols) const;
+};
+
+// Checks query/key/value and returns the problem sizes. `op` names the caller in messages.
+SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const char* op);
+
+// Checks that `t` (argument `name`) has `shape` and the dtype/device of `like`.
+void check_same_as(const at::Tensor& t, const char* name, const std::vector<int64_t>& shape,
+                   const at::Tensor& like, const char* like_name, const char* op);
+
+// Checks an optional tangent: absent, or shaped and typed like its primal.
+void check_tangent(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& primal,
+                   const char* primal_name, const char* op);
+
+// Row statistics (lse and its tangent): (..., L), float64 for float64 inputs, float32 otherwise.
+c10::ScalarType stats_dtype(c10::ScalarType input_dtype);
+void check_stats(const at::Tensor& lse, const char* name, const SdpaShape& shape,
+                 const at::Tensor& q, const char* op);
+
+// 1/sqrt(E) unless given; a given scale must be finite.
+double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op);
+
+}  // namespace theria::core

@@ -1,0 +1,149 @@
+// Explicit backward and backward-JVP on CPU (docs/derivatives.md, B and BJ).
+//
+// P is rebuilt from the saved lse, never stored. Three passes, all deterministic:
+//   1. row terms   delta = rowsum(dout * out)       [and delta_dot = rowsum(dout_dot*out + dout*out_dot)]
+//   2. per query-row block: dq     += scale * ds k                [dq_dot += scale (ds_dot k + ds k_dot)]
+//   3. per key block:       dv     += p dout,  dk += scale ds q   [and their tangents]
+// Passes 2 and 3 rebuild the same per-pair terms through pair_terms(), so dq and dk/dv never
+// need atomics (the fused kernels may choose otherwise).
+#include "explicit/cpu_kernels.h"
+#include "explicit/cpu_tile.h"
+
+#include <ATen/Parallel.h>
+
+namespace theria::kernels::cpu {
+namespace {
+
+template <typename T>
+struct PairTerms {
+  T p = 0, ds = 0;          // P_ij and dS_ij
+  T p_dot = 0, ds_dot = 0;  // their tangents (backward-JVP only)
+};
+
+template <typename T>
+inline T stat(const void* base, const SdpaFwdParams& p, int64_t b, int64_t i) {
+  return static_cast<const T*>(base)[b * p.len_q + i];
+}
+
+// Terms of query i and key j, rebuilt from the row statistics. A row with lse = -inf has no mass.
+template <typename T, bool kTangent>
+inline PairTerms<T> pair_terms(const SdpaBwdParams& p, int64_t b, int64_t i, int64_t j) {
+  const int64_t E = p.dim_qk, Ev = p.dim_v;
+  const T scale = static_cast<T>(p.scale);
+  const T lse = stat<T>(p.lse, p, b, i), delta = stat<T>(p.delta, p, b, i);
+  const T* q_i = row<T>(p.q, b, i);
+  const T* k_j = row<T>(p.k, b, j);
+  const T* v_j = row<T>(p.v, b, j);
+  const T* dout_i = row<T>(p.dout, b, i);
+  PairTerms<T> t;
+  t.p = lse == neg_inf<T>() ? T(0) : std::exp(scale * dot(q_i, k_j, E) - lse);
+  const T dp = dot(dout_i, v_j, Ev);
+  t.ds = t.p * (dp - delta);
+  if constexpr (kTangent) {
+    const T s_dot = scale * (dot(row<T>(p.q_dot, b, i), k_j, E) + dot(q_i, row<T>(p.k_dot, b, j), E));
+    t.p_dot = t.p * (s_dot - stat<T>(p.lse_dot, p, b, i));
+    const T dp_dot = dot(row<T>(p.dout_dot, b, i), v_j, Ev) + dot(dout_i, row<T>(p.v_dot, b, j), Ev);
+    t.ds_dot = t.p_dot * (dp - delta) + t.p * (dp_dot - stat<T>(p.delta_dot, p, b, i));
+  }
+  return t;
+}
+
+template <typename T, bool kTangent>
+void row_terms(const SdpaBwdParams& p) {
+  at::parallel_for(0, p.batch * p.len_q, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const int64_t b = bi / p.len_q, i = bi % p.len_q;
+      const T* dout_i = row<T>(p.dout, b, i);
+      const T* out_i = row<T>(p.out, b, i);
+      static_cast<T*>(p.delta)[bi] = dot(dout_i, out_i, p.dim_v);
+      if constexpr (kTangent) {
+        static_cast<T*>(p.delta_dot)[bi] =
+            dot(row<T>(p.dout_dot, b, i), out_i, p.dim_v) + dot(dout_i, row<T>(p.out_dot, b, i), p.dim_v);
+      }
+    }
+  });
+}
+
+template <typename T, bool kTangent>
+void dq_pass(const SdpaBwdParams& p) {
+  const int64_t E = p.dim_qk;
+  const T scale = static_cast<T>(p.scale);
+  const int64_t blocks_m = (p.len_q + kBlockM - 1) / kBlockM;
+  at::parallel_for(0, p.batch * blocks_m, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks_m, i0 = (task % blocks_m) * kBlockM;
+      for (int64_t i = i0; i < std::min(i0 + kBlockM, p.len_q); ++i) {
+        T* dq_i = row<T>(p.dq, b, i);
+        T* dq_dot_i = kTangent ? row<T>(p.dq_dot, b, i) : nullptr;
+        std::fill(dq_i, dq_i + E, T(0));
+        if constexpr (kTangent) std::fill(dq_dot_i, dq_dot_i + E, T(0));
+        for (int64_t j = 0; j < visible_end(p, i); ++j) {
+          const auto t = pair_terms<T, kTangent>(p, b, i, j);
+          axpy(dq_i, scale * t.ds, row<T>(p.k, b, j), E);
+          if constexpr (kTangent) {
+            axpy(dq_dot_i, scale * t.ds_dot, row<T>(p.k, b, j), E);
+            axpy(dq_dot_i, scale * t.ds, row<T>(p.k_dot, b, j), E);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T, bool kTangent>
+void dkdv_pass(const SdpaBwdParams& p) {
+  const int64_t E = p.dim_qk, Ev = p.dim_v;
+  const T scale = static_cast<T>(p.scale);
+  const int64_t blocks_n = (p.len_kv + kBlockN - 1) / kBlockN;
+  at::parallel_for(0, p.batch * blocks_n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks_n, j0 = (task % blocks_n) * kBlockN;
+      for (int64_t j = j0; j < std::min(j0 + kBlockN, p.len_kv); ++j) {
+        T* dk_j = row<T>(p.dk, b, j);
+        T* dv_j = row<T>(p.dv, b, j);
+        std::fill(dk_j, dk_j + E, T(0));
+        std::fill(dv_j, dv_j + Ev, T(0));
+        T* dk_dot_j = kTangent ? row<T>(p.dk_dot, b, j) : nullptr;
+        T* dv_dot_j = kTangent ? row<T>(p.dv_dot, b, j) : nullptr;
+        if constexpr (kTangent) {
+          std::fill(dk_dot_j, dk_dot_j + E, T(0));
+          std::fill(dv_dot_j, dv_dot_j + Ev, T(0));
+        }
+        for (int64_t i = first_query_seeing(p, j); i < p.len_q; ++i) {
+          const auto t = pair_terms<T, kTangent>(p, b, i, j);
+          axpy(dv_j, t.p, row<T>(p.dout, b, i), Ev);
+          axpy(dk_j, scale * t.ds, row<T>(p.q, b, i), E);
+          if constexpr (kTangent) {
+            axpy(dv_dot_j, t.p_dot, row<T>(p.dout, b, i), Ev);
+            axpy(dv_dot_j, t.p, row<T>(p.dout_dot, b, i), Ev);
+            axpy(dk_dot_j, scale * t.ds_dot, row<T>(p.q, b, i), E);
+            axpy(dk_dot_j, scale * t.ds, row<T>(p.q_dot, b, i), E);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T, bool kTangent>
+void run(const SdpaBwdParams& p) {
+  row_terms<T, kTangent>(p);
+  dq_pass<T, kTangent>(p);
+  dkdv_pass<T, kTangent>(p);
+}
+
+}  // namespace
+
+template <typename T>
+void sdpa_bwd(const SdpaBwdParams& params) {
+  if (params.with_tangent()) {
+    run<T, true>(params);
+  } else {
+    run<T, false>(params);
+  }
+}
+
+template void sdpa_bwd<float>(const SdpaBwdParams&);
+template void sdpa_bwd<double>(const SdpaBwdParams&);
+
+}  // namespace theria::kernels::cpu

@@ -1,0 +1,48 @@
+// Plain parameter structs shared by the explicit CPU kernels and the fused CUDA kernels.
+// No torch types here: the torch bindings fill these, the kernels only read them.
+//
+// Every matrix is a 3-D view [batch, rows, cols] whose last dimension is contiguous;
+// "batch" runs over all leading (batch x heads) positions. Row statistics (lse, delta, their
+// tangents) are contiguous [batch, len_q] arrays in the accumulation type (float, or double for
+// double inputs). Symbols follow docs/derivatives.md.
+#pragma once
+
+#include <cstdint>
+
+namespace theria::kernels {
+
+struct MatrixView {
+  void* ptr = nullptr;
+  int64_t batch_stride = 0;  // in elements
+  int64_t row_stride = 0;    // in elements
+};
+
+// Forward and JVP: out = softmax(scale * q k^T) v, lse = row log-sum-exp of the logits.
+// With tangents set (q_dot.ptr != nullptr) the kernel also produces out_dot and lse_dot.
+// An absent tangent of q, k or v is passed as a zero matrix.
+struct SdpaFwdParams {
+  int64_t batch = 0, len_q = 0, len_kv = 0, dim_qk = 0, dim_v = 0;
+  double scale = 1.0;
+  bool causal = false;  // key j is visible to query i iff j <= i (top-left aligned)
+
+  MatrixView q, k, v, out;
+  void* lse = nullptr;
+
+  MatrixView q_dot, k_dot, v_dot, out_dot;
+  void* lse_dot = nullptr;
+
+  bool with_tangent() const { return q_dot.ptr != nullptr; }
+};
+
+// Backward and backward-JVP: dq, dk, dv from (q, k, v, out, lse, dout); with tangents also their
+// tangents dq_dot, dk_dot, dv_dot along (q_dot, k_dot, v_dot, dout_dot), which need the forward
+// tangents out_dot and lse_dot (filled by a JVP pass first).
+struct SdpaBwdParams : SdpaFwdParams {
+  MatrixView dout, dq, dk, dv;
+  void* delta = nullptr;  // rowsum(dout * out), scratch filled by the kernel
+
+  MatrixView dout_dot, dq_dot, dk_dot, dv_dot;
+  void* delta_dot = nullptr;  // rowsum(dout_dot * out + dout * out_dot), scratch
+};
+
+}  // namespace theria::kernels

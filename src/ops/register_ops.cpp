@@ -1,0 +1,146 @@
+// Schemas of torch.ops.theria.* and their device kernels (below autograd): check the contract,
+// resolve the backend, run it. Autograd kernels: src/autograd/; fake kernels and vmap rules:
+// python/theria/_meta.py.
+#include "core/backend.h"
+#include "core/contract.h"
+#include "explicit/explicit_backend.h"
+#include "ops/ops.h"
+#include "reference/reference.h"
+
+#include <theria/tolerances.h>
+
+#include <torch/library.h>
+
+namespace theria::ops {
+namespace {
+
+// The one switch from a resolved backend to its implementation.
+template <typename ReferenceFn, typename ExplicitFn>
+auto run_backend(const char* op, c10::string_view backend, const Tensor& q, ReferenceFn&& reference_fn,
+                 ExplicitFn&& explicit_fn) {
+  switch (core::resolve_backend(std::string_view(backend.data(), backend.size()), q, op).backend) {
+    case Backend::Explicit:
+      return explicit_fn();
+    case Backend::Reference:
+      return reference_fn();
+    default:
+      TORCH_CHECK(false, op, ": the fused CUDA kernels are not part of this build");
+  }
+}
+
+Tensor sdpa_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, std::optional<double> scale,
+                   c10::string_view backend) {
+  const auto shape = core::check_qkv(q, k, v, "theria.sdpa");
+  const double s = core::resolve_scale(scale, shape.dim_qk, "theria.sdpa");
+  return std::get<0>(sdpa_fwd(q, k, v, is_causal, s, backend));
+}
+
+Tensor2 sdpa_fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
+                        c10::string_view backend) {
+  constexpr const char* op = "theria.sdpa_fwd";
+  core::check_qkv(q, k, v, op);
+  return run_backend(
+      op, backend, q, [&] { return reference::sdpa_fwd(q, k, v, is_causal, scale); },
+      [&] { return explicit_backend::sdpa_fwd(q, k, v, is_causal, scale); });
+}
+
+void check_tangents(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
+                    const OptTensor& k_dot, const OptTensor& v_dot, const char* op) {
+  core::check_tangent(q_dot, "q_dot", q, "query", op);
+  core::check_tangent(k_dot, "k_dot", k, "key", op);
+  core::check_tangent(v_dot, "v_dot", v, "value", op);
+}
+
+Tensor3 sdpa_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
+                        const OptTensor& k_dot, const OptTensor& v_dot, bool is_causal, double scale,
+                        c10::string_view backend) {
+  constexpr const char* op = "theria.sdpa_jvp";
+  core::check_qkv(q, k, v, op);
+  check_tangents(q, k, v, q_dot, k_dot, v_dot, op);
+  return run_backend(
+      op, backend, q, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); },
+      [&] { return explicit_backend::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); });
+}
+
+void check_bwd_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                      const Tensor& dout, const char* op) {
+  const auto shape = core::check_qkv(q, k, v, op);
+  core::check_same_as(out, "out", shape.out_shape(), q, "query", op);
+  core::check_same_as(dout, "dout", shape.out_shape(), q, "query", op);
+  core::check_stats(lse, "lse", shape, q, op);
+}
+
+Tensor3 sdpa_bwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, bool is_causal, double scale, c10::string_view backend) {
+  constexpr const char* op = "theria.sdpa_bwd";
+  check_bwd_inputs(q, k, v, out, lse, dout, op);
+  return run_backend(
+      op, backend, q, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale); },
+      [&] { return explicit_backend::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale); });
+}
+
+Tensor4 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                            const Tensor& lse, const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
+                            const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
+                            c10::string_view backend) {
+  constexpr const char* op = "theria.sdpa_bwd_jvp";
+  check_bwd_inputs(q, k, v, out, lse, dout, op);
+  check_tangents(q, k, v, q_dot, k_dot, v_dot, op);
+  core::check_tangent(dout_dot, "dout_dot", dout, "dout", op);
+  return run_backend(
+      op, backend, q,
+      [&] { return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale); },
+      [&] {
+        return explicit_backend::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal,
+                                              scale);
+      });
+}
+
+std::vector<std::string> select_backend_op(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal,
+                                           c10::string_view backend) {
+  SdpaOptions options;
+  options.causal(is_causal).backend(parse_backend(std::string_view(backend.data(), backend.size())));
+  const auto choice = select_backend(q, k, v, options);
+  return {backend_name(choice.backend), choice.reason};
+}
+
+double tolerance_op(c10::ScalarType dtype, int64_t order) {
+  TORCH_CHECK(order >= 0 && order <= 3, "theria.tolerance: order must be 0 (forward) to 3, got ", order);
+  return tolerance(dtype, static_cast<Derivative>(order)).max_rel_error;
+}
+
+}  // namespace
+}  // namespace theria::ops
+
+TORCH_LIBRARY(theria, m) {
+  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+  m.def("sdpa(Tensor query, Tensor key, Tensor value, bool is_causal=False, float? scale=None, "
+        "str backend='auto') -> Tensor",
+        tags);
+  m.def("sdpa_fwd(Tensor q, Tensor k, Tensor v, bool is_causal, float scale, str backend) "
+        "-> (Tensor out, Tensor lse)",
+        tags);
+  m.def("sdpa_jvp(Tensor q, Tensor k, Tensor v, Tensor? q_dot, Tensor? k_dot, Tensor? v_dot, bool is_causal, "
+        "float scale, str backend) -> (Tensor out, Tensor lse, Tensor out_dot)",
+        tags);
+  m.def("sdpa_bwd(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, bool is_causal, "
+        "float scale, str backend) -> (Tensor dq, Tensor dk, Tensor dv)",
+        tags);
+  m.def("sdpa_bwd_jvp(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, Tensor? q_dot, "
+        "Tensor? k_dot, Tensor? v_dot, Tensor? dout_dot, bool is_causal, float scale, str backend) "
+        "-> (Tensor dq_dot, Tensor dk_dot, Tensor dv_dot, Tensor out_dot)",
+        tags);
+  m.def("select_backend(Tensor query, Tensor key, Tensor value, bool is_causal=False, str backend='auto') -> str[]",
+        &theria::ops::select_backend_op);
+  m.def("tolerance(ScalarType dtype, int order) -> float", &theria::ops::tolerance_op);
+}
+
+#define THERIA_REGISTER_DEVICE_KERNELS(m)                      \
+  m.impl("sdpa", &theria::ops::sdpa_kernel);                   \
+  m.impl("sdpa_fwd", &theria::ops::sdpa_fwd_kernel);           \
+  m.impl("sdpa_jvp", &theria::ops::sdpa_jvp_kernel);           \
+  m.impl("sdpa_bwd", &theria::ops::sdpa_bwd_kernel);           \
+  m.impl("sdpa_bwd_jvp", &theria::ops::sdpa_bwd_jvp_kernel)
+
+TORCH_LIBRARY_IMPL(theria, CPU, m) { THERIA_REGISTER_DEVICE_KERNELS(m); }
+TORCH_LIBRARY_IMPL(theria, CUDA, m) { THERIA_REGISTER_DEVICE_KERNELS(m); }

@@ -1,0 +1,42 @@
+// The reference backend: plain ATen compositions that materialise the L x S matrices.
+// Every function here is differentiable at any order by PyTorch itself, so it serves as the
+// oracle in tests and as the exact path for derivatives above second order.
+// Formulas and symbols: docs/derivatives.md. Absent tangents are zeros.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace theria::reference {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// scale * q k^T with keys hidden by the causal mask set to -inf.
+Tensor logits(const Tensor& q, const Tensor& k, bool causal, double scale);
+
+// The oracle: softmax(logits) @ v, exactly what F.scaled_dot_product_attention's math backend does.
+Tensor sdpa_math(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+
+// (out, lse)
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+
+// (out, lse, out_dot)
+std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const OptTensor& q_dot, const OptTensor& k_dot,
+                                            const OptTensor& v_dot, bool causal, double scale);
+
+// (dq, dk, dv) for the cotangent dout. P is recomputed from q and k, so the result stays a
+// differentiable function of (q, k, v, dout).
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
+                                            bool causal, double scale);
+
+// (dq_dot, dk_dot, dv_dot, out_dot): tangents of the backward along (q_dot, k_dot, v_dot, dout_dot).
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                        const Tensor& dout, const OptTensor& q_dot,
+                                                        const OptTensor& k_dot, const OptTensor& v_dot,
+                                                        const OptTensor& dout_dot, bool causal, double scale);
+
+}  // namespace theria::reference
