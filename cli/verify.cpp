@@ -1,1 +1,256 @@
+// `theria verify`: for every available device and backend and a table of shapes and dtypes,
+// compares forward, backward, JVP, double backward (HVP) and third order against the float64
+// reference (plain ATen composition differentiated by PyTorch on the same rounded inputs), and
+// prints backend x derivative x dtype with the worst relative error over the shapes.
+#include "commands.h"
 
+#include "reference/reference.h"
+
+#include <theria/sdpa.h>
+#include <theria/tolerances.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/forward_grad.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+namespace theria::cli {
+namespace {
+
+using at::Tensor;
+using TensorList = std::vector<Tensor>;
+
+struct Shape {
+  std::vector<int64_t> lead;
+  int64_t len_q, len_kv, dim_qk, dim_v;
+  bool causal;
+};
+
+// Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile.
+const std::vector<Shape>& shapes(bool quick) {
+  static const std::vector<Shape> all{
+      {{2, 3}, 5, 7, 4, 6, false},  {{1, 2}, 1, 9, 8, 8, true},     {{2}, 17, 11, 16, 12, true},
+      {{1, 2}, 33, 70, 32, 24, false}, {{1, 1}, 64, 64, 64, 64, true}, {{3}, 70, 33, 8, 5, true},
+  };
+  static const std::vector<Shape> few(all.begin(), all.begin() + 3);
+  return quick ? few : all;
+}
+
+enum Check { kForward, kBackward, kJvp, kDoubleBackward, kThirdOrder, kNumChecks };
+constexpr std::array<const char*, kNumChecks> kCheckNames{"forward", "backward", "jvp", "double backward",
+                                                          "third order"};
+constexpr std::array<Derivative, kNumChecks> kCheckOrder{Derivative::Forward, Derivative::FirstOrder,
+                                                         Derivative::FirstOrder, Derivative::SecondOrder,
+                                                         Derivative::ThirdOrder};
+
+struct Inputs {
+  Tensor q, k, v, dout, u_q, u_k, u_v, w_q, w_k, w_v, t_q, t_k, t_v;
+  Inputs to(at::ScalarType dtype, at::Device device) const {
+    auto c = [&](const Tensor& t) { return t.to(device, dtype); };
+    return {c(q), c(k), c(v), c(dout), c(u_q), c(u_k), c(u_v), c(w_q), c(w_k), c(w_v), c(t_q), c(t_k), c(t_v)};
+  }
+};
+
+Inputs random_inputs(const Shape& s, uint64_t seed) {
+  at::manual_seed(seed);
+  auto shape = [&](int64_t rows, int64_t cols) {
+    auto v = s.lead;
+    v.push_back(rows);
+    v.push_back(cols);
+    return v;
+  };
+  auto r = [&](int64_t rows, int64_t cols) { return at::randn(shape(rows, cols), at::kDouble); };
+  return {r(s.len_q, s.dim_qk),  r(s.len_kv, s.dim_qk), r(s.len_kv, s.dim_v), r(s.len_q, s.dim_v),
+          r(s.len_q, s.dim_qk),  r(s.len_kv, s.dim_qk), r(s.len_kv, s.dim_v), r(s.len_q, s.dim_qk),
+          r(s.len_kv, s.dim_qk), r(s.len_kv, s.dim_v),  r(s.len_q, s.dim_qk), r(s.len_kv, s.dim_qk),
+          r(s.len_kv, s.dim_v)};
+}
+
+using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+
+Tensor inner(const TensorList& a, const TensorList& b) {
+  Tensor s = (a[0] * b[0]).sum();
+  for (size_t i = 1; i < a.size(); ++i) s = s + (a[i] * b[i]).sum();
+  return s;
+}
+
+// Every derivative the checks compare, computed through `f` on the given inputs.
+std::array<TensorList, kNumChecks> derivatives(const Attention& f, const Inputs& in) {
+  std::array<TensorList, kNumChecks> r;
+  const Tensor q = in.q.detach().requires_grad_(), k = in.k.detach().requires_grad_(),
+               v = in.v.detach().requires_grad_();
+  const Tensor out = f(q, k, v);
+  r[kForward] = {out.detach()};
+  const auto g = torch::autograd::grad({out}, {q, k, v}, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
+  r[kBackward] = g;
+  // Double backward as an HVP takes it (no graph kept): this is the explicit path. Keeping the
+  // graph of the HVP for the third order takes the exact path instead (src/autograd/exact_path.cpp).
+  const Tensor gu = inner(g, {in.u_q, in.u_k, in.u_v});
+  r[kDoubleBackward] = torch::autograd::grad({gu}, {q, k, v}, {}, /*retain_graph=*/true, /*create_graph=*/false);
+  const auto h = torch::autograd::grad({gu}, {q, k, v}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  r[kThirdOrder] = torch::autograd::grad({inner(h, {in.w_q, in.w_k, in.w_v})}, {q, k, v});
+
+  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
+  {
+    const Tensor dual = f(at::_make_dual(in.q, in.t_q, level), at::_make_dual(in.k, in.t_k, level),
+                          at::_make_dual(in.v, in.t_v, level));
+    r[kJvp] = {std::get<1>(at::_unpack_dual(dual, level)).clone()};
+  }
+  torch::autograd::ForwardADLevel::release_idx(level);
+  return r;
+}
+
+struct Row {
+  std::string device, backend, check, dtype;
+  double error, tolerance;
+  bool pass() const { return error <= tolerance; }
+};
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return "float64";
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
+
+struct Options {
+  bool quick = false;
+  std::string device = "all";
+  std::string json;
+};
+
+Options parse(const Args& args) {
+  Options o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    auto value = [&]() -> std::string {
+      TORCH_CHECK(i + 1 < args.size(), "option ", a, " needs a value");
+      return args[++i];
+    };
+    if (a == "--quick") {
+      o.quick = true;
+    } else if (a == "--device") {
+      o.device = value();
+      TORCH_CHECK(o.device == "cpu" || o.device == "cuda" || o.device == "all",
+                  "--device must be cpu, cuda or all, got '", o.device, "'");
+    } else if (a == "--json") {
+      o.json = value();
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: theria verify [--quick] [--device cpu|cuda|all] [--json FILE]\n"
+          "  --quick    three shapes instead of six\n"
+          "  --device   which devices to check (default: all available)\n"
+          "  --json     also write the table to FILE as JSON\n");
+      std::exit(0);
+    } else {
+      TORCH_CHECK(false, "unknown option '", a, "' (see theria verify --help)");
+    }
+  }
+  return o;
+}
+
+void write_json(const std::string& path, const std::vector<Row>& rows) {
+  std::ofstream f(path);
+  TORCH_CHECK(f, "cannot write ", path);
+  f << "[\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    f << "  {\"device\": \"" << r.device << "\", \"backend\": \"" << r.backend << "\", \"derivative\": \""
+      << r.check << "\", \"dtype\": \"" << r.dtype << "\", \"max_rel_error\": " << r.error
+      << ", \"tolerance\": " << r.tolerance << ", \"pass\": " << (r.pass() ? "true" : "false") << "}"
+      << (i + 1 < rows.size() ? ",\n" : "\n");
+  }
+  f << "]\n";
+}
+
+}  // namespace
+
+int verify(const Args& args) {
+  const Options opt = parse(args);
+  struct Target {
+    at::Device device;
+    Backend backend;
+    std::vector<at::ScalarType> dtypes;
+  };
+  std::vector<Target> targets;
+  std::vector<std::string> notes;
+  if (opt.device != "cuda") {
+    for (auto b : {Backend::Reference, Backend::Explicit}) {
+      targets.push_back({at::kCPU, b, {at::kDouble, at::kFloat, at::kBFloat16}});
+    }
+  }
+  if (opt.device != "cpu") {
+    if (at::hasCUDA()) {
+      const std::vector<at::ScalarType> gpu_dtypes{at::kDouble, at::kFloat, at::kHalf, at::kBFloat16};
+      targets.push_back({at::Device(at::kCUDA, 0), Backend::Reference, gpu_dtypes});
+      if (fused_kernels_built()) {
+        targets.push_back({at::Device(at::kCUDA, 0), Backend::Fused, gpu_dtypes});
+      } else {
+        notes.push_back("cuda/fused: not checked, this build has no fused CUDA kernels");
+      }
+    } else {
+      notes.push_back("cuda: not checked, no CUDA device available");
+    }
+  }
+
+  std::vector<Row> rows;
+  const auto& cases = shapes(opt.quick);
+  for (const auto& target : targets) {
+    for (const auto dtype : target.dtypes) {
+      std::array<double, kNumChecks> worst{};
+      for (size_t c = 0; c < cases.size(); ++c) {
+        const Shape& s = cases[c];
+        const Inputs base = random_inputs(s, 1000 + c);
+        const Inputs in = base.to(dtype, target.device);
+        // The oracle sees exactly the rounded inputs the backend sees.
+        const Inputs ref_in = in.to(at::kDouble, at::kCPU);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim_qk));
+        const auto options = SdpaOptions().causal(s.causal).backend(target.backend);
+        const auto got = derivatives(
+            [&](const Tensor& q, const Tensor& k, const Tensor& v) { return sdpa(q, k, v, options); }, in);
+        const auto want = derivatives(
+            [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+              return reference::sdpa_math(q, k, v, s.causal, scale);
+            },
+            ref_in);
+        for (int ch = 0; ch < kNumChecks; ++ch) {
+          worst[ch] = std::max(worst[ch], max_relative_error(got[ch], want[ch]));
+        }
+      }
+      for (int ch = 0; ch < kNumChecks; ++ch) {
+        rows.push_back({target.device.is_cuda() ? "cuda" : "cpu", backend_name(target.backend), kCheckNames[ch],
+                        dtype_name(dtype), worst[ch], tolerance(dtype, kCheckOrder[ch]).max_rel_error});
+      }
+      std::fprintf(stderr, "[verify] %s %s %s done\n", target.device.is_cuda() ? "cuda" : "cpu",
+                   backend_name(target.backend), dtype_name(dtype).c_str());
+    }
+  }
+
+  std::printf("theria verify: %zu shapes per row, error = max|x - ref| / max(max|ref|, 1) against float64\n\n",
+              cases.size());
+  std::printf("%-6s %-10s %-16s %-9s %13s %11s  %s\n", "device", "backend", "derivative", "dtype",
+              "max rel err", "tolerance", "result");
+  int failed = 0;
+  for (const auto& r : rows) {
+    std::printf("%-6s %-10s %-16s %-9s %13.3e %11.1e  %s\n", r.device.c_str(), r.backend.c_str(), r.check.c_str(),
+                r.dtype.c_str(), r.error, r.tolerance, r.pass() ? "pass" : "FAIL");
+    failed += r.pass() ? 0 : 1;
+  }
+  for (const auto& n : notes) std::printf("note: %s\n", n.c_str());
+  if (!opt.json.empty()) write_json(opt.json, rows);
+  std::printf("\nverify: %d passed, %d failed\n", static_cast<int>(rows.size()) - failed, failed);
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace theria::cli

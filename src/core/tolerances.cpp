@@ -27,15 +27,24 @@ Tolerance tolerance(c10::ScalarType dtype, Derivative order) {
   }
 }
 
+double max_relative_error(const std::vector<at::Tensor>& x, const std::vector<at::Tensor>& ref) {
+  TORCH_CHECK(x.size() == ref.size(), "max_relative_error: ", x.size(), " tensors vs ", ref.size());
+  double err = 0.0, mag = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    TORCH_CHECK(x[i].sizes() == ref[i].sizes(), "max_relative_error: shapes differ, ", x[i].sizes(), " vs ",
+                ref[i].sizes());
+    if (ref[i].numel() == 0) continue;
+    const auto xd = x[i].detach().to(at::kCPU, at::kDouble);
+    const auto rd = ref[i].detach().to(at::kCPU, at::kDouble);
+    err = std::max(err, (xd - rd).abs().max().item<double>());
+    mag = std::max(mag, rd.abs().max().item<double>());
+    if (err != err || mag != mag) return std::numeric_limits<double>::infinity();
+  }
+  return err / std::max(mag, 1.0);
+}
+
 double max_relative_error(const at::Tensor& x, const at::Tensor& ref) {
-  TORCH_CHECK(x.sizes() == ref.sizes(), "max_relative_error: shapes differ, ", x.sizes(), " vs ", ref.sizes());
-  if (ref.numel() == 0) return 0.0;
-  const auto xd = x.detach().to(at::kCPU, at::kDouble);
-  const auto rd = ref.detach().to(at::kCPU, at::kDouble);
-  const double err = (xd - rd).abs().max().item<double>();
-  const double mag = rd.abs().max().item<double>();
-  if (err != err || mag != mag) return std::numeric_limits<double>::infinity();
-  return err / std::max(mag, 1e-300);
+  return max_relative_error(std::vector<at::Tensor>{x}, std::vector<at::Tensor>{ref});
 }
 
 }  // namespace theria
