@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The scripted GPU-machine run: build with the machine's own torch, then GPU tests, `theria verify`
+# and (when given) extra commands, with every log under $OUT and a short summary printed last.
+#   run on the device tool:  bash scripts/device/gpu_check.sh [extra theria subcommand ...]
+# It needs GoogleTest sources where the machine has none: scripts/device/prepare.sh copies them
+# to .device/googletest here, and the device call carries .device.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+out=${OUT:-$root/.device/out}
+mkdir -p "$out"
+export THERIA_BUILD_DIR=build-gpu THERIA_JOBS=${THERIA_JOBS:-16}
+if [ -d .device/googletest ]; then
+  export THERIA_CMAKE_ARGS="-DTHERIA_GTEST_SOURCE=$root/.device/googletest"
+fi
+summary=()
+step() {  # step NAME LOGFILE COMMAND...
+  local name=$1 log=$2; shift 2
+  local t0=$SECONDS
+  "$@" >"$out/$log" 2>&1
+  local rc=$?
+  summary+=("$(printf '%-14s rc=%-3s %4ss  %s' "$name" "$rc" $((SECONDS - t0)) "$(tail -n 1 "$out/$log")")")
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv >"$out/gpu.txt" 2>&1
+step setup setup.log bash scripts/setup.sh || { tail -n 60 "$out/setup.log"; exit 1; }
+py=$(cat build-gpu/python)
+step ctest-gpu ctest_gpu.log bash -c "cd build-gpu && ctest --output-on-failure -L gpu"
+step pytest-gpu pytest_gpu.log env PYTHONPATH="$root/python" THERIA_LIBRARY="$root/build-gpu/libtheria.so" \
+  "$py" -m pytest -q -m gpu tests/python
+step verify verify.txt build-gpu/theria verify --json "$out/verify.json"
+if [ $# -gt 0 ]; then
+  step "theria $1" extra.txt build-gpu/theria "$@"
+fi
+
+cat "$out/gpu.txt"
+echo "---- verify"; grep -v '^\[verify' "$out/verify.txt" | tail -n 60
+for log in ctest_gpu.log pytest_gpu.log; do echo "---- $log (tail)"; tail -n 15 "$out/$log"; done
+echo "---- summary"; printf '%s\n' "${summary[@]}"
