@@ -17,7 +17,7 @@ namespace {
 bool use_exact_path(const Tensor& q, const Tensor& k, const Tensor& v, c10::string_view backend, const char* op,
                     std::initializer_list<OptTensor> differentiable) {
   core::check_qkv(q, k, v, op);
-  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, op);
+  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op);
   return resolved.backend == Backend::Reference || needs_grad(differentiable) || has_tangent(differentiable);
 }
 

@@ -45,7 +45,7 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, s
   constexpr const char* op = "theria.sdpa";
   const auto shape = core::check_qkv(q, k, v, op);
   const double s = core::resolve_scale(scale, shape.dim_qk, op);
-  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, op);
+  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op);
   if (resolved.backend == Backend::Reference) {
     return reference::sdpa_math(q, k, v, is_causal, s);
   }

@@ -1,5 +1,7 @@
 #include "core/backend.h"
 
+#include "fused/fused_backend.h"
+
 #include <c10/util/Exception.h>
 
 namespace theria {
@@ -35,9 +37,11 @@ bool fused_kernels_built() {
 
 namespace theria::core {
 
-ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const char* op) {
+ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op) {
   const bool on_cpu = q.device().is_cpu();
   const bool on_cuda = q.device().is_cuda();
+  std::string fused_gap;
+  const bool fused_fits = fused_kernels_built() && fused::supports(q.size(-1), v.size(-1), &fused_gap);
   switch (requested) {
     case Backend::Reference:
       return {Backend::Reference, "requested: plain ATen composition, differentiated by PyTorch"};
@@ -51,13 +55,18 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const ch
       TORCH_CHECK(fused_kernels_built(), op,
                   ": backend 'fused' is not available: this build of theria has no fused CUDA kernels; "
                   "use 'reference' or 'auto'");
+      TORCH_CHECK(fused_fits, op, ": backend 'fused' cannot serve these inputs: ", fused_gap,
+                  "; use 'reference' or 'auto'");
       return {Backend::Fused, "requested: fused CUDA kernels"};
     case Backend::Auto:
       if (on_cpu) {
         return {Backend::Explicit, "auto: CPU tensors go to the explicit kernels (no T x T buffer)"};
       }
-      if (on_cuda && fused_kernels_built()) {
+      if (on_cuda && fused_fits) {
         return {Backend::Fused, "auto: CUDA tensors go to the fused kernels"};
+      }
+      if (on_cuda && fused_kernels_built()) {
+        return {Backend::Reference, "auto: " + fused_gap + ", so the reference composition"};
       }
       if (on_cuda) {
         return {Backend::Reference,
@@ -68,8 +77,9 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const ch
   TORCH_CHECK(false, op, ": unhandled backend");
 }
 
-ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const char* op) {
-  return resolve_backend(parse_backend(requested), q, op);
+ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,
+                                const char* op) {
+  return resolve_backend(parse_backend(requested), q, v, op);
 }
 
 }  // namespace theria::core

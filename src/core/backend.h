@@ -16,8 +16,10 @@ struct ResolvedBackend {
   std::string reason;
 };
 
-// Resolves `requested` for inputs living where `q` lives; throws a clear error when it cannot serve.
-ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const char* op);
-ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const char* op);
+// Resolves `requested` for query q and value v (their device and head dims); throws a clear error
+// when the requested backend cannot serve them.
+ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op);
+ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,
+                                const char* op);
 
 }  // namespace theria::core

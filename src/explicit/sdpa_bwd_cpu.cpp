@@ -4,8 +4,8 @@
 //   1. row terms   delta = rowsum(dout * out)       [and delta_dot = rowsum(dout_dot*out + dout*out_dot)]
 //   2. per query-row block: dq     += scale * ds k                [dq_dot += scale (ds_dot k + ds k_dot)]
 //   3. per key block:       dv     += p dout,  dk += scale ds q   [and their tangents]
-// Passes 2 and 3 rebuild the same per-pair terms through pair_terms(), so dq and dk/dv never
-// need atomics (the fused kernels may choose otherwise).
+// Passes 2 and 3 rebuild the same per-pair terms through pair_terms() (kernels/sdpa_scalar.h,
+// shared with the CUDA SIMT kernels), so dq and dk/dv never need atomics.
 #include "explicit/cpu_kernels.h"
 #include "explicit/cpu_tile.h"
 
@@ -13,40 +13,6 @@
 
 namespace theria::kernels::cpu {
 namespace {
-
-template <typename T>
-struct PairTerms {
-  T p = 0, ds = 0;          // P_ij and dS_ij
-  T p_dot = 0, ds_dot = 0;  // their tangents (backward-JVP only)
-};
-
-template <typename T>
-inline T stat(const void* base, const SdpaFwdParams& p, int64_t b, int64_t i) {
-  return static_cast<const T*>(base)[b * p.len_q + i];
-}
-
-// Terms of query i and key j, rebuilt from the row statistics. A row with lse = -inf has no mass.
-template <typename T, bool kTangent>
-inline PairTerms<T> pair_terms(const SdpaBwdParams& p, int64_t b, int64_t i, int64_t j) {
-  const int64_t E = p.dim_qk, Ev = p.dim_v;
-  const T scale = static_cast<T>(p.scale);
-  const T lse = stat<T>(p.lse, p, b, i), delta = stat<T>(p.delta, p, b, i);
-  const T* q_i = row<T>(p.q, b, i);
-  const T* k_j = row<T>(p.k, b, j);
-  const T* v_j = row<T>(p.v, b, j);
-  const T* dout_i = row<T>(p.dout, b, i);
-  PairTerms<T> t;
-  t.p = lse == neg_inf<T>() ? T(0) : std::exp(scale * dot(q_i, k_j, E) - lse);
-  const T dp = dot(dout_i, v_j, Ev);
-  t.ds = t.p * (dp - delta);
-  if constexpr (kTangent) {
-    const T s_dot = scale * (dot(row<T>(p.q_dot, b, i), k_j, E) + dot(q_i, row<T>(p.k_dot, b, j), E));
-    t.p_dot = t.p * (s_dot - stat<T>(p.lse_dot, p, b, i));
-    const T dp_dot = dot(row<T>(p.dout_dot, b, i), v_j, Ev) + dot(dout_i, row<T>(p.v_dot, b, j), Ev);
-    t.ds_dot = t.p_dot * (dp - delta) + t.p * (dp_dot - stat<T>(p.delta_dot, p, b, i));
-  }
-  return t;
-}
 
 template <typename T, bool kTangent>
 void row_terms(const SdpaBwdParams& p) {

@@ -1,8 +1,9 @@
 // Plain parameter structs shared by the explicit CPU kernels and the fused CUDA kernels.
 // No torch types here: the torch bindings fill these, the kernels only read them.
 //
-// Every matrix is a 3-D view [batch, rows, cols] whose last dimension is contiguous;
-// "batch" runs over all leading (batch x heads) positions. Row statistics (lse, delta, their
+// Every matrix is a view [batch, rows, cols] whose last dimension is contiguous; the flat
+// "batch" index b runs over all leading positions and splits as (b / heads, b % heads), each part
+// with its own stride, so (B, L, H, E) tensors seen as (B, H, L, E) need no copy. Row statistics (lse, delta, their
 // tangents) are contiguous [batch, len_q] arrays in the accumulation type (float, or double for
 // double inputs). Symbols follow docs/derivatives.md.
 #pragma once
@@ -13,8 +14,10 @@ namespace theria::kernels {
 
 struct MatrixView {
   void* ptr = nullptr;
-  int64_t batch_stride = 0;  // in elements
+  int64_t batch_stride = 0;  // in elements, for b / heads
   int64_t row_stride = 0;    // in elements
+  int64_t head_stride = 0;   // in elements, for b % heads
+  int64_t heads = 1;         // size of the inner leading dimension
 };
 
 // Forward and JVP: out = softmax(scale * q k^T) v, lse = row log-sum-exp of the logits.

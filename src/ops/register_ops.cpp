@@ -4,6 +4,7 @@
 #include "core/backend.h"
 #include "core/contract.h"
 #include "explicit/explicit_backend.h"
+#include "fused/fused_backend.h"
 #include "ops/ops.h"
 #include "reference/reference.h"
 
@@ -15,16 +16,18 @@ namespace theria::ops {
 namespace {
 
 // The one switch from a resolved backend to its implementation.
-template <typename ReferenceFn, typename ExplicitFn>
-auto run_backend(const char* op, c10::string_view backend, const Tensor& q, ReferenceFn&& reference_fn,
-                 ExplicitFn&& explicit_fn) {
-  switch (core::resolve_backend(std::string_view(backend.data(), backend.size()), q, op).backend) {
+template <typename ReferenceFn, typename ExplicitFn, typename FusedFn>
+auto run_backend(const char* op, c10::string_view backend, const Tensor& q, const Tensor& v,
+                 ReferenceFn&& reference_fn, ExplicitFn&& explicit_fn, FusedFn&& fused_fn) {
+  switch (core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op).backend) {
     case Backend::Explicit:
       return explicit_fn();
     case Backend::Reference:
       return reference_fn();
+    case Backend::Fused:
+      return fused_fn();
     default:
-      TORCH_CHECK(false, op, ": the fused CUDA kernels are not part of this build");
+      TORCH_CHECK(false, op, ": unresolved backend");
   }
 }
 
@@ -40,8 +43,9 @@ Tensor2 sdpa_fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool 
   constexpr const char* op = "theria.sdpa_fwd";
   core::check_qkv(q, k, v, op);
   return run_backend(
-      op, backend, q, [&] { return reference::sdpa_fwd(q, k, v, is_causal, scale); },
-      [&] { return explicit_backend::sdpa_fwd(q, k, v, is_causal, scale); });
+      op, backend, q, v, [&] { return reference::sdpa_fwd(q, k, v, is_causal, scale); },
+      [&] { return row_kernels::sdpa_fwd(explicit_backend::cpu_kernels(), q, k, v, is_causal, scale); },
+      [&] { return fused::sdpa_fwd(q, k, v, is_causal, scale); });
 }
 
 void check_tangents(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
@@ -58,8 +62,11 @@ Tensor3 sdpa_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const
   core::check_qkv(q, k, v, op);
   check_tangents(q, k, v, q_dot, k_dot, v_dot, op);
   return run_backend(
-      op, backend, q, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); },
-      [&] { return explicit_backend::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); });
+      op, backend, q, v, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); },
+      [&] {
+        return row_kernels::sdpa_jvp(explicit_backend::cpu_kernels(), q, k, v, q_dot, k_dot, v_dot, is_causal, scale);
+      },
+      [&] { return fused::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); });
 }
 
 void check_bwd_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
@@ -75,8 +82,11 @@ Tensor3 sdpa_bwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const
   constexpr const char* op = "theria.sdpa_bwd";
   check_bwd_inputs(q, k, v, out, lse, dout, op);
   return run_backend(
-      op, backend, q, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale); },
-      [&] { return explicit_backend::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale); });
+      op, backend, q, v, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale); },
+      [&] {
+        return row_kernels::sdpa_bwd(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, is_causal, scale);
+      },
+      [&] { return fused::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale); });
 }
 
 Tensor4 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
@@ -88,11 +98,14 @@ Tensor4 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, c
   check_tangents(q, k, v, q_dot, k_dot, v_dot, op);
   core::check_tangent(dout_dot, "dout_dot", dout, "dout", op);
   return run_backend(
-      op, backend, q,
+      op, backend, q, v,
       [&] { return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale); },
       [&] {
-        return explicit_backend::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal,
-                                              scale);
+        return row_kernels::sdpa_bwd_jvp(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, q_dot, k_dot,
+                                         v_dot, dout_dot, is_causal, scale);
+      },
+      [&] {
+        return fused::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale);
       });
 }
 

@@ -14,7 +14,7 @@ at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
 BackendChoice select_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const SdpaOptions& options) {
   core::check_qkv(q, k, v, "theria.select_backend");
-  auto resolved = core::resolve_backend(options.backend_, q, "theria.select_backend");
+  auto resolved = core::resolve_backend(options.backend_, q, v, "theria.select_backend");
   return {resolved.backend, std::move(resolved.reason)};
 }
 

@@ -1,0 +1,46 @@
+// Torch binding of the row kernels, the explicit algorithm's two kernel families (forward/JVP and
+// backward/backward-JVP over SdpaFwdParams / SdpaBwdParams). It serves the explicit CPU kernels and
+// the fused SIMT CUDA kernels alike: allocates outputs on the inputs' device, computes 16-bit inputs
+// in float (returned in the input dtype), flattens leading dims into [batch, rows, cols] with a
+// contiguous last dim, fills the params and calls the family's launchers. Absent tangents are zeros.
+// Inputs are assumed checked (core/contract.h).
+#pragma once
+
+#include "kernels/sdpa_params.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <optional>
+#include <tuple>
+
+namespace theria::row_kernels {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// The launchers of one family; the dtype is float or double (the compute dtype).
+struct RowKernels {
+  std::function<void(const kernels::SdpaFwdParams&, at::ScalarType)> fwd;
+  std::function<void(const kernels::SdpaBwdParams&, at::ScalarType)> bwd;
+};
+
+std::tuple<Tensor, Tensor> sdpa_fwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
+                                    bool causal, double scale);
+
+std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const OptTensor& q_dot, const OptTensor& k_dot,
+                                            const OptTensor& v_dot, bool causal, double scale);
+
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const Tensor& out, const Tensor& lse,
+                                            const Tensor& dout, bool causal, double scale);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q,
+                                                        const Tensor& k, const Tensor& v, const Tensor& out,
+                                                        const Tensor& lse, const Tensor& dout,
+                                                        const OptTensor& q_dot, const OptTensor& k_dot,
+                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
+                                                        bool causal, double scale);
+
+}  // namespace theria::row_kernels

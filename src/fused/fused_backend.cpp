@@ -1,0 +1,199 @@
+#include "fused/fused_backend.h"
+
+#include "core/contract.h"
+#include "explicit/row_kernel_binding.h"
+#include "fused/launch.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdint>
+
+namespace theria::fused {
+namespace {
+
+namespace kc = kernels::cuda;
+using kernels::MatrixView;
+
+kc::Dtype kernel_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return kc::Dtype::kFloat16;
+    case at::kBFloat16: return kc::Dtype::kBFloat16;
+    case at::kFloat: return kc::Dtype::kFloat32;
+    case at::kDouble: return kc::Dtype::kFloat64;
+    default: TORCH_CHECK(false, "theria fused: unsupported dtype ", t);
+  }
+}
+
+// The SIMT family over the row-kernel binding, launched on the current stream.
+const row_kernels::RowKernels& simt_kernels() {
+  static const row_kernels::RowKernels kernels{
+      [](const kernels::SdpaFwdParams& p, at::ScalarType dtype) {
+        kc::sdpa_fwd_simt(kernel_dtype(dtype), p, at::cuda::getCurrentCUDAStream());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      },
+      [](const kernels::SdpaBwdParams& p, at::ScalarType dtype) {
+        kc::sdpa_bwd_simt(kernel_dtype(dtype), p, at::cuda::getCurrentCUDAStream());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      },
+  };
+  return kernels;
+}
+
+// Describes a strided (..., rows, cols) tensor as a MatrixView without copying when its leading
+// dims collapse to (outer, heads) strides and, for the tensor-core kernels, every row starts on a
+// 16-byte boundary (cp.async copies 16 bytes).
+bool describe(const Tensor& t, bool aligned_rows, MatrixView& v) {
+  const int64_t d = t.dim();
+  if (t.size(-1) > 1 && t.stride(-1) != 1) return false;
+  v = MatrixView{};
+  v.ptr = t.data_ptr();
+  v.row_stride = t.stride(-2);
+  if (d >= 3) {
+    v.heads = t.size(-3);
+    v.head_stride = t.stride(-3);
+  }
+  int64_t expect = -1;
+  for (int64_t i = d - 4; i >= 0; --i) {
+    if (t.size(i) == 1) continue;
+    if (expect < 0) {
+      v.batch_stride = t.stride(i);
+      expect = t.stride(i) * t.size(i);
+    } else if (t.stride(i) != expect) {
+      return false;
+    } else {
+      expect *= t.size(i);
+    }
+  }
+  if (aligned_rows) {
+    const bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && v.row_stride % 8 == 0 &&
+                         v.head_stride % 8 == 0 && v.batch_stride % 8 == 0;
+    if (!aligned) return false;
+  }
+  return true;
+}
+
+// The tensor itself when describable, else a fresh contiguous copy (documented: odd layouts copy).
+struct Operand {
+  Tensor t;
+  MatrixView view;
+};
+Operand tc_operand(const Tensor& x) {
+  Operand o{x, {}};
+  if (describe(o.t, true, o.view)) return o;
+  o.t = x.clone(at::MemoryFormat::Contiguous);
+  TORCH_CHECK(describe(o.t, true, o.view), "theria fused: cannot lay out a tensor of shape ", x.sizes());
+  return o;
+}
+
+int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
+
+void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                  double scale) {
+  p.batch = batch_of(q);
+  p.len_q = q.size(-2);
+  p.len_kv = k.size(-2);
+  p.dim_qk = q.size(-1);
+  p.dim_v = v.size(-1);
+  p.scale = scale;
+  p.causal = causal;
+  TORCH_CHECK(p.batch <= 65535, "theria fused: at most 65535 batch x head positions per call, got ", p.batch);
+}
+
+bool use_tensor_cores(const Tensor& q, const Tensor& v) {
+  return kc::tensor_core_head_dim(kernel_dtype(q.scalar_type()), q.size(-1), v.size(-1));
+}
+
+std::vector<int64_t> out_shape(const Tensor& q, const Tensor& v) {
+  auto s = q.sizes().vec();
+  s.back() = v.size(-1);
+  return s;
+}
+
+std::vector<int64_t> stats_shape(const Tensor& q) {
+  auto s = q.sizes().vec();
+  s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+bool supports(int64_t dim_qk, int64_t dim_v, std::string* why_not) {
+  const bool ok = dim_qk <= kc::kSimtMaxHeadDim && dim_v <= kc::kSimtMaxHeadDim;
+  if (!ok && why_not != nullptr) {
+    *why_not = "the fused kernels take head dims up to " + std::to_string(kc::kSimtMaxHeadDim) + ", got E=" +
+               std::to_string(dim_qk) + ", Ev=" + std::to_string(dim_v);
+  }
+  return ok;
+}
+
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  c10::cuda::CUDAGuard guard(q.device());
+  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
+  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v);
+  Tensor out = at::empty(out_shape(q, v), q.options());
+  Tensor lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  kernels::SdpaFwdParams p;
+  fill_problem(p, q, k, v, causal, scale);
+  p.q = qo.view;
+  p.k = ko.view;
+  p.v = vo.view;
+  p.out = tc_operand(out).view;
+  p.lse = lse.data_ptr();
+  if (p.batch > 0) {
+    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, at::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {out, lse};
+}
+
+std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const OptTensor& q_dot, const OptTensor& k_dot,
+                                            const OptTensor& v_dot, bool causal, double scale) {
+  c10::cuda::CUDAGuard guard(q.device());
+  return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
+}
+
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                            const Tensor& lse, const Tensor& dout, bool causal, double scale) {
+  c10::cuda::CUDAGuard guard(q.device());
+  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
+  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(out),
+                doo = tc_operand(dout);
+  const Tensor lse_c = lse.contiguous();
+  Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
+  Tensor dk = at::empty_like(k, at::MemoryFormat::Contiguous);
+  Tensor dv = at::empty_like(v, at::MemoryFormat::Contiguous);
+  Tensor delta = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  Tensor dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+  kernels::SdpaBwdParams p;
+  fill_problem(p, q, k, v, causal, scale);
+  p.q = qo.view;
+  p.k = ko.view;
+  p.v = vo.view;
+  p.out = oo.view;
+  p.lse = lse_c.data_ptr();
+  p.dout = doo.view;
+  p.dq = tc_operand(dq).view;
+  p.dk = tc_operand(dk).view;
+  p.dv = tc_operand(dv).view;
+  p.delta = delta.data_ptr();
+  if (p.batch > 0) {
+    kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), p, dq_accum.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {dq, dk, dv};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                        const Tensor& out, const Tensor& lse, const Tensor& dout,
+                                                        const OptTensor& q_dot, const OptTensor& k_dot,
+                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
+                                                        bool causal, double scale) {
+  c10::cuda::CUDAGuard guard(q.device());
+  return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
+                                   scale);
+}
+
+}  // namespace theria::fused

@@ -1,0 +1,37 @@
+// Torch binding of the fused CUDA kernels (same contract as explicit_backend.h): checks what the
+// kernels support, allocates outputs, fills the params structs and launches on the current stream.
+//   fp16/bf16 with E == Ev in {32, 64, 96, 128}: tensor-core forward and backward;
+//   everything else up to head dim 256 (fp32, fp64, other head dims, JVP, backward-JVP): the SIMT
+//   kernels, in full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace theria::fused {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// Whether the fused kernels serve inputs of these head dims (E, Ev); the reason when not.
+bool supports(int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
+
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+
+std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const OptTensor& q_dot, const OptTensor& k_dot,
+                                            const OptTensor& v_dot, bool causal, double scale);
+
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                            const Tensor& lse, const Tensor& dout, bool causal, double scale);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                        const Tensor& out, const Tensor& lse, const Tensor& dout,
+                                                        const OptTensor& q_dot, const OptTensor& k_dot,
+                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
+                                                        bool causal, double scale);
+
+}  // namespace theria::fused

@@ -1,0 +1,32 @@
+// The fused backend in a build without CUDA: nothing fits, and core/backend.cpp refuses 'fused'
+// before any of these could be called.
+#include "fused/fused_backend.h"
+
+#include <c10/util/Exception.h>
+
+namespace theria::fused {
+namespace {
+[[noreturn]] void unavailable() { TORCH_CHECK(false, "theria: this build has no fused CUDA kernels"); }
+}  // namespace
+
+bool supports(int64_t, int64_t, std::string* why_not) {
+  if (why_not != nullptr) *why_not = "this build has no fused CUDA kernels";
+  return false;
+}
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor&, const Tensor&, const Tensor&, bool, double) { unavailable(); }
+std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                                            const OptTensor&, const OptTensor&, bool, double) {
+  unavailable();
+}
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                            const Tensor&, const Tensor&, bool, double) {
+  unavailable();
+}
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                        const Tensor&, const Tensor&, const OptTensor&,
+                                                        const OptTensor&, const OptTensor&, const OptTensor&, bool,
+                                                        double) {
+  unavailable();
+}
+
+}  // namespace theria::fused

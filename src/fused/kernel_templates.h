@@ -1,0 +1,30 @@
+// Declarations of the kernel launch templates; each is instantiated once in instantiations/ so that
+// a compile error names one combination and the files build in parallel.
+#pragma once
+
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime_api.h>
+
+namespace theria::kernels::cuda {
+
+struct BwdWorkspace {
+  float* dq_accum;  // [batch, len_q, dim_qk] fp32, zeroed before the launch
+};
+
+template <typename T, int kHeadDim, bool kCausal>
+void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream);
+
+template <typename T, int kHeadDim, bool kCausal>
+void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
+
+template <typename T, typename Acc, bool kTangent>
+void launch_sdpa_row_terms(const SdpaBwdParams& p, cudaStream_t stream);
+
+template <typename T, bool kTangent, int kCols>
+void launch_sdpa_fwd_simt(const SdpaFwdParams& p, cudaStream_t stream);
+
+template <typename T, bool kTangent, int kCols>
+void launch_sdpa_bwd_simt(const SdpaBwdParams& p, cudaStream_t stream);
+
+}  // namespace theria::kernels::cuda

@@ -1,0 +1,28 @@
+// Host-side entry points of the fused CUDA kernels. Plain params structs and a stream in, no torch
+// types: the torch binding (fused_backend.cpp) fills the params. Definitions: dispatch.cu, which
+// turns runtime dtype / head dim / causal into the template instantiations of instantiations/.
+#pragma once
+
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace theria::kernels::cuda {
+
+enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64 };
+
+// Tensor-core kernels: 16-bit inputs, E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
+bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
+void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
+// dq_accum: fp32 [batch, len_q, dim_qk], zeroed; params.delta: fp32 [batch, len_q] scratch.
+void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, float* dq_accum, cudaStream_t stream);
+
+// SIMT kernels: float32 or float64, max(E, Ev) <= kSimtMaxHeadDim. With tangents set in the params
+// they compute the JVP / backward-JVP.
+constexpr int64_t kSimtMaxHeadDim = 256;
+void sdpa_fwd_simt(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
+void sdpa_bwd_simt(Dtype dtype, const SdpaBwdParams& params, cudaStream_t stream);
+
+}  // namespace theria::kernels::cuda

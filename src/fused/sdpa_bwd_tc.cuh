@@ -1,0 +1,250 @@
+// Fused backward on tensor cores (docs/derivatives.md, B), FlashAttention-2 style:
+//   sdpa_bwd_tc_kernel: one CTA per (batch position, block of kBlockN keys); each warp owns 16 keys
+//     and keeps their dK, dV in registers while query blocks of kBlockM rows stream through a
+//     double-buffered cp.async pipeline. Per block it rebuilds P^T = exp(S^T - lse) (S^T = K Q^T),
+//     dP^T = V dO^T, dS^T = P^T (dP^T - delta), accumulates dV += P^T dO and dK += dS^T Q, and
+//     adds dQ += dS K into an fp32 buffer with atomics (dS staged in shared memory for the
+//     transposed product). Atomic adds make dQ's summation order, and so its last bits, vary
+//     between runs; dK and dV are deterministic.
+//   row terms (delta) come from sdpa_row_terms.cuh before, sdpa_dq_finish_kernel after.
+#pragma once
+
+#include "fused/kernel_templates.h"
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace theria::kernels::cuda {
+
+template <int kHeadDim_>
+struct BwdTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockN = 16 * kWarps;  // keys per CTA
+  static constexpr int kBlockM = 64;           // queries per step
+  static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
+  static constexpr int kDsStride = PaddedRows<kBlockM>::kStride;
+  static constexpr int kTileElems = (2 * kBlockN + 4 * kBlockM) * kStride + kBlockN * kDsStride;  // K V, Q dO x2, dS
+  static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
+};
+
+template <typename T, int kHeadDim, bool kCausal>
+__global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
+    sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+  using Tr = BwdTraits<kHeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
+  constexpr int kDsStride = Tr::kDsStride;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* k_tile = reinterpret_cast<T*>(smem);
+  T* v_tile = k_tile + kBlockN * kStride;
+  T* q_tiles = v_tile + kBlockN * kStride;              // two buffers of kBlockM rows
+  T* do_tiles = q_tiles + 2 * kBlockM * kStride;        // two buffers of kBlockM rows
+  T* ds_tile = do_tiles + 2 * kBlockM * kStride;        // dS^T as [key][query]
+  float* lse_log2 = reinterpret_cast<float*>(ds_tile + kBlockN * kDsStride);  // two buffers of kBlockM
+  float* delta = lse_log2 + 2 * kBlockM;                                      // two buffers of kBlockM
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const int n0 = blockIdx.x * kBlockN;
+  const int64_t b = blockIdx.y;
+  const T* q = batch_base<const T>(p.q, b);
+  const T* k = batch_base<const T>(p.k, b);
+  const T* v = batch_base<const T>(p.v, b);
+  const T* dout = batch_base<const T>(p.dout, b);
+  const float* lse_g = static_cast<const float*>(p.lse) + b * p.len_q;
+  const float* delta_g = static_cast<const float*>(p.delta) + b * p.len_q;
+  float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
+
+  // Under the top-left causal mask, key j is seen by queries i >= j only.
+  const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
+  const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
+
+  auto load_stats = [&](int buf, int m) {
+    for (int i = tid; i < kBlockM; i += kThreads) {
+      const bool valid = m + i < L;
+      lse_log2[buf * kBlockM + i] = valid ? lse_g[m + i] * static_cast<float>(M_LOG2E) : 0.f;
+      delta[buf * kBlockM + i] = valid ? delta_g[m + i] : 0.f;
+    }
+  };
+
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tile, k, p.k.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tile, v, p.v.row_stride, n0, S, tid);
+  if (n_steps > 0) {
+    load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tiles, q, p.q.row_stride, m_begin, L, tid);
+    load_rows_async<T, kBlockM, kHeadDim, kThreads>(do_tiles, dout, p.dout.row_stride, m_begin, L, tid);
+    load_stats(0, m_begin);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.f;
+  }
+  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  const int key_g = n0 + warp * 16 + g;  // this thread's keys: key_g and key_g + 8
+
+  for (int step = 0; step < n_steps; ++step) {
+    const int buf = step & 1, m = m_begin + step * kBlockM;
+    if (step + 1 < n_steps) {
+      load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tiles + (buf ^ 1) * kBlockM * kStride, q, p.q.row_stride,
+                                                      m + kBlockM, L, tid);
+      load_rows_async<T, kBlockM, kHeadDim, kThreads>(do_tiles + (buf ^ 1) * kBlockM * kStride, dout,
+                                                      p.dout.row_stride, m + kBlockM, L, tid);
+      cp_async_commit();
+    }
+    const T* q_tile = q_tiles + buf * kBlockM * kStride;
+    const T* do_tile = do_tiles + buf * kBlockM * kStride;
+    const float* lse_s = lse_log2 + buf * kBlockM;
+    const float* delta_s = delta + buf * kBlockM;
+
+    // S^T = K_w Q^T and dP^T = V_w dO^T: 16 keys x kBlockM queries per warp.
+    float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t ka[4], va[4];
+      ldmatrix_x4(ka, a_frag_addr<kStride>(k_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(va, a_frag_addr<kStride>(v_tile, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < kBlockM / 16; ++np) {
+        uint32_t qb[4], ob[4];
+        ldmatrix_x4(qb, b_frag_addr_nk<kStride>(q_tile, np * 16, kk * 16, lane));
+        ldmatrix_x4(ob, b_frag_addr_nk<kStride>(do_tile, np * 16, kk * 16, lane));
+        mma<T>(st[2 * np], ka, qb[0], qb[1]);
+        mma<T>(st[2 * np + 1], ka, qb[2], qb[3]);
+        mma<T>(dpt[2 * np], va, ob[0], ob[1]);
+        mma<T>(dpt[2 * np + 1], va, ob[2], ob[3]);
+      }
+    }
+
+    // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
+#pragma unroll
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
+        const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
+        const float pt = visible ? exp2f(st[nt][e] * scale_log2 - lse_s[qi]) : 0.f;
+        st[nt][e] = pt;
+        dpt[nt][e] = pt * (dpt[nt][e] - delta_s[qi]);
+      }
+    }
+
+    // dV += P^T dO and dK += dS^T Q (scale applied once at the end).
+#pragma unroll
+    for (int kq = 0; kq < kBlockM / 16; ++kq) {
+      uint32_t pa[4], dsa[4];
+      c_to_a<T>(pa, st[2 * kq], st[2 * kq + 1]);
+      c_to_a<T>(dsa, dpt[2 * kq], dpt[2 * kq + 1]);
+#pragma unroll
+      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+        uint32_t ob[4], qb[4];
+        ldmatrix_x4_trans(ob, b_frag_addr_kn<kStride>(do_tile, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qb, b_frag_addr_kn<kStride>(q_tile, kq * 16, dp * 16, lane));
+        mma<T>(dv_acc[2 * dp], pa, ob[0], ob[1]);
+        mma<T>(dv_acc[2 * dp + 1], pa, ob[2], ob[3]);
+        mma<T>(dk_acc[2 * dp], dsa, qb[0], qb[1]);
+        mma<T>(dk_acc[2 * dp + 1], dsa, qb[2], qb[3]);
+      }
+      // Stage dS^T for the dQ product, which needs it transposed across warps.
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int nt = 2 * kq + half;
+          *reinterpret_cast<uint32_t*>(ds_tile + (warp * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t) =
+              pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+        }
+      }
+    }
+    if (step + 1 < n_steps) load_stats(buf ^ 1, m + kBlockM);
+    __syncthreads();
+
+    // dQ (queries m + 16 w ...) += dS K, added into the fp32 buffer.
+    float dq_acc[kHeadDim / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t da[4];
+      ldmatrix_x4_trans(da, at_frag_addr<kDsStride>(ds_tile, kk * 16, warp * 16, lane));
+#pragma unroll
+      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+        uint32_t kb[4];
+        ldmatrix_x4_trans(kb, b_frag_addr_kn<kStride>(k_tile, kk * 16, dp * 16, lane));
+        mma<T>(dq_acc[2 * dp], da, kb[0], kb[1]);
+        mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int qi = m + warp * 16 + g + 8 * r;
+      if (qi >= L) continue;
+      float* row = dq_accum + static_cast<int64_t>(qi) * kHeadDim;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        atomicAdd(row + dt * 8 + 2 * t, dq_acc[dt][2 * r]);
+        atomicAdd(row + dt * 8 + 2 * t + 1, dq_acc[dt][2 * r + 1]);
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+
+  T* dk = batch_base<T>(p.dk, b);
+  T* dv = batch_base<T>(p.dv, b);
+  const float scale = static_cast<float>(p.scale);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key_g + 8 * r;
+    if (key >= S) continue;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      *reinterpret_cast<uint32_t*>(dk + static_cast<int64_t>(key) * p.dk.row_stride + dt * 8 + 2 * t) =
+          pack2<T>(dk_acc[dt][2 * r] * scale, dk_acc[dt][2 * r + 1] * scale);
+      *reinterpret_cast<uint32_t*>(dv + static_cast<int64_t>(key) * p.dv.row_stride + dt * 8 + 2 * t) =
+          pack2<T>(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
+    }
+  }
+}
+
+// dq = scale * dq_accum, in the output dtype and layout.
+template <typename T>
+__global__ void sdpa_dq_finish_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+  const int64_t E = p.dim_qk, n = p.batch * p.len_q * E;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = idx / (p.len_q * E), i = (idx / E) % p.len_q, e = idx % E;
+    batch_base<T>(p.dq, b)[i * p.dq.row_stride + e] = static_cast<T>(ws.dq_accum[idx] * float(p.scale));
+  }
+}
+
+template <typename T, int kHeadDim, bool kCausal>
+void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  using Tr = BwdTraits<kHeadDim>;
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+  auto* kernel = sdpa_bwd_tc_kernel<T, kHeadDim, kCausal>;
+  if constexpr (smem > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  }
+  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+  kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
+  const int64_t n = p.batch * p.len_q * p.dim_qk;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
+  sdpa_dq_finish_kernel<T><<<blocks, 256, 0, stream>>>(p, ws);
+}
+
+}  // namespace theria::kernels::cuda

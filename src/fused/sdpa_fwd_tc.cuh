@@ -1,0 +1,182 @@
+// Fused forward on tensor cores (docs/derivatives.md, F): one CTA per (batch position, block of
+// kBlockM query rows); each warp owns 16 rows. Key/value tiles of kBlockN rows stream through a
+// double-buffered cp.async pipeline; S = Q K^T and O += P V run as m16n8k16 MMAs with fp32
+// accumulation; the online softmax works in log2 units (exp2 of logits pre-multiplied by
+// scale * log2(e)). Writes out and the row log-sum-exp (natural log, fp32). No L x S buffer.
+#pragma once
+
+#include "fused/kernel_templates.h"
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+namespace theria::kernels::cuda {
+
+template <int kHeadDim_>
+struct FwdTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockM = 16 * kWarps;
+  static constexpr int kBlockN = 64;
+  static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
+  static constexpr int kSmemElems = (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2
+};
+
+template <typename T, int kHeadDim, bool kCausal>
+__global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
+  using Tr = FwdTraits<kHeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* q_tile = reinterpret_cast<T*>(smem);
+  T* k_tiles = q_tile + kBlockM * kStride;       // two buffers of kBlockN rows
+  T* v_tiles = k_tiles + 2 * kBlockN * kStride;  // two buffers of kBlockN rows
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const int m0 = blockIdx.x * kBlockM;
+  const int64_t b = blockIdx.y;
+  const T* q = batch_base<const T>(p.q, b);
+  const T* k = batch_base<const T>(p.k, b);
+  const T* v = batch_base<const T>(p.v, b);
+
+  const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
+  const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
+
+  load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tile, q, p.q.row_stride, m0, L, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tiles, k, p.k.row_stride, 0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tiles, v, p.v.row_stride, 0, S, tid);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  uint32_t q_frag[kHeadDim / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+    ldmatrix_x4(q_frag[kk], a_frag_addr<kStride>(q_tile, warp * 16, kk * 16, lane));
+  }
+
+  float o_acc[kHeadDim / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < kHeadDim / 8; ++dt) o_acc[dt][0] = o_acc[dt][1] = o_acc[dt][2] = o_acc[dt][3] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  const int row_g = m0 + warp * 16 + g;  // this thread's rows: row_g and row_g + 8
+
+  for (int nb = 0; nb < n_blocks; ++nb) {
+    const int buf = nb & 1;
+    if (nb + 1 < n_blocks) {
+      load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tiles + (buf ^ 1) * kBlockN * kStride, k, p.k.row_stride,
+                                                      (nb + 1) * kBlockN, S, tid);
+      load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tiles + (buf ^ 1) * kBlockN * kStride, v, p.v.row_stride,
+                                                      (nb + 1) * kBlockN, S, tid);
+      cp_async_commit();
+    }
+    const T* k_tile = k_tiles + buf * kBlockN * kStride;
+    const T* v_tile = v_tiles + buf * kBlockN * kStride;
+
+    float s[kBlockN / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kBlockN / 16; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4(kb, b_frag_addr_nk<kStride>(k_tile, np * 16, kk * 16, lane));
+        mma<T>(s[2 * np], q_frag[kk], kb[0], kb[1]);
+        mma<T>(s[2 * np + 1], q_frag[kk], kb[2], kb[3]);
+      }
+    }
+
+    // Logits in log2 units; keys past S, and under the causal mask keys past the row, are -inf.
+    const int n0 = nb * kBlockN;
+    const bool needs_mask = n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0);
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[nt][e] * scale_log2;
+        if (needs_mask) {
+          const int col = n0 + nt * 8 + 2 * t + (e & 1), row = row_g + (e >> 1) * 8;
+          if (col >= S || (kCausal && col > row)) x = -INFINITY;
+        }
+        s[nt][e] = x;
+      }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = row_max[r];
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+      mx = quad_max(mx);
+      // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
+      const float m_use = mx == -INFINITY ? 0.f : mx;
+      const float alpha = exp2f(row_max[r] - m_use);
+      row_max[r] = mx;
+      row_sum[r] *= alpha;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        o_acc[dt][2 * r] *= alpha;
+        o_acc[dt][2 * r + 1] *= alpha;
+      }
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        s[nt][2 * r] = exp2f(s[nt][2 * r] - m_use);
+        s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - m_use);
+        row_sum[r] += s[nt][2 * r] + s[nt][2 * r + 1];  // this thread's part; reduced at the end
+      }
+    }
+
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t pa[4];
+      c_to_a<T>(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, b_frag_addr_kn<kStride>(v_tile, kk * 16, dp * 16, lane));
+        mma<T>(o_acc[2 * dp], pa, vb[0], vb[1]);
+        mma<T>(o_acc[2 * dp + 1], pa, vb[2], vb[3]);
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+
+  T* out = batch_base<T>(p.out, b);
+  float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float l = quad_sum(row_sum[r]);
+    const int row = row_g + 8 * r;
+    if (row >= L) continue;
+    const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+    T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      *reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t) =
+          pack2<T>(o_acc[dt][2 * r] * inv, o_acc[dt][2 * r + 1] * inv);
+    }
+    if (t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+  }
+}
+
+template <typename T, int kHeadDim, bool kCausal>
+void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
+  using Tr = FwdTraits<kHeadDim>;
+  constexpr size_t smem = Tr::kSmemElems * sizeof(T);
+  auto* kernel = sdpa_fwd_tc_kernel<T, kHeadDim, kCausal>;
+  if constexpr (smem > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  }
+  const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
+  kernel<<<grid, Tr::kThreads, smem, stream>>>(p);
+}
+
+}  // namespace theria::kernels::cuda

@@ -1,0 +1,63 @@
+// Shared-memory tiles and their global -> shared copies.
+//
+// A tile holds kRows rows of kCols 16-bit elements, each row padded by 8 elements (16 bytes):
+// with a row pitch of 2*kCols + 16 bytes, the 8 row addresses of one ldmatrix fall in 8 distinct
+// groups of 4 banks for every head dim used here (32, 64, 96, 128), so the loads are conflict-free
+// without a swizzle, and the padding works for 96 where an XOR swizzle over 8 chunks would not.
+#pragma once
+
+#include "fused/mma.cuh"
+#include "kernels/sdpa_params.h"
+
+namespace theria::kernels::cuda {
+
+template <int kCols>
+struct PaddedRows {
+  static constexpr int kStride = kCols + 8;  // elements between two rows in shared memory
+};
+
+// Base of batch position b (split as b / heads, b % heads) in a strided global matrix.
+template <typename T>
+__device__ __forceinline__ T* batch_base(const MatrixView& m, int64_t b) {
+  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride;
+}
+
+// Asynchronously copies rows [row0, row0 + kRows) of a row-major global matrix (kCols columns,
+// contiguous, 16-byte aligned rows) into a padded tile; rows at or past n_rows become zeros.
+template <typename T, int kRows, int kCols, int kThreads>
+__device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t row_stride, int row0, int n_rows,
+                                                int tid) {
+  constexpr int kChunksPerRow = kCols / 8;
+  constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+  for (int c = tid; c < kChunks; c += kThreads) {
+    const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    const bool valid = row0 + r < n_rows;
+    const T* src = valid ? gmem + static_cast<int64_t>(row0 + r) * row_stride + col : gmem;
+    cp_async_16(tile + r * PaddedRows<kCols>::kStride + col, src, valid);
+  }
+}
+
+// ldmatrix addresses for the fragment patterns used by the kernels (see mma.cuh):
+// A fragment of a 16 x 16 block at (row0, col0) of a row-major tile.
+template <int kStride, typename T>
+__device__ __forceinline__ const T* a_frag_addr(const T* tile, int row0, int col0, int lane) {
+  return tile + (row0 + (lane % 16)) * kStride + col0 + (lane / 16) * 8;
+}
+// B fragments of two n-tiles (n0, n0 + 8) x one k-step (k0) from a tile stored [n][k] (rows are n).
+template <int kStride, typename T>
+__device__ __forceinline__ const T* b_frag_addr_nk(const T* tile, int n0, int k0, int lane) {
+  return tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * kStride + k0 + ((lane >> 3) & 1) * 8;
+}
+// With ldmatrix .trans: B fragments of one k-step (k0) x two n-tiles (n0, n0 + 8) from a tile stored
+// [k][n] (rows are k); also the A fragment of the transpose of a tile stored [k][m] at (k0, m0).
+template <int kStride, typename T>
+__device__ __forceinline__ const T* b_frag_addr_kn(const T* tile, int k0, int n0, int lane) {
+  return tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + n0 + (lane >> 4) * 8;
+}
+template <int kStride, typename T>
+__device__ __forceinline__ const T* at_frag_addr(const T* tile, int k0, int m0, int lane) {
+  return tile + (k0 + (lane & 7) + (lane >> 4) * 8) * kStride + m0 + ((lane >> 3) & 1) * 8;
+}
+
+}  // namespace theria::kernels::cuda
