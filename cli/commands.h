@@ -10,5 +10,6 @@ namespace theria::cli {
 using Args = std::vector<std::string>;
 
 int verify(const Args& args);
+int bench(const Args& args);
 
 }  // namespace theria::cli

@@ -34,11 +34,13 @@ struct Shape {
   bool causal;
 };
 
-// Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile.
+// Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile; the last two
+// have the head dims of the fused tensor-core kernels.
 const std::vector<Shape>& shapes(bool quick) {
   static const std::vector<Shape> all{
       {{2, 3}, 5, 7, 4, 6, false},  {{1, 2}, 1, 9, 8, 8, true},     {{2}, 17, 11, 16, 12, true},
       {{1, 2}, 33, 70, 32, 24, false}, {{1, 1}, 64, 64, 64, 64, true}, {{3}, 70, 33, 8, 5, true},
+      {{2, 2}, 77, 129, 64, 64, false}, {{1, 3}, 100, 100, 128, 128, true},  // tensor-core head dims
   };
   static const std::vector<Shape> few(all.begin(), all.begin() + 3);
   return quick ? few : all;

@@ -30,11 +30,18 @@ step ctest-gpu ctest_gpu.log bash -c "cd build-gpu && ctest --output-on-failure 
 step pytest-gpu pytest_gpu.log env PYTHONPATH="$root/python" THERIA_LIBRARY="$root/build-gpu/libtheria.so" \
   "$py" -m pytest -q -m gpu tests/python
 step verify verify.txt build-gpu/theria verify --json "$out/verify.json"
+step sanitizer sanitizer.txt compute-sanitizer --tool memcheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
+step racecheck racecheck.txt compute-sanitizer --tool racecheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
+for preset in ${THERIA_BENCH_PRESETS:-medium:64,128 large:64}; do
+  step "bench ${preset}" "bench_${preset%%:*}.txt" build-gpu/theria bench --preset "${preset%%:*}" \
+    --head-dim "${preset##*:}" --json "$out/bench_${preset%%:*}.json"
+done
 if [ $# -gt 0 ]; then
   step "theria $1" extra.txt build-gpu/theria "$@"
 fi
 
 cat "$out/gpu.txt"
 echo "---- verify"; grep -v '^\[verify' "$out/verify.txt" | tail -n 60
-for log in ctest_gpu.log pytest_gpu.log; do echo "---- $log (tail)"; tail -n 15 "$out/$log"; done
+for log in ctest_gpu.log pytest_gpu.log sanitizer.txt racecheck.txt; do echo "---- $log (tail)"; tail -n 12 "$out/$log"; done
+for f in "$out"/bench_*.txt; do echo "---- $(basename "$f")"; grep -v '^\[bench' "$f"; done
 echo "---- summary"; printf '%s\n' "${summary[@]}"

@@ -1,6 +1,7 @@
 // Small helpers shared by theria's autograd kernels.
 #pragma once
 
+#include <ATen/LegacyBatchedTensorImpl.h>
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
@@ -27,6 +28,17 @@ inline OptTensor tangent_of(const OptTensor& t) {
   const Tensor& fw = t->_fw_grad(/*level=*/0);
   if (!fw.defined() || fw._is_zerotensor()) return std::nullopt;
   return fw;
+}
+
+// True when a tangent is batched by PyTorch's legacy vmap (torch.autograd.functional.jacobian with
+// vectorize=True, gradcheck's batched forward grad). It batches tangents only, so the primal must
+// not come out of the same op call as the tangent (that call would batch it too).
+inline bool legacy_batched_tangent(std::initializer_list<OptTensor> inputs) {
+  for (const auto& t : inputs) {
+    const auto fw = tangent_of(t);
+    if (fw.has_value() && at::isBatchedTensor(*fw)) return true;
+  }
+  return false;
 }
 
 inline bool has_tangent(std::initializer_list<OptTensor> inputs) {

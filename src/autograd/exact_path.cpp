@@ -13,10 +13,9 @@
 namespace theria::autograd {
 namespace {
 
-// Validates the request (so a bad backend fails the same on both paths) and says which path runs.
-bool use_exact_path(const Tensor& q, const Tensor& k, const Tensor& v, c10::string_view backend, const char* op,
+// Says which path runs; the caller has checked the arguments, so both paths refuse the same inputs.
+bool use_exact_path(const Tensor& q, const Tensor& v, c10::string_view backend, const char* op,
                     std::initializer_list<OptTensor> differentiable) {
-  core::check_qkv(q, k, v, op);
   const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op);
   return resolved.backend == Backend::Reference || needs_grad(differentiable) || has_tangent(differentiable);
 }
@@ -25,7 +24,9 @@ bool use_exact_path(const Tensor& q, const Tensor& k, const Tensor& v, c10::stri
 
 ops::Tensor2 sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
                       c10::string_view backend) {
-  if (use_exact_path(q, k, v, backend, "theria.sdpa_fwd", {q, k, v})) {
+  constexpr const char* op = "theria.sdpa_fwd";
+  core::check_fwd_args(q, k, v, scale, op);
+  if (use_exact_path(q, v, backend, op, {q, k, v})) {
     return reference::sdpa_fwd(q, k, v, is_causal, scale);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -35,7 +36,9 @@ ops::Tensor2 sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool is
 ops::Tensor3 sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
                       const OptTensor& k_dot, const OptTensor& v_dot, bool is_causal, double scale,
                       c10::string_view backend) {
-  if (use_exact_path(q, k, v, backend, "theria.sdpa_jvp", {q, k, v, q_dot, k_dot, v_dot})) {
+  constexpr const char* op = "theria.sdpa_jvp";
+  core::check_jvp_args(q, k, v, q_dot, k_dot, v_dot, scale, op);
+  if (use_exact_path(q, v, backend, op, {q, k, v, q_dot, k_dot, v_dot})) {
     return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -46,7 +49,9 @@ ops::Tensor4 sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v, con
                           const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
                           const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
                           c10::string_view backend) {
-  if (use_exact_path(q, k, v, backend, "theria.sdpa_bwd_jvp", {q, k, v, dout, q_dot, k_dot, v_dot, dout_dot})) {
+  constexpr const char* op = "theria.sdpa_bwd_jvp";
+  core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, op);
+  if (use_exact_path(q, v, backend, op, {q, k, v, dout, q_dot, k_dot, v_dot, dout_dot})) {
     return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;

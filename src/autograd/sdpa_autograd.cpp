@@ -56,7 +56,7 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, s
   Tensor out, lse, out_dot;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    if (forward_ad && !grad) {
+    if (forward_ad && !grad && !legacy_batched_tangent({q, k, v})) {
       // Pure forward mode: one pass gives the output and its tangent.
       std::tie(out, lse, out_dot) =
           ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name);

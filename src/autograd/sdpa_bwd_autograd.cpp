@@ -50,7 +50,7 @@ struct SdpaBwdBackward final : torch::autograd::Node {
 ops::Tensor3 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                       const Tensor& dout, bool is_causal, double scale, c10::string_view backend) {
   constexpr const char* op = "theria.sdpa_bwd";
-  core::check_qkv(q, k, v, op);
+  core::check_bwd_args(q, k, v, out, lse, dout, scale, op);
   const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op);
   if (resolved.backend == Backend::Reference) {
     return reference::sdpa_bwd(q, k, v, dout, is_causal, scale);

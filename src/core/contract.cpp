@@ -121,4 +121,41 @@ double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op
   return *scale;
 }
 
+SdpaShape check_fwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                         const char* op) {
+  const auto shape = check_qkv(q, k, v, op);
+  resolve_scale(scale, shape.dim_qk, op);
+  return shape;
+}
+
+SdpaShape check_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& q_dot,
+                         const OptTensor& k_dot, const OptTensor& v_dot, double scale, const char* op) {
+  const auto shape = check_fwd_args(q, k, v, scale, op);
+  check_tangent(q_dot, "q_dot", q, "query", op);
+  check_tangent(k_dot, "k_dot", k, "key", op);
+  check_tangent(v_dot, "v_dot", v, "value", op);
+  return shape;
+}
+
+SdpaShape check_bwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                         const at::Tensor& lse, const at::Tensor& dout, double scale, const char* op) {
+  const auto shape = check_fwd_args(q, k, v, scale, op);
+  check_same_as(out, "out", shape.out_shape(), q, "query", op);
+  check_same_as(dout, "dout", shape.out_shape(), q, "query", op);
+  check_stats(lse, "lse", shape, q, op);
+  return shape;
+}
+
+SdpaShape check_bwd_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                             const at::Tensor& lse, const at::Tensor& dout, const OptTensor& q_dot,
+                             const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot,
+                             double scale, const char* op) {
+  const auto shape = check_bwd_args(q, k, v, out, lse, dout, scale, op);
+  check_tangent(q_dot, "q_dot", q, "query", op);
+  check_tangent(k_dot, "k_dot", k, "key", op);
+  check_tangent(v_dot, "v_dot", v, "value", op);
+  check_tangent(dout_dot, "dout_dot", dout, "dout", op);
+  return shape;
+}
+
 }  // namespace theria::core

@@ -44,4 +44,17 @@ void check_stats(const at::Tensor& lse, const char* name, const SdpaShape& shape
 // 1/sqrt(E) unless given; a given scale must be finite.
 double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op);
 
+// The whole argument contract of each primitive op, checked by its autograd kernel and by its
+// device kernels alike, so every path (explicit, reference, exact) refuses the same inputs.
+using OptTensor = std::optional<at::Tensor>;
+SdpaShape check_fwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, const char* op);
+SdpaShape check_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& q_dot,
+                         const OptTensor& k_dot, const OptTensor& v_dot, double scale, const char* op);
+SdpaShape check_bwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                         const at::Tensor& lse, const at::Tensor& dout, double scale, const char* op);
+SdpaShape check_bwd_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                             const at::Tensor& lse, const at::Tensor& dout, const OptTensor& q_dot,
+                             const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot,
+                             double scale, const char* op);
+
 }  // namespace theria::core

@@ -41,26 +41,18 @@ Tensor sdpa_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool is_ca
 Tensor2 sdpa_fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
                         c10::string_view backend) {
   constexpr const char* op = "theria.sdpa_fwd";
-  core::check_qkv(q, k, v, op);
+  core::check_fwd_args(q, k, v, scale, op);
   return run_backend(
       op, backend, q, v, [&] { return reference::sdpa_fwd(q, k, v, is_causal, scale); },
       [&] { return row_kernels::sdpa_fwd(explicit_backend::cpu_kernels(), q, k, v, is_causal, scale); },
       [&] { return fused::sdpa_fwd(q, k, v, is_causal, scale); });
 }
 
-void check_tangents(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
-                    const OptTensor& k_dot, const OptTensor& v_dot, const char* op) {
-  core::check_tangent(q_dot, "q_dot", q, "query", op);
-  core::check_tangent(k_dot, "k_dot", k, "key", op);
-  core::check_tangent(v_dot, "v_dot", v, "value", op);
-}
-
 Tensor3 sdpa_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
                         const OptTensor& k_dot, const OptTensor& v_dot, bool is_causal, double scale,
                         c10::string_view backend) {
   constexpr const char* op = "theria.sdpa_jvp";
-  core::check_qkv(q, k, v, op);
-  check_tangents(q, k, v, q_dot, k_dot, v_dot, op);
+  core::check_jvp_args(q, k, v, q_dot, k_dot, v_dot, scale, op);
   return run_backend(
       op, backend, q, v, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); },
       [&] {
@@ -69,18 +61,10 @@ Tensor3 sdpa_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const
       [&] { return fused::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); });
 }
 
-void check_bwd_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                      const Tensor& dout, const char* op) {
-  const auto shape = core::check_qkv(q, k, v, op);
-  core::check_same_as(out, "out", shape.out_shape(), q, "query", op);
-  core::check_same_as(dout, "dout", shape.out_shape(), q, "query", op);
-  core::check_stats(lse, "lse", shape, q, op);
-}
-
 Tensor3 sdpa_bwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, bool is_causal, double scale, c10::string_view backend) {
   constexpr const char* op = "theria.sdpa_bwd";
-  check_bwd_inputs(q, k, v, out, lse, dout, op);
+  core::check_bwd_args(q, k, v, out, lse, dout, scale, op);
   return run_backend(
       op, backend, q, v, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale); },
       [&] {
@@ -94,9 +78,7 @@ Tensor4 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, c
                             const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
                             c10::string_view backend) {
   constexpr const char* op = "theria.sdpa_bwd_jvp";
-  check_bwd_inputs(q, k, v, out, lse, dout, op);
-  check_tangents(q, k, v, q_dot, k_dot, v_dot, op);
-  core::check_tangent(dout_dot, "dout_dot", dout, "dout", op);
+  core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, op);
   return run_backend(
       op, backend, q, v,
       [&] { return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale); },

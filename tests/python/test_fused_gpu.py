@@ -1,0 +1,109 @@
+"""The fused CUDA backend against the float64 reference, on fresh random inputs.
+
+Every dtype x head dim x causal x odd (L, S); outputs and gradients; the CUDA caching allocator is
+poisoned with NaN before each call so that an element a kernel forgets to write shows up as NaN.
+Tolerances come from the one table (theria.tolerance).
+"""
+import pytest
+import torch
+
+import theria
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+HEAD_DIMS = [32, 64, 96, 128]
+LENGTHS = [(1, 1), (17, 33), (130, 67), (257, 256)]
+
+
+def rel_err(xs, refs):
+    err = max((x.double() - r.double()).abs().max().item() for x, r in zip(xs, refs))
+    mag = max(r.double().abs().max().item() for r in refs)
+    return err / max(mag, 1.0)
+
+
+def poison_allocator():
+    """Fill cached free GPU memory with NaN: later allocations start out as NaN, not zeros."""
+    block = torch.full((64 << 20,), float("nan"), device="cuda")
+    del block
+
+
+def reference(q, k, v, causal):
+    """float64 oracle on the same (rounded) inputs, via PyTorch's math SDPA."""
+    q, k, v = (t.detach().double().requires_grad_() for t in (q, k, v))
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return q, k, v, out
+
+
+def inputs(b, h, l, s, e, ev, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, device="cuda", dtype=torch.float32, generator=g).to(dtype)
+    return r(b, h, l, e), r(b, h, s, e), r(b, h, s, ev), r(b, h, l, ev)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=str)
+def test_fused_forward_backward_match_reference(dtype, head_dim, causal, lengths):
+    l, s = lengths
+    q, k, v, dout = inputs(2, 3, l, s, head_dim, head_dim, dtype, seed=l * 1000 + s + head_dim)
+    qr, kr, vr, out_ref = reference(q, k, v, causal)
+    grads_ref = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double())
+
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    poison_allocator()
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+    assert out.dtype == dtype and out.shape == out_ref.shape
+    assert rel_err([out], [out_ref]) <= theria.tolerance(dtype, 0)
+    poison_allocator()
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    assert rel_err(grads, grads_ref) <= theria.tolerance(dtype, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_strided_inputs_match_contiguous(dtype, causal):
+    """(B, L, H, D) tensors seen as (B, H, L, D): the kernels read the strides, no copy needed."""
+    g = torch.Generator(device="cuda").manual_seed(7)
+    q, k, v = (torch.randn(2, 77, 4, 64, device="cuda", generator=g).to(dtype).transpose(1, 2) for _ in range(3))
+    assert not q.is_contiguous()
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+    out_c = theria.sdpa(q.contiguous(), k.contiguous(), v.contiguous(), is_causal=causal, backend="fused")
+    torch.testing.assert_close(out, out_c, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_other_head_dims_and_higher_orders(dtype, causal):
+    """E != Ev goes to the SIMT kernels; JVP and double backward run through them too."""
+    q, k, v, dout = inputs(1, 2, 19, 23, 40, 24, dtype, seed=3)
+    qr, kr, vr, out_ref = reference(q, k, v, causal)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+    assert rel_err([out], [out_ref]) <= theria.tolerance(dtype, 0)
+
+    g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    assert rel_err(g, gr) <= theria.tolerance(dtype, 1)
+    u = [torch.randn_like(t) for t in g]
+    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
+    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(gr, u)), (qr, kr, vr))
+    assert rel_err(h, hr) <= theria.tolerance(dtype, 2)
+
+    tangents = [torch.randn_like(t) for t in (q, k, v)]
+    with torch.autograd.forward_ad.dual_level():
+        dual = [torch.autograd.forward_ad.make_dual(t.detach(), d) for t, d in zip((q, k, v), tangents)]
+        out_dot = torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal, backend="fused")).tangent
+        dual_r = [torch.autograd.forward_ad.make_dual(t.detach(), d.double()) for t, d in zip((qr, kr, vr), tangents)]
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            ref_dot = torch.autograd.forward_ad.unpack_dual(
+                torch.nn.functional.scaled_dot_product_attention(*dual_r, is_causal=causal)).tangent
+    assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)
+
+
+def test_auto_picks_fused_on_cuda():
+    q = torch.randn(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16)
+    name, reason = theria.select_backend(q, q, q)
+    assert name == "fused", reason
