@@ -30,6 +30,7 @@ step ctest-gpu ctest_gpu.log bash -c "cd build-gpu && ctest --output-on-failure 
 step pytest-gpu pytest_gpu.log env PYTHONPATH="$root/python" THERIA_LIBRARY="$root/build-gpu/libtheria.so" \
   "$py" -m pytest -q -m gpu tests/python
 step verify verify.txt build-gpu/theria verify --json "$out/verify.json"
+export THERIA_LIBRARY="$root/build-gpu/libtheria.so"
 step sanitizer sanitizer.txt compute-sanitizer --tool memcheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
 step racecheck racecheck.txt compute-sanitizer --tool racecheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
 for preset in ${THERIA_BENCH_PRESETS:-medium:64,128 large:64}; do

@@ -21,23 +21,27 @@
 
 namespace theria::kernels::cuda {
 
-template <int kHeadDim_>
+// kWarps warps, 16 keys each, share every Q / dO tile they stream; for the dQ product the warps
+// split the kBlockM x kHeadDim result into 16-row tiles x kHeadDim / kDqSplit column slices.
+template <int kHeadDim_, int kWarps_>
 struct BwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = kWarps_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockN = 16 * kWarps;  // keys per CTA
   static constexpr int kBlockM = 64;           // queries per step
+  static constexpr int kDqSplit = kWarps / (kBlockM / 16);  // column slices of the dQ tile
+  static constexpr int kDqCols = kHeadDim / kDqSplit;
+  static_assert(kDqSplit >= 1 && kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
   static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
   static constexpr int kDsStride = PaddedRows<kBlockM>::kStride;
   static constexpr int kTileElems = (2 * kBlockN + 4 * kBlockM) * kStride + kBlockN * kDsStride;  // K V, Q dO x2, dS
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
 };
 
-template <typename T, int kHeadDim, bool kCausal>
-__global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
-    sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
-  using Tr = BwdTraits<kHeadDim>;
+template <typename T, typename Tr, bool kCausal>
+__global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+  constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
   constexpr int kDsStride = Tr::kDsStride;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -174,29 +178,30 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     if (step + 1 < n_steps) load_stats(buf ^ 1, m + kBlockM);
     __syncthreads();
 
-    // dQ (queries m + 16 w ...) += dS K, added into the fp32 buffer.
-    float dq_acc[kHeadDim / 8][4];
+    // dQ += dS K for query tile (warp % 4) and columns [col0, col0 + kDqCols), into the fp32 buffer.
+    const int q_tile16 = (warp % (kBlockM / 16)) * 16, col0 = (warp / (kBlockM / 16)) * kDqCols;
+    float dq_acc[kDqCols / 8][4];
 #pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.f;
+    for (int dt = 0; dt < kDqCols / 8; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       uint32_t da[4];
-      ldmatrix_x4_trans(da, at_frag_addr<kDsStride>(ds_tile, kk * 16, warp * 16, lane));
+      ldmatrix_x4_trans(da, at_frag_addr<kDsStride>(ds_tile, kk * 16, q_tile16, lane));
 #pragma unroll
-      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+      for (int dp = 0; dp < kDqCols / 16; ++dp) {
         uint32_t kb[4];
-        ldmatrix_x4_trans(kb, b_frag_addr_kn<kStride>(k_tile, kk * 16, dp * 16, lane));
+        ldmatrix_x4_trans(kb, b_frag_addr_kn<kStride>(k_tile, kk * 16, col0 + dp * 16, lane));
         mma<T>(dq_acc[2 * dp], da, kb[0], kb[1]);
         mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
       }
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int qi = m + warp * 16 + g + 8 * r;
+      const int qi = m + q_tile16 + g + 8 * r;
       if (qi >= L) continue;
-      float* row = dq_accum + static_cast<int64_t>(qi) * kHeadDim;
+      float* row = dq_accum + static_cast<int64_t>(qi) * kHeadDim + col0;
 #pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      for (int dt = 0; dt < kDqCols / 8; ++dt) {
         atomicAdd(row + dt * 8 + 2 * t, dq_acc[dt][2 * r]);
         atomicAdd(row + dt * 8 + 2 * t + 1, dq_acc[dt][2 * r + 1]);
       }
@@ -234,9 +239,9 @@ __global__ void sdpa_dq_finish_kernel(const SdpaBwdParams p, const BwdWorkspace 
 
 template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  using Tr = BwdTraits<kHeadDim>;
+  using Tr = BwdTraits<kHeadDim, THERIA_BWD_WARPS>;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-  auto* kernel = sdpa_bwd_tc_kernel<T, kHeadDim, kCausal>;
+  auto* kernel = sdpa_bwd_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   }

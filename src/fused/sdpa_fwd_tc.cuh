@@ -14,22 +14,34 @@
 
 #include <cmath>
 
+#ifndef THERIA_FWD_WARPS
+#define THERIA_FWD_WARPS 4
+#endif
+#ifndef THERIA_FWD_MTILES
+#define THERIA_FWD_MTILES 1
+#endif
+
 namespace theria::kernels::cuda {
 
-template <int kHeadDim_>
+// kWarps warps per CTA, each owning kMTiles 16-row MMA tiles: a key/value fragment loaded from
+// shared memory feeds kMTiles MMAs. Q fragments stay in registers when they fit beside the
+// accumulators, else they are reloaded from shared memory for every key block.
+template <int kHeadDim_, int kWarps_, int kMTiles_>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kMTiles = kMTiles_;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBlockM = 16 * kWarps;
+  static constexpr int kBlockM = 16 * kMTiles * kWarps;
   static constexpr int kBlockN = 64;
+  static constexpr bool kQInRegs = kHeadDim * kMTiles <= 128;
   static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
   static constexpr int kSmemElems = (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2
 };
 
-template <typename T, int kHeadDim, bool kCausal>
-__global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
-  using Tr = FwdTraits<kHeadDim>;
+template <typename T, typename Tr, bool kCausal>
+__global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
+  constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem);
@@ -54,18 +66,31 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) sdpa_fwd_tc_ker
   cp_async_wait<0>();
   __syncthreads();
 
-  uint32_t q_frag[kHeadDim / 16][4];
+  const int warp_row0 = warp * 16 * kMTiles;  // first row of this warp's tiles within the block
+  uint32_t q_frag[Tr::kQInRegs ? kMTiles : 1][Tr::kQInRegs ? kHeadDim / 16 : 1][4];
+  if constexpr (Tr::kQInRegs) {
 #pragma unroll
-  for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-    ldmatrix_x4(q_frag[kk], a_frag_addr<kStride>(q_tile, warp * 16, kk * 16, lane));
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+        ldmatrix_x4(q_frag[mt][kk], a_frag_addr<kStride>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+      }
+    }
   }
 
-  float o_acc[kHeadDim / 8][4];
+  float o_acc[kMTiles][kHeadDim / 8][4];
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
 #pragma unroll
-  for (int dt = 0; dt < kHeadDim / 8; ++dt) o_acc[dt][0] = o_acc[dt][1] = o_acc[dt][2] = o_acc[dt][3] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o_acc[mt][dt][e] = 0.f;
+    }
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.f;
+  }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const int row_g = m0 + warp * 16 + g;  // this thread's rows: row_g and row_g + 8
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
@@ -79,70 +104,94 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) sdpa_fwd_tc_ker
     const T* k_tile = k_tiles + buf * kBlockN * kStride;
     const T* v_tile = v_tiles + buf * kBlockN * kStride;
 
-    float s[kBlockN / 8][4];
+    float s[kMTiles][kBlockN / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+    }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t qa[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        if constexpr (Tr::kQInRegs) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = q_frag[mt][kk][e];
+        } else {
+          ldmatrix_x4(qa[mt], a_frag_addr<kStride>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+        }
+      }
 #pragma unroll
       for (int np = 0; np < kBlockN / 16; ++np) {
         uint32_t kb[4];
         ldmatrix_x4(kb, b_frag_addr_nk<kStride>(k_tile, np * 16, kk * 16, lane));
-        mma<T>(s[2 * np], q_frag[kk], kb[0], kb[1]);
-        mma<T>(s[2 * np + 1], q_frag[kk], kb[2], kb[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          mma<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+          mma<T>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+        }
       }
     }
 
-    // Logits in log2 units; keys past S, and under the causal mask keys past the row, are -inf.
+    // Online softmax in log2 units; keys past S, and under the causal mask keys past the row, are -inf.
     const int n0 = nb * kBlockN;
     const bool needs_mask = n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0);
 #pragma unroll
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
+      if (needs_mask) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[nt][e] * scale_log2;
-        if (needs_mask) {
-          const int col = n0 + nt * 8 + 2 * t + (e & 1), row = row_g + (e >> 1) * 8;
-          if (col >= S || (kCausal && col > row)) x = -INFINITY;
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = n0 + nt * 8 + 2 * t + (e & 1), row = row_g + (e >> 1) * 8;
+            if (col >= S || (kCausal && col > row)) s[mt][nt][e] = -INFINITY;
+          }
         }
-        s[nt][e] = x;
-      }
-    }
-
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = row_max[r];
-#pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-      mx = quad_max(mx);
-      // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
-      const float m_use = mx == -INFINITY ? 0.f : mx;
-      const float alpha = exp2f(row_max[r] - m_use);
-      row_max[r] = mx;
-      row_sum[r] *= alpha;
-#pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        o_acc[dt][2 * r] *= alpha;
-        o_acc[dt][2 * r + 1] *= alpha;
       }
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
-        s[nt][2 * r] = exp2f(s[nt][2 * r] - m_use);
-        s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - m_use);
-        row_sum[r] += s[nt][2 * r] + s[nt][2 * r + 1];  // this thread's part; reduced at the end
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[mt][r];
+#pragma unroll
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]) * scale_log2);
+        }
+        mx = quad_max(mx);
+        // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
+        const float m_use = mx == -INFINITY ? 0.f : mx;
+        const float alpha = exp2f(row_max[mt][r] - m_use);
+        row_max[mt][r] = mx;
+        row_sum[mt][r] *= alpha;
+#pragma unroll
+        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+          o_acc[mt][dt][2 * r] *= alpha;
+          o_acc[mt][dt][2 * r + 1] *= alpha;
+        }
+        // One FFMA per element: logit * scale*log2(e) - running max.
+#pragma unroll
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+          s[mt][nt][2 * r] = exp2f(fmaf(s[mt][nt][2 * r], scale_log2, -m_use));
+          s[mt][nt][2 * r + 1] = exp2f(fmaf(s[mt][nt][2 * r + 1], scale_log2, -m_use));
+          row_sum[mt][r] += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];  // this thread's part; reduced at the end
+        }
       }
     }
 
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t pa[4];
-      c_to_a<T>(pa, s[2 * kk], s[2 * kk + 1]);
+      uint32_t pa[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) c_to_a<T>(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t vb[4];
         ldmatrix_x4_trans(vb, b_frag_addr_kn<kStride>(v_tile, kk * 16, dp * 16, lane));
-        mma<T>(o_acc[2 * dp], pa, vb[0], vb[1]);
-        mma<T>(o_acc[2 * dp + 1], pa, vb[2], vb[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          mma<T>(o_acc[mt][2 * dp], pa[mt], vb[0], vb[1]);
+          mma<T>(o_acc[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+        }
       }
     }
     cp_async_wait<0>();
@@ -152,26 +201,29 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) sdpa_fwd_tc_ker
   T* out = batch_base<T>(p.out, b);
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float l = quad_sum(row_sum[r]);
-    const int row = row_g + 8 * r;
-    if (row >= L) continue;
-    const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
-    T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+  for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t) =
-          pack2<T>(o_acc[dt][2 * r] * inv, o_acc[dt][2 * r + 1] * inv);
+    for (int r = 0; r < 2; ++r) {
+      const float l = quad_sum(row_sum[mt][r]);
+      const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
+      if (row >= L) continue;
+      const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+      T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        *reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t) =
+            pack2<T>(o_acc[mt][dt][2 * r] * inv, o_acc[mt][dt][2 * r + 1] * inv);
+      }
+      if (t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[mt][r] + log2f(l)) * static_cast<float>(M_LN2);
     }
-    if (t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
   }
 }
 
 template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
-  using Tr = FwdTraits<kHeadDim>;
+  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, THERIA_FWD_MTILES>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);
-  auto* kernel = sdpa_fwd_tc_kernel<T, kHeadDim, kCausal>;
+  auto* kernel = sdpa_fwd_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   }
