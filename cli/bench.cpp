@@ -96,17 +96,20 @@ Options parse(const Args& args) {
     else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: theria bench [--preset small|medium|large] [--head-dim 64,128] [--dtype bf16|fp16|fp32]\n"
-          "                    [--causal] [--mode fwd,fwd_bwd] [--impl theria,flash,math] [--iters N]\n"
+          "                    [--causal] [--mode fwd,fwd_bwd,jvp,hvp] [--impl theria,flash,math] [--iters N]\n"
           "                    [--warmup N] [--json FILE]\n"
           "  presets (B, H, L=S): small (2, 8, 512), medium (8, 16, 2048), large (2, 16, 8192)\n"
-          "  impl: theria (backend fused), flash / math (PyTorch's own SDPA backends)\n");
+          "  impl: theria (backend fused), flash / math (PyTorch's own SDPA backends)\n"
+          "  mode: fwd; fwd_bwd; jvp (forward AD); hvp (backward with create_graph, then grad of <g, u>)\n");
       std::exit(0);
     } else {
       TORCH_CHECK(false, "unknown option '", a, "' (see theria bench --help)");
     }
   }
   o.shapes = preset(preset_name, dims);
-  for (const auto& m : o.modes) TORCH_CHECK(m == "fwd" || m == "fwd_bwd", "--mode takes fwd, fwd_bwd; got ", m);
+  for (const auto& m : o.modes) {
+    TORCH_CHECK(m == "fwd" || m == "fwd_bwd" || m == "jvp" || m == "hvp", "--mode takes fwd, fwd_bwd, jvp, hvp; got ", m);
+  }
   return o;
 }
 
@@ -132,7 +135,7 @@ Attention implementation(const std::string& impl, bool causal) {
 }
 
 struct Inputs {
-  Tensor q, k, v, dout;
+  Tensor q, k, v, dout, t_q, t_k, t_v;  // t_*: JVP tangents, and the HVP direction
 };
 
 struct Result {
@@ -142,10 +145,15 @@ struct Result {
   std::string error;
 };
 
-// FLOPs of the two products QK^T and PV (FlashAttention's count); the backward does 2.5x that.
+// FLOPs counted as matrix products of L x S x D, each 2 L S D (FlashAttention's convention):
+//   fwd 2 (QK^T, PV); backward 5; JVP 6 (S, S_dot from 3 products; out, out_dot from 3);
+//   HVP = fwd + backward + backward-JVP (5 for its JVP pass, 12 for its main pass) = 24.
 double flops(const Shape& s, bool causal, const std::string& mode) {
-  const double fwd = 4.0 * s.batch * s.heads * s.len * s.len * s.dim * (causal ? 0.5 : 1.0);
-  return mode == "fwd" ? fwd : 3.5 * fwd;
+  const double product = 2.0 * s.batch * s.heads * s.len * s.len * s.dim * (causal ? 0.5 : 1.0);
+  if (mode == "fwd") return 2 * product;
+  if (mode == "fwd_bwd") return 7 * product;
+  if (mode == "jvp") return 6 * product;
+  return 24 * product;
 }
 
 Result measure(const Options& o, const Shape& s, const std::string& mode, const std::string& impl) {
@@ -153,8 +161,8 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(o.dtype);
   std::vector<Inputs> sets;
   for (int i = 0; i < o.input_sets; ++i) {
-    sets.push_back({at::randn({s.batch, s.heads, s.len, s.dim}, opts), at::randn({s.batch, s.heads, s.len, s.dim}, opts),
-                    at::randn({s.batch, s.heads, s.len, s.dim}, opts), at::randn({s.batch, s.heads, s.len, s.dim}, opts)});
+    auto r = [&] { return at::randn({s.batch, s.heads, s.len, s.dim}, opts); };
+    sets.push_back({r(), r(), r(), r(), r(), r(), r()});
   }
   const Attention f = implementation(impl, o.causal);
   auto run_once = [&](const Inputs& in) {
@@ -163,10 +171,26 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
       f(in.q, in.k, in.v);
       return;
     }
+    if (mode == "jvp") {
+      at::AutoGradMode no_grad(false);
+      const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
+      const Tensor out = f(at::_make_dual(in.q, in.t_q, level), at::_make_dual(in.k, in.t_k, level),
+                           at::_make_dual(in.v, in.t_v, level));
+      std::get<1>(at::_unpack_dual(out, level));
+      torch::autograd::ForwardADLevel::release_idx(level);
+      return;
+    }
     const Tensor q = in.q.detach().requires_grad_(), k = in.k.detach().requires_grad_(),
                  v = in.v.detach().requires_grad_();
     const Tensor out = f(q, k, v);
-    torch::autograd::grad({out}, {q, k, v}, {in.dout});
+    if (mode == "fwd_bwd") {
+      torch::autograd::grad({out}, {q, k, v}, {in.dout});
+      return;
+    }
+    // HVP as MAML takes it: backward with create_graph, then the gradient of <g, u>.
+    const auto g = torch::autograd::grad({out}, {q, k, v}, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
+    const Tensor gu = (g[0] * in.t_q).sum() + (g[1] * in.t_k).sum() + (g[2] * in.t_v).sum();
+    torch::autograd::grad({gu}, {q, k, v});
   };
   try {
     for (int i = 0; i < o.warmup; ++i) run_once(sets[i % sets.size()]);
@@ -232,8 +256,8 @@ int bench(const Args& args) {
   cudaGetDeviceProperties(&prop, at::cuda::current_device());
   std::printf("theria bench on %s: %s, %s, median of %d iterations after %d warm-up, %d input sets\n\n", prop.name,
               dtype_name(o.dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets);
-  std::printf("%-24s %-8s %-7s %10s %9s %11s %10s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
-              "peak MiB", "vs flash");
+  std::printf("%-24s %-8s %-7s %10s %9s %11s %10s %9s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
+              "peak MiB", "vs flash", "vs math");
   for (const auto& r : results) {
     char shape[64];
     std::snprintf(shape, sizeof shape, "%lld,%lld,%lld,%lld", (long long)r.shape.batch, (long long)r.shape.heads,
@@ -242,14 +266,17 @@ int bench(const Args& args) {
       std::printf("%-24s %-8s %-7s  error: %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.error.c_str());
       continue;
     }
-    double flash_ms = 0;
-    for (const auto& f : results) {
-      if (f.impl == "flash" && f.mode == r.mode && f.shape.dim == r.shape.dim && f.shape.len == r.shape.len &&
-          f.error.empty())
-        flash_ms = f.ms;
-    }
-    std::printf("%-24s %-8s %-7s %10.3f %9.1f %11.1f %9.2fx\n", shape, r.mode.c_str(), r.impl.c_str(), r.ms, r.tflops,
-                r.peak_mib, flash_ms > 0 ? flash_ms / r.ms : 0.0);
+    // Speed relative to PyTorch's flash / math backends on the same shape and mode (0: not measured).
+    auto ratio = [&](const char* impl) {
+      for (const auto& f : results) {
+        if (f.impl == impl && f.mode == r.mode && f.shape.dim == r.shape.dim && f.shape.len == r.shape.len &&
+            f.error.empty())
+          return f.ms / r.ms;
+      }
+      return 0.0;
+    };
+    std::printf("%-24s %-8s %-7s %10.3f %9.1f %11.1f %9.2fx %8.2fx\n", shape, r.mode.c_str(), r.impl.c_str(), r.ms,
+                r.tflops, r.peak_mib, ratio("flash"), ratio("math"));
   }
   if (!o.json.empty()) {
     std::ofstream f(o.json);

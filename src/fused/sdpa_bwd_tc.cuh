@@ -19,6 +19,11 @@
 #include <algorithm>
 #include <cmath>
 
+// Tile shape of the launch (scripts/device/tune.sh times alternatives): 8 warps = 128 keys per CTA.
+#ifndef THERIA_BWD_WARPS
+#define THERIA_BWD_WARPS 8
+#endif
+
 namespace theria::kernels::cuda {
 
 // kWarps warps, 16 keys each, share every Q / dO tile they stream; for the dQ product the warps
@@ -69,11 +74,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
 
-  auto load_stats = [&](int buf, int m) {
-    for (int i = tid; i < kBlockM; i += kThreads) {
-      const bool valid = m + i < L;
-      lse_log2[buf * kBlockM + i] = valid ? lse_g[m + i] * static_cast<float>(M_LOG2E) : 0.f;
-      delta[buf * kBlockM + i] = valid ? delta_g[m + i] : 0.f;
+  // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
+  // registers early (so the load latency hides behind a step's products) and store them later.
+  static_assert(kBlockM <= kThreads, "one thread per query row of a block");
+  auto fetch_stats = [&](int m, float& lse_row, float& delta_row) {
+    const bool valid = tid < kBlockM && m + tid < L;
+    lse_row = valid ? lse_g[m + tid] * static_cast<float>(M_LOG2E) : 0.f;
+    delta_row = valid ? delta_g[m + tid] : 0.f;
+  };
+  auto store_stats = [&](int buf, float lse_row, float delta_row) {
+    if (tid < kBlockM) {
+      lse_log2[buf * kBlockM + tid] = lse_row;
+      delta[buf * kBlockM + tid] = delta_row;
     }
   };
 
@@ -82,7 +94,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   if (n_steps > 0) {
     load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tiles, q, p.q.row_stride, m_begin, L, tid);
     load_rows_async<T, kBlockM, kHeadDim, kThreads>(do_tiles, dout, p.dout.row_stride, m_begin, L, tid);
-    load_stats(0, m_begin);
+    float lse_row, delta_row;
+    fetch_stats(m_begin, lse_row, delta_row);
+    store_stats(0, lse_row, delta_row);
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -110,6 +124,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     const T* do_tile = do_tiles + buf * kBlockM * kStride;
     const float* lse_s = lse_log2 + buf * kBlockM;
     const float* delta_s = delta + buf * kBlockM;
+    float next_lse = 0.f, next_delta = 0.f;
+    if (step + 1 < n_steps) fetch_stats(m + kBlockM, next_lse, next_delta);
 
     // S^T = K_w Q^T and dP^T = V_w dO^T: 16 keys x kBlockM queries per warp.
     float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
@@ -135,14 +151,16 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
       }
     }
 
-    // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
+    // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros;
+    // blocks inside the problem and below the causal diagonal skip the test.
+    const bool needs_mask = n0 + kBlockN > S || m + kBlockM > L || (kCausal && n0 + kBlockN - 1 > m);
 #pragma unroll
     for (int nt = 0; nt < kBlockM / 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
-        const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
-        const float pt = visible ? exp2f(st[nt][e] * scale_log2 - lse_s[qi]) : 0.f;
+        const bool visible = !needs_mask || (key < S && m + qi < L && (!kCausal || key <= m + qi));
+        const float pt = visible ? exp2f(fmaf(st[nt][e], scale_log2, -lse_s[qi])) : 0.f;
         st[nt][e] = pt;
         dpt[nt][e] = pt * (dpt[nt][e] - delta_s[qi]);
       }
@@ -175,7 +193,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
         }
       }
     }
-    if (step + 1 < n_steps) load_stats(buf ^ 1, m + kBlockM);
+    if (step + 1 < n_steps) store_stats(buf ^ 1, next_lse, next_delta);
     __syncthreads();
 
     // dQ += dS K for query tile (warp % 4) and columns [col0, col0 + kDqCols), into the fp32 buffer.

@@ -14,11 +14,13 @@
 
 #include <cmath>
 
+// Tile shape of the launch (scripts/device/tune.sh times alternatives): 4 warps x 2 m-tiles =
+// 128 query rows per CTA measured fastest on an H100 (docs/performance.md).
 #ifndef THERIA_FWD_WARPS
 #define THERIA_FWD_WARPS 4
 #endif
 #ifndef THERIA_FWD_MTILES
-#define THERIA_FWD_MTILES 1
+#define THERIA_FWD_MTILES 2
 #endif
 
 namespace theria::kernels::cuda {
