@@ -44,7 +44,7 @@ if [ $# -gt 0 ]; then
 fi
 
 cat "$out/gpu.txt"
-echo "---- verify"; grep -v '^\[verify' "$out/verify.txt" | tail -n 60
+echo "---- verify (cuda rows)"; grep -E '^cuda|^verify|^note' "$out/verify.txt"
 for log in ctest_gpu.log pytest_gpu.log sanitizer.txt racecheck.txt; do echo "---- $log (tail)"; tail -n 12 "$out/$log"; done
-for f in "$out"/bench_*.txt; do echo "---- $(basename "$f")"; grep -v '^\[bench' "$f"; done
+for f in "$out"/bench_*.txt; do echo "---- $(basename "$f")"; grep -E '^[0-9]|error' "$f"; done
 echo "---- summary"; printf '%s\n' "${summary[@]}"
