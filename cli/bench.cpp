@@ -115,6 +115,12 @@ Options parse(const Args& args) {
 
 using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
 
+// A forward-AD level released even when the timed call throws (PyTorch allows one level at a time).
+struct DualLevel {
+  uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
+  ~DualLevel() { torch::autograd::ForwardADLevel::release_idx(level); }
+};
+
 Attention implementation(const std::string& impl, bool causal) {
   if (impl == "theria") {
     return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
@@ -173,11 +179,10 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
     }
     if (mode == "jvp") {
       at::AutoGradMode no_grad(false);
-      const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
-      const Tensor out = f(at::_make_dual(in.q, in.t_q, level), at::_make_dual(in.k, in.t_k, level),
-                           at::_make_dual(in.v, in.t_v, level));
-      std::get<1>(at::_unpack_dual(out, level));
-      torch::autograd::ForwardADLevel::release_idx(level);
+      const DualLevel dual;
+      const Tensor out = f(at::_make_dual(in.q, in.t_q, dual.level), at::_make_dual(in.k, in.t_k, dual.level),
+                           at::_make_dual(in.v, in.t_v, dual.level));
+      std::get<1>(at::_unpack_dual(out, dual.level));
       return;
     }
     const Tensor q = in.q.detach().requires_grad_(), k = in.k.detach().requires_grad_(),

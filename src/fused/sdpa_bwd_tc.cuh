@@ -19,22 +19,34 @@
 #include <algorithm>
 #include <cmath>
 
-// Tile shape of the launch (scripts/device/tune.sh times alternatives): 8 warps = 128 keys per CTA.
+// Tile shape of the launch (scripts/device/tune.sh times alternatives): warps, 16-key tiles per warp,
+// queries per step.
 #ifndef THERIA_BWD_WARPS
 #define THERIA_BWD_WARPS 8
+#endif
+#ifndef THERIA_BWD_KTILES
+#define THERIA_BWD_KTILES 1
+#endif
+#ifndef THERIA_BWD_BLOCK_M
+#define THERIA_BWD_BLOCK_M 64
+#endif
+#ifndef THERIA_BWD_MASK_FAST_PATH
+#define THERIA_BWD_MASK_FAST_PATH 1
 #endif
 
 namespace theria::kernels::cuda {
 
-// kWarps warps, 16 keys each, share every Q / dO tile they stream; for the dQ product the warps
-// split the kBlockM x kHeadDim result into 16-row tiles x kHeadDim / kDqSplit column slices.
-template <int kHeadDim_, int kWarps_>
+// kWarps warps own kKTiles 16-key tiles each and share every Q / dO tile they stream: a Q or dO
+// fragment loaded from shared memory feeds kKTiles MMAs. For the dQ product the warps split the
+// kBlockM x kHeadDim result into 16-row tiles x kHeadDim / kDqSplit column slices.
+template <int kHeadDim_, int kWarps_, int kKTiles_, int kBlockM_>
 struct BwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
+  static constexpr int kKTiles = kKTiles_;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBlockN = 16 * kWarps;  // keys per CTA
-  static constexpr int kBlockM = 64;           // queries per step
+  static constexpr int kBlockN = 16 * kKTiles * kWarps;  // keys per CTA
+  static constexpr int kBlockM = kBlockM_;               // queries per step
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);  // column slices of the dQ tile
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqSplit >= 1 && kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
@@ -46,7 +58,7 @@ struct BwdTraits {
 
 template <typename T, typename Tr, bool kCausal>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
-  constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols;
+  constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kKTiles = Tr::kKTiles;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
   constexpr int kDsStride = Tr::kDsStride;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -102,14 +114,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   cp_async_wait<0>();
   __syncthreads();
 
-  float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];
+  float dk_acc[kKTiles][kHeadDim / 8][4], dv_acc[kKTiles][kHeadDim / 8][4];
 #pragma unroll
-  for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+  for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.f;
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dk_acc[kt][dt][e] = dv_acc[kt][dt][e] = 0.f;
+    }
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const int key_g = n0 + warp * 16 + g;  // this thread's keys: key_g and key_g + 8
+  const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
 
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = m_begin + step * kBlockM;
@@ -127,76 +142,100 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     float next_lse = 0.f, next_delta = 0.f;
     if (step + 1 < n_steps) fetch_stats(m + kBlockM, next_lse, next_delta);
 
-    // S^T = K_w Q^T and dP^T = V_w dO^T: 16 keys x kBlockM queries per warp.
-    float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
+    // S^T = K_w Q^T and dP^T = V_w dO^T: (16 kKTiles) keys x kBlockM queries per warp.
+    float st[kKTiles][kBlockM / 8][4], dpt[kKTiles][kBlockM / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+    for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.f;
+      for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[kt][nt][e] = dpt[kt][nt][e] = 0.f;
+      }
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      uint32_t ka[4], va[4];
-      ldmatrix_x4(ka, a_frag_addr<kStride>(k_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(va, a_frag_addr<kStride>(v_tile, warp * 16, kk * 16, lane));
+      uint32_t ka[kKTiles][4], va[kKTiles][4];
+#pragma unroll
+      for (int kt = 0; kt < kKTiles; ++kt) {
+        ldmatrix_x4(ka[kt], a_frag_addr<kStride>(k_tile, warp_key0 + kt * 16, kk * 16, lane));
+        ldmatrix_x4(va[kt], a_frag_addr<kStride>(v_tile, warp_key0 + kt * 16, kk * 16, lane));
+      }
 #pragma unroll
       for (int np = 0; np < kBlockM / 16; ++np) {
         uint32_t qb[4], ob[4];
         ldmatrix_x4(qb, b_frag_addr_nk<kStride>(q_tile, np * 16, kk * 16, lane));
         ldmatrix_x4(ob, b_frag_addr_nk<kStride>(do_tile, np * 16, kk * 16, lane));
-        mma<T>(st[2 * np], ka, qb[0], qb[1]);
-        mma<T>(st[2 * np + 1], ka, qb[2], qb[3]);
-        mma<T>(dpt[2 * np], va, ob[0], ob[1]);
-        mma<T>(dpt[2 * np + 1], va, ob[2], ob[3]);
+#pragma unroll
+        for (int kt = 0; kt < kKTiles; ++kt) {
+          mma<T>(st[kt][2 * np], ka[kt], qb[0], qb[1]);
+          mma<T>(st[kt][2 * np + 1], ka[kt], qb[2], qb[3]);
+          mma<T>(dpt[kt][2 * np], va[kt], ob[0], ob[1]);
+          mma<T>(dpt[kt][2 * np + 1], va[kt], ob[2], ob[3]);
+        }
       }
     }
 
-    // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros;
-    // blocks inside the problem and below the causal diagonal skip the test.
+    // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
+#if THERIA_BWD_MASK_FAST_PATH
     const bool needs_mask = n0 + kBlockN > S || m + kBlockM > L || (kCausal && n0 + kBlockN - 1 > m);
+#else
+    constexpr bool needs_mask = true;
+#endif
 #pragma unroll
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+    for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
-        const bool visible = !needs_mask || (key < S && m + qi < L && (!kCausal || key <= m + qi));
-        const float pt = visible ? exp2f(fmaf(st[nt][e], scale_log2, -lse_s[qi])) : 0.f;
-        st[nt][e] = pt;
-        dpt[nt][e] = pt * (dpt[nt][e] - delta_s[qi]);
+      for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int qi = nt * 8 + 2 * t + (e & 1), key = n0 + warp_key0 + kt * 16 + g + (e >> 1) * 8;
+          const bool visible = !needs_mask || (key < S && m + qi < L && (!kCausal || key <= m + qi));
+          const float pt = visible ? exp2f(fmaf(st[kt][nt][e], scale_log2, -lse_s[qi])) : 0.f;
+          st[kt][nt][e] = pt;
+          dpt[kt][nt][e] = pt * (dpt[kt][nt][e] - delta_s[qi]);
+        }
       }
     }
 
-    // dV += P^T dO and dK += dS^T Q (scale applied once at the end).
+    // dV += P^T dO and dK += dS^T Q (scale applied once at the end); stage dS^T for the dQ product,
+    // which needs it transposed across warps.
 #pragma unroll
     for (int kq = 0; kq < kBlockM / 16; ++kq) {
-      uint32_t pa[4], dsa[4];
-      c_to_a<T>(pa, st[2 * kq], st[2 * kq + 1]);
-      c_to_a<T>(dsa, dpt[2 * kq], dpt[2 * kq + 1]);
+      uint32_t pa[kKTiles][4], dsa[kKTiles][4];
+#pragma unroll
+      for (int kt = 0; kt < kKTiles; ++kt) {
+        c_to_a<T>(pa[kt], st[kt][2 * kq], st[kt][2 * kq + 1]);
+        c_to_a<T>(dsa[kt], dpt[kt][2 * kq], dpt[kt][2 * kq + 1]);
+      }
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t ob[4], qb[4];
         ldmatrix_x4_trans(ob, b_frag_addr_kn<kStride>(do_tile, kq * 16, dp * 16, lane));
         ldmatrix_x4_trans(qb, b_frag_addr_kn<kStride>(q_tile, kq * 16, dp * 16, lane));
-        mma<T>(dv_acc[2 * dp], pa, ob[0], ob[1]);
-        mma<T>(dv_acc[2 * dp + 1], pa, ob[2], ob[3]);
-        mma<T>(dk_acc[2 * dp], dsa, qb[0], qb[1]);
-        mma<T>(dk_acc[2 * dp + 1], dsa, qb[2], qb[3]);
+#pragma unroll
+        for (int kt = 0; kt < kKTiles; ++kt) {
+          mma<T>(dv_acc[kt][2 * dp], pa[kt], ob[0], ob[1]);
+          mma<T>(dv_acc[kt][2 * dp + 1], pa[kt], ob[2], ob[3]);
+          mma<T>(dk_acc[kt][2 * dp], dsa[kt], qb[0], qb[1]);
+          mma<T>(dk_acc[kt][2 * dp + 1], dsa[kt], qb[2], qb[3]);
+        }
       }
-      // Stage dS^T for the dQ product, which needs it transposed across warps.
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
+      for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int nt = 2 * kq + half;
-          *reinterpret_cast<uint32_t*>(ds_tile + (warp * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t) =
-              pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+        for (int r = 0; r < 2; ++r) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int nt = 2 * kq + half;
+            *reinterpret_cast<uint32_t*>(ds_tile + (warp_key0 + kt * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t) =
+                pack2<T>(dpt[kt][nt][2 * r], dpt[kt][nt][2 * r + 1]);
+          }
         }
       }
     }
     if (step + 1 < n_steps) store_stats(buf ^ 1, next_lse, next_delta);
     __syncthreads();
 
-    // dQ += dS K for query tile (warp % 4) and columns [col0, col0 + kDqCols), into the fp32 buffer.
+    // dQ += dS K for query tile (warp % tiles) and columns [col0, col0 + kDqCols), into the fp32 buffer.
     const int q_tile16 = (warp % (kBlockM / 16)) * 16, col0 = (warp / (kBlockM / 16)) * kDqCols;
     float dq_acc[kDqCols / 8][4];
 #pragma unroll
@@ -232,15 +271,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   T* dv = batch_base<T>(p.dv, b);
   const float scale = static_cast<float>(p.scale);
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = key_g + 8 * r;
-    if (key >= S) continue;
+  for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(dk + static_cast<int64_t>(key) * p.dk.row_stride + dt * 8 + 2 * t) =
-          pack2<T>(dk_acc[dt][2 * r] * scale, dk_acc[dt][2 * r + 1] * scale);
-      *reinterpret_cast<uint32_t*>(dv + static_cast<int64_t>(key) * p.dv.row_stride + dt * 8 + 2 * t) =
-          pack2<T>(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
+    for (int r = 0; r < 2; ++r) {
+      const int key = n0 + warp_key0 + kt * 16 + g + 8 * r;
+      if (key >= S) continue;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        *reinterpret_cast<uint32_t*>(dk + static_cast<int64_t>(key) * p.dk.row_stride + dt * 8 + 2 * t) =
+            pack2<T>(dk_acc[kt][dt][2 * r] * scale, dk_acc[kt][dt][2 * r + 1] * scale);
+        *reinterpret_cast<uint32_t*>(dv + static_cast<int64_t>(key) * p.dv.row_stride + dt * 8 + 2 * t) =
+            pack2<T>(dv_acc[kt][dt][2 * r], dv_acc[kt][dt][2 * r + 1]);
+      }
     }
   }
 }
@@ -257,7 +299,7 @@ __global__ void sdpa_dq_finish_kernel(const SdpaBwdParams p, const BwdWorkspace 
 
 template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  using Tr = BwdTraits<kHeadDim, THERIA_BWD_WARPS>;
+  using Tr = BwdTraits<kHeadDim, THERIA_BWD_WARPS, THERIA_BWD_KTILES, THERIA_BWD_BLOCK_M>;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   auto* kernel = sdpa_bwd_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {
