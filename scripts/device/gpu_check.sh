@@ -37,6 +37,8 @@ for preset in ${THERIA_BENCH_PRESETS:-medium:64,128 large:64}; do
   step "bench ${preset}" "bench_${preset%%:*}.txt" build-gpu/theria bench --preset "${preset%%:*}" \
     --head-dim "${preset##*:}" --json "$out/bench_${preset%%:*}.json"
 done
+step "bench causal" bench_causal.txt build-gpu/theria bench --preset medium --head-dim 64,128 --causal \
+  --impl theria,flash --json "$out/bench_causal.json"
 step "bench jvp/hvp" bench_higher.txt build-gpu/theria bench --preset medium --head-dim 64 --mode jvp,hvp \
   --iters 10 --warmup 2 --json "$out/bench_higher.json"
 if [ $# -gt 0 ]; then

@@ -19,22 +19,22 @@
 #include <algorithm>
 #include <cmath>
 
-// Tile shape of the launch (scripts/device/tune.sh times alternatives): warps, 16-key tiles per warp,
-// queries per step.
-#ifndef THERIA_BWD_WARPS
-#define THERIA_BWD_WARPS 8
-#endif
-#ifndef THERIA_BWD_KTILES
-#define THERIA_BWD_KTILES 1
-#endif
-#ifndef THERIA_BWD_BLOCK_M
-#define THERIA_BWD_BLOCK_M 64
-#endif
-#ifndef THERIA_BWD_MASK_FAST_PATH
-#define THERIA_BWD_MASK_FAST_PATH 1
-#endif
-
 namespace theria::kernels::cuda {
+
+// Tile shape per head dim, as measured fastest on an H100 (docs/performance.md): up to 64, 4 warps
+// of 2 key tiles over 32-query steps (Q/dO fragments feed two MMAs; the accumulators still fit in
+// registers); above, 8 warps of one key tile over 64-query steps. scripts/device/tune.sh times
+// alternatives through the THERIA_BWD_* overrides.
+template <int kHeadDim>
+struct BwdTile {
+#ifdef THERIA_BWD_WARPS
+  static constexpr int kWarps = THERIA_BWD_WARPS, kKTiles = THERIA_BWD_KTILES, kBlockM = THERIA_BWD_BLOCK_M;
+#else
+  static constexpr int kWarps = kHeadDim <= 64 ? 4 : 8;
+  static constexpr int kKTiles = kHeadDim <= 64 ? 2 : 1;
+  static constexpr int kBlockM = kHeadDim <= 64 ? 32 : 64;
+#endif
+};
 
 // kWarps warps own kKTiles 16-key tiles each and share every Q / dO tile they stream: a Q or dO
 // fragment loaded from shared memory feeds kKTiles MMAs. For the dQ product the warps split the
@@ -176,11 +176,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     }
 
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
-#if THERIA_BWD_MASK_FAST_PATH
-    const bool needs_mask = n0 + kBlockN > S || m + kBlockM > L || (kCausal && n0 + kBlockN - 1 > m);
-#else
-    constexpr bool needs_mask = true;
-#endif
+    // (Skipping the test on interior blocks measured slower: more registers, same work.)
 #pragma unroll
     for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
@@ -188,7 +184,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int qi = nt * 8 + 2 * t + (e & 1), key = n0 + warp_key0 + kt * 16 + g + (e >> 1) * 8;
-          const bool visible = !needs_mask || (key < S && m + qi < L && (!kCausal || key <= m + qi));
+          const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
           const float pt = visible ? exp2f(fmaf(st[kt][nt][e], scale_log2, -lse_s[qi])) : 0.f;
           st[kt][nt][e] = pt;
           dpt[kt][nt][e] = pt * (dpt[kt][nt][e] - delta_s[qi]);
@@ -299,7 +295,8 @@ __global__ void sdpa_dq_finish_kernel(const SdpaBwdParams p, const BwdWorkspace 
 
 template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  using Tr = BwdTraits<kHeadDim, THERIA_BWD_WARPS, THERIA_BWD_KTILES, THERIA_BWD_BLOCK_M>;
+  using Tile = BwdTile<kHeadDim>;
+  using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   auto* kernel = sdpa_bwd_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {
