@@ -11,5 +11,6 @@ using Args = std::vector<std::string>;
 
 int verify(const Args& args);
 int bench(const Args& args);
+int maml(const Args& args);
 
 }  // namespace theria::cli

@@ -21,6 +21,8 @@ const std::map<std::string, Command>& commands() {
       {"verify", {theria::cli::verify,
                   "check forward, backward, JVP, double backward and third order of every backend\n"
                   "            against the float64 reference; non-zero exit on a failure"}},
+      {"maml", {theria::cli::maml,
+                "meta-train the lab transformer with MAML through theria attention; curve, summary, plot"}},
       {"bench", {theria::cli::bench,
                  "time the fused backend against PyTorch's SDPA (flash, math) in one run (CUDA)"}},
   };

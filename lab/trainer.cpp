@@ -1,0 +1,81 @@
+#include "trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <cmath>
+
+namespace theria::lab {
+namespace {
+
+// Adam on a list of leaves (kept here to stay on the narrow ATen headers).
+struct Adam {
+  double lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t t = 0;
+  std::vector<at::Tensor> m, v;
+
+  void step(Weights& w, const std::vector<at::Tensor>& g) {
+    at::AutoGradMode no_grad(false);
+    if (m.empty()) {
+      for (const auto& x : w) {
+        m.push_back(at::zeros_like(x));
+        v.push_back(at::zeros_like(x));
+      }
+    }
+    ++t;
+    const double c1 = 1.0 - std::pow(beta1, t), c2 = 1.0 - std::pow(beta2, t);
+    for (size_t i = 0; i < w.size(); ++i) {
+      m[i].mul_(beta1).add_(g[i], 1.0 - beta1);
+      v[i].mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
+      w[i].sub_(m[i] / c1 / ((v[i] / c2).sqrt() + eps) * lr);
+    }
+  }
+};
+
+}  // namespace
+
+std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count) {
+  const PositionRecallTasks family(config.tasks, config.seed + 1);
+  std::vector<Task> tasks;
+  for (int64_t i = 0; i < count; ++i) tasks.push_back(family.task(i, config.device));
+  return tasks;
+}
+
+TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval) {
+  const auto start = std::chrono::steady_clock::now();
+  TrainResult r;
+  const auto options = at::TensorOptions().dtype(config.dtype).device(config.device);
+  Weights w = init_weights(config.model, config.seed, options);
+  for (const auto& t : w) r.initial.push_back(t.detach().clone());
+  const PositionRecallTasks train_family(config.tasks, config.seed);
+  const auto eval = held_out_tasks(config, config.eval_tasks);
+  Adam adam{config.meta_lr};
+
+  auto record = [&](int64_t step, double meta_loss) {
+    const auto e = evaluate(config.model, config.maml, w, eval);
+    CurvePoint p{step, meta_loss, e.pre_accuracy, e.post_accuracy};
+    r.curve.push_back(p);
+    if (on_eval) on_eval(p);
+    return e;
+  };
+
+  r.before = record(0, std::nan(""));
+  uint64_t next_task = 0;
+  for (int64_t step = 1; step <= config.meta_steps; ++step) {
+    std::vector<Task> batch;
+    for (int64_t i = 0; i < config.meta_batch; ++i) batch.push_back(train_family.task(next_task++, config.device));
+    const auto mg = meta_gradient(config.model, config.maml, w, batch);
+    adam.step(w, mg.grads);
+    if (step % config.eval_every == 0 || step == config.meta_steps) {
+      const auto e = record(step, mg.query_loss);
+      if (step == config.meta_steps) r.after = e;
+    }
+  }
+  if (config.meta_steps == 0) r.after = r.before;
+  r.weights = w;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+}  // namespace theria::lab
