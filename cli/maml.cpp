@@ -252,9 +252,14 @@ int maml(const Args& args) {
     plot_status = std::system(cmd.c_str()) == 0 ? "curve.png" : "failed: " + cmd;
     if (plot_status != "curve.png") std::fprintf(stderr, "[maml] plot %s\n", plot_status.c_str());
   }
+  // The backend `auto` (or any request) resolves to for this model's attention inputs.
+  const auto probe = at::empty({1, t.model.heads, t.tasks.seq_len + 1, t.model.dim / t.model.heads},
+                               at::TensorOptions().dtype(t.dtype).device(t.device));
+  const auto resolved = select_backend(probe, probe, probe, t.model.attention);
   {
     std::ofstream js(o.out + "/summary.json");
-    js << "{\n  \"config\": {\"backend\": \"" << backend_name(t.model.attention.backend_) << "\", \"mode\": \""
+    js << "{\n  \"config\": {\"backend\": \"" << backend_name(t.model.attention.backend_)
+       << "\", \"resolved_backend\": \"" << backend_name(resolved.backend) << "\", \"mode\": \""
        << lab::maml_mode_name(t.maml.mode) << "\", \"inner_steps\": " << t.maml.inner_steps
        << ", \"inner_lr\": " << t.maml.inner_lr << ", \"meta_lr\": " << t.meta_lr
        << ", \"meta_batch\": " << t.meta_batch << ", \"meta_steps\": " << t.meta_steps
@@ -278,8 +283,9 @@ int maml(const Args& args) {
     js << "  \"train_seconds\": " << result.seconds << ",\n  \"plot\": \"" << plot_status << "\"\n}\n";
   }
 
-  std::printf("theria maml: %s MAML, backend %s, %lld meta-steps in %.1f s\n", lab::maml_mode_name(t.maml.mode),
-              backend_name(t.model.attention.backend_), (long long)t.meta_steps, result.seconds);
+  std::printf("theria maml: %s MAML, backend %s (%s), %lld meta-steps in %.1f s\n", lab::maml_mode_name(t.maml.mode),
+              backend_name(t.model.attention.backend_), backend_name(resolved.backend), (long long)t.meta_steps,
+              result.seconds);
   std::printf("  held-out query accuracy (chance %.3f): untrained %.3f -> %.3f after %lld inner steps; "
               "meta-trained %.3f -> %.3f\n",
               1.0 / t.tasks.classes, result.before.pre_accuracy, result.before.post_accuracy,

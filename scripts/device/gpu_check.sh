@@ -41,6 +41,11 @@ step "bench causal" bench_causal.txt build-gpu/theria bench --preset medium --he
   --impl theria,flash --json "$out/bench_causal.json"
 step "bench jvp/hvp" bench_higher.txt build-gpu/theria bench --preset medium --head-dim 64 --mode jvp,hvp \
   --iters 10 --warmup 2 --json "$out/bench_higher.json"
+for backend in reference fused; do
+  step "maml $backend" "maml_$backend.txt" build-gpu/theria maml --device cuda --backend "$backend" --dtype bfloat16 \
+    --seq-len 1024 --dim 128 --heads 2 --meta-steps 0 --meta-batch 4 --eval-tasks 1 --diagnose-steps 1 --no-plot \
+    --out "$out/maml_$backend"
+done
 if [ $# -gt 0 ]; then
   step "theria $1" extra.txt build-gpu/theria "$@"
 fi
@@ -48,5 +53,6 @@ fi
 cat "$out/gpu.txt"
 echo "---- verify (cuda rows)"; grep -E '^cuda|^verify|^note' "$out/verify.txt"
 for log in ctest_gpu.log pytest_gpu.log sanitizer.txt racecheck.txt; do echo "---- $log (tail)"; tail -n 12 "$out/$log"; done
+for f in "$out"/maml_*.txt; do echo "---- $(basename "$f")"; grep -v '^\[maml' "$f"; done
 for f in "$out"/bench_*.txt; do echo "---- $(basename "$f")"; grep -E '^[0-9]|error' "$f"; done
 echo "---- summary"; printf '%s\n' "${summary[@]}"
