@@ -37,10 +37,12 @@ for preset in ${THERIA_BENCH_PRESETS:-medium:64,128 large:64}; do
   step "bench ${preset}" "bench_${preset%%:*}.txt" build-gpu/theria bench --preset "${preset%%:*}" \
     --head-dim "${preset##*:}" --json "$out/bench_${preset%%:*}.json"
 done
-step "bench causal" bench_causal.txt build-gpu/theria bench --preset medium --head-dim 64,128 --causal \
-  --impl theria,flash --json "$out/bench_causal.json"
-step "bench jvp/hvp" bench_higher.txt build-gpu/theria bench --preset medium --head-dim 64 --mode jvp,hvp \
-  --iters 10 --warmup 2 --json "$out/bench_higher.json"
+if [ "${THERIA_BENCH_EXTRA:-1}" = 1 ]; then
+  step "bench causal" bench_causal.txt build-gpu/theria bench --preset medium --head-dim 64,128 --causal \
+    --impl theria,flash --json "$out/bench_causal.json"
+  step "bench jvp/hvp" bench_higher.txt build-gpu/theria bench --preset medium --head-dim 64 --mode jvp,hvp \
+    --iters 10 --warmup 2 --json "$out/bench_higher.json"
+fi
 for backend in reference fused; do
   step "maml $backend" "maml_$backend.txt" build-gpu/theria maml --device cuda --backend "$backend" --dtype bfloat16 \
     --seq-len 1024 --dim 128 --heads 2 --meta-steps 0 --meta-batch 4 --eval-tasks 1 --diagnose-steps 1 --no-plot \
