@@ -40,8 +40,10 @@ done
 if [ "${THERIA_BENCH_EXTRA:-1}" = 1 ]; then
   step "bench causal" bench_causal.txt build-gpu/theria bench --preset medium --head-dim 64,128 --causal \
     --impl theria,flash --json "$out/bench_causal.json"
-  step "bench jvp/hvp" bench_higher.txt build-gpu/theria bench --preset medium --head-dim 64 --mode jvp,hvp \
-    --iters 10 --warmup 2 --json "$out/bench_higher.json"
+  step "bench jvp" bench_jvp.txt build-gpu/theria bench --preset medium --head-dim 64,128 --mode fwd,jvp \
+    --json "$out/bench_jvp.json"
+  step "bench hvp" bench_hvp.txt build-gpu/theria bench --preset medium --head-dim 64 --mode fwd_bwd,hvp \
+    --iters 10 --warmup 2 --json "$out/bench_hvp.json"
 fi
 for backend in reference fused; do
   step "maml $backend" "maml_$backend.txt" build-gpu/theria maml --device cuda --backend "$backend" --dtype bfloat16 \

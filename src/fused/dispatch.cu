@@ -15,7 +15,9 @@ bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v) {
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
-      THERIA_BOOL_SWITCH(p.causal, kCausal, [&] { launch_sdpa_fwd_tc<T, kHeadDim, kCausal>(p, stream); });
+      THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
+        THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] { launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent>(p, stream); });
+      });
     });
   });
 }

@@ -152,7 +152,34 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
-  return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  // An absent tangent is a zero operand of the same layout.
+  auto tangent = [](const OptTensor& t, const Tensor& primal) {
+    return tc_operand(t.has_value() && t->defined() ? *t : at::zeros_like(primal, at::MemoryFormat::Contiguous));
+  };
+  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v);
+  const Operand qd = tangent(q_dot, q), kd = tangent(k_dot, k), vd = tangent(v_dot, v);
+  Tensor out = at::empty(out_shape(q, v), q.options());
+  Tensor out_dot = at::empty(out_shape(q, v), q.options());
+  Tensor lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  Tensor lse_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  kernels::SdpaFwdParams p;
+  fill_problem(p, q, k, v, causal, scale);
+  p.q = qo.view;
+  p.k = ko.view;
+  p.v = vo.view;
+  p.out = tc_operand(out).view;
+  p.lse = lse.data_ptr();
+  p.q_dot = qd.view;
+  p.k_dot = kd.view;
+  p.v_dot = vd.view;
+  p.out_dot = tc_operand(out_dot).view;
+  p.lse_dot = lse_dot.data_ptr();
+  if (p.batch > 0) {
+    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, at::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {out, lse, out_dot};
 }
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,

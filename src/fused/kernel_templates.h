@@ -12,7 +12,8 @@ struct BwdWorkspace {
   float* dq_accum;  // [batch, len_q, dim_qk] fp32, zeroed before the launch
 };
 
-template <typename T, int kHeadDim, bool kCausal>
+// kTangent: the JVP (out_dot, lse_dot along the tangents set in p).
+template <typename T, int kHeadDim, bool kCausal, bool kTangent>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream);
 
 template <typename T, int kHeadDim, bool kCausal>

@@ -14,6 +14,7 @@ namespace theria::kernels::cuda {
 enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64 };
 
 // Tensor-core kernels: 16-bit inputs, E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
+// sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // dq_accum: fp32 [batch, len_q, dim_qk], zeroed; params.delta: fp32 [batch, len_q] scratch.

@@ -27,28 +27,38 @@ namespace theria::kernels::cuda {
 
 // kWarps warps per CTA, each owning kMTiles 16-row MMA tiles: a key/value fragment loaded from
 // shared memory feeds kMTiles MMAs. Q fragments stay in registers when they fit beside the
-// accumulators, else they are reloaded from shared memory for every key block.
-template <int kHeadDim_, int kWarps_, int kMTiles_>
+// accumulators, else they are reloaded from shared memory for every key block. With kTangent the
+// same kernel is the JVP (docs/derivatives.md, J): Q_dot, K_dot, V_dot tiles stream beside Q, K, V;
+// S_dot = Q_dot K^T + Q K_dot^T, W = P * scale * S_dot, and three accumulators share the rescaling:
+// O = P V, O_dot = W V + P V_dot, and the row sum of W (lse_dot times the row sum of P).
+template <int kHeadDim_, int kWarps_, int kMTiles_, bool kTangent_ = false>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMTiles = kMTiles_;
+  static constexpr bool kTangent = kTangent_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = 16 * kMTiles * kWarps;
   static constexpr int kBlockN = 64;
-  static constexpr bool kQInRegs = kHeadDim * kMTiles <= 128;
+  static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
+  static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands <= 128;
   static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
-  static constexpr int kSmemElems = (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2
+  static constexpr int kSmemElems = kOperands * (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2 (each twice)
 };
 
 template <typename T, typename Tr, bool kCausal>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
+  constexpr bool kTangent = Tr::kTangent;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
+  constexpr int kTile = (kBlockM + 4 * kBlockN) * kStride;  // one operand set: Q, K x 2, V x 2
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem);
   T* k_tiles = q_tile + kBlockM * kStride;       // two buffers of kBlockN rows
   T* v_tiles = k_tiles + 2 * kBlockN * kStride;  // two buffers of kBlockN rows
+  T* qd_tile = q_tile + kTile;                   // the tangents' set (kTangent only)
+  T* kd_tiles = k_tiles + kTile;
+  T* vd_tiles = v_tiles + kTile;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
@@ -57,71 +67,105 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   const T* q = batch_base<const T>(p.q, b);
   const T* k = batch_base<const T>(p.k, b);
   const T* v = batch_base<const T>(p.v, b);
+  const T* qd = kTangent ? batch_base<const T>(p.q_dot, b) : nullptr;
+  const T* kd = kTangent ? batch_base<const T>(p.k_dot, b) : nullptr;
+  const T* vd = kTangent ? batch_base<const T>(p.v_dot, b) : nullptr;
 
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
+  auto load_kv = [&](int buf, int row0) {
+    load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tiles + buf * kBlockN * kStride, k, p.k.row_stride, row0, S, tid);
+    load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tiles + buf * kBlockN * kStride, v, p.v.row_stride, row0, S, tid);
+    if constexpr (kTangent) {
+      load_rows_async<T, kBlockN, kHeadDim, kThreads>(kd_tiles + buf * kBlockN * kStride, kd, p.k_dot.row_stride, row0,
+                                                      S, tid);
+      load_rows_async<T, kBlockN, kHeadDim, kThreads>(vd_tiles + buf * kBlockN * kStride, vd, p.v_dot.row_stride, row0,
+                                                      S, tid);
+    }
+  };
 
   load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tile, q, p.q.row_stride, m0, L, tid);
-  load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tiles, k, p.k.row_stride, 0, S, tid);
-  load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tiles, v, p.v.row_stride, 0, S, tid);
+  if constexpr (kTangent) load_rows_async<T, kBlockM, kHeadDim, kThreads>(qd_tile, qd, p.q_dot.row_stride, m0, L, tid);
+  load_kv(0, 0);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
 
   const int warp_row0 = warp * 16 * kMTiles;  // first row of this warp's tiles within the block
-  uint32_t q_frag[Tr::kQInRegs ? kMTiles : 1][Tr::kQInRegs ? kHeadDim / 16 : 1][4];
+  constexpr int kQRegs = Tr::kQInRegs ? kHeadDim / 16 : 1;
+  uint32_t q_frag[Tr::kQInRegs ? kMTiles : 1][kQRegs][4];
+  uint32_t qd_frag[Tr::kQInRegs && kTangent ? kMTiles : 1][kQRegs][4];
   if constexpr (Tr::kQInRegs) {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int kk = 0; kk < kHeadDim / 16; ++kk) {
         ldmatrix_x4(q_frag[mt][kk], a_frag_addr<kStride>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+        if constexpr (kTangent) {
+          ldmatrix_x4(qd_frag[mt][kk], a_frag_addr<kStride>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
+        }
       }
     }
   }
 
   float o_acc[kMTiles][kHeadDim / 8][4];
-  float row_max[kMTiles][2], row_sum[kMTiles][2];
+  float od_acc[kTangent ? kMTiles : 1][kTangent ? kHeadDim / 8 : 1][4];
+  float row_max[kMTiles][2], row_sum[kMTiles][2], row_w[kMTiles][2];
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int dt = 0; dt < kHeadDim / 8; ++dt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o_acc[mt][dt][e] = 0.f;
+      for (int e = 0; e < 4; ++e) {
+        o_acc[mt][dt][e] = 0.f;
+        if constexpr (kTangent) od_acc[mt][dt][e] = 0.f;
+      }
     }
     row_max[mt][0] = row_max[mt][1] = -INFINITY;
     row_sum[mt][0] = row_sum[mt][1] = 0.f;
+    row_w[mt][0] = row_w[mt][1] = 0.f;
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  const float scale = static_cast<float>(p.scale);
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
     if (nb + 1 < n_blocks) {
-      load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tiles + (buf ^ 1) * kBlockN * kStride, k, p.k.row_stride,
-                                                      (nb + 1) * kBlockN, S, tid);
-      load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tiles + (buf ^ 1) * kBlockN * kStride, v, p.v.row_stride,
-                                                      (nb + 1) * kBlockN, S, tid);
+      load_kv(buf ^ 1, (nb + 1) * kBlockN);
       cp_async_commit();
     }
     const T* k_tile = k_tiles + buf * kBlockN * kStride;
     const T* v_tile = v_tiles + buf * kBlockN * kStride;
+    const T* kd_tile = kd_tiles + buf * kBlockN * kStride;
+    const T* vd_tile = vd_tiles + buf * kBlockN * kStride;
 
     float s[kMTiles][kBlockN / 8][4];
+    float sd[kTangent ? kMTiles : 1][kTangent ? kBlockN / 8 : 1][4];
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[mt][nt][e] = 0.f;
+          if constexpr (kTangent) sd[mt][nt][e] = 0.f;
+        }
+      }
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      uint32_t qa[kMTiles][4];
+      uint32_t qa[kMTiles][4], qda[kTangent ? kMTiles : 1][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
         if constexpr (Tr::kQInRegs) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) qa[mt][e] = q_frag[mt][kk][e];
+          for (int e = 0; e < 4; ++e) {
+            qa[mt][e] = q_frag[mt][kk][e];
+            if constexpr (kTangent) qda[mt][e] = qd_frag[mt][kk][e];
+          }
         } else {
           ldmatrix_x4(qa[mt], a_frag_addr<kStride>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+          if constexpr (kTangent) ldmatrix_x4(qda[mt], a_frag_addr<kStride>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
         }
       }
 #pragma unroll
@@ -132,6 +176,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
         for (int mt = 0; mt < kMTiles; ++mt) {
           mma<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
           mma<T>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+        }
+        if constexpr (kTangent) {
+          uint32_t kdb[4];
+          ldmatrix_x4(kdb, b_frag_addr_nk<kStride>(kd_tile, np * 16, kk * 16, lane));
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma<T>(sd[mt][2 * np], qda[mt], kb[0], kb[1]);
+            mma<T>(sd[mt][2 * np + 1], qda[mt], kb[2], kb[3]);
+            mma<T>(sd[mt][2 * np], qa[mt], kdb[0], kdb[1]);
+            mma<T>(sd[mt][2 * np + 1], qa[mt], kdb[2], kdb[3]);
+          }
         }
       }
     }
@@ -148,7 +203,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int col = n0 + nt * 8 + 2 * t + (e & 1), row = row_g + (e >> 1) * 8;
-            if (col >= S || (kCausal && col > row)) s[mt][nt][e] = -INFINITY;
+            if (col >= S || (kCausal && col > row)) {
+              s[mt][nt][e] = -INFINITY;
+              if constexpr (kTangent) sd[mt][nt][e] = 0.f;
+            }
           }
         }
       }
@@ -165,26 +223,41 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
         const float alpha = exp2f(row_max[mt][r] - m_use);
         row_max[mt][r] = mx;
         row_sum[mt][r] *= alpha;
+        if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll
         for (int dt = 0; dt < kHeadDim / 8; ++dt) {
           o_acc[mt][dt][2 * r] *= alpha;
           o_acc[mt][dt][2 * r + 1] *= alpha;
+          if constexpr (kTangent) {
+            od_acc[mt][dt][2 * r] *= alpha;
+            od_acc[mt][dt][2 * r + 1] *= alpha;
+          }
         }
         // One FFMA per element: logit * scale*log2(e) - running max.
 #pragma unroll
         for (int nt = 0; nt < kBlockN / 8; ++nt) {
-          s[mt][nt][2 * r] = exp2f(fmaf(s[mt][nt][2 * r], scale_log2, -m_use));
-          s[mt][nt][2 * r + 1] = exp2f(fmaf(s[mt][nt][2 * r + 1], scale_log2, -m_use));
-          row_sum[mt][r] += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];  // this thread's part; reduced at the end
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int e = 2 * r + c;
+            s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], scale_log2, -m_use));
+            row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
+            if constexpr (kTangent) {
+              sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
+              row_w[mt][r] += sd[mt][nt][e];
+            }
+          }
         }
       }
     }
 
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t pa[kMTiles][4];
+      uint32_t pa[kMTiles][4], wa[kTangent ? kMTiles : 1][4];
 #pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) c_to_a<T>(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        c_to_a<T>(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+        if constexpr (kTangent) c_to_a<T>(wa[mt], sd[mt][2 * kk], sd[mt][2 * kk + 1]);
+      }
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t vb[4];
@@ -194,6 +267,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
           mma<T>(o_acc[mt][2 * dp], pa[mt], vb[0], vb[1]);
           mma<T>(o_acc[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
         }
+        if constexpr (kTangent) {
+          uint32_t vdb[4];
+          ldmatrix_x4_trans(vdb, b_frag_addr_kn<kStride>(vd_tile, kk * 16, dp * 16, lane));
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma<T>(od_acc[mt][2 * dp], wa[mt], vb[0], vb[1]);
+            mma<T>(od_acc[mt][2 * dp + 1], wa[mt], vb[2], vb[3]);
+            mma<T>(od_acc[mt][2 * dp], pa[mt], vdb[0], vdb[1]);
+            mma<T>(od_acc[mt][2 * dp + 1], pa[mt], vdb[2], vdb[3]);
+          }
+        }
       }
     }
     cp_async_wait<0>();
@@ -201,29 +285,41 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
 
   T* out = batch_base<T>(p.out, b);
+  T* out_dot = kTangent ? batch_base<T>(p.out_dot, b) : nullptr;
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+  float* lse_dot = kTangent ? static_cast<float*>(p.lse_dot) + b * p.len_q : nullptr;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float l = quad_sum(row_sum[mt][r]);
+      const float lw = kTangent ? quad_sum(row_w[mt][r]) : 0.f;
       const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
       if (row >= L) continue;
       const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+      const float ld = lw * inv;                    // lse_dot
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
 #pragma unroll
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        *reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t) =
-            pack2<T>(o_acc[mt][dt][2 * r] * inv, o_acc[mt][dt][2 * r + 1] * inv);
+        const float o0 = o_acc[mt][dt][2 * r] * inv, o1 = o_acc[mt][dt][2 * r + 1] * inv;
+        *reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t) = pack2<T>(o0, o1);
+        if constexpr (kTangent) {
+          *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
+              pack2<T>(od_acc[mt][dt][2 * r] * inv - ld * o0, od_acc[mt][dt][2 * r + 1] * inv - ld * o1);
+        }
       }
-      if (t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[mt][r] + log2f(l)) * static_cast<float>(M_LN2);
+      if (t == 0) {
+        lse[row] = l == 0.f ? -INFINITY : (row_max[mt][r] + log2f(l)) * static_cast<float>(M_LN2);
+        if constexpr (kTangent) lse_dot[row] = ld;
+      }
     }
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal>
+template <typename T, int kHeadDim, bool kCausal, bool kTangent>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
-  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, THERIA_FWD_MTILES>;
+  // The JVP carries twice the accumulators: one m-tile per warp.
+  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kTangent ? 1 : THERIA_FWD_MTILES, kTangent>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);
   auto* kernel = sdpa_fwd_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {

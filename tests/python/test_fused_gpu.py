@@ -107,3 +107,24 @@ def test_auto_picks_fused_on_cuda():
     q = torch.randn(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16)
     name, reason = theria.select_backend(q, q, q)
     assert name == "fused", reason
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=str)
+def test_fused_jvp_matches_reference(dtype, head_dim, causal, lengths):
+    """The tensor-core JVP: out and its tangent against float64 forward AD through math SDPA."""
+    l, s = lengths
+    q, k, v, _ = inputs(2, 3, l, s, head_dim, head_dim, dtype, seed=l * 7 + s + head_dim)
+    tangents = [torch.randn_like(t) for t in (q, k, v)]
+    fwd = torch.autograd.forward_ad
+    with fwd.dual_level():
+        poison_allocator()
+        out, out_dot = fwd.unpack_dual(theria.sdpa(*[fwd.make_dual(t, d) for t, d in zip((q, k, v), tangents)],
+                                                   is_causal=causal, backend="fused"))
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            ref, ref_dot = fwd.unpack_dual(torch.nn.functional.scaled_dot_product_attention(
+                *[fwd.make_dual(t.double(), d.double()) for t, d in zip((q, k, v), tangents)], is_causal=causal))
+    assert rel_err([out], [ref]) <= theria.tolerance(dtype, 0)
+    assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)

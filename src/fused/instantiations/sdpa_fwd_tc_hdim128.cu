@@ -2,8 +2,8 @@
 #include "fused/sdpa_fwd_tc.cuh"
 
 namespace theria::kernels::cuda {
-template void launch_sdpa_fwd_tc<__half, 128, false>(const SdpaFwdParams&, cudaStream_t);
-template void launch_sdpa_fwd_tc<__half, 128, true>(const SdpaFwdParams&, cudaStream_t);
-template void launch_sdpa_fwd_tc<__nv_bfloat16, 128, false>(const SdpaFwdParams&, cudaStream_t);
-template void launch_sdpa_fwd_tc<__nv_bfloat16, 128, true>(const SdpaFwdParams&, cudaStream_t);
+template void launch_sdpa_fwd_tc<__half, 128, false, false>(const SdpaFwdParams&, cudaStream_t);
+template void launch_sdpa_fwd_tc<__half, 128, true, false>(const SdpaFwdParams&, cudaStream_t);
+template void launch_sdpa_fwd_tc<__nv_bfloat16, 128, false, false>(const SdpaFwdParams&, cudaStream_t);
+template void launch_sdpa_fwd_tc<__nv_bfloat16, 128, true, false>(const SdpaFwdParams&, cudaStream_t);
 }  // namespace theria::kernels::cuda
