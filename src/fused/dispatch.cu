@@ -33,6 +33,17 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStrea
   });
 }
 
+void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStream_t stream) {
+  THERIA_HALF_SWITCH(dtype, T, [&] {
+    launch_sdpa_row_terms<T, float, true>(p, stream);
+    THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
+      THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
+        launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal>(p, BwdWorkspace{dq_accum}, stream);
+      });
+    });
+  });
+}
+
 void sdpa_fwd_simt(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_FLOAT_SWITCH(dtype, T, [&] {
     THERIA_LANE_COLS_SWITCH(p.dim_v, kCols, [&] {

@@ -87,6 +87,11 @@ Operand tc_operand(const Tensor& x) {
   return o;
 }
 
+// An absent tangent is a zero operand of its primal's shape.
+Operand tc_tangent(const OptTensor& t, const Tensor& primal) {
+  return tc_operand(t.has_value() && t->defined() ? *t : at::zeros_like(primal, at::MemoryFormat::Contiguous));
+}
+
 int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
 
 void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
@@ -153,12 +158,8 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  // An absent tangent is a zero operand of the same layout.
-  auto tangent = [](const OptTensor& t, const Tensor& primal) {
-    return tc_operand(t.has_value() && t->defined() ? *t : at::zeros_like(primal, at::MemoryFormat::Contiguous));
-  };
   const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v);
-  const Operand qd = tangent(q_dot, q), kd = tangent(k_dot, k), vd = tangent(v_dot, v);
+  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
   Tensor out = at::empty(out_shape(q, v), q.options());
   Tensor out_dot = at::empty(out_shape(q, v), q.options());
   Tensor lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
@@ -219,8 +220,68 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
                                                         const OptTensor& v_dot, const OptTensor& dout_dot,
                                                         bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
-  return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
-                                   scale);
+  if (!use_tensor_cores(q, v)) {
+    return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
+                                     scale);
+  }
+  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(out),
+                doo = tc_operand(dout);
+  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v),
+                dod = tc_tangent(dout_dot, dout);
+  const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
+  const auto dtype = kernel_dtype(q.scalar_type());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+
+  // The JVP pass gives out_dot and lse_dot (its out and lse repeat the saved ones and are dropped).
+  Tensor out_dot = at::empty(out_shape(q, v), q.options()), lse_dot = stats();
+  {
+    Tensor out_again = at::empty(out_shape(q, v), q.options()), lse_again = stats();
+    kernels::SdpaFwdParams f;
+    fill_problem(f, q, k, v, causal, scale);
+    f.q = qo.view;
+    f.k = ko.view;
+    f.v = vo.view;
+    f.out = tc_operand(out_again).view;
+    f.lse = lse_again.data_ptr();
+    f.q_dot = qd.view;
+    f.k_dot = kd.view;
+    f.v_dot = vd.view;
+    f.out_dot = tc_operand(out_dot).view;
+    f.lse_dot = lse_dot.data_ptr();
+    if (f.batch > 0) kc::sdpa_fwd_tc(dtype, f, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  const Tensor lse_c = lse.contiguous();
+  Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
+  Tensor dk_dot = at::empty_like(k, at::MemoryFormat::Contiguous);
+  Tensor dv_dot = at::empty_like(v, at::MemoryFormat::Contiguous);
+  Tensor delta = stats(), delta_dot = stats();
+  Tensor dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+  kernels::SdpaBwdParams p;
+  fill_problem(p, q, k, v, causal, scale);
+  p.q = qo.view;
+  p.k = ko.view;
+  p.v = vo.view;
+  p.out = oo.view;
+  p.lse = lse_c.data_ptr();
+  p.dout = doo.view;
+  p.delta = delta.data_ptr();
+  p.q_dot = qd.view;
+  p.k_dot = kd.view;
+  p.v_dot = vd.view;
+  p.out_dot = tc_operand(out_dot).view;
+  p.lse_dot = lse_dot.data_ptr();
+  p.dout_dot = dod.view;
+  p.dq_dot = tc_operand(dq_dot).view;
+  p.dk_dot = tc_operand(dk_dot).view;
+  p.dv_dot = tc_operand(dv_dot).view;
+  p.delta_dot = delta_dot.data_ptr();
+  if (p.batch > 0) {
+    kc::sdpa_bwd_jvp_tc(dtype, p, dq_accum.data_ptr<float>(), stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {dq_dot, dk_dot, dv_dot, out_dot};
 }
 
 }  // namespace theria::fused

@@ -9,6 +9,7 @@
 //   row terms (delta) come from sdpa_row_terms.cuh before, sdpa_dq_finish_kernel after.
 #pragma once
 
+#include "fused/dq_finish.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
@@ -283,16 +284,6 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   }
 }
 
-// dq = scale * dq_accum, in the output dtype and layout.
-template <typename T>
-__global__ void sdpa_dq_finish_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
-  const int64_t E = p.dim_qk, n = p.batch * p.len_q * E;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = idx / (p.len_q * E), i = (idx / E) % p.len_q, e = idx % E;
-    batch_base<T>(p.dq, b)[i * p.dq.row_stride + e] = static_cast<T>(ws.dq_accum[idx] * float(p.scale));
-  }
-}
-
 template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   using Tile = BwdTile<kHeadDim>;
@@ -304,9 +295,7 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   }
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
-  const int64_t n = p.batch * p.len_q * p.dim_qk;
-  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
-  sdpa_dq_finish_kernel<T><<<blocks, 256, 0, stream>>>(p, ws);
+  launch_dq_finish<T>(p, p.dq, ws, stream);
 }
 
 }  // namespace theria::kernels::cuda

@@ -128,3 +128,39 @@ def test_fused_jvp_matches_reference(dtype, head_dim, causal, lengths):
                 *[fwd.make_dual(t.double(), d.double()) for t, d in zip((q, k, v), tangents)], is_causal=causal))
     assert rel_err([out], [ref]) <= theria.tolerance(dtype, 0)
     assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", LENGTHS[1:], ids=str)
+def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, head_dim, causal, lengths):
+    """The tensor-core backward-JVP, as the double backward (HVP, dout_dot absent) and as the tangent of the
+    backward (forward-over-reverse, with a dout tangent), against float64."""
+    l, s = lengths
+    q, k, v, dout = inputs(2, 3, l, s, head_dim, head_dim, dtype, seed=l * 11 + s + head_dim)
+    u = [torch.randn_like(t) for t in (q, k, v)]
+    qr, kr, vr, out_ref = reference(q, k, v, causal)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(gr, u)), (qr, kr, vr))
+
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+    g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+    poison_allocator()
+    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
+    assert rel_err(h, hr) <= theria.tolerance(dtype, 2)
+
+    # Forward-over-reverse: the tangent of the backward along (u, dout_dot) straight from the op.
+    dout_dot = torch.randn_like(dout)
+    out_d, lse = torch.ops.theria.sdpa_fwd(q.detach(), k.detach(), v.detach(), causal, head_dim ** -0.5, "fused")
+    tangents = torch.ops.theria.sdpa_bwd_jvp(q.detach(), k.detach(), v.detach(), out_d, lse, dout, *u, dout_dot,
+                                             causal, head_dim ** -0.5, "fused")
+    fwd = torch.autograd.forward_ad
+    with fwd.dual_level():
+        dual = [fwd.make_dual(t.detach().double(), d.double()) for t, d in zip((q, k, v), u)]
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            o = torch.nn.functional.scaled_dot_product_attention(*[x.requires_grad_() for x in dual], is_causal=causal)
+            grads = torch.autograd.grad(o, dual, fwd.make_dual(dout.double(), dout_dot.double()), create_graph=True)
+        ref_tangents = [fwd.unpack_dual(x).tangent for x in grads]
+    assert rel_err(tangents[:3], ref_tangents) <= theria.tolerance(dtype, 2)

@@ -20,5 +20,7 @@ THERIA_INSTANTIATE_SIMT_COLS(double, true)
 
 template void launch_sdpa_row_terms<__half, float, false>(const SdpaBwdParams&, cudaStream_t);
 template void launch_sdpa_row_terms<__nv_bfloat16, float, false>(const SdpaBwdParams&, cudaStream_t);
+template void launch_sdpa_row_terms<__half, float, true>(const SdpaBwdParams&, cudaStream_t);
+template void launch_sdpa_row_terms<__nv_bfloat16, float, true>(const SdpaBwdParams&, cudaStream_t);
 
 }  // namespace theria::kernels::cuda

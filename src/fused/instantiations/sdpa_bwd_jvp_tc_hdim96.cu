@@ -1,0 +1,9 @@
+// Tensor-core backward-JVP (and through it the double backward), head dim 96: fp16 and bf16.
+#include "fused/sdpa_bwd_jvp_tc.cuh"
+
+namespace theria::kernels::cuda {
+template void launch_sdpa_bwd_jvp_tc<__half, 96, false>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
+template void launch_sdpa_bwd_jvp_tc<__half, 96, true>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
+template void launch_sdpa_bwd_jvp_tc<__nv_bfloat16, 96, false>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
+template void launch_sdpa_bwd_jvp_tc<__nv_bfloat16, 96, true>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
+}  // namespace theria::kernels::cuda

@@ -1,0 +1,291 @@
+// Fused backward-JVP on tensor cores (docs/derivatives.md, BJ): the tangents (dq_dot, dk_dot, dv_dot)
+// of the backward along (q_dot, k_dot, v_dot, dout_dot). Through DB it is also the double backward.
+// Same schedule as the backward (sdpa_bwd_tc.cuh): one CTA per (batch position, block of keys), each
+// warp owns 16 keys and keeps dk_dot, dv_dot in registers while query blocks stream through a
+// double-buffered cp.async pipeline, with their tangents beside them. Per block:
+//   S^T = K Q^T, S_dot^T = K_dot Q^T + K Q_dot^T, dP^T = V dO^T, dP_dot^T = V_dot dO^T + V dO_dot^T,
+//   P^T = exp(S^T - lse), P_dot^T = P^T (scale S_dot^T - lse_dot),
+//   dS^T = P^T (dP^T - delta), dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot),
+//   dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot (scale at the end),
+//   dq_dot += dS_dot K + dS K_dot through fp32 atomics (both staged transposed in shared memory).
+// lse_dot comes from the tensor-core JVP pass, delta and delta_dot from the row-term kernel.
+#pragma once
+
+#include "fused/dq_finish.cuh"
+#include "fused/kernel_templates.h"
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace theria::kernels::cuda {
+
+// 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators fit in
+// registers: 32 up to head dim 96, 16 for 128.
+template <int kHeadDim_>
+struct BwdJvpTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockN = 16 * kWarps;
+  static constexpr int kBlockM = kHeadDim <= 96 ? 32 : 16;
+  static constexpr int kDqSplit = kWarps / (kBlockM / 16);
+  static constexpr int kDqCols = kHeadDim / kDqSplit;
+  static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
+  static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
+  static constexpr int kDsStride = PaddedRows<kBlockM>::kStride;
+  // K, V, K_dot, V_dot; Q, dO, Q_dot, dO_dot x 2 buffers; dS^T and dS_dot^T.
+  static constexpr int kTileElems = (4 * kBlockN + 8 * kBlockM) * kStride + 2 * kBlockN * kDsStride;
+  static constexpr int kStats = 4;  // lse (log2 units), lse_dot, delta, delta_dot per query row
+  static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 2 * kStats * kBlockM * sizeof(float); }
+};
+
+template <typename T, typename Tr, bool kCausal>
+__global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+  constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
+  constexpr int kDsStride = Tr::kDsStride;
+  constexpr int kRowTile = kBlockM * kStride;  // one query-side tile
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* k_tile = reinterpret_cast<T*>(smem);
+  T* v_tile = k_tile + kBlockN * kStride;
+  T* kd_tile = v_tile + kBlockN * kStride;
+  T* vd_tile = kd_tile + kBlockN * kStride;
+  T* row_tiles = vd_tile + kBlockN * kStride;  // [2 buffers][Q, dO, Q_dot, dO_dot]
+  T* ds_tile = row_tiles + 8 * kRowTile;       // dS^T as [key][query]
+  T* dsd_tile = ds_tile + kBlockN * kDsStride;  // dS_dot^T
+  float* stats = reinterpret_cast<float*>(dsd_tile + kBlockN * kDsStride);  // [2][kStats][kBlockM]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const int n0 = blockIdx.x * kBlockN;
+  const int64_t b = blockIdx.y;
+  const T* k = batch_base<const T>(p.k, b);
+  const T* v = batch_base<const T>(p.v, b);
+  const T* kd = batch_base<const T>(p.k_dot, b);
+  const T* vd = batch_base<const T>(p.v_dot, b);
+  const T* row_src[4] = {batch_base<const T>(p.q, b), batch_base<const T>(p.dout, b), batch_base<const T>(p.q_dot, b),
+                         batch_base<const T>(p.dout_dot, b)};
+  const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
+  const float* stat_src[kStats] = {static_cast<const float*>(p.lse) + b * p.len_q,
+                                   static_cast<const float*>(p.lse_dot) + b * p.len_q,
+                                   static_cast<const float*>(p.delta) + b * p.len_q,
+                                   static_cast<const float*>(p.delta_dot) + b * p.len_q};
+  float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
+
+  const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
+  const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
+
+  auto load_rows = [&](int buf, int m) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      load_rows_async<T, kBlockM, kHeadDim, kThreads>(row_tiles + (buf * 4 + i) * kRowTile, row_src[i], row_stride[i], m,
+                                                      L, tid);
+    }
+  };
+  static_assert(kBlockM * kStats <= kThreads, "one thread per statistic of a block");
+  auto fetch_stat = [&](int m) {  // this thread's statistic of block m (lse in log2 units)
+    const int which = tid / kBlockM, i = tid % kBlockM;
+    if (which >= kStats || m + i >= L) return 0.f;
+    const float x = stat_src[which][m + i];
+    return which == 0 ? x * static_cast<float>(M_LOG2E) : x;
+  };
+  auto store_stat = [&](int buf, float x) {
+    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = x;
+  };
+
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tile, k, p.k.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tile, v, p.v.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(kd_tile, kd, p.k_dot.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
+  if (n_steps > 0) {
+    load_rows(0, m_begin);
+    store_stat(0, fetch_stat(m_begin));
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  float dkd_acc[kHeadDim / 8][4], dvd_acc[kHeadDim / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dkd_acc[dt][e] = dvd_acc[dt][e] = 0.f;
+  }
+  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  const float scale = static_cast<float>(p.scale);
+  const int key_g = n0 + warp * 16 + g;
+
+  for (int step = 0; step < n_steps; ++step) {
+    const int buf = step & 1, m = m_begin + step * kBlockM;
+    if (step + 1 < n_steps) {
+      load_rows(buf ^ 1, m + kBlockM);
+      cp_async_commit();
+    }
+    const T* q_t = row_tiles + (buf * 4 + 0) * kRowTile;
+    const T* do_t = row_tiles + (buf * 4 + 1) * kRowTile;
+    const T* qd_t = row_tiles + (buf * 4 + 2) * kRowTile;
+    const T* dod_t = row_tiles + (buf * 4 + 3) * kRowTile;
+    const float* lse_s = stats + buf * kStats * kBlockM;
+    const float* lsed_s = lse_s + kBlockM;
+    const float* delta_s = lse_s + 2 * kBlockM;
+    const float* deltad_s = lse_s + 3 * kBlockM;
+    const float next_stat = step + 1 < n_steps ? fetch_stat(m + kBlockM) : 0.f;
+
+    float st[kBlockM / 8][4], sdt[kBlockM / 8][4], dpt[kBlockM / 8][4], dpdt[kBlockM / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[nt][e] = sdt[nt][e] = dpt[nt][e] = dpdt[nt][e] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t ka[4], kda[4], va[4], vda[4];
+      ldmatrix_x4(ka, a_frag_addr<kStride>(k_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(kda, a_frag_addr<kStride>(kd_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(va, a_frag_addr<kStride>(v_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(vda, a_frag_addr<kStride>(vd_tile, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < kBlockM / 16; ++np) {
+        uint32_t qb[4], qdb[4], ob[4], odb[4];
+        ldmatrix_x4(qb, b_frag_addr_nk<kStride>(q_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(qdb, b_frag_addr_nk<kStride>(qd_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(ob, b_frag_addr_nk<kStride>(do_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(odb, b_frag_addr_nk<kStride>(dod_t, np * 16, kk * 16, lane));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int nt = 2 * np + h;
+          mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
+          mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
+          mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
+          mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
+        }
+      }
+    }
+
+    // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
+#pragma unroll
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
+        const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
+        const float pt = visible ? exp2f(fmaf(st[nt][e], scale_log2, -lse_s[qi])) : 0.f;
+        const float pdt = pt * fmaf(sdt[nt][e], scale, -lsed_s[qi]);
+        const float dp_minus = dpt[nt][e] - delta_s[qi];
+        st[nt][e] = pt;
+        sdt[nt][e] = pdt;
+        dpt[nt][e] = pt * dp_minus;
+        dpdt[nt][e] = pdt * dp_minus + pt * (dpdt[nt][e] - deltad_s[qi]);
+      }
+    }
+
+    // dv_dot += P_dot^T dO + P^T dO_dot; dk_dot += dS_dot^T Q + dS^T Q_dot; stage dS^T, dS_dot^T.
+#pragma unroll
+    for (int kq = 0; kq < kBlockM / 16; ++kq) {
+      uint32_t pa[4], pda[4], dsa[4], dsda[4];
+      c_to_a<T>(pa, st[2 * kq], st[2 * kq + 1]);
+      c_to_a<T>(pda, sdt[2 * kq], sdt[2 * kq + 1]);
+      c_to_a<T>(dsa, dpt[2 * kq], dpt[2 * kq + 1]);
+      c_to_a<T>(dsda, dpdt[2 * kq], dpdt[2 * kq + 1]);
+#pragma unroll
+      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+        uint32_t ob[4], odb[4], qb[4], qdb[4];
+        ldmatrix_x4_trans(ob, b_frag_addr_kn<kStride>(do_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(odb, b_frag_addr_kn<kStride>(dod_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qb, b_frag_addr_kn<kStride>(q_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qdb, b_frag_addr_kn<kStride>(qd_t, kq * 16, dp * 16, lane));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          mma<T>(dvd_acc[2 * dp + h], pda, ob[2 * h], ob[2 * h + 1]);
+          mma<T>(dvd_acc[2 * dp + h], pa, odb[2 * h], odb[2 * h + 1]);
+          mma<T>(dkd_acc[2 * dp + h], dsda, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(dkd_acc[2 * dp + h], dsa, qdb[2 * h], qdb[2 * h + 1]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int nt = 2 * kq + half, at = (warp * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t;
+          *reinterpret_cast<uint32_t*>(ds_tile + at) = pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+          *reinterpret_cast<uint32_t*>(dsd_tile + at) = pack2<T>(dpdt[nt][2 * r], dpdt[nt][2 * r + 1]);
+        }
+      }
+    }
+    if (step + 1 < n_steps) store_stat(buf ^ 1, next_stat);
+    __syncthreads();
+
+    // dq_dot += dS_dot K + dS K_dot for query tile (warp % tiles), columns [col0, col0 + kDqCols).
+    const int q_tile16 = (warp % (kBlockM / 16)) * 16, col0 = (warp / (kBlockM / 16)) * kDqCols;
+    float dq_acc[kDqCols / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < kDqCols / 8; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t da[4], dda[4];
+      ldmatrix_x4_trans(da, at_frag_addr<kDsStride>(ds_tile, kk * 16, q_tile16, lane));
+      ldmatrix_x4_trans(dda, at_frag_addr<kDsStride>(dsd_tile, kk * 16, q_tile16, lane));
+#pragma unroll
+      for (int dp = 0; dp < kDqCols / 16; ++dp) {
+        uint32_t kb[4], kdb[4];
+        ldmatrix_x4_trans(kb, b_frag_addr_kn<kStride>(k_tile, kk * 16, col0 + dp * 16, lane));
+        ldmatrix_x4_trans(kdb, b_frag_addr_kn<kStride>(kd_tile, kk * 16, col0 + dp * 16, lane));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          mma<T>(dq_acc[2 * dp + h], dda, kb[2 * h], kb[2 * h + 1]);
+          mma<T>(dq_acc[2 * dp + h], da, kdb[2 * h], kdb[2 * h + 1]);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int qi = m + q_tile16 + g + 8 * r;
+      if (qi >= L) continue;
+      float* row = dq_accum + static_cast<int64_t>(qi) * kHeadDim + col0;
+#pragma unroll
+      for (int dt = 0; dt < kDqCols / 8; ++dt) {
+        atomicAdd(row + dt * 8 + 2 * t, dq_acc[dt][2 * r]);
+        atomicAdd(row + dt * 8 + 2 * t + 1, dq_acc[dt][2 * r + 1]);
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+
+  T* dk_dot = batch_base<T>(p.dk_dot, b);
+  T* dv_dot = batch_base<T>(p.dv_dot, b);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key_g + 8 * r;
+    if (key >= S) continue;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      *reinterpret_cast<uint32_t*>(dk_dot + static_cast<int64_t>(key) * p.dk_dot.row_stride + dt * 8 + 2 * t) =
+          pack2<T>(dkd_acc[dt][2 * r] * scale, dkd_acc[dt][2 * r + 1] * scale);
+      *reinterpret_cast<uint32_t*>(dv_dot + static_cast<int64_t>(key) * p.dv_dot.row_stride + dt * 8 + 2 * t) =
+          pack2<T>(dvd_acc[dt][2 * r], dvd_acc[dt][2 * r + 1]);
+    }
+  }
+}
+
+template <typename T, int kHeadDim, bool kCausal>
+void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  using Tr = BwdJvpTraits<kHeadDim>;
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+  auto* kernel = sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>;
+  if constexpr (smem > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  }
+  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+  kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
+  launch_dq_finish<T>(p, p.dq_dot, ws, stream);
+}
+
+}  // namespace theria::kernels::cuda
