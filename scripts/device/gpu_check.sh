@@ -42,8 +42,10 @@ if [ "${THERIA_BENCH_EXTRA:-1}" = 1 ]; then
     --impl theria,flash --json "$out/bench_causal.json"
   step "bench jvp" bench_jvp.txt build-gpu/theria bench --preset medium --head-dim 64,128 --mode fwd,jvp \
     --json "$out/bench_jvp.json"
-  step "bench hvp" bench_hvp.txt build-gpu/theria bench --preset medium --head-dim 64 --mode fwd_bwd,hvp \
-    --iters 10 --warmup 2 --json "$out/bench_hvp.json"
+  step "bench hvp" bench_hvp.txt build-gpu/theria bench --preset medium --head-dim 64,128 --mode fwd_bwd,hvp \
+    --iters 20 --warmup 3 --json "$out/bench_hvp.json"
+  step "bench large hvp" bench_hvp_large.txt build-gpu/theria bench --preset large --head-dim 64 \
+    --mode fwd,fwd_bwd,jvp,hvp --impl theria,flash --iters 20 --warmup 3 --json "$out/bench_hvp_large.json"
 fi
 for backend in reference fused; do
   step "maml $backend" "maml_$backend.txt" build-gpu/theria maml --device cuda --backend "$backend" --dtype bfloat16 \

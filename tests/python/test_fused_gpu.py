@@ -158,9 +158,10 @@ def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, h
                                              causal, head_dim ** -0.5, "fused")
     fwd = torch.autograd.forward_ad
     with fwd.dual_level():
-        dual = [fwd.make_dual(t.detach().double(), d.double()) for t, d in zip((q, k, v), u)]
+        primals = [t.detach().double().requires_grad_() for t in (q, k, v)]
+        dual = [fwd.make_dual(x, d.double()) for x, d in zip(primals, u)]
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            o = torch.nn.functional.scaled_dot_product_attention(*[x.requires_grad_() for x in dual], is_causal=causal)
-            grads = torch.autograd.grad(o, dual, fwd.make_dual(dout.double(), dout_dot.double()), create_graph=True)
+            o = torch.nn.functional.scaled_dot_product_attention(*dual, is_causal=causal)
+            grads = torch.autograd.grad(o, primals, fwd.make_dual(dout.double(), dout_dot.double()), create_graph=True)
         ref_tangents = [fwd.unpack_dual(x).tangent for x in grads]
     assert rel_err(tangents[:3], ref_tangents) <= theria.tolerance(dtype, 2)
