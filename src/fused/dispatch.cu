@@ -38,7 +38,9 @@ void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaS
     launch_sdpa_row_terms<T, float, true>(p, stream);
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal>(p, BwdWorkspace{dq_accum}, stream);
+        THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
+          launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot>(p, BwdWorkspace{dq_accum}, stream);
+        });
       });
     });
   });

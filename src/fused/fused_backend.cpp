@@ -226,8 +226,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   }
   const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(out),
                 doo = tc_operand(dout);
-  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v),
-                dod = tc_tangent(dout_dot, dout);
+  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
+  // Without a dout tangent (the double backward) the kernels skip its terms instead of reading zeros.
+  const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();
+  const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
   const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
   const auto dtype = kernel_dtype(q.scalar_type());
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -272,7 +274,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   p.v_dot = vd.view;
   p.out_dot = tc_operand(out_dot).view;
   p.lse_dot = lse_dot.data_ptr();
-  p.dout_dot = dod.view;
+  if (has_dout_dot) p.dout_dot = dod.view;
   p.dq_dot = tc_operand(dq_dot).view;
   p.dk_dot = tc_operand(dk_dot).view;
   p.dv_dot = tc_operand(dv_dot).view;

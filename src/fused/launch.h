@@ -19,8 +19,8 @@ bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // dq_accum: fp32 [batch, len_q, dim_qk], zeroed; params.delta: fp32 [batch, len_q] scratch.
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, float* dq_accum, cudaStream_t stream);
-// The backward-JVP: params carry the tangents, out_dot and lse_dot (from sdpa_fwd_tc with tangents),
-// fp32 scratch delta / delta_dot; dq_accum as above, for dq_dot.
+// The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and
+// lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; dq_accum as above, for dq_dot.
 void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& params, float* dq_accum, cudaStream_t stream);
 
 // SIMT kernels: float32 or float64, max(E, Ev) <= kSimtMaxHeadDim. With tangents set in the params

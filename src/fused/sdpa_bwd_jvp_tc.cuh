@@ -25,10 +25,13 @@
 namespace theria::kernels::cuda {
 
 // 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators fit in
-// registers: 32 up to head dim 96, 16 for 128.
-template <int kHeadDim_>
+// registers: 32 up to head dim 96, 16 for 128. Without a dout tangent (the double backward) the
+// dO_dot tile and its two products drop out.
+template <int kHeadDim_, bool kDoutDot_>
 struct BwdJvpTraits {
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kDoutDot = kDoutDot_;
+  static constexpr int kRowOperands = kDoutDot ? 4 : 3;  // Q, dO, Q_dot [, dO_dot] per query block
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockN = 16 * kWarps;
@@ -38,15 +41,16 @@ struct BwdJvpTraits {
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
   static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
   static constexpr int kDsStride = PaddedRows<kBlockM>::kStride;
-  // K, V, K_dot, V_dot; Q, dO, Q_dot, dO_dot x 2 buffers; dS^T and dS_dot^T.
-  static constexpr int kTileElems = (4 * kBlockN + 8 * kBlockM) * kStride + 2 * kBlockN * kDsStride;
+  // K, V, K_dot, V_dot; Q, dO, Q_dot [, dO_dot] x 2 buffers; dS^T and dS_dot^T.
+  static constexpr int kTileElems = (4 * kBlockN + 2 * kRowOperands * kBlockM) * kStride + 2 * kBlockN * kDsStride;
   static constexpr int kStats = 4;  // lse (log2 units), lse_dot, delta, delta_dot per query row
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 2 * kStats * kBlockM * sizeof(float); }
 };
 
 template <typename T, typename Tr, bool kCausal>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
-  constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats;
+  constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats, kRows = Tr::kRowOperands;
+  constexpr bool kDoutDot = Tr::kDoutDot;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
   constexpr int kDsStride = Tr::kDsStride;
   constexpr int kRowTile = kBlockM * kStride;  // one query-side tile
@@ -56,7 +60,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
   T* kd_tile = v_tile + kBlockN * kStride;
   T* vd_tile = kd_tile + kBlockN * kStride;
   T* row_tiles = vd_tile + kBlockN * kStride;  // [2 buffers][Q, dO, Q_dot, dO_dot]
-  T* ds_tile = row_tiles + 8 * kRowTile;       // dS^T as [key][query]
+  T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T as [key][query]
   T* dsd_tile = ds_tile + kBlockN * kDsStride;  // dS_dot^T
   float* stats = reinterpret_cast<float*>(dsd_tile + kBlockN * kDsStride);  // [2][kStats][kBlockM]
 
@@ -69,7 +73,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
   const T* kd = batch_base<const T>(p.k_dot, b);
   const T* vd = batch_base<const T>(p.v_dot, b);
   const T* row_src[4] = {batch_base<const T>(p.q, b), batch_base<const T>(p.dout, b), batch_base<const T>(p.q_dot, b),
-                         batch_base<const T>(p.dout_dot, b)};
+                         kDoutDot ? batch_base<const T>(p.dout_dot, b) : nullptr};
   const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
   const float* stat_src[kStats] = {static_cast<const float*>(p.lse) + b * p.len_q,
                                    static_cast<const float*>(p.lse_dot) + b * p.len_q,
@@ -82,9 +86,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
 
   auto load_rows = [&](int buf, int m) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      load_rows_async<T, kBlockM, kHeadDim, kThreads>(row_tiles + (buf * 4 + i) * kRowTile, row_src[i], row_stride[i], m,
-                                                      L, tid);
+    for (int i = 0; i < kRows; ++i) {
+      load_rows_async<T, kBlockM, kHeadDim, kThreads>(row_tiles + (buf * kRows + i) * kRowTile, row_src[i],
+                                                      row_stride[i], m, L, tid);
     }
   };
   static_assert(kBlockM * kStats <= kThreads, "one thread per statistic of a block");
@@ -126,10 +130,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
       load_rows(buf ^ 1, m + kBlockM);
       cp_async_commit();
     }
-    const T* q_t = row_tiles + (buf * 4 + 0) * kRowTile;
-    const T* do_t = row_tiles + (buf * 4 + 1) * kRowTile;
-    const T* qd_t = row_tiles + (buf * 4 + 2) * kRowTile;
-    const T* dod_t = row_tiles + (buf * 4 + 3) * kRowTile;
+    const T* q_t = row_tiles + (buf * kRows + 0) * kRowTile;
+    const T* do_t = row_tiles + (buf * kRows + 1) * kRowTile;
+    const T* qd_t = row_tiles + (buf * kRows + 2) * kRowTile;
+    const T* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
     const float* lse_s = stats + buf * kStats * kBlockM;
     const float* lsed_s = lse_s + kBlockM;
     const float* delta_s = lse_s + 2 * kBlockM;
@@ -155,7 +159,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
         ldmatrix_x4(qb, b_frag_addr_nk<kStride>(q_t, np * 16, kk * 16, lane));
         ldmatrix_x4(qdb, b_frag_addr_nk<kStride>(qd_t, np * 16, kk * 16, lane));
         ldmatrix_x4(ob, b_frag_addr_nk<kStride>(do_t, np * 16, kk * 16, lane));
-        ldmatrix_x4(odb, b_frag_addr_nk<kStride>(dod_t, np * 16, kk * 16, lane));
+        if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<kStride>(dod_t, np * 16, kk * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int nt = 2 * np + h;
@@ -164,7 +168,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
           mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
           mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
           mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
-          mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
+          if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
         }
       }
     }
@@ -198,13 +202,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t ob[4], odb[4], qb[4], qdb[4];
         ldmatrix_x4_trans(ob, b_frag_addr_kn<kStride>(do_t, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(odb, b_frag_addr_kn<kStride>(dod_t, kq * 16, dp * 16, lane));
+        if constexpr (kDoutDot) ldmatrix_x4_trans(odb, b_frag_addr_kn<kStride>(dod_t, kq * 16, dp * 16, lane));
         ldmatrix_x4_trans(qb, b_frag_addr_kn<kStride>(q_t, kq * 16, dp * 16, lane));
         ldmatrix_x4_trans(qdb, b_frag_addr_kn<kStride>(qd_t, kq * 16, dp * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           mma<T>(dvd_acc[2 * dp + h], pda, ob[2 * h], ob[2 * h + 1]);
-          mma<T>(dvd_acc[2 * dp + h], pa, odb[2 * h], odb[2 * h + 1]);
+          if constexpr (kDoutDot) mma<T>(dvd_acc[2 * dp + h], pa, odb[2 * h], odb[2 * h + 1]);
           mma<T>(dkd_acc[2 * dp + h], dsda, qb[2 * h], qb[2 * h + 1]);
           mma<T>(dkd_acc[2 * dp + h], dsa, qdb[2 * h], qdb[2 * h + 1]);
         }
@@ -275,9 +279,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal>
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  using Tr = BwdJvpTraits<kHeadDim>;
+  using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   auto* kernel = sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {

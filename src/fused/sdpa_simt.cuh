@@ -123,7 +123,9 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_row_terms_kernel(const S
   for (int64_t col = lane; col < p.dim_v; col += 32) {
     delta += static_cast<Acc>(dout_i[col]) * static_cast<Acc>(out_i[col]);
     if constexpr (kTangent) {
-      delta_dot += static_cast<Acc>(row<T>(p.dout_dot, b, i)[col]) * static_cast<Acc>(out_i[col]) +
+      // An absent dout tangent (ptr == nullptr, the double backward) contributes nothing.
+      const Acc dout_dot = p.dout_dot.ptr ? static_cast<Acc>(row<T>(p.dout_dot, b, i)[col]) : Acc(0);
+      delta_dot += dout_dot * static_cast<Acc>(out_i[col]) +
                    static_cast<Acc>(dout_i[col]) * static_cast<Acc>(row<T>(p.out_dot, b, i)[col]);
     }
   }
