@@ -153,34 +153,45 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
   return {out, lse};
 }
 
+namespace {
+
+// The tensor-core JVP pass, shared by sdpa_jvp and the first step of sdpa_bwd_jvp.
+struct JvpOutputs {
+  Tensor out, lse, out_dot, lse_dot;
+};
+JvpOutputs tc_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot, const OptTensor& k_dot,
+                  const OptTensor& v_dot, bool causal, double scale) {
+  const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
+  JvpOutputs o{at::empty(out_shape(q, v), q.options()), stats(), at::empty(out_shape(q, v), q.options()), stats()};
+  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
+  kernels::SdpaFwdParams p;
+  fill_problem(p, q, k, v, causal, scale);
+  p.q = tc_operand(q).view;
+  p.k = tc_operand(k).view;
+  p.v = tc_operand(v).view;
+  p.out = tc_operand(o.out).view;
+  p.lse = o.lse.data_ptr();
+  p.q_dot = qd.view;
+  p.k_dot = kd.view;
+  p.v_dot = vd.view;
+  p.out_dot = tc_operand(o.out_dot).view;
+  p.lse_dot = o.lse_dot.data_ptr();
+  if (p.batch > 0) {
+    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, at::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return o;
+}
+
+}  // namespace
+
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v);
-  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
-  Tensor out = at::empty(out_shape(q, v), q.options());
-  Tensor out_dot = at::empty(out_shape(q, v), q.options());
-  Tensor lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
-  Tensor lse_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
-  kernels::SdpaFwdParams p;
-  fill_problem(p, q, k, v, causal, scale);
-  p.q = qo.view;
-  p.k = ko.view;
-  p.v = vo.view;
-  p.out = tc_operand(out).view;
-  p.lse = lse.data_ptr();
-  p.q_dot = qd.view;
-  p.k_dot = kd.view;
-  p.v_dot = vd.view;
-  p.out_dot = tc_operand(out_dot).view;
-  p.lse_dot = lse_dot.data_ptr();
-  if (p.batch > 0) {
-    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, at::cuda::getCurrentCUDAStream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return {out, lse, out_dot};
+  auto o = tc_jvp(q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  return {o.out, o.lse, o.out_dot};
 }
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
@@ -231,28 +242,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();
   const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
   const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
-  const auto dtype = kernel_dtype(q.scalar_type());
-  const auto stream = at::cuda::getCurrentCUDAStream();
 
   // The JVP pass gives out_dot and lse_dot (its out and lse repeat the saved ones and are dropped).
-  Tensor out_dot = at::empty(out_shape(q, v), q.options()), lse_dot = stats();
-  {
-    Tensor out_again = at::empty(out_shape(q, v), q.options()), lse_again = stats();
-    kernels::SdpaFwdParams f;
-    fill_problem(f, q, k, v, causal, scale);
-    f.q = qo.view;
-    f.k = ko.view;
-    f.v = vo.view;
-    f.out = tc_operand(out_again).view;
-    f.lse = lse_again.data_ptr();
-    f.q_dot = qd.view;
-    f.k_dot = kd.view;
-    f.v_dot = vd.view;
-    f.out_dot = tc_operand(out_dot).view;
-    f.lse_dot = lse_dot.data_ptr();
-    if (f.batch > 0) kc::sdpa_fwd_tc(dtype, f, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  const auto jvp = tc_jvp(q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  const Tensor& out_dot = jvp.out_dot;
+  const Tensor& lse_dot = jvp.lse_dot;
 
   const Tensor lse_c = lse.contiguous();
   Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
@@ -280,7 +274,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   p.dv_dot = tc_operand(dv_dot).view;
   p.delta_dot = delta_dot.data_ptr();
   if (p.batch > 0) {
-    kc::sdpa_bwd_jvp_tc(dtype, p, dq_accum.data_ptr<float>(), stream);
+    kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), p, dq_accum.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq_dot, dk_dot, dv_dot, out_dot};
