@@ -1,9 +1,0 @@
-// Tensor-core backward, head dim 128: fp16 and bf16, causal and not.
-#include "fused/sdpa_bwd_tc.cuh"
-
-namespace theria::kernels::cuda {
-template void launch_sdpa_bwd_tc<__half, 128, false>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
-template void launch_sdpa_bwd_tc<__half, 128, true>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
-template void launch_sdpa_bwd_tc<__nv_bfloat16, 128, false>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
-template void launch_sdpa_bwd_tc<__nv_bfloat16, 128, true>(const SdpaBwdParams&, const BwdWorkspace&, cudaStream_t);
-}  // namespace theria::kernels::cuda
