@@ -16,8 +16,18 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] { launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent>(p, stream); });
+        THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] {
+          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent ? FwdPass::kJvp : FwdPass::kOut>(p, stream);
+        });
       });
+    });
+  });
+}
+
+void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
+  THERIA_HALF_SWITCH(dtype, T, [&] {
+    THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
+      THERIA_BOOL_SWITCH(p.causal, kCausal, [&] { launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent>(p, stream); });
     });
   });
 }

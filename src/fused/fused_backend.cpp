@@ -155,21 +155,27 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
 
 namespace {
 
-// The tensor-core JVP pass, shared by sdpa_jvp and the first step of sdpa_bwd_jvp.
-struct JvpOutputs {
+// The tensor-core passes with tangents. Without saved statistics it is the JVP of sdpa_jvp (out, lse,
+// out_dot, lse_dot); with the forward's saved out and lse it is the tangent pass that starts
+// sdpa_bwd_jvp, which writes only out_dot and lse_dot. The operands live until the launch.
+struct TangentPass {
   Tensor out, lse, out_dot, lse_dot;
 };
-JvpOutputs tc_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot, const OptTensor& k_dot,
-                  const OptTensor& v_dot, bool causal, double scale) {
+TangentPass tc_tangent_pass(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
+                            const OptTensor& k_dot, const OptTensor& v_dot, bool causal, double scale,
+                            const Tensor* saved_out = nullptr, const Tensor* saved_lse = nullptr) {
+  const bool given = saved_out != nullptr;
   const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
-  JvpOutputs o{at::empty(out_shape(q, v), q.options()), stats(), at::empty(out_shape(q, v), q.options()), stats()};
+  TangentPass o{given ? *saved_out : at::empty(out_shape(q, v), q.options()),
+                given ? saved_lse->contiguous() : stats(), at::empty(out_shape(q, v), q.options()), stats()};
+  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(o.out);
   const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
   kernels::SdpaFwdParams p;
   fill_problem(p, q, k, v, causal, scale);
-  p.q = tc_operand(q).view;
-  p.k = tc_operand(k).view;
-  p.v = tc_operand(v).view;
-  p.out = tc_operand(o.out).view;
+  p.q = qo.view;
+  p.k = ko.view;
+  p.v = vo.view;
+  p.out = oo.view;
   p.lse = o.lse.data_ptr();
   p.q_dot = qd.view;
   p.k_dot = kd.view;
@@ -177,7 +183,9 @@ JvpOutputs tc_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const OptTe
   p.out_dot = tc_operand(o.out_dot).view;
   p.lse_dot = o.lse_dot.data_ptr();
   if (p.batch > 0) {
-    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, at::cuda::getCurrentCUDAStream());
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    if (given) kc::sdpa_tangent_tc(kernel_dtype(q.scalar_type()), p, stream);
+    else kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return o;
@@ -190,7 +198,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  auto o = tc_jvp(q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  const auto o = tc_tangent_pass(q, k, v, q_dot, k_dot, v_dot, causal, scale);
   return {o.out, o.lse, o.out_dot};
 }
 
@@ -243,12 +251,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
   const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
 
-  // The JVP pass gives out_dot and lse_dot (its out and lse repeat the saved ones and are dropped).
-  const auto jvp = tc_jvp(q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  const Tensor& out_dot = jvp.out_dot;
-  const Tensor& lse_dot = jvp.lse_dot;
+  // The tangent pass gives out_dot and lse_dot from the saved out and lse.
+  const auto tangents = tc_tangent_pass(q, k, v, q_dot, k_dot, v_dot, causal, scale, &out, &lse);
+  const Tensor& out_dot = tangents.out_dot;
+  const Tensor& lse_dot = tangents.lse_dot;
+  const Tensor& lse_c = tangents.lse;
 
-  const Tensor lse_c = lse.contiguous();
   Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
   Tensor dk_dot = at::empty_like(k, at::MemoryFormat::Contiguous);
   Tensor dv_dot = at::empty_like(v, at::MemoryFormat::Contiguous);

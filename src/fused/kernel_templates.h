@@ -12,8 +12,11 @@ struct BwdWorkspace {
   float* dq_accum;  // [batch, len_q, dim_qk] fp32, zeroed before the launch
 };
 
-// kTangent: the JVP (out_dot, lse_dot along the tangents set in p).
-template <typename T, int kHeadDim, bool kCausal, bool kTangent>
+// The passes of the tensor-core forward kernel: kOut writes out and lse; kJvp also out_dot and lse_dot
+// along the tangents set in p; kTangent reads the saved out and lse and writes only out_dot, lse_dot
+// (the first step of the backward-JVP).
+enum class FwdPass { kOut, kJvp, kTangent };
+template <typename T, int kHeadDim, bool kCausal, FwdPass kPass>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream);
 
 template <typename T, int kHeadDim, bool kCausal>

@@ -17,6 +17,9 @@ enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64 };
 // sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
+// The tangent pass of the backward-JVP: params.out and params.lse are read (the saved forward), only
+// out_dot and lse_dot are written.
+void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // dq_accum: fp32 [batch, len_q, dim_qk], zeroed; params.delta: fp32 [batch, len_q] scratch.
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, float* dq_accum, cudaStream_t stream);
 // The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and

@@ -86,6 +86,22 @@ __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// The inverse of pack2: one register of two 16-bit values as two floats.
+template <typename T>
+__device__ __forceinline__ void unpack2(uint32_t pair, float& lo, float& hi);
+template <>
+__device__ __forceinline__ void unpack2<__nv_bfloat16>(uint32_t pair, float& lo, float& hi) {
+  const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pair));
+  lo = f.x;
+  hi = f.y;
+}
+template <>
+__device__ __forceinline__ void unpack2<__half>(uint32_t pair, float& lo, float& hi) {
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+  lo = f.x;
+  hi = f.y;
+}
+
 // The A fragment of one k-step (16 keys) built from the C fragments of n-tiles 2kk and 2kk+1.
 template <typename T>
 __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {

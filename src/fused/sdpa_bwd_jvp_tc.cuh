@@ -22,6 +22,17 @@
 #include <algorithm>
 #include <cmath>
 
+// Launch shape overrides for scripts/device/tune.sh (0: the per-head-dim choice below).
+#ifndef THERIA_BJ_WARPS
+#define THERIA_BJ_WARPS 4
+#endif
+#ifndef THERIA_BJ_BLOCK_M
+#define THERIA_BJ_BLOCK_M 0
+#endif
+#ifndef THERIA_BJ_MIN_BLOCKS
+#define THERIA_BJ_MIN_BLOCKS 1
+#endif
+
 namespace theria::kernels::cuda {
 
 // 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators fit in
@@ -32,10 +43,12 @@ struct BwdJvpTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kDoutDot = kDoutDot_;
   static constexpr int kRowOperands = kDoutDot ? 4 : 3;  // Q, dO, Q_dot [, dO_dot] per query block
-  static constexpr int kWarps = 4;
+  static constexpr bool kTunable = kHeadDim == 64 || kHeadDim == 128;  // the overrides leave 32, 96 alone
+  static constexpr int kWarps = kTunable ? THERIA_BJ_WARPS : 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockN = 16 * kWarps;
-  static constexpr int kBlockM = kHeadDim <= 96 ? 32 : 16;
+  static constexpr int kBlockM = kTunable && THERIA_BJ_BLOCK_M > 0 ? THERIA_BJ_BLOCK_M : kHeadDim <= 96 ? 32 : 16;
+  static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
@@ -48,7 +61,7 @@ struct BwdJvpTraits {
 };
 
 template <typename T, typename Tr, bool kCausal>
-__global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats, kRows = Tr::kRowOperands;
   constexpr bool kDoutDot = Tr::kDoutDot;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
@@ -75,10 +88,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
   const T* row_src[4] = {batch_base<const T>(p.q, b), batch_base<const T>(p.dout, b), batch_base<const T>(p.q_dot, b),
                          kDoutDot ? batch_base<const T>(p.dout_dot, b) : nullptr};
   const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
-  const float* stat_src[kStats] = {static_cast<const float*>(p.lse) + b * p.len_q,
-                                   static_cast<const float*>(p.lse_dot) + b * p.len_q,
-                                   static_cast<const float*>(p.delta) + b * p.len_q,
-                                   static_cast<const float*>(p.delta_dot) + b * p.len_q};
+  // The one row statistic this thread stages per block (thread tid: statistic tid / kBlockM, row
+  // tid % kBlockM), picked once so that no pointer array lands in local memory.
+  const int stat_which = tid / kBlockM, stat_row = tid % kBlockM;
+  const void* stat_base = stat_which == 0 ? p.lse : stat_which == 1 ? p.lse_dot : stat_which == 2 ? p.delta : p.delta_dot;
+  const float* stat_src = stat_which < kStats ? static_cast<const float*>(stat_base) + b * p.len_q : nullptr;
   float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
@@ -93,10 +107,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
   };
   static_assert(kBlockM * kStats <= kThreads, "one thread per statistic of a block");
   auto fetch_stat = [&](int m) {  // this thread's statistic of block m (lse in log2 units)
-    const int which = tid / kBlockM, i = tid % kBlockM;
-    if (which >= kStats || m + i >= L) return 0.f;
-    const float x = stat_src[which][m + i];
-    return which == 0 ? x * static_cast<float>(M_LOG2E) : x;
+    if (stat_src == nullptr || m + stat_row >= L) return 0.f;
+    const float x = stat_src[m + stat_row];
+    return stat_which == 0 ? x * static_cast<float>(M_LOG2E) : x;
   };
   auto store_stat = [&](int buf, float x) {
     if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = x;
@@ -248,17 +261,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_jvp_tc_kernel(const Sdp
         }
       }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int qi = m + q_tile16 + g + 8 * r;
-      if (qi >= L) continue;
-      float* row = dq_accum + static_cast<int64_t>(qi) * kHeadDim + col0;
-#pragma unroll
-      for (int dt = 0; dt < kDqCols / 8; ++dt) {
-        atomicAdd(row + dt * 8 + 2 * t, dq_acc[dt][2 * r]);
-        atomicAdd(row + dt * 8 + 2 * t + 1, dq_acc[dt][2 * r + 1]);
-      }
-    }
+    add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
     cp_async_wait<0>();
     __syncthreads();
   }

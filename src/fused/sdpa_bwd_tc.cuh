@@ -249,17 +249,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
         mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int qi = m + q_tile16 + g + 8 * r;
-      if (qi >= L) continue;
-      float* row = dq_accum + static_cast<int64_t>(qi) * kHeadDim + col0;
-#pragma unroll
-      for (int dt = 0; dt < kDqCols / 8; ++dt) {
-        atomicAdd(row + dt * 8 + 2 * t, dq_acc[dt][2 * r]);
-        atomicAdd(row + dt * 8 + 2 * t + 1, dq_acc[dt][2 * r + 1]);
-      }
-    }
+    add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
     cp_async_wait<0>();
     __syncthreads();
   }

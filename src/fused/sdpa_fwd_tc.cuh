@@ -3,6 +3,8 @@
 // double-buffered cp.async pipeline; S = Q K^T and O += P V run as m16n8k16 MMAs with fp32
 // accumulation; the online softmax works in log2 units (exp2 of logits pre-multiplied by
 // scale * log2(e)). Writes out and the row log-sum-exp (natural log, fp32). No L x S buffer.
+// The same kernel serves three passes (FwdPass): the forward, the JVP, and the tangent pass of the
+// backward-JVP, which reads the saved out and lse instead of recomputing them.
 #pragma once
 
 #include "fused/kernel_templates.h"
@@ -22,6 +24,16 @@
 #ifndef THERIA_FWD_MTILES
 #define THERIA_FWD_MTILES 2
 #endif
+#ifndef THERIA_TANGENT_MTILES
+#define THERIA_TANGENT_MTILES 1
+#endif
+// Passes with tangents (0: the per-head-dim choice of FwdTraits).
+#ifndef THERIA_TANGENT_BLOCK_N
+#define THERIA_TANGENT_BLOCK_N 0
+#endif
+#ifndef THERIA_TANGENT_MIN_BLOCKS
+#define THERIA_TANGENT_MIN_BLOCKS 0
+#endif
 
 namespace theria::kernels::cuda {
 
@@ -31,15 +43,29 @@ namespace theria::kernels::cuda {
 // same kernel is the JVP (docs/derivatives.md, J): Q_dot, K_dot, V_dot tiles stream beside Q, K, V;
 // S_dot = Q_dot K^T + Q K_dot^T, W = P * scale * S_dot, and three accumulators share the rescaling:
 // O = P V, O_dot = W V + P V_dot, and the row sum of W (lse_dot times the row sum of P).
-template <int kHeadDim_, int kWarps_, int kMTiles_, bool kTangent_ = false>
+// FwdPass::kTangent knows the softmax already (saved lse): P = exp(S - lse) needs no running max or
+// rescaling, O is not accumulated, and O_dot = W V + P V_dot - lse_dot * out with the saved out:
+// five products per block instead of six, and one accumulator fewer.
+template <int kHeadDim_, int kWarps_, int kMTiles_, FwdPass kPass_ = FwdPass::kOut>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMTiles = kMTiles_;
-  static constexpr bool kTangent = kTangent_;
+  static constexpr FwdPass kPass = kPass_;
+  static constexpr bool kTangent = kPass != FwdPass::kOut;         // tangents stream beside Q, K, V
+  static constexpr bool kGivenStats = kPass == FwdPass::kTangent;  // out and lse are inputs
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = 16 * kMTiles * kWarps;
-  static constexpr int kBlockN = 64;
+  // Above head dim 64 the passes with tangents take 32-key blocks: with 64 their shared memory (six
+  // operand tiles) leaves one CTA per SM and the JVP spills; measured on an H100 (docs/performance.md):
+  // D=128 JVP 3.63 -> 2.96 ms, while at D=64 32-key blocks cost 1.50 -> 1.94 ms.
+  static constexpr bool kWide = kHeadDim > 64;
+  static constexpr int kBlockN =
+      !kTangent ? 64 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N : kWide ? 32 : 64;
+  // CTAs per SM the register allocation must allow (__launch_bounds__): the tangent pass, with one
+  // accumulator fewer, fits three CTAs at 168 registers, which hides more latency at D=128.
+  static constexpr int kMinBlocks =
+      !kGivenStats ? 1 : THERIA_TANGENT_MIN_BLOCKS > 0 ? THERIA_TANGENT_MIN_BLOCKS : kWide ? 3 : 1;
   static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
   static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands <= 128;
   static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
@@ -47,9 +73,9 @@ struct FwdTraits {
 };
 
 template <typename T, typename Tr, bool kCausal>
-__global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
-  constexpr bool kTangent = Tr::kTangent;
+  constexpr bool kTangent = Tr::kTangent, kGivenStats = Tr::kGivenStats;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
   constexpr int kTile = (kBlockM + 4 * kBlockN) * kStride;  // one operand set: Q, K x 2, V x 2
   extern __shared__ __align__(16) unsigned char smem[];
@@ -108,22 +134,32 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     }
   }
 
-  float o_acc[kMTiles][kHeadDim / 8][4];
+  float o_acc[kGivenStats ? 1 : kMTiles][kGivenStats ? 1 : kHeadDim / 8][4];
   float od_acc[kTangent ? kMTiles : 1][kTangent ? kHeadDim / 8 : 1][4];
+  // row_max: the running max, or with given statistics the saved lse (both log2 units).
   float row_max[kMTiles][2], row_sum[kMTiles][2], row_w[kMTiles][2];
+  float* lse = static_cast<float*>(p.lse) + b * p.len_q;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int dt = 0; dt < kHeadDim / 8; ++dt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        o_acc[mt][dt][e] = 0.f;
+        if constexpr (!kGivenStats) o_acc[mt][dt][e] = 0.f;
         if constexpr (kTangent) od_acc[mt][dt][e] = 0.f;
       }
     }
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.f;
-    row_w[mt][0] = row_w[mt][1] = 0.f;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      row_max[mt][r] = -INFINITY;
+      if constexpr (kGivenStats) {
+        // A row with no visible key (lse -inf) sees only masked logits: exp2(-inf - 0) = 0.
+        const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
+        const float l = row < L ? lse[row] : 0.f;
+        row_max[mt][r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
+      }
+      row_sum[mt][r] = row_w[mt][r] = 0.f;
+    }
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
@@ -210,6 +246,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
           }
         }
       }
+      if constexpr (kGivenStats) {
+#pragma unroll
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], scale_log2, -row_max[mt][e >> 1]));
+            sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
+            row_w[mt][e >> 1] += sd[mt][nt][e];
+          }
+        }
+        continue;
+      }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float mx = row_max[mt][r];
@@ -226,8 +274,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
         if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll
         for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-          o_acc[mt][dt][2 * r] *= alpha;
-          o_acc[mt][dt][2 * r + 1] *= alpha;
+          if constexpr (!kGivenStats) {
+            o_acc[mt][dt][2 * r] *= alpha;
+            o_acc[mt][dt][2 * r + 1] *= alpha;
+          }
           if constexpr (kTangent) {
             od_acc[mt][dt][2 * r] *= alpha;
             od_acc[mt][dt][2 * r + 1] *= alpha;
@@ -262,10 +312,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t vb[4];
         ldmatrix_x4_trans(vb, b_frag_addr_kn<kStride>(v_tile, kk * 16, dp * 16, lane));
+        if constexpr (!kGivenStats) {
 #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          mma<T>(o_acc[mt][2 * dp], pa[mt], vb[0], vb[1]);
-          mma<T>(o_acc[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma<T>(o_acc[mt][2 * dp], pa[mt], vb[0], vb[1]);
+            mma<T>(o_acc[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+          }
         }
         if constexpr (kTangent) {
           uint32_t vdb[4];
@@ -286,13 +338,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 
   T* out = batch_base<T>(p.out, b);
   T* out_dot = kTangent ? batch_base<T>(p.out_dot, b) : nullptr;
-  float* lse = static_cast<float*>(p.lse) + b * p.len_q;
   float* lse_dot = kTangent ? static_cast<float*>(p.lse_dot) + b * p.len_q : nullptr;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float l = quad_sum(row_sum[mt][r]);
+      // With given statistics P is already normalised: the sums need no division.
+      const float l = kGivenStats ? 1.f : quad_sum(row_sum[mt][r]);
       const float lw = kTangent ? quad_sum(row_w[mt][r]) : 0.f;
       const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
       if (row >= L) continue;
@@ -301,25 +353,35 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
 #pragma unroll
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        const float o0 = o_acc[mt][dt][2 * r] * inv, o1 = o_acc[mt][dt][2 * r + 1] * inv;
-        *reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t) = pack2<T>(o0, o1);
+        uint32_t* out_pair = reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t);
+        float o0, o1;
+        if constexpr (kGivenStats) {
+          unpack2<T>(*out_pair, o0, o1);
+        } else {
+          o0 = o_acc[mt][dt][2 * r] * inv;
+          o1 = o_acc[mt][dt][2 * r + 1] * inv;
+          *out_pair = pack2<T>(o0, o1);
+        }
         if constexpr (kTangent) {
           *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
               pack2<T>(od_acc[mt][dt][2 * r] * inv - ld * o0, od_acc[mt][dt][2 * r + 1] * inv - ld * o1);
         }
       }
       if (t == 0) {
-        lse[row] = l == 0.f ? -INFINITY : (row_max[mt][r] + log2f(l)) * static_cast<float>(M_LN2);
+        if constexpr (!kGivenStats) {
+          lse[row] = l == 0.f ? -INFINITY : (row_max[mt][r] + log2f(l)) * static_cast<float>(M_LN2);
+        }
         if constexpr (kTangent) lse_dot[row] = ld;
       }
     }
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kTangent>
+template <typename T, int kHeadDim, bool kCausal, FwdPass kPass>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   // The JVP carries twice the accumulators: one m-tile per warp.
-  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kTangent ? 1 : THERIA_FWD_MTILES, kTangent>;
+  constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
+  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);
   auto* kernel = sdpa_fwd_tc_kernel<T, Tr, kCausal>;
   if constexpr (smem > 48 * 1024) {

@@ -1,0 +1,94 @@
+"""Per-op times of the fused backend (the pieces of the HVP: sdpa_fwd, sdpa_jvp, sdpa_bwd, sdpa_bwd_jvp
+as the double backward calls it) and a correctness check of each against the float64 reference, for
+comparing kernel variants built side by side (scripts/device/variants.sh). CUDA events, warm-up,
+median over iterations, three input sets rotated.
+    THERIA_LIBRARY=... python3 scripts/device/op_times.py [--shapes 8,16,2048,64 ...]
+"""
+import argparse
+import statistics
+
+import torch
+
+import theria  # noqa: F401  (loads libtheria: torch.ops.theria)
+
+ops = torch.ops.theria
+
+
+def timed(fn, sets, warmup=3, iters=15):
+    for i in range(warmup):
+        fn(*sets[i % len(sets)])
+    times = []
+    for i in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*sets[i % len(sets)])
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def make(shape, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return [torch.randn(shape, device="cuda", dtype=dtype, generator=g) for _ in range(7)]
+
+
+def rel_err(x, ref):
+    return ((x.double() - ref).abs().max() / ref.abs().max().clamp_min(1.0)).item()
+
+
+def check(dtype, d, causal):
+    # Odd sizes; fresh inputs; fused vs the reference backend in float64.
+    q, k, v, dout, qd, kd, vd = make((2, 3, 77, d), dtype, seed=d + causal)
+    k, v, kd, vd = (t[:, :, :61].contiguous() for t in (k, v, kd, vd))
+    scale = d ** -0.5
+    out, lse = ops.sdpa_fwd(q, k, v, causal, scale, "fused")
+    args64 = [t.double() for t in (q, k, v)]
+    out64, lse64 = ops.sdpa_fwd(*args64, causal, scale, "reference")
+    tang = [qd, kd, vd]
+    got = ops.sdpa_jvp(q, k, v, *tang, causal, scale, "fused")
+    ref = ops.sdpa_jvp(*args64, *[t.double() for t in tang], causal, scale, "reference")
+    errs = {"jvp": max(rel_err(a, b) for a, b in zip(got, ref))}
+    got = ops.sdpa_bwd_jvp(q, k, v, out, lse, dout, *tang, None, causal, scale, "fused")
+    ref = ops.sdpa_bwd_jvp(*args64, out64, lse64, dout.double(), *[t.double() for t in tang], None, causal, scale,
+                           "reference")
+    errs["bwd_jvp"] = max(rel_err(a, b) for a, b in zip(got, ref))
+    got = ops.sdpa_bwd(q, k, v, out, lse, dout, causal, scale, "fused")
+    ref = ops.sdpa_bwd(*args64, out64, lse64, dout.double(), causal, scale, "reference")
+    errs["bwd"] = max(rel_err(a, b) for a, b in zip(got, ref))
+    tol = ops.tolerance(dtype, 2)
+    return errs, tol
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", nargs="*", default=["8,16,2048,64", "8,16,2048,128"])
+    args = ap.parse_args()
+    dtype = torch.bfloat16
+    worst = 0.0
+    for d in (64, 128):
+        for causal in (False, True):
+            errs, tol = check(dtype, d, causal)
+            worst = max(worst, max(errs.values()) / tol)
+            print(f"check d={d} causal={causal}: " + " ".join(f"{k}={v:.2e}" for k, v in errs.items()) + f" tol={tol:.1e}")
+    print(f"check worst error / tolerance = {worst:.2f} ({'ok' if worst <= 1 else 'FAIL'})")
+    for s in args.shapes:
+        b, h, l, d = map(int, s.split(","))
+        sets = [make((b, h, l, d), dtype, seed=i) for i in range(3)]
+        scale = d ** -0.5
+        stats = [ops.sdpa_fwd(q, k, v, False, scale, "fused") for q, k, v, *_ in sets]
+        sets = [(*t, *st) for t, st in zip(sets, stats)]
+        row = {
+            "fwd": timed(lambda q, k, v, *r: ops.sdpa_fwd(q, k, v, False, scale, "fused"), sets),
+            "jvp": timed(lambda q, k, v, o, qd, kd, vd, *r: ops.sdpa_jvp(q, k, v, qd, kd, vd, False, scale, "fused"),
+                         sets),
+            "bwd": timed(lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd(q, k, v, out, lse, do, False, scale,
+                                                                               "fused"), sets),
+            "bwd_jvp": timed(lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd_jvp(
+                q, k, v, out, lse, do, qd, kd, vd, None, False, scale, "fused"), sets),
+        }
+        print(f"times {s}: " + " ".join(f"{k}={v:.3f}ms" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main()
