@@ -15,12 +15,14 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
+#include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 // Launch shape overrides for scripts/device/tune.sh (0: the per-head-dim choice below).
 #ifndef THERIA_BJ_WARPS
@@ -31,6 +33,9 @@
 #endif
 #ifndef THERIA_BJ_MIN_BLOCKS
 #define THERIA_BJ_MIN_BLOCKS 1
+#endif
+#ifndef THERIA_BJ_WGMMA
+#define THERIA_BJ_WGMMA 1
 #endif
 
 namespace theria::kernels::cuda {
@@ -52,10 +57,14 @@ struct BwdJvpTraits {
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
-  static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
-  static constexpr int kDsStride = PaddedRows<kBlockM>::kStride;
+  // The four score products run as wgmma when the CTA is one warpgroup (its 64 keys are the rows of
+  // A): K, V, their tangents and the query-side tiles then sit in the wgmma layout.
+  static constexpr bool kWgmma = THERIA_BJ_WGMMA && kWarps == 4;
+  using Rows = std::conditional_t<kWgmma, CoreMatrixRows<kHeadDim>, PaddedRows<kHeadDim>>;
+  using DsRows = PaddedRows<kBlockM>;  // the staged dS^T, dS_dot^T
   // K, V, K_dot, V_dot; Q, dO, Q_dot [, dO_dot] x 2 buffers; dS^T and dS_dot^T.
-  static constexpr int kTileElems = (4 * kBlockN + 2 * kRowOperands * kBlockM) * kStride + 2 * kBlockN * kDsStride;
+  static constexpr int kTileElems =
+      Rows::tile_elems(4 * kBlockN + 2 * kRowOperands * kBlockM) + 2 * DsRows::tile_elems(kBlockN);
   static constexpr int kStats = 4;  // lse (log2 units), lse_dot, delta, delta_dot per query row
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 2 * kStats * kBlockM * sizeof(float); }
 };
@@ -64,18 +73,21 @@ template <typename T, typename Tr, bool kCausal>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats, kRows = Tr::kRowOperands;
   constexpr bool kDoutDot = Tr::kDoutDot;
-  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
-  constexpr int kDsStride = Tr::kDsStride;
-  constexpr int kRowTile = kBlockM * kStride;  // one query-side tile
-  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
+  using Rows = typename Tr::Rows;
+  using DsRows = typename Tr::DsRows;
+  constexpr int kRowTile = Rows::tile_elems(kBlockM);  // one query-side tile
+  constexpr int kKeyTile = Rows::tile_elems(kBlockN);  // one key-side tile
+  constexpr int kDsTile = DsRows::tile_elems(kBlockN);
+  extern __shared__ __align__(128) unsigned char smem[];
   T* k_tile = reinterpret_cast<T*>(smem);
-  T* v_tile = k_tile + kBlockN * kStride;
-  T* kd_tile = v_tile + kBlockN * kStride;
-  T* vd_tile = kd_tile + kBlockN * kStride;
-  T* row_tiles = vd_tile + kBlockN * kStride;  // [2 buffers][Q, dO, Q_dot, dO_dot]
+  T* v_tile = k_tile + kKeyTile;
+  T* kd_tile = v_tile + kKeyTile;
+  T* vd_tile = kd_tile + kKeyTile;
+  T* row_tiles = vd_tile + kKeyTile;  // [2 buffers][Q, dO, Q_dot, dO_dot]
   T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T as [key][query]
-  T* dsd_tile = ds_tile + kBlockN * kDsStride;  // dS_dot^T
-  float* stats = reinterpret_cast<float*>(dsd_tile + kBlockN * kDsStride);  // [2][kStats][kBlockM]
+  T* dsd_tile = ds_tile + kDsTile;  // dS_dot^T
+  float* stats = reinterpret_cast<float*>(dsd_tile + kDsTile);  // [2][kStats][kBlockM]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
@@ -101,7 +113,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   auto load_rows = [&](int buf, int m) {
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      load_rows_async<T, kBlockM, kHeadDim, kThreads>(row_tiles + (buf * kRows + i) * kRowTile, row_src[i],
+      load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(row_tiles + (buf * kRows + i) * kRowTile, row_src[i],
                                                       row_stride[i], m, L, tid);
     }
   };
@@ -115,16 +127,17 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = x;
   };
 
-  load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tile, k, p.k.row_stride, n0, S, tid);
-  load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tile, v, p.v.row_stride, n0, S, tid);
-  load_rows_async<T, kBlockN, kHeadDim, kThreads>(kd_tile, kd, p.k_dot.row_stride, n0, S, tid);
-  load_rows_async<T, kBlockN, kHeadDim, kThreads>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(k_tile, k, p.k.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(v_tile, v, p.v.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(kd_tile, kd, p.k_dot.row_stride, n0, S, tid);
+  load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
   if (n_steps > 0) {
     load_rows(0, m_begin);
     store_stat(0, fetch_stat(m_begin));
   }
   cp_async_commit();
   cp_async_wait<0>();
+  if constexpr (Tr::kWgmma) fence_proxy_async();
   __syncthreads();
 
   float dkd_acc[kHeadDim / 8][4], dvd_acc[kHeadDim / 8][4];
@@ -159,31 +172,52 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 #pragma unroll
       for (int e = 0; e < 4; ++e) st[nt][e] = sdt[nt][e] = dpt[nt][e] = dpdt[nt][e] = 0.f;
     }
+    if constexpr (Tr::kWgmma) {
+      // The warpgroup's 64 keys x kBlockM queries, operands straight from shared memory.
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      uint32_t ka[4], kda[4], va[4], vda[4];
-      ldmatrix_x4(ka, a_frag_addr<kStride>(k_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(kda, a_frag_addr<kStride>(kd_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(va, a_frag_addr<kStride>(v_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(vda, a_frag_addr<kStride>(vd_tile, warp * 16, kk * 16, lane));
+      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+        const uint64_t ka = wgmma_tile_desc<Rows>(k_tile, 0, kk), kda = wgmma_tile_desc<Rows>(kd_tile, 0, kk);
+        const uint64_t va = wgmma_tile_desc<Rows>(v_tile, 0, kk), vda = wgmma_tile_desc<Rows>(vd_tile, 0, kk);
+        const uint64_t qb = wgmma_tile_desc<Rows>(q_t, 0, kk), qdb = wgmma_tile_desc<Rows>(qd_t, 0, kk);
+        const uint64_t ob = wgmma_tile_desc<Rows>(do_t, 0, kk);
+        wgmma_ss<T, kBlockM>(st, ka, qb, 1);
+        wgmma_ss<T, kBlockM>(sdt, kda, qb, 1);
+        wgmma_ss<T, kBlockM>(sdt, ka, qdb, 1);
+        wgmma_ss<T, kBlockM>(dpt, va, ob, 1);
+        wgmma_ss<T, kBlockM>(dpdt, vda, ob, 1);
+        if constexpr (kDoutDot) wgmma_ss<T, kBlockM>(dpdt, va, wgmma_tile_desc<Rows>(dod_t, 0, kk), 1);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+    } else {
 #pragma unroll
-      for (int np = 0; np < kBlockM / 16; ++np) {
-        uint32_t qb[4], qdb[4], ob[4], odb[4];
-        ldmatrix_x4(qb, b_frag_addr_nk<kStride>(q_t, np * 16, kk * 16, lane));
-        ldmatrix_x4(qdb, b_frag_addr_nk<kStride>(qd_t, np * 16, kk * 16, lane));
-        ldmatrix_x4(ob, b_frag_addr_nk<kStride>(do_t, np * 16, kk * 16, lane));
-        if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<kStride>(dod_t, np * 16, kk * 16, lane));
+      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+        uint32_t ka[4], kda[4], va[4], vda[4];
+        ldmatrix_x4(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
+        ldmatrix_x4(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
+        ldmatrix_x4(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
+        ldmatrix_x4(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int nt = 2 * np + h;
-          mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
-          mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
-          mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
-          mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
-          mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
-          if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
+        for (int np = 0; np < kBlockM / 16; ++np) {
+          uint32_t qb[4], qdb[4], ob[4], odb[4];
+          ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
+          ldmatrix_x4(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
+          ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
+          if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int nt = 2 * np + h;
+            mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
+            mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
+            mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
+            mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
+            mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
+            if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
+          }
         }
       }
+
     }
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
@@ -214,10 +248,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t ob[4], odb[4], qb[4], qdb[4];
-        ldmatrix_x4_trans(ob, b_frag_addr_kn<kStride>(do_t, kq * 16, dp * 16, lane));
-        if constexpr (kDoutDot) ldmatrix_x4_trans(odb, b_frag_addr_kn<kStride>(dod_t, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(qb, b_frag_addr_kn<kStride>(q_t, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(qdb, b_frag_addr_kn<kStride>(qd_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(ob, b_frag_addr_kn<Rows>(do_t, kq * 16, dp * 16, lane));
+        if constexpr (kDoutDot) ldmatrix_x4_trans(odb, b_frag_addr_kn<Rows>(dod_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qb, b_frag_addr_kn<Rows>(q_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qdb, b_frag_addr_kn<Rows>(qd_t, kq * 16, dp * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           mma<T>(dvd_acc[2 * dp + h], pda, ob[2 * h], ob[2 * h + 1]);
@@ -230,7 +264,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
       for (int r = 0; r < 2; ++r) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const int nt = 2 * kq + half, at = (warp * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t;
+          const int nt = 2 * kq + half, at = DsRows::offset(warp * 16 + g + 8 * r, nt * 8 + 2 * t);
           *reinterpret_cast<uint32_t*>(ds_tile + at) = pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
           *reinterpret_cast<uint32_t*>(dsd_tile + at) = pack2<T>(dpdt[nt][2 * r], dpdt[nt][2 * r + 1]);
         }
@@ -247,13 +281,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       uint32_t da[4], dda[4];
-      ldmatrix_x4_trans(da, at_frag_addr<kDsStride>(ds_tile, kk * 16, q_tile16, lane));
-      ldmatrix_x4_trans(dda, at_frag_addr<kDsStride>(dsd_tile, kk * 16, q_tile16, lane));
+      ldmatrix_x4_trans(da, at_frag_addr<DsRows>(ds_tile, kk * 16, q_tile16, lane));
+      ldmatrix_x4_trans(dda, at_frag_addr<DsRows>(dsd_tile, kk * 16, q_tile16, lane));
 #pragma unroll
       for (int dp = 0; dp < kDqCols / 16; ++dp) {
         uint32_t kb[4], kdb[4];
-        ldmatrix_x4_trans(kb, b_frag_addr_kn<kStride>(k_tile, kk * 16, col0 + dp * 16, lane));
-        ldmatrix_x4_trans(kdb, b_frag_addr_kn<kStride>(kd_tile, kk * 16, col0 + dp * 16, lane));
+        ldmatrix_x4_trans(kb, b_frag_addr_kn<Rows>(k_tile, kk * 16, col0 + dp * 16, lane));
+        ldmatrix_x4_trans(kdb, b_frag_addr_kn<Rows>(kd_tile, kk * 16, col0 + dp * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           mma<T>(dq_acc[2 * dp + h], dda, kb[2 * h], kb[2 * h + 1]);
@@ -263,6 +297,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
     cp_async_wait<0>();
+    if constexpr (Tr::kWgmma) fence_proxy_async();
     __syncthreads();
   }
 

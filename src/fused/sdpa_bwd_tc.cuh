@@ -51,8 +51,10 @@ struct BwdTraits {
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);  // column slices of the dQ tile
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqSplit >= 1 && kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
-  static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
-  static constexpr int kDsStride = PaddedRows<kBlockM>::kStride;
+  using Rows = PaddedRows<kHeadDim>;  // Q, K, V tiles
+  static constexpr int kStride = Rows::kStride;
+  using DsRows = PaddedRows<kBlockM>;  // the staged dS^T
+  static constexpr int kDsStride = DsRows::kStride;
   static constexpr int kTileElems = (2 * kBlockN + 4 * kBlockM) * kStride + kBlockN * kDsStride;  // K V, Q dO x2, dS
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
 };
@@ -61,6 +63,8 @@ template <typename T, typename Tr, bool kCausal>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kKTiles = Tr::kKTiles;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
+  using Rows = typename Tr::Rows;
+  using DsRows = typename Tr::DsRows;
   constexpr int kDsStride = Tr::kDsStride;
   extern __shared__ __align__(16) unsigned char smem[];
   T* k_tile = reinterpret_cast<T*>(smem);
@@ -158,14 +162,14 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
       uint32_t ka[kKTiles][4], va[kKTiles][4];
 #pragma unroll
       for (int kt = 0; kt < kKTiles; ++kt) {
-        ldmatrix_x4(ka[kt], a_frag_addr<kStride>(k_tile, warp_key0 + kt * 16, kk * 16, lane));
-        ldmatrix_x4(va[kt], a_frag_addr<kStride>(v_tile, warp_key0 + kt * 16, kk * 16, lane));
+        ldmatrix_x4(ka[kt], a_frag_addr<Rows>(k_tile, warp_key0 + kt * 16, kk * 16, lane));
+        ldmatrix_x4(va[kt], a_frag_addr<Rows>(v_tile, warp_key0 + kt * 16, kk * 16, lane));
       }
 #pragma unroll
       for (int np = 0; np < kBlockM / 16; ++np) {
         uint32_t qb[4], ob[4];
-        ldmatrix_x4(qb, b_frag_addr_nk<kStride>(q_tile, np * 16, kk * 16, lane));
-        ldmatrix_x4(ob, b_frag_addr_nk<kStride>(do_tile, np * 16, kk * 16, lane));
+        ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_tile, np * 16, kk * 16, lane));
+        ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_tile, np * 16, kk * 16, lane));
 #pragma unroll
         for (int kt = 0; kt < kKTiles; ++kt) {
           mma<T>(st[kt][2 * np], ka[kt], qb[0], qb[1]);
@@ -206,8 +210,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t ob[4], qb[4];
-        ldmatrix_x4_trans(ob, b_frag_addr_kn<kStride>(do_tile, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(qb, b_frag_addr_kn<kStride>(q_tile, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(ob, b_frag_addr_kn<Rows>(do_tile, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qb, b_frag_addr_kn<Rows>(q_tile, kq * 16, dp * 16, lane));
 #pragma unroll
         for (int kt = 0; kt < kKTiles; ++kt) {
           mma<T>(dv_acc[kt][2 * dp], pa[kt], ob[0], ob[1]);
@@ -240,11 +244,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       uint32_t da[4];
-      ldmatrix_x4_trans(da, at_frag_addr<kDsStride>(ds_tile, kk * 16, q_tile16, lane));
+      ldmatrix_x4_trans(da, at_frag_addr<DsRows>(ds_tile, kk * 16, q_tile16, lane));
 #pragma unroll
       for (int dp = 0; dp < kDqCols / 16; ++dp) {
         uint32_t kb[4];
-        ldmatrix_x4_trans(kb, b_frag_addr_kn<kStride>(k_tile, kk * 16, col0 + dp * 16, lane));
+        ldmatrix_x4_trans(kb, b_frag_addr_kn<Rows>(k_tile, kk * 16, col0 + dp * 16, lane));
         mma<T>(dq_acc[2 * dp], da, kb[0], kb[1]);
         mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
       }

@@ -68,7 +68,8 @@ struct FwdTraits {
       !kGivenStats ? 1 : THERIA_TANGENT_MIN_BLOCKS > 0 ? THERIA_TANGENT_MIN_BLOCKS : kWide ? 3 : 1;
   static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
   static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands <= 128;
-  static constexpr int kStride = PaddedRows<kHeadDim>::kStride;
+  using Rows = PaddedRows<kHeadDim>;  // Q, K, V tiles
+  static constexpr int kStride = Rows::kStride;
   static constexpr int kSmemElems = kOperands * (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2 (each twice)
 };
 
@@ -77,6 +78,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
   constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
   constexpr bool kTangent = Tr::kTangent, kGivenStats = Tr::kGivenStats;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
+  using Rows = typename Tr::Rows;
   constexpr int kTile = (kBlockM + 4 * kBlockN) * kStride;  // one operand set: Q, K x 2, V x 2
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem);
@@ -126,9 +128,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        ldmatrix_x4(q_frag[mt][kk], a_frag_addr<kStride>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+        ldmatrix_x4(q_frag[mt][kk], a_frag_addr<Rows>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
         if constexpr (kTangent) {
-          ldmatrix_x4(qd_frag[mt][kk], a_frag_addr<kStride>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
+          ldmatrix_x4(qd_frag[mt][kk], a_frag_addr<Rows>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
         }
       }
     }
@@ -200,14 +202,14 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
             if constexpr (kTangent) qda[mt][e] = qd_frag[mt][kk][e];
           }
         } else {
-          ldmatrix_x4(qa[mt], a_frag_addr<kStride>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
-          if constexpr (kTangent) ldmatrix_x4(qda[mt], a_frag_addr<kStride>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
+          ldmatrix_x4(qa[mt], a_frag_addr<Rows>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+          if constexpr (kTangent) ldmatrix_x4(qda[mt], a_frag_addr<Rows>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
         }
       }
 #pragma unroll
       for (int np = 0; np < kBlockN / 16; ++np) {
         uint32_t kb[4];
-        ldmatrix_x4(kb, b_frag_addr_nk<kStride>(k_tile, np * 16, kk * 16, lane));
+        ldmatrix_x4(kb, b_frag_addr_nk<Rows>(k_tile, np * 16, kk * 16, lane));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
           mma<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
@@ -215,7 +217,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
         }
         if constexpr (kTangent) {
           uint32_t kdb[4];
-          ldmatrix_x4(kdb, b_frag_addr_nk<kStride>(kd_tile, np * 16, kk * 16, lane));
+          ldmatrix_x4(kdb, b_frag_addr_nk<Rows>(kd_tile, np * 16, kk * 16, lane));
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma<T>(sd[mt][2 * np], qda[mt], kb[0], kb[1]);
@@ -256,44 +258,44 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
             row_w[mt][e >> 1] += sd[mt][nt][e];
           }
         }
-        continue;
-      }
+      } else {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = row_max[mt][r];
+        for (int r = 0; r < 2; ++r) {
+          float mx = row_max[mt][r];
 #pragma unroll
-        for (int nt = 0; nt < kBlockN / 8; ++nt) {
-          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]) * scale_log2);
-        }
-        mx = quad_max(mx);
-        // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
-        const float m_use = mx == -INFINITY ? 0.f : mx;
-        const float alpha = exp2f(row_max[mt][r] - m_use);
-        row_max[mt][r] = mx;
-        row_sum[mt][r] *= alpha;
-        if constexpr (kTangent) row_w[mt][r] *= alpha;
-#pragma unroll
-        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-          if constexpr (!kGivenStats) {
-            o_acc[mt][dt][2 * r] *= alpha;
-            o_acc[mt][dt][2 * r + 1] *= alpha;
+          for (int nt = 0; nt < kBlockN / 8; ++nt) {
+            mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]) * scale_log2);
           }
-          if constexpr (kTangent) {
-            od_acc[mt][dt][2 * r] *= alpha;
-            od_acc[mt][dt][2 * r + 1] *= alpha;
-          }
-        }
-        // One FFMA per element: logit * scale*log2(e) - running max.
+          mx = quad_max(mx);
+          // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
+          const float m_use = mx == -INFINITY ? 0.f : mx;
+          const float alpha = exp2f(row_max[mt][r] - m_use);
+          row_max[mt][r] = mx;
+          row_sum[mt][r] *= alpha;
+          if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll
-        for (int nt = 0; nt < kBlockN / 8; ++nt) {
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int e = 2 * r + c;
-            s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], scale_log2, -m_use));
-            row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
+          for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+            if constexpr (!kGivenStats) {
+              o_acc[mt][dt][2 * r] *= alpha;
+              o_acc[mt][dt][2 * r + 1] *= alpha;
+            }
             if constexpr (kTangent) {
-              sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
-              row_w[mt][r] += sd[mt][nt][e];
+              od_acc[mt][dt][2 * r] *= alpha;
+              od_acc[mt][dt][2 * r + 1] *= alpha;
+            }
+          }
+          // One FFMA per element: logit * scale*log2(e) - running max.
+#pragma unroll
+          for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const int e = 2 * r + c;
+              s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], scale_log2, -m_use));
+              row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
+              if constexpr (kTangent) {
+                sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
+                row_w[mt][r] += sd[mt][nt][e];
+              }
             }
           }
         }
@@ -311,7 +313,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t vb[4];
-        ldmatrix_x4_trans(vb, b_frag_addr_kn<kStride>(v_tile, kk * 16, dp * 16, lane));
+        ldmatrix_x4_trans(vb, b_frag_addr_kn<Rows>(v_tile, kk * 16, dp * 16, lane));
         if constexpr (!kGivenStats) {
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
@@ -321,7 +323,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kern
         }
         if constexpr (kTangent) {
           uint32_t vdb[4];
-          ldmatrix_x4_trans(vdb, b_frag_addr_kn<kStride>(vd_tile, kk * 16, dp * 16, lane));
+          ldmatrix_x4_trans(vdb, b_frag_addr_kn<Rows>(vd_tile, kk * 16, dp * 16, lane));
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma<T>(od_acc[mt][2 * dp], wa[mt], vb[0], vb[1]);

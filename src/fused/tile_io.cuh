@@ -1,9 +1,10 @@
 // Shared-memory tiles and their global -> shared copies.
 //
-// A tile holds kRows rows of kCols 16-bit elements, each row padded by 8 elements (16 bytes):
-// with a row pitch of 2*kCols + 16 bytes, the 8 row addresses of one ldmatrix fall in 8 distinct
-// groups of 4 banks for every head dim used here (32, 64, 96, 128), so the loads are conflict-free
-// without a swizzle, and the padding works for 96 where an XOR swizzle over 8 chunks would not.
+// Two layouts of kRows x kCols 16-bit tiles, both conflict-free for ldmatrix without a swizzle:
+// PaddedRows pads each row by 8 elements (16 bytes): with a row pitch of 2*kCols + 16 bytes, the 8
+// row addresses of one ldmatrix fall in 8 distinct groups of 4 banks for every head dim used here
+// (32, 64, 96, 128), and the padding works for 96 where an XOR swizzle over 8 chunks would not.
+// CoreMatrixRows stores whole 8 x 8 blocks, the layout wgmma reads (wgmma.cuh).
 #pragma once
 
 #include "fused/mma.cuh"
@@ -11,9 +12,36 @@
 
 namespace theria::kernels::cuda {
 
+// Row-major tile with each row padded by 8 elements.
 template <int kCols>
 struct PaddedRows {
   static constexpr int kStride = kCols + 8;  // elements between two rows in shared memory
+  static constexpr int tile_elems(int rows) { return rows * kStride; }
+  __device__ __forceinline__ static int offset(int r, int c) { return r * kStride + c; }
+  // The c-th 16-byte chunk of a copy: consecutive threads take consecutive chunks of a row.
+  __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
+    r = c / (kCols / 8);
+    col = (c % (kCols / 8)) * 8;
+  }
+};
+
+// Tile of whole 8 x 8 blocks (8 rows of 16 bytes, 128 contiguous bytes), the blocks of 8 rows one
+// after another: the no-swizzle K-major layout that wgmma reads through a shared-memory descriptor
+// (K along the columns; kLeadBytes between blocks along K, kStrideBytes between blocks of 8 rows). One
+// ldmatrix matrix is one block, so ldmatrix is conflict-free as well; copies go block by block, so
+// consecutive threads write consecutive 16-byte chunks.
+template <int kCols>
+struct CoreMatrixRows {
+  static constexpr int kLeadBytes = 128;
+  static constexpr int kStrideBytes = 16 * kCols;  // 2-byte elements
+  static constexpr int tile_elems(int rows) { return rows * kCols; }
+  __device__ __forceinline__ static int offset(int r, int c) {
+    return (r >> 3) * (8 * kCols) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
+  }
+  __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
+    r = (c / kCols) * 8 + (c & 7);  // kCols / 8 chunks per row, 8 rows per block row
+    col = ((c >> 3) % (kCols / 8)) * 8;
+  }
 };
 
 // Base of batch position b (split as b / heads, b % heads) in a strided global matrix.
@@ -23,41 +51,42 @@ __device__ __forceinline__ T* batch_base(const MatrixView& m, int64_t b) {
 }
 
 // Asynchronously copies rows [row0, row0 + kRows) of a row-major global matrix (kCols columns,
-// contiguous, 16-byte aligned rows) into a padded tile; rows at or past n_rows become zeros.
-template <typename T, int kRows, int kCols, int kThreads>
+// contiguous, 16-byte aligned rows) into a tile of the given layout; rows at or past n_rows become zeros.
+template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols>>
 __device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t row_stride, int row0, int n_rows,
                                                 int tid) {
-  constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kChunks = kRows * kChunksPerRow;
+  constexpr int kChunks = kRows * (kCols / 8);
 #pragma unroll
   for (int c = tid; c < kChunks; c += kThreads) {
-    const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    int r, col;
+    Layout::chunk(c, r, col);
     const bool valid = row0 + r < n_rows;
     const T* src = valid ? gmem + static_cast<int64_t>(row0 + r) * row_stride + col : gmem;
-    cp_async_16(tile + r * PaddedRows<kCols>::kStride + col, src, valid);
+    cp_async_16(tile + Layout::offset(r, col), src, valid);
   }
 }
 
-// ldmatrix addresses for the fragment patterns used by the kernels (see mma.cuh):
+// ldmatrix addresses for the fragment patterns used by the kernels (see mma.cuh), in a tile of the
+// given layout:
 // A fragment of a 16 x 16 block at (row0, col0) of a row-major tile.
-template <int kStride, typename T>
+template <class Layout, typename T>
 __device__ __forceinline__ const T* a_frag_addr(const T* tile, int row0, int col0, int lane) {
-  return tile + (row0 + (lane % 16)) * kStride + col0 + (lane / 16) * 8;
+  return tile + Layout::offset(row0 + (lane % 16), col0 + (lane / 16) * 8);
 }
 // B fragments of two n-tiles (n0, n0 + 8) x one k-step (k0) from a tile stored [n][k] (rows are n).
-template <int kStride, typename T>
+template <class Layout, typename T>
 __device__ __forceinline__ const T* b_frag_addr_nk(const T* tile, int n0, int k0, int lane) {
-  return tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * kStride + k0 + ((lane >> 3) & 1) * 8;
+  return tile + Layout::offset(n0 + (lane & 7) + ((lane >> 4) << 3), k0 + ((lane >> 3) & 1) * 8);
 }
 // With ldmatrix .trans: B fragments of one k-step (k0) x two n-tiles (n0, n0 + 8) from a tile stored
 // [k][n] (rows are k); also the A fragment of the transpose of a tile stored [k][m] at (k0, m0).
-template <int kStride, typename T>
+template <class Layout, typename T>
 __device__ __forceinline__ const T* b_frag_addr_kn(const T* tile, int k0, int n0, int lane) {
-  return tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + n0 + (lane >> 4) * 8;
+  return tile + Layout::offset(k0 + (lane & 7) + ((lane >> 3) & 1) * 8, n0 + (lane >> 4) * 8);
 }
-template <int kStride, typename T>
+template <class Layout, typename T>
 __device__ __forceinline__ const T* at_frag_addr(const T* tile, int k0, int m0, int lane) {
-  return tile + (k0 + (lane & 7) + (lane >> 4) * 8) * kStride + m0 + ((lane >> 3) & 1) * 8;
+  return tile + Layout::offset(k0 + (lane & 7) + (lane >> 4) * 8, m0 + ((lane >> 3) & 1) * 8);
 }
 
 }  // namespace theria::kernels::cuda
