@@ -15,14 +15,12 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
-#include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 // Launch shape overrides for scripts/device/tune.sh (0: the per-head-dim choice below).
 #ifndef THERIA_BJ_WARPS
@@ -33,9 +31,6 @@
 #endif
 #ifndef THERIA_BJ_MIN_BLOCKS
 #define THERIA_BJ_MIN_BLOCKS 1
-#endif
-#ifndef THERIA_BJ_WGMMA
-#define THERIA_BJ_WGMMA 1
 #endif
 
 namespace theria::kernels::cuda {
@@ -57,10 +52,7 @@ struct BwdJvpTraits {
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
-  // The four score products run as wgmma when the CTA is one warpgroup (its 64 keys are the rows of
-  // A): K, V, their tangents and the query-side tiles then sit in the wgmma layout.
-  static constexpr bool kWgmma = THERIA_BJ_WGMMA && kWarps == 4;
-  using Rows = std::conditional_t<kWgmma, CoreMatrixRows<kHeadDim>, PaddedRows<kHeadDim>>;
+  using Rows = PaddedRows<kHeadDim>;  // K, V, their tangents, the query-side tiles
   using DsRows = PaddedRows<kBlockM>;  // the staged dS^T, dS_dot^T
   // K, V, K_dot, V_dot; Q, dO, Q_dot [, dO_dot] x 2 buffers; dS^T and dS_dot^T.
   static constexpr int kTileElems =
@@ -79,7 +71,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   constexpr int kRowTile = Rows::tile_elems(kBlockM);  // one query-side tile
   constexpr int kKeyTile = Rows::tile_elems(kBlockN);  // one key-side tile
   constexpr int kDsTile = DsRows::tile_elems(kBlockN);
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];
   T* k_tile = reinterpret_cast<T*>(smem);
   T* v_tile = k_tile + kKeyTile;
   T* kd_tile = v_tile + kKeyTile;
@@ -137,7 +129,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   }
   cp_async_commit();
   cp_async_wait<0>();
-  if constexpr (Tr::kWgmma) fence_proxy_async();
   __syncthreads();
 
   float dkd_acc[kHeadDim / 8][4], dvd_acc[kHeadDim / 8][4];
@@ -172,52 +163,31 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 #pragma unroll
       for (int e = 0; e < 4; ++e) st[nt][e] = sdt[nt][e] = dpt[nt][e] = dpdt[nt][e] = 0.f;
     }
-    if constexpr (Tr::kWgmma) {
-      // The warpgroup's 64 keys x kBlockM queries, operands straight from shared memory.
-      wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        const uint64_t ka = wgmma_tile_desc<Rows>(k_tile, 0, kk), kda = wgmma_tile_desc<Rows>(kd_tile, 0, kk);
-        const uint64_t va = wgmma_tile_desc<Rows>(v_tile, 0, kk), vda = wgmma_tile_desc<Rows>(vd_tile, 0, kk);
-        const uint64_t qb = wgmma_tile_desc<Rows>(q_t, 0, kk), qdb = wgmma_tile_desc<Rows>(qd_t, 0, kk);
-        const uint64_t ob = wgmma_tile_desc<Rows>(do_t, 0, kk);
-        wgmma_ss<T, kBlockM>(st, ka, qb, 1);
-        wgmma_ss<T, kBlockM>(sdt, kda, qb, 1);
-        wgmma_ss<T, kBlockM>(sdt, ka, qdb, 1);
-        wgmma_ss<T, kBlockM>(dpt, va, ob, 1);
-        wgmma_ss<T, kBlockM>(dpdt, vda, ob, 1);
-        if constexpr (kDoutDot) wgmma_ss<T, kBlockM>(dpdt, va, wgmma_tile_desc<Rows>(dod_t, 0, kk), 1);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-    } else {
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t ka[4], kda[4], va[4], vda[4];
+      ldmatrix_x4(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        uint32_t ka[4], kda[4], va[4], vda[4];
-        ldmatrix_x4(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
+      for (int np = 0; np < kBlockM / 16; ++np) {
+        uint32_t qb[4], qdb[4], ob[4], odb[4];
+        ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
+        if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
 #pragma unroll
-        for (int np = 0; np < kBlockM / 16; ++np) {
-          uint32_t qb[4], qdb[4], ob[4], odb[4];
-          ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
-          ldmatrix_x4(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
-          ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
-          if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int nt = 2 * np + h;
-            mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
-            mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
-            mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
-            mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
-            mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
-            if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
-          }
+        for (int h = 0; h < 2; ++h) {
+          const int nt = 2 * np + h;
+          mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
+          mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
+          mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
+          if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
         }
       }
-
     }
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
@@ -297,7 +267,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
     cp_async_wait<0>();
-    if constexpr (Tr::kWgmma) fence_proxy_async();
     __syncthreads();
   }
 
