@@ -153,13 +153,14 @@ struct Result {
 
 // FLOPs counted as matrix products of L x S x D, each 2 L S D (FlashAttention's convention):
 //   fwd 2 (QK^T, PV); backward 5; JVP 6 (S, S_dot from 3 products; out, out_dot from 3);
-//   HVP = fwd + backward + backward-JVP (5 for its JVP pass, 12 for its main pass) = 24.
+//   HVP = fwd + backward + double backward (a tangent pass of 5 products from the saved out and lse,
+//   then the backward-JVP's 10 without a dout tangent) = 22. Elementwise work is not counted.
 double flops(const Shape& s, bool causal, const std::string& mode) {
   const double product = 2.0 * s.batch * s.heads * s.len * s.len * s.dim * (causal ? 0.5 : 1.0);
   if (mode == "fwd") return 2 * product;
   if (mode == "fwd_bwd") return 7 * product;
   if (mode == "jvp") return 6 * product;
-  return 24 * product;
+  return 22 * product;
 }
 
 Result measure(const Options& o, const Shape& s, const std::string& mode, const std::string& impl) {

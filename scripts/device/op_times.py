@@ -87,7 +87,12 @@ def main():
             "bwd_jvp": timed(lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd_jvp(
                 q, k, v, out, lse, do, qd, kd, vd, None, False, scale, "fused"), sets),
         }
-        print(f"times {s}: " + " ".join(f"{k}={v:.3f}ms" for k, v in row.items()))
+        # Matrix products of L x S x D per pass (2 L S D FLOPs each): the double backward's bwd_jvp is a
+        # tangent pass (5) and the backward-JVP (10).
+        products = {"fwd": 2, "jvp": 6, "bwd": 5, "bwd_jvp": 15}
+        flop = 2.0 * b * h * l * l * d
+        print(f"times {s}: " + " ".join(f"{k}={v:.3f}ms ({products[k] * flop / v / 1e9:.0f} TFLOP/s)"
+                                         for k, v in row.items()))
 
 
 if __name__ == "__main__":

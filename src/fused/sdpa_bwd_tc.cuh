@@ -24,17 +24,20 @@ namespace theria::kernels::cuda {
 
 // Tile shape per head dim, as measured fastest on an H100 (docs/performance.md): up to 64, 4 warps
 // of 2 key tiles over 32-query steps (Q/dO fragments feed two MMAs; the accumulators still fit in
-// registers); above, 8 warps of one key tile over 64-query steps. scripts/device/tune.sh times
-// alternatives through the THERIA_BWD_* overrides.
+// registers); above, 8 warps of one key tile over 64-query steps. scripts/device/variants.sh times
+// alternatives through the THERIA_BWD_* overrides, which apply to head dim THERIA_BWD_TUNE_DIM only.
+#ifndef THERIA_BWD_TUNE_DIM
+#define THERIA_BWD_TUNE_DIM 0
+#define THERIA_BWD_WARPS 0
+#define THERIA_BWD_KTILES 0
+#define THERIA_BWD_BLOCK_M 0
+#endif
 template <int kHeadDim>
 struct BwdTile {
-#ifdef THERIA_BWD_WARPS
-  static constexpr int kWarps = THERIA_BWD_WARPS, kKTiles = THERIA_BWD_KTILES, kBlockM = THERIA_BWD_BLOCK_M;
-#else
-  static constexpr int kWarps = kHeadDim <= 64 ? 4 : 8;
-  static constexpr int kKTiles = kHeadDim <= 64 ? 2 : 1;
-  static constexpr int kBlockM = kHeadDim <= 64 ? 32 : 64;
-#endif
+  static constexpr bool kOverride = kHeadDim == THERIA_BWD_TUNE_DIM;
+  static constexpr int kWarps = kOverride ? THERIA_BWD_WARPS : kHeadDim <= 64 ? 4 : 8;
+  static constexpr int kKTiles = kOverride ? THERIA_BWD_KTILES : kHeadDim <= 64 ? 2 : 1;
+  static constexpr int kBlockM = kOverride ? THERIA_BWD_BLOCK_M : kHeadDim <= 64 ? 32 : 64;
 };
 
 // kWarps warps own kKTiles 16-key tiles each and share every Q / dO tile they stream: a Q or dO
