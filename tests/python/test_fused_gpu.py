@@ -164,4 +164,30 @@ def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, h
             o = torch.nn.functional.scaled_dot_product_attention(*dual, is_causal=causal)
             grads = torch.autograd.grad(o, primals, fwd.make_dual(dout.double(), dout_dot.double()), create_graph=True)
         ref_tangents = [fwd.unpack_dual(x).tangent for x in grads]
+        ref_out_dot = fwd.unpack_dual(o).tangent
     assert rel_err(tangents[:3], ref_tangents) <= theria.tolerance(dtype, 2)
+    # The fourth output, out_dot, comes from the tangent pass over the saved out and lse.
+    assert rel_err(tangents[3:], [ref_out_dot]) <= theria.tolerance(dtype, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_fused_bwd_jvp_reads_strided_saved_out_and_lse(dtype):
+    """The tangent pass reads the saved out and lse in place: a (B, L, H, E) view, a column-major copy (which
+    the binding copies) and a strided lse give the same tangents as contiguous ones."""
+    q, k, v, dout = inputs(2, 3, 77, 61, 64, 64, dtype, seed=5)
+    u = [torch.randn_like(t) for t in (q, k, v)]
+    scale = 64 ** -0.5
+    out, lse = torch.ops.theria.sdpa_fwd(q, k, v, False, scale, "fused")
+    want = torch.ops.theria.sdpa_bwd_jvp(q, k, v, out, lse, dout, *u, None, False, scale, "fused")
+    views = {
+        "blhe": out.transpose(1, 2).contiguous().transpose(1, 2),
+        "column-major": out.transpose(-1, -2).contiguous().transpose(-1, -2),
+    }
+    lse_strided = lse.transpose(1, 2).contiguous().transpose(1, 2)
+    for name, out_view in views.items():
+        assert not out_view.is_contiguous(), name
+        got = torch.ops.theria.sdpa_bwd_jvp(q, k, v, out_view, lse_strided, dout, *u, None, False, scale, "fused")
+        # dk_dot, dv_dot and out_dot are summed in a fixed order; dq_dot through fp32 atomics in any order.
+        for a, b in zip(got[1:], want[1:]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+        assert rel_err(got[:1], want[:1]) <= 1e-2, name
