@@ -202,32 +202,53 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
   return {o.out, o.lse, o.out_dot};
 }
 
+namespace {
+
+// What sdpa_bwd and sdpa_bwd_jvp share: the primal operands, the saved statistics, the fp32 row terms
+// and the zeroed dQ (or dQ tangent) accumulation buffer, held until the launch, and the params that
+// point at them.
+struct BwdLaunch {
+  Operand q, k, v, out, dout;
+  Tensor lse, delta, dq_accum;
+  kernels::SdpaBwdParams p;
+};
+void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                 const Tensor& lse, const Tensor& dout, bool causal, double scale) {
+  const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
+  b.q = tc_operand(q);
+  b.k = tc_operand(k);
+  b.v = tc_operand(v);
+  b.out = tc_operand(out);
+  b.dout = tc_operand(dout);
+  b.lse = lse.contiguous();
+  b.delta = stats();
+  b.dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+  fill_problem(b.p, q, k, v, causal, scale);
+  b.p.q = b.q.view;
+  b.p.k = b.k.view;
+  b.p.v = b.v.view;
+  b.p.out = b.out.view;
+  b.p.lse = b.lse.data_ptr();
+  b.p.dout = b.dout.view;
+  b.p.delta = b.delta.data_ptr();
+}
+
+}  // namespace
+
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                             const Tensor& lse, const Tensor& dout, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
-  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(out),
-                doo = tc_operand(dout);
-  const Tensor lse_c = lse.contiguous();
+  BwdLaunch b;
+  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
   Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
   Tensor dk = at::empty_like(k, at::MemoryFormat::Contiguous);
   Tensor dv = at::empty_like(v, at::MemoryFormat::Contiguous);
-  Tensor delta = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
-  Tensor dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-  kernels::SdpaBwdParams p;
-  fill_problem(p, q, k, v, causal, scale);
-  p.q = qo.view;
-  p.k = ko.view;
-  p.v = vo.view;
-  p.out = oo.view;
-  p.lse = lse_c.data_ptr();
-  p.dout = doo.view;
-  p.dq = tc_operand(dq).view;
-  p.dk = tc_operand(dk).view;
-  p.dv = tc_operand(dv).view;
-  p.delta = delta.data_ptr();
-  if (p.batch > 0) {
-    kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), p, dq_accum.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+  b.p.dq = tc_operand(dq).view;
+  b.p.dk = tc_operand(dk).view;
+  b.p.dv = tc_operand(dv).view;
+  if (b.p.batch > 0) {
+    kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), b.p, b.dq_accum.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq, dk, dv};
@@ -243,49 +264,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
                                      scale);
   }
-  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(out),
-                doo = tc_operand(dout);
+  // The tangent pass gives out_dot and lse_dot from the saved out and lse.
+  const auto tangents = tc_tangent_pass(q, k, v, q_dot, k_dot, v_dot, causal, scale, &out, &lse);
+
+  BwdLaunch b;
+  prepare_bwd(b, q, k, v, out, tangents.lse, dout, causal, scale);
   const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
   // Without a dout tangent (the double backward) the kernels skip its terms instead of reading zeros.
   const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();
   const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
-  const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
-
-  // The tangent pass gives out_dot and lse_dot from the saved out and lse.
-  const auto tangents = tc_tangent_pass(q, k, v, q_dot, k_dot, v_dot, causal, scale, &out, &lse);
-  const Tensor& out_dot = tangents.out_dot;
-  const Tensor& lse_dot = tangents.lse_dot;
-  const Tensor& lse_c = tangents.lse;
-
   Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
   Tensor dk_dot = at::empty_like(k, at::MemoryFormat::Contiguous);
   Tensor dv_dot = at::empty_like(v, at::MemoryFormat::Contiguous);
-  Tensor delta = stats(), delta_dot = stats();
-  Tensor dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-  kernels::SdpaBwdParams p;
-  fill_problem(p, q, k, v, causal, scale);
-  p.q = qo.view;
-  p.k = ko.view;
-  p.v = vo.view;
-  p.out = oo.view;
-  p.lse = lse_c.data_ptr();
-  p.dout = doo.view;
-  p.delta = delta.data_ptr();
-  p.q_dot = qd.view;
-  p.k_dot = kd.view;
-  p.v_dot = vd.view;
-  p.out_dot = tc_operand(out_dot).view;
-  p.lse_dot = lse_dot.data_ptr();
-  if (has_dout_dot) p.dout_dot = dod.view;
-  p.dq_dot = tc_operand(dq_dot).view;
-  p.dk_dot = tc_operand(dk_dot).view;
-  p.dv_dot = tc_operand(dv_dot).view;
-  p.delta_dot = delta_dot.data_ptr();
-  if (p.batch > 0) {
-    kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), p, dq_accum.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+  Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  b.p.delta_dot = delta_dot.data_ptr();
+  b.p.q_dot = qd.view;
+  b.p.k_dot = kd.view;
+  b.p.v_dot = vd.view;
+  b.p.out_dot = tc_operand(tangents.out_dot).view;
+  b.p.lse_dot = tangents.lse_dot.data_ptr();
+  if (has_dout_dot) b.p.dout_dot = dod.view;
+  b.p.dq_dot = tc_operand(dq_dot).view;
+  b.p.dk_dot = tc_operand(dk_dot).view;
+  b.p.dv_dot = tc_operand(dv_dot).view;
+  if (b.p.batch > 0) {
+    kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), b.p, b.dq_accum.data_ptr<float>(),
+                        at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  return {dq_dot, dk_dot, dv_dot, out_dot};
+  return {dq_dot, dk_dot, dv_dot, tangents.out_dot};
 }
 
 }  // namespace theria::fused
