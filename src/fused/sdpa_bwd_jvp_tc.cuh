@@ -15,14 +15,12 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
-#include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 // Launch shape overrides for scripts/device/tune.sh (0: the per-head-dim choice below).
 #ifndef THERIA_BJ_WARPS
@@ -33,9 +31,6 @@
 #endif
 #ifndef THERIA_BJ_MIN_BLOCKS
 #define THERIA_BJ_MIN_BLOCKS 1
-#endif
-#ifndef THERIA_BJ_WGMMA
-#define THERIA_BJ_WGMMA 1
 #endif
 
 namespace theria::kernels::cuda {
@@ -57,12 +52,7 @@ struct BwdJvpTraits {
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
-  // At head dims 64 and 128 the CTA is one warpgroup and its products run as wgmma with A from
-  // registers (each warp's 16 keys, as for mma.sync) and B read from shared memory once for the whole
-  // warpgroup instead of once per warp: the score products take Q, dO, Q_dot K-major, the dK_dot /
-  // dV_dot products take them MN-major. The tiles then sit in the wgmma layout.
-  static constexpr bool kWgmma = THERIA_BJ_WGMMA && kWarps == 4 && (kHeadDim == 64 || kHeadDim == 128);
-  using Rows = std::conditional_t<kWgmma, CoreMatrixRows<kHeadDim>, PaddedRows<kHeadDim>>;
+  using Rows = PaddedRows<kHeadDim>;  // K, V, their tangents, the query-side tiles
   using DsRows = PaddedRows<kBlockM>;  // the staged dS^T, dS_dot^T
   // K, V, K_dot, V_dot; Q, dO, Q_dot [, dO_dot] x 2 buffers; dS^T and dS_dot^T.
   static constexpr int kTileElems =
@@ -139,7 +129,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   }
   cp_async_commit();
   cp_async_wait<0>();
-  if constexpr (Tr::kWgmma) fence_proxy_async();
   __syncthreads();
 
   float dkd_acc[kHeadDim / 8][4], dvd_acc[kHeadDim / 8][4];
@@ -169,61 +158,34 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const float next_stat = step + 1 < n_steps ? fetch_stat(m + kBlockM) : 0.f;
 
     float st[kBlockM / 8][4], sdt[kBlockM / 8][4], dpt[kBlockM / 8][4], dpdt[kBlockM / 8][4];
-    if constexpr (Tr::kWgmma) {
-      // A fragments double-buffered across k-steps: a buffer is reloaded only once the group that read
-      // it (two steps back) has completed.
-      uint32_t afr[2][4][4];
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        uint32_t(&a)[4][4] = afr[kk & 1];
-        if (kk >= 2) wgmma_wait<1>();
-        ldmatrix_x4(a[0], a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(a[1], a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(a[2], a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(a[3], a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
-        wgmma_fence();
-        const uint64_t qb = wgmma_desc_k_major<Rows>(q_t, kk * 16), qdb = wgmma_desc_k_major<Rows>(qd_t, kk * 16);
-        const uint64_t ob = wgmma_desc_k_major<Rows>(do_t, kk * 16);
-        const int acc = kk > 0 ? 1 : 0;
-        wgmma_rs<T, kBlockM, 0>(st, a[0], qb, acc);
-        wgmma_rs<T, kBlockM, 0>(sdt, a[1], qb, acc);
-        wgmma_rs<T, kBlockM, 0>(sdt, a[0], qdb, 1);
-        wgmma_rs<T, kBlockM, 0>(dpt, a[2], ob, acc);
-        wgmma_rs<T, kBlockM, 0>(dpdt, a[3], ob, acc);
-        if constexpr (kDoutDot) wgmma_rs<T, kBlockM, 0>(dpdt, a[2], wgmma_desc_k_major<Rows>(dod_t, kk * 16), 1);
-        wgmma_commit();
-      }
-      wgmma_wait<0>();
-    } else {
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
 #pragma unroll
-      for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      for (int e = 0; e < 4; ++e) st[nt][e] = sdt[nt][e] = dpt[nt][e] = dpdt[nt][e] = 0.f;
+    }
 #pragma unroll
-        for (int e = 0; e < 4; ++e) st[nt][e] = sdt[nt][e] = dpt[nt][e] = dpdt[nt][e] = 0.f;
-      }
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t ka[4], kda[4], va[4], vda[4];
+      ldmatrix_x4(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
+      ldmatrix_x4(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        uint32_t ka[4], kda[4], va[4], vda[4];
-        ldmatrix_x4(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
-        ldmatrix_x4(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
+      for (int np = 0; np < kBlockM / 16; ++np) {
+        uint32_t qb[4], qdb[4], ob[4], odb[4];
+        ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
+        ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
+        if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
 #pragma unroll
-        for (int np = 0; np < kBlockM / 16; ++np) {
-          uint32_t qb[4], qdb[4], ob[4], odb[4];
-          ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
-          ldmatrix_x4(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
-          ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
-          if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int nt = 2 * np + h;
-            mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
-            mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
-            mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
-            mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
-            mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
-            if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
-          }
+        for (int h = 0; h < 2; ++h) {
+          const int nt = 2 * np + h;
+          mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
+          mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
+          mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
+          if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
         }
       }
     }
@@ -246,68 +208,35 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
 
     // dv_dot += P_dot^T dO + P^T dO_dot; dk_dot += dS_dot^T Q + dS^T Q_dot; stage dS^T, dS_dot^T.
-    if constexpr (Tr::kWgmma) {
-      // Issued asynchronously: they run while the dS tiles are staged and the dQ products below go
-      // through mma.sync; the step ends with the wait.
-      uint32_t pa[kBlockM / 16][4], pda[kBlockM / 16][4], dsa[kBlockM / 16][4], dsda[kBlockM / 16][4];
 #pragma unroll
-      for (int kq = 0; kq < kBlockM / 16; ++kq) {
-        c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
-        c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
-        c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
-        c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
-      }
-      wgmma_fence();
+    for (int kq = 0; kq < kBlockM / 16; ++kq) {
+      uint32_t pa[4], pda[4], dsa[4], dsda[4];
+      c_to_a<T>(pa, st[2 * kq], st[2 * kq + 1]);
+      c_to_a<T>(pda, sdt[2 * kq], sdt[2 * kq + 1]);
+      c_to_a<T>(dsa, dpt[2 * kq], dpt[2 * kq + 1]);
+      c_to_a<T>(dsda, dpdt[2 * kq], dpdt[2 * kq + 1]);
 #pragma unroll
-      for (int kq = 0; kq < kBlockM / 16; ++kq) {
-        wgmma_rs<T, kHeadDim, 1>(dvd_acc, pda[kq], wgmma_desc_mn_major<Rows>(do_t, kq * 16), 1);
-        if constexpr (kDoutDot) {
-          wgmma_rs<T, kHeadDim, 1>(dvd_acc, pa[kq], wgmma_desc_mn_major<Rows>(dod_t, kq * 16), 1);
+      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+        uint32_t ob[4], odb[4], qb[4], qdb[4];
+        ldmatrix_x4_trans(ob, b_frag_addr_kn<Rows>(do_t, kq * 16, dp * 16, lane));
+        if constexpr (kDoutDot) ldmatrix_x4_trans(odb, b_frag_addr_kn<Rows>(dod_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qb, b_frag_addr_kn<Rows>(q_t, kq * 16, dp * 16, lane));
+        ldmatrix_x4_trans(qdb, b_frag_addr_kn<Rows>(qd_t, kq * 16, dp * 16, lane));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          mma<T>(dvd_acc[2 * dp + h], pda, ob[2 * h], ob[2 * h + 1]);
+          if constexpr (kDoutDot) mma<T>(dvd_acc[2 * dp + h], pa, odb[2 * h], odb[2 * h + 1]);
+          mma<T>(dkd_acc[2 * dp + h], dsda, qb[2 * h], qb[2 * h + 1]);
+          mma<T>(dkd_acc[2 * dp + h], dsa, qdb[2 * h], qdb[2 * h + 1]);
         }
-        wgmma_rs<T, kHeadDim, 1>(dkd_acc, dsda[kq], wgmma_desc_mn_major<Rows>(q_t, kq * 16), 1);
-        wgmma_rs<T, kHeadDim, 1>(dkd_acc, dsa[kq], wgmma_desc_mn_major<Rows>(qd_t, kq * 16), 1);
       }
-      wgmma_commit();
 #pragma unroll
-      for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      for (int r = 0; r < 2; ++r) {
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int at = DsRows::offset(warp * 16 + g + 8 * r, nt * 8 + 2 * t);
+        for (int half = 0; half < 2; ++half) {
+          const int nt = 2 * kq + half, at = DsRows::offset(warp * 16 + g + 8 * r, nt * 8 + 2 * t);
           *reinterpret_cast<uint32_t*>(ds_tile + at) = pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
           *reinterpret_cast<uint32_t*>(dsd_tile + at) = pack2<T>(dpdt[nt][2 * r], dpdt[nt][2 * r + 1]);
-        }
-      }
-    } else {
-#pragma unroll
-      for (int kq = 0; kq < kBlockM / 16; ++kq) {
-        uint32_t pa[4], pda[4], dsa[4], dsda[4];
-        c_to_a<T>(pa, st[2 * kq], st[2 * kq + 1]);
-        c_to_a<T>(pda, sdt[2 * kq], sdt[2 * kq + 1]);
-        c_to_a<T>(dsa, dpt[2 * kq], dpt[2 * kq + 1]);
-        c_to_a<T>(dsda, dpdt[2 * kq], dpdt[2 * kq + 1]);
-#pragma unroll
-        for (int dp = 0; dp < kHeadDim / 16; ++dp) {
-          uint32_t ob[4], odb[4], qb[4], qdb[4];
-          ldmatrix_x4_trans(ob, b_frag_addr_kn<Rows>(do_t, kq * 16, dp * 16, lane));
-          if constexpr (kDoutDot) ldmatrix_x4_trans(odb, b_frag_addr_kn<Rows>(dod_t, kq * 16, dp * 16, lane));
-          ldmatrix_x4_trans(qb, b_frag_addr_kn<Rows>(q_t, kq * 16, dp * 16, lane));
-          ldmatrix_x4_trans(qdb, b_frag_addr_kn<Rows>(qd_t, kq * 16, dp * 16, lane));
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            mma<T>(dvd_acc[2 * dp + h], pda, ob[2 * h], ob[2 * h + 1]);
-            if constexpr (kDoutDot) mma<T>(dvd_acc[2 * dp + h], pa, odb[2 * h], odb[2 * h + 1]);
-            mma<T>(dkd_acc[2 * dp + h], dsda, qb[2 * h], qb[2 * h + 1]);
-            mma<T>(dkd_acc[2 * dp + h], dsa, qdb[2 * h], qdb[2 * h + 1]);
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int nt = 2 * kq + half, at = DsRows::offset(warp * 16 + g + 8 * r, nt * 8 + 2 * t);
-            *reinterpret_cast<uint32_t*>(ds_tile + at) = pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
-            *reinterpret_cast<uint32_t*>(dsd_tile + at) = pack2<T>(dpdt[nt][2 * r], dpdt[nt][2 * r + 1]);
-          }
         }
       }
     }
@@ -337,9 +266,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
       }
     }
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
-    if constexpr (Tr::kWgmma) wgmma_wait<0>();  // the dK_dot / dV_dot products of this step
     cp_async_wait<0>();
-    if constexpr (Tr::kWgmma) fence_proxy_async();
     __syncthreads();
   }
 

@@ -4,7 +4,8 @@
 // pads each row by 8 elements (16 bytes): with a row pitch of 2*kCols + 16 bytes, the 8 row addresses
 // of one ldmatrix fall in 8 distinct groups of 4 banks for every head dim used here (32, 64, 96, 128),
 // so the loads are conflict-free without a swizzle, and the padding works for 96 where an XOR
-// swizzle over 8 chunks would not. CoreMatrixRows stores whole 8 x 8 blocks, the layout wgmma reads.
+// swizzle over 8 chunks would not. (A wgmma layout of whole 8 x 8 blocks was tried for the
+// backward-JVP and measured slower: docs/performance.md.)
 #pragma once
 
 #include "fused/mma.cuh"
@@ -22,24 +23,6 @@ struct PaddedRows {
   __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
     r = c / (kCols / 8);
     col = (c % (kCols / 8)) * 8;
-  }
-};
-
-// Tile of whole 8 x 8 blocks (8 rows of 16 bytes, 128 contiguous bytes), the blocks of 8 rows one
-// after another: the no-swizzle layout wgmma reads B from (wgmma.cuh), K-major or MN-major. One ldmatrix
-// matrix is one block, so ldmatrix is conflict-free as well; copies go block by block, so consecutive
-// threads write consecutive 16-byte chunks.
-template <int kCols>
-struct CoreMatrixRows {
-  static constexpr int kBlockColBytes = 128;         // between blocks adjacent along the columns
-  static constexpr int kBlockRowBytes = 16 * kCols;  // between blocks adjacent along the rows (2-byte elements)
-  static constexpr int tile_elems(int rows) { return rows * kCols; }
-  __device__ __forceinline__ static int offset(int r, int c) {
-    return (r >> 3) * (8 * kCols) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
-  }
-  __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
-    r = (c / kCols) * 8 + (c & 7);  // kCols / 8 chunks per row, 8 rows per block row
-    col = ((c >> 3) % (kCols / 8)) * 8;
   }
 };
 
