@@ -95,16 +95,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
-  // registers early (so the load latency hides behind a step's products) and store them later.
+  // registers early (so the load latency hides behind a step's products) and store them later; the
+  // conversion to log2 units waits until the store, so that nothing uses the loaded value early.
   static_assert(kBlockM <= kThreads, "one thread per query row of a block");
   auto fetch_stats = [&](int m, float& lse_row, float& delta_row) {
     const bool valid = tid < kBlockM && m + tid < L;
-    lse_row = valid ? lse_g[m + tid] * static_cast<float>(M_LOG2E) : 0.f;
+    lse_row = valid ? lse_g[m + tid] : 0.f;
     delta_row = valid ? delta_g[m + tid] : 0.f;
   };
   auto store_stats = [&](int buf, float lse_row, float delta_row) {
     if (tid < kBlockM) {
-      lse_log2[buf * kBlockM + tid] = lse_row;
+      lse_log2[buf * kBlockM + tid] = lse_row * static_cast<float>(M_LOG2E);
       delta[buf * kBlockM + tid] = delta_row;
     }
   };
