@@ -151,10 +151,18 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const T* qd_t = row_tiles + (buf * kRows + 2) * kRowTile;
     const T* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
     const float* lse_s = stats + buf * kStats * kBlockM;
-    const float* lsed_s = lse_s + kBlockM;
-    const float* delta_s = lse_s + 2 * kBlockM;
-    const float* deltad_s = lse_s + 3 * kBlockM;
     const float next_stat = step + 1 < n_steps ? fetch_stat(m + kBlockM) : 0.f;
+    // This thread's row statistics for the step (queries nt * 8 + 2t and + 1), read before the products so
+    // that the elementwise pass does not wait on shared memory (Nsight Compute: 10 % of the stall samples
+    // at D=64 sat there).
+    float2 row_stats[kStats][kBlockM / 8];
+#pragma unroll
+    for (int i = 0; i < kStats; ++i) {
+#pragma unroll
+      for (int nt = 0; nt < kBlockM / 8; ++nt) {
+        row_stats[i][nt] = *reinterpret_cast<const float2*>(lse_s + i * kBlockM + nt * 8 + 2 * t);
+      }
+    }
 
     float st[kBlockM / 8][4], sdt[kBlockM / 8][4], dpt[kBlockM / 8][4], dpdt[kBlockM / 8][4];
 #pragma unroll
@@ -196,13 +204,14 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
       for (int e = 0; e < 4; ++e) {
         const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
         const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
-        const float pt = visible ? exp2f(fmaf(st[nt][e], scale_log2, -lse_s[qi])) : 0.f;
-        const float pdt = pt * fmaf(sdt[nt][e], scale, -lsed_s[qi]);
-        const float dp_minus = dpt[nt][e] - delta_s[qi];
+        const auto pick = [&](int i) { return (e & 1) ? row_stats[i][nt].y : row_stats[i][nt].x; };
+        const float pt = visible ? exp2f(fmaf(st[nt][e], scale_log2, -pick(0))) : 0.f;
+        const float pdt = pt * fmaf(sdt[nt][e], scale, -pick(1));
+        const float dp_minus = dpt[nt][e] - pick(2);
         st[nt][e] = pt;
         sdt[nt][e] = pdt;
         dpt[nt][e] = pt * dp_minus;
-        dpdt[nt][e] = pdt * dp_minus + pt * (dpdt[nt][e] - deltad_s[qi]);
+        dpdt[nt][e] = pdt * dp_minus + pt * (dpdt[nt][e] - pick(3));
       }
     }
 
