@@ -33,7 +33,7 @@ step verify verify.txt build-gpu/theria verify --json "$out/verify.json"
 export THERIA_LIBRARY="$root/build-gpu/libtheria.so"
 step sanitizer sanitizer.txt compute-sanitizer --tool memcheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
 step racecheck racecheck.txt compute-sanitizer --tool racecheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
-for preset in ${THERIA_BENCH_PRESETS:-medium:64,128 large:64}; do
+for preset in ${THERIA_BENCH_PRESETS-medium:64,128 large:64}; do
   step "bench ${preset}" "bench_${preset%%:*}.txt" build-gpu/theria bench --preset "${preset%%:*}" \
     --head-dim "${preset##*:}" --json "$out/bench_${preset%%:*}.json"
 done
