@@ -31,9 +31,6 @@
 #ifndef THERIA_TANGENT_BLOCK_N
 #define THERIA_TANGENT_BLOCK_N 0
 #endif
-#ifndef THERIA_TANGENT_MIN_BLOCKS
-#define THERIA_TANGENT_MIN_BLOCKS 0
-#endif
 
 namespace theria::kernels::cuda {
 
@@ -62,10 +59,6 @@ struct FwdTraits {
   static constexpr bool kWide = kHeadDim > 64;
   static constexpr int kBlockN =
       !kTangent ? 64 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N : kWide ? 32 : 64;
-  // CTAs per SM the register allocation must allow (__launch_bounds__): the tangent pass, with one
-  // accumulator fewer, fits three CTAs at 168 registers, which hides more latency at D=128.
-  static constexpr int kMinBlocks =
-      !kGivenStats ? 1 : THERIA_TANGENT_MIN_BLOCKS > 0 ? THERIA_TANGENT_MIN_BLOCKS : kWide ? 3 : 1;
   static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
   static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands <= 128;
   using Rows = PaddedRows<kHeadDim>;  // Q, K, V tiles
@@ -74,7 +67,7 @@ struct FwdTraits {
 };
 
 template <typename T, typename Tr, bool kCausal>
-__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
+__global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
   constexpr bool kTangent = Tr::kTangent, kGivenStats = Tr::kGivenStats;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
