@@ -16,7 +16,7 @@
 
 #include <cmath>
 
-// Tile shape of the launch (scripts/device/tune.sh times alternatives): 4 warps x 2 m-tiles =
+// Tile shape of the launch (scripts/device/variants.sh times alternatives): 4 warps x 2 m-tiles =
 // 128 query rows per CTA measured fastest on an H100 (docs/performance.md).
 #ifndef THERIA_FWD_WARPS
 #define THERIA_FWD_WARPS 4
