@@ -133,58 +133,55 @@ bool supports(int64_t dim_qk, int64_t dim_v, std::string* why_not) {
   return ok;
 }
 
-std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
-  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v);
-  Tensor out = at::empty(out_shape(q, v), q.options());
-  Tensor lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
-  kernels::SdpaFwdParams p;
-  fill_problem(p, q, k, v, causal, scale);
-  p.q = qo.view;
-  p.k = ko.view;
-  p.v = vo.view;
-  p.out = tc_operand(out).view;
-  p.lse = lse.data_ptr();
-  if (p.batch > 0) {
-    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, at::cuda::getCurrentCUDAStream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return {out, lse};
-}
-
 namespace {
 
-// The tensor-core passes with tangents. Without saved statistics it is the JVP of sdpa_jvp (out, lse,
-// out_dot, lse_dot); with the forward's saved out and lse it is the tangent pass that starts
-// sdpa_bwd_jvp, which writes only out_dot and lse_dot. The operands live until the launch.
-struct TangentPass {
-  Tensor out, lse, out_dot, lse_dot;
-};
-TangentPass tc_tangent_pass(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
-                            const OptTensor& k_dot, const OptTensor& v_dot, bool causal, double scale,
-                            const Tensor* saved_out = nullptr, const Tensor* saved_lse = nullptr) {
-  const bool given = saved_out != nullptr;
-  const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
-  TangentPass o{given ? *saved_out : at::empty(out_shape(q, v), q.options()),
-                given ? saved_lse->contiguous() : stats(), at::empty(out_shape(q, v), q.options()), stats()};
-  const Operand qo = tc_operand(q), ko = tc_operand(k), vo = tc_operand(v), oo = tc_operand(o.out);
-  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
+// What sdpa_fwd and sdpa_jvp share: the operands, the new out and lse, held until the launch, and the
+// params that point at them.
+struct FwdLaunch {
+  Operand q, k, v, out;
+  Tensor lse;
   kernels::SdpaFwdParams p;
-  fill_problem(p, q, k, v, causal, scale);
-  p.q = qo.view;
-  p.k = ko.view;
-  p.v = vo.view;
-  p.out = oo.view;
-  p.lse = o.lse.data_ptr();
-  p.q_dot = qd.view;
-  p.k_dot = kd.view;
-  p.v_dot = vd.view;
+};
+void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  f.q = tc_operand(q);
+  f.k = tc_operand(k);
+  f.v = tc_operand(v);
+  f.out = tc_operand(at::empty(out_shape(q, v), q.options()));
+  f.lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  fill_problem(f.p, q, k, v, causal, scale);
+  f.p.q = f.q.view;
+  f.p.k = f.k.view;
+  f.p.v = f.v.view;
+  f.p.out = f.out.view;
+  f.p.lse = f.lse.data_ptr();
+}
+
+// The tangents of a pass, an absent one as zeros of its primal's shape.
+struct TangentOperands {
+  Operand q_dot, k_dot, v_dot;
+};
+TangentOperands tc_tangents(const OptTensor& q_dot, const OptTensor& k_dot, const OptTensor& v_dot, const Tensor& q,
+                            const Tensor& k, const Tensor& v) {
+  return {tc_tangent(q_dot, q), tc_tangent(k_dot, k), tc_tangent(v_dot, v)};
+}
+
+// The tensor-core passes with tangents, on params whose problem and q, k, v, out, lse are set: the JVP
+// of sdpa_jvp (writes out and lse too), or, with given_stats, the tangent pass that starts sdpa_bwd_jvp
+// (reads the saved out and lse). Returns the new out_dot and lse_dot.
+struct TangentOutputs {
+  Tensor out_dot, lse_dot;
+};
+TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands& t, const Tensor& q, const Tensor& v,
+                                bool given_stats) {
+  TangentOutputs o{at::empty(out_shape(q, v), q.options()), at::empty(stats_shape(q), q.options().dtype(at::kFloat))};
+  p.q_dot = t.q_dot.view;
+  p.k_dot = t.k_dot.view;
+  p.v_dot = t.v_dot.view;
   p.out_dot = tc_operand(o.out_dot).view;
   p.lse_dot = o.lse_dot.data_ptr();
   if (p.batch > 0) {
     const auto stream = at::cuda::getCurrentCUDAStream();
-    if (given) kc::sdpa_tangent_tc(kernel_dtype(q.scalar_type()), p, stream);
+    if (given_stats) kc::sdpa_tangent_tc(kernel_dtype(q.scalar_type()), p, stream);
     else kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -193,13 +190,27 @@ TangentPass tc_tangent_pass(const Tensor& q, const Tensor& k, const Tensor& v, c
 
 }  // namespace
 
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  c10::cuda::CUDAGuard guard(q.device());
+  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
+  FwdLaunch f;
+  prepare_fwd(f, q, k, v, causal, scale);
+  if (f.p.batch > 0) {
+    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), f.p, at::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {f.out.t, f.lse};
+}
+
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  const auto o = tc_tangent_pass(q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  return {o.out, o.lse, o.out_dot};
+  FwdLaunch f;
+  prepare_fwd(f, q, k, v, causal, scale);
+  const auto o = run_tangent_pass(f.p, tc_tangents(q_dot, k_dot, v_dot, q, k, v), q, v, /*given_stats=*/false);
+  return {f.out.t, f.lse, o.out_dot};
 }
 
 namespace {
@@ -264,12 +275,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
                                      scale);
   }
-  // The tangent pass gives out_dot and lse_dot from the saved out and lse.
-  const auto tangents = tc_tangent_pass(q, k, v, q_dot, k_dot, v_dot, causal, scale, &out, &lse);
-
   BwdLaunch b;
-  prepare_bwd(b, q, k, v, out, tangents.lse, dout, causal, scale);
-  const Operand qd = tc_tangent(q_dot, q), kd = tc_tangent(k_dot, k), vd = tc_tangent(v_dot, v);
+  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
+  // The tangent pass gives out_dot and lse_dot from the saved out and lse; its operands serve the
+  // backward-JVP too.
+  const TangentOperands t = tc_tangents(q_dot, k_dot, v_dot, q, k, v);
+  const auto tangents = run_tangent_pass(b.p, t, q, v, /*given_stats=*/true);
   // Without a dout tangent (the double backward) the kernels skip its terms instead of reading zeros.
   const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();
   const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
@@ -278,9 +289,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   Tensor dv_dot = at::empty_like(v, at::MemoryFormat::Contiguous);
   Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
   b.p.delta_dot = delta_dot.data_ptr();
-  b.p.q_dot = qd.view;
-  b.p.k_dot = kd.view;
-  b.p.v_dot = vd.view;
+  b.p.q_dot = t.q_dot.view;
+  b.p.k_dot = t.k_dot.view;
+  b.p.v_dot = t.v_dot.view;
   b.p.out_dot = tc_operand(tangents.out_dot).view;
   b.p.lse_dot = tangents.lse_dot.data_ptr();
   if (has_dout_dot) b.p.dout_dot = dod.view;

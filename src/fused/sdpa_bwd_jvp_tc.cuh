@@ -278,32 +278,17 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     __syncthreads();
   }
 
-  T* dk_dot = batch_base<T>(p.dk_dot, b);
-  T* dv_dot = batch_base<T>(p.dv_dot, b);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = key_g + 8 * r;
-    if (key >= S) continue;
-#pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(dk_dot + static_cast<int64_t>(key) * p.dk_dot.row_stride + dt * 8 + 2 * t) =
-          pack2<T>(dkd_acc[dt][2 * r] * scale, dkd_acc[dt][2 * r + 1] * scale);
-      *reinterpret_cast<uint32_t*>(dv_dot + static_cast<int64_t>(key) * p.dv_dot.row_stride + dt * 8 + 2 * t) =
-          pack2<T>(dvd_acc[dt][2 * r], dvd_acc[dt][2 * r + 1]);
-    }
-  }
+  const int key0 = n0 + warp * 16;
+  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk_dot, b), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
+  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
 }
 
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-  auto* kernel = sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>;
-  if constexpr (smem > 48 * 1024) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  }
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-  kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
+  launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
   launch_dq_finish<T>(p, p.dq_dot, ws, stream);
 }
 

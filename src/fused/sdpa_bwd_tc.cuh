@@ -262,23 +262,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     __syncthreads();
   }
 
-  T* dk = batch_base<T>(p.dk, b);
-  T* dv = batch_base<T>(p.dv, b);
   const float scale = static_cast<float>(p.scale);
 #pragma unroll
   for (int kt = 0; kt < kKTiles; ++kt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int key = n0 + warp_key0 + kt * 16 + g + 8 * r;
-      if (key >= S) continue;
-#pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        *reinterpret_cast<uint32_t*>(dk + static_cast<int64_t>(key) * p.dk.row_stride + dt * 8 + 2 * t) =
-            pack2<T>(dk_acc[kt][dt][2 * r] * scale, dk_acc[kt][dt][2 * r + 1] * scale);
-        *reinterpret_cast<uint32_t*>(dv + static_cast<int64_t>(key) * p.dv.row_stride + dt * 8 + 2 * t) =
-            pack2<T>(dv_acc[kt][dt][2 * r], dv_acc[kt][dt][2 * r + 1]);
-      }
-    }
+    const int key0 = n0 + warp_key0 + kt * 16;
+    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk, b), p.dk.row_stride, dk_acc[kt], key0, S, scale, lane);
+    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv, b), p.dv.row_stride, dv_acc[kt], key0, S, 1.f, lane);
   }
 }
 
@@ -287,12 +276,8 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   using Tile = BwdTile<kHeadDim>;
   using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-  auto* kernel = sdpa_bwd_tc_kernel<T, Tr, kCausal>;
-  if constexpr (smem > 48 * 1024) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  }
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-  kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
+  launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
   launch_dq_finish<T>(p, p.dq, ws, stream);
 }
 

@@ -378,12 +378,8 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);
-  auto* kernel = sdpa_fwd_tc_kernel<T, Tr, kCausal>;
-  if constexpr (smem > 48 * 1024) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  }
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  kernel<<<grid, Tr::kThreads, smem, stream>>>(p);
+  launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p);
 }
 
 }  // namespace theria::kernels::cuda

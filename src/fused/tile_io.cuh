@@ -1,4 +1,5 @@
-// Shared-memory tiles and their global -> shared copies.
+// Shared-memory tiles: their global -> shared copies, their ldmatrix addresses, the stores of
+// accumulator rows back to global memory, and the launch with dynamic shared memory.
 //
 // Tiles are row-major kRows x kCols 16-bit elements in a layout type (offset, copy order): PaddedRows
 // pads each row by 8 elements (16 bytes): with a row pitch of 2*kCols + 16 bytes, the 8 row addresses
@@ -10,6 +11,10 @@
 
 #include "fused/mma.cuh"
 #include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace theria::kernels::cuda {
 
@@ -62,6 +67,35 @@ __device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t 
 #pragma unroll
     for (int c = tid; c < kChunks; c += kThreads) copy(c);
   }
+}
+
+// Writes a warp's 16 x kCols fp32 accumulator tile (mma C fragments; rows row0 + g and row0 + g + 8)
+// times `scale` as 16-bit rows of a row-major global matrix; rows at or past n_rows are skipped.
+template <typename T, int kCols>
+__device__ __forceinline__ void store_acc_rows(T* gmem, int64_t row_stride, const float (&acc)[kCols / 8][4], int row0,
+                                               int n_rows, float scale, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + g + 8 * r;
+    if (row >= n_rows) continue;
+    T* out = gmem + static_cast<int64_t>(row) * row_stride + 2 * t;
+#pragma unroll
+    for (int dt = 0; dt < kCols / 8; ++dt) {
+      *reinterpret_cast<uint32_t*>(out + dt * 8) = pack2<T>(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
+    }
+  }
+}
+
+// Launches a tile kernel with `smem` bytes of dynamic shared memory, first raising the kernel's limit
+// when that is above the 48 KB every kernel gets by default.
+template <typename... Params, typename... Args>
+void launch_with_smem(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                      const Args&... args) {
+  if (smem > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  }
+  kernel<<<grid, threads, smem, stream>>>(args...);
 }
 
 // ldmatrix addresses for the fragment patterns used by the kernels (see mma.cuh), in a tile of the
