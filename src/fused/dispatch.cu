@@ -34,7 +34,6 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
 
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
-    launch_sdpa_row_terms<T, float, false>(p, stream);
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         launch_sdpa_bwd_tc<T, kHeadDim, kCausal>(p, BwdWorkspace{dq_accum}, stream);
@@ -45,7 +44,6 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStrea
 
 void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
-    launch_sdpa_row_terms<T, float, true>(p, stream);
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {

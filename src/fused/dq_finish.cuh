@@ -1,6 +1,7 @@
 // The dQ side of the tensor-core backward and backward-JVP: each key block adds its share of dQ (or
 // of its tangent) into an fp32 buffer with atomics (add_dq_tile), and a last kernel writes
-// scale * buffer in the output dtype and layout (launch_dq_finish).
+// scale * buffer in the output dtype and layout (launch_dq_finish; rows start on 16-byte boundaries
+// on this path).
 #pragma once
 
 #include "fused/kernel_templates.h"
@@ -37,20 +38,30 @@ __device__ __forceinline__ void add_dq_tile(float* dq_accum, const float (&acc)[
   }
 }
 
-template <typename T>
-__global__ void sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst, const BwdWorkspace ws) {
-  const int64_t E = p.dim_qk, n = p.batch * p.len_q * E;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = idx / (p.len_q * E), i = (idx / E) % p.len_q, e = idx % E;
-    batch_base<T>(dst, b)[i * dst.row_stride + e] = static_cast<T>(ws.dq_accum[idx] * float(p.scale));
+// scale * buffer as 16-bit rows: a thread writes 8 columns (one 16-byte store) from two 16-byte loads;
+// the batch position comes from the grid, so no thread divides (the element-per-thread form with 64-bit
+// divisions took three times as long as its memory traffic at the benchmark shapes).
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst, const BwdWorkspace ws) {
+  constexpr int kChunks = kHeadDim / 8;  // per row
+  const int idx = blockIdx.x * 256 + threadIdx.x, i = idx / kChunks, col = (idx % kChunks) * 8;
+  if (i >= p.len_q) return;
+  const float scale = static_cast<float>(p.scale);
+  for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    const float4* src = reinterpret_cast<const float4*>(ws.dq_accum + (b * p.len_q + i) * kHeadDim + col);
+    const float4 x = src[0], y = src[1];
+    const uint4 packed = {pack2<T>(x.x * scale, x.y * scale), pack2<T>(x.z * scale, x.w * scale),
+                          pack2<T>(y.x * scale, y.y * scale), pack2<T>(y.z * scale, y.w * scale)};
+    *reinterpret_cast<uint4*>(batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col) = packed;
   }
 }
 
-template <typename T>
+template <typename T, int kHeadDim>
 void launch_dq_finish(const SdpaBwdParams& p, const MatrixView& dst, const BwdWorkspace& ws, cudaStream_t stream) {
-  const int64_t n = p.batch * p.len_q * p.dim_qk;
-  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
-  sdpa_dq_finish_kernel<T><<<blocks, 256, 0, stream>>>(p, dst, ws);
+  const int64_t threads = p.len_q * (kHeadDim / 8);
+  const dim3 grid(static_cast<unsigned>((threads + 255) / 256), static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
+  if (grid.x == 0 || grid.y == 0) return;
+  sdpa_dq_finish_kernel<T, kHeadDim><<<grid, 256, 0, stream>>>(p, dst, ws);
 }
 
 }  // namespace theria::kernels::cuda

@@ -23,12 +23,9 @@ template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
 
 // The tangents (dq_dot, dk_dot, dv_dot) of the backward; p carries lse_dot and out_dot from a tangent pass
-// and delta, delta_dot from launch_sdpa_row_terms<T, float, true>. kDoutDot: p.dout_dot is set.
+// (delta and delta_dot come from its own row-term kernel). kDoutDot: p.dout_dot is set.
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
-
-template <typename T, typename Acc, bool kTangent>
-void launch_sdpa_row_terms(const SdpaBwdParams& p, cudaStream_t stream);
 
 template <typename T, bool kTangent, int kCols>
 void launch_sdpa_fwd_simt(const SdpaFwdParams& p, cudaStream_t stream);

@@ -111,6 +111,15 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
   a[3] = pack2<T>(c1[2], c1[3]);
 }
 
+// 2^x as one MUFU.EX2. Results below 2^-126 flush to zero, where exp2f spends four more instructions
+// per element to return them as subnormals: a probability that small is zero next to the row's largest,
+// which is 1 after the max (or lse) is subtracted. -inf gives 0, +inf and NaN pass through.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Sum / max over the 4 lanes that share a fragment row.
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffff, x, 1);

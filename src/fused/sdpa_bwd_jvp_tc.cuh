@@ -14,6 +14,8 @@
 #include "fused/dq_finish.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
+#include "fused/row_terms_tc.cuh"
+#include "fused/sdpa_bwd_wg.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -205,7 +207,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
         const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
         const auto pick = [&](int i) { return (e & 1) ? row_stats[i][nt].y : row_stats[i][nt].x; };
-        const float pt = visible ? exp2f(fmaf(st[nt][e], scale_log2, -pick(0))) : 0.f;
+        const float pt = visible ? fast_exp2(fmaf(st[nt][e], scale_log2, -pick(0))) : 0.f;
         const float pdt = pt * fmaf(sdt[nt][e], scale, -pick(1));
         const float dp_minus = dpt[nt][e] - pick(2);
         st[nt][e] = pt;
@@ -285,11 +287,16 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
-  constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
-  launch_dq_finish<T>(p, p.dq_dot, ws, stream);
+  launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
+  if constexpr (kHeadDim == 128 && THERIA_WG) {
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal>(p, ws, stream);
+  } else {
+    using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
+    constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
+  }
+  launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);
 }
 
 }  // namespace theria::kernels::cuda

@@ -12,6 +12,8 @@
 #include "fused/dq_finish.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
+#include "fused/row_terms_tc.cuh"
+#include "fused/sdpa_bwd_wg.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -194,7 +196,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
         for (int e = 0; e < 4; ++e) {
           const int qi = nt * 8 + 2 * t + (e & 1), key = n0 + warp_key0 + kt * 16 + g + (e >> 1) * 8;
           const bool visible = key < S && m + qi < L && (!kCausal || key <= m + qi);
-          const float pt = visible ? exp2f(fmaf(st[kt][nt][e], scale_log2, -lse_s[qi])) : 0.f;
+          const float pt = visible ? fast_exp2(fmaf(st[kt][nt][e], scale_log2, -lse_s[qi])) : 0.f;
           st[kt][nt][e] = pt;
           dpt[kt][nt][e] = pt * (dpt[kt][nt][e] - delta_s[qi]);
         }
@@ -273,12 +275,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 
 template <typename T, int kHeadDim, bool kCausal>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  using Tile = BwdTile<kHeadDim>;
-  using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
-  constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
-  launch_dq_finish<T>(p, p.dq, ws, stream);
+  launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
+  if constexpr (kHeadDim == 128 && THERIA_WG) {
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal>(p, ws, stream);
+  } else {
+    using Tile = BwdTile<kHeadDim>;
+    using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
+    constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
+  }
+  launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);
 }
 
 }  // namespace theria::kernels::cuda

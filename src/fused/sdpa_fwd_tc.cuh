@@ -9,6 +9,7 @@
 
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
+#include "fused/sdpa_fwd_wg.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -246,7 +247,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
         for (int nt = 0; nt < kBlockN / 8; ++nt) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], scale_log2, -row_max[mt][e >> 1]));
+            s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -row_max[mt][e >> 1]));
             sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
             row_w[mt][e >> 1] += sd[mt][nt][e];
           }
@@ -262,7 +263,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
           mx = quad_max(mx);
           // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
           const float m_use = mx == -INFINITY ? 0.f : mx;
-          const float alpha = exp2f(row_max[mt][r] - m_use);
+          const float alpha = fast_exp2(row_max[mt][r] - m_use);
           row_max[mt][r] = mx;
           row_sum[mt][r] *= alpha;
           if constexpr (kTangent) row_w[mt][r] *= alpha;
@@ -283,7 +284,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
               const int e = 2 * r + c;
-              s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], scale_log2, -m_use));
+              s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -m_use));
               row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
               if constexpr (kTangent) {
                 sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
@@ -375,6 +376,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   // The JVP carries twice the accumulators: one m-tile per warp.
+  if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG) {
+    launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kPass>(p, stream);
+    return;
+  }
   constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);

@@ -5,8 +5,7 @@
 // pads each row by 8 elements (16 bytes): with a row pitch of 2*kCols + 16 bytes, the 8 row addresses
 // of one ldmatrix fall in 8 distinct groups of 4 banks for every head dim used here (32, 64, 96, 128),
 // so the loads are conflict-free without a swizzle, and the padding works for 96 where an XOR
-// swizzle over 8 chunks would not. (A wgmma layout of whole 8 x 8 blocks was tried for the
-// backward-JVP and measured slower: docs/performance.md.)
+// swizzle over 8 chunks would not. CoreMatrixRows stores whole 8 x 8 blocks, the layout wgmma reads.
 #pragma once
 
 #include "fused/mma.cuh"
@@ -28,6 +27,24 @@ struct PaddedRows {
   __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
     r = c / (kCols / 8);
     col = (c % (kCols / 8)) * 8;
+  }
+};
+
+// Tile of whole 8 x 8 blocks (8 rows of 16 bytes, 128 contiguous bytes), the blocks of 8 rows one after
+// another: the no-swizzle layout wgmma reads (wgmma.cuh), K-major or MN-major. One ldmatrix matrix or
+// one 4-byte store per lane of an accumulator row pair stays within one block, so neither conflicts;
+// copies go block by block, so consecutive threads write consecutive 16-byte chunks.
+template <int kCols>
+struct CoreMatrixRows {
+  static constexpr int kBlockColBytes = 128;         // between blocks adjacent along the columns
+  static constexpr int kBlockRowBytes = 16 * kCols;  // between blocks adjacent along the rows (2-byte elements)
+  static constexpr int tile_elems(int rows) { return rows * kCols; }
+  __host__ __device__ __forceinline__ static constexpr int offset(int r, int c) {
+    return (r >> 3) * (8 * kCols) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
+  }
+  __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
+    r = (c / kCols) * 8 + (c & 7);  // kCols / 8 blocks of 8 chunks per block row
+    col = ((c >> 3) % (kCols / 8)) * 8;
   }
 };
 

@@ -1,5 +1,4 @@
-// SIMT kernels: float and double, with and without tangents, 1/2/4/8 columns per lane; and the
-// row-term kernel of the tensor-core backward (16-bit inputs, fp32 sums).
+// SIMT kernels: float and double, with and without tangents, 1/2/4/8 columns per lane.
 #include "fused/sdpa_simt.cuh"
 
 namespace theria::kernels::cuda {
@@ -17,10 +16,5 @@ THERIA_INSTANTIATE_SIMT_COLS(float, false)
 THERIA_INSTANTIATE_SIMT_COLS(float, true)
 THERIA_INSTANTIATE_SIMT_COLS(double, false)
 THERIA_INSTANTIATE_SIMT_COLS(double, true)
-
-template void launch_sdpa_row_terms<__half, float, false>(const SdpaBwdParams&, cudaStream_t);
-template void launch_sdpa_row_terms<__nv_bfloat16, float, false>(const SdpaBwdParams&, cudaStream_t);
-template void launch_sdpa_row_terms<__half, float, true>(const SdpaBwdParams&, cudaStream_t);
-template void launch_sdpa_row_terms<__nv_bfloat16, float, true>(const SdpaBwdParams&, cudaStream_t);
 
 }  // namespace theria::kernels::cuda

@@ -1,0 +1,75 @@
+// Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ):
+// delta = rowsum(dout * out) and, with kTangent, delta_dot = rowsum(dout_dot * out + dout * out_dot),
+// in fp32. A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them);
+// rows start on 16-byte boundaries on this path. The batch position comes from the grid, so no thread
+// divides by the row count (the warp-per-row SIMT kernel spent about three times as long at the
+// benchmark shapes on its divisions and 2-byte loads).
+#pragma once
+
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+namespace theria::kernels::cuda {
+
+// The dot product of 8 pairs of 16-bit values, in fp32.
+template <typename T>
+__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
+  const uint32_t x[4] = {a.x, a.y, a.z, a.w}, y[4] = {b.x, b.y, b.z, b.w};
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float a0, a1, b0, b1;
+    unpack2<T>(x[i], a0, a1);
+    unpack2<T>(y[i], b0, b1);
+    s = fmaf(a0, b0, fmaf(a1, b1, s));
+  }
+  return s;
+}
+
+constexpr int kRowTermsThreads = 256;  // 64 rows per block
+
+template <typename T, int kHeadDim, bool kTangent>
+__global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(const SdpaBwdParams p) {
+  constexpr int kChunks = kHeadDim / 8 / 4;  // 16-byte chunks per thread
+  const int i = blockIdx.x * (kRowTermsThreads / 4) + threadIdx.x / 4, quad_lane = threadIdx.x % 4;
+  const bool dout_dot = kTangent && p.dout_dot.ptr != nullptr;  // absent in the double backward
+  for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    float delta = 0.f, delta_dot = 0.f;
+    if (i < p.len_q) {
+      const auto at = [&](const MatrixView& m) { return batch_base<const T>(m, b) + static_cast<int64_t>(i) * m.row_stride; };
+      const uint4* dout = reinterpret_cast<const uint4*>(at(p.dout));
+      const uint4* out = reinterpret_cast<const uint4*>(at(p.out));
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const int chunk = quad_lane + 4 * c;
+        const uint4 o = out[chunk], d = dout[chunk];
+        delta += dot8<T>(d, o);
+        if constexpr (kTangent) {
+          delta_dot += dot8<T>(d, reinterpret_cast<const uint4*>(at(p.out_dot))[chunk]);
+          if (dout_dot) delta_dot += dot8<T>(reinterpret_cast<const uint4*>(at(p.dout_dot))[chunk], o);
+        }
+      }
+    }
+    delta = quad_sum(delta);
+    if constexpr (kTangent) delta_dot = quad_sum(delta_dot);
+    if (i < p.len_q && quad_lane == 0) {
+      static_cast<float*>(p.delta)[b * p.len_q + i] = delta;
+      if constexpr (kTangent) static_cast<float*>(p.delta_dot)[b * p.len_q + i] = delta_dot;
+    }
+  }
+}
+
+template <typename T, int kHeadDim, bool kTangent>
+void launch_sdpa_row_terms_tc(const SdpaBwdParams& p, cudaStream_t stream) {
+  constexpr int kRows = kRowTermsThreads / 4;
+  const dim3 grid(static_cast<unsigned>((p.len_q + kRows - 1) / kRows), static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
+  if (grid.x == 0 || grid.y == 0) return;
+  sdpa_row_terms_tc_kernel<T, kHeadDim, kTangent><<<grid, kRowTermsThreads, 0, stream>>>(p);
+}
+
+}  // namespace theria::kernels::cuda

@@ -1,0 +1,339 @@
+// Fused backward and backward-JVP on Hopper warpgroup MMAs (wgmma), head dim 128: the quantities of
+// sdpa_bwd_tc.cuh (docs/derivatives.md, B) and sdpa_bwd_jvp_tc.cuh (BJ), with the products that the
+// mma.sync kernels run out of shared-memory bandwidth on read by the tensor cores once per warpgroup
+// instead of once per warp (measured: docs/performance.md).
+//
+// One CTA per (batch position, block of 128 keys): two warpgroups of 64 keys each keep their dK, dV
+// (or dk_dot, dv_dot; 64 x 128 fp32 each) in registers while blocks of kBlockM queries stream through a
+// double-buffered cp.async pipeline. Per block and warpgroup (tangent terms in brackets):
+//   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
+//      (Q, dO [, Q_dot, dO_dot]) both K-major from shared memory, in two commit groups, so that P^T
+//      [and P_dot^T] are formed while the dP products still run;
+//   2. dV += P^T dO, dK += dS^T Q  [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot]:
+//      A from registers (the accumulators of 1 as mma fragments), B MN-major from the query-side
+//      tiles; dS^T [and dS_dot^T] go to shared memory meanwhile;
+//   3. dQ^T [dq_dot^T] for this warpgroup's 64 head-dim columns = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]
+//      over all 128 keys: A = K^T MN-major, B = dS^T MN-major, both from shared memory. The tile is
+//      staged as [query][column] and added to the fp32 buffer as rows of 4 columns (v4 reductions).
+#pragma once
+
+#include "fused/dq_finish.cuh"
+#include "fused/kernel_templates.h"
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "fused/wgmma.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <type_traits>
+
+namespace theria::kernels::cuda {
+
+// kTangent: the backward-JVP (with kDoutDot: along a dout tangent too); else the backward.
+template <int kHeadDim_, bool kTangent_, bool kDoutDot_, int kBlockM_>
+struct BwdWgTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kTangent = kTangent_;
+  static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
+  static constexpr int kBlockM = kBlockM_;          // queries per step
+  static constexpr int kKeyOperands = kTangent ? 4 : 2;               // K, V [, K_dot, V_dot]
+  static constexpr int kRowOperands = kTangent ? (kDoutDot ? 4 : 3) : 2;  // Q, dO [, Q_dot [, dO_dot]]
+  static constexpr int kDsTiles = kTangent ? 2 : 1;                   // dS^T [, dS_dot^T]
+  static constexpr int kStats = kTangent ? 4 : 2;  // lse (log2 units), [lse_dot,] delta [, delta_dot]
+  static constexpr int kDqCols = kHeadDim / kWarpGroups;  // dQ columns per warpgroup (the wgmma M)
+  static_assert(kDqCols == 64, "each warpgroup owns 64 columns of dQ");
+  static_assert(kStats * kBlockM <= kThreads, "one thread per row statistic of a block");
+  using Rows = CoreMatrixRows<kHeadDim>;  // the key-side and query-side tiles
+  using DsRows = CoreMatrixRows<kBlockM>;  // dS^T as [key][query]
+  static constexpr int kDqPitch = kDqCols + 4;  // floats per staged dQ row (conflict-free stores)
+  static constexpr int kTileElems = Rows::tile_elems(kKeyOperands * kBlockN + 2 * kRowOperands * kBlockM) +
+                                    kDsTiles * DsRows::tile_elems(kBlockN);
+  static constexpr size_t kSmemBytes(size_t elem) {
+    return kTileElems * elem + (2 * kStats * kBlockM + kWarpGroups * kBlockM * kDqPitch) * sizeof(float);
+  }
+};
+
+template <typename T, typename Tr, bool kCausal>
+__global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+  constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
+  constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads, kDqPitch = Tr::kDqPitch;
+  constexpr int kMt = kBlockM / 8, kKq = kBlockM / 16;  // accumulator column tiles, k-steps of a block
+  using Rows = typename Tr::Rows;
+  using DsRows = typename Tr::DsRows;
+  constexpr int kRowTile = Rows::tile_elems(kBlockM);
+  constexpr int kKeyTile = Rows::tile_elems(kBlockN);
+  constexpr int kDsTile = DsRows::tile_elems(kBlockN);
+  constexpr uint32_t kKeyBytes = kKeyTile * sizeof(T), kRowBytes = kRowTile * sizeof(T), kDsBytes = kDsTile * sizeof(T);
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* k_tile = reinterpret_cast<T*>(smem);  // then V [, K_dot, V_dot]
+  T* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
+  T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kDsTile);  // [2][kStats][kBlockM]
+  float* dq_stage = stats + 2 * kStats * kBlockM;  // [warpgroup][kBlockM][kDqPitch]
+
+  const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
+  // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
+  // and keeps the wgmma descriptors derived from it in uniform registers.
+  const int wg = __shfl_sync(0xffffffff, tid / 128, 0);
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const int n0 = blockIdx.x * kBlockN;
+  const int64_t b = blockIdx.y;
+  // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
+  const int stat_which = tid / kBlockM, stat_row = tid % kBlockM;
+  const void* stat_base = !kTangent ? (stat_which == 0 ? p.lse : p.delta)
+                                    : (stat_which == 0 ? p.lse : stat_which == 1 ? p.lse_dot : stat_which == 2 ? p.delta : p.delta_dot);
+  const float* stat_src = stat_which < kStats ? static_cast<const float*>(stat_base) + b * p.len_q : nullptr;
+  constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
+  float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
+
+  const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
+  const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
+
+  // The query-side operands' bases, worked out once (each is a division of the batch index).
+  const T* const q_g = batch_base<const T>(p.q, b);
+  const T* const do_g = batch_base<const T>(p.dout, b);
+  const T* const qd_g = kTangent ? batch_base<const T>(p.q_dot, b) : nullptr;
+  const T* const dod_g = kDoutDot ? batch_base<const T>(p.dout_dot, b) : nullptr;
+  auto load_rows = [&](int buf, int m) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const MatrixView& src = i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
+      load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(row_tiles + (buf * kRows + i) * kRowTile,
+                                                            i == 0 ? q_g : i == 1 ? do_g : i == 2 ? qd_g : dod_g,
+                                                            src.row_stride, m, L, tid);
+    }
+  };
+  auto fetch_stat = [&](int m) { return stat_src == nullptr || m + stat_row >= L ? 0.f : stat_src[m + stat_row]; };
+  auto store_stat = [&](int buf, float x) {
+    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = stat_which == kLse ? x * static_cast<float>(M_LOG2E) : x;
+  };
+
+#pragma unroll
+  for (int i = 0; i < Tr::kKeyOperands; ++i) {
+    const MatrixView& src = i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot;
+    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(k_tile + i * kKeyTile, batch_base<const T>(src, b),
+                                                          src.row_stride, n0, S, tid);
+  }
+  if (n_steps > 0) {
+    load_rows(0, m_begin);
+    store_stat(0, fetch_stat(m_begin));
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];  // dK, dV or their tangents
+#pragma unroll
+  for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.f;
+  }
+  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  const float scale = static_cast<float>(p.scale);
+  const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
+  const int key_g = n0 + key_w + g;
+
+  for (int step = 0; step < n_steps; ++step) {
+    const int buf = step & 1, m = m_begin + step * kBlockM;
+    if (step + 1 < n_steps) {
+      load_rows(buf ^ 1, m + kBlockM);
+      cp_async_commit();
+    }
+    const float* stat_s = stats + buf * kStats * kBlockM;
+    const float next_stat = step + 1 < n_steps ? fetch_stat(m + kBlockM) : 0.f;
+    // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
+    using KMajor = TileDesc<Rows, false>;
+    using MnMajor = TileDesc<Rows, true>;
+    const uint32_t key_s = smem_addr(k_tile) + 2 * Rows::offset(wg_key0, 0);
+    const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kRowTile);
+    const KMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
+    const KMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
+
+    // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
+    float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const uint64_t ka = k_d.at(0, 16 * kk);
+      const uint64_t qb = q_d.at(0, 16 * kk);
+      wgmma_ss<T, 0, 0, kBlockM>(st, ka, qb, kk > 0);
+      if constexpr (kTangent) {
+        wgmma_ss<T, 0, 0, kBlockM>(sdt, kd_d.at(0, 16 * kk), qb, kk > 0);
+        wgmma_ss<T, 0, 0, kBlockM>(sdt, ka, qd_d.at(0, 16 * kk), 1);
+      }
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const uint64_t va = v_d.at(0, 16 * kk);
+      const uint64_t ob = do_d.at(0, 16 * kk);
+      wgmma_ss<T, 0, 0, kBlockM>(dpt, va, ob, kk > 0);
+      if constexpr (kTangent) {
+        wgmma_ss<T, 0, 0, kBlockM>(dpdt, vd_d.at(0, 16 * kk), ob, kk > 0);
+        if constexpr (kDoutDot) wgmma_ss<T, 0, 0, kBlockM>(dpdt, va, dod_d.at(0, 16 * kk), 1);
+      }
+    }
+    wgmma_commit();
+
+    // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
+    // visible region (all of them but the edges and, causal, the diagonal) skip the test.
+    wgmma_wait<1>();
+    fence_operands(st);
+    if constexpr (kTangent) fence_operands(sdt);
+    auto probabilities = [&](auto masked) {
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+        const float2 lse2 = *reinterpret_cast<const float2*>(stat_s + kLse * kBlockM + nt * 8 + 2 * t);
+        [[maybe_unused]] float2 lsed2 = {0.f, 0.f};
+        if constexpr (kTangent) lsed2 = *reinterpret_cast<const float2*>(stat_s + kLseDot * kBlockM + nt * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
+          const bool visible = !masked || (key < S && m + qi < L && (!kCausal || key <= m + qi));
+          const float pt = visible ? fast_exp2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x))) : 0.f;
+          st[nt][e] = pt;
+          if constexpr (kTangent) sdt[nt][e] = pt * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
+        }
+      }
+    };
+    if (n0 + kBlockN > S || m + kBlockM > L || (kCausal && n0 + kBlockN - 1 > m)) {
+      probabilities(std::true_type{});
+    } else {
+      probabilities(std::false_type{});
+    }
+    wgmma_wait<0>();
+    fence_operands(dpt);
+    if constexpr (kTangent) fence_operands(dpdt);
+    // dS^T = P^T (dP^T - delta) [, dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)].
+#pragma unroll
+    for (int nt = 0; nt < kMt; ++nt) {
+      const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
+      [[maybe_unused]] float2 deltad2 = {0.f, 0.f};
+      if constexpr (kTangent) deltad2 = *reinterpret_cast<const float2*>(stat_s + kDeltaDot * kBlockM + nt * 8 + 2 * t);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float dp_minus = dpt[nt][e] - ((e & 1) ? delta2.y : delta2.x);
+        if constexpr (kTangent) {
+          dpdt[nt][e] = sdt[nt][e] * dp_minus + st[nt][e] * (dpdt[nt][e] - ((e & 1) ? deltad2.y : deltad2.x));
+        }
+        dpt[nt][e] = st[nt][e] * dp_minus;
+      }
+    }
+    // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
+    // tangent), P_dot^T, dS^T, dS_dot^T.
+    constexpr bool kNeedP = !kTangent || kDoutDot;
+    uint32_t pa[kNeedP ? kKq : 1][4], dsa[kKq][4], pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
+#pragma unroll
+    for (int kq = 0; kq < kKq; ++kq) {
+      if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
+      c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
+      if constexpr (kTangent) {
+        c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
+        c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+      }
+    }
+
+    // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
+    const MnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kq = 0; kq < kKq; ++kq) {
+      const uint64_t ob = do_n.at(16 * kq, 0), qb = q_n.at(16 * kq, 0);
+      if constexpr (kTangent) {
+        wgmma_rs<T, 1, kHeadDim>(dv_acc, pda[kq], ob, 1);
+        if constexpr (kDoutDot) wgmma_rs<T, 1, kHeadDim>(dv_acc, pa[kq], dod_n.at(16 * kq, 0), 1);
+        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsda[kq], qb, 1);
+        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsa[kq], qd_n.at(16 * kq, 0), 1);
+      } else {
+        wgmma_rs<T, 1, kHeadDim>(dv_acc, pa[kq], ob, 1);
+        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsa[kq], qb, 1);
+      }
+    }
+    wgmma_commit();
+    // Meanwhile, stage dS^T [and dS_dot^T] (the A fragments' quarters: rows g, g + 8 x columns 2t, 2t + 8).
+#pragma unroll
+    for (int kq = 0; kq < kKq; ++kq) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int at = DsRows::offset(key_w + g + 8 * (i & 1), 16 * kq + 8 * (i >> 1) + 2 * t);
+        *reinterpret_cast<uint32_t*>(ds_tile + at) = dsa[kq][i];
+        if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
+      }
+    }
+    if (step + 1 < n_steps) store_stat(buf ^ 1, next_stat);
+    fence_proxy_async();
+    __syncthreads();
+
+    // 3. dQ^T [dq_dot^T] for this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys.
+    float dq_acc[kMt][4];
+    const uint32_t key_cols = smem_addr(k_tile) + 2 * Rows::offset(0, kDqCols * wg);
+    const MnMajor kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
+    const TileDesc<DsRows, true> ds_n(smem_addr(ds_tile)), dsd_n(smem_addr(ds_tile) + kDsBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      if constexpr (kTangent) {
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
+      } else {
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(dq_acc);
+    fence_operands(dk_acc);
+    fence_operands(dv_acc);
+    // The A registers of 2 stay untouched until its wgmmas are done.
+    fence_operands(dsa);
+    if constexpr (kNeedP) fence_operands(pa);
+    if constexpr (kTangent) {
+      fence_operands(pda);
+      fence_operands(dsda);
+    }
+
+    // Stage the tile as [query][column] and add rows of 4 columns.
+    float* stage = dq_stage + wg * kBlockM * kDqPitch;
+#pragma unroll
+    for (int nt = 0; nt < kMt; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 16 * warp + g + 8 * (e >> 1)] = dq_acc[nt][e];
+      }
+    }
+    named_barrier_sync(1 + wg, 128);
+#pragma unroll
+    for (int i = tid % 128; i < kBlockM * kDqCols / 4; i += 128) {
+      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
+      if (m + qi < L) {
+        const float4 x = *reinterpret_cast<const float4*>(stage + qi * kDqPitch + c4);
+        atomicAdd(reinterpret_cast<float4*>(dq_accum + static_cast<int64_t>(m + qi) * kHeadDim + kDqCols * wg + c4), x);
+      }
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  }
+
+  const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
+  const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
+  store_acc_rows<T, kHeadDim>(batch_base<T>(dk, b), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);
+  store_acc_rows<T, kHeadDim>(batch_base<T>(dv, b), dv.row_stride, dv_acc, n0 + key_w, S, 1.f, lane);
+}
+
+// The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.
+template <typename T, typename Tr, bool kCausal>
+void launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
+}
+
+}  // namespace theria::kernels::cuda
