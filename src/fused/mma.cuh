@@ -120,6 +120,21 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Calls fn(nt, e) for each masked pair of a 16-row accumulator tile (kNt column tiles from key col0;
+// this thread's rows row_g and row_g + 8): keys at or past n_keys and, under the causal mask, keys
+// past the row.
+template <bool kCausal, int kNt, class Fn>
+__device__ __forceinline__ void for_masked_pairs(int col0, int row_g, int n_keys, int t, Fn fn) {
+#pragma unroll
+  for (int nt = 0; nt < kNt; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = col0 + nt * 8 + 2 * t + (e & 1), row = row_g + (e >> 1) * 8;
+      if (col >= n_keys || (kCausal && col > row)) fn(nt, e);
+    }
+  }
+}
+
 // Sum / max over the 4 lanes that share a fragment row.
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffff, x, 1);

@@ -6,7 +6,8 @@
 //     adds dQ += dS K into an fp32 buffer with atomics (dS staged in shared memory for the
 //     transposed product). Atomic adds make dQ's summation order, and so its last bits, vary
 //     between runs; dK and dV are deterministic.
-//   row terms (delta) come from sdpa_row_terms.cuh before, sdpa_dq_finish_kernel after.
+//   row terms (delta) come from row_terms_tc.cuh before, sdpa_dq_finish_kernel after. At head dim 128
+//   the warpgroup kernel of sdpa_bwd_wg.cuh takes the kernel's place.
 #pragma once
 
 #include "fused/dq_finish.cuh"

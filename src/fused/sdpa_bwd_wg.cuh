@@ -95,31 +95,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
 
-  // The query-side operands' bases, worked out once (each is a division of the batch index).
-  const T* const q_g = batch_base<const T>(p.q, b);
-  const T* const do_g = batch_base<const T>(p.dout, b);
-  const T* const qd_g = kTangent ? batch_base<const T>(p.q_dot, b) : nullptr;
-  const T* const dod_g = kDoutDot ? batch_base<const T>(p.dout_dot, b) : nullptr;
+  const auto row_view = [&](int i) -> const MatrixView& {
+    return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
+  };
+  const OperandBases<T, kRows> row_ops(row_view, b);
   auto load_rows = [&](int buf, int m) {
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      const MatrixView& src = i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
-      load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(row_tiles + (buf * kRows + i) * kRowTile,
-                                                            i == 0 ? q_g : i == 1 ? do_g : i == 2 ? qd_g : dod_g,
-                                                            src.row_stride, m, L, tid);
-    }
+    row_ops.template load<kBlockM, kHeadDim, kThreads, Rows>(row_view, row_tiles + buf * kRows * kRowTile, kRowTile, m, L,
+                                                             tid);
   };
   auto fetch_stat = [&](int m) { return stat_src == nullptr || m + stat_row >= L ? 0.f : stat_src[m + stat_row]; };
   auto store_stat = [&](int buf, float x) {
     if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = stat_which == kLse ? x * static_cast<float>(M_LOG2E) : x;
   };
 
-#pragma unroll
-  for (int i = 0; i < Tr::kKeyOperands; ++i) {
-    const MatrixView& src = i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot;
-    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(k_tile + i * kKeyTile, batch_base<const T>(src, b),
-                                                          src.row_stride, n0, S, tid);
-  }
+  const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
+  OperandBases<T, Tr::kKeyOperands>(key_view, b).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile, kKeyTile,
+                                                                                                 n0, S, tid);
   if (n_steps > 0) {
     load_rows(0, m_begin);
     store_stat(0, fetch_stat(m_begin));

@@ -4,12 +4,13 @@
 // accumulation; the online softmax works in log2 units (exp2 of logits pre-multiplied by
 // scale * log2(e)). Writes out and the row log-sum-exp (natural log, fp32). No L x S buffer.
 // The same kernel serves three passes (FwdPass): the forward, the JVP, and the tangent pass of the
-// backward-JVP, which reads the saved out and lse instead of recomputing them.
+// backward-JVP, which reads the saved out and lse instead of recomputing them (at head dim 128 the
+// tangent pass runs the warpgroup kernel of sdpa_tangent_wg.cuh).
 #pragma once
 
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
-#include "fused/sdpa_fwd_wg.cuh"
+#include "fused/sdpa_tangent_wg.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -230,17 +231,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
       if (needs_mask) {
-#pragma unroll
-        for (int nt = 0; nt < kBlockN / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = n0 + nt * 8 + 2 * t + (e & 1), row = row_g + (e >> 1) * 8;
-            if (col >= S || (kCausal && col > row)) {
-              s[mt][nt][e] = -INFINITY;
-              if constexpr (kTangent) sd[mt][nt][e] = 0.f;
-            }
-          }
-        }
+        for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {
+          s[mt][nt][e] = -INFINITY;
+          if constexpr (kTangent) sd[mt][nt][e] = 0.f;
+        });
       }
       if constexpr (kGivenStats) {
 #pragma unroll
@@ -375,11 +369,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
-  // The JVP carries twice the accumulators: one m-tile per warp.
   if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kPass>(p, stream);
+    launch_sdpa_tangent_wg<T, kHeadDim, kCausal>(p, stream);
     return;
   }
+  // The JVP carries twice the accumulators: one m-tile per warp.
   constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);

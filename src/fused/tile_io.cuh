@@ -86,6 +86,28 @@ __device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t 
   }
 }
 
+// The batch bases of a kernel's streamed operands (view(i), i < kN), worked out once: inside the loop
+// each would divide the batch index by the heads again (a 64-bit division, about a hundred
+// instructions), which took 40 % of the warpgroup tangent pass's loop. load() copies rows
+// [row0, row0 + kRows) of each into consecutive tiles of tile_elems elements.
+template <typename T, int kN>
+struct OperandBases {
+  const T* base[kN];
+  template <class View>
+  __device__ __forceinline__ OperandBases(View view, int64_t b) {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) base[i] = batch_base<const T>(view(i), b);
+  }
+  template <int kRows, int kCols, int kThreads, class Layout, class View>
+  __device__ __forceinline__ void load(View view, T* tiles, int tile_elems, int row0, int n_rows, int tid) const {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      load_rows_async<T, kRows, kCols, kThreads, Layout>(tiles + i * tile_elems, base[i], view(i).row_stride, row0, n_rows,
+                                                         tid);
+    }
+  }
+};
+
 // Writes a warp's 16 x kCols fp32 accumulator tile (mma C fragments; rows row0 + g and row0 + g + 8)
 // times `scale` as 16-bit rows of a row-major global matrix; rows at or past n_rows are skipped.
 template <typename T, int kCols>

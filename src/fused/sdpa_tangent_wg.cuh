@@ -1,0 +1,188 @@
+// The tangent pass (FwdPass::kTangent of sdpa_fwd_tc.cuh: out_dot and lse_dot from the saved out and
+// lse, the first step of the backward-JVP and so of the double backward; docs/derivatives.md, BJ) on
+// Hopper warpgroup MMAs, head dim 128.
+//
+// One CTA per (batch position, block of 128 queries): two warpgroups of 64 query rows each keep out_dot
+// (64 x 128 fp32) in registers while blocks of 64 keys (K, V, K_dot, V_dot) stream through a
+// double-buffered cp.async pipeline. Per block and warpgroup:
+//   1. S = Q K^T and S_dot = Q_dot K^T + Q K_dot^T, both operands K-major from shared memory;
+//   2. P = exp(S - lse) with the saved lse (no running max, no rescaling) and W = P * scale * S_dot,
+//      whose row sums give lse_dot;
+//   3. out_dot += W V + P V_dot: A from registers (W, P as mma fragments), B = V, V_dot MN-major.
+// At the end out_dot -= lse_dot * out with the saved out. (The forward in this form, with the online
+// softmax between the two products and nothing to overlap it with, measured slower than the mma.sync
+// forward: docs/performance.md.)
+#pragma once
+
+#include "fused/kernel_templates.h"
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "fused/wgmma.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+namespace theria::kernels::cuda {
+
+template <int kHeadDim_>
+struct TangentWgTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kBlockM = 64 * kWarpGroups;  // queries per CTA, 64 per warpgroup (the wgmma M)
+  static constexpr int kBlockN = 64;                // keys per step (two 64 x 64 score accumulators)
+  static constexpr int kKeyOperands = 4;            // K, V, K_dot, V_dot
+  using Rows = CoreMatrixRows<kHeadDim>;
+  static constexpr int kSmemElems = Rows::tile_elems(2 * kBlockM + 2 * kKeyOperands * kBlockN);  // Q, Q_dot; keys x 2
+};
+
+template <typename T, typename Tr, bool kCausal>
+__global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const SdpaFwdParams p) {
+  constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
+  constexpr int kKeyOps = Tr::kKeyOperands;
+  using Rows = typename Tr::Rows;
+  constexpr int kQTile = Rows::tile_elems(kBlockM), kKeyTile = Rows::tile_elems(kBlockN);
+  constexpr uint32_t kQBytes = kQTile * sizeof(T), kKeyBytes = kKeyTile * sizeof(T);
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* q_tile = reinterpret_cast<T*>(smem);  // then Q_dot
+  T* key_tiles = q_tile + 2 * kQTile;     // [2 buffers][K, V, K_dot, V_dot]
+
+  const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const int m0 = blockIdx.x * kBlockM;
+  const int64_t b = blockIdx.y;
+  const int row_g = m0 + 64 * wg + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
+
+  const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
+  const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
+  const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
+  const OperandBases<T, kKeyOps> key_ops(key_view, b);
+  auto load_keys = [&](int buf, int row0) {
+    key_ops.template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, key_tiles + buf * kKeyOps * kKeyTile, kKeyTile, row0,
+                                                             S, tid);
+  };
+  load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L, tid);
+  load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(q_tile + kQTile, batch_base<const T>(p.q_dot, b),
+                                                        p.q_dot.row_stride, m0, L, tid);
+  if (n_blocks > 0) load_keys(0, 0);
+  cp_async_commit();
+
+  // The saved lse of this thread's rows in log2 units (a row with no visible key, lse -inf, sees only
+  // masked logits, which give exact zeros), and this thread's part of the row sums of W (lse_dot).
+  float row_lse[2], row_w[2] = {0.f, 0.f};
+  const float* lse = static_cast<const float*>(p.lse) + b * p.len_q;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_g + 8 * r;
+    const float l = row < L ? lse[row] : 0.f;
+    row_lse[r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
+  }
+  float acc[kHeadDim / 8][4];  // out_dot before the lse_dot * out term
+#pragma unroll
+  for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  const float scale = static_cast<float>(p.scale);
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  using KMajor = TileDesc<Rows, false>;
+  using MnMajor = TileDesc<Rows, true>;
+  for (int nb = 0; nb < n_blocks; ++nb) {
+    const int buf = nb & 1, n0 = nb * kBlockN;
+    if (nb + 1 < n_blocks) {
+      load_keys(buf ^ 1, n0 + kBlockN);
+      cp_async_commit();
+    }
+    const uint32_t q_s = smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0);
+    const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kKeyTile);
+    const KMajor q_d(q_s), qd_d(q_s + kQBytes), k_d(key_s), kd_d(key_s + 2 * kKeyBytes);
+
+    // 1. S and S_dot; the first k-step overwrites the accumulators.
+    float s[kBlockN / 8][4], sd[kBlockN / 8][4];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const uint64_t qa = q_d.at(0, 16 * kk), kb = k_d.at(0, 16 * kk);
+      wgmma_ss<T, 0, 0, kBlockN>(s, qa, kb, kk > 0);
+      wgmma_ss<T, 0, 0, kBlockN>(sd, qd_d.at(0, 16 * kk), kb, kk > 0);
+      wgmma_ss<T, 0, 0, kBlockN>(sd, qa, kd_d.at(0, 16 * kk), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(s);
+    fence_operands(sd);
+
+    // 2. P and W. Keys past S, and under the causal mask keys past the row, are -inf (P = W = 0).
+    if (n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0 + 64 * wg)) {
+      for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {
+        s[nt][e] = -INFINITY;
+        sd[nt][e] = 0.f;
+      });
+    }
+    uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
+        sd[nt][e] *= s[nt][e] * scale;  // W = P * scale * S_dot
+        row_w[e >> 1] += sd[nt][e];
+      }
+    }
+#pragma unroll
+    for (int kq = 0; kq < kBlockN / 16; ++kq) {
+      c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
+      c_to_a<T>(wa[kq], sd[2 * kq], sd[2 * kq + 1]);
+    }
+
+    // 3. out_dot += W V + P V_dot.
+    const MnMajor v_n(key_s + kKeyBytes), vd_n(key_s + 3 * kKeyBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kq = 0; kq < kBlockN / 16; ++kq) {
+      wgmma_rs<T, 1, kHeadDim>(acc, wa[kq], v_n.at(16 * kq, 0), 1);
+      wgmma_rs<T, 1, kHeadDim>(acc, pa[kq], vd_n.at(16 * kq, 0), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(acc);
+    fence_operands(pa);
+    fence_operands(wa);
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  }
+
+  const T* out = batch_base<const T>(p.out, b);
+  T* out_dot = batch_base<T>(p.out_dot, b);
+  float* lse_dot = static_cast<float*>(p.lse_dot) + b * p.len_q;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_g + 8 * r;
+    const float ld = quad_sum(row_w[r]);  // P is normalised already: the row sum of W is lse_dot
+    if (row >= L) continue;
+    const T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+    T* od_row = out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      float o0, o1;
+      unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
+      *reinterpret_cast<uint32_t*>(od_row + dt * 8 + 2 * t) = pack2<T>(acc[dt][2 * r] - ld * o0, acc[dt][2 * r + 1] - ld * o1);
+    }
+    if (t == 0) lse_dot[row] = ld;
+  }
+}
+
+template <typename T, int kHeadDim, bool kCausal>
+void launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
+  using Tr = TangentWgTraits<kHeadDim>;
+  constexpr size_t smem = Tr::kSmemElems * sizeof(T);
+  const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
+  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p);
+}
+
+}  // namespace theria::kernels::cuda
