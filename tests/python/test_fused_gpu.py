@@ -63,15 +63,31 @@ def test_fused_forward_backward_match_reference(dtype, head_dim, causal, lengths
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
-def test_fused_strided_inputs_match_contiguous(dtype, causal):
-    """(B, L, H, D) tensors seen as (B, H, L, D): the kernels read the strides, no copy needed."""
+def test_fused_strided_inputs_match_contiguous(dtype, head_dim, causal):
+    """(B, L, H, D) tensors seen as (B, H, L, D): the kernels read the strides, no copy needed. Forward,
+    backward and double backward (at D=128 the warpgroup kernels) give what contiguous copies give."""
     g = torch.Generator(device="cuda").manual_seed(7)
-    q, k, v = (torch.randn(2, 77, 4, 64, device="cuda", generator=g).to(dtype).transpose(1, 2) for _ in range(3))
+    q, k, v, dout = (torch.randn(2, 77, 4, head_dim, device="cuda", generator=g).to(dtype).transpose(1, 2)
+                     for _ in range(4))
     assert not q.is_contiguous()
-    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
-    out_c = theria.sdpa(q.contiguous(), k.contiguous(), v.contiguous(), is_causal=causal, backend="fused")
+    u = [torch.randn(q.shape, device="cuda", generator=g).to(dtype) for _ in range(3)]
+
+    def run(q, k, v):
+        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+        out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+        grads = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+        hvp = torch.autograd.grad(sum((a * w).sum() for a, w in zip(grads, u)), (q, k, v))
+        return out, grads, hvp
+
+    out, grads, hvp = run(q, k, v)
+    out_c, grads_c, hvp_c = run(q.contiguous(), k.contiguous(), v.contiguous())
     torch.testing.assert_close(out, out_c, rtol=0, atol=0)
+    # dK, dV (and their tangents) are summed in a fixed order; dQ through fp32 atomics in any order.
+    for a, b in zip(grads[1:] + hvp[1:], grads_c[1:] + hvp_c[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert rel_err([grads[0], hvp[0]], [grads_c[0], hvp_c[0]]) <= 1e-2
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
@@ -171,12 +187,13 @@ def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, h
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_fused_bwd_jvp_reads_strided_saved_out_and_lse(dtype):
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fused_bwd_jvp_reads_strided_saved_out_and_lse(dtype, head_dim):
     """The tangent pass reads the saved out and lse in place: a (B, L, H, E) view, a column-major copy (which
     the binding copies) and a strided lse give the same tangents as contiguous ones."""
-    q, k, v, dout = inputs(2, 3, 77, 61, 64, 64, dtype, seed=5)
+    q, k, v, dout = inputs(2, 3, 77, 61, head_dim, head_dim, dtype, seed=5)
     u = [torch.randn_like(t) for t in (q, k, v)]
-    scale = 64 ** -0.5
+    scale = head_dim ** -0.5
     out, lse = torch.ops.theria.sdpa_fwd(q, k, v, False, scale, "fused")
     want = torch.ops.theria.sdpa_bwd_jvp(q, k, v, out, lse, dout, *u, None, False, scale, "fused")
     views = {
