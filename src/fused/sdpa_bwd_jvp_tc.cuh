@@ -95,11 +95,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const T* row_src[4] = {batch_base<const T>(p.q, b), batch_base<const T>(p.dout, b), batch_base<const T>(p.q_dot, b),
                          kDoutDot ? batch_base<const T>(p.dout_dot, b) : nullptr};
   const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
-  // The one row statistic this thread stages per block (thread tid: statistic tid / kBlockM, row
-  // tid % kBlockM), picked once so that no pointer array lands in local memory.
-  const int stat_which = tid / kBlockM, stat_row = tid % kBlockM;
-  const void* stat_base = stat_which == 0 ? p.lse : stat_which == 1 ? p.lse_dot : stat_which == 2 ? p.delta : p.delta_dot;
-  const float* stat_src = stat_which < kStats ? static_cast<const float*>(stat_base) + b * p.len_q : nullptr;
+  const RowStatStager<kStats, kBlockM> stat(p, b, tid);  // the row statistic this thread stages per block
   float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
@@ -113,13 +109,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
   };
   static_assert(kBlockM * kStats <= kThreads, "one thread per statistic of a block");
-  // This thread's statistic of block m, fetched a step early; lse goes to log2 units only at the store,
-  // so that nothing waits on the load before the step's products (Nsight Compute: a multiply right
-  // behind the load held 7 % of the stall samples).
-  auto fetch_stat = [&](int m) { return stat_src == nullptr || m + stat_row >= L ? 0.f : stat_src[m + stat_row]; };
-  auto store_stat = [&](int buf, float x) {
-    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = stat_which == 0 ? x * static_cast<float>(M_LOG2E) : x;
-  };
 
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(k_tile, k, p.k.row_stride, n0, S, tid);
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(v_tile, v, p.v.row_stride, n0, S, tid);
@@ -127,7 +116,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
   if (n_steps > 0) {
     load_rows(0, m_begin);
-    store_stat(0, fetch_stat(m_begin));
+    stat.store(stats, 0, stat.fetch(m_begin, L));
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -154,7 +143,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const T* qd_t = row_tiles + (buf * kRows + 2) * kRowTile;
     const T* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
     const float* lse_s = stats + buf * kStats * kBlockM;
-    const float next_stat = step + 1 < n_steps ? fetch_stat(m + kBlockM) : 0.f;
+    const float next_stat = step + 1 < n_steps ? stat.fetch(m + kBlockM, L) : 0.f;
     // This thread's row statistics for the step (queries nt * 8 + 2t and + 1), read before the products so
     // that the elementwise pass does not wait on shared memory (Nsight Compute: 10 % of the stall samples
     // at D=64 sat there).
@@ -251,7 +240,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         }
       }
     }
-    if (step + 1 < n_steps) store_stat(buf ^ 1, next_stat);
+    if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
     __syncthreads();
 
     // dq_dot += dS_dot K + dS K_dot for query tile (warp % tiles), columns [col0, col0 + kDqCols).

@@ -85,10 +85,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int n0 = blockIdx.x * kBlockN;
   const int64_t b = blockIdx.y;
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
-  const int stat_which = tid / kBlockM, stat_row = tid % kBlockM;
-  const void* stat_base = !kTangent ? (stat_which == 0 ? p.lse : p.delta)
-                                    : (stat_which == 0 ? p.lse : stat_which == 1 ? p.lse_dot : stat_which == 2 ? p.delta : p.delta_dot);
-  const float* stat_src = stat_which < kStats ? static_cast<const float*>(stat_base) + b * p.len_q : nullptr;
+  const RowStatStager<kStats, kBlockM> stat(p, b, tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
   float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
 
@@ -103,17 +100,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     row_ops.template load<kBlockM, kHeadDim, kThreads, Rows>(row_view, row_tiles + buf * kRows * kRowTile, kRowTile, m, L,
                                                              tid);
   };
-  auto fetch_stat = [&](int m) { return stat_src == nullptr || m + stat_row >= L ? 0.f : stat_src[m + stat_row]; };
-  auto store_stat = [&](int buf, float x) {
-    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = stat_which == kLse ? x * static_cast<float>(M_LOG2E) : x;
-  };
 
   const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
   OperandBases<T, Tr::kKeyOperands>(key_view, b).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile, kKeyTile,
                                                                                                  n0, S, tid);
   if (n_steps > 0) {
     load_rows(0, m_begin);
-    store_stat(0, fetch_stat(m_begin));
+    stat.store(stats, 0, stat.fetch(m_begin, L));
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -138,7 +131,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       cp_async_commit();
     }
     const float* stat_s = stats + buf * kStats * kBlockM;
-    const float next_stat = step + 1 < n_steps ? fetch_stat(m + kBlockM) : 0.f;
+    const float next_stat = step + 1 < n_steps ? stat.fetch(m + kBlockM, L) : 0.f;
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
     using KMajor = TileDesc<Rows, false>;
     using MnMajor = TileDesc<Rows, true>;
@@ -150,27 +143,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
     float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      const uint64_t ka = k_d.at(0, 16 * kk);
-      const uint64_t qb = q_d.at(0, 16 * kk);
-      wgmma_ss<T, 0, 0, kBlockM>(st, ka, qb, kk > 0);
-      if constexpr (kTangent) {
-        wgmma_ss<T, 0, 0, kBlockM>(sdt, kd_d.at(0, 16 * kk), qb, kk > 0);
-        wgmma_ss<T, 0, 0, kBlockM>(sdt, ka, qd_d.at(0, 16 * kk), 1);
-      }
-    }
+    wgmma_product_rule<T, kBlockM, kHeadDim, kTangent, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T = K Q^T
     wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      const uint64_t va = v_d.at(0, 16 * kk);
-      const uint64_t ob = do_d.at(0, 16 * kk);
-      wgmma_ss<T, 0, 0, kBlockM>(dpt, va, ob, kk > 0);
-      if constexpr (kTangent) {
-        wgmma_ss<T, 0, 0, kBlockM>(dpdt, vd_d.at(0, 16 * kk), ob, kk > 0);
-        if constexpr (kDoutDot) wgmma_ss<T, 0, 0, kBlockM>(dpdt, va, dod_d.at(0, 16 * kk), 1);
-      }
-    }
+    wgmma_product_rule<T, kBlockM, kHeadDim, kTangent, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);  // dP^T = V dO^T
     wgmma_commit();
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
@@ -258,7 +233,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
         if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
       }
     }
-    if (step + 1 < n_steps) store_stat(buf ^ 1, next_stat);
+    if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
     fence_proxy_async();
     __syncthreads();
 

@@ -104,13 +104,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     // 1. S and S_dot; the first k-step overwrites the accumulators.
     float s[kBlockN / 8][4], sd[kBlockN / 8][4];
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      const uint64_t qa = q_d.at(0, 16 * kk), kb = k_d.at(0, 16 * kk);
-      wgmma_ss<T, 0, 0, kBlockN>(s, qa, kb, kk > 0);
-      wgmma_ss<T, 0, 0, kBlockN>(sd, qd_d.at(0, 16 * kk), kb, kk > 0);
-      wgmma_ss<T, 0, 0, kBlockN>(sd, qa, kd_d.at(0, 16 * kk), 1);
-    }
+    wgmma_product_rule<T, kBlockN, kHeadDim, true, true>(s, sd, q_d, qd_d, k_d, kd_d);
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(s);

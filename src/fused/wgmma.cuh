@@ -147,4 +147,21 @@ __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (
   Wgmma<T, kN>::template rs<kTransB>(c, a, b, accumulate);
 }
 
+// The product and its tangent by the product rule, over kK / 16 k-steps with both operands K-major:
+// acc = A B^T; with kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot]. The first k-step
+// overwrites the accumulators; the caller commits the group.
+template <typename T, int kN, int kK, bool kTangent, bool kBDot, class Desc, class Dot>
+__device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot, const Desc& a,
+                                                   const Desc& a_dot, const Desc& b, const Desc& b_dot) {
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    const uint64_t ak = a.at(0, 16 * kk), bk = b.at(0, 16 * kk);
+    wgmma_ss<T, 0, 0, kN>(acc, ak, bk, kk > 0);
+    if constexpr (kTangent) {
+      wgmma_ss<T, 0, 0, kN>(acc_dot, a_dot.at(0, 16 * kk), bk, kk > 0);
+      if constexpr (kBDot) wgmma_ss<T, 0, 0, kN>(acc_dot, ak, b_dot.at(0, 16 * kk), 1);
+    }
+  }
+}
+
 }  // namespace theria::kernels::cuda
