@@ -23,6 +23,22 @@ else
 fi
 echo "[setup] python: $py ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
 
+# Header-only libraries of the `theria` program: JSON (nlohmann/json) and option parsing (CLI11).
+# Debian packages, installed only when missing (the package index is refreshed only then). The GPU
+# machine has no package access: scripts/device/prepare.sh carries the headers there and the build is
+# pointed at them with -DTHERIA_THIRD_PARTY_INCLUDE, so nothing is tried.
+missing=()
+[ -f /usr/include/nlohmann/json.hpp ] || missing+=(nlohmann-json3-dev)
+[ -f /usr/include/CLI/CLI.hpp ] || missing+=(libcli11-dev)
+if [ ${#missing[@]} -gt 0 ] && [[ "${THERIA_CMAKE_ARGS:-}" != *THERIA_THIRD_PARTY_INCLUDE* ]]; then
+  sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "[setup] installing ${missing[*]}"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+         $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1; then
+    echo "[setup] could not install ${missing[*]} (apt-get); CMake needs -DTHERIA_THIRD_PARTY_INCLUDE" >&2
+  fi
+fi
+
 for tool in cmake ninja; do
   command -v "$tool" >/dev/null || "$py" -m pip install --quiet "$tool"
 done
