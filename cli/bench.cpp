@@ -3,123 +3,112 @@
 // with CUDA events, warm-up, the median over many iterations, and input sets rotated so that
 // timings do not come from L2. Reports ms, TFLOP/s and the peak memory a call adds.
 #include "commands.h"
+#include "json_out.h"
 
 #include <theria/sdpa.h>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <CLI/CLI.hpp>
 
 #ifdef THERIA_WITH_FUSED
+#include "forward_ad_level.h"
+
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
 #include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/forward_grad.h>
 #endif
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <functional>
-#include <sstream>
+#include <map>
+#include <memory>
+#include <optional>
 
 namespace theria::cli {
-
-#ifndef THERIA_WITH_FUSED
-int bench(const Args&) {
-  std::fprintf(stderr, "theria bench: this build has no CUDA kernels; build with a CUDA toolkit and run on a GPU\n");
-  return 2;
-}
-#else
 namespace {
-
-using at::Tensor;
 
 struct Shape {
   int64_t batch, heads, len, dim;
 };
 
+// Presets of (B, H, L=S) at each head dim.
+const std::map<std::string, Shape> kPresets{
+    {"small", {2, 8, 512, 0}}, {"medium", {8, 16, 2048, 0}}, {"large", {2, 16, 8192, 0}}};
+
+const std::map<std::string, at::ScalarType> kDtypes{{"bf16", at::kBFloat16}, {"bfloat16", at::kBFloat16},
+                                                    {"fp16", at::kHalf},     {"float16", at::kHalf},
+                                                    {"fp32", at::kFloat},    {"float32", at::kFloat}};
+
 struct Options {
-  std::vector<Shape> shapes;
-  at::ScalarType dtype = at::kBFloat16;
+  std::string preset = "medium";
+  std::vector<int64_t> head_dims{64};
+  std::string dtype = "bf16";
   bool causal = false;
   std::vector<std::string> modes{"fwd", "fwd_bwd"};
   std::vector<std::string> impls{"theria", "flash", "math"};
   int warmup = 10, iters = 50, input_sets = 3;
   std::string json;
+
+  std::vector<Shape> shapes() const {
+    std::vector<Shape> s;
+    for (const int64_t d : head_dims) {
+      Shape shape = kPresets.at(preset);
+      shape.dim = d;
+      s.push_back(shape);
+    }
+    return s;
+  }
+  at::ScalarType scalar_type() const { return kDtypes.at(dtype); }
 };
 
-std::vector<Shape> preset(const std::string& name, const std::vector<int64_t>& dims) {
-  std::vector<Shape> s;
-  for (const int64_t d : dims) {
-    if (name == "small") s.push_back({2, 8, 512, d});
-    else if (name == "medium") s.push_back({8, 16, 2048, d});
-    else if (name == "large") s.push_back({2, 16, 8192, d});
-    else TORCH_CHECK(false, "--preset must be small, medium or large, got '", name, "'");
-  }
-  return s;
+int run_bench(const Options& o);
+
+}  // namespace
+
+Run add_bench(CLI::App& command) {
+  auto o = std::make_shared<Options>();
+  command.add_option("--preset", o->preset, "shapes (B, H, L=S): small (2, 8, 512), medium (8, 16, 2048), large (2, 16, 8192)")
+      ->check(CLI::IsMember({"small", "medium", "large"}))
+      ->capture_default_str();
+  command.add_option("--head-dim", o->head_dims, "head dims, comma-separated")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command.add_option("--dtype", o->dtype, "element type")
+      ->check(CLI::IsMember({"bf16", "bfloat16", "fp16", "float16", "fp32", "float32"}))
+      ->capture_default_str();
+  command.add_flag("--causal", o->causal, "causal attention (top-left aligned)");
+  command.add_option("--mode", o->modes,
+                     "fwd; fwd_bwd; jvp (forward AD); hvp (backward with create_graph, then grad of <g, u>)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fwd", "fwd_bwd", "jvp", "hvp"}))
+      ->capture_default_str();
+  command.add_option("--impl", o->impls, "theria (backend fused), flash / math (PyTorch's own SDPA backends)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"theria", "flash", "math"}))
+      ->capture_default_str();
+  command.add_option("--iters", o->iters, "timed iterations (the median is reported)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command.add_option("--warmup", o->warmup, "untimed iterations first")->check(CLI::NonNegativeNumber)->capture_default_str();
+  command.add_option("--json", o->json, "also write the results to FILE as JSON")->type_name("FILE");
+  return [o] { return run_bench(*o); };
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
-  return out;
-}
+namespace {
 
-Options parse(const Args& args) {
-  Options o;
-  std::string preset_name = "medium";
-  std::vector<int64_t> dims{64};
-  for (size_t i = 0; i < args.size(); ++i) {
-    const auto& a = args[i];
-    auto value = [&]() -> std::string {
-      TORCH_CHECK(i + 1 < args.size(), "option ", a, " needs a value");
-      return args[++i];
-    };
-    if (a == "--preset") preset_name = value();
-    else if (a == "--head-dim") {
-      dims.clear();
-      for (const auto& d : split(value())) dims.push_back(std::stoll(d));
-    } else if (a == "--dtype") {
-      const auto d = value();
-      if (d == "bf16" || d == "bfloat16") o.dtype = at::kBFloat16;
-      else if (d == "fp16" || d == "float16") o.dtype = at::kHalf;
-      else if (d == "fp32" || d == "float32") o.dtype = at::kFloat;
-      else TORCH_CHECK(false, "--dtype must be bf16, fp16 or fp32, got '", d, "'");
-    } else if (a == "--causal") o.causal = true;
-    else if (a == "--mode") o.modes = split(value());
-    else if (a == "--impl") o.impls = split(value());
-    else if (a == "--iters") o.iters = std::stoi(value());
-    else if (a == "--warmup") o.warmup = std::stoi(value());
-    else if (a == "--json") o.json = value();
-    else if (a == "--help" || a == "-h") {
-      std::printf(
-          "usage: theria bench [--preset small|medium|large] [--head-dim 64,128] [--dtype bf16|fp16|fp32]\n"
-          "                    [--causal] [--mode fwd,fwd_bwd,jvp,hvp] [--impl theria,flash,math] [--iters N]\n"
-          "                    [--warmup N] [--json FILE]\n"
-          "  presets (B, H, L=S): small (2, 8, 512), medium (8, 16, 2048), large (2, 16, 8192)\n"
-          "  impl: theria (backend fused), flash / math (PyTorch's own SDPA backends)\n"
-          "  mode: fwd; fwd_bwd; jvp (forward AD); hvp (backward with create_graph, then grad of <g, u>)\n");
-      std::exit(0);
-    } else {
-      TORCH_CHECK(false, "unknown option '", a, "' (see theria bench --help)");
-    }
-  }
-  o.shapes = preset(preset_name, dims);
-  for (const auto& m : o.modes) {
-    TORCH_CHECK(m == "fwd" || m == "fwd_bwd" || m == "jvp" || m == "hvp", "--mode takes fwd, fwd_bwd, jvp, hvp; got ", m);
-  }
-  return o;
+#ifndef THERIA_WITH_FUSED
+int run_bench(const Options&) {
+  std::fprintf(stderr, "theria bench: this build has no CUDA kernels; build with a CUDA toolkit and run on a GPU\n");
+  return 2;
 }
+#else
+using at::Tensor;
 
 using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
-
-// A forward-AD level released even when the timed call throws (PyTorch allows one level at a time).
-struct DualLevel {
-  uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
-  ~DualLevel() { torch::autograd::ForwardADLevel::release_idx(level); }
-};
 
 Attention implementation(const std::string& impl, bool causal) {
   if (impl == "theria") {
@@ -164,8 +153,11 @@ double flops(const Shape& s, bool causal, const std::string& mode) {
 }
 
 Result measure(const Options& o, const Shape& s, const std::string& mode, const std::string& impl) {
-  Result r{s, mode, impl};
-  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(o.dtype);
+  Result r;
+  r.shape = s;
+  r.mode = mode;
+  r.impl = impl;
+  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(o.scalar_type());
   std::vector<Inputs> sets;
   for (int i = 0; i < o.input_sets; ++i) {
     auto r = [&] { return at::randn({s.batch, s.heads, s.len, s.dim}, opts); };
@@ -180,10 +172,10 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
     }
     if (mode == "jvp") {
       at::AutoGradMode no_grad(false);
-      const DualLevel dual;
-      const Tensor out = f(at::_make_dual(in.q, in.t_q, dual.level), at::_make_dual(in.k, in.t_k, dual.level),
-                           at::_make_dual(in.v, in.t_v, dual.level));
-      std::get<1>(at::_unpack_dual(out, dual.level));
+      const ForwardAdLevel level;
+      const Tensor out = f(at::_make_dual(in.q, in.t_q, level.index()), at::_make_dual(in.k, in.t_k, level.index()),
+                           at::_make_dual(in.v, in.t_v, level.index()));
+      std::get<1>(at::_unpack_dual(out, level.index()));
       return;
     }
     const Tensor q = in.q.detach().requires_grad_(), k = in.k.detach().requires_grad_(),
@@ -242,17 +234,53 @@ const char* dtype_name(at::ScalarType t) {
   return t == at::kBFloat16 ? "bf16" : t == at::kHalf ? "fp16" : "fp32";
 }
 
-}  // namespace
+// Speed of `r` relative to `impl` on the same shape and mode: none when that impl was not run for
+// it or failed (flash has no forward AD nor double backward, for one).
+std::optional<double> speedup_over(const std::vector<Result>& results, const Result& r, const std::string& impl) {
+  if (!r.error.empty()) return std::nullopt;
+  for (const auto& f : results) {
+    if (f.impl == impl && f.mode == r.mode && f.shape.batch == r.shape.batch && f.shape.heads == r.shape.heads &&
+        f.shape.len == r.shape.len && f.shape.dim == r.shape.dim && f.error.empty())
+      return f.ms / r.ms;
+  }
+  return std::nullopt;
+}
 
-int bench(const Args& args) {
-  const Options o = parse(args);
+std::string ratio_cell(const std::optional<double>& ratio) {
+  if (!ratio) return "\u2014";  // an em dash: not measured, not a zero
+  char cell[32];
+  std::snprintf(cell, sizeof cell, "%.2fx", *ratio);
+  return cell;
+}
+
+Json ratio_json(const std::optional<double>& ratio) { return ratio ? number_or_null(*ratio) : Json(nullptr); }
+
+Json result_json(const std::vector<Result>& results, const Result& r) {
+  const bool ok = r.error.empty();
+  return {{"batch", r.shape.batch},
+          {"heads", r.shape.heads},
+          {"len", r.shape.len},
+          {"dim", r.shape.dim},
+          {"mode", r.mode},
+          {"impl", r.impl},
+          {"ms", ok ? number_or_null(r.ms) : Json(nullptr)},
+          {"tflops", ok ? number_or_null(r.tflops) : Json(nullptr)},
+          {"peak_mib", ok ? number_or_null(r.peak_mib) : Json(nullptr)},
+          // null: flash (math) was not run for this shape and mode, or failed.
+          {"vs_flash", ratio_json(speedup_over(results, r, "flash"))},
+          {"vs_math", ratio_json(speedup_over(results, r, "math"))},
+          {"error", ok ? Json(nullptr) : Json(r.error)}};
+}
+
+int run_bench(const Options& o) {
   TORCH_CHECK(at::hasCUDA(), "theria bench needs a CUDA device");
+  const auto dtype = o.scalar_type();
   std::vector<Result> results;
-  for (const auto& s : o.shapes) {
+  for (const auto& s : o.shapes()) {
     for (const auto& mode : o.modes) {
       for (const auto& impl : o.impls) {
         std::fprintf(stderr, "[bench] B=%lld H=%lld L=S=%lld D=%lld %s %s %s ...\n", (long long)s.batch,
-                     (long long)s.heads, (long long)s.len, (long long)s.dim, dtype_name(o.dtype), mode.c_str(),
+                     (long long)s.heads, (long long)s.len, (long long)s.dim, dtype_name(dtype), mode.c_str(),
                      impl.c_str());
         results.push_back(measure(o, s, mode, impl));
       }
@@ -261,7 +289,7 @@ int bench(const Args& args) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, at::cuda::current_device());
   std::printf("theria bench on %s: %s, %s, median of %d iterations after %d warm-up, %d input sets\n\n", prop.name,
-              dtype_name(o.dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets);
+              dtype_name(dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets);
   std::printf("%-24s %-8s %-7s %10s %9s %11s %10s %9s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
               "peak MiB", "vs flash", "vs math");
   for (const auto& r : results) {
@@ -272,33 +300,23 @@ int bench(const Args& args) {
       std::printf("%-24s %-8s %-7s  error: %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.error.c_str());
       continue;
     }
-    // Speed relative to PyTorch's flash / math backends on the same shape and mode (0: not measured).
-    auto ratio = [&](const char* impl) {
-      for (const auto& f : results) {
-        if (f.impl == impl && f.mode == r.mode && f.shape.dim == r.shape.dim && f.shape.len == r.shape.len &&
-            f.error.empty())
-          return f.ms / r.ms;
-      }
-      return 0.0;
+    // The dash is 3 bytes and one column: pad the ratio cells by hand.
+    const auto flash = ratio_cell(speedup_over(results, r, "flash")), math = ratio_cell(speedup_over(results, r, "math"));
+    auto pad = [](const std::string& cell, int width) {
+      const int columns = cell.rfind("\u2014", 0) == 0 ? 1 : static_cast<int>(cell.size());
+      return std::string(std::max(0, width - columns), ' ') + cell;
     };
-    std::printf("%-24s %-8s %-7s %10.3f %9.1f %11.1f %9.2fx %8.2fx\n", shape, r.mode.c_str(), r.impl.c_str(), r.ms,
-                r.tflops, r.peak_mib, ratio("flash"), ratio("math"));
+    std::printf("%-24s %-8s %-7s %10.3f %9.1f %11.1f %s %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.ms, r.tflops,
+                r.peak_mib, pad(flash, 10).c_str(), pad(math, 9).c_str());
   }
   if (!o.json.empty()) {
-    std::ofstream f(o.json);
-    f << "{\"device\": \"" << prop.name << "\", \"dtype\": \"" << dtype_name(o.dtype)
-      << "\", \"causal\": " << (o.causal ? "true" : "false") << ", \"results\": [\n";
-    for (size_t i = 0; i < results.size(); ++i) {
-      const auto& r = results[i];
-      f << "  {\"batch\": " << r.shape.batch << ", \"heads\": " << r.shape.heads << ", \"len\": " << r.shape.len
-        << ", \"dim\": " << r.shape.dim << ", \"mode\": \"" << r.mode << "\", \"impl\": \"" << r.impl
-        << "\", \"ms\": " << r.ms << ", \"tflops\": " << r.tflops << ", \"peak_mib\": " << r.peak_mib
-        << ", \"error\": \"" << r.error << "\"}" << (i + 1 < results.size() ? ",\n" : "\n");
-    }
-    f << "]}\n";
+    Json rows = Json::array();
+    for (const auto& r : results) rows.push_back(result_json(results, r));
+    write_json(o.json, Json{{"device", prop.name}, {"dtype", dtype_name(dtype)}, {"causal", o.causal}, {"results", rows}});
   }
   return 0;
 }
 #endif
 
+}  // namespace
 }  // namespace theria::cli

@@ -1,16 +1,20 @@
-// Subcommands of the `theria` program. Each takes the arguments after its name and returns the
-// process exit status.
+// Subcommands of the `theria` program. Each adds its options to its own CLI11 subcommand (so that
+// `--help` is generated from them) and returns the function that runs it once the command line is
+// parsed; that function returns the process exit status.
 #pragma once
 
-#include <string>
-#include <vector>
+#include <functional>
+
+namespace CLI {
+class App;
+}
 
 namespace theria::cli {
 
-using Args = std::vector<std::string>;
+using Run = std::function<int()>;
 
-int verify(const Args& args);
-int bench(const Args& args);
-int maml(const Args& args);
+Run add_verify(CLI::App& command);
+Run add_bench(CLI::App& command);
+Run add_maml(CLI::App& command);
 
 }  // namespace theria::cli

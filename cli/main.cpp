@@ -1,60 +1,71 @@
-// `theria`: the command-line program. `theria verify` checks every backend and derivative order
-// against the float64 reference.
+// `theria`: the command-line program. One table of subcommands, one parser (CLI11) that generates
+// every `--help`; a subcommand's failure is reported as one line and a non-zero exit status.
 #include "commands.h"
 
+#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <functional>
+#include <iterator>
 #include <map>
 
 namespace {
 
 struct Command {
-  std::function<int(const theria::cli::Args&)> run;
+  const char* name;
   const char* help;
+  theria::cli::Run (*add)(CLI::App&);
 };
 
-const std::map<std::string, Command>& commands() {
-  static const std::map<std::string, Command> table{
-      {"verify", {theria::cli::verify,
-                  "check forward, backward, JVP, double backward and third order of every backend\n"
-                  "            against the float64 reference; non-zero exit on a failure"}},
-      {"maml", {theria::cli::maml,
-                "meta-train the lab transformer with MAML through theria attention; curve, summary, plot"}},
-      {"bench", {theria::cli::bench,
-                 "time the fused backend against PyTorch's SDPA (flash, math) in one run (CUDA)"}},
-  };
-  return table;
-}
+constexpr Command kCommands[] = {
+    {"verify", "check forward, backward, JVP, double backward and third order of every backend against the "
+               "float64 reference; non-zero exit on a failure",
+     theria::cli::add_verify},
+    {"maml", "meta-train the lab transformer with MAML through theria attention; curve, summary, plot",
+     theria::cli::add_maml},
+    {"bench", "time the fused backend against PyTorch's SDPA (flash, math) in one run (CUDA)", theria::cli::add_bench},
+};
 
-void usage() {
-  std::printf("usage: theria <command> [options]\n\ncommands:\n");
-  for (const auto& [name, cmd] : commands()) std::printf("  %-9s %s\n", name.c_str(), cmd.help);
-  std::printf("\n`theria <command> --help` shows the command's options.\n");
-}
+// Exit status of a command line that does not parse, as before CLI11 (scripts test for non-zero).
+constexpr int kUsageError = 2;
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
-    usage();
-    return argc < 2 ? 2 : 0;
+  CLI::App app{"theria: scaled-dot-product attention with explicit derivatives", "theria"};
+  app.require_subcommand(1);
+  app.footer("`theria <command> --help` shows the command's options.");
+  std::map<const CLI::App*, theria::cli::Run> runs;
+  for (const auto& c : kCommands) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    runs[sub] = c.add(*sub);
   }
-  const auto it = commands().find(argv[1]);
-  if (it == commands().end()) {
-    std::fprintf(stderr, "theria: unknown command '%s'\n\n", argv[1]);
-    usage();
-    return 2;
+  if (argc < 2) {
+    std::fprintf(stderr, "%s", app.help().c_str());
+    return kUsageError;
+  }
+  const bool known = std::any_of(std::begin(kCommands), std::end(kCommands),
+                                 [&](const Command& c) { return std::strcmp(argv[1], c.name) == 0; });
+  if (argv[1][0] != '-' && !known) {
+    std::fprintf(stderr, "theria: unknown command '%s'\n\n%s", argv[1], app.help().c_str());
+    return kUsageError;
   }
   try {
-    return it->second.run(theria::cli::Args(argv + 2, argv + argc));
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int status = app.exit(e);  // prints --help, or the error and a hint
+    return status == 0 ? 0 : kUsageError;
+  }
+  const CLI::App* chosen = app.get_subcommands().front();
+  try {
+    return runs.at(chosen)();
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "theria %s: %s\n", argv[1], e.what_without_backtrace());
+    std::fprintf(stderr, "theria %s: %s\n", chosen->get_name().c_str(), e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "theria %s: %s\n", argv[1], e.what());
+    std::fprintf(stderr, "theria %s: %s\n", chosen->get_name().c_str(), e.what());
     return 1;
   }
 }

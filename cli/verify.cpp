@@ -3,6 +3,8 @@
 // reference (plain ATen composition differentiated by PyTorch on the same rounded inputs), and
 // prints backend x derivative x dtype with the worst relative error over the shapes.
 #include "commands.h"
+#include "forward_ad_level.h"
+#include "json_out.h"
 
 #include "reference/reference.h"
 
@@ -12,15 +14,15 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/forward_grad.h>
+
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <functional>
-#include <sstream>
+#include <memory>
 
 namespace theria::cli {
 namespace {
@@ -100,13 +102,10 @@ std::array<TensorList, kNumChecks> derivatives(const Attention& f, const Inputs&
   const auto h = torch::autograd::grad({gu}, {q, k, v}, {}, /*retain_graph=*/true, /*create_graph=*/true);
   r[kThirdOrder] = torch::autograd::grad({inner(h, {in.w_q, in.w_k, in.w_v})}, {q, k, v});
 
-  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
-  {
-    const Tensor dual = f(at::_make_dual(in.q, in.t_q, level), at::_make_dual(in.k, in.t_k, level),
-                          at::_make_dual(in.v, in.t_v, level));
-    r[kJvp] = {std::get<1>(at::_unpack_dual(dual, level)).clone()};
-  }
-  torch::autograd::ForwardADLevel::release_idx(level);
+  const ForwardAdLevel level;
+  const Tensor dual = f(at::_make_dual(in.q, in.t_q, level.index()), at::_make_dual(in.k, in.t_k, level.index()),
+                        at::_make_dual(in.v, in.t_v, level.index()));
+  r[kJvp] = {std::get<1>(at::_unpack_dual(dual, level.index())).clone()};
   return r;
 }
 
@@ -132,54 +131,21 @@ struct Options {
   std::string json;
 };
 
-Options parse(const Args& args) {
-  Options o;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const auto& a = args[i];
-    auto value = [&]() -> std::string {
-      TORCH_CHECK(i + 1 < args.size(), "option ", a, " needs a value");
-      return args[++i];
-    };
-    if (a == "--quick") {
-      o.quick = true;
-    } else if (a == "--device") {
-      o.device = value();
-      TORCH_CHECK(o.device == "cpu" || o.device == "cuda" || o.device == "all",
-                  "--device must be cpu, cuda or all, got '", o.device, "'");
-    } else if (a == "--json") {
-      o.json = value();
-    } else if (a == "--help" || a == "-h") {
-      std::printf(
-          "usage: theria verify [--quick] [--device cpu|cuda|all] [--json FILE]\n"
-          "  --quick    three shapes instead of six\n"
-          "  --device   which devices to check (default: all available)\n"
-          "  --json     also write the table to FILE as JSON\n");
-      std::exit(0);
-    } else {
-      TORCH_CHECK(false, "unknown option '", a, "' (see theria verify --help)");
-    }
-  }
-  return o;
+Json row_json(const Row& r) {
+  return {{"device", r.device},
+          {"backend", r.backend},
+          {"derivative", r.check},
+          {"dtype", r.dtype},
+          {"max_rel_error", number_or_null(r.error)},
+          {"tolerance", r.tolerance},
+          {"pass", r.pass()},
+          // Says why when max_rel_error is null: the error was NaN or infinite.
+          {"status", r.pass() ? "pass"
+                     : std::isfinite(r.error) ? "fail: error above tolerance"
+                                              : "fail: error is " + finite_status(r.error)}};
 }
 
-void write_json(const std::string& path, const std::vector<Row>& rows) {
-  std::ofstream f(path);
-  TORCH_CHECK(f, "cannot write ", path);
-  f << "[\n";
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const auto& r = rows[i];
-    f << "  {\"device\": \"" << r.device << "\", \"backend\": \"" << r.backend << "\", \"derivative\": \""
-      << r.check << "\", \"dtype\": \"" << r.dtype << "\", \"max_rel_error\": " << r.error
-      << ", \"tolerance\": " << r.tolerance << ", \"pass\": " << (r.pass() ? "true" : "false") << "}"
-      << (i + 1 < rows.size() ? ",\n" : "\n");
-  }
-  f << "]\n";
-}
-
-}  // namespace
-
-int verify(const Args& args) {
-  const Options opt = parse(args);
+int run_verify(const Options& opt) {
   struct Target {
     at::Device device;
     Backend backend;
@@ -250,9 +216,25 @@ int verify(const Args& args) {
     failed += r.pass() ? 0 : 1;
   }
   for (const auto& n : notes) std::printf("note: %s\n", n.c_str());
-  if (!opt.json.empty()) write_json(opt.json, rows);
+  if (!opt.json.empty()) {
+    Json table = Json::array();
+    for (const auto& r : rows) table.push_back(row_json(r));
+    write_json(opt.json, table);
+  }
   std::printf("\nverify: %d passed, %d failed\n", static_cast<int>(rows.size()) - failed, failed);
   return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+Run add_verify(CLI::App& command) {
+  auto o = std::make_shared<Options>();
+  command.add_flag("--quick", o->quick, "three shapes instead of eight");
+  command.add_option("--device", o->device, "which devices to check (all: every available one)")
+      ->check(CLI::IsMember({"cpu", "cuda", "all"}))
+      ->capture_default_str();
+  command.add_option("--json", o->json, "also write the table to FILE as JSON")->type_name("FILE");
+  return [o] { return run_verify(*o); };
 }
 
 }  // namespace theria::cli

@@ -28,7 +28,9 @@ const char* maml_mode_name(MamlMode mode) {
 }
 
 at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y) {
-  return at::cross_entropy_loss(forward(model, w, x).to(at::kFloat), y);
+  // At least float32 (bfloat16 logits lose the loss), float64 for a float64 model (finite differences).
+  const auto logits = forward(model, w, x);
+  return at::cross_entropy_loss(logits.to(at::promote_types(logits.scalar_type(), at::kFloat)), y);
 }
 
 double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y) {
@@ -36,59 +38,124 @@ double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x,
   return forward(model, w, x).argmax(1).eq(y).to(at::kDouble).mean().item<double>();
 }
 
-Weights adapt(const ModelConfig& model, const Weights& w, const Task& task, int64_t steps, double lr,
-              bool keep_graph) {
-  Weights fast = w;
-  for (int64_t s = 0; s < steps; ++s) {
-    const auto loss = task_loss(model, fast, task.support_x, task.support_y);
-    const auto g = torch::autograd::grad({loss}, fast, {}, /*retain_graph=*/keep_graph, /*create_graph=*/keep_graph);
-    for (size_t i = 0; i < fast.size(); ++i) fast[i] = fast[i] - lr * (keep_graph ? g[i] : g[i].detach());
+std::vector<at::Tensor> clip_by_global_norm(const std::vector<at::Tensor>& g, double max_norm) {
+  if (max_norm <= 0.0 || g.empty()) return g;
+  // The squared norm accumulates in float at least (bfloat16 squares lose the small entries).
+  const auto acc = [](const at::Tensor& t) { return t.to(at::promote_types(t.scalar_type(), at::kFloat)); };
+  at::Tensor squared = acc(g[0]).pow(2).sum();
+  for (size_t i = 1; i < g.size(); ++i) squared = squared + acc(g[i]).pow(2).sum();
+  // clamp_max, not a branch on the norm's value: no device sync, and the same graph either side.
+  const at::Tensor factor = at::clamp_max(max_norm / (squared.sqrt() + 1e-6), 1.0);
+  std::vector<at::Tensor> out;
+  for (const auto& t : g) out.push_back(t * factor.to(t.scalar_type()));
+  return out;
+}
+
+std::string Divergence::describe() const {
+  const std::string of = " of " + std::to_string(inner_steps) + " (task " + std::to_string(task) + ")";
+  switch (where) {
+    case Where::None: return "ok";
+    case Where::SupportLoss:
+      return "inner loop diverged at step " + std::to_string(inner_step) + of + ": support loss non-finite";
+    case Where::FastWeights:
+      return "inner loop diverged at step " + std::to_string(inner_step) + of +
+             ": fast weights non-finite after the update";
+    case Where::QueryLoss:
+      return "query loss non-finite after the inner loop of " + std::to_string(inner_steps) + " steps (task " +
+             std::to_string(task) + ")";
+    case Where::MetaGradient: return "meta-gradient non-finite (every loss finite)";
   }
-  return fast;
+  return "?";
 }
 
 namespace {
 
-// FO_STRICT: the inner loop on detached copies, the query gradient taken at the adapted copies.
-std::vector<at::Tensor> strict_first_order(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
-                                           const Task& task, double& query_loss) {
-  Weights phi;
-  for (const auto& t : w) phi.push_back(t.detach().clone().requires_grad_());
-  for (int64_t s = 0; s < maml.inner_steps; ++s) {
-    const auto g = torch::autograd::grad({task_loss(model, phi, task.support_x, task.support_y)}, phi);
-    at::AutoGradMode no_grad(false);
-    for (size_t i = 0; i < phi.size(); ++i) phi[i] = (phi[i] - maml.inner_lr * g[i]).detach().requires_grad_();
-  }
-  const auto loss = task_loss(model, phi, task.query_x, task.query_y);
-  query_loss = loss.item<double>();
-  return torch::autograd::grad({loss}, phi);
+// A 0-dim bool on the device: every entry of every tensor is finite.
+at::Tensor all_finite(const std::vector<at::Tensor>& ts) {
+  at::AutoGradMode no_grad(false);
+  std::vector<at::Tensor> each;
+  for (const auto& t : ts) each.push_back(at::isfinite(t).all());
+  return at::stack(each).all();
 }
 
 }  // namespace
+
+Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const Task& task,
+              InnerLoopTrace* trace) {
+  const bool keep_graph = maml.mode == MamlMode::Full;
+  const bool strict = maml.mode == MamlMode::FirstOrderStrict;
+  Weights fast;
+  for (const auto& t : w) fast.push_back(strict ? t.detach().clone().requires_grad_() : t);
+  for (int64_t s = 0; s < maml.inner_steps; ++s) {
+    const auto loss = task_loss(model, fast, task.support_x, task.support_y);
+    if (trace) trace->support_loss_finite.push_back(at::isfinite(loss.detach()));
+    auto g = torch::autograd::grad({loss}, fast, {}, /*retain_graph=*/keep_graph, /*create_graph=*/keep_graph);
+    if (!keep_graph) {
+      for (auto& t : g) t = t.detach();
+    }
+    g = clip_by_global_norm(g, maml.inner_grad_clip);
+    if (strict) {
+      at::AutoGradMode no_grad(false);
+      for (size_t i = 0; i < fast.size(); ++i) fast[i] = (fast[i] - maml.inner_lr * g[i]).detach().requires_grad_();
+    } else {
+      for (size_t i = 0; i < fast.size(); ++i) fast[i] = fast[i] - maml.inner_lr * g[i];
+    }
+    if (trace) trace->weights_finite.push_back(all_finite(fast));
+  }
+  return fast;
+}
+
+Divergence first_divergence(const InnerLoopTrace& trace, const at::Tensor& query_loss, int64_t task,
+                            double* value) {
+  const auto steps = static_cast<int64_t>(trace.support_loss_finite.size());
+  std::vector<at::Tensor> entries;  // support loss finite and weights finite per step, then the query loss
+  for (int64_t s = 0; s < steps; ++s) {
+    entries.push_back(trace.support_loss_finite[s].to(at::kDouble));
+    entries.push_back(trace.weights_finite[s].to(at::kDouble));
+  }
+  entries.push_back(query_loss.detach().to(at::kDouble));
+  const auto host = at::stack(entries).cpu();
+  const double* v = host.data_ptr<double>();
+  *value = v[2 * steps];
+  Divergence d;
+  d.task = task;
+  d.inner_steps = steps;
+  for (int64_t s = 0; s < steps && !d.found(); ++s) {
+    d.inner_step = s + 1;
+    if (v[2 * s] == 0.0) d.where = Divergence::Where::SupportLoss;
+    else if (v[2 * s + 1] == 0.0) d.where = Divergence::Where::FastWeights;
+  }
+  d.inner_step = d.found() ? d.inner_step : steps;
+  if (!d.found() && !std::isfinite(*value)) d.where = Divergence::Where::QueryLoss;
+  return d;
+}
 
 MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                            const std::vector<Task>& tasks) {
   TORCH_CHECK(!tasks.empty(), "meta_gradient: no tasks");
   MetaGradient out;
   const double inv = 1.0 / static_cast<double>(tasks.size());
-  for (const auto& task : tasks) {
-    std::vector<at::Tensor> g;
+  const bool strict = maml.mode == MamlMode::FirstOrderStrict;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    InnerLoopTrace trace;
+    const Weights fast = adapt(model, maml, w, tasks[i], &trace);
+    const auto loss = task_loss(model, fast, tasks[i].query_x, tasks[i].query_y);
     double loss_value = 0.0;
-    if (maml.mode == MamlMode::FirstOrderStrict) {
-      g = strict_first_order(model, maml, w, task, loss_value);
-    } else {
-      const Weights fast = adapt(model, w, task, maml.inner_steps, maml.inner_lr, maml.mode == MamlMode::Full);
-      const auto loss = task_loss(model, fast, task.query_x, task.query_y);
-      loss_value = loss.item<double>();
-      g = torch::autograd::grad({loss}, w, {}, /*retain_graph=*/true);
-      out.loss_graph = loss;
-    }
+    const auto d = first_divergence(trace, loss, static_cast<int64_t>(i), &loss_value);
+    if (d.found() && !out.divergence.found()) out.divergence = d;
+    // FO_STRICT: the query gradient at the adapted copies (leaves), applied to the initial weights.
+    const auto g = torch::autograd::grad({loss}, strict ? fast : w, {}, /*retain_graph=*/!strict);
+    if (!strict) out.loss_graph = loss;
     if (out.grads.empty()) {
       for (const auto& t : g) out.grads.push_back(t.detach() * inv);
     } else {
-      for (size_t i = 0; i < g.size(); ++i) out.grads[i] = out.grads[i] + g[i].detach() * inv;
+      for (size_t j = 0; j < g.size(); ++j) out.grads[j] = out.grads[j] + g[j].detach() * inv;
     }
     out.query_loss += loss_value * inv;
+  }
+  if (!out.divergence.found() && !all_finite(out.grads).item<bool>()) {
+    out.divergence.where = Divergence::Where::MetaGradient;
+    out.divergence.inner_steps = maml.inner_steps;
   }
   return out;
 }
@@ -140,21 +207,34 @@ SecondOrderPath second_order_path(const ModelConfig& model, const MamlConfig& ma
     r.nodes.assign(found.begin(), found.end());
     r.reaches_backward_nodes = !found.empty();
   }
-  MamlConfig fo = maml;
-  fo.mode = MamlMode::FirstOrder;
-  MamlConfig full = maml;
-  full.mode = MamlMode::Full;
-  r.second_order_norm = flat_distance(meta_gradient(model, full, w, tasks).grads, meta_gradient(model, fo, w, tasks).grads);
+  // The run itself is one side of the norm when its mode is FULL or FO; only the other is computed.
+  auto run_in = [&](MamlMode mode) {
+    if (maml.mode == mode) return run;
+    MamlConfig other = maml;
+    other.mode = mode;
+    return meta_gradient(model, other, w, tasks);
+  };
+  const auto full = run_in(MamlMode::Full);
+  const auto fo = run_in(MamlMode::FirstOrder);
+  r.divergence = full.divergence.found() ? full.divergence : fo.divergence;
+  r.second_order_norm = r.divergence.found() ? std::nan("") : flat_distance(full.grads, fo.grads);
   return r;
 }
 
-std::vector<double> rel_diff_full_vs_fo(const ModelConfig& model, double inner_lr, const Weights& w,
-                                        const std::vector<Task>& tasks, const std::vector<int64_t>& inner_steps) {
-  std::vector<double> out;
+std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                         const std::vector<Task>& tasks, const std::vector<int64_t>& inner_steps) {
+  std::vector<RelDiff> out;
   for (const auto steps : inner_steps) {
-    const auto full = meta_gradient(model, {MamlMode::Full, steps, inner_lr}, w, tasks).grads;
-    const auto fo = meta_gradient(model, {MamlMode::FirstOrder, steps, inner_lr}, w, tasks).grads;
-    out.push_back(flat_distance(full, fo) / std::max(flat_norm(full), 1e-300));
+    MamlConfig config = maml;
+    config.inner_steps = steps;
+    config.mode = MamlMode::Full;
+    const auto full = meta_gradient(model, config, w, tasks);
+    config.mode = MamlMode::FirstOrder;
+    const auto fo = meta_gradient(model, config, w, tasks);
+    RelDiff r{steps, std::nan(""), full.divergence.found() ? full.divergence : fo.divergence};
+    // No number from a diverged run: its NaN would only say "something was not finite", not where.
+    if (!r.divergence.found()) r.value = flat_distance(full.grads, fo.grads) / std::max(flat_norm(full.grads), 1e-300);
+    out.push_back(r);
   }
   return out;
 }
@@ -163,13 +243,21 @@ Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weig
                     const std::vector<Task>& tasks) {
   Evaluation e;
   const double inv = 1.0 / static_cast<double>(tasks.size());
-  for (const auto& task : tasks) {
+  MamlConfig no_meta_gradient = maml;
+  no_meta_gradient.mode = MamlMode::FirstOrderStrict;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const auto& task = tasks[i];
     e.pre_accuracy += accuracy(model, w, task.query_x, task.query_y) * inv;
-    const Weights fast = adapt(model, w, task, maml.inner_steps, maml.inner_lr, /*keep_graph=*/false);
-    e.post_accuracy += accuracy(model, fast, task.query_x, task.query_y) * inv;
+    InnerLoopTrace trace;
+    const Weights fast = adapt(model, no_meta_gradient, w, task, &trace);
     at::AutoGradMode no_grad(false);
-    e.post_loss += task_loss(model, fast, task.query_x, task.query_y).item<double>() * inv;
+    double loss = 0.0;
+    const auto d = first_divergence(trace, task_loss(model, fast, task.query_x, task.query_y), static_cast<int64_t>(i), &loss);
+    if (d.found() && !e.divergence.found()) e.divergence = d;
+    e.post_loss += loss * inv;
+    e.post_accuracy += accuracy(model, fast, task.query_x, task.query_y) * inv;
   }
+  if (e.divergence.found()) e.post_accuracy = e.post_loss = std::nan("");
   return e;
 }
 

@@ -23,19 +23,58 @@ struct MamlConfig {
   MamlMode mode = MamlMode::Full;
   int64_t inner_steps = 2;
   double inner_lr = 0.2;
+  double inner_grad_clip = 0.0;  // > 0: each inner gradient clipped to this global norm (every mode); 0: off
+};
+
+// Global-norm clipping as torch.nn.utils.clip_grad_norm_ does it: g * min(1, max_norm / (||g|| + 1e-6)),
+// ||g|| over all tensors together. The factor is computed from g with g's graph, so under
+// create_graph (FULL) the clipped step is differentiated exactly, the factor included (docs/maml.md).
+// max_norm <= 0 returns g unchanged.
+std::vector<at::Tensor> clip_by_global_norm(const std::vector<at::Tensor>& g, double max_norm);
+
+// Where the losses or weights of a batch of tasks first became non-finite (NaN or infinite).
+struct Divergence {
+  enum class Where {
+    None,
+    SupportLoss,   // the support loss of inner step `inner_step` (before its update)
+    FastWeights,   // the fast weights after the update of inner step `inner_step`
+    QueryLoss,     // the query loss after the inner loop, every step finite
+    MetaGradient,  // the meta-gradient, every loss finite
+  };
+  Where where = Where::None;
+  int64_t task = -1;        // index of the task in its batch
+  int64_t inner_step = 0;   // 1-based
+  int64_t inner_steps = 0;  // length of the inner loop
+  bool found() const { return where != Where::None; }
+  // e.g. "inner loop diverged at step 8 of 8 (task 6): fast weights non-finite after the update"
+  std::string describe() const;
 };
 
 at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
 double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
 
-// Fast weights after the inner loop on the support set. keep_graph: FULL (true) or FO (false).
-Weights adapt(const ModelConfig& model, const Weights& w, const Task& task, int64_t steps, double lr,
-              bool keep_graph);
+// The finiteness checks of one inner loop, left on the device so that a task costs one sync
+// (first_divergence reads them with the query loss).
+struct InnerLoopTrace {
+  std::vector<at::Tensor> support_loss_finite, weights_finite;  // one 0-dim bool per inner step
+};
+
+// Fast weights after maml.inner_steps steps on the support set, as maml.mode runs them: FULL keeps
+// the graph of every step (create_graph), FO detaches the inner gradients, FO_STRICT runs on
+// detached copies with no graph at all (the returned weights are fresh leaves).
+Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const Task& task,
+              InnerLoopTrace* trace = nullptr);
+
+// The first non-finite check of one task's inner loop and query loss (nothing found: where None);
+// reads the trace and the query loss in one transfer and returns the query loss's value in *value.
+Divergence first_divergence(const InnerLoopTrace& trace, const at::Tensor& query_loss, int64_t task,
+                            double* value);
 
 struct MetaGradient {
   std::vector<at::Tensor> grads;  // d(mean query loss)/d(initial weights), one per weight
   double query_loss = 0.0;        // mean over tasks, after adaptation
   at::Tensor loss_graph;          // the last task's query loss with its graph (FULL / FO only)
+  Divergence divergence;          // the first non-finite loss or gradient; grads and loss are unusable then
 };
 
 // The meta-gradient of the mean query loss over `tasks` under `maml`; `w` are leaves requiring grad.
@@ -47,20 +86,31 @@ struct SecondOrderPath {
   bool reaches_backward_nodes = false;  // the meta-loss graph contains a derivative of a backward
   std::vector<std::string> nodes;        // the names of those nodes (distinct)
   double second_order_norm = 0.0;        // ||g_FULL - g_FO||: the size of the second-order part
+  Divergence divergence;                 // of the FULL or FO run; second_order_norm is NaN then
 };
+// Runs `maml` once and reuses it for the norm: a FULL run is not repeated, nor an FO one.
 SecondOrderPath second_order_path(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                                   const std::vector<Task>& tasks);
 
 double flat_norm(const std::vector<at::Tensor>& g);
 double flat_distance(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b);
 
-// ||g_FULL - g_FO|| / ||g_FULL|| for each inner-step count.
-std::vector<double> rel_diff_full_vs_fo(const ModelConfig& model, double inner_lr, const Weights& w,
-                                        const std::vector<Task>& tasks, const std::vector<int64_t>& inner_steps);
+// ||g_FULL - g_FO|| / ||g_FULL|| for each inner-step count; NaN with the divergence that made it so
+// when a loss or gradient was non-finite (a diverging inner loop, docs/maml.md).
+struct RelDiff {
+  int64_t inner_steps = 0;
+  double value = 0.0;
+  Divergence divergence;  // of the FULL run, else of the FO run
+};
+std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                         const std::vector<Task>& tasks, const std::vector<int64_t>& inner_steps);
 
 // Mean query accuracy over tasks before and after the inner loop (no meta-gradient).
+// A task whose inner loop diverges has no post-adaptation result: post_* are NaN and `divergence`
+// says where (the argmax of NaN logits is class 0, an accuracy that means nothing).
 struct Evaluation {
   double pre_accuracy = 0.0, post_accuracy = 0.0, post_loss = 0.0;
+  Divergence divergence;
 };
 Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const std::vector<Task>& tasks);
 

@@ -42,6 +42,11 @@ std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count) {
   return tasks;
 }
 
+std::string RunDivergence::describe() const {
+  if (!found()) return "ok";
+  return phase + " diverged at meta-step " + std::to_string(meta_step) + ": " + at.describe();
+}
+
 TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval) {
   const auto start = std::chrono::steady_clock::now();
   TrainResult r;
@@ -50,29 +55,41 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   for (const auto& t : w) r.initial.push_back(t.detach().clone());
   const PositionRecallTasks train_family(config.tasks, config.seed);
   const auto eval = held_out_tasks(config, config.eval_tasks);
-  Adam adam{config.meta_lr};
+  Adam adam;
+  adam.lr = config.meta_lr;
 
-  auto record = [&](int64_t step, double meta_loss) {
+  auto note = [&](int64_t step, const char* phase, const Divergence& d) {
+    if (d.found() && !r.divergence.found()) r.divergence = {step, phase, d};
+  };
+  auto record = [&](int64_t step, std::optional<double> meta_loss) {
     const auto e = evaluate(config.model, config.maml, w, eval);
-    CurvePoint p{step, meta_loss, e.pre_accuracy, e.post_accuracy};
+    note(step, "held-out evaluation", e.divergence);
+    CurvePoint p{step, meta_loss, e};
     r.curve.push_back(p);
     if (on_eval) on_eval(p);
     return e;
   };
+  auto stop = [&] { return r.divergence.found() && !config.continue_on_divergence; };
 
-  r.before = record(0, std::nan(""));
+  r.before = r.after = record(0, std::nullopt);
   uint64_t next_task = 0;
-  for (int64_t step = 1; step <= config.meta_steps; ++step) {
+  for (int64_t step = 1; step <= config.meta_steps && !stop(); ++step) {
     std::vector<Task> batch;
     for (int64_t i = 0; i < config.meta_batch; ++i) batch.push_back(train_family.task(next_task++, config.device));
     const auto mg = meta_gradient(config.model, config.maml, w, batch);
-    adam.step(w, mg.grads);
-    if (step % config.eval_every == 0 || step == config.meta_steps) {
-      const auto e = record(step, mg.query_loss);
-      if (step == config.meta_steps) r.after = e;
+    note(step, "meta-training", mg.divergence);
+    // A non-finite meta-gradient is never applied: Adam's moments would carry the NaN forever.
+    if (mg.divergence.found()) {
+      ++r.skipped_meta_steps;
+    } else {
+      adam.step(w, mg.grads);
+      ++r.applied_meta_steps;
+    }
+    if (step % config.eval_every == 0 || step == config.meta_steps || stop()) {
+      const auto meta_loss = mg.divergence.found() ? std::nullopt : std::optional<double>(mg.query_loss);
+      r.after = record(step, meta_loss);
     }
   }
-  if (config.meta_steps == 0) r.after = r.before;
   r.weights = w;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;

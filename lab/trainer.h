@@ -5,6 +5,8 @@
 #include "maml.h"
 
 #include <functional>
+#include <optional>
+#include <string>
 
 namespace theria::lab {
 
@@ -20,19 +22,35 @@ struct TrainConfig {
   uint64_t seed = 0;
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
+  // What a non-finite loss or meta-gradient does (docs/maml.md): false, meta-training stops there
+  // (the weights stay the last finite ones); true, that meta-step is skipped (no update) and
+  // training goes on. Either way the run records its first divergence.
+  bool continue_on_divergence = false;
 };
 
 struct CurvePoint {
   int64_t step = 0;
-  double meta_loss = 0.0;      // mean query loss of the meta-batch, after adaptation
-  double pre_accuracy = 0.0;   // held-out tasks, before the inner loop
-  double post_accuracy = 0.0;  // held-out tasks, after it
+  std::optional<double> meta_loss;  // mean query loss of the meta-batch, after adaptation; none at
+                                     // step 0 (no meta-step yet) and for a meta-step that diverged
+  Evaluation held_out;               // accuracy before and after the inner loop, on held-out tasks
+};
+
+// The first non-finite loss or gradient of a run, in meta-training or in a held-out evaluation.
+struct RunDivergence {
+  int64_t meta_step = -1;  // 0: the evaluation before training
+  std::string phase;       // "meta-training" or "held-out evaluation"
+  Divergence at;           // task and inner step
+  bool found() const { return at.found(); }
+  std::string describe() const;  // "meta-training diverged at meta-step 3: inner loop diverged at step 2 ..."
 };
 
 struct TrainResult {
   Weights initial, weights;
   std::vector<CurvePoint> curve;  // one point per evaluation
   Evaluation before, after;       // held-out tasks at step 0 and at the end
+  RunDivergence divergence;       // the first one; none found: the run is sound
+  int64_t applied_meta_steps = 0;  // meta-steps whose update was applied
+  int64_t skipped_meta_steps = 0;  // continue_on_divergence: meta-steps that diverged and were skipped
   double seconds = 0.0;
 };
 

@@ -21,10 +21,15 @@ def main():
 
     with open(args.curve) as f:
         rows = list(csv.DictReader(f))
+    # An empty field has no number: no meta-step yet (step 0), or a loss that was not finite (the
+    # status column says where). NaN leaves a gap in the line.
+    def value(r, key):
+        return float(r[key]) if r.get(key) not in (None, "", "nan") else float("nan")
+
     step = [int(r["step"]) for r in rows]
-    pre = [float(r["pre_accuracy"]) for r in rows]
-    post = [float(r["post_accuracy"]) for r in rows]
-    loss = [(int(r["step"]), float(r["meta_loss"])) for r in rows if r["meta_loss"] not in ("", "nan")]
+    pre = [value(r, "pre_accuracy") for r in rows]
+    post = [value(r, "post_accuracy") for r in rows]
+    loss = [(int(r["step"]), value(r, "meta_loss")) for r in rows if r["meta_loss"] not in ("", "nan")]
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     ax_acc.plot(step, post, marker="o", label="after inner loop")

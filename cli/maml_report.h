@@ -1,0 +1,41 @@
+// What `theria maml` reports from one finished run: the learning curve (curve.csv), the summary
+// (summary.json) and the console lines. A value that is not finite is never written as a number:
+// it is empty (CSV) or null (JSON), with the reason next to it (docs/maml.md).
+#pragma once
+
+#include "json_out.h"
+#include "maml_cost.h"
+#include "run_program.h"
+#include "trainer.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace theria::cli {
+
+struct MamlDiagnostics {
+  lab::SecondOrderPath path;
+  std::vector<lab::RelDiff> rel_diff;
+  StepCost full, fo;
+};
+
+struct PlotOutcome {
+  std::string status = "skipped (--no-plot)";  // or "written", or "failed: ..."
+  std::optional<ProgramExit> exit;             // how the plotting program ended, when it was run
+};
+
+struct MamlRun {
+  lab::TrainConfig config;
+  Backend resolved_backend = Backend::Auto;  // what the requested backend resolves to for this model
+  lab::TrainResult result;
+  MamlDiagnostics diagnostics;
+  PlotOutcome plot;
+};
+
+void write_curve_csv(const std::string& path, const std::vector<lab::CurvePoint>& curve);
+Json summary_json(const MamlRun& run);
+void print_progress(const lab::CurvePoint& p, int64_t meta_steps, double seconds);
+void print_summary(const MamlRun& run, const std::string& out_dir);
+
+}  // namespace theria::cli

@@ -1,0 +1,49 @@
+#include "run_program.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cstring>
+
+extern char** environ;
+
+namespace theria::cli {
+
+std::string ProgramExit::describe() const {
+  if (!started) return "could not start: " + error;
+  if (signal != 0) return "killed by signal " + std::to_string(signal);
+  return "exit status " + std::to_string(exit_status);
+}
+
+ProgramExit run_program(const std::vector<std::string>& argv) {
+  ProgramExit r;
+  if (argv.empty()) {
+    r.error = "no program given";
+    return r;
+  }
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  // posix_spawnp reports a program that cannot be executed (ENOENT, EACCES) as its return value.
+  const int err = posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), environ);
+  if (err != 0) {
+    r.error = argv[0] + ": " + std::strerror(err);
+    return r;
+  }
+  r.started = true;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      r.error = std::string("waitpid: ") + std::strerror(errno);
+      r.started = false;
+      return r;
+    }
+  }
+  if (WIFEXITED(status)) r.exit_status = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  return r;
+}
+
+}  // namespace theria::cli

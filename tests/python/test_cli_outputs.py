@@ -1,0 +1,111 @@
+"""The `theria` program's output files: every JSON it writes parses with Python's `json` (no NaN, no
+Infinity, escaped strings), a diverged `theria maml` run says so and where, and the plot step takes a
+user's path as data (a space or a `;` in `--out` runs nothing).
+
+The program is found in the build directory: $THERIA_BUILD_DIR (default `build`), relative to the
+repository unless absolute."""
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("THERIA_BUILD_DIR", "build"))
+THERIA = (BUILD if BUILD.is_absolute() else REPO / BUILD) / "theria"
+
+pytestmark = pytest.mark.skipif(not THERIA.exists(), reason=f"{THERIA} not built")
+
+# A tiny `theria maml` run on CPU: a few seconds, every output file written.
+TINY_MAML = ["maml", "--device", "cpu", "--meta-steps", "2", "--eval-every", "1", "--meta-batch", "2",
+             "--eval-tasks", "2", "--support", "4", "--query", "4", "--dim", "16", "--diagnose-steps", "1,2"]
+
+
+def theria(*args, cwd=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([str(THERIA), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def strict_json(path):
+    """json.load that refuses NaN and Infinity, which Python's json module accepts by default."""
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+def test_verify_json_parses_and_has_a_row_per_check(tmp_path):
+    out = tmp_path / "verify.json"
+    r = theria("verify", "--quick", "--device", "cpu", "--json", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = strict_json(out)
+    assert rows and all(row["device"] == "cpu" for row in rows)
+    for row in rows:
+        assert set(row) == {"device", "backend", "derivative", "dtype", "max_rel_error", "tolerance", "pass",
+                            "status"}
+        assert isinstance(row["max_rel_error"], float) and row["pass"] is True and row["status"] == "pass"
+
+
+def test_maml_outputs_parse_and_the_plot_lands_in_a_path_with_a_space_and_a_semicolon(tmp_path):
+    # Through a shell, `.../a b; touch PWNED; x/curve.csv` would run `touch PWNED` in the working directory.
+    out = tmp_path / "a b; touch PWNED; x"
+    r = theria(*TINY_MAML, "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = strict_json(out / "summary.json")
+    assert summary["status"] == "ok" and summary["divergence"] is None
+    assert summary["plot"] == {"status": "written", "file": "curve.png", "exit_status": 0}
+    assert (out / "curve.png").stat().st_size > 0
+    # Nothing ran but the plotting script: no PWNED in the working directory, tmp_path or the repository.
+    assert not list(tmp_path.rglob("PWNED"))
+    assert not (REPO / "PWNED").exists() and not (Path.cwd() / "PWNED").exists()
+
+    rel = summary["diagnostics"]["rel_diff_full_vs_fo"]
+    assert rel["inner_steps"] == [1, 2] and len(rel["value"]) == len(rel["status"]) == 2
+    for value, status in zip(rel["value"], rel["status"]):
+        assert (value is None) == (status != "ok")
+
+    with open(out / "curve.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert [int(p["step"]) for p in curve] == [0, 1, 2]
+    assert curve[0]["meta_loss"] == ""  # no meta-step before step 1: empty, not "nan"
+    assert all(float(p["meta_loss"]) > 0 for p in curve[1:])
+    assert all(p["status"] == "ok" for p in curve)
+
+
+def test_a_diverging_run_exits_non_zero_and_says_where(tmp_path):
+    r = theria(*TINY_MAML, "--inner-lr", "1e30", "--no-plot", "--out", tmp_path / "stopped")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "diverged" in r.stderr and "nan" not in r.stdout.lower()
+    summary = strict_json(tmp_path / "stopped" / "summary.json")
+    assert summary["status"] == "diverged"
+    d = summary["divergence"]
+    assert isinstance(d["meta_step"], int) and isinstance(d["inner_step"], int) and d["inner_step"] >= 1
+    assert "inner loop diverged at step" in d["message"] and d["continued"] is False
+    assert summary["held_out"]["after_training"]["post_accuracy"] is None
+    assert summary["held_out"]["after_training"]["status"] != "ok"
+    assert summary["diagnostics"]["second_order_norm"] is None
+    assert summary["diagnostics"]["second_order_norm_status"] != "ok"
+
+    r = theria(*TINY_MAML, "--inner-lr", "1e30", "--no-plot", "--continue-on-divergence", "--out", tmp_path / "on")
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = strict_json(tmp_path / "on" / "summary.json")
+    assert summary["status"] == "diverged" and summary["divergence"]["continued"] is True
+    assert summary["divergence"]["skipped_meta_steps"] == 2
+
+
+def test_inner_gradient_clipping_keeps_the_same_run_finite(tmp_path):
+    r = theria(*TINY_MAML, "--inner-lr", "1e3", "--inner-grad-clip", "1e-4", "--no-plot", "--out", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = strict_json(tmp_path / "summary.json")
+    assert summary["status"] == "ok" and summary["config"]["inner_grad_clip"] == 1e-4
+
+
+def test_help_is_generated_and_bad_options_are_refused():
+    r = theria("maml", "--help")
+    assert r.returncode == 0 and "--inner-grad-clip" in r.stdout and "--continue-on-divergence" in r.stdout
+    assert theria("verify", "--device", "gpu").returncode == 2
+    assert theria("maml", "--no-such-option").returncode == 2
+    assert theria("no-such-command").returncode == 2
