@@ -61,8 +61,7 @@ std::string Divergence::describe() const {
       return "inner loop diverged at step " + std::to_string(inner_step) + of +
              ": fast weights non-finite after the update";
     case Where::QueryLoss:
-      return "query loss non-finite after the inner loop of " + std::to_string(inner_steps) + " steps (task " +
-             std::to_string(task) + ")";
+      return "inner loop diverged: query loss non-finite after step " + std::to_string(inner_steps) + of;
     case Where::MetaGradient: return "meta-gradient non-finite (every loss finite)";
   }
   return "?";
