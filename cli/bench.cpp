@@ -76,7 +76,7 @@ Run add_bench(CLI::App& command) {
   command.add_option("--head-dim", o->head_dims, "head dims, comma-separated")
       ->delimiter(',')
       ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->default_str("64");
   command.add_option("--dtype", o->dtype, "element type")
       ->check(CLI::IsMember({"bf16", "bfloat16", "fp16", "float16", "fp32", "float32"}))
       ->capture_default_str();
@@ -85,11 +85,11 @@ Run add_bench(CLI::App& command) {
                      "fwd; fwd_bwd; jvp (forward AD); hvp (backward with create_graph, then grad of <g, u>)")
       ->delimiter(',')
       ->check(CLI::IsMember({"fwd", "fwd_bwd", "jvp", "hvp"}))
-      ->capture_default_str();
+      ->default_str("fwd,fwd_bwd");
   command.add_option("--impl", o->impls, "theria (backend fused), flash / math (PyTorch's own SDPA backends)")
       ->delimiter(',')
       ->check(CLI::IsMember({"theria", "flash", "math"}))
-      ->capture_default_str();
+      ->default_str("theria,flash,math");
   command.add_option("--iters", o->iters, "timed iterations (the median is reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

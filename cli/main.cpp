@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   std::map<const CLI::App*, theria::cli::Run> runs;
   for (const auto& c : kCommands) {
     CLI::App* sub = app.add_subcommand(c.name, c.help);
+    sub->footer("");  // a subcommand inherits the program's footer otherwise
     runs[sub] = c.add(*sub);
   }
   if (argc < 2) {

@@ -30,6 +30,13 @@ std::string console_number(double x, const char* format, const std::string& why 
   return s;
 }
 
+// `s` padded with spaces to `width` columns (the em dash is three bytes and one column).
+std::string pad_right(const std::string& s, size_t width) {
+  size_t columns = 0;
+  for (const char c : s) columns += (static_cast<unsigned char>(c) & 0xC0) != 0x80;  // UTF-8 lead bytes
+  return s + std::string(width > columns ? width - columns : 0, ' ');
+}
+
 // A CSV field: quoted when it holds a separator or a quote (RFC 4180).
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -155,9 +162,9 @@ Json summary_json(const MamlRun& run) {
 
 void print_progress(const lab::CurvePoint& p, int64_t meta_steps, double seconds) {
   const auto& e = p.held_out;
-  std::fprintf(stderr, "[maml] step %5lld/%lld  meta-loss %-8s  held-out accuracy: before %.3f  after %s  (%.1f s)\n",
+  std::fprintf(stderr, "[maml] step %5lld/%lld  meta-loss %s  held-out accuracy: before %.3f  after %s  (%.1f s)\n",
                (long long)p.step, (long long)meta_steps,
-               console_number(p.meta_loss.value_or(std::nan("")), "%.4f").c_str(), e.pre_accuracy,
+               pad_right(console_number(p.meta_loss.value_or(std::nan("")), "%.4f"), 8).c_str(), e.pre_accuracy,
                console_number(e.post_accuracy, "%.3f", e.divergence.found() ? e.divergence.describe() : "").c_str(),
                seconds);
 }
