@@ -11,7 +11,7 @@ out=${OUT:-$root/.device/out}
 mkdir -p "$out"
 export THERIA_BUILD_DIR=build-gpu THERIA_JOBS=${THERIA_JOBS:-16}
 if [ -d .device/googletest ]; then
-  export THERIA_CMAKE_ARGS="-DTHERIA_GTEST_SOURCE=$root/.device/googletest"
+  export THERIA_CMAKE_ARGS="-DTHERIA_GTEST_SOURCE=$root/.device/googletest -DTHERIA_THIRD_PARTY_INCLUDE=$root/.device/include"
 fi
 summary=()
 step() {  # step NAME LOGFILE COMMAND...
@@ -29,6 +29,8 @@ py=$(cat build-gpu/python)
 step ctest-gpu ctest_gpu.log bash -c "cd build-gpu && ctest --output-on-failure -L gpu"
 step pytest-gpu pytest_gpu.log env PYTHONPATH="$root/python" THERIA_LIBRARY="$root/build-gpu/libtheria.so" \
   "$py" -m pytest -q -m gpu tests/python
+step fuzz-gpu fuzz_gpu.log env PYTHONPATH="$root/python" THERIA_LIBRARY="$root/build-gpu/libtheria.so" \
+  THERIA_FUZZ_CASES=${THERIA_FUZZ_GPU_CASES:-20000} "$py" -m pytest -q -s tests/python/test_fuzz.py
 step verify verify.txt build-gpu/theria verify --json "$out/verify.json"
 export THERIA_LIBRARY="$root/build-gpu/libtheria.so"
 step sanitizer sanitizer.txt compute-sanitizer --tool memcheck --error-exitcode 1 "$py" scripts/device/sanitizer_case.py
@@ -59,6 +61,7 @@ fi
 cat "$out/gpu.txt"
 echo "---- verify (cuda rows)"; grep -E '^cuda|^verify|^note' "$out/verify.txt"
 for log in ctest_gpu.log pytest_gpu.log sanitizer.txt racecheck.txt; do echo "---- $log (tail)"; tail -n 12 "$out/$log"; done
+echo "---- fuzz"; grep -E '^\[fuzz\]|passed|failed' "$out/fuzz_gpu.log"
 for f in "$out"/maml_*.txt; do echo "---- $(basename "$f")"; grep -v '^\[maml' "$f"; done
 for f in "$out"/bench_*.txt; do echo "---- $(basename "$f")"; grep -E '^[0-9]|error' "$f"; done
 echo "---- summary"; printf '%s\n' "${summary[@]}"

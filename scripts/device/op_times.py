@@ -63,7 +63,11 @@ def check(dtype, d, causal):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="*", default=["8,16,2048,64", "8,16,2048,128"])
+    ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="also time bwd and bwd_jvp under torch.use_deterministic_algorithms(True) (ordered dQ adds)")
     args = ap.parse_args()
+    causal = args.causal
     dtype = torch.bfloat16
     worst = 0.0
     for d in (64, 128):
@@ -76,21 +80,27 @@ def main():
         b, h, l, d = map(int, s.split(","))
         sets = [make((b, h, l, d), dtype, seed=i) for i in range(3)]
         scale = d ** -0.5
-        stats = [ops.sdpa_fwd(q, k, v, False, scale, "fused") for q, k, v, *_ in sets]
+        stats = [ops.sdpa_fwd(q, k, v, causal, scale, "fused") for q, k, v, *_ in sets]
         sets = [(*t, *st) for t, st in zip(sets, stats)]
+        bwd = lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd(q, k, v, out, lse, do, causal, scale,  # noqa: E731
+                                                                     "fused")
+        bwd_jvp = lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd_jvp(  # noqa: E731
+            q, k, v, out, lse, do, qd, kd, vd, None, causal, scale, "fused")
         row = {
-            "fwd": timed(lambda q, k, v, *r: ops.sdpa_fwd(q, k, v, False, scale, "fused"), sets),
-            "jvp": timed(lambda q, k, v, o, qd, kd, vd, *r: ops.sdpa_jvp(q, k, v, qd, kd, vd, False, scale, "fused"),
+            "fwd": timed(lambda q, k, v, *r: ops.sdpa_fwd(q, k, v, causal, scale, "fused"), sets),
+            "jvp": timed(lambda q, k, v, o, qd, kd, vd, *r: ops.sdpa_jvp(q, k, v, qd, kd, vd, causal, scale, "fused"),
                          sets),
-            "bwd": timed(lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd(q, k, v, out, lse, do, False, scale,
-                                                                               "fused"), sets),
-            "bwd_jvp": timed(lambda q, k, v, do, qd, kd, vd, out, lse: ops.sdpa_bwd_jvp(
-                q, k, v, out, lse, do, qd, kd, vd, None, False, scale, "fused"), sets),
+            "bwd": timed(bwd, sets),
+            "bwd_jvp": timed(bwd_jvp, sets),
         }
+        if args.deterministic:
+            torch.use_deterministic_algorithms(True)
+            row["bwd_det"], row["bwd_jvp_det"] = timed(bwd, sets), timed(bwd_jvp, sets)
+            torch.use_deterministic_algorithms(False)
         # Matrix products of L x S x D per pass (2 L S D FLOPs each): the double backward's bwd_jvp is a
         # tangent pass (5) and the backward-JVP (10).
-        products = {"fwd": 2, "jvp": 6, "bwd": 5, "bwd_jvp": 15}
-        flop = 2.0 * b * h * l * l * d
+        products = {"fwd": 2, "jvp": 6, "bwd": 5, "bwd_jvp": 15, "bwd_det": 5, "bwd_jvp_det": 15}
+        flop = 2.0 * b * h * l * l * d * (0.5 if causal else 1.0)
         print(f"times {s}: " + " ".join(f"{k}={v:.3f}ms ({products[k] * flop / v / 1e9:.0f} TFLOP/s)"
                                          for k, v in row.items()))
 

@@ -1,6 +1,7 @@
 """Small fused cases for compute-sanitizer (memcheck, racecheck): odd sizes, causal and not. First order
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
-backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent."""
+backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. Then degenerate shapes
+(every zero size, L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
 import sys
 
 import torch
@@ -22,5 +23,29 @@ for dtype, dim in ((torch.bfloat16, 64), (torch.float16, 96), (torch.float32, 40
             o, lse = ops.sdpa_fwd(q, k, v, causal, dim ** -0.5, "fused")
             t = [torch.randn_like(q) for _ in range(5)]
             ops.sdpa_bwd_jvp(q, k, v, o, lse, t[0], t[1], t[2], t[3], t[4], causal, dim ** -0.5, "fused")
+
+
+def every_order(q, k, v, causal):
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="auto")
+    g = torch.autograd.grad(out, (q, k, v), torch.randn_like(out), create_graph=True)
+    torch.autograd.grad(sum((gi * torch.randn_like(gi)).sum() for gi in g), (q, k, v), allow_unused=True)
+    with torch.autograd.forward_ad.dual_level():
+        dual = [torch.autograd.forward_ad.make_dual(x.detach(), torch.randn_like(x)) for x in (q, k, v)]
+        torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal))
+
+
+for dtype, dim in ((torch.bfloat16, 64), (torch.float32, 40)):
+    for lead, L, S, E, Ev in (((0, 2), 5, 7, dim, dim), ((1, 2), 0, 7, dim, dim), ((1, 2), 5, 0, dim, dim),
+                              ((1, 2), 5, 7, 0, dim), ((1, 2), 5, 7, dim, 0), ((1, 2), 1, 7, dim, dim),
+                              ((1, 2), 7, 1, dim, dim)):
+        for causal in (False, True):
+            every_order(torch.randn(*lead, L, E, device="cuda", dtype=dtype),
+                        torch.randn(*lead, S, E, device="cuda", dtype=dtype),
+                        torch.randn(*lead, S, Ev, device="cuda", dtype=dtype), causal)
+torch.use_deterministic_algorithms(True)
+for dim in (64, 128):
+    every_order(*(torch.randn(1, 2, 77, dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)), True)
+torch.use_deterministic_algorithms(False)
 torch.cuda.synchronize()
 print("sanitizer case done")

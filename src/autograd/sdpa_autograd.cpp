@@ -53,11 +53,20 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, s
   const bool grad = needs_grad({q, k, v});
   const bool forward_ad = has_tangent({q, k, v});
 
+  // One forward pass in every mode. Reverse mode alone: sdpa_fwd. Forward mode alone: sdpa_jvp below
+  // autograd gives out and its tangent together. Both: sdpa_jvp above autograd, so that out_dot records
+  // its own reverse-mode history (a loss of the JVP is differentiable); out takes that call's values,
+  // detached, and gets the explicit SdpaBackward node below.
   Tensor out, lse, out_dot;
-  {
+  const bool legacy_batched = forward_ad && legacy_batched_tangent({q, k, v});
+  if (forward_ad && grad && !legacy_batched) {
+    std::tie(out, lse, out_dot) = ops::sdpa_jvp(primal_of(q), primal_of(k), primal_of(v), tangent_of(q), tangent_of(k),
+                                                tangent_of(v), is_causal, s, name);
+    out = out.detach();
+    lse = lse.detach();
+  } else {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    if (forward_ad && !grad && !legacy_batched_tangent({q, k, v})) {
-      // Pure forward mode: one pass gives the output and its tangent.
+    if (forward_ad && !legacy_batched) {
       std::tie(out, lse, out_dot) =
           ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name);
     } else {

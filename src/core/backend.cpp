@@ -1,5 +1,6 @@
 #include "core/backend.h"
 
+#include "core/contract.h"
 #include "fused/fused_backend.h"
 
 #include <c10/util/Exception.h>
@@ -40,14 +41,27 @@ namespace theria::core {
 ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op) {
   const bool on_cpu = q.device().is_cpu();
   const bool on_cuda = q.device().is_cuda();
+  // Sizes as SymInts: under torch.compile's dynamic shapes they are symbolic, and a comparison becomes a
+  // guard. The batch only matters where the fused kernels could run.
   std::string fused_gap;
-  const bool fused_fits = fused_kernels_built() && fused::supports(q.size(-1), v.size(-1), &fused_gap);
+  bool fused_fits = false;
+  if (on_cuda && fused_kernels_built()) {
+    const int64_t batch = q.sym_numel() == 0 ? 0
+                              : (q.sym_numel() / (q.sym_size(-2) * q.sym_size(-1))).guard_int(__FILE__, __LINE__);
+    fused_fits = fused::supports(batch, q.size(-1), v.size(-1), &fused_gap);
+  }
+  // A problem with no work is answered by the reference composition on every backend (its empty
+  // products and sums are exactly PyTorch's math SDPA); a requested backend's device rules still apply.
+  const bool empty = empty_problem(q, v);
+  const ResolvedBackend empty_answer{
+      Backend::Reference, "empty problem (a zero size): the reference composition answers it, no kernel runs"};
   switch (requested) {
     case Backend::Reference:
       return {Backend::Reference, "requested: plain ATen composition, differentiated by PyTorch"};
     case Backend::Explicit:
       TORCH_CHECK(on_cpu, op, ": backend 'explicit' runs on CPU tensors only, got query on ", q.device(),
                   "; use 'fused' or 'reference' for CUDA tensors, or 'auto'");
+      if (empty) return empty_answer;
       return {Backend::Explicit, "requested: explicit CPU kernels"};
     case Backend::Fused:
       TORCH_CHECK(on_cuda, op, ": backend 'fused' runs on CUDA tensors only, got query on ", q.device(),
@@ -55,10 +69,12 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
       TORCH_CHECK(fused_kernels_built(), op,
                   ": backend 'fused' is not available: this build of theria has no fused CUDA kernels; "
                   "use 'reference' or 'auto'");
+      if (empty) return empty_answer;
       TORCH_CHECK(fused_fits, op, ": backend 'fused' cannot serve these inputs: ", fused_gap,
                   "; use 'reference' or 'auto'");
       return {Backend::Fused, "requested: fused CUDA kernels"};
     case Backend::Auto:
+      if (empty) return empty_answer;
       if (on_cpu) {
         return {Backend::Explicit, "auto: CPU tensors go to the explicit kernels (no T x T buffer)"};
       }

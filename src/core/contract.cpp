@@ -69,14 +69,10 @@ SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   shape.len_kv = k.size(-2);
   shape.dim_qk = q.size(-1);
   shape.dim_v = v.size(-1);
-  TORCH_CHECK(shape.len_q >= 1, op, ": query must have L >= 1 rows (dim -2), got shape ", shape_str(q.sizes()));
-  TORCH_CHECK(shape.len_kv >= 1, op, ": key must have S >= 1 rows (dim -2), got shape ", shape_str(k.sizes()));
-  TORCH_CHECK(shape.dim_qk >= 1, op, ": query must have E >= 1 features (dim -1), got shape ", shape_str(q.sizes()));
   TORCH_CHECK(k.size(-1) == shape.dim_qk, op, ": key must have the feature size E of query (", shape.dim_qk,
               ") in its last dim, got key of shape ", shape_str(k.sizes()));
   TORCH_CHECK(v.size(-2) == shape.len_kv, op, ": value must have the length S of key (", shape.len_kv,
               ") in dim -2, got value of shape ", shape_str(v.sizes()));
-  TORCH_CHECK(shape.dim_v >= 1, op, ": value must have Ev >= 1 features (dim -1), got shape ", shape_str(v.sizes()));
   return shape;
 }
 
@@ -115,7 +111,7 @@ void check_stats(const at::Tensor& lse, const char* name, const SdpaShape& shape
 
 double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op) {
   if (!scale.has_value()) {
-    return 1.0 / std::sqrt(static_cast<double>(dim_qk));
+    return dim_qk == 0 ? 1.0 : 1.0 / std::sqrt(static_cast<double>(dim_qk));
   }
   TORCH_CHECK(std::isfinite(*scale), op, ": scale must be a finite number, got ", *scale);
   return *scale;

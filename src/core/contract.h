@@ -23,7 +23,18 @@ struct SdpaShape {
   std::vector<int64_t> out_shape() const { return with_tail(len_q, dim_v); }
   std::vector<int64_t> lse_shape() const;
   std::vector<int64_t> with_tail(int64_t rows, int64_t cols) const;
+
+  // A problem with no work: some size is zero. Every backend answers it as PyTorch's math SDPA
+  // does (empty outputs, or zeros where a sum over keys is empty) through the reference
+  // composition, without launching a kernel (docs/contract.md).
+  bool empty() const { return batch == 0 || len_q == 0 || len_kv == 0 || dim_qk == 0 || dim_v == 0; }
 };
+
+// The same test on the operands alone: q holds batch x L x E elements and v batch x S x Ev.
+// (SymInt sizes: symbolic under torch.compile's dynamic shapes, where the test becomes a guard.)
+inline bool empty_problem(const at::Tensor& q, const at::Tensor& v) {
+  return q.sym_numel() == 0 || v.sym_numel() == 0;
+}
 
 // Checks query/key/value and returns the problem sizes. `op` names the caller in messages.
 SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const char* op);
@@ -41,7 +52,8 @@ c10::ScalarType stats_dtype(c10::ScalarType input_dtype);
 void check_stats(const at::Tensor& lse, const char* name, const SdpaShape& shape,
                  const at::Tensor& q, const char* op);
 
-// 1/sqrt(E) unless given; a given scale must be finite.
+// 1/sqrt(E) unless given; a given scale must be finite. With E = 0 every logit is 0 whatever the
+// scale (PyTorch's math SDPA computes 1/sqrt(0) = inf and multiplies it into empty operands), so 1.
 double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op);
 
 // The whole argument contract of each primitive op, checked by its autograd kernel and by its

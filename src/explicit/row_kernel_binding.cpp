@@ -17,7 +17,8 @@ struct Operand {
   MatrixView view() const { return {t.data_ptr(), t.stride(0), t.stride(1)}; }
 };
 
-// Product of the leading (batch/head) sizes; rows and cols are >= 1 by the contract.
+// Product of the leading (batch/head) sizes; rows and cols are >= 1 here (empty problems never reach a
+// backend's kernels: core/backend.cpp).
 int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
 
 Operand operand(const Tensor& t, at::ScalarType dtype) {
@@ -31,7 +32,9 @@ Operand tangent_operand(const OptTensor& t, const Tensor& primal, at::ScalarType
   return {at::zeros({batch_of(primal), primal.size(-2), primal.size(-1)}, primal.options().dtype(dtype))};
 }
 
-Operand empty_like_operand(const Operand& like) { return {at::empty_like(like.t)}; }
+// A fresh contiguous output of `like`'s shape. (Not empty_like: for an input whose elements overlap,
+// such as an expanded or as_strided tensor, it orders strides so the last dim need not be contiguous.)
+Operand empty_like_operand(const Operand& like) { return {at::empty(like.t.sizes(), like.t.options())}; }
 
 // Back to the caller's (..., rows, cols) shape and dtype.
 Tensor result(const Operand& x, const Tensor& like_shape, at::ScalarType dtype) {

@@ -32,22 +32,22 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   });
 }
 
-void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStream_t stream) {
+void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        launch_sdpa_bwd_tc<T, kHeadDim, kCausal>(p, BwdWorkspace{dq_accum}, stream);
+        launch_sdpa_bwd_tc<T, kHeadDim, kCausal>(p, ws, stream);
       });
     });
   });
 }
 
-void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, float* dq_accum, cudaStream_t stream) {
+void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
-          launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot>(p, BwdWorkspace{dq_accum}, stream);
+          launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot>(p, ws, stream);
         });
       });
     });

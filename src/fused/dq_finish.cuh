@@ -1,7 +1,9 @@
 // The dQ side of the tensor-core backward and backward-JVP: each key block adds its share of dQ (or
 // of its tangent) into an fp32 buffer with atomics (add_dq_tile), and a last kernel writes
 // scale * buffer in the output dtype and layout (launch_dq_finish; rows start on 16-byte boundaries
-// on this path).
+// on this path). Atomic adds arrive in any order, so dQ's last bits vary between runs; under
+// torch.use_deterministic_algorithms(True) the binding passes a turn counter per query block and the
+// key blocks add in ascending order (DqTurn), which fixes every sum's order (docs/contract.md, "Determinism").
 #pragma once
 
 #include "fused/kernel_templates.h"
@@ -37,6 +39,41 @@ __device__ __forceinline__ void add_dq_tile(float* dq_accum, const float (&acc)[
     }
   }
 }
+
+// Ordered dQ adds for deterministic mode: key block n adds its share of the query block at row m only
+// after key blocks 0 .. n-1 have added theirs. The blocks that reach a query block are always 0 .. N
+// (the causal mask hides a key block from the queries before it, never from the ones after), each
+// walks its query blocks in ascending order, and a block with a lower linear index is scheduled no
+// later, so the block being waited for is running or done: the wait ends. Without a counter buffer
+// (the default, atomic path) both calls do nothing. Both hold a CTA-wide barrier: call them where every
+// thread of the CTA arrives.
+struct DqTurn {
+  int* counter = nullptr;
+  int turn = 0;
+
+  __device__ DqTurn(const BwdWorkspace& ws, int64_t b, int m) : turn(static_cast<int>(blockIdx.x)) {
+    if (ws.dq_turns != nullptr) counter = ws.dq_turns + b * ws.dq_turn_slots + m / 16;
+  }
+  __device__ __forceinline__ void wait() const {
+    if (counter == nullptr) return;
+    if (threadIdx.x == 0) {
+      int seen;
+      while (true) {
+        asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
+        if (seen == turn) break;
+        __nanosleep(64);
+      }
+    }
+    __syncthreads();
+  }
+  // After this CTA's adds: make them visible before the next block's turn.
+  __device__ __forceinline__ void pass() const {
+    if (counter == nullptr) return;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(turn + 1) : "memory");
+  }
+};
 
 // scale * buffer as 16-bit rows: a thread writes 8 columns (one 16-byte store) from two 16-byte loads;
 // the batch position comes from the grid, so no thread divides (the element-per-thread form with 64-bit

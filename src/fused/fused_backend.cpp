@@ -5,6 +5,7 @@
 #include "fused/launch.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
@@ -15,6 +16,9 @@ namespace {
 
 namespace kc = kernels::cuda;
 using kernels::MatrixView;
+
+// The tensor-core kernels put the batch position in gridDim.y.
+constexpr int64_t kMaxBatch = 65535;
 
 kc::Dtype kernel_dtype(at::ScalarType t) {
   switch (t) {
@@ -103,7 +107,8 @@ void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, c
   p.dim_v = v.size(-1);
   p.scale = scale;
   p.causal = causal;
-  TORCH_CHECK(p.batch <= 65535, "theria fused: at most 65535 batch x head positions per call, got ", p.batch);
+  TORCH_CHECK(p.batch <= kMaxBatch, "theria fused: at most ", kMaxBatch, " batch x head positions per call, got ",
+              p.batch);
 }
 
 bool use_tensor_cores(const Tensor& q, const Tensor& v) {
@@ -124,13 +129,17 @@ std::vector<int64_t> stats_shape(const Tensor& q) {
 
 }  // namespace
 
-bool supports(int64_t dim_qk, int64_t dim_v, std::string* why_not) {
-  const bool ok = dim_qk <= kc::kSimtMaxHeadDim && dim_v <= kc::kSimtMaxHeadDim;
-  if (!ok && why_not != nullptr) {
-    *why_not = "the fused kernels take head dims up to " + std::to_string(kc::kSimtMaxHeadDim) + ", got E=" +
-               std::to_string(dim_qk) + ", Ev=" + std::to_string(dim_v);
+bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not) {
+  std::string gap;
+  if (dim_qk > kc::kSimtMaxHeadDim || dim_v > kc::kSimtMaxHeadDim) {
+    gap = "the fused kernels take head dims up to " + std::to_string(kc::kSimtMaxHeadDim) + ", got E=" +
+          std::to_string(dim_qk) + ", Ev=" + std::to_string(dim_v);
+  } else if (batch > kMaxBatch) {
+    gap = "the fused kernels take at most " + std::to_string(kMaxBatch) + " batch x head positions per call, got " +
+          std::to_string(batch);
   }
-  return ok;
+  if (!gap.empty() && why_not != nullptr) *why_not = gap;
+  return gap.empty();
 }
 
 namespace {
@@ -220,8 +229,9 @@ namespace {
 // point at them.
 struct BwdLaunch {
   Operand q, k, v, out, dout;
-  Tensor lse, delta, dq_accum;
+  Tensor lse, delta, dq_accum, dq_turns;
   kernels::SdpaBwdParams p;
+  kc::BwdWorkspace ws;
 };
 void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                  const Tensor& lse, const Tensor& dout, bool causal, double scale) {
@@ -234,6 +244,14 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   b.lse = lse.contiguous();
   b.delta = stats();
   b.dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+  b.ws.dq_accum = b.dq_accum.data_ptr<float>();
+  // PyTorch's determinism contract: under torch.use_deterministic_algorithms(True) the key blocks add
+  // their dQ shares in a fixed order (docs/contract.md, "Determinism"), so dQ is bit-wise reproducible.
+  if (at::globalContext().deterministicAlgorithms()) {
+    b.ws.dq_turn_slots = (q.size(-2) + 15) / 16;
+    b.dq_turns = at::zeros({batch_of(q) * b.ws.dq_turn_slots}, q.options().dtype(at::kInt));
+    b.ws.dq_turns = b.dq_turns.data_ptr<int>();
+  }
   fill_problem(b.p, q, k, v, causal, scale);
   b.p.q = b.q.view;
   b.p.k = b.k.view;
@@ -259,7 +277,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
   b.p.dk = tc_operand(dk).view;
   b.p.dv = tc_operand(dv).view;
   if (b.p.batch > 0) {
-    kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), b.p, b.dq_accum.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+    kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq, dk, dv};
@@ -299,8 +317,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   b.p.dk_dot = tc_operand(dk_dot).view;
   b.p.dv_dot = tc_operand(dv_dot).view;
   if (b.p.batch > 0) {
-    kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), b.p, b.dq_accum.data_ptr<float>(),
-                        at::cuda::getCurrentCUDAStream());
+    kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq_dot, dk_dot, dv_dot, tangents.out_dot};

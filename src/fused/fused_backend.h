@@ -16,8 +16,9 @@ namespace theria::fused {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// Whether the fused kernels serve inputs of these head dims (E, Ev); the reason when not.
-bool supports(int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
+// Whether the fused kernels serve `batch` (product of the leading sizes) problems of head dims (E, Ev);
+// the reason when not.
+bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
 
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
 

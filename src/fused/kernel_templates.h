@@ -2,15 +2,12 @@
 // a compile error names one combination and the files build in parallel.
 #pragma once
 
+#include "fused/launch.h"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime_api.h>
 
 namespace theria::kernels::cuda {
-
-struct BwdWorkspace {
-  float* dq_accum;  // [batch, len_q, dim_qk] fp32, zeroed before the launch
-};
 
 // The passes of the tensor-core forward kernel: kOut writes out and lse; kJvp also out_dot and lse_dot
 // along the tangents set in p; kTangent reads the saved out and lse and writes only out_dot, lse_dot

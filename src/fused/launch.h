@@ -13,6 +13,16 @@ namespace theria::kernels::cuda {
 
 enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64 };
 
+// Scratch of the tensor-core backward and backward-JVP, allocated by the binding.
+struct BwdWorkspace {
+  float* dq_accum = nullptr;  // [batch, len_q, dim_qk] fp32, zeroed before the launch (dq or dq_dot)
+  // Deterministic mode only (else nullptr): [batch, dq_turn_slots] int32, zeroed before the launch; slot
+  // m / 16 counts the key blocks that have added their share of the query block starting at row m
+  // (DqTurn in dq_finish.cuh).
+  int* dq_turns = nullptr;
+  int64_t dq_turn_slots = 0;  // ceil(len_q / 16)
+};
+
 // Tensor-core kernels: 16-bit inputs, E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
 // sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
@@ -20,11 +30,11 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // The tangent pass of the backward-JVP: params.out and params.lse are read (the saved forward), only
 // out_dot and lse_dot are written.
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
-// dq_accum: fp32 [batch, len_q, dim_qk], zeroed; params.delta: fp32 [batch, len_q] scratch.
-void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, float* dq_accum, cudaStream_t stream);
+// params.delta: fp32 [batch, len_q] scratch.
+void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
 // The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and
-// lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; dq_accum as above, for dq_dot.
-void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& params, float* dq_accum, cudaStream_t stream);
+// lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; ws as above, for dq_dot.
+void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
 
 // SIMT kernels: float32 or float64, max(E, Ev) <= kSimtMaxHeadDim. With tangents set in the params
 // they compute the JVP / backward-JVP.

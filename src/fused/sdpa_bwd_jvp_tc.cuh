@@ -265,7 +265,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         }
       }
     }
+    const DqTurn turn(ws, b, m);
+    turn.wait();
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
+    turn.pass();
     cp_async_wait<0>();
     __syncthreads();
   }

@@ -5,7 +5,8 @@
 //     dP^T = V dO^T, dS^T = P^T (dP^T - delta), accumulates dV += P^T dO and dK += dS^T Q, and
 //     adds dQ += dS K into an fp32 buffer with atomics (dS staged in shared memory for the
 //     transposed product). Atomic adds make dQ's summation order, and so its last bits, vary
-//     between runs; dK and dV are deterministic.
+//     between runs unless the binding asks for ordered adds (DqTurn, deterministic mode); dK and dV
+//     are deterministic.
 //   row terms (delta) come from row_terms_tc.cuh before, sdpa_dq_finish_kernel after. At head dim 128
 //   the warpgroup kernel of sdpa_bwd_wg.cuh takes the kernel's place.
 #pragma once
@@ -260,7 +261,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
         mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
       }
     }
+    const DqTurn turn(ws, b, m);
+    turn.wait();
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
+    turn.pass();
     cp_async_wait<0>();
     __syncthreads();
   }

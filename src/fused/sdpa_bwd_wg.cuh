@@ -275,6 +275,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       }
     }
     named_barrier_sync(1 + wg, 128);
+    const DqTurn turn(ws, b, m);
+    turn.wait();
 #pragma unroll
     for (int i = tid % 128; i < kBlockM * kDqCols / 4; i += 128) {
       const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
@@ -283,6 +285,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
         atomicAdd(reinterpret_cast<float4*>(dq_accum + static_cast<int64_t>(m + qi) * kHeadDim + kDqCols * wg + c4), x);
       }
     }
+    turn.pass();
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();

@@ -84,20 +84,6 @@ def test_length_s_differs(backend, requires_grad):
         theria.sdpa(q, k, v, backend=backend)
 
 
-@backends
-@params("empty", ["L", "S", "E", "Ev"])
-def test_empty_dimension(backend, empty):
-    sizes = dict(L=SHAPE.L, S=SHAPE.S, E=SHAPE.E, Ev=SHAPE.Ev)
-    sizes[empty] = 0
-    shape = Shape(SHAPE.lead, **sizes)
-    q, k, v = (torch.zeros(s, dtype=torch.float64) for s in (shape.q, shape.k, shape.v))
-    expected = {"L": r"query must have L >= 1 rows \(dim -2\)", "S": r"key must have S >= 1 rows \(dim -2\)",
-                "E": r"query must have E >= 1 features \(dim -1\)",
-                "Ev": r"value must have Ev >= 1 features \(dim -1\)"}[empty]
-    with pytest.raises(RuntimeError, match=expected):
-        theria.sdpa(q, k, v, backend=backend)
-
-
 # ------------------------------------------------------------------------------------------ dtypes
 
 @backends
