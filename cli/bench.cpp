@@ -8,6 +8,7 @@
 #include <theria/sdpa.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 #include <CLI/CLI.hpp>
 
@@ -44,6 +45,7 @@ const std::map<std::string, at::ScalarType> kDtypes{{"bf16", at::kBFloat16}, {"b
 
 struct Options {
   std::string preset = "medium";
+  std::vector<std::string> shape_list;  // "B,H,L,D" each; replaces the preset when given
   std::vector<int64_t> head_dims{64};
   std::string dtype = "bf16";
   bool causal = false;
@@ -51,9 +53,18 @@ struct Options {
   std::vector<std::string> impls{"theria", "flash", "math"};
   int warmup = 10, iters = 50, input_sets = 3;
   std::string json;
+  std::string float32_precision = "highest";  // torch.set_float32_matmul_precision for the whole run
 
   std::vector<Shape> shapes() const {
     std::vector<Shape> s;
+    for (const auto& text : shape_list) {
+      Shape shape{};
+      TORCH_CHECK(std::sscanf(text.c_str(), "%ld,%ld,%ld,%ld", &shape.batch, &shape.heads, &shape.len, &shape.dim) == 4 &&
+                      shape.batch > 0 && shape.heads > 0 && shape.len > 0 && shape.dim > 0,
+                  "--shape takes B,H,L,D with positive sizes, got '", text, "'");
+      s.push_back(shape);
+    }
+    if (!s.empty()) return s;
     for (const int64_t d : head_dims) {
       Shape shape = kPresets.at(preset);
       shape.dim = d;
@@ -73,6 +84,8 @@ Run add_bench(CLI::App& command) {
   command.add_option("--preset", o->preset, "shapes (B, H, L=S): small (2, 8, 512), medium (8, 16, 2048), large (2, 16, 8192)")
       ->check(CLI::IsMember({"small", "medium", "large"}))
       ->capture_default_str();
+  command.add_option("--shape", o->shape_list, "B,H,L,D (L = S); repeat for several; replaces --preset / --head-dim")
+      ->type_name("B,H,L,D");
   command.add_option("--head-dim", o->head_dims, "head dims, comma-separated")
       ->delimiter(',')
       ->check(CLI::PositiveNumber)
@@ -86,14 +99,20 @@ Run add_bench(CLI::App& command) {
       ->delimiter(',')
       ->check(CLI::IsMember({"fwd", "fwd_bwd", "jvp", "hvp"}))
       ->default_str("fwd,fwd_bwd");
-  command.add_option("--impl", o->impls, "theria (backend fused), flash / math (PyTorch's own SDPA backends)")
+  command.add_option("--impl", o->impls,
+                     "theria (backend fused), theria_det (the same under torch.use_deterministic_algorithms), "
+                     "flash / efficient / math (PyTorch's own SDPA backends)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"theria", "flash", "math"}))
+      ->check(CLI::IsMember({"theria", "theria_det", "flash", "efficient", "math"}))
       ->default_str("theria,flash,math");
   command.add_option("--iters", o->iters, "timed iterations (the median is reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   command.add_option("--warmup", o->warmup, "untimed iterations first")->check(CLI::NonNegativeNumber)->capture_default_str();
+  command.add_option("--float32-precision", o->float32_precision,
+                     "torch.set_float32_matmul_precision for the run (highest: full fp32; high: TF32)")
+      ->check(CLI::IsMember({"highest", "high", "medium"}))
+      ->capture_default_str();
   command.add_option("--json", o->json, "also write the results to FILE as JSON")->type_name("FILE");
   return [o] { return run_bench(*o); };
 }
@@ -110,10 +129,24 @@ using at::Tensor;
 
 using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
 
+// Deterministic algorithms on for its lifetime (the ordered dQ adds of the fused backward), as before after.
+struct DeterministicScope {
+  bool was = at::globalContext().deterministicAlgorithms();
+  bool was_warn_only = at::globalContext().deterministicAlgorithmsWarnOnly();
+  DeterministicScope() { at::globalContext().setDeterministicAlgorithms(true, false); }
+  ~DeterministicScope() { at::globalContext().setDeterministicAlgorithms(was, was_warn_only); }
+};
+
 Attention implementation(const std::string& impl, bool causal) {
   if (impl == "theria") {
     return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
       return sdpa(q, k, v, SdpaOptions().causal(causal).backend(Backend::Fused));
+    };
+  }
+  if (impl == "efficient") {
+    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
+      return std::get<0>(at::_scaled_dot_product_efficient_attention(q, k, v, {}, /*compute_log_sumexp=*/q.requires_grad(),
+                                                                     0.0, causal));
     };
   }
   if (impl == "flash") {
@@ -126,7 +159,7 @@ Attention implementation(const std::string& impl, bool causal) {
       return std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, {}, 0.0, causal));
     };
   }
-  TORCH_CHECK(false, "--impl takes theria, flash, math; got ", impl);
+  TORCH_CHECK(false, "--impl takes theria, theria_det, flash, efficient, math; got ", impl);
 }
 
 struct Inputs {
@@ -163,8 +196,10 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
     auto r = [&] { return at::randn({s.batch, s.heads, s.len, s.dim}, opts); };
     sets.push_back({r(), r(), r(), r(), r(), r(), r()});
   }
-  const Attention f = implementation(impl, o.causal);
+  const Attention f = implementation(impl == "theria_det" ? "theria" : impl, o.causal);
   auto run_once = [&](const Inputs& in) {
+    std::optional<DeterministicScope> deterministic;
+    if (impl == "theria_det") deterministic.emplace();
     if (mode == "fwd") {
       at::AutoGradMode no_grad(false);
       f(in.q, in.k, in.v);
@@ -268,12 +303,14 @@ Json result_json(const std::vector<Result>& results, const Result& r) {
           {"peak_mib", ok ? number_or_null(r.peak_mib) : Json(nullptr)},
           // null: flash (math) was not run for this shape and mode, or failed.
           {"vs_flash", ratio_json(speedup_over(results, r, "flash"))},
+          {"vs_efficient", ratio_json(speedup_over(results, r, "efficient"))},
           {"vs_math", ratio_json(speedup_over(results, r, "math"))},
           {"error", ok ? Json(nullptr) : Json(r.error)}};
 }
 
 int run_bench(const Options& o) {
   TORCH_CHECK(at::hasCUDA(), "theria bench needs a CUDA device");
+  at::globalContext().setFloat32MatmulPrecision(o.float32_precision);
   const auto dtype = o.scalar_type();
   std::vector<Result> results;
   for (const auto& s : o.shapes()) {
@@ -288,31 +325,37 @@ int run_bench(const Options& o) {
   }
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, at::cuda::current_device());
-  std::printf("theria bench on %s: %s, %s, median of %d iterations after %d warm-up, %d input sets\n\n", prop.name,
-              dtype_name(dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets);
-  std::printf("%-24s %-8s %-7s %10s %9s %11s %10s %9s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
-              "peak MiB", "vs flash", "vs math");
+  std::printf("theria bench on %s: %s, %s, median of %d iterations after %d warm-up, %d input sets%s\n\n", prop.name,
+              dtype_name(dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets,
+              dtype == at::kFloat ? (", float32 matmul precision " + o.float32_precision).c_str() : "");
+  std::printf("%-24s %-8s %-10s %10s %9s %11s %10s %9s %9s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
+              "peak MiB", "vs flash", "vs eff", "vs math");
   for (const auto& r : results) {
     char shape[64];
     std::snprintf(shape, sizeof shape, "%lld,%lld,%lld,%lld", (long long)r.shape.batch, (long long)r.shape.heads,
                   (long long)r.shape.len, (long long)r.shape.dim);
     if (!r.error.empty()) {
-      std::printf("%-24s %-8s %-7s  error: %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.error.c_str());
+      std::printf("%-24s %-8s %-10s  error: %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.error.c_str());
       continue;
     }
     // The dash is 3 bytes and one column: pad the ratio cells by hand.
-    const auto flash = ratio_cell(speedup_over(results, r, "flash")), math = ratio_cell(speedup_over(results, r, "math"));
+    const auto flash = ratio_cell(speedup_over(results, r, "flash")), math = ratio_cell(speedup_over(results, r, "math")),
+               efficient = ratio_cell(speedup_over(results, r, "efficient"));
     auto pad = [](const std::string& cell, int width) {
       const int columns = cell.rfind("\u2014", 0) == 0 ? 1 : static_cast<int>(cell.size());
       return std::string(std::max(0, width - columns), ' ') + cell;
     };
-    std::printf("%-24s %-8s %-7s %10.3f %9.1f %11.1f %s %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.ms, r.tflops,
-                r.peak_mib, pad(flash, 10).c_str(), pad(math, 9).c_str());
+    std::printf("%-24s %-8s %-10s %10.3f %9.1f %11.1f %s %s %s\n", shape, r.mode.c_str(), r.impl.c_str(), r.ms,
+                r.tflops, r.peak_mib, pad(flash, 10).c_str(), pad(efficient, 9).c_str(), pad(math, 9).c_str());
   }
   if (!o.json.empty()) {
     Json rows = Json::array();
     for (const auto& r : results) rows.push_back(result_json(results, r));
-    write_json(o.json, Json{{"device", prop.name}, {"dtype", dtype_name(dtype)}, {"causal", o.causal}, {"results", rows}});
+    write_json(o.json, Json{{"device", prop.name},
+                            {"dtype", dtype_name(dtype)},
+                            {"causal", o.causal},
+                            {"float32_matmul_precision", o.float32_precision},
+                            {"results", rows}});
   }
   return 0;
 }
