@@ -111,8 +111,11 @@ void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, c
               p.batch);
 }
 
-bool use_tensor_cores(const Tensor& q, const Tensor& v) {
-  return kc::tensor_core_head_dim(kernel_dtype(q.scalar_type()), q.size(-1), v.size(-1));
+// The tensor-core kernels fold the scale into the running max and mask with -inf before scaling, which
+// holds for scale > 0 only (-inf * 0 is NaN, and a negative scale turns the mask into +inf); a zero or
+// negative scale runs the SIMT kernels, which scale each logit first.
+bool use_tensor_cores(const Tensor& q, const Tensor& v, double scale) {
+  return scale > 0.0 && kc::tensor_core_head_dim(kernel_dtype(q.scalar_type()), q.size(-1), v.size(-1));
 }
 
 std::vector<int64_t> out_shape(const Tensor& q, const Tensor& v) {
@@ -201,7 +204,7 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
 
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
+  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale);
   if (f.p.batch > 0) {
@@ -215,7 +218,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale);
   const auto o = run_tangent_pass(f.p, tc_tangents(q_dot, k_dot, v_dot, q, k, v), q, v, /*given_stats=*/false);
@@ -267,7 +270,7 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                             const Tensor& lse, const Tensor& dout, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
+  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
   BwdLaunch b;
   prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
   Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
@@ -289,14 +292,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
                                                         const OptTensor& v_dot, const OptTensor& dout_dot,
                                                         bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v)) {
+  if (!use_tensor_cores(q, v, scale)) {
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
                                      scale);
   }
   BwdLaunch b;
   prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
-  // The tangent pass gives out_dot and lse_dot from the saved out and lse; its operands serve the
-  // backward-JVP too.
+  // The tangent pass gives out_dot and lse_dot from the saved out and lse, and rowsum(dout * out_dot)
+  // into delta_dot (the row terms add the rest); its operands serve the backward-JVP too.
+  Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  b.p.delta_dot = b.p.dout_out_dot = delta_dot.data_ptr();
   const TangentOperands t = tc_tangents(q_dot, k_dot, v_dot, q, k, v);
   const auto tangents = run_tangent_pass(b.p, t, q, v, /*given_stats=*/true);
   // Without a dout tangent (the double backward) the kernels skip its terms instead of reading zeros.
@@ -305,8 +310,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
   Tensor dk_dot = at::empty_like(k, at::MemoryFormat::Contiguous);
   Tensor dv_dot = at::empty_like(v, at::MemoryFormat::Contiguous);
-  Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
-  b.p.delta_dot = delta_dot.data_ptr();
   b.p.q_dot = t.q_dot.view;
   b.p.k_dot = t.k_dot.view;
   b.p.v_dot = t.v_dot.view;

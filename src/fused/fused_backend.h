@@ -1,7 +1,7 @@
 // Torch binding of the fused CUDA kernels (same contract as explicit_backend.h): checks what the
 // kernels support, allocates outputs, fills the params structs and launches on the current stream.
 //   fp16/bf16 with E == Ev in {32, 64, 96, 128}: tensor-core forward, JVP, backward, backward-JVP;
-//   everything else up to head dim 256 (fp32, fp64, other head dims): the SIMT
+//   everything else up to head dim 256 (fp32, fp64, other head dims, a scale <= 0): the SIMT
 //   kernels, in full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
 #pragma once
 

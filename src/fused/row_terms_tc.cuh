@@ -1,6 +1,7 @@
 // Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ):
 // delta = rowsum(dout * out) and, with kTangent, delta_dot = rowsum(dout_dot * out + dout * out_dot),
-// in fp32. A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them);
+// in fp32; the tangent pass has written rowsum(dout * out_dot) into delta_dot already, from the out_dot
+// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out). A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them);
 // rows start on 16-byte boundaries on this path. The batch position comes from the grid, so no thread
 // divides by the row count (the warp-per-row SIMT kernel spent about three times as long at the
 // benchmark shapes on its divisions and 2-byte loads).
@@ -73,24 +74,20 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
       const auto at = [&](const MatrixView& m) { return batch_base<const T>(m, b) + static_cast<int64_t>(i) * m.row_stride; };
       const uint4* dout = reinterpret_cast<const uint4*>(at(p.dout));
       const uint4* out = reinterpret_cast<const uint4*>(at(p.out));
-      const uint4* out_dot = kTangent ? reinterpret_cast<const uint4*>(at(p.out_dot)) : nullptr;
       const uint4* dout_dot_row = dout_dot ? reinterpret_cast<const uint4*>(at(p.dout_dot)) : nullptr;
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
         const int chunk = quad_lane + 4 * c;
         const uint4 o = out[chunk], d = dout[chunk];
         delta += dot8<T>(d, o);
-        if constexpr (kTangent) {
-          delta_dot += dot8<T>(d, out_dot[chunk]);
-          if (dout_dot) delta_dot += dot8<T>(dout_dot_row[chunk], o);
-        }
+        if (kTangent && dout_dot) delta_dot += dot8<T>(dout_dot_row[chunk], o);
       }
     }
     delta = quad_sum(delta);
     if constexpr (kTangent) delta_dot = quad_sum(delta_dot);
     if (i < p.len_q && quad_lane == 0) {
       static_cast<float*>(p.delta)[b * p.len_q + i] = delta;
-      if constexpr (kTangent) static_cast<float*>(p.delta_dot)[b * p.len_q + i] = delta_dot;
+      if constexpr (kTangent) static_cast<float*>(p.delta_dot)[b * p.len_q + i] += delta_dot;
     }
   }
 }

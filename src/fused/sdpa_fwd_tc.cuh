@@ -329,6 +329,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   T* out = batch_base<T>(p.out, b);
   T* out_dot = kTangent ? batch_base<T>(p.out_dot, b) : nullptr;
   float* lse_dot = kTangent ? static_cast<float*>(p.lse_dot) + b * p.len_q : nullptr;
+  // The tangent pass's share of delta_dot, rowsum(dout * out_dot), from the unrounded out_dot.
+  float* dout_out_dot = kGivenStats && p.dout_out_dot != nullptr ? static_cast<float*>(p.dout_out_dot) + b * p.len_q
+                                                                 : nullptr;
+  const T* dout = dout_out_dot != nullptr ? batch_base<const T>(p.dout, b) : nullptr;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
@@ -337,27 +341,41 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       const float l = kGivenStats ? 1.f : quad_sum(row_sum[mt][r]);
       const float lw = kTangent ? quad_sum(row_w[mt][r]) : 0.f;
       const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
-      if (row >= L) continue;
+      const bool in_range = row < L;  // (no early exit: the quad below sums across lanes)
       const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
       const float ld = lw * inv;                    // lse_dot
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+      const T* dout_row = dout != nullptr ? dout + static_cast<int64_t>(row) * p.dout.row_stride : nullptr;
+      [[maybe_unused]] float row_term = 0.f;  // this thread's part of rowsum(dout * out_dot)
+      if (in_range) {
 #pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        uint32_t* out_pair = reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t);
-        float o0, o1;
-        if constexpr (kGivenStats) {
-          unpack2<T>(*out_pair, o0, o1);
-        } else {
-          o0 = o_acc[mt][dt][2 * r] * inv;
-          o1 = o_acc[mt][dt][2 * r + 1] * inv;
-          *out_pair = pack2<T>(o0, o1);
-        }
-        if constexpr (kTangent) {
-          *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
-              pack2<T>(od_acc[mt][dt][2 * r] * inv - ld * o0, od_acc[mt][dt][2 * r + 1] * inv - ld * o1);
+        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+          uint32_t* out_pair = reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t);
+          float o0, o1;
+          if constexpr (kGivenStats) {
+            unpack2<T>(*out_pair, o0, o1);
+          } else {
+            o0 = o_acc[mt][dt][2 * r] * inv;
+            o1 = o_acc[mt][dt][2 * r + 1] * inv;
+            *out_pair = pack2<T>(o0, o1);
+          }
+          if constexpr (kTangent) {
+            const float od0 = od_acc[mt][dt][2 * r] * inv - ld * o0, od1 = od_acc[mt][dt][2 * r + 1] * inv - ld * o1;
+            *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
+                pack2<T>(od0, od1);
+            if (dout_row != nullptr) {
+              float d0, d1;
+              unpack2<T>(*reinterpret_cast<const uint32_t*>(dout_row + dt * 8 + 2 * t), d0, d1);
+              row_term = fmaf(od0, d0, fmaf(od1, d1, row_term));
+            }
+          }
         }
       }
-      if (t == 0) {
+      if constexpr (kGivenStats) {
+        row_term = quad_sum(row_term);
+        if (in_range && dout_out_dot != nullptr && t == 0) dout_out_dot[row] = row_term;
+      }
+      if (in_range && t == 0) {
         if constexpr (!kGivenStats) {
           lse[row] = l == 0.f ? -INFINITY : (row_max[mt][r] + log2f(l)) * static_cast<float>(M_LN2);
         }

@@ -154,20 +154,36 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   const T* out = batch_base<const T>(p.out, b);
   T* out_dot = batch_base<T>(p.out_dot, b);
   float* lse_dot = static_cast<float*>(p.lse_dot) + b * p.len_q;
+  // The tangent pass's share of delta_dot, rowsum(dout * out_dot), from the unrounded out_dot.
+  float* dout_out_dot = p.dout_out_dot != nullptr ? static_cast<float*>(p.dout_out_dot) + b * p.len_q : nullptr;
+  const T* dout = dout_out_dot != nullptr ? batch_base<const T>(p.dout, b) : nullptr;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row_g + 8 * r;
     const float ld = quad_sum(row_w[r]);  // P is normalised already: the row sum of W is lse_dot
-    if (row >= L) continue;
-    const T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
-    T* od_row = out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride;
+    float row_term = 0.f;                 // this thread's part of rowsum(dout * out_dot)
+    if (row < L) {  // (no early exit: the quad below sums across lanes)
+      const T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+      T* od_row = out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride;
+      const T* dout_row = dout != nullptr ? dout + static_cast<int64_t>(row) * p.dout.row_stride : nullptr;
 #pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-      float o0, o1;
-      unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
-      *reinterpret_cast<uint32_t*>(od_row + dt * 8 + 2 * t) = pack2<T>(acc[dt][2 * r] - ld * o0, acc[dt][2 * r + 1] - ld * o1);
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        float o0, o1;
+        unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
+        const float od0 = acc[dt][2 * r] - ld * o0, od1 = acc[dt][2 * r + 1] - ld * o1;
+        *reinterpret_cast<uint32_t*>(od_row + dt * 8 + 2 * t) = pack2<T>(od0, od1);
+        if (dout_row != nullptr) {
+          float d0, d1;
+          unpack2<T>(*reinterpret_cast<const uint32_t*>(dout_row + dt * 8 + 2 * t), d0, d1);
+          row_term = fmaf(od0, d0, fmaf(od1, d1, row_term));
+        }
+      }
     }
-    if (t == 0) lse_dot[row] = ld;
+    row_term = quad_sum(row_term);
+    if (row < L && t == 0) {
+      lse_dot[row] = ld;
+      if (dout_out_dot != nullptr) dout_out_dot[row] = row_term;
+    }
   }
 }
 

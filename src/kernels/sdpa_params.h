@@ -34,6 +34,13 @@ struct SdpaFwdParams {
   MatrixView q_dot, k_dot, v_dot, out_dot;
   void* lse_dot = nullptr;
 
+  // dout: the backward's output cotangent. The tangent pass of the tensor-core backward-JVP also writes
+  // dout_out_dot = rowsum(dout * out_dot) (fp32, [batch, len_q]) when it is set, from out_dot before its
+  // rounding to the input dtype; the row terms add dout_dot * out to make delta_dot. (From the rounded
+  // out_dot, dP_dot - delta_dot cancelled to bf16 noise: 8e-2 in a double backward with one key.)
+  MatrixView dout;
+  void* dout_out_dot = nullptr;
+
   bool with_tangent() const { return q_dot.ptr != nullptr; }
 };
 
@@ -41,7 +48,7 @@ struct SdpaFwdParams {
 // tangents dq_dot, dk_dot, dv_dot along (q_dot, k_dot, v_dot, dout_dot), which need the forward
 // tangents out_dot and lse_dot (filled by a JVP pass first).
 struct SdpaBwdParams : SdpaFwdParams {
-  MatrixView dout, dq, dk, dv;
+  MatrixView dq, dk, dv;
   void* delta = nullptr;  // rowsum(dout * out), scratch filled by the kernel
 
   MatrixView dout_dot, dq_dot, dk_dot, dv_dot;
