@@ -102,6 +102,13 @@ __device__ __forceinline__ void unpack2<__half>(uint32_t pair, float& lo, float&
   hi = f.y;
 }
 
+// x as the 16-bit operand the tensor cores will see, back in fp32. A row sum that must agree with a
+// product taking the rounded values (lse_dot with W V) sums these.
+template <typename T>
+__device__ __forceinline__ float rounded_to(float x) {
+  return static_cast<float>(static_cast<T>(x));
+}
+
 // The A fragment of one k-step (16 keys) built from the C fragments of n-tiles 2kk and 2kk+1.
 template <typename T>
 __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {

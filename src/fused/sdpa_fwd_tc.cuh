@@ -242,7 +242,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -row_max[mt][e >> 1]));
-            sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
+            // W = P * scale * S_dot as the W V product will take it, so that lse_dot = rowsum(W) agrees with it:
+            // out_dot = W (V - out) + P V_dot then cancels nothing between a rounded and an unrounded W.
+            sd[mt][nt][e] = rounded_to<T>(sd[mt][nt][e] * s[mt][nt][e] * scale);
             row_w[mt][e >> 1] += sd[mt][nt][e];
           }
         }
@@ -281,7 +283,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
               s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -m_use));
               row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
               if constexpr (kTangent) {
-                sd[mt][nt][e] *= s[mt][nt][e] * scale;  // W = P * scale * S_dot
+                // W = P * scale * S_dot as the W V product will take it, so that lse_dot = rowsum(W) agrees with it:
+            // out_dot = W (V - out) + P V_dot then cancels nothing between a rounded and an unrounded W.
+            sd[mt][nt][e] = rounded_to<T>(sd[mt][nt][e] * s[mt][nt][e] * scale);
                 row_w[mt][r] += sd[mt][nt][e];
               }
             }

@@ -123,7 +123,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
-        sd[nt][e] *= s[nt][e] * scale;  // W = P * scale * S_dot
+        // W = P * scale * S_dot as the W V product takes it, so that lse_dot = rowsum(W) agrees with it
+        // (out_dot = W (V - out) + P V_dot cancels nothing between a rounded and an unrounded W).
+        sd[nt][e] = rounded_to<T>(sd[nt][e] * s[nt][e] * scale);
         row_w[e >> 1] += sd[nt][e];
       }
     }
