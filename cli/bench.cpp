@@ -101,9 +101,10 @@ Run add_bench(CLI::App& command) {
       ->default_str("fwd,fwd_bwd");
   command.add_option("--impl", o->impls,
                      "theria (backend fused), theria_det (the same under torch.use_deterministic_algorithms), "
+                     "theria_auto (backend auto), "
                      "flash / efficient / math (PyTorch's own SDPA backends)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"theria", "theria_det", "flash", "efficient", "math"}))
+      ->check(CLI::IsMember({"theria", "theria_det", "theria_auto", "flash", "efficient", "math"}))
       ->default_str("theria,flash,math");
   command.add_option("--iters", o->iters, "timed iterations (the median is reported)")
       ->check(CLI::PositiveNumber)
@@ -143,6 +144,11 @@ Attention implementation(const std::string& impl, bool causal) {
       return sdpa(q, k, v, SdpaOptions().causal(causal).backend(Backend::Fused));
     };
   }
+  if (impl == "theria_auto") {  // what a call that names no backend gets
+    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
+      return sdpa(q, k, v, SdpaOptions().causal(causal).backend(Backend::Auto));
+    };
+  }
   if (impl == "efficient") {
     return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
       return std::get<0>(at::_scaled_dot_product_efficient_attention(q, k, v, {}, /*compute_log_sumexp=*/q.requires_grad(),
@@ -159,7 +165,7 @@ Attention implementation(const std::string& impl, bool causal) {
       return std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, {}, 0.0, causal));
     };
   }
-  TORCH_CHECK(false, "--impl takes theria, theria_det, flash, efficient, math; got ", impl);
+  TORCH_CHECK(false, "--impl takes theria, theria_det, theria_auto, flash, efficient, math; got ", impl);
 }
 
 struct Inputs {

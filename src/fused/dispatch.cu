@@ -36,7 +36,9 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cu
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        launch_sdpa_bwd_tc<T, kHeadDim, kCausal>(p, ws, stream);
+        THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
+          launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic>(p, ws, stream);
+        });
       });
     });
   });
@@ -47,7 +49,9 @@ void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
-          launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot>(p, ws, stream);
+          THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
+            launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic>(p, ws, stream);
+          });
         });
       });
     });

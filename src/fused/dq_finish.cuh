@@ -44,18 +44,25 @@ __device__ __forceinline__ void add_dq_tile(float* dq_accum, const float (&acc)[
 // after key blocks 0 .. n-1 have added theirs. The blocks that reach a query block are always 0 .. N
 // (the causal mask hides a key block from the queries before it, never from the ones after), each
 // walks its query blocks in ascending order, and a block with a lower linear index is scheduled no
-// later, so the block being waited for is running or done: the wait ends. Without a counter buffer
-// (the default, atomic path) both calls do nothing. Both hold a CTA-wide barrier: call them where every
-// thread of the CTA arrives.
+// later, so the block being waited for is running or done: the wait ends. DqTurn<false> (the default,
+// atomic path) is empty, so that the default kernels carry no trace of it (a runtime switch here cost the
+// backward 7-11 %: docs/performance.md). wait() and pass() hold a CTA-wide barrier: call them where
+// every thread of the CTA arrives.
+template <bool kEnabled>
 struct DqTurn {
-  int* counter = nullptr;
-  int turn = 0;
+  __device__ DqTurn(const BwdWorkspace&, int64_t, int) {}
+  __device__ __forceinline__ void wait() const {}
+  __device__ __forceinline__ void pass() const {}
+};
 
-  __device__ DqTurn(const BwdWorkspace& ws, int64_t b, int m) : turn(static_cast<int>(blockIdx.x)) {
-    if (ws.dq_turns != nullptr) counter = ws.dq_turns + b * ws.dq_turn_slots + m / 16;
-  }
+template <>
+struct DqTurn<true> {
+  int* counter;
+  int turn;
+
+  __device__ DqTurn(const BwdWorkspace& ws, int64_t b, int m)
+      : counter(ws.dq_turns + b * ws.dq_turn_slots + m / 16), turn(static_cast<int>(blockIdx.x)) {}
   __device__ __forceinline__ void wait() const {
-    if (counter == nullptr) return;
     if (threadIdx.x == 0) {
       int seen;
       while (true) {
@@ -68,7 +75,6 @@ struct DqTurn {
   }
   // After this CTA's adds: make them visible before the next block's turn.
   __device__ __forceinline__ void pass() const {
-    if (counter == nullptr) return;
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(turn + 1) : "memory");

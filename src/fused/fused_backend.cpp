@@ -132,6 +132,14 @@ std::vector<int64_t> stats_shape(const Tensor& q) {
 
 }  // namespace
 
+bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) && kc::tensor_core_head_dim(kernel_dtype(dtype), dim_qk, dim_v);
+}
+
+int64_t device_memory_bytes(c10::DeviceIndex device) {
+  return static_cast<int64_t>(at::cuda::getDeviceProperties(device)->totalGlobalMem);
+}
+
 bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not) {
   std::string gap;
   if (dim_qk > kc::kSimtMaxHeadDim || dim_v > kc::kSimtMaxHeadDim) {

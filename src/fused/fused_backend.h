@@ -20,6 +20,12 @@ using OptTensor = std::optional<Tensor>;
 // the reason when not.
 bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
 
+// Whether inputs of this dtype and these head dims run on the tensor-core kernels (else the SIMT ones).
+bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v);
+
+// Total memory of a CUDA device, in bytes.
+int64_t device_memory_bytes(c10::DeviceIndex device);
+
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -16,12 +16,13 @@ enum class FwdPass { kOut, kJvp, kTangent };
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream);
 
-template <typename T, int kHeadDim, bool kCausal>
+// kDeterministic: ws.dq_turns is set and the key blocks add their dQ shares in ascending order (DqTurn).
+template <typename T, int kHeadDim, bool kCausal, bool kDeterministic>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
 
 // The tangents (dq_dot, dk_dot, dv_dot) of the backward; p carries lse_dot and out_dot from a tangent pass
 // (delta and delta_dot come from its own row-term kernel). kDoutDot: p.dout_dot is set.
-template <typename T, int kHeadDim, bool kCausal, bool kDoutDot>
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
 
 template <typename T, bool kTangent, int kCols>

@@ -65,7 +65,7 @@ struct BwdJvpTraits {
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 2 * kStats * kBlockM * sizeof(float); }
 };
 
-template <typename T, typename Tr, bool kCausal>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats, kRows = Tr::kRowOperands;
   constexpr bool kDoutDot = Tr::kDoutDot;
@@ -266,7 +266,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         }
       }
     }
-    const DqTurn turn(ws, b, m);
+    const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
     turn.pass();
@@ -279,16 +279,16 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kDoutDot>
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal>(p, ws, stream);
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic>(p, ws, stream);
   } else {
     using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
+    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);
 }

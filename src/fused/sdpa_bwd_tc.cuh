@@ -66,7 +66,7 @@ struct BwdTraits {
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
 };
 
-template <typename T, typename Tr, bool kCausal>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kKTiles = Tr::kKTiles;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
@@ -261,7 +261,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
         mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
       }
     }
-    const DqTurn turn(ws, b, m);
+    const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
     add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
     turn.pass();
@@ -278,17 +278,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal>
+template <typename T, int kHeadDim, bool kCausal, bool kDeterministic>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal>(p, ws, stream);
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic>(p, ws, stream);
   } else {
     using Tile = BwdTile<kHeadDim>;
     using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
+    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);
 }

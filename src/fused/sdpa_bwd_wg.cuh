@@ -58,7 +58,7 @@ struct BwdWgTraits {
   }
 };
 
-template <typename T, typename Tr, bool kCausal>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic>
 __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
   constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       }
     }
     named_barrier_sync(1 + wg, 128);
-    const DqTurn turn(ws, b, m);
+    const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
 #pragma unroll
     for (int i = tid % 128; i < kBlockM * kDqCols / 4; i += 128) {
@@ -298,11 +298,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
 }
 
 // The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.
-template <typename T, typename Tr, bool kCausal>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic>
 void launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p, ws);
+  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
 }
 
 }  // namespace theria::kernels::cuda

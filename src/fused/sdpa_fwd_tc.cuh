@@ -134,7 +134,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   float o_acc[kGivenStats ? 1 : kMTiles][kGivenStats ? 1 : kHeadDim / 8][4];
   float od_acc[kTangent ? kMTiles : 1][kTangent ? kHeadDim / 8 : 1][4];
   // row_max: the running max, or with given statistics the saved lse (both log2 units).
-  float row_max[kMTiles][2], row_sum[kMTiles][2], row_w[kMTiles][2];
+  // row_w sums W as computed (lse_dot); row_w16 sums W as rounded for the W V product, so that out_dot =
+  // W V - rowsum(W) out cancels nothing between a rounded and an unrounded W (one-key rows: exactly 0).
+  float row_max[kMTiles][2], row_sum[kMTiles][2], row_w[kMTiles][2], row_w16[kMTiles][2];
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
@@ -155,7 +157,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
         const float l = row < L ? lse[row] : 0.f;
         row_max[mt][r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
       }
-      row_sum[mt][r] = row_w[mt][r] = 0.f;
+      row_sum[mt][r] = row_w[mt][r] = row_w16[mt][r] = 0.f;
     }
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
@@ -242,10 +244,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -row_max[mt][e >> 1]));
-            // W = P * scale * S_dot as the W V product will take it, so that lse_dot = rowsum(W) agrees with it:
-            // out_dot = W (V - out) + P V_dot then cancels nothing between a rounded and an unrounded W.
-            sd[mt][nt][e] = rounded_to<T>(sd[mt][nt][e] * s[mt][nt][e] * scale);
-            row_w[mt][e >> 1] += sd[mt][nt][e];
+            const float w = sd[mt][nt][e] * s[mt][nt][e] * scale;  // W = P * scale * S_dot
+            sd[mt][nt][e] = rounded_to<T>(w);
+            row_w[mt][e >> 1] += w;
+            row_w16[mt][e >> 1] += sd[mt][nt][e];
           }
         }
       } else {
@@ -262,7 +264,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
           const float alpha = fast_exp2(row_max[mt][r] - m_use);
           row_max[mt][r] = mx;
           row_sum[mt][r] *= alpha;
-          if constexpr (kTangent) row_w[mt][r] *= alpha;
+          if constexpr (kTangent) {
+            row_w[mt][r] *= alpha;
+            row_w16[mt][r] *= alpha;
+          }
 #pragma unroll
           for (int dt = 0; dt < kHeadDim / 8; ++dt) {
             if constexpr (!kGivenStats) {
@@ -283,10 +288,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
               s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -m_use));
               row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
               if constexpr (kTangent) {
-                // W = P * scale * S_dot as the W V product will take it, so that lse_dot = rowsum(W) agrees with it:
-            // out_dot = W (V - out) + P V_dot then cancels nothing between a rounded and an unrounded W.
-            sd[mt][nt][e] = rounded_to<T>(sd[mt][nt][e] * s[mt][nt][e] * scale);
-                row_w[mt][r] += sd[mt][nt][e];
+                const float w = sd[mt][nt][e] * s[mt][nt][e] * scale;  // W = P * scale * S_dot
+                sd[mt][nt][e] = rounded_to<T>(w);
+                row_w[mt][r] += w;
+                row_w16[mt][r] += sd[mt][nt][e];
               }
             }
           }
@@ -344,10 +349,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       // With given statistics P is already normalised: the sums need no division.
       const float l = kGivenStats ? 1.f : quad_sum(row_sum[mt][r]);
       const float lw = kTangent ? quad_sum(row_w[mt][r]) : 0.f;
+      const float lw16 = kTangent ? quad_sum(row_w16[mt][r]) : 0.f;
       const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
       const bool in_range = row < L;  // (no early exit: the quad below sums across lanes)
       const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
       const float ld = lw * inv;                    // lse_dot
+      [[maybe_unused]] const float ld16 = lw16 * inv;  // the same from the rounded W
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
       const T* dout_row = dout != nullptr ? dout + static_cast<int64_t>(row) * p.dout.row_stride : nullptr;
       [[maybe_unused]] float row_term = 0.f;  // this thread's part of rowsum(dout * out_dot)
@@ -364,7 +371,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
             *out_pair = pack2<T>(o0, o1);
           }
           if constexpr (kTangent) {
-            const float od0 = od_acc[mt][dt][2 * r] * inv - ld * o0, od1 = od_acc[mt][dt][2 * r + 1] * inv - ld * o1;
+            const float od0 = od_acc[mt][dt][2 * r] * inv - ld16 * o0;
+            const float od1 = od_acc[mt][dt][2 * r + 1] * inv - ld16 * o1;
             *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
                 pack2<T>(od0, od1);
             if (dout_row != nullptr) {

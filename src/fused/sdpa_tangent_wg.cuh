@@ -72,7 +72,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
 
   // The saved lse of this thread's rows in log2 units (a row with no visible key, lse -inf, sees only
   // masked logits, which give exact zeros), and this thread's part of the row sums of W (lse_dot).
-  float row_lse[2], row_w[2] = {0.f, 0.f};
+  // row_w sums W as computed (lse_dot); row_w16 sums W as rounded for the W V product, so that out_dot =
+  // W V - rowsum(W) out cancels nothing between a rounded and an unrounded W (one-key rows: exactly 0).
+  float row_lse[2], row_w[2] = {0.f, 0.f}, row_w16[2] = {0.f, 0.f};
   const float* lse = static_cast<const float*>(p.lse) + b * p.len_q;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -123,10 +125,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
-        // W = P * scale * S_dot as the W V product takes it, so that lse_dot = rowsum(W) agrees with it
-        // (out_dot = W (V - out) + P V_dot cancels nothing between a rounded and an unrounded W).
-        sd[nt][e] = rounded_to<T>(sd[nt][e] * s[nt][e] * scale);
-        row_w[e >> 1] += sd[nt][e];
+        const float w = sd[nt][e] * s[nt][e] * scale;  // W = P * scale * S_dot
+        sd[nt][e] = rounded_to<T>(w);
+        row_w[e >> 1] += w;
+        row_w16[e >> 1] += sd[nt][e];
       }
     }
 #pragma unroll
@@ -162,7 +164,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row_g + 8 * r;
-    const float ld = quad_sum(row_w[r]);  // P is normalised already: the row sum of W is lse_dot
+    const float ld = quad_sum(row_w[r]);      // P is normalised already: the row sum of W is lse_dot
+    const float ld16 = quad_sum(row_w16[r]);  // the same from the rounded W
     float row_term = 0.f;                 // this thread's part of rowsum(dout * out_dot)
     if (row < L) {  // (no early exit: the quad below sums across lanes)
       const T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
@@ -172,7 +175,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
         float o0, o1;
         unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
-        const float od0 = acc[dt][2 * r] - ld * o0, od1 = acc[dt][2 * r + 1] - ld * o1;
+        const float od0 = acc[dt][2 * r] - ld16 * o0, od1 = acc[dt][2 * r + 1] - ld16 * o1;
         *reinterpret_cast<uint32_t*>(od_row + dt * 8 + 2 * t) = pack2<T>(od0, od1);
         if (dout_row != nullptr) {
           float d0, d1;

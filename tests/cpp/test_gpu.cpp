@@ -86,8 +86,8 @@ TEST(GpuBackend, ExplicitRefusesCuda) {
 
 TEST(GpuBackend, AutoSelectionFollowsFusedBuild) {
   SKIP_WITHOUT_CUDA();
-  const Tensor q = randn({2, 3, 4}, 1, at::kHalf, kCuda), k = randn({2, 5, 4}, 2, at::kHalf, kCuda),
-               v = randn({2, 5, 4}, 3, at::kHalf, kCuda);
+  const Tensor q = randn({2, 3, 64}, 1, at::kHalf, kCuda), k = randn({2, 5, 64}, 2, at::kHalf, kCuda),
+               v = randn({2, 5, 64}, 3, at::kHalf, kCuda);
   const auto choice = theria::select_backend(q, k, v);
   const auto fused = theria::SdpaOptions().backend(Backend::Fused);
   if (theria::fused_kernels_built()) {
@@ -105,6 +105,23 @@ TEST(GpuBackend, AutoSelectionFollowsFusedBuild) {
   }
   EXPECT_EQ(theria::select_backend(q, k, v, theria::SdpaOptions().backend(Backend::Reference)).backend,
             Backend::Reference);
+}
+
+// Inputs only the SIMT kernels serve (float32 here) go to the reference composition while its L x S buffers fit
+// in a quarter of the GPU, else to the fused SIMT kernels (core::reference_beats_simt; the table is pinned in
+// test_backend_choice.cpp).
+TEST(GpuBackend, AutoSendsFloat32ToTheFasterBackendThatFits) {
+  SKIP_WITHOUT_CUDA();
+  if (!theria::fused_kernels_built()) GTEST_SKIP() << "no fused kernels in this build";
+  const Tensor small = randn({8, 1024, 64}, 1, at::kFloat, kCuda);
+  const auto small_choice = theria::select_backend(small, small, small);
+  EXPECT_EQ(small_choice.backend, Backend::Reference) << small_choice.reason;
+  EXPECT_NE(small_choice.reason.find("fit in a quarter"), std::string::npos) << small_choice.reason;
+  // 12 x 32768^2 x 4 bytes = 48 GiB: more than a quarter of any GPU this project runs on.
+  const Tensor long_seq = randn({1, 32768, 64}, 2, at::kFloat, kCuda);
+  const auto long_choice = theria::select_backend(long_seq, long_seq, long_seq);
+  EXPECT_EQ(long_choice.backend, Backend::Fused) << long_choice.reason;
+  EXPECT_NE(long_choice.reason.find("fused SIMT kernels"), std::string::npos) << long_choice.reason;
 }
 
 // With fused kernels built, inputs they cannot take (head dims above their limit) are refused
