@@ -134,8 +134,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   float o_acc[kGivenStats ? 1 : kMTiles][kGivenStats ? 1 : kHeadDim / 8][4];
   float od_acc[kTangent ? kMTiles : 1][kTangent ? kHeadDim / 8 : 1][4];
   // row_max: the running max, or with given statistics the saved lse (both log2 units).
-  // row_w sums W as computed (lse_dot); row_w16 sums W as rounded for the W V product, so that out_dot =
-  // W V - rowsum(W) out cancels nothing between a rounded and an unrounded W (one-key rows: exactly 0).
+  // row_w sums W as computed (lse_dot). The tangent pass also sums W as rounded for the W V product (row_w16),
+  // so that out_dot = W V - rowsum(W) out cancels nothing between a rounded and an unrounded W: the backward-JVP
+  // subtracts rowsum(dout * out_dot) from dP_dot, and with one visible key the two agree to the last bit.
   float row_max[kMTiles][2], row_sum[kMTiles][2], row_w[kMTiles][2], row_w16[kMTiles][2];
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
 #pragma unroll
@@ -264,10 +265,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
           const float alpha = fast_exp2(row_max[mt][r] - m_use);
           row_max[mt][r] = mx;
           row_sum[mt][r] *= alpha;
-          if constexpr (kTangent) {
-            row_w[mt][r] *= alpha;
-            row_w16[mt][r] *= alpha;
-          }
+          if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll
           for (int dt = 0; dt < kHeadDim / 8; ++dt) {
             if constexpr (!kGivenStats) {
@@ -288,10 +286,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
               s[mt][nt][e] = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -m_use));
               row_sum[mt][r] += s[mt][nt][e];  // this thread's part; reduced at the end
               if constexpr (kTangent) {
-                const float w = sd[mt][nt][e] * s[mt][nt][e] * scale;  // W = P * scale * S_dot
-                sd[mt][nt][e] = rounded_to<T>(w);
-                row_w[mt][r] += w;
-                row_w16[mt][r] += sd[mt][nt][e];
+                // W = P * scale * S_dot. (The JVP's out_dot feeds no cancellation, so it keeps one row sum
+                // of W: the second one of the tangent pass cost the JVP 5-10 %.)
+                sd[mt][nt][e] *= s[mt][nt][e] * scale;
+                row_w[mt][r] += sd[mt][nt][e];
               }
             }
           }
@@ -349,7 +347,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       // With given statistics P is already normalised: the sums need no division.
       const float l = kGivenStats ? 1.f : quad_sum(row_sum[mt][r]);
       const float lw = kTangent ? quad_sum(row_w[mt][r]) : 0.f;
-      const float lw16 = kTangent ? quad_sum(row_w16[mt][r]) : 0.f;
+      const float lw16 = kGivenStats ? quad_sum(row_w16[mt][r]) : 0.f;
       const int row = m0 + warp_row0 + mt * 16 + g + 8 * r;
       const bool in_range = row < L;  // (no early exit: the quad below sums across lanes)
       const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
@@ -371,8 +369,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
             *out_pair = pack2<T>(o0, o1);
           }
           if constexpr (kTangent) {
-            const float od0 = od_acc[mt][dt][2 * r] * inv - ld16 * o0;
-            const float od1 = od_acc[mt][dt][2 * r + 1] * inv - ld16 * o1;
+            const float ld_out = kGivenStats ? ld16 : ld;
+            const float od0 = od_acc[mt][dt][2 * r] * inv - ld_out * o0;
+            const float od1 = od_acc[mt][dt][2 * r + 1] * inv - ld_out * o1;
             *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
                 pack2<T>(od0, od1);
             if (dout_row != nullptr) {
