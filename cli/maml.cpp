@@ -81,10 +81,9 @@ MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
   lab::Weights w;
   for (const auto& x : trained) w.push_back(x.detach().requires_grad_());
   const auto tasks = lab::held_out_tasks(t, t.meta_batch);
-  lab::MamlConfig full = t.maml;
-  full.mode = lab::MamlMode::Full;
   MamlDiagnostics d;
-  d.path = lab::second_order_path(t.model, full, w, tasks);
+  // The path of the run's own mode: FO and FO_STRICT runs must read false (the negative control).
+  d.path = lab::second_order_path(t.model, t.maml, w, tasks);
   d.rel_diff = lab::rel_diff_full_vs_fo(t.model, t.maml, w, tasks, diagnose_steps);
   d.full = time_meta_step(t, lab::MamlMode::Full, w, tasks);
   d.fo = time_meta_step(t, lab::MamlMode::FirstOrder, w, tasks);

@@ -75,6 +75,15 @@ def test_maml_outputs_parse_and_the_plot_lands_in_a_path_with_a_space_and_a_semi
     assert all(p["status"] == "ok" for p in curve)
 
 
+@pytest.mark.parametrize("mode,path", [("full", True), ("fo", False), ("fo_strict", False)])
+def test_second_order_path_describes_the_runs_own_mode(tmp_path, mode, path):
+    r = theria(*TINY_MAML, "--mode", mode, "--no-plot", "--out", tmp_path / mode)
+    assert r.returncode == 0, r.stdout + r.stderr
+    diagnostics = strict_json(tmp_path / mode / "summary.json")["diagnostics"]
+    assert diagnostics["second_order_path"] is path
+    assert (diagnostics["second_order_nodes"] != []) is path
+
+
 def test_a_diverging_run_exits_non_zero_and_says_where(tmp_path):
     r = theria(*TINY_MAML, "--inner-lr", "1e30", "--no-plot", "--out", tmp_path / "stopped")
     assert r.returncode == 3, r.stdout + r.stderr
