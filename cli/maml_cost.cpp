@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <malloc.h>
+
 #ifdef THERIA_WITH_FUSED
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -10,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <string>
 
 namespace theria::cli {
 namespace {
@@ -20,30 +23,43 @@ void synchronize(const at::Device& device) {
 #endif
 }
 
-// Peak memory of one call: the CUDA allocator's peak above what was allocated before (GPU), or
-// the process's peak resident set so far, VmHWM (CPU; it only grows).
+// Peak memory of one measurement, above what was in use when it started: the CUDA allocator's peak (GPU), or
+// the process's peak resident set (CPU) after freed heap pages went back to the system (malloc_trim) and the
+// kernel's peak counter was reset (writing 5 to /proc/self/clear_refs; Linux >= 4.0), so that a mode measured
+// after another does not read the other's peak.
+// Where the reset is refused, the kind says the figure is the process's all-time peak.
 struct Memory {
   explicit Memory(const at::Device& device) : device_(device) {
 #ifdef THERIA_WITH_FUSED
     if (device.is_cuda()) {
       c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
       base_ = stat().current;
+      return;
     }
 #endif
+    malloc_trim(0);  // hand freed heap pages back, so that the resident set is the live set again
+    std::ofstream clear("/proc/self/clear_refs");
+    reset_ = static_cast<bool>(clear << "5" << std::flush);
+    rss_base_kb_ = status_kb("VmRSS:");
   }
   double peak_mib() const {
 #ifdef THERIA_WITH_FUSED
     if (device_.is_cuda()) return static_cast<double>(stat().peak - base_) / (1 << 20);
 #endif
+    return (status_kb("VmHWM:") - (reset_ ? rss_base_kb_ : 0.0)) / 1024.0;
+  }
+  const char* kind() const {
+    return device_.is_cuda() ? "cuda_allocator_peak_mib" : reset_ ? "process_peak_rss_above_start_mib" : "process_peak_rss_mib";
+  }
+
+ private:
+  static double status_kb(const std::string& key) {
     std::ifstream status("/proc/self/status");
     for (std::string line; std::getline(status, line);) {
-      if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
+      if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size()));  // kB
     }
     return 0.0;
   }
-  const char* kind() const { return device_.is_cuda() ? "cuda_allocator_peak_mib" : "process_peak_rss_mib"; }
-
- private:
 #ifdef THERIA_WITH_FUSED
   c10::CachingAllocator::Stat stat() const {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
@@ -52,6 +68,8 @@ struct Memory {
   int64_t base_ = 0;
 #endif
   at::Device device_;
+  bool reset_ = false;
+  double rss_base_kb_ = 0.0;
 };
 
 }  // namespace

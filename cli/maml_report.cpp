@@ -105,10 +105,11 @@ Json config_json(const MamlRun& run) {
 }
 
 Json diagnostics_json(const MamlDiagnostics& d) {
-  Json steps = Json::array(), values = Json::array(), statuses = Json::array();
+  Json steps = Json::array(), values = Json::array(), cosines = Json::array(), statuses = Json::array();
   for (const auto& r : d.rel_diff) {
     steps.push_back(r.inner_steps);
     values.push_back(number_or_null(r.value));
+    cosines.push_back(number_or_null(r.cosine));
     statuses.push_back(r.divergence.found() ? r.divergence.describe() : finite_status(r.value));
   }
   const auto& p = d.path;
@@ -118,6 +119,7 @@ Json diagnostics_json(const MamlDiagnostics& d) {
           {"second_order_norm_status",
            p.divergence.found() ? p.divergence.describe() : finite_status(p.second_order_norm)},
           {"rel_diff_full_vs_fo", {{"inner_steps", steps}, {"value", values}, {"status", statuses}}},
+          {"cosine_full_fo", {{"inner_steps", steps}, {"value", cosines}, {"status", statuses}}},
           {"full_meta_step_ms", number_or_null(d.full.ms)},
           {"fo_meta_step_ms", number_or_null(d.fo.ms)},
           {"full_" + d.full.memory_kind, number_or_null(d.full.peak_mib)},
@@ -191,7 +193,8 @@ void print_summary(const MamlRun& run, const std::string& out_dir) {
   std::printf("  rel_diff_full_vs_fo:");
   for (const auto& x : d.rel_diff) {
     const std::string why = x.divergence.found() ? x.divergence.describe() : "";
-    std::printf(" %lld steps %s;", (long long)x.inner_steps, console_number(x.value, "%.3e", why).c_str());
+    std::printf(" %lld steps %s (cosine %s);", (long long)x.inner_steps, console_number(x.value, "%.3e", why).c_str(),
+                console_number(x.cosine, "%.3f", "").c_str());
   }
   std::printf("\n  meta-step: FULL %.1f ms, FO %.1f ms; peak memory (%s): FULL %.1f MiB, FO %.1f MiB\n", d.full.ms,
               d.fo.ms, d.full.memory_kind.c_str(), d.full.peak_mib, d.fo.peak_mib);

@@ -171,6 +171,13 @@ double flat_distance(const std::vector<at::Tensor>& a, const std::vector<at::Ten
   return std::sqrt(s);
 }
 
+double flat_cosine(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  double dot = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) dot += (a[i].to(at::kDouble) * b[i].to(at::kDouble)).sum().item<double>();
+  const double norms = flat_norm(a) * flat_norm(b);
+  return norms > 0.0 ? dot / norms : std::nan("");
+}
+
 namespace {
 
 // A node that differentiates a backward: theria's double-backward node, or any of PyTorch's
@@ -230,9 +237,12 @@ std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlCon
     const auto full = meta_gradient(model, config, w, tasks);
     config.mode = MamlMode::FirstOrder;
     const auto fo = meta_gradient(model, config, w, tasks);
-    RelDiff r{steps, std::nan(""), full.divergence.found() ? full.divergence : fo.divergence};
+    RelDiff r{steps, std::nan(""), std::nan(""), full.divergence.found() ? full.divergence : fo.divergence};
     // No number from a diverged run: its NaN would only say "something was not finite", not where.
-    if (!r.divergence.found()) r.value = flat_distance(full.grads, fo.grads) / std::max(flat_norm(full.grads), 1e-300);
+    if (!r.divergence.found()) {
+      r.value = flat_distance(full.grads, fo.grads) / std::max(flat_norm(full.grads), 1e-300);
+      r.cosine = flat_cosine(full.grads, fo.grads);
+    }
     out.push_back(r);
   }
   return out;

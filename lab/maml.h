@@ -94,12 +94,15 @@ SecondOrderPath second_order_path(const ModelConfig& model, const MamlConfig& ma
 
 double flat_norm(const std::vector<at::Tensor>& g);
 double flat_distance(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b);
+// <a, b> / (||a|| ||b||) over all parts, in float64 (NaN when either is zero).
+double flat_cosine(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b);
 
 // ||g_FULL - g_FO|| / ||g_FULL|| for each inner-step count; NaN with the divergence that made it so
 // when a loss or gradient was non-finite (a diverging inner loop, docs/maml.md).
 struct RelDiff {
   int64_t inner_steps = 0;
-  double value = 0.0;
+  double value = 0.0;   // ||g_FULL - g_FO|| / ||g_FULL||: above 1 when g_FO points partly against g_FULL
+  double cosine = 0.0;  // cos(g_FULL, g_FO): the direction alone
   Divergence divergence;  // of the FULL run, else of the FO run
 };
 std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlConfig& maml, const Weights& w,

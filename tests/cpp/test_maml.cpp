@@ -321,5 +321,15 @@ TEST(MamlTraining, ImprovesPostAdaptationAccuracyOverTheUntrainedInit) {
   EXPECT_GT(t.attention.after.post_accuracy, t.attention.before.post_accuracy + 0.3);
 }
 
+TEST(MamlDiagnostics, CosineOfFlatGradients) {
+  const std::vector<at::Tensor> a{at::tensor({1.0, 2.0}, at::kDouble), at::tensor({2.0}, at::kDouble)};
+  const std::vector<at::Tensor> minus_a{-a[0], -a[1]};
+  const std::vector<at::Tensor> orthogonal{at::tensor({2.0, -1.0}, at::kDouble), at::tensor({0.0}, at::kDouble)};
+  EXPECT_NEAR(flat_cosine(a, a), 1.0, 1e-15);
+  EXPECT_NEAR(flat_cosine(a, minus_a), -1.0, 1e-15);
+  EXPECT_NEAR(flat_cosine(a, orthogonal), 0.0, 1e-15);
+  EXPECT_TRUE(std::isnan(flat_cosine(a, {at::zeros({2}, at::kDouble), at::zeros({1}, at::kDouble)})));
+}
+
 }  // namespace
 }  // namespace theria::lab

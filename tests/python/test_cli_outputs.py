@@ -66,6 +66,10 @@ def test_maml_outputs_parse_and_the_plot_lands_in_a_path_with_a_space_and_a_semi
     assert rel["inner_steps"] == [1, 2] and len(rel["value"]) == len(rel["status"]) == 2
     for value, status in zip(rel["value"], rel["status"]):
         assert (value is None) == (status != "ok")
+    cosine = summary["diagnostics"]["cosine_full_fo"]
+    assert cosine["inner_steps"] == [1, 2] and cosine["status"] == rel["status"]
+    for value, status in zip(cosine["value"], cosine["status"]):
+        assert (value is None) == (status != "ok") and (value is None or -1.0 <= value <= 1.0)
 
     with open(out / "curve.csv") as f:
         curve = list(csv.DictReader(f))
