@@ -38,25 +38,36 @@ bool fused_kernels_built() {
 
 namespace theria::core {
 
+int64_t reference_hvp_bytes(int64_t batch, int64_t len_q, int64_t len_kv, int64_t element_size) {
+  constexpr int64_t kMatrices = 12;
+  return kMatrices * batch * len_q * len_kv * element_size;
+}
+
+bool reference_beats_simt(int64_t batch, int64_t len_q, int64_t len_kv, int64_t element_size, int64_t device_bytes) {
+  return reference_hvp_bytes(batch, len_q, len_kv, element_size) <= device_bytes / 4;
+}
+
 namespace {
 
+std::string mib(int64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
 // Auto's choice for CUDA inputs the fused kernels serve (see reference_beats_simt).
-ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, const c10::SymInt& batch) {
+ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t batch) {
   if (fused::uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1))) {
     return {Backend::Fused, "auto: CUDA tensors go to the fused tensor-core kernels"};
   }
-  const c10::SymInt len_q = q.sym_size(-2), len_kv = v.sym_size(-2);
-  const std::string need = c10::str(reference_hvp_bytes(batch, len_q, len_kv, q.element_size()) / (int64_t{1} << 20));
+  const int64_t len_q = q.sym_size(-2).guard_int(__FILE__, __LINE__), len_kv = v.sym_size(-2).guard_int(__FILE__, __LINE__);
+  const int64_t need = reference_hvp_bytes(batch, len_q, len_kv, q.element_size());
   const int64_t device = fused::device_memory_bytes(q.device().index());
   const std::string what = std::string("auto: ") + c10::toString(q.scalar_type()) + " with E=" + std::to_string(q.size(-1)) +
                            ", Ev=" + std::to_string(v.size(-1)) +
                            " has no tensor-core kernel, and the fused SIMT kernels lose to the reference composition "
                            "at every measured size (docs/performance.md, \"float32 on CUDA\"); ";
   if (reference_beats_simt(batch, len_q, len_kv, q.element_size(), device)) {
-    return {Backend::Reference, what + "its L x S buffers (about " + need + " MiB" +
+    return {Backend::Reference, what + "its L x S buffers (about " + mib(need) +
                                     " in a double backward) fit in a quarter of this GPU's memory, so the reference"};
   }
-  return {Backend::Fused, what + "but its L x S buffers (about " + need + " MiB" +
+  return {Backend::Fused, what + "but its L x S buffers (about " + mib(need) +
                               " in a double backward) would take more than a quarter of this GPU's memory, so the "
                               "fused SIMT kernels (no L x S buffer)"};
 }
@@ -70,9 +81,9 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
   // guard. The batch only matters where the fused kernels could run.
   std::string fused_gap;
   bool fused_fits = false;
-  c10::SymInt batch = 0;
+  int64_t batch = 0;
   if (on_cuda && fused_kernels_built()) {
-    if (q.sym_numel() != 0) batch = q.sym_numel() / (q.sym_size(-2) * q.sym_size(-1));
+    batch = q.sym_numel() == 0 ? 0 : (q.sym_numel() / (q.sym_size(-2) * q.sym_size(-1))).guard_int(__FILE__, __LINE__);
     fused_fits = fused::supports(batch, q.size(-1), v.size(-1), &fused_gap);
   }
   // A problem with no work is answered by the reference composition on every backend (its empty

@@ -5,7 +5,6 @@
 #include <theria/sdpa.h>
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/SymInt.h>
 
 #include <string>
 #include <string_view>
@@ -28,17 +27,7 @@ ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q,
 // "float32 on CUDA": 10-55x), so it is taken unless its L x S buffers would crowd the GPU: about twelve L x S
 // matrices per batch position at the peak of a double backward (PyTorch math's fp32 HVP measured 11.1-11.6),
 // allowed up to a quarter of the device's memory. Pure, so that a test pins the table.
-// Int: int64_t, or c10::SymInt under torch.compile's dynamic shapes, where the comparison becomes a guard on
-// the decision alone rather than on each size.
-template <typename Int>
-Int reference_hvp_bytes(const Int& batch, const Int& len_q, const Int& len_kv, int64_t element_size) {
-  constexpr int64_t kMatrices = 12;
-  return batch * len_q * len_kv * (kMatrices * element_size);
-}
-template <typename Int>
-bool reference_beats_simt(const Int& batch, const Int& len_q, const Int& len_kv, int64_t element_size,
-                          int64_t device_bytes) {
-  return reference_hvp_bytes(batch, len_q, len_kv, element_size) <= device_bytes / 4;
-}
+int64_t reference_hvp_bytes(int64_t batch, int64_t len_q, int64_t len_kv, int64_t element_size);
+bool reference_beats_simt(int64_t batch, int64_t len_q, int64_t len_kv, int64_t element_size, int64_t device_bytes);
 
 }  // namespace theria::core

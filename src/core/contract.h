@@ -23,11 +23,14 @@ struct SdpaShape {
   std::vector<int64_t> out_shape() const { return with_tail(len_q, dim_v); }
   std::vector<int64_t> lse_shape() const;
   std::vector<int64_t> with_tail(int64_t rows, int64_t cols) const;
+
+  // A problem with no work: some size is zero. Every backend answers it as PyTorch's math SDPA
+  // does (empty outputs, or zeros where a sum over keys is empty) through the reference
+  // composition, without launching a kernel (docs/contract.md).
+  bool empty() const { return batch == 0 || len_q == 0 || len_kv == 0 || dim_qk == 0 || dim_v == 0; }
 };
 
-// A problem with no work: some size is zero (q holds batch x L x E elements, v batch x S x Ev). Every
-// backend answers it as PyTorch's math SDPA does (empty outputs, or zeros where a sum over keys is
-// empty) through the reference composition, without launching a kernel (docs/contract.md).
+// The same test on the operands alone: q holds batch x L x E elements and v batch x S x Ev.
 // (SymInt sizes: symbolic under torch.compile's dynamic shapes, where the test becomes a guard.)
 inline bool empty_problem(const at::Tensor& q, const at::Tensor& v) {
   return q.sym_numel() == 0 || v.sym_numel() == 0;

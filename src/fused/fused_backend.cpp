@@ -140,14 +140,14 @@ int64_t device_memory_bytes(c10::DeviceIndex device) {
   return static_cast<int64_t>(at::cuda::getDeviceProperties(device)->totalGlobalMem);
 }
 
-bool supports(const c10::SymInt& batch, int64_t dim_qk, int64_t dim_v, std::string* why_not) {
+bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not) {
   std::string gap;
   if (dim_qk > kc::kSimtMaxHeadDim || dim_v > kc::kSimtMaxHeadDim) {
     gap = "the fused kernels take head dims up to " + std::to_string(kc::kSimtMaxHeadDim) + ", got E=" +
           std::to_string(dim_qk) + ", Ev=" + std::to_string(dim_v);
   } else if (batch > kMaxBatch) {
     gap = "the fused kernels take at most " + std::to_string(kMaxBatch) + " batch x head positions per call, got " +
-          c10::str(batch);
+          std::to_string(batch);
   }
   if (!gap.empty() && why_not != nullptr) *why_not = gap;
   return gap.empty();

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/SymInt.h>
 
 #include <optional>
 #include <string>
@@ -19,8 +18,7 @@ using OptTensor = std::optional<Tensor>;
 
 // Whether the fused kernels serve `batch` (product of the leading sizes) problems of head dims (E, Ev);
 // the reason when not.
-// (batch is a SymInt: under torch.compile's dynamic shapes the limit becomes a guard on the comparison alone.)
-bool supports(const c10::SymInt& batch, int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
+bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
 
 // Whether inputs of this dtype and these head dims run on the tensor-core kernels (else the SIMT ones).
 bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v);

@@ -9,7 +9,7 @@ namespace {
 [[noreturn]] void unavailable() { TORCH_CHECK(false, "theria: this build has no fused CUDA kernels"); }
 }  // namespace
 
-bool supports(const c10::SymInt&, int64_t, int64_t, std::string* why_not) {
+bool supports(int64_t, int64_t, int64_t, std::string* why_not) {
   if (why_not != nullptr) *why_not = "this build has no fused CUDA kernels";
   return false;
 }
