@@ -24,7 +24,7 @@ ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q,
 
 // Where `auto` sends CUDA inputs that only the fused SIMT kernels serve (float32, float64, head dims without a
 // tensor-core kernel): the reference composition is faster at every measured size (docs/performance.md,
-// "float32 on CUDA": 10-55x), so it is taken unless its L x S buffers would crowd the GPU: about twelve L x S
+// "float32 on CUDA": 12-77x), so it is taken unless its L x S buffers would crowd the GPU: about twelve L x S
 // matrices per batch position at the peak of a double backward (PyTorch math's fp32 HVP measured 11.1-11.6),
 // allowed up to a quarter of the device's memory. Pure, so that a test pins the table.
 int64_t reference_hvp_bytes(int64_t batch, int64_t len_q, int64_t len_kv, int64_t element_size);
