@@ -115,7 +115,7 @@ void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, c
 // holds for scale > 0 only (-inf * 0 is NaN, and a negative scale turns the mask into +inf); a zero or
 // negative scale runs the SIMT kernels, which scale each logit first.
 bool use_tensor_cores(const Tensor& q, const Tensor& v, double scale) {
-  return scale > 0.0 && kc::tensor_core_head_dim(kernel_dtype(q.scalar_type()), q.size(-1), v.size(-1));
+  return scale > 0.0 && uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1));
 }
 
 std::vector<int64_t> out_shape(const Tensor& q, const Tensor& v) {

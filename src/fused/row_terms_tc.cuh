@@ -1,9 +1,10 @@
 // Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ):
 // delta = rowsum(dout * out) and, with kTangent, delta_dot = rowsum(dout_dot * out + dout * out_dot),
 // in fp32; the tangent pass has written rowsum(dout * out_dot) into delta_dot already, from the out_dot
-// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out). A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them);
-// rows start on 16-byte boundaries on this path. The batch position comes from the grid, so no thread
-// divides by the row count (the warp-per-row SIMT kernel spent about three times as long at the
+// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out).
+// A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them); rows start
+// on 16-byte boundaries on this path. The batch position comes from the grid, so no thread divides by
+// the row count (the warp-per-row SIMT kernel spent about three times as long at the
 // benchmark shapes on its divisions and 2-byte loads).
 #pragma once
 
