@@ -85,8 +85,8 @@ MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
   // The path of the run's own mode: FO and FO_STRICT runs must read false (the negative control).
   d.path = lab::second_order_path(t.model, t.maml, w, tasks);
   d.rel_diff = lab::rel_diff_full_vs_fo(t.model, t.maml, w, tasks, diagnose_steps);
-  d.full = time_meta_step(t, lab::MamlMode::Full, w, tasks);
-  d.fo = time_meta_step(t, lab::MamlMode::FirstOrder, w, tasks);
+  d.full = lab::time_meta_step(t, lab::MamlMode::Full, w, tasks);
+  d.fo = lab::time_meta_step(t, lab::MamlMode::FirstOrder, w, tasks);
   return d;
 }
 

@@ -4,9 +4,10 @@
 #pragma once
 
 #include "json_out.h"
-#include "maml_cost.h"
+#include "diagnostics/step_cost.h"
 #include "run_program.h"
-#include "trainer.h"
+#include "diagnostics/second_order.h"
+#include "train/trainer.h"
 
 #include <optional>
 #include <string>
@@ -17,7 +18,7 @@ namespace theria::cli {
 struct MamlDiagnostics {
   lab::SecondOrderPath path;
   std::vector<lab::RelDiff> rel_diff;
-  StepCost full, fo;
+  lab::StepCost full, fo;
 };
 
 struct PlotOutcome {

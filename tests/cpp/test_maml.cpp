@@ -1,6 +1,6 @@
 // The meta-learning lab on CPU: MAML modes, diagnostics, backends, and the task family's properties.
-#include "maml.h"
-#include "trainer.h"
+#include "diagnostics/second_order.h"
+#include "train/trainer.h"
 
 #include <theria/tolerances.h>
 

@@ -1,7 +1,7 @@
 // The lab on CUDA: the FULL meta-gradient through the fused backend agrees with the reference
 // backend within the dtype's second-order tolerance (both against float64 on the same weights).
-#include "maml.h"
-#include "trainer.h"
+#include "diagnostics/second_order.h"
+#include "train/trainer.h"
 
 #include <theria/tolerances.h>
 

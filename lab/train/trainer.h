@@ -2,7 +2,7 @@
 // held-out tasks (a family with another seed) before and after the inner loop.
 #pragma once
 
-#include "maml.h"
+#include "meta/maml.h"
 
 #include <functional>
 #include <optional>

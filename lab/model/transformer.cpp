@@ -1,4 +1,4 @@
-#include "model.h"
+#include "model/transformer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

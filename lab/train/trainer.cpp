@@ -1,4 +1,4 @@
-#include "trainer.h"
+#include "train/trainer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>

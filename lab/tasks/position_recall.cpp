@@ -1,4 +1,4 @@
-#include "task_family.h"
+#include "tasks/position_recall.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -1,4 +1,4 @@
-#include "maml_cost.h"
+#include "diagnostics/step_cost.h"
 
 #include <ATen/ATen.h>
 
@@ -14,7 +14,7 @@
 #include <fstream>
 #include <string>
 
-namespace theria::cli {
+namespace theria::lab {
 namespace {
 
 void synchronize(const at::Device& device) {
@@ -74,17 +74,17 @@ struct Memory {
 
 }  // namespace
 
-StepCost time_meta_step(const lab::TrainConfig& t, lab::MamlMode mode, const lab::Weights& w,
-                        const std::vector<lab::Task>& tasks) {
-  lab::MamlConfig maml = t.maml;
+StepCost time_meta_step(const TrainConfig& t, MamlMode mode, const Weights& w,
+                        const std::vector<Task>& tasks) {
+  MamlConfig maml = t.maml;
   maml.mode = mode;
-  lab::meta_gradient(t.model, maml, w, tasks);  // warm-up
+  meta_gradient(t.model, maml, w, tasks);  // warm-up
   synchronize(t.device);
   const Memory memory(t.device);
   std::vector<double> ms;
   for (int i = 0; i < 3; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    lab::meta_gradient(t.model, maml, w, tasks);
+    meta_gradient(t.model, maml, w, tasks);
     synchronize(t.device);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
@@ -92,4 +92,4 @@ StepCost time_meta_step(const lab::TrainConfig& t, lab::MamlMode mode, const lab
   return {ms[1], memory.peak_mib(), memory.kind()};
 }
 
-}  // namespace theria::cli
+}  // namespace theria::lab
