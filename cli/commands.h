@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 namespace CLI {
 class App;
@@ -16,5 +17,10 @@ using Run = std::function<int()>;
 Run add_verify(CLI::App& command);
 Run add_bench(CLI::App& command);
 Run add_maml(CLI::App& command);
+Run add_study(CLI::App& command);
+
+// The command line of this process, as typed ("theria study taxonomy --quick --out out/t"): the files
+// that a command writes record it.
+const std::string& command_line();
 
 }  // namespace theria::cli

@@ -1,24 +1,11 @@
-// JSON output of the `theria` program: every file is built as a nlohmann::json value and written by
-// one function, so strings are escaped and nothing is written that a parser cannot read.
+// The `theria` program writes its JSON through the lab's writer (lab/output/json_file.h).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
-#include <string>
+#include "output/json_file.h"
 
 namespace theria::cli {
-
-// Keys stay in the order they are added: the files read like the console output.
-using Json = nlohmann::ordered_json;
-
-// A result as a JSON number, or null when it is NaN or infinite (JSON has neither). Whoever writes
-// a null also writes why, in a status field next to it (see finite_status).
-Json number_or_null(double x);
-
-// "ok" for a finite number, else what it was: "nan", "inf" or "-inf".
-std::string finite_status(double x);
-
-// Writes `value` to `path` (indented, newline-terminated); throws when the file cannot be written.
-void write_json(const std::string& path, const Json& value);
-
+using lab::finite_status;
+using lab::Json;
+using lab::number_or_null;
+using lab::write_json;
 }  // namespace theria::cli

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <iterator>
 #include <map>
+#include <string>
 
 namespace {
 
@@ -25,15 +26,23 @@ constexpr Command kCommands[] = {
      theria::cli::add_verify},
     {"maml", "meta-train the lab transformer with MAML through theria attention; curve, summary, plot",
      theria::cli::add_maml},
+    {"study", "run a study of the meta-learning lab (taxonomy) and write its JSON, CSV, Markdown and figure",
+     theria::cli::add_study},
     {"bench", "time the fused backend against PyTorch's SDPA (flash, math) in one run (CUDA)", theria::cli::add_bench},
 };
 
 // Exit status of a command line that does not parse, as before CLI11 (scripts test for non-zero).
 constexpr int kUsageError = 2;
 
+std::string g_command_line;
+
 }  // namespace
 
+const std::string& theria::cli::command_line() { return g_command_line; }
+
 int main(int argc, char** argv) {
+  g_command_line = "theria";
+  for (int i = 1; i < argc; ++i) g_command_line += std::string(" ") + argv[i];
   CLI::App app{"theria: scaled-dot-product attention with explicit derivatives", "theria"};
   app.require_subcommand(1);
   app.footer("`theria <command> --help` shows the command's options.");

@@ -5,16 +5,14 @@
 // kDivergedExit unless --continue-on-divergence is given (docs/maml.md).
 #include "commands.h"
 #include "maml_report.h"
-#include "run_program.h"
+#include "plot_script.h"
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 namespace theria::cli {
@@ -44,36 +42,11 @@ void finish(Options& o) {
   t.model.classes = t.tasks.classes;
 }
 
-std::string executable_dir() {
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
-}
-
-// The Python that has matplotlib: THERIA_PYTHON, else the one scripts/setup.sh recorded beside us.
-std::string plotting_python() {
-  if (const char* env = std::getenv("THERIA_PYTHON")) return env;
-  std::ifstream recorded(executable_dir() + "/python");
-  std::string path;
-  if (recorded && std::getline(recorded, path) && !path.empty()) return path;
-  return "python3";
-}
-
 PlotOutcome plot(const lab::TrainConfig& t, const std::filesystem::path& out) {
-  PlotOutcome p;
-  // An argument vector, no shell: `out` is data whatever characters it holds.
-  const std::vector<std::string> argv{plotting_python(),
-                                      THERIA_SOURCE_DIR "/scripts/plot_curve.py",
-                                      (out / "curve.csv").string(),
-                                      (out / "curve.png").string(),
-                                      "--chance",
-                                      std::to_string(1.0 / static_cast<double>(t.tasks.classes)),
-                                      "--title",
-                                      std::string("theria maml: ") + lab::maml_mode_name(t.maml.mode) + ", " +
-                                          backend_name(t.model.attention.backend_)};
-  p.exit = run_program(argv);
-  p.status = p.exit->ok() ? "written" : "failed: " + argv[0] + " " + argv[1] + ": " + p.exit->describe();
-  return p;
+  return run_plot_script("plot_curve.py", {(out / "curve.csv").string(), (out / "curve.png").string(), "--chance",
+                                           std::to_string(1.0 / static_cast<double>(t.tasks.classes)), "--title",
+                                           std::string("theria maml: ") + lab::maml_mode_name(t.maml.mode) + ", " +
+                                               backend_name(t.model.attention.backend_)});
 }
 
 MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,

@@ -5,7 +5,7 @@
 
 #include "json_out.h"
 #include "diagnostics/step_cost.h"
-#include "run_program.h"
+#include "plot_script.h"
 #include "diagnostics/second_order.h"
 #include "train/trainer.h"
 
@@ -19,11 +19,6 @@ struct MamlDiagnostics {
   lab::SecondOrderPath path;
   std::vector<lab::RelDiff> rel_diff;
   lab::StepCost full, fo;
-};
-
-struct PlotOutcome {
-  std::string status = "skipped (--no-plot)";  // or "written", or "failed: ..."
-  std::optional<ProgramExit> exit;             // how the plotting program ended, when it was run
 };
 
 struct MamlRun {

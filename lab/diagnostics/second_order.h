@@ -36,4 +36,33 @@ struct RelDiff {
 std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                                          const std::vector<Task>& tasks, const std::vector<int64_t>& inner_steps);
 
+// The nodes of a meta-loss graph that differentiate attention's backward, by name: theria's double backward
+// (theria::SdpaBwdBackward, backends explicit and fused) and the softmax's (SoftmaxBackwardDataBackward0, the
+// reference backend's composition); distinct names, sorted. The cross-entropy's LogSoftmax is not attention.
+std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss);
+
+// How far a meta-gradient is from a reference one, over all weights together, in float64.
+struct GradientError {
+  double rel_l2 = 0.0;  // ||g - ref|| / ||ref||
+  double cosine = 0.0;  // cos(g, ref)
+};
+GradientError gradient_error(const std::vector<at::Tensor>& g, const std::vector<at::Tensor>& ref);
+
+// The oracle of the taxonomy: the exact FULL meta-gradient (theria::sdpa, reference backend, inner gradients
+// with create_graph) in float64 on the CPU, at `w` rounded to the run's dtype and moved to the CPU, on the
+// same tasks. `model` and `maml` give the shapes, inner steps and inner lr; their variant and mode are not used.
+MetaGradient oracle_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                  const std::vector<Task>& tasks);
+
+// The share of the meta-gradient that comes through attention's second derivative:
+// ||g - g1|| / ||g||, with g the meta-gradient of (model, maml) and g1 the same with the model's attention
+// wrapped in first_order_only (lab/variants): only attention's double backward differs between the two.
+// 0 for FO and FO_STRICT, whatever the attention; NaN (with the divergence) when either run diverged.
+struct AttentionSecondOrder {
+  double share = 0.0;
+  Divergence divergence;
+};
+AttentionSecondOrder attention_second_order_share(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                                  const std::vector<Task>& tasks);
+
 }  // namespace theria::lab

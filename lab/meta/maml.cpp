@@ -75,6 +75,16 @@ at::Tensor all_finite(const std::vector<at::Tensor>& ts) {
   return at::stack(each).all();
 }
 
+// d loss / d w, with zeros for the weights the loss does not reach (a model whose attention output is
+// detached does not use its attention weights: lab/variants), as PyTorch's materialize_grads does.
+std::vector<at::Tensor> gradients(const at::Tensor& loss, const Weights& w, bool retain_graph, bool create_graph) {
+  auto g = torch::autograd::grad({loss}, w, {}, retain_graph, create_graph, /*allow_unused=*/true);
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (!g[i].defined()) g[i] = at::zeros_like(w[i]);
+  }
+  return g;
+}
+
 }  // namespace
 
 Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const Task& task,
@@ -86,7 +96,7 @@ Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w
   for (int64_t s = 0; s < maml.inner_steps; ++s) {
     const auto loss = task_loss(model, fast, task.support_x, task.support_y);
     if (trace) trace->support_loss_finite.push_back(at::isfinite(loss.detach()));
-    auto g = torch::autograd::grad({loss}, fast, {}, /*retain_graph=*/keep_graph, /*create_graph=*/keep_graph);
+    auto g = gradients(loss, fast, /*retain_graph=*/keep_graph, /*create_graph=*/keep_graph && maml.inner_create_graph);
     if (!keep_graph) {
       for (auto& t : g) t = t.detach();
     }
@@ -141,7 +151,7 @@ MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, con
     const auto d = first_divergence(trace, loss, static_cast<int64_t>(i), &loss_value);
     if (d.found() && !out.divergence.found()) out.divergence = d;
     // FO_STRICT: the query gradient at the adapted copies (leaves), applied to the initial weights.
-    const auto g = torch::autograd::grad({loss}, strict ? fast : w, {}, /*retain_graph=*/!strict);
+    const auto g = gradients(loss, strict ? fast : w, /*retain_graph=*/!strict, /*create_graph=*/false);
     if (!strict) out.loss_graph = loss;
     if (out.grads.empty()) {
       for (const auto& t : g) out.grads.push_back(t.detach() * inv);

@@ -24,6 +24,9 @@ struct MamlConfig {
   int64_t inner_steps = 2;
   double inner_lr = 0.2;
   double inner_grad_clip = 0.0;  // > 0: each inner gradient clipped to this global norm (every mode); 0: off
+  // false reproduces a user's bug (lab/variants: no_create_graph): FULL takes its inner gradients without
+  // create_graph, so they carry no graph and FULL silently computes FO's meta-gradient.
+  bool inner_create_graph = true;
 };
 
 // Global-norm clipping as torch.nn.utils.clip_grad_norm_ does it: g * min(1, max_norm / (||g|| + 1e-6)),

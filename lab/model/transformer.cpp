@@ -64,7 +64,8 @@ at::Tensor forward(const ModelConfig& c, const Weights& w, const at::Tensor& x) 
   for (int64_t b = 0; b < c.blocks; ++b) {
     if (c.pooling == Pooling::Attention) {
       auto heads = [&](const at::Tensor& proj) { return h.matmul(proj).view({B, T1, H, D / H}).transpose(1, 2); };
-      const at::Tensor a = sdpa(heads(w[i]), heads(w[i + 1]), heads(w[i + 2]), c.attention);
+      const at::Tensor q = heads(w[i]), k = heads(w[i + 1]), v = heads(w[i + 2]);
+      const at::Tensor a = c.attend ? c.attend(q, k, v, c.attention) : sdpa(q, k, v, c.attention);
       h = h + a.transpose(1, 2).reshape({B, T1, D}).matmul(w[i + 3]);
       i += kAttentionWeights;
     } else {

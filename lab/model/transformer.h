@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@ using Weights = std::vector<at::Tensor>;
 
 enum class Pooling { Attention, Mean };
 
+// The attention call of every block: theria::sdpa unless a study swaps in a variant (lab/variants).
+using AttentionFn = std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const SdpaOptions& options)>;
+
 struct ModelConfig {
   int64_t seq_len = 8;
   int64_t classes = 4;
@@ -25,6 +30,7 @@ struct ModelConfig {
   int64_t blocks = 1;
   Pooling pooling = Pooling::Attention;
   SdpaOptions attention;  // backend (and scale) of theria::sdpa
+  AttentionFn attend;     // empty: theria::sdpa
 };
 
 // Fresh weights (leaves that require grad) from `seed`, in the dtype/device of `options`.

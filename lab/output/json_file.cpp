@@ -1,13 +1,17 @@
-#include "json_out.h"
+#include "output/json_file.h"
 
 #include <c10/util/Exception.h>
 
 #include <cmath>
 #include <fstream>
 
-namespace theria::cli {
+namespace theria::lab {
 
 Json number_or_null(double x) { return std::isfinite(x) ? Json(x) : Json(nullptr); }
+
+double number_from(const Json& value) {
+  return value.is_null() ? std::nan("") : value.get<double>();
+}
 
 std::string finite_status(double x) {
   if (std::isfinite(x)) return "ok";
@@ -23,4 +27,4 @@ void write_json(const std::string& path, const Json& value) {
   TORCH_CHECK(f.good(), "cannot write ", path);
 }
 
-}  // namespace theria::cli
+}  // namespace theria::lab
