@@ -6,6 +6,9 @@
 Backends: "auto" (default), "reference" (plain ATen, the oracle), "explicit" (CPU kernels),
 "fused" (CUDA kernels). Reverse mode at any order (create_graph), forward-mode AD, torch.func
 (grad, jvp, vmap, hessian) and torch.compile work through the ops torch.ops.theria.*.
+
+inspect_graph(meta_loss) and check_meta_gradient(fn, params) tell whether a meta-gradient really carries the
+second-order terms through attention (docs/meta_check.md).
 """
 import torch
 
@@ -14,8 +17,11 @@ from . import _library
 _library_path = _library.load()
 
 from . import _meta  # noqa: E402,F401  (fake kernels and vmap rules)
+from .meta_check import (  # noqa: E402  (is my MAML really second order? docs/meta_check.md)
+    DirectionalDerivative, GraphReport, MetaGradientCheck, check_meta_gradient, inspect_graph)
 
-__all__ = ["sdpa", "select_backend", "tolerance", "BACKENDS"]
+__all__ = ["sdpa", "select_backend", "tolerance", "BACKENDS", "inspect_graph", "GraphReport", "check_meta_gradient",
+           "MetaGradientCheck", "DirectionalDerivative"]
 
 BACKENDS = ("auto", "reference", "explicit", "fused")
 
