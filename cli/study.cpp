@@ -26,7 +26,7 @@ namespace {
 struct TaxonomyOptions {
   lab::TaxonomyConfig study;
   std::string backend = "auto", device = "cpu", dtype = "float32", out;
-  bool quick = false, no_plot = false;
+  bool quick = false, no_plot = false, fo_for_exact_only = false;
   std::string command_line;
 };
 
@@ -60,6 +60,7 @@ int run_taxonomy_command(TaxonomyOptions& o) {
   auto& c = o.study;
   auto& t = c.train;
   if (o.quick) make_quick(c);
+  if (o.fo_for_exact_only) c.train_every_mode = false;
   t.model.attention.backend(parse_backend(o.backend));
   TORCH_CHECK(o.device == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
   t.device = o.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
@@ -127,6 +128,9 @@ Run add_taxonomy(CLI::App& command) {
       ->type_name("DIR")
       ->required();
   command.add_flag("--quick", o->quick, "a small run for CPU CI: under 2 minutes on 2 cores");
+  command.add_flag("--fo-for-exact-only", o->fo_for_exact_only,
+                   "meta-train FO and FO_STRICT for exact only (every pattern is still trained in FULL and "
+                   "diagnosed in every mode); --quick implies it");
   command.add_flag("--no-plot", o->no_plot, "do not draw taxonomy.png");
   return [o] {
     o->command_line = command_line();

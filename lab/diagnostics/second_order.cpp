@@ -2,15 +2,21 @@
 
 #include "variants/attention_variants.h"
 
+#include <theria/meta_check.h>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function.h>
 
 #include <algorithm>
 #include <cmath>
-#include <set>
-#include <unordered_set>
 
 namespace theria::lab {
+namespace {
+
+// In float64 on the CPU: a gradient and the oracle's may live on different devices.
+at::Tensor host64(const at::Tensor& t) { return t.detach().to(at::kCPU, at::kDouble); }
+
+}  // namespace
 
 double flat_norm(const std::vector<at::Tensor>& g) {
   double s = 0.0;
@@ -20,43 +26,18 @@ double flat_norm(const std::vector<at::Tensor>& g) {
 
 double flat_distance(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   double s = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) s += (a[i].to(at::kDouble) - b[i].to(at::kDouble)).pow(2).sum().item<double>();
+  for (size_t i = 0; i < a.size(); ++i) s += (host64(a[i]) - host64(b[i])).pow(2).sum().item<double>();
   return std::sqrt(s);
 }
 
 double flat_cosine(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   double dot = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) dot += (a[i].to(at::kDouble) * b[i].to(at::kDouble)).sum().item<double>();
+  for (size_t i = 0; i < a.size(); ++i) dot += (host64(a[i]) * host64(b[i])).sum().item<double>();
   const double norms = flat_norm(a) * flat_norm(b);
   return norms > 0.0 ? dot / norms : std::nan("");
 }
 
 namespace {
-
-// The distinct names of the nodes of root's graph (an iterative walk: a deep inner loop is a deep graph).
-std::set<std::string> node_names(const at::Tensor& root) {
-  std::set<std::string> names;
-  std::vector<torch::autograd::Node*> stack;
-  std::unordered_set<torch::autograd::Node*> seen;
-  if (root.grad_fn()) stack.push_back(root.grad_fn().get());
-  while (!stack.empty()) {
-    auto* node = stack.back();
-    stack.pop_back();
-    if (!seen.insert(node).second) continue;
-    names.insert(node->name());
-    for (const auto& edge : node->next_edges()) {
-      if (edge.function) stack.push_back(edge.function.get());
-    }
-  }
-  return names;
-}
-
-// A node that differentiates a backward: theria's double-backward node, or any of PyTorch's
-// "...BackwardBackward" / "...BackwardDataBackward" nodes (the reference backend's path, and the model's).
-bool is_second_order_node(const std::string& name) {
-  return name == "theria::SdpaBwdBackward" || name.find("BackwardBackward") != std::string::npos ||
-         name.find("BackwardDataBackward") != std::string::npos;
-}
 
 }  // namespace
 
@@ -65,9 +46,7 @@ SecondOrderPath second_order_path(const ModelConfig& model, const MamlConfig& ma
   SecondOrderPath r;
   const auto run = meta_gradient(model, maml, w, tasks);
   if (run.loss_graph.defined()) {
-    for (const auto& name : node_names(run.loss_graph)) {
-      if (is_second_order_node(name)) r.nodes.push_back(name);
-    }
+    r.nodes = inspect_graph(run.loss_graph).second_order_node_names;
     r.reaches_backward_nodes = !r.nodes.empty();
   }
   // The run itself is one side of the norm when its mode is FULL or FO; only the other is computed.
@@ -107,12 +86,32 @@ std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlCon
 
 std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss) {
   std::vector<std::string> out;
-  for (const auto& name : node_names(loss)) {
-    const bool softmax =
-        name.find("SoftmaxBackwardDataBackward") != std::string::npos && name.find("LogSoftmax") == std::string::npos;
-    if (name == "theria::SdpaBwdBackward" || softmax) out.push_back(name);
+  for (const auto& name : inspect_graph(loss).second_order_node_names) {
+    if (name == "theria::SdpaBwdBackward" || name == "SoftmaxBackwardDataBackward0") out.push_back(name);
   }
   return out;
+}
+
+Detection detect(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const std::vector<Task>& tasks) {
+  Detection d;
+  // The meta-loss as the user's code computes it, as a function of the initial weights, in float64 on their device.
+  const MetaLossFn meta_loss = [&](const std::vector<at::Tensor>& params) {
+    at::Tensor total;
+    for (const auto& task : tasks) {
+      const auto loss = task_loss(model, adapt(model, maml, params, task), task.query_x, task.query_y) /
+                        static_cast<double>(tasks.size());
+      total = total.defined() ? total + loss : loss;
+    }
+    return total;
+  };
+  std::vector<at::Tensor> w64;
+  for (const auto& t : w) w64.push_back(t.detach().to(at::kDouble).requires_grad_());
+  const GraphReport graph = inspect_graph(meta_loss(w64));
+  d.graph_warnings = graph.warnings;
+  const MetaGradientCheck check = check_meta_gradient(meta_loss, w64);
+  d.numerical_relative_error = check.relative_error;
+  d.numerical_passed = check.passed;
+  return d;
 }
 
 GradientError gradient_error(const std::vector<at::Tensor>& g, const std::vector<at::Tensor>& ref) {

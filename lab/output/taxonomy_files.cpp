@@ -47,12 +47,13 @@ std::string csv_quote(const std::string& s) {
 std::string taxonomy_markdown_table(const std::vector<TaxonomyRow>& rows) {
   std::string md =
       "| pattern | mode | second_order_path (share) | rel_diff FULL vs FO by inner steps | meta-gradient error "
-      "(rel. L2 vs exact FULL) | cosine | held-out accuracy | minus exact FULL | behavioural effect | verdict | "
-      "expected | agreement |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+      "(rel. L2 vs exact FULL) | cosine | detector | held-out accuracy | minus exact FULL | behavioural effect | "
+      "verdict | expected | agreement |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
     md += "| " + r.variant + " | " + r.mode + " | " + (r.second_order_path ? "yes" : "no") + " (" +
           fmt(r.share.mean, "%.2g") + ") | " + rel_diff_cell(r) + " | " + fmt(r.error, "%.2g") + " | " +
-          fmt(r.cosine, "%.3f") + " | " + fmt(r.post_accuracy, "%.3f") + " | " + fmt(r.vs_exact_full, "%+.3f") + " | " +
+          fmt(r.cosine, "%.3f") + " | " + r.detector + " (" + fmt(r.detector_error.mean, "%.2g") + ") | " +
+          fmt(r.post_accuracy, "%.3f") + " | " + fmt(r.vs_exact_full, "%+.3f") + " | " +
           r.behaviour + " | **" + r.verdict + "** | " + r.expected + " | " + r.agreement + " |\n";
   }
   return md;
@@ -87,7 +88,8 @@ void write_taxonomy_files(const std::string& dir, const TaxonomyConfig& config, 
   TORCH_CHECK(csv, "cannot write ", dir, "/taxonomy.csv");
   csv << "variant,mode,second_order_path,share_mean,error_rel_l2_mean,error_rel_l2_low,error_rel_l2_high,"
          "cosine_mean,post_accuracy_mean,post_accuracy_low,post_accuracy_high,minus_exact_full_mean,"
-         "minus_exact_full_low,minus_exact_full_high,minus_exact_fo_mean,minus_exact_fo_low,minus_exact_fo_high";
+         "minus_exact_full_low,minus_exact_full_high,minus_exact_fo_mean,minus_exact_fo_low,minus_exact_fo_high,"
+         "detector,detector_numerical_error_mean";
   for (const auto s : config.rel_diff_steps) csv << ",rel_diff_" << s;
   csv << ",behaviour,verdict,expected,agreement\n";
   const auto num = [](double x) { return std::isfinite(x) ? fmt(x, "%.6g") : std::string(); };
@@ -96,7 +98,8 @@ void write_taxonomy_files(const std::string& dir, const TaxonomyConfig& config, 
         << "," << num(r.error.mean) << "," << num(r.error.low) << "," << num(r.error.high) << "," << num(r.cosine.mean)
         << "," << num(r.post_accuracy.mean) << "," << num(r.post_accuracy.low) << "," << num(r.post_accuracy.high)
         << "," << num(r.vs_exact_full.mean) << "," << num(r.vs_exact_full.low) << "," << num(r.vs_exact_full.high)
-        << "," << num(r.vs_exact_fo.mean) << "," << num(r.vs_exact_fo.low) << "," << num(r.vs_exact_fo.high);
+        << "," << num(r.vs_exact_fo.mean) << "," << num(r.vs_exact_fo.low) << "," << num(r.vs_exact_fo.high) << ","
+        << csv_quote(r.detector) << "," << num(r.detector_error.mean);
     for (const auto& i : r.rel_diff) csv << "," << num(i.mean);
     csv << "," << csv_quote(r.behaviour) << "," << r.verdict << "," << r.expected << "," << csv_quote(r.agreement)
         << "\n";

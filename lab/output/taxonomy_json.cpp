@@ -11,6 +11,9 @@ void to_json(Json& j, const TaxonomyCell& c) {
            {"error_cosine", number_or_null(c.error_cosine)},
            {"graph_nodes", c.graph_nodes},
            {"diagnostic_status", c.diagnostic_status},
+           {"detector_flagged", c.detector_flagged},
+           {"detector_graph_warnings", c.detector_graph_warnings},
+           {"detector_numerical_error", number_or_null(c.detector_numerical_error)},
            {"trained", c.trained},
            {"pre_accuracy", number_or_null(c.pre_accuracy)},
            {"post_accuracy", number_or_null(c.post_accuracy)},
@@ -27,6 +30,9 @@ void from_json(const Json& j, TaxonomyCell& c) {
   c.error_cosine = number_from(j.at("error_cosine"));
   c.graph_nodes = j.at("graph_nodes").get<std::vector<std::string>>();
   c.diagnostic_status = j.at("diagnostic_status").get<std::string>();
+  c.detector_flagged = j.at("detector_flagged").get<bool>();
+  c.detector_graph_warnings = j.at("detector_graph_warnings").get<std::vector<std::string>>();
+  c.detector_numerical_error = number_from(j.at("detector_numerical_error"));
   c.trained = j.at("trained").get<bool>();
   c.pre_accuracy = number_from(j.at("pre_accuracy"));
   c.post_accuracy = number_from(j.at("post_accuracy"));
@@ -118,6 +124,8 @@ Json row_json(const TaxonomyRow& r) {
               {"post_accuracy", interval_json(r.post_accuracy)},
               {"post_accuracy_minus_exact_full", interval_json(r.vs_exact_full)},
               {"post_accuracy_minus_exact_fo", interval_json(r.vs_exact_fo)},
+              {"detector", r.detector},
+              {"detector_numerical_error", interval_json(r.detector_error)},
               {"behaviour", r.behaviour},
               {"verdict", r.verdict},
               {"expected", r.expected},

@@ -49,6 +49,10 @@ TaxonomyCell diagnose_cell(const TrainConfig& t, const std::string& variant, con
   const Divergence& d = g.divergence.found() ? g.divergence : oracle.divergence.found() ? oracle.divergence
                                                                                           : share.divergence;
   cell.second_order_share = share.share;
+  const Detection detection = detect(t.model, t.maml, w, tasks);
+  cell.detector_flagged = detection.flagged();
+  cell.detector_graph_warnings = detection.graph_warnings;
+  cell.detector_numerical_error = detection.numerical_relative_error;
   if (d.found()) {
     cell.diagnostic_status = d.describe();
     cell.error_rel_l2 = cell.error_cosine = std::nan("");
@@ -77,7 +81,9 @@ Json taxonomy_config_json(const TaxonomyConfig& c) {
   const auto& t = c.train;
   std::vector<std::string> modes;
   for (const auto m : c.modes) modes.push_back(maml_mode_name(m));
-  return Json{{"variants", c.variants},
+  // parts_version: the layout of the resumable parts; a change of it makes earlier parts run again.
+  return Json{{"parts_version", 2},
+              {"variants", c.variants},
               {"modes", modes},
               {"seeds", c.seeds},
               {"device", t.device.str()},

@@ -38,6 +38,10 @@ struct TaxonomyCell {
   double error_cosine = 0.0;
   std::vector<std::string> graph_nodes;  // attention double-backward nodes in the meta-loss graph
   std::string diagnostic_status = "ok";  // or the divergence
+  // theria's detector on this arm's meta-loss (diagnostics: detect).
+  bool detector_flagged = false;
+  std::vector<std::string> detector_graph_warnings;
+  double detector_numerical_error = 0.0;
   bool trained = false;
   double pre_accuracy = 0.0, post_accuracy = 0.0;  // held-out, after meta-training; NaN if diverged
   std::string train_status = "ok";

@@ -42,6 +42,12 @@ std::string verdict(bool path, double max_error, double tol, double min_cosine, 
   return "unsafe";
 }
 
+std::string detector_summary(int64_t flagged, int64_t seeds) {
+  if (flagged == 0) return "passes";
+  if (flagged == seeds) return "flagged";
+  return "flagged in " + std::to_string(flagged) + " of " + std::to_string(seeds) + " seeds";
+}
+
 namespace {
 
 bool is(const TaxonomyCell& c, const std::string& variant, MamlMode mode) {
@@ -83,7 +89,8 @@ std::vector<TaxonomyRow> taxonomy_rows(const TaxonomyConfig& config, const Taxon
       row.variant = name;
       row.mode = maml_mode_name(mode);
       row.drops = variant.drops;
-      std::vector<double> share, error, cosine;
+      std::vector<double> share, error, cosine, detector_error;
+      int64_t flagged = 0;
       std::set<std::string> nodes;
       bool trained = false;
       for (const auto& c : raw.cells) {
@@ -91,6 +98,8 @@ std::vector<TaxonomyRow> taxonomy_rows(const TaxonomyConfig& config, const Taxon
         share.push_back(c.second_order_share);
         error.push_back(c.error_rel_l2);
         cosine.push_back(c.error_cosine);
+        detector_error.push_back(c.detector_numerical_error);
+        flagged += c.detector_flagged ? 1 : 0;
         nodes.insert(c.graph_nodes.begin(), c.graph_nodes.end());
         trained = trained || c.trained;
       }
@@ -98,6 +107,8 @@ std::vector<TaxonomyRow> taxonomy_rows(const TaxonomyConfig& config, const Taxon
       row.share = mean_interval(share);
       row.error = mean_interval(error);
       row.cosine = mean_interval(cosine);
+      row.detector_error = mean_interval(detector_error);
+      row.detector = detector_summary(flagged, static_cast<int64_t>(share.size()));
       // A path in every seed (a diverged seed has no share: it cannot show one).
       row.second_order_path = !share.empty() && std::all_of(share.begin(), share.end(), [&](double s) {
         return std::isfinite(s) && s > path_threshold;

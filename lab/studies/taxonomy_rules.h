@@ -32,7 +32,12 @@ struct TaxonomyRow {
   std::string expected;     // the research plan's expectation (FULL rows)
   std::string agreement;    // "agrees", "disagrees: ..." or "" (not a FULL row)
   std::vector<std::string> graph_nodes;  // union over seeds
+  std::string detector;      // "flagged" (every seed), "passes" (no seed), or "flagged in k of n seeds"
+  Interval detector_error;   // the detector's numerical relative error
 };
+
+// "flagged", "passes", or "flagged in k of n seeds".
+std::string detector_summary(int64_t flagged, int64_t seeds);
 
 std::vector<TaxonomyRow> taxonomy_rows(const TaxonomyConfig& config, const TaxonomyRaw& raw);
 

@@ -9,7 +9,8 @@
 //                            even recorded (nothing in the graph shows an attention was there)
 //   once_differentiable      (BJ)/(DB) only: the backward (B) is exact, but it is computed under no-grad, so the
 //                            double backward through attention is silently zero (PyTorch's own
-//                            @once_differentiable raises there instead: tests/python/test_meta_check.py)
+//                            @once_differentiable is silent too under torch.autograd.grad and raises only under
+//                            .backward(): tests/python/test_meta_check.py)
 //   stats_detach             the softmax-normaliser terms: lse treated as a constant, p = exp(s - lse) with no
 //                            derivative through lse, so (B) loses -p_ij delta_i in ds_ij, (J) loses -p_ij lse_dot_i
 //                            in p_dot_ij, and (BJ) both (the research plan's "frozen statistics" compromise)

@@ -1,6 +1,7 @@
 // The failure taxonomy's parts on CPU (docs/taxonomy.md): every broken attention variant changes the FULL
-// meta-gradient where it drops a term and loses the attention double-backward nodes; `exact` on every CPU
-// backend equals the float64 oracle; the written rules, the intervals and the resumable parts.
+// meta-gradient where it drops a term, loses the attention double-backward nodes and is flagged by theria's
+// detector; `exact` on every CPU backend equals the float64 oracle and passes the detector; the written rules,
+// the intervals and the resumable parts.
 #include "diagnostics/second_order.h"
 #include "output/resume.h"
 #include "stats/confidence.h"
@@ -52,6 +53,9 @@ TEST(TaxonomyVariants, ExactOnEveryCpuBackendEqualsTheFloat64Oracle) {
     EXPECT_GT(share.share, second_order_path_threshold(at::kDouble)) << backend_name(backend);
     EXPECT_FALSE(attention_second_order_nodes(g.loss_graph).empty()) << backend_name(backend);
     EXPECT_EQ(verdict(true, e.rel_l2, meta_gradient_tolerance(at::kDouble), e.cosine, Interval{}), "safe");
+    const auto d = detect(s.model, s.maml, s.w, s.tasks);
+    EXPECT_FALSE(d.flagged()) << backend_name(backend) << ": " << d.numerical_relative_error;
+    EXPECT_LT(d.numerical_relative_error, 1e-5) << backend_name(backend);
   }
 }
 
@@ -66,6 +70,11 @@ TEST(TaxonomyVariants, EveryBrokenVariantChangesTheMetaGradientAndLosesTheAttent
     const auto e = gradient_error(g.grads, oracle.grads);
     EXPECT_GT(e.rel_l2, 1e-3) << v.name << " drops " << v.drops << " but its meta-gradient equals the exact one";
     EXPECT_TRUE(attention_second_order_nodes(g.loss_graph).empty()) << v.name;
+    // theria's detector, run on the variant's meta-loss as a user would run it on theirs, flags it: the
+    // directional check fails for every variant (the graph walk alone cannot see stats_detach).
+    const auto d = detect(s.model, s.maml, s.w, s.tasks);
+    EXPECT_TRUE(d.flagged()) << v.name;
+    EXPECT_FALSE(d.numerical_passed) << v.name << ": relative error " << d.numerical_relative_error;
     EXPECT_EQ(verdict(attention_second_order_share(s.model, s.maml, s.w, s.tasks).share >
                           second_order_path_threshold(at::kDouble),
                       e.rel_l2, meta_gradient_tolerance(at::kDouble), e.cosine, Interval{}) == "safe",
