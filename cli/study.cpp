@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
+#include <theria/tolerances.h>
 
 #ifdef THERIA_WITH_FUSED
 #include <ATen/cuda/CUDAContext.h>
@@ -75,7 +76,7 @@ int run_taxonomy_command(TaxonomyOptions& o) {
   std::filesystem::create_directories(out);
   std::fprintf(stderr, "[taxonomy] backend %s (%s), %s %s, %lld seeds, %lld meta-steps of %lld tasks, %lld inner steps "
                "(lr %g); parts in %s/parts (a re-run resumes)\n",
-               o.backend.c_str(), resolved.c_str(), t.device.str().c_str(), c10::toString(t.dtype), (long long)c.seeds,
+               o.backend.c_str(), resolved.c_str(), t.device.str().c_str(), dtype_name(t.dtype), (long long)c.seeds,
                (long long)t.meta_steps, (long long)t.meta_batch, (long long)t.maml.inner_steps, t.maml.inner_lr,
                o.out.c_str());
   const auto start = std::chrono::steady_clock::now();

@@ -115,16 +115,6 @@ struct Row {
   bool pass() const { return error <= tolerance; }
 };
 
-std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return "float64";
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    default: return c10::toString(t);
-  }
-}
-
 struct Options {
   bool quick = false;
   std::string device = "all";
@@ -201,7 +191,7 @@ int run_verify(const Options& opt) {
                         dtype_name(dtype), worst[ch], tolerance(dtype, kCheckOrder[ch]).max_rel_error});
       }
       std::fprintf(stderr, "[verify] %s %s %s done\n", target.device.is_cuda() ? "cuda" : "cpu",
-                   backend_name(target.backend), dtype_name(dtype).c_str());
+                   backend_name(target.backend), dtype_name(dtype));
     }
   }
 

@@ -31,16 +31,21 @@ def main():
     config = data["config"]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 1.3]})
-    for row in rows:
-        if row["mode"] != "full":
-            continue
+    # Patterns with the same numbers (detach and no_grad drop the same terms) would hide each other: each gets
+    # its own marker and dash, drawn in turn.
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--"), ("X", ":")]
+    full_rows = [r for r in rows if r["mode"] == "full"]
+    for i, row in enumerate(full_rows):
         points = row["rel_diff_full_vs_fo"]
         steps = [p["inner_steps"] for p in points]
         mean = [num(p["value"]["mean"]) for p in points]
         low = [num(p["value"]["low"]) for p in points]
         high = [num(p["value"]["high"]) for p in points]
-        (line,) = left.plot(steps, mean, marker="o", label=row["variant"])
+        marker, dash = styles[i % len(styles)]
+        (line,) = left.plot(steps, mean, marker=marker, linestyle=dash, markersize=7 - 0.6 * (i % 4), label=row["variant"])
         left.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
+    if full_rows:
+        left.set_xticks([p["inner_steps"] for p in full_rows[0]["rel_diff_full_vs_fo"]])
     left.set_xlabel("inner steps")
     left.set_ylabel("||g_FULL - g_FO|| / ||g_FULL||")
     left.set_title("FULL vs FO along the inner depth (inner lr %g)" % config["diagnostics"]["rel_diff_inner_lr"])

@@ -29,6 +29,9 @@ struct Tolerance {
 
 Tolerance tolerance(c10::ScalarType dtype, Derivative order);
 
+// A dtype as Python prints torch dtypes, without "torch." ("float32", "bfloat16"); c10's name for the others.
+const char* dtype_name(c10::ScalarType dtype);
+
 // max|x - ref| / max(max|ref|, 1), computed in float64. NaN in x or ref gives +inf.
 double max_relative_error(const at::Tensor& x, const at::Tensor& ref);
 

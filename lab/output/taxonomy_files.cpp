@@ -2,6 +2,8 @@
 
 #include "output/taxonomy_json.h"
 
+#include <theria/tolerances.h>
+
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -108,7 +110,7 @@ void write_taxonomy_files(const std::string& dir, const TaxonomyConfig& config, 
   std::ofstream md(dir + "/taxonomy.md");
   TORCH_CHECK(md, "cannot write ", dir, "/taxonomy.md");
   md << "# Failure taxonomy: " << backend_name(config.train.model.attention.backend_) << " (" << p.resolved_backend
-     << "), " << c10::toString(dtype) << ", " << p.device_name << ", " << config.seeds << " seeds\n\n"
+     << "), " << dtype_name(dtype) << ", " << p.device_name << ", " << config.seeds << " seeds\n\n"
      << "Made by `" << p.command << "` in " << fmt(p.seconds, "%.0f") << " s. Rules: docs/taxonomy.md "
      << "(meta-gradient tolerance " << fmt(meta_gradient_tolerance(dtype)) << ", second-order path above "
      << fmt(second_order_path_threshold(dtype)) << ", conditional needs cosine >= " << kConditionalMinCosine

@@ -4,6 +4,8 @@
 #include "output/resume.h"
 #include "output/taxonomy_json.h"
 
+#include <theria/tolerances.h>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -87,7 +89,7 @@ Json taxonomy_config_json(const TaxonomyConfig& c) {
               {"modes", modes},
               {"seeds", c.seeds},
               {"device", t.device.str()},
-              {"dtype", std::string(c10::toString(t.dtype))},
+              {"dtype", dtype_name(t.dtype)},
               {"backend", backend_name(t.model.attention.backend_)},
               {"model", {{"seq_len", t.model.seq_len}, {"classes", t.model.classes}, {"dim", t.model.dim},
                          {"heads", t.model.heads}, {"blocks", t.model.blocks}}},

@@ -222,6 +222,7 @@ class DirectionalDerivative:
 
     autograd: float
     finite_difference: float
+    step: float = 0.0  # the h this direction was compared at (see check_meta_gradient)
 
 
 @dataclass
@@ -230,11 +231,12 @@ class MetaGradientCheck:
     relative_error: float  # ||autograd - finite_difference|| / ||finite_difference|| over the K directions
     tolerance: float
     eps: float  # relative step
-    step: float  # h = eps * max(||theta||, 1), the step along each unit direction
+    step: float  # h = eps * max(||theta||, 1), the first step tried along each unit direction
     loss: float  # f(theta)
     gradient_norm: float  # ||g||
     dtype: torch.dtype  # the least precise of the parameters and the loss
     passed: bool  # relative_error <= tolerance (False when anything is non-finite)
+    nonsmooth_directions: int = 0  # directions left out: the meta-loss is not smooth along them at any step tried
 
     def describe(self) -> str:
         """A readable report, several lines, to print or paste."""
@@ -244,9 +246,13 @@ class MetaGradientCheck:
             f"{len(self.directions)} directions",
             f"  f(theta) = {self.loss:.10g}, ||g|| = {self.gradient_norm:.6g}, eps {self.eps:.1e} "
             f"(step {self.step:.3e})",
-            "  direction  autograd <g,u>       finite difference",
+            "  direction  autograd <g,u>       finite difference    step",
         ]
-        lines += [f"  {k:<9}  {d.autograd:<19.10e}  {d.finite_difference:.10e}" for k, d in enumerate(self.directions)]
+        lines += [f"  {k:<9}  {d.autograd:<19.10e}  {d.finite_difference:<19.10e}  {d.step:.3e}"
+                  for k, d in enumerate(self.directions)]
+        if self.nonsmooth_directions > 0:
+            lines.append(f"  {self.nonsmooth_directions} direction(s) left out: the meta-loss is not smooth along them at "
+                         "any step tried (a ReLU switching inside the inner loop makes it jump)")
         if not self.passed:
             lines.append("  the autograd meta-gradient is not the derivative of the meta-loss: a term is dropped "
                          "(attention output or softmax statistics detached, attention under no_grad, a backward "
@@ -274,6 +280,10 @@ def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
     return sum(float((x.double() * y.double()).sum()) for x, y in zip(a, b))
 
 
+# How many times the step shrinks tenfold before a direction counts as not smooth (as in src/check/meta_check.cpp).
+_SHRINKS = 3
+
+
 def check_meta_gradient(meta_loss: Callable[[List[torch.Tensor]], torch.Tensor], params: Sequence[torch.Tensor], *,
                         directions: int = 4, seed: int = 0, eps: Optional[float] = None,
                         tolerance: Optional[float] = None) -> MetaGradientCheck:
@@ -286,7 +296,10 @@ def check_meta_gradient(meta_loss: Callable[[List[torch.Tensor]], torch.Tensor],
 
     Computes g = d meta_loss / d params by autograd (parameters the graph does not reach get zero), then for
     `directions` seeded random unit directions u of the concatenated parameters compares <g, u> with
-    (f(θ + h u) - f(θ - h u)) / 2h, h = eps * max(||θ||, 1). Defaults by dtype: float64 eps 1e-6, tolerance 1e-5
+    (f(θ + h u) - f(θ - h u)) / 2h, h = eps * max(||θ||, 1). A MAML meta-loss through ReLU is only piecewise smooth
+    and not even continuous (the inner step jumps where a ReLU switches), so a direction is accepted only where the
+    differences at h and h/2 agree to the tolerance; otherwise h shrinks tenfold (three times at most), and a
+    direction smooth at no step is left out and replaced (nonsmooth_directions; at most 3K drawn). Defaults by dtype: float64 eps 1e-6, tolerance 1e-5
     (trustworthy); float32 eps 1e-3, tolerance 5e-2 (coarse: a dropped term below a few per cent goes unseen);
     float16 and bfloat16 need eps and tolerance given.
     """
@@ -327,24 +340,43 @@ def check_meta_gradient(meta_loss: Callable[[List[torch.Tensor]], torch.Tensor],
 
         # Directions in float64 on the CPU from one seeded generator: the same numbers on any device and in C++.
         generator = torch.Generator().manual_seed(seed)
-        results = []
-        for _ in range(directions):
-            u = [torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in theta]
-            norm = math.sqrt(_dot(u, u))
-            shifts = [(ui * (step / norm)).to(device=t.device, dtype=t.dtype) for ui, t in zip(u, theta)]
+        def along(u, norm, h):
+            shifts = [(ui * (h / norm)).to(device=t.device, dtype=t.dtype) for ui, t in zip(u, theta)]
             plus = [t + s for t, s in zip(theta, shifts)]
             minus = [t - s for t, s in zip(theta, shifts)]
             # <g, u> along the step actually taken, (θ+ − θ−) / 2h after rounding to the parameters' dtype, so that
             # rounding the perturbed parameters does not count as an error of the meta-gradient.
             moved = [a.double() - b.double() for a, b in zip(plus, minus)]
-            results.append(DirectionalDerivative(
-                autograd=_dot(g, moved) / (2.0 * step),
-                finite_difference=(evaluate(plus) - evaluate(minus)) / (2.0 * step)))
+            return DirectionalDerivative(autograd=_dot(g, moved) / (2.0 * h),
+                                         finite_difference=(evaluate(plus) - evaluate(minus)) / (2.0 * h), step=h)
+
+        results = []
+        nonsmooth = 0
+        drawn = 0
+        while len(results) < directions and drawn < 3 * directions:
+            drawn += 1
+            u = [torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in theta]
+            norm = math.sqrt(_dot(u, u))
+            smooth, h = None, step
+            for _ in range(_SHRINKS + 1):
+                half, full = along(u, norm, h / 2.0), along(u, norm, h)
+                scale = max(abs(full.finite_difference), abs(half.finite_difference))
+                if abs(full.finite_difference - half.finite_difference) <= tolerance * scale:
+                    smooth = half
+                    break
+                h /= 10.0
+            if smooth is None:
+                nonsmooth += 1
+            else:
+                results.append(smooth)
 
     err2 = sum((d.autograd - d.finite_difference) ** 2 for d in results)
     fd2 = sum(d.finite_difference ** 2 for d in results)
-    relative_error = math.sqrt(err2 / fd2) if fd2 > 0 else (0.0 if err2 == 0 else math.inf)
+    if not results:
+        relative_error = math.inf
+    else:
+        relative_error = math.sqrt(err2 / fd2) if fd2 > 0 else (0.0 if err2 == 0 else math.inf)
     passed = math.isfinite(loss_value) and math.isfinite(relative_error) and relative_error <= tolerance
     return MetaGradientCheck(directions=results, relative_error=relative_error, tolerance=tolerance, eps=eps,
                              step=step, loss=loss_value, gradient_norm=math.sqrt(_dot(g, g)), dtype=dtype,
-                             passed=passed)
+                             passed=passed, nonsmooth_directions=nonsmooth)

@@ -1,6 +1,7 @@
 // The two checks of a meta-loss (include/theria/meta_check.h, docs/meta_check.md). python/theria/meta_check.py
 // is the same in Python: the node rules, the warnings and the report's words must stay equal in both.
 #include <theria/meta_check.h>
+#include <theria/tolerances.h>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -9,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <cstdio>
 #include <limits>
 #include <map>
@@ -100,17 +102,6 @@ std::vector<std::string> graph_warnings(const GraphReport& r, const std::vector<
                 "): the inner loop was differentiated, but not through attention");
   }
   return w;
-}
-
-// As Python prints torch dtypes, without "torch.".
-const char* dtype_name(c10::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return "float64";
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    default: return c10::toString(t);
-  }
 }
 
 std::string format(const char* fmt, double x) {
@@ -293,29 +284,46 @@ MetaGradientCheck check_meta_gradient(const MetaLossFn& meta_loss, const std::ve
 
   // Directions in float64 on the CPU from one seeded generator: the same numbers on any device and in Python.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed_);
-  double err2 = 0.0, fd2 = 0.0;
-  for (int64_t k = 0; k < options.directions_; ++k) {
-    std::vector<at::Tensor> u;
-    for (const auto& t : theta) u.push_back(at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kDouble)));
-    const double norm = std::sqrt(dot(u, u));
+  // The directional derivatives along unit direction u at step h.
+  const auto along = [&](const std::vector<at::Tensor>& u, double norm, double h) {
     std::vector<at::Tensor> plus, minus, moved;
     for (size_t i = 0; i < theta.size(); ++i) {
-      const auto shift = (u[i] * (r.step / norm)).to(theta[i].options());
+      const auto shift = (u[i] * (h / norm)).to(theta[i].options());
       plus.push_back(theta[i] + shift);
       minus.push_back(theta[i] - shift);
       moved.push_back(plus.back().to(at::kDouble) - minus.back().to(at::kDouble));
     }
     // <g, u> along the step actually taken, (θ+ − θ−) / 2h after rounding to the parameters' dtype, so that
     // rounding the perturbed parameters does not count as an error of the meta-gradient.
-    DirectionalDerivative d;
-    d.autograd = dot(g, moved) / (2.0 * r.step);
-    d.finite_difference = (evaluate(meta_loss, plus) - evaluate(meta_loss, minus)) / (2.0 * r.step);
+    return DirectionalDerivative{dot(g, moved) / (2.0 * h),
+                                 (evaluate(meta_loss, plus) - evaluate(meta_loss, minus)) / (2.0 * h), h};
+  };
+  constexpr int kShrinks = 3;
+  double err2 = 0.0, fd2 = 0.0;
+  for (int64_t drawn = 0; static_cast<int64_t>(r.directions.size()) < options.directions_ &&
+                          drawn < 3 * options.directions_;
+       ++drawn) {
+    std::vector<at::Tensor> u;
+    for (const auto& t : theta) u.push_back(at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kDouble)));
+    const double norm = std::sqrt(dot(u, u));
+    std::optional<DirectionalDerivative> smooth;
+    double h = r.step;
+    for (int s = 0; s <= kShrinks && !smooth; ++s, h /= 10.0) {
+      const auto half = along(u, norm, h / 2.0), full = along(u, norm, h);
+      const double scale = std::max(std::abs(full.finite_difference), std::abs(half.finite_difference));
+      if (std::abs(full.finite_difference - half.finite_difference) <= r.tolerance * scale) smooth = half;
+    }
+    if (!smooth) {
+      ++r.nonsmooth_directions;
+      continue;
+    }
+    const auto& d = *smooth;
     err2 += (d.autograd - d.finite_difference) * (d.autograd - d.finite_difference);
     fd2 += d.finite_difference * d.finite_difference;
     r.directions.push_back(d);
   }
   const double inf = std::numeric_limits<double>::infinity();
-  r.relative_error = fd2 > 0.0 ? std::sqrt(err2 / fd2) : (err2 == 0.0 ? 0.0 : inf);
+  r.relative_error = r.directions.empty() ? inf : fd2 > 0.0 ? std::sqrt(err2 / fd2) : (err2 == 0.0 ? 0.0 : inf);
   r.passed = std::isfinite(r.loss) && std::isfinite(r.relative_error) && r.relative_error <= r.tolerance;
   return r;
 }
@@ -327,12 +335,16 @@ std::string MetaGradientCheck::describe() const {
     << format("%.1e", tolerance) << " over " << directions.size() << " directions\n";
   s << "  f(theta) = " << format("%.10g", loss) << ", ||g|| = " << format("%.6g", gradient_norm) << ", eps "
     << format("%.1e", eps) << " (step " << format("%.3e", step) << ")\n";
-  s << "  direction  autograd <g,u>       finite difference\n";
+  s << "  direction  autograd <g,u>       finite difference    step\n";
   for (size_t k = 0; k < directions.size(); ++k) {
-    char line[96];
-    std::snprintf(line, sizeof line, "  %-9zu  %-19.10e  %.10e\n", k, directions[k].autograd,
-                  directions[k].finite_difference);
+    char line[112];
+    std::snprintf(line, sizeof line, "  %-9zu  %-19.10e  %-19.10e  %.3e\n", k, directions[k].autograd,
+                  directions[k].finite_difference, directions[k].step);
     s << line;
+  }
+  if (nonsmooth_directions > 0) {
+    s << "  " << nonsmooth_directions << " direction(s) left out: the meta-loss is not smooth along them at any step "
+      << "tried (a ReLU switching inside the inner loop makes it jump)\n";
   }
   if (!passed) {
     s << "  the autograd meta-gradient is not the derivative of the meta-loss: a term is dropped (attention "

@@ -27,6 +27,16 @@ Tolerance tolerance(c10::ScalarType dtype, Derivative order) {
   }
 }
 
+const char* dtype_name(c10::ScalarType dtype) {
+  switch (dtype) {
+    case at::kDouble: return "float64";
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    default: return c10::toString(dtype);
+  }
+}
+
 double max_relative_error(const std::vector<at::Tensor>& x, const std::vector<at::Tensor>& ref) {
   TORCH_CHECK(x.size() == ref.size(), "max_relative_error: ", x.size(), " tensors vs ", ref.size());
   double err = 0.0, mag = 0.0;

@@ -334,4 +334,28 @@ TEST(MetaCheck, ParametersAreLeftUntouched) {
   }
 }
 
+// A meta-loss through ReLU jumps where a ReLU switches inside the inner loop. A jump just outside the smallest
+// step but inside the first one must not be read as a wrong gradient: the step shrinks until h and h/2 agree.
+TEST(MetaCheck, AJumpNearThetaShrinksTheStepInsteadOfFailing) {
+  const auto w = at::linspace(-1.0, 1.0, 10, at::kDouble);
+  const double jump_at = 1.0 + 2e-7;  // theta[0] = 1; the first step is 1e-6 * ||theta|| = 3.2e-6
+  const theria::MetaLossFn f = [&](const std::vector<at::Tensor>& p) {
+    const auto smooth = (p[0] * w).sum() + p[0].pow(2).sum() * 0.5;
+    return smooth + (p[0][0] > jump_at).to(at::kDouble) * 10.0;  // a step function: derivative 0 where defined
+  };
+  const auto check = theria::check_meta_gradient(f, {at::ones({10}, at::kDouble)});
+  EXPECT_TRUE(check.passed) << check.describe();
+  EXPECT_TRUE(std::any_of(check.directions.begin(), check.directions.end(),
+                          [&](const theria::DirectionalDerivative& d) { return d.step < check.step / 2; }))
+      << check.describe();
+  // A jump at theta itself is crossed at every step: no direction is smooth, and the check fails saying so.
+  const theria::MetaLossFn at_theta = [&](const std::vector<at::Tensor>& p) {
+    return (p[0] * w).sum() + (p[0][0] > 1.0).to(at::kDouble) * 10.0;
+  };
+  const auto fails = theria::check_meta_gradient(at_theta, {at::ones({10}, at::kDouble)});
+  EXPECT_FALSE(fails.passed);
+  EXPECT_EQ(fails.nonsmooth_directions, 12) << fails.describe();
+  EXPECT_NE(fails.describe().find("not smooth"), std::string::npos);
+}
+
 }  // namespace
