@@ -1,5 +1,6 @@
 #include "output/taxonomy_files.h"
 
+#include "output/format.h"
 #include "output/taxonomy_json.h"
 
 #include <theria/tolerances.h>
@@ -13,22 +14,6 @@
 namespace theria::lab {
 namespace {
 
-std::string fmt(double x, const char* spec = "%.3g") {
-  if (!std::isfinite(x)) return std::isnan(x) ? "—" : (x > 0 ? "inf" : "-inf");
-  char buf[48];
-  std::snprintf(buf, sizeof buf, spec, x);
-  return buf;
-}
-
-// "0.912 [0.871, 0.953]", or the mean alone for one value, or "—".
-std::string fmt(const Interval& i, const char* spec = "%.3g") {
-  if (i.n == 0) return "—";
-  std::string s = fmt(i.mean, spec);
-  if (i.n >= 2) s += " [" + fmt(i.low, spec) + ", " + fmt(i.high, spec) + "]";
-  if (i.non_finite > 0) s += " (" + std::to_string(i.non_finite) + " diverged)";
-  return s;
-}
-
 std::string rel_diff_cell(const TaxonomyRow& r) {
   std::string s;
   for (size_t i = 0; i < r.rel_diff.size(); ++i) {
@@ -36,12 +21,6 @@ std::string rel_diff_cell(const TaxonomyRow& r) {
     if (r.rel_diff[i].non_finite > 0) s += "†";
   }
   return s;
-}
-
-std::string csv_quote(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
 }
 
 }  // namespace
@@ -62,7 +41,7 @@ std::string taxonomy_markdown_table(const std::vector<TaxonomyRow>& rows) {
 }
 
 void write_taxonomy_files(const std::string& dir, const TaxonomyConfig& config, const TaxonomyRaw& raw,
-                          const std::vector<TaxonomyRow>& rows, const TaxonomyProvenance& p) {
+                          const std::vector<TaxonomyRow>& rows, const StudyProvenance& p) {
   const auto dtype = config.train.dtype;
   Json rules{{"meta_gradient_tolerance", meta_gradient_tolerance(dtype)},
              {"second_order_path_threshold", second_order_path_threshold(dtype)},
@@ -94,7 +73,7 @@ void write_taxonomy_files(const std::string& dir, const TaxonomyConfig& config, 
          "detector,detector_numerical_error_mean";
   for (const auto s : config.rel_diff_steps) csv << ",rel_diff_" << s;
   csv << ",behaviour,verdict,expected,agreement\n";
-  const auto num = [](double x) { return std::isfinite(x) ? fmt(x, "%.6g") : std::string(); };
+  const auto num = csv_number;
   for (const auto& r : rows) {
     csv << r.variant << "," << r.mode << "," << (r.second_order_path ? "true" : "false") << "," << num(r.share.mean)
         << "," << num(r.error.mean) << "," << num(r.error.low) << "," << num(r.error.high) << "," << num(r.cosine.mean)

@@ -2,6 +2,7 @@
 // line per variant and mode) and taxonomy.md (the table a reader looks at, with the rules' thresholds).
 #pragma once
 
+#include "output/provenance.h"
 #include "studies/taxonomy.h"
 #include "studies/taxonomy_rules.h"
 
@@ -10,15 +11,9 @@
 
 namespace theria::lab {
 
-struct TaxonomyProvenance {
-  std::string command;      // the command line that made the files
-  std::string resolved_backend;
-  std::string device_name;  // e.g. the GPU's name, or "cpu"
-  double seconds = 0.0;
-};
 
 void write_taxonomy_files(const std::string& dir, const TaxonomyConfig& config, const TaxonomyRaw& raw,
-                          const std::vector<TaxonomyRow>& rows, const TaxonomyProvenance& provenance);
+                          const std::vector<TaxonomyRow>& rows, const StudyProvenance& provenance);
 
 // The Markdown table alone (also printed by `theria study taxonomy`).
 std::string taxonomy_markdown_table(const std::vector<TaxonomyRow>& rows);

@@ -36,7 +36,8 @@ struct Adam {
 }  // namespace
 
 std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count) {
-  const PositionRecallTasks family(config.tasks, config.seed + 1);
+  const uint64_t offset = config.eval_split == TaskSplit::Validation ? kValidationSeedOffset : 1;
+  const PositionRecallTasks family(config.tasks, config.seed + offset);
   std::vector<Task> tasks;
   for (int64_t i = 0; i < count; ++i) tasks.push_back(family.task(i, config.device));
   return tasks;

@@ -10,6 +10,11 @@
 
 namespace theria::lab {
 
+// Where held-out tasks come from: the test split (the family with seed + 1) reports results; the validation split
+// (seed + kValidationSeedOffset) chooses hyper-parameters, so that nothing is tuned on the tasks it is judged on.
+enum class TaskSplit { Test, Validation };
+constexpr uint64_t kValidationSeedOffset = 500000;
+
 struct TrainConfig {
   ModelConfig model;
   TaskConfig tasks;
@@ -19,6 +24,7 @@ struct TrainConfig {
   int64_t meta_steps = 300;
   int64_t eval_every = 25;
   int64_t eval_tasks = 32;
+  TaskSplit eval_split = TaskSplit::Test;  // of the evaluations during and after meta-training
   uint64_t seed = 0;
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
@@ -54,7 +60,7 @@ struct TrainResult {
   double seconds = 0.0;
 };
 
-// Held-out tasks, the same for every run with the same config (family seed + 1).
+// Held-out tasks of config.eval_split, the same for every run with the same config.
 std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count);
 
 TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval = {});
