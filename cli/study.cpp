@@ -37,11 +37,16 @@ Run add_study(CLI::App& command) {
   auto* sweep = command.add_subcommand(
       "sweep", "inner depth x MAML mode x backend x seed, the inner lr chosen on validation tasks: held-out accuracy, "
                "convergence, cost and the FULL - FO gap with paired intervals (docs/sweep.md)");
+  auto* metagrad = command.add_subcommand(
+      "metagrad", "unrolled vs truncated vs implicit meta-gradients: error against float64 oracles, CG residuals, time "
+                  "and memory as the inner loop deepens (docs/metagrad.md)");
   const auto run_taxonomy = add_taxonomy(*taxonomy);
   const auto run_sweep = add_sweep(*sweep);
-  return [taxonomy, sweep, run_taxonomy, run_sweep] {
+  const auto run_metagrad = add_metagrad(*metagrad);
+  return [taxonomy, sweep, metagrad, run_taxonomy, run_sweep, run_metagrad] {
     if (taxonomy->parsed()) return run_taxonomy();
     if (sweep->parsed()) return run_sweep();
+    if (metagrad->parsed()) return run_metagrad();
     return 2;
   };
 }

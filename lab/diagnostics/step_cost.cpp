@@ -78,14 +78,18 @@ StepCost time_meta_step(const TrainConfig& t, MamlMode mode, const Weights& w,
                         const std::vector<Task>& tasks) {
   MamlConfig maml = t.maml;
   maml.mode = mode;
-  meta_gradient(t.model, maml, w, tasks);  // warm-up
-  synchronize(t.device);
-  const Memory memory(t.device);
+  return time_step(t.device, [&] { meta_gradient(t.model, maml, w, tasks); });
+}
+
+StepCost time_step(const at::Device& device, const std::function<void()>& step) {
+  step();  // warm-up
+  synchronize(device);
+  const Memory memory(device);
   std::vector<double> ms;
   for (int i = 0; i < 3; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    meta_gradient(t.model, maml, w, tasks);
-    synchronize(t.device);
+    step();
+    synchronize(device);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   std::sort(ms.begin(), ms.end());

@@ -4,6 +4,7 @@
 
 #include "train/trainer.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,5 +17,8 @@ struct StepCost {
 
 StepCost time_meta_step(const TrainConfig& t, MamlMode mode, const Weights& w,
                         const std::vector<Task>& tasks);
+
+// The same for any step on `device` (an estimator's meta-gradient, for one): a warm-up, then the median of 3.
+StepCost time_step(const at::Device& device, const std::function<void()>& step);
 
 }  // namespace theria::lab

@@ -1,0 +1,128 @@
+#include "output/metagrad_json.h"
+
+#include "output/format.h"
+#include "stats/confidence.h"
+
+#include <c10/util/Exception.h>
+
+#include <fstream>
+
+namespace theria::lab {
+
+void to_json(Json& j, const MetagradCell& c) {
+  j = Json{{"estimator", c.estimator},
+           {"inner_steps", c.inner_steps},
+           {"seed", c.seed},
+           {"rel_error_vs_implicit_oracle", number_or_null(c.vs_implicit.rel_l2)},
+           {"cosine_vs_implicit_oracle", number_or_null(c.vs_implicit.cosine)},
+           {"rel_error_vs_unrolled_oracle", number_or_null(c.vs_unrolled.rel_l2)},
+           {"cosine_vs_unrolled_oracle", number_or_null(c.vs_unrolled.cosine)},
+           {"max_residual", number_or_null(c.max_residual)},
+           {"solves_converged", c.solves_converged},
+           {"ms", number_or_null(c.ms)},
+           {"peak_mib", number_or_null(c.peak_mib)},
+           {"memory_kind", c.memory_kind},
+           {"status", c.status}};
+}
+
+void from_json(const Json& j, MetagradCell& c) {
+  c.estimator = j.at("estimator").get<std::string>();
+  c.inner_steps = j.at("inner_steps").get<int64_t>();
+  c.seed = j.at("seed").get<uint64_t>();
+  c.vs_implicit = {number_from(j.at("rel_error_vs_implicit_oracle")), number_from(j.at("cosine_vs_implicit_oracle"))};
+  c.vs_unrolled = {number_from(j.at("rel_error_vs_unrolled_oracle")), number_from(j.at("cosine_vs_unrolled_oracle"))};
+  c.max_residual = number_from(j.at("max_residual"));
+  c.solves_converged = j.at("solves_converged").get<bool>();
+  c.ms = number_from(j.at("ms"));
+  c.peak_mib = number_from(j.at("peak_mib"));
+  c.memory_kind = j.at("memory_kind").get<std::string>();
+  c.status = j.at("status").get<std::string>();
+}
+
+namespace {
+
+// One row per (estimator, depth): intervals over seeds, and seed 0's cost.
+struct Row {
+  std::string estimator;
+  int64_t inner_steps;
+  Interval vs_implicit, cos_implicit, vs_unrolled, cos_unrolled, residual;
+  double ms, peak_mib;
+  bool converged;
+};
+
+std::vector<Row> rows(const MetagradConfig& config, const std::vector<MetagradCell>& cells) {
+  std::vector<Row> out;
+  for (const auto& name : config.estimators) {
+    const std::string canonical = estimator_name(parse_estimator(name));
+    for (const auto depth : config.inner_steps) {
+      std::vector<double> a, b, c2, d, r;
+      Row row{canonical, depth, {}, {}, {}, {}, {}, std::nan(""), std::nan(""), true};
+      for (const auto& c : cells) {
+        if (c.estimator != canonical || c.inner_steps != depth) continue;
+        a.push_back(c.vs_implicit.rel_l2);
+        b.push_back(c.vs_implicit.cosine);
+        c2.push_back(c.vs_unrolled.rel_l2);
+        d.push_back(c.vs_unrolled.cosine);
+        r.push_back(c.max_residual);
+        row.converged = row.converged && c.solves_converged;
+        if (c.seed == 0) {
+          row.ms = c.ms;
+          row.peak_mib = c.peak_mib;
+        }
+      }
+      row.vs_implicit = mean_interval(a);
+      row.cos_implicit = mean_interval(b);
+      row.vs_unrolled = mean_interval(c2);
+      row.cos_unrolled = mean_interval(d);
+      row.residual = mean_interval(r);
+      out.push_back(row);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string metagrad_markdown(const MetagradConfig& config, const std::vector<MetagradCell>& cells) {
+  std::string md =
+      "| estimator | inner steps | rel. error vs implicit oracle | cosine | rel. error vs unrolled oracle | cosine | "
+      "max CG residual | solves converged | ms / meta-step | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& r : rows(config, cells)) {
+    md += "| " + r.estimator + " | " + std::to_string(r.inner_steps) + " | " + fmt(r.vs_implicit, "%.3g") + " | " +
+          fmt(r.cos_implicit.mean, "%.4f") + " | " + fmt(r.vs_unrolled, "%.3g") + " | " + fmt(r.cos_unrolled.mean, "%.4f") +
+          " | " + fmt(r.residual.mean, "%.2g") + " | " + (r.converged ? "yes" : "no") + " | " + fmt(r.ms, "%.1f") +
+          " | " + fmt(r.peak_mib, "%.1f") + " |\n";
+  }
+  return md;
+}
+
+void write_metagrad_files(const std::string& dir, const MetagradConfig& config, const std::vector<MetagradCell>& cells,
+                          const StudyProvenance& p) {
+  Json all = Json::array();
+  for (const auto& c : cells) all.push_back(Json(c));
+  write_json(dir + "/metagrad.json", Json{{"study", "metagrad"},
+                                          {"command", p.command},
+                                          {"device_name", p.device_name},
+                                          {"seconds", p.seconds},
+                                          {"config", metagrad_config_json(config)},
+                                          {"cells", all}});
+  std::ofstream csv(dir + "/metagrad.csv");
+  TORCH_CHECK(csv, "cannot write ", dir, "/metagrad.csv");
+  csv << "estimator,inner_steps,rel_error_vs_implicit_mean,cosine_vs_implicit_mean,rel_error_vs_unrolled_mean,"
+         "cosine_vs_unrolled_mean,max_residual_mean,solves_converged,ms,peak_mib\n";
+  for (const auto& r : rows(config, cells)) {
+    csv << csv_quote(r.estimator) << "," << r.inner_steps << "," << csv_number(r.vs_implicit.mean) << ","
+        << csv_number(r.cos_implicit.mean) << "," << csv_number(r.vs_unrolled.mean) << ","
+        << csv_number(r.cos_unrolled.mean) << "," << csv_number(r.residual.mean) << ","
+        << (r.converged ? "true" : "false") << "," << csv_number(r.ms) << "," << csv_number(r.peak_mib) << "\n";
+  }
+  std::ofstream md(dir + "/metagrad.md");
+  TORCH_CHECK(md, "cannot write ", dir, "/metagrad.md");
+  md << "# Meta-gradient estimators: " << p.device_name << ", " << config.seeds << " seeds\n\nMade by `" << p.command
+     << "` in " << fmt(p.seconds, "%.0f") << " s. Oracles in float64 on the CPU, reference backend (docs/metagrad.md). "
+     << "Intervals: 95 % over seeds; cost from seed 0"
+     << (cells.empty() ? "" : " (" + cells.front().memory_kind + ")") << ".\n\n"
+     << metagrad_markdown(config, cells);
+}
+
+}  // namespace theria::lab

@@ -1,0 +1,141 @@
+#include "studies/metagrad.h"
+
+#include "output/progress.h"
+#include "output/resume.h"
+#include "output/metagrad_json.h"
+
+#include <theria/tolerances.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+namespace theria::lab {
+namespace {
+
+std::vector<Task> diagnostic_tasks(const TrainConfig& t, int64_t count, uint64_t seed) {
+  TrainConfig c = t;
+  c.seed = seed;
+  return held_out_tasks(c, count);
+}
+
+// The float64 CPU reference copy of a problem: the oracles' setting.
+struct Float64Problem {
+  ModelConfig model;
+  Weights w;
+  std::vector<Task> tasks;
+};
+
+Float64Problem float64_problem(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks) {
+  Float64Problem p{model, {}, {}};
+  p.model.attend = {};
+  p.model.attention.backend(Backend::Reference);
+  for (const auto& t : w) p.w.push_back(t.detach().to(at::kCPU, at::kDouble).requires_grad_());
+  for (const auto& t : tasks) {
+    Task c = t;
+    c.support_x = t.support_x.cpu();
+    c.support_y = t.support_y.cpu();
+    c.query_x = t.query_x.cpu();
+    c.query_y = t.query_y.cpu();
+    p.tasks.push_back(c);
+  }
+  return p;
+}
+
+}  // namespace
+
+Json metagrad_config_json(const MetagradConfig& c) {
+  const auto& t = c.train;
+  return Json{{"parts_version", 1},
+              {"estimators", c.estimators},
+              {"inner_steps", c.inner_steps},
+              {"seeds", c.seeds},
+              {"diagnostic_tasks", c.diagnostic_tasks},
+              {"inner_lr", t.maml.inner_lr},
+              {"backend", backend_name(t.model.attention.backend_)},
+              {"device", t.device.str()},
+              {"dtype", dtype_name(t.dtype)},
+              {"model", {{"seq_len", t.model.seq_len}, {"classes", t.model.classes}, {"dim", t.model.dim},
+                         {"heads", t.model.heads}, {"blocks", t.model.blocks}}},
+              {"oracle", {{"dtype", "float64"}, {"backend", "reference"}, {"device", "cpu"},
+                          {"cg_tolerance", c.oracle_tolerance}, {"cg_iterations", c.oracle_cg_iterations}}}};
+}
+
+std::vector<MetagradCell> run_metagrad(const MetagradConfig& c, const std::filesystem::path& parts_dir) {
+  std::vector<EstimatorSpec> specs;
+  for (const auto& e : c.estimators) specs.push_back(parse_estimator(e));
+  double total = 0.0;
+  for (const auto d : c.inner_steps) total += static_cast<double>(c.seeds * specs.size() * d);
+  const PartStore parts(parts_dir, metagrad_config_json(c));
+  Progress progress("metagrad", total);
+  std::vector<MetagradCell> cells;
+  bool resumed = false;
+  for (const auto depth : c.inner_steps) {
+    for (uint64_t seed = 0; seed < static_cast<uint64_t>(c.seeds); ++seed) {
+      TrainConfig t = c.train;
+      t.maml.inner_steps = depth;
+      t.seed = seed;
+      const auto tasks = diagnostic_tasks(t, c.diagnostic_tasks, seed);
+      const Weights w = init_weights(t.model, seed, at::TensorOptions().dtype(t.dtype).device(t.device));
+      std::map<double, EstimatedMetaGradient> implicit_oracle;  // by lambda, computed when first needed
+      std::optional<EstimatedMetaGradient> unrolled_oracle;
+      for (size_t e = 0; e < specs.size(); ++e) {
+        const auto key = "cell_" + std::to_string(depth) + "_seed" + std::to_string(seed) + "_" + std::to_string(e);
+        progress.begin(key + " " + c.estimators[e]);
+        cells.push_back(parts.get_or_compute<MetagradCell>(key, [&] {
+          const auto& spec = specs[e];
+          MetagradCell cell;
+          cell.estimator = estimator_name(spec);
+          cell.inner_steps = depth;
+          cell.seed = seed;
+          const auto g = estimate_meta_gradient(t.model, t.maml, spec, w, tasks);
+          const auto p64 = float64_problem(t.model, w, tasks);
+          const double lambda = spec.kind == EstimatorSpec::Kind::Implicit || spec.kind == EstimatorSpec::Kind::Neumann
+                                    ? spec.lambda
+                                    : 2.0;
+          if (!implicit_oracle.count(lambda)) {
+            EstimatorSpec oracle;
+            oracle.kind = EstimatorSpec::Kind::Implicit;
+            oracle.lambda = lambda;
+            oracle.cg_iterations = c.oracle_cg_iterations;
+            oracle.cg_tolerance = c.oracle_tolerance;
+            implicit_oracle[lambda] = estimate_meta_gradient(p64.model, t.maml, oracle, p64.w, p64.tasks);
+          }
+          if (!unrolled_oracle) {
+            unrolled_oracle = estimate_meta_gradient(p64.model, t.maml, parse_estimator("unrolled"), p64.w, p64.tasks);
+          }
+          const Divergence& d = g.divergence.found() ? g.divergence : unrolled_oracle->divergence;
+          if (d.found()) {
+            cell.status = d.describe();
+            cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
+          } else {
+            cell.vs_implicit = gradient_error(g.grads, implicit_oracle[lambda].grads);
+            cell.vs_unrolled = gradient_error(g.grads, unrolled_oracle->grads);
+          }
+          for (const auto& s : implicit_oracle[lambda].solves) {
+            if (!s.converged) cell.status = "the implicit oracle did not converge (residual " +
+                                            std::to_string(s.relative_residual) + ")";
+          }
+          for (const auto& s : g.solves) {
+            cell.max_residual = std::max(cell.max_residual, s.relative_residual);
+            cell.solves_converged = cell.solves_converged && s.converged;
+          }
+          if (seed == 0) {
+            const auto cost = time_step(t.device, [&] { estimate_meta_gradient(t.model, t.maml, spec, w, tasks); });
+            cell.ms = cost.ms;
+            cell.peak_mib = cost.peak_mib;
+            cell.memory_kind = cost.memory_kind;
+          }
+          return cell;
+        }, &resumed));
+        progress.end(static_cast<double>(depth), resumed);
+      }
+    }
+  }
+  progress.finish();
+  return cells;
+}
+
+}  // namespace theria::lab

@@ -1,0 +1,45 @@
+// Unrolled vs truncated vs implicit meta-gradients (docs/metagrad.md): for each estimator spec and inner depth, on
+// each seed's initial weights, the error and cosine of the meta-gradient against two float64 oracles (the exact
+// implicit meta-gradient, CG to a tight tolerance on the reference backend; and the exact unrolled one), the
+// linear solves' residuals, and the time and peak memory of one meta-step as the depth grows.
+#pragma once
+
+#include "diagnostics/second_order.h"
+#include "diagnostics/step_cost.h"
+#include "meta/estimators.h"
+#include "output/json_file.h"
+#include "train/trainer.h"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace theria::lab {
+
+struct MetagradConfig {
+  TrainConfig train;  // model, tasks, inner lr, backend, device, dtype
+  std::vector<std::string> estimators{"unrolled", "first_order", "truncated:5", "implicit:lambda=2,cg=5",
+                                      "neumann:5,lambda=2"};
+  std::vector<int64_t> inner_steps{1, 5, 10, 25, 50, 100};
+  int64_t seeds = 3;
+  int64_t diagnostic_tasks = 4;
+  double oracle_tolerance = 1e-12;  // CG of the implicit oracle, float64
+  int64_t oracle_cg_iterations = 1000;
+};
+
+struct MetagradCell {
+  std::string estimator;
+  int64_t inner_steps = 0;
+  uint64_t seed = 0;
+  GradientError vs_implicit, vs_unrolled;  // NaN when either side diverged
+  double max_residual = 0.0;               // implicit / neumann: the largest relative residual of its solves
+  bool solves_converged = true;
+  double ms = std::nan(""), peak_mib = std::nan("");  // seed 0 only
+  std::string memory_kind;
+  std::string status = "ok";
+};
+
+std::vector<MetagradCell> run_metagrad(const MetagradConfig& config, const std::filesystem::path& parts_dir);
+Json metagrad_config_json(const MetagradConfig& config);
+
+}  // namespace theria::lab

@@ -1,0 +1,36 @@
+"""`theria study metagrad` on CPU (docs/metagrad.md): its files parse, every (estimator, depth, seed) has a cell,
+truncated over every step is the unrolled meta-gradient, the unrolled estimator agrees with its float64 oracle, and a
+linear solve that did not reach its tolerance is reported as such.
+
+The program is found as in test_cli_outputs.py ($THERIA_BUILD_DIR, default `build`)."""
+import csv
+
+import pytest
+
+from test_cli_outputs import THERIA, strict_json, theria
+
+pytestmark = pytest.mark.skipif(not THERIA.exists(), reason=f"{THERIA} not built")
+
+
+def test_small_comparison_files_and_invariants(tmp_path):
+    r = theria("study", "metagrad", "--backend", "explicit", "--inner-steps", "1,3", "--seeds", "2", "--tasks", "1",
+               "--estimators", "unrolled;truncated:3;first_order;implicit:lambda=2,cg=3", "--out", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = strict_json(tmp_path / "metagrad.json")
+    cells = data["cells"]
+    assert len(cells) == 4 * 2 * 2
+    by = {(c["estimator"], c["inner_steps"], c["seed"]): c for c in cells}
+    for depth in (1, 3):
+        for seed in (0, 1):
+            unrolled = by[("unrolled", depth, seed)]
+            assert unrolled["rel_error_vs_unrolled_oracle"] < 1e-4  # float32 against float64
+            assert by[("truncated:3", depth, seed)]["rel_error_vs_unrolled_oracle"] == pytest.approx(
+                unrolled["rel_error_vs_unrolled_oracle"], rel=1e-6)
+            implicit = [c for c in cells if c["estimator"].startswith("implicit") and c["inner_steps"] == depth
+                        and c["seed"] == seed][0]
+            assert implicit["solves_converged"] == (implicit["max_residual"] <= 1e-10)
+    assert all(c["ms"] is not None and c["peak_mib"] is not None for c in cells if c["seed"] == 0)
+    with open(tmp_path / "metagrad.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4 * 2
+    for figure in ("metagrad_error.png", "metagrad_cost.png"):
+        assert (tmp_path / figure).stat().st_size > 0
