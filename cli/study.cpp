@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
+#include <cstdio>
+
 #ifdef THERIA_WITH_FUSED
 #include <ATen/cuda/CUDAContext.h>
 #endif
@@ -27,6 +29,14 @@ std::string device_name(const at::Device& device) {
   if (device.is_cuda()) return at::cuda::getDeviceProperties(device.index())->name;
 #endif
   return "cpu";
+}
+
+int report_study(const std::string& name, const std::string& table, const std::string& what,
+                 const std::string& plot_script, const std::vector<std::string>& plot_args, bool no_plot) {
+  const std::string plot = no_plot ? "skipped (--no-plot)" : run_plot_script(plot_script, plot_args).status;
+  std::printf("%s\n", table.c_str());
+  std::printf("theria study %s: %s; figures: %s\n", name.c_str(), what.c_str(), plot.c_str());
+  return plot == "written" || no_plot ? 0 : 1;
 }
 
 Run add_study(CLI::App& command) {

@@ -7,9 +7,11 @@
 #include "plot_script.h"
 
 #include <ATen/core/Tensor.h>
+#include <CLI/CLI.hpp>
 #include <c10/core/Device.h>
 
 #include <string>
+#include <vector>
 
 namespace theria::cli {
 
@@ -23,5 +25,16 @@ at::ScalarType parse_dtype(const std::string& name);
 at::Device study_device(const std::string& name);
 // The GPU's name, or "cpu".
 std::string device_name(const at::Device& device);
+
+// The end of every study: draws its figures with scripts/<plot_script> (unless no_plot), prints its table and the
+// line `theria study <name>: <what>; figures: <status>`, and returns the exit status (1 when a figure failed).
+int report_study(const std::string& name, const std::string& table, const std::string& what,
+                 const std::string& plot_script, const std::vector<std::string>& plot_args, bool no_plot);
+
+// An option with its default shown in --help.
+template <class T>
+CLI::Option* option(CLI::App& command, const char* name, T& value, const char* help) {
+  return command.add_option(name, value, help)->capture_default_str();
+}
 
 }  // namespace theria::cli

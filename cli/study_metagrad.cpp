@@ -49,12 +49,11 @@ int run_metagrad_command(MetagradOptions& o, const std::string& command) {
   const auto cells = lab::run_metagrad(c, out / "parts");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_metagrad_files(o.out, c, cells, {command, "", device_name(t.device), seconds});
-  std::string plot = "skipped (--no-plot)";
-  if (!o.no_plot) plot = run_plot_script("plot_metagrad.py", {(out / "metagrad.json").string(), o.out}).status;
-  std::printf("%s\n", lab::metagrad_markdown(c, cells).c_str());
-  std::printf("theria study metagrad: %zu cells in %.0f s; wrote %s/metagrad.{json,csv,md}, figures: %s\n", cells.size(),
-              seconds, o.out.c_str(), plot.c_str());
-  return plot == "written" || o.no_plot ? 0 : 1;
+  char what[160];
+  std::snprintf(what, sizeof what, "%zu cells in %.0f s; wrote %s/metagrad.{json,csv,md}", cells.size(), seconds,
+                o.out.c_str());
+  return report_study("metagrad", lab::metagrad_markdown(c, cells), what, "plot_metagrad.py",
+                      {(out / "metagrad.json").string(), o.out}, o.no_plot);
 }
 
 }  // namespace
@@ -64,9 +63,7 @@ Run add_metagrad(CLI::App& command) {
   auto& c = o->study;
   auto& t = c.train;
   t.maml.inner_lr = 0.05;  // stable to 100 inner steps from the random init (docs/maml.md: 0.2 diverges by 5)
-  auto opt = [&](const char* name, auto& value, const char* help) {
-    return command.add_option(name, value, help)->capture_default_str();
-  };
+  const auto opt = [&](const char* name, auto& value, const char* help) { return option(command, name, value, help); };
   opt("--estimators", c.estimators,
       "estimator specs, separated by ';' (unrolled; first_order; truncated:K; implicit:lambda=L,cg=N,tol=T; "
       "neumann:K,lambda=L)")

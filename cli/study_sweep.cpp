@@ -63,12 +63,11 @@ int run_sweep_command(SweepOptions& o, const std::string& command) {
   const auto summary = lab::summarize_sweep(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_sweep_files(o.out, c, raw, summary, {command, "", device_name(t.device), seconds});
-  std::string plot = "skipped (--no-plot)";
-  if (!o.no_plot) plot = run_plot_script("plot_sweep.py", {(out / "sweep.json").string(), o.out}).status;
-  std::printf("%s\n", lab::sweep_markdown(summary).c_str());
-  std::printf("theria study sweep: %zu cells in %.0f s; wrote %s/sweep.{json,csv,md}, figures: %s\n", raw.cells.size(),
-              seconds, o.out.c_str(), plot.c_str());
-  return plot == "written" || o.no_plot ? 0 : 1;
+  char what[160];
+  std::snprintf(what, sizeof what, "%zu cells in %.0f s; wrote %s/sweep.{json,csv,md}", raw.cells.size(), seconds,
+                o.out.c_str());
+  return report_study("sweep", lab::sweep_markdown(summary), what, "plot_sweep.py", {(out / "sweep.json").string(), o.out},
+                      o.no_plot);
 }
 
 }  // namespace
@@ -79,9 +78,7 @@ Run add_sweep(CLI::App& command) {
   auto& t = c.train;
   t.meta_steps = 300;
   t.eval_every = 25;
-  auto opt = [&](const char* name, auto& value, const char* help) {
-    return command.add_option(name, value, help)->capture_default_str();
-  };
+  const auto opt = [&](const char* name, auto& value, const char* help) { return option(command, name, value, help); };
   opt("--inner-steps", c.inner_steps, "inner depths, comma-separated")
       ->delimiter(',')
       ->check(CLI::PositiveNumber)

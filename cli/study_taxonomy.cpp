@@ -62,14 +62,11 @@ int run_taxonomy_command(TaxonomyOptions& o) {
   const auto rows = lab::taxonomy_rows(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_taxonomy_files(o.out, c, raw, rows, {o.command_line, resolved, device_name(t.device), seconds});
-  std::string plot = "skipped (--no-plot)";
-  if (!o.no_plot) {
-    plot = run_plot_script("plot_taxonomy.py", {(out / "taxonomy.json").string(), (out / "taxonomy.png").string()}).status;
-  }
-  std::printf("%s\n", lab::taxonomy_markdown_table(rows).c_str());
-  std::printf("theria study taxonomy: %zu rows in %.0f s; wrote %s/taxonomy.{json,csv,md}, figure: %s\n", rows.size(),
-              seconds, o.out.c_str(), plot.c_str());
-  return plot == "written" || o.no_plot ? 0 : 1;
+  char what[160];
+  std::snprintf(what, sizeof what, "%zu rows in %.0f s; wrote %s/taxonomy.{json,csv,md}", rows.size(), seconds,
+                o.out.c_str());
+  return report_study("taxonomy", lab::taxonomy_markdown_table(rows), what, "plot_taxonomy.py",
+                      {(out / "taxonomy.json").string(), (out / "taxonomy.png").string()}, o.no_plot);
 }
 
 }  // namespace
@@ -84,9 +81,7 @@ Run add_taxonomy(CLI::App& command) {
   t.maml.inner_lr = 0.2;
   t.meta_steps = 300;
   t.eval_every = 300;
-  auto opt = [&](const char* name, auto& value, const char* help) {
-    return command.add_option(name, value, help)->capture_default_str();
-  };
+  const auto opt = [&](const char* name, auto& value, const char* help) { return option(command, name, value, help); };
   opt("--backend", o->backend, "attention backend")->check(CLI::IsMember({"auto", "reference", "explicit", "fused"}));
   opt("--device", o->device, "device")->check(CLI::IsMember({"cpu", "cuda"}));
   opt("--dtype", o->dtype, "dtype of the weights")
