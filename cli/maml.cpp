@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "maml_report.h"
 #include "plot_script.h"
+#include "task_options.h"
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
@@ -23,6 +24,7 @@ constexpr int kDivergedExit = 3;
 struct Options {
   lab::TrainConfig train;
   std::string backend = "auto", mode = "full", pooling = "attention", device = "cpu", dtype = "float32";
+  TaskRanges ranges;
   std::vector<int64_t> diagnose_steps{1, 2, 4, 8};
   std::string out = "out/maml";
   bool no_plot = false;
@@ -37,16 +39,17 @@ void finish(Options& o) {
   TORCH_CHECK(o.device == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
   t.device = o.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   t.dtype = o.dtype == "float64" ? at::kDouble : o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  TORCH_CHECK(t.tasks.seq_len % t.tasks.classes == 0, "--classes must divide --seq-len");
-  t.model.seq_len = t.tasks.seq_len;
-  t.model.classes = t.tasks.classes;
+  apply_task_options(o.ranges, t.tasks, t.model, t.seed);
 }
 
 PlotOutcome plot(const lab::TrainConfig& t, const std::filesystem::path& out) {
-  return run_plot_script("plot_curve.py", {(out / "curve.csv").string(), (out / "curve.png").string(), "--chance",
-                                           std::to_string(1.0 / static_cast<double>(t.tasks.classes)), "--title",
-                                           std::string("theria maml: ") + lab::maml_mode_name(t.maml.mode) + ", " +
-                                               backend_name(t.model.attention.backend_)});
+  const auto io = lab::make_task_family(t.tasks, t.seed)->io();
+  const bool regression = io.target == lab::TargetKind::Regression;
+  return run_plot_script("plot_curve.py",
+                         {(out / "curve.csv").string(), (out / "curve.png").string(), "--chance",
+                          std::to_string(io.chance), "--metric", regression ? "R^2" : "accuracy", "--title",
+                          std::string("theria maml: ") + t.tasks.family + ", " + lab::maml_mode_name(t.maml.mode) +
+                              ", " + backend_name(t.model.attention.backend_)});
 }
 
 MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
@@ -70,21 +73,24 @@ int run_maml(const Options& o) {
   const std::filesystem::path out(o.out);
   std::filesystem::create_directories(out);
   std::fprintf(stderr,
-               "[maml] backend %s, mode %s, %lld inner steps (lr %g%s), %lld meta-steps of %lld tasks, T=%lld, %s %s\n",
-               backend_name(t.model.attention.backend_), lab::maml_mode_name(t.maml.mode), (long long)t.maml.inner_steps,
+               "[maml] %s, backend %s, mode %s, %lld inner steps (lr %g%s), %lld meta-steps of %lld tasks, T=%lld, "
+               "%s %s\n",
+               t.tasks.family.c_str(), backend_name(t.model.attention.backend_), lab::maml_mode_name(t.maml.mode),
+               (long long)t.maml.inner_steps,
                t.maml.inner_lr, t.maml.inner_grad_clip > 0 ? (", clip " + std::to_string(t.maml.inner_grad_clip)).c_str() : "",
-               (long long)t.meta_steps, (long long)t.meta_batch, (long long)t.tasks.seq_len, t.device.str().c_str(),
+               (long long)t.meta_steps, (long long)t.meta_batch, (long long)t.model.seq_len, t.device.str().c_str(),
                c10::toString(t.dtype));
+  const char* metric = lab::make_task_family(t.tasks, t.seed)->io().metric();
   const auto start = std::chrono::steady_clock::now();
   run.result = lab::meta_train(t, [&](const lab::CurvePoint& p) {
-    print_progress(p, t.meta_steps, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    print_progress(p, t.meta_steps, metric, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   });
   if (run.result.divergence.found()) std::fprintf(stderr, "[maml] %s\n", run.result.divergence.describe().c_str());
 
   std::fprintf(stderr, "[maml] diagnostics ...\n");
   run.diagnostics = diagnose(t, run.result.weights, o.diagnose_steps);
   // The backend `auto` (or any request) resolves to for this model's attention inputs.
-  const auto probe = at::empty({1, t.model.heads, t.tasks.seq_len + 1, t.model.dim / t.model.heads},
+  const auto probe = at::empty({1, t.model.heads, t.model.seq_len + 1, t.model.dim / t.model.heads},
                                at::TensorOptions().dtype(t.dtype).device(t.device));
   run.resolved_backend = select_backend(probe, probe, probe, t.model.attention).backend;
 
@@ -125,10 +131,7 @@ Run add_maml(CLI::App& command) {
   opt("--meta-steps", t.meta_steps, "meta-steps")->check(CLI::NonNegativeNumber);
   opt("--eval-every", t.eval_every, "meta-steps between held-out evaluations")->check(CLI::PositiveNumber);
   opt("--eval-tasks", t.eval_tasks, "held-out tasks per evaluation")->check(CLI::PositiveNumber);
-  opt("--seq-len", t.tasks.seq_len, "sequence length T")->check(CLI::PositiveNumber);
-  opt("--classes", t.tasks.classes, "classes C (divides T)")->check(CLI::PositiveNumber);
-  opt("--support", t.tasks.support, "support examples per task")->check(CLI::PositiveNumber);
-  opt("--query", t.tasks.query, "query examples per task")->check(CLI::PositiveNumber);
+  add_task_options(command, t.tasks, t.model, o->ranges);
   opt("--dim", t.model.dim, "model width D")->check(CLI::PositiveNumber);
   opt("--heads", t.model.heads, "attention heads")->check(CLI::PositiveNumber);
   opt("--blocks", t.model.blocks, "transformer blocks")->check(CLI::PositiveNumber);

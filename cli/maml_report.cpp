@@ -58,8 +58,16 @@ Json evaluation_json(const lab::Evaluation& e, const std::string& failed_because
   else if (!failed_because.empty()) status = "failed: " + failed_because;
   return {{"pre_accuracy", number_or_null(e.pre_accuracy)},
           {"post_accuracy", number_or_null(e.post_accuracy)},
+          {"pre_loss", number_or_null(e.pre_loss)},
           {"post_loss", number_or_null(e.post_loss)},
           {"status", status}};
+}
+
+// The task family of a run, and its knobs (integers as integers).
+Json task_json(const lab::TaskFamily& family) {
+  Json j{{"family", family.name()}};
+  for (const auto& k : family.knobs()) j[k.name] = k.integral ? Json(static_cast<int64_t>(k.value)) : Json(k.value);
+  return j;
 }
 
 Json divergence_json(const lab::TrainResult& r, bool continued) {
@@ -79,7 +87,8 @@ Json divergence_json(const lab::TrainResult& r, bool continued) {
 
 Json config_json(const MamlRun& run) {
   const auto& t = run.config;
-  return {{"backend", backend_name(t.model.attention.backend_)},
+  return {{"task", task_json(*lab::make_task_family(t.tasks, t.seed))},
+          {"backend", backend_name(t.model.attention.backend_)},
           {"resolved_backend", backend_name(run.resolved_backend)},
           {"mode", lab::maml_mode_name(t.maml.mode)},
           {"inner_steps", t.maml.inner_steps},
@@ -90,14 +99,15 @@ Json config_json(const MamlRun& run) {
           {"meta_steps", t.meta_steps},
           {"eval_every", t.eval_every},
           {"eval_tasks", t.eval_tasks},
-          {"seq_len", t.tasks.seq_len},
-          {"classes", t.tasks.classes},
+          {"seq_len", t.model.seq_len},
+          {"classes", t.model.classes},
           {"support", t.tasks.support},
           {"query", t.tasks.query},
           {"dim", t.model.dim},
           {"heads", t.model.heads},
           {"blocks", t.model.blocks},
           {"pooling", t.model.pooling == lab::Pooling::Mean ? "mean" : "attention"},
+          {"smeared_keys", t.model.smeared_keys},
           {"seed", t.seed},
           {"device", t.device.str()},
           {"dtype", c10::toString(t.dtype)},
@@ -133,11 +143,12 @@ void write_curve_csv(const std::string& path, const std::vector<lab::CurvePoint>
   TORCH_CHECK(csv, "cannot write ", path);
   // Empty meta_loss: no meta-step yet (step 0) or a meta-step that diverged; empty post_accuracy:
   // the held-out inner loop diverged (status says where).
-  csv << "step,meta_loss,pre_accuracy,post_accuracy,status\n";
+  csv << "step,meta_loss,pre_accuracy,post_accuracy,pre_loss,post_loss,status\n";
   for (const auto& p : curve) {
     const auto& e = p.held_out;
     csv << p.step << "," << (p.meta_loss ? csv_number(*p.meta_loss) : "") << "," << csv_number(e.pre_accuracy) << ","
-        << csv_number(e.post_accuracy) << "," << csv_field(e.divergence.describe()) << "\n";
+        << csv_number(e.post_accuracy) << "," << csv_number(e.pre_loss) << "," << csv_number(e.post_loss) << ","
+        << csv_field(e.divergence.describe()) << "\n";
   }
   TORCH_CHECK(csv.good(), "cannot write ", path);
 }
@@ -145,6 +156,7 @@ void write_curve_csv(const std::string& path, const std::vector<lab::CurvePoint>
 Json summary_json(const MamlRun& run) {
   const auto& r = run.result;
   const std::string failed = r.divergence.found() ? r.divergence.describe() : "";
+  const auto io = lab::make_task_family(run.config.tasks, run.config.seed)->io();
   Json plot{{"status", run.plot.status},
             {"file", run.plot.status == "written" ? Json("curve.png") : Json(nullptr)},
             {"exit_status", run.plot.exit && run.plot.exit->started && run.plot.exit->signal == 0
@@ -156,17 +168,18 @@ Json summary_json(const MamlRun& run) {
           {"held_out",
            {{"before_training", evaluation_json(r.before, "")},
             {"after_training", evaluation_json(r.after, failed)},
-            {"chance", 1.0 / static_cast<double>(run.config.tasks.classes)}}},
+            {"metric", io.metric()},
+            {"chance", io.chance}}},
           {"diagnostics", diagnostics_json(run.diagnostics)},
           {"train_seconds", r.seconds},
           {"plot", plot}};
 }
 
-void print_progress(const lab::CurvePoint& p, int64_t meta_steps, double seconds) {
+void print_progress(const lab::CurvePoint& p, int64_t meta_steps, const char* metric, double seconds) {
   const auto& e = p.held_out;
-  std::fprintf(stderr, "[maml] step %5lld/%lld  meta-loss %s  held-out accuracy: before %.3f  after %s  (%.1f s)\n",
+  std::fprintf(stderr, "[maml] step %5lld/%lld  meta-loss %s  held-out %s: before %.3f  after %s  (%.1f s)\n",
                (long long)p.step, (long long)meta_steps,
-               pad_right(console_number(p.meta_loss.value_or(std::nan("")), "%.4f"), 8).c_str(), e.pre_accuracy,
+               pad_right(console_number(p.meta_loss.value_or(std::nan("")), "%.4f"), 8).c_str(), metric, e.pre_accuracy,
                console_number(e.post_accuracy, "%.3f", e.divergence.found() ? e.divergence.describe() : "").c_str(),
                seconds);
 }
@@ -182,10 +195,15 @@ void print_summary(const MamlRun& run, const std::string& out_dir) {
     std::printf("  DIVERGED: %s%s\n", r.divergence.describe().c_str(),
                 t.continue_on_divergence ? " (continued: diverged meta-steps skipped)" : " (training stopped)");
   }
-  std::printf("  held-out query accuracy (chance %.3f): untrained %.3f -> %s after %lld inner steps; "
+  const auto io = lab::make_task_family(t.tasks, t.seed)->io();
+  std::printf("  %s: held-out query %s (chance %.3f): untrained %.3f -> %s after %lld inner steps; "
               "meta-trained %.3f -> %s\n",
-              1.0 / t.tasks.classes, r.before.pre_accuracy, console_number(r.before.post_accuracy, "%.3f").c_str(),
-              (long long)t.maml.inner_steps, r.after.pre_accuracy, console_number(r.after.post_accuracy, "%.3f").c_str());
+              t.tasks.family.c_str(), io.metric(), io.chance, r.before.pre_accuracy,
+              console_number(r.before.post_accuracy, "%.3f").c_str(), (long long)t.maml.inner_steps,
+              r.after.pre_accuracy, console_number(r.after.post_accuracy, "%.3f").c_str());
+  std::printf("  held-out query loss: untrained %.4f -> %s; meta-trained %.4f -> %s\n", r.before.pre_loss,
+              console_number(r.before.post_loss, "%.4f").c_str(), r.after.pre_loss,
+              console_number(r.after.post_loss, "%.4f").c_str());
   const std::string norm_why = d.path.divergence.found() ? d.path.divergence.describe() : "";
   std::printf("  second_order_path %s (%zu node kinds), ||g_FULL - g_FO|| = %s\n",
               d.path.reaches_backward_nodes ? "true" : "false", d.path.nodes.size(),

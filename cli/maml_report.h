@@ -31,7 +31,8 @@ struct MamlRun {
 
 void write_curve_csv(const std::string& path, const std::vector<lab::CurvePoint>& curve);
 Json summary_json(const MamlRun& run);
-void print_progress(const lab::CurvePoint& p, int64_t meta_steps, double seconds);
+// `metric`: what the held-out score is (TaskIO::metric: "accuracy", or "r2" for regression).
+void print_progress(const lab::CurvePoint& p, int64_t meta_steps, const char* metric, double seconds);
 void print_summary(const MamlRun& run, const std::string& out_dir);
 
 }  // namespace theria::cli

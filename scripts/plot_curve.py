@@ -1,6 +1,6 @@
 """Plots a `theria maml` learning curve: curve.csv -> PNG (matplotlib).
 
-usage: python scripts/plot_curve.py CURVE_CSV OUT_PNG [--chance P] [--title TEXT]
+usage: python scripts/plot_curve.py CURVE_CSV OUT_PNG [--chance P] [--metric NAME] [--title TEXT]
 """
 import argparse
 import csv
@@ -16,6 +16,7 @@ def main():
     parser.add_argument("curve")
     parser.add_argument("out")
     parser.add_argument("--chance", type=float, default=None)
+    parser.add_argument("--metric", default="accuracy", help="what pre/post_accuracy hold: accuracy, or R^2")
     parser.add_argument("--title", default="theria maml")
     args = parser.parse_args()
 
@@ -35,10 +36,15 @@ def main():
     ax_acc.plot(step, post, marker="o", label="after inner loop")
     ax_acc.plot(step, pre, marker="s", label="before inner loop")
     if args.chance is not None:
-        ax_acc.axhline(args.chance, color="gray", linestyle="--", label="chance")
+        label = "chance" if args.metric == "accuracy" else "0: the query mean"
+        ax_acc.axhline(args.chance, color="gray", linestyle="--", label=label)
     ax_acc.set_xlabel("meta-step")
-    ax_acc.set_ylabel("held-out query accuracy")
-    ax_acc.set_ylim(0, 1.02)
+    ax_acc.set_ylabel(f"held-out query {args.metric}")
+    if args.metric == "accuracy":
+        ax_acc.set_ylim(0, 1.02)
+    else:  # R^2 is at most 1 and unbounded below: show from the chance line (0) or the lowest point
+        finite = [v for v in pre + post if v == v]
+        ax_acc.set_ylim(min([0.0] + finite) - 0.05, 1.02)
     ax_acc.legend()
     ax_acc.grid(alpha=0.3)
     if loss:

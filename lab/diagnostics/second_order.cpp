@@ -129,9 +129,7 @@ MetaGradient oracle_meta_gradient(const ModelConfig& model, const MamlConfig& ma
   Weights w64;
   for (const auto& t : w) w64.push_back(t.detach().to(at::kCPU, at::kDouble).requires_grad_());
   std::vector<Task> cpu;
-  for (const auto& t : tasks) {
-    cpu.push_back({t.position, t.support_x.cpu(), t.support_y.cpu(), t.query_x.cpu(), t.query_y.cpu()});
-  }
+  for (const auto& t : tasks) cpu.push_back(t.to(at::kCPU));
   return meta_gradient(exact, full, w64, cpu);
 }
 

@@ -26,14 +26,20 @@ const char* maml_mode_name(MamlMode mode) {
 }
 
 at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y) {
-  // At least float32 (bfloat16 logits lose the loss), float64 for a float64 model (finite differences).
-  const auto logits = forward(model, w, x);
-  return at::cross_entropy_loss(logits.to(at::promote_types(logits.scalar_type(), at::kFloat)), y);
+  // At least float32 (bfloat16 outputs lose the loss), float64 for a float64 model (finite differences).
+  const auto out = forward(model, w, x);
+  const auto wide = out.to(at::promote_types(out.scalar_type(), at::kFloat));
+  if (model.target == TargetKind::Regression) return at::mse_loss(wide.squeeze(1), y.to(wide.scalar_type()));
+  return at::cross_entropy_loss(wide, y);
 }
 
 double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y) {
   at::AutoGradMode no_grad(false);
-  return forward(model, w, x).argmax(1).eq(y).to(at::kDouble).mean().item<double>();
+  const auto out = forward(model, w, x).to(at::kDouble);
+  if (model.target == TargetKind::Classes) return out.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
+  const auto target = y.to(at::kDouble);
+  const auto residual = (out.squeeze(1) - target).pow(2).sum();
+  return (1.0 - residual / (target - target.mean()).pow(2).sum()).item<double>();
 }
 
 std::vector<at::Tensor> clip_by_global_norm(const std::vector<at::Tensor>& g, double max_norm) {
@@ -171,11 +177,18 @@ Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weig
                     const std::vector<Task>& tasks) {
   Evaluation e;
   const double inv = 1.0 / static_cast<double>(tasks.size());
+  const bool regression = model.target == TargetKind::Regression;
+  double variance = 0.0;  // regression: the query targets' variance, mean over tasks
   MamlConfig no_meta_gradient = maml;
   no_meta_gradient.mode = MamlMode::FirstOrderStrict;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& task = tasks[i];
-    e.pre_accuracy += accuracy(model, w, task.query_x, task.query_y) * inv;
+    {
+      at::AutoGradMode no_grad(false);
+      e.pre_loss += task_loss(model, w, task.query_x, task.query_y).item<double>() * inv;
+      if (regression) variance += task.query_y.to(at::kDouble).var(/*unbiased=*/false).item<double>() * inv;
+    }
+    if (!regression) e.pre_accuracy += accuracy(model, w, task.query_x, task.query_y) * inv;
     InnerLoopTrace trace;
     const Weights fast = adapt(model, no_meta_gradient, w, task, &trace);
     at::AutoGradMode no_grad(false);
@@ -183,7 +196,13 @@ Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weig
     const auto d = first_divergence(trace, task_loss(model, fast, task.query_x, task.query_y), static_cast<int64_t>(i), &loss);
     if (d.found() && !e.divergence.found()) e.divergence = d;
     e.post_loss += loss * inv;
-    e.post_accuracy += accuracy(model, fast, task.query_x, task.query_y) * inv;
+    if (!regression) e.post_accuracy += accuracy(model, fast, task.query_x, task.query_y) * inv;
+  }
+  if (regression) {
+    // R^2 pooled over the tasks: one task's own R^2 is ill-conditioned where its targets hardly vary (a small
+    // amplitude), and its mean over tasks would follow those tasks rather than the loss.
+    e.pre_accuracy = 1.0 - e.pre_loss / variance;
+    e.post_accuracy = 1.0 - e.post_loss / variance;
   }
   if (e.divergence.found()) e.post_accuracy = e.post_loss = std::nan("");
   return e;

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "model/transformer.h"
-#include "tasks/position_recall.h"
+#include "tasks/task_family.h"
 
 #include <string>
 #include <vector>
@@ -53,7 +53,10 @@ struct Divergence {
   std::string describe() const;
 };
 
+// The loss of model.target: cross-entropy of the logits (Classes), or the mean squared error (Regression).
 at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
+// The score of model.target on one set of examples: the share of argmax hits (Classes), or, for Regression,
+// R^2 = 1 - sum (y_hat - y)^2 / sum (y - mean y)^2 (1: exact; 0: no better than the set's mean; negative: worse).
 double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
 
 // The finiteness checks of one inner loop, left on the device so that a task costs one sync
@@ -84,12 +87,13 @@ struct MetaGradient {
 MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                            const std::vector<Task>& tasks);
 
-// Mean query accuracy over tasks before and after the inner loop (no meta-gradient).
-// A task whose inner loop diverges has no post-adaptation result: post_* are NaN and `divergence`
-// says where (the argmax of NaN logits is class 0, an accuracy that means nothing).
+// Mean query accuracy and loss over tasks before and after the inner loop (no meta-gradient). Regression: the
+// "accuracy" is R^2 pooled over the tasks, 1 - (mean query MSE) / (mean variance of the query targets). A task whose inner loop diverges has no post-adaptation result: post_* are NaN and
+// `divergence` says where (the argmax of NaN logits is class 0, an accuracy that means nothing).
 struct Evaluation {
   double pre_accuracy = 0.0, post_accuracy = 0.0, post_loss = 0.0;
   Divergence divergence;
+  double pre_loss = 0.0;  // the query loss without adaptation
 };
 Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const std::vector<Task>& tasks);
 

@@ -8,21 +8,61 @@
 namespace theria::lab {
 namespace {
 
-constexpr int64_t kAttentionWeights = 4;  // wq, wk, wv, wo
+constexpr int64_t kAttentionWeights = 4;  // wq, wk, wv, wo (and key_smear with smeared keys)
 constexpr int64_t kMlpWeights = 2;        // w1, w2
 
-int64_t per_block(const ModelConfig& c) {
-  return (c.pooling == Pooling::Attention ? kAttentionWeights : 0) + kMlpWeights;
+int64_t attention_weights(const ModelConfig& c) {
+  return c.pooling == Pooling::Attention ? kAttentionWeights + (c.smeared_keys ? 1 : 0) : 0;
 }
+
+int64_t per_block(const ModelConfig& c) { return attention_weights(c) + kMlpWeights; }
+
+// Tokens: one table. Reals: a per-position MLP 1 -> dim -> dim (input_in, input_bias, input_out).
+int64_t embedding_weights(const ModelConfig& c) { return c.input == InputKind::Reals ? 3 : 1; }
+
+int64_t weight_count(const ModelConfig& c) { return embedding_weights(c) + 2 + c.blocks * per_block(c); }
+
+int64_t vocab_of(const ModelConfig& c) { return c.vocab > 0 ? c.vocab : c.classes; }
 
 }  // namespace
 
+ModelConfig fit_model_to(ModelConfig config, const TaskIO& io) {
+  config.seq_len = io.seq_len;
+  config.input = io.input;
+  config.vocab = io.input == InputKind::Tokens ? io.vocab : 0;
+  config.target = io.target;
+  config.classes = io.target == TargetKind::Classes ? io.classes : 1;
+  return config;
+}
+
+std::string model_mismatch(const ModelConfig& c, const TaskIO& io) {
+  const auto fit = fit_model_to(c, io);
+  std::string m;
+  auto differs = [&](const char* what, const std::string& model, const std::string& family) {
+    if (model == family) return;
+    m += std::string(m.empty() ? "" : "; ") + what + " " + model + " (the family's: " + family + ")";
+  };
+  auto input = [](InputKind k) { return k == InputKind::Tokens ? "tokens" : "reals"; };
+  auto target = [](TargetKind k) { return k == TargetKind::Classes ? "classes" : "regression"; };
+  differs("seq_len", std::to_string(c.seq_len), std::to_string(fit.seq_len));
+  differs("input", input(c.input), input(fit.input));
+  if (c.input == InputKind::Tokens && io.input == InputKind::Tokens) {
+    differs("vocab", std::to_string(vocab_of(c)), std::to_string(vocab_of(fit)));
+  }
+  differs("target", target(c.target), target(fit.target));
+  differs("outputs", std::to_string(c.classes), std::to_string(fit.classes));
+  return m;
+}
+
 std::vector<std::string> weight_names(const ModelConfig& c) {
-  std::vector<std::string> names{"token_embedding", "position_embedding"};
+  std::vector<std::string> names{"token_embedding"};
+  if (c.input == InputKind::Reals) names = {"input_in", "input_bias", "input_out"};
+  names.push_back("position_embedding");
   for (int64_t b = 0; b < c.blocks; ++b) {
     const std::string p = "block" + std::to_string(b) + ".";
     if (c.pooling == Pooling::Attention) {
       for (const char* n : {"wq", "wk", "wv", "wo"}) names.push_back(p + n);
+      if (c.smeared_keys) names.push_back(p + "key_smear");
     }
     names.push_back(p + "mlp_in");
     names.push_back(p + "mlp_out");
@@ -34,15 +74,25 @@ std::vector<std::string> weight_names(const ModelConfig& c) {
 Weights init_weights(const ModelConfig& c, uint64_t seed, const at::TensorOptions& options) {
   TORCH_CHECK(c.dim % c.heads == 0, "model: dim (", c.dim, ") must be a multiple of heads (", c.heads, ")");
   TORCH_CHECK(c.blocks >= 1, "model: blocks must be >= 1");
+  TORCH_CHECK(c.target == TargetKind::Classes || c.classes == 1, "model: a regression head has 1 output, got ",
+              c.classes);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto normal = [&](int64_t rows, int64_t cols, double std) {
     return (at::randn({rows, cols}, gen, at::kDouble) * std).to(options).requires_grad_();
   };
   const double fan_in = 1.0 / std::sqrt(static_cast<double>(c.dim));
-  Weights w{normal(c.classes, c.dim, 1.0), normal(c.seq_len + 1, c.dim, 1.0)};
+  Weights w;
+  if (c.input == InputKind::Reals) {
+    // x -> relu(x * input_in + input_bias) @ input_out: ReLU kinks spread over a few units around 0.
+    w = {normal(1, c.dim, 1.0), normal(1, c.dim, 1.0), normal(c.dim, c.dim, fan_in)};
+  } else {
+    w = {normal(vocab_of(c), c.dim, 1.0)};
+  }
+  w.push_back(normal(c.seq_len + 1, c.dim, 1.0));
   for (int64_t b = 0; b < c.blocks; ++b) {
     if (c.pooling == Pooling::Attention) {
       for (int i = 0; i < kAttentionWeights; ++i) w.push_back(normal(c.dim, c.dim, fan_in));
+      if (c.smeared_keys) w.push_back(at::zeros({c.heads}, options).requires_grad_());
     }
     w.push_back(normal(c.dim, 2 * c.dim, fan_in));
     w.push_back(normal(2 * c.dim, c.dim, 1.0 / std::sqrt(2.0 * c.dim)));
@@ -52,29 +102,46 @@ Weights init_weights(const ModelConfig& c, uint64_t seed, const at::TensorOption
 }
 
 at::Tensor forward(const ModelConfig& c, const Weights& w, const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == c.seq_len, "model: tokens must be [batch, ", c.seq_len, "], got ",
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == c.seq_len, "model: inputs must be [batch, ", c.seq_len, "], got ",
               x.sizes());
-  TORCH_CHECK(static_cast<int64_t>(w.size()) == 3 + c.blocks * per_block(c), "model: expected ",
-              3 + c.blocks * per_block(c), " weights, got ", w.size());
+  TORCH_CHECK(static_cast<int64_t>(w.size()) == weight_count(c), "model: expected ", weight_count(c),
+              " weights, got ", w.size());
   const int64_t B = x.size(0), T1 = c.seq_len + 1, D = c.dim, H = c.heads;
+  const at::Tensor embedded =
+      c.input == InputKind::Reals
+          ? at::relu(x.to(w[0].scalar_type()).unsqueeze(2) * w[0] + w[1]).matmul(w[2])
+          : w[0].index_select(0, x.reshape(-1)).view({B, -1, D});
+  size_t i = embedding_weights(c);
   // Slot 0 is CLS: a zero token embedding plus its own position embedding.
-  at::Tensor h = at::cat({at::zeros({B, 1, D}, w[0].options()), w[0].index_select(0, x.reshape(-1)).view({B, -1, D})}, 1) +
-                 w[1];
-  size_t i = 2;
+  at::Tensor h = at::cat({at::zeros({B, 1, D}, w[0].options()), embedded}, 1) + w[i++];
   for (int64_t b = 0; b < c.blocks; ++b) {
     if (c.pooling == Pooling::Attention) {
       auto heads = [&](const at::Tensor& proj) { return h.matmul(proj).view({B, T1, H, D / H}).transpose(1, 2); };
-      const at::Tensor q = heads(w[i]), k = heads(w[i + 1]), v = heads(w[i + 2]);
+      // q, k, v made in this order: autograd then sums their gradients into h in the same order as ever.
+      const at::Tensor q = heads(w[i]);
+      at::Tensor k = heads(w[i + 1]);
+      const at::Tensor v = heads(w[i + 2]);
+      if (c.smeared_keys) {
+        const at::Tensor keep = at::sigmoid(w[i + kAttentionWeights]).view({1, H, 1, 1});
+        const at::Tensor previous = at::constant_pad_nd(k.narrow(2, 0, T1 - 1), {0, 0, 1, 0});  // k_{t-1}, 0 at CLS
+        k = keep * k + (1 - keep) * previous;
+      }
       const at::Tensor a = c.attend ? c.attend(q, k, v, c.attention) : sdpa(q, k, v, c.attention);
       h = h + a.transpose(1, 2).reshape({B, T1, D}).matmul(w[i + 3]);
-      i += kAttentionWeights;
+      i += attention_weights(c);
     } else {
       h = h + h.mean(1, /*keepdim=*/true);
     }
     h = h + at::relu(h.matmul(w[i])).matmul(w[i + 1]);
     i += kMlpWeights;
   }
-  return h.select(1, 0).matmul(w[i]);
+  const at::Tensor cls = h.select(1, 0);
+  if (c.target == TargetKind::Regression) {
+    // MSE's curvature along the head is 2 ||h||^2, tens to hundreds here: an inner lr that moves attention would
+    // throw the head far off. The regression head reads the CLS state at unit norm (curvature 2).
+    return (cls * at::rsqrt(cls.pow(2).sum(1, /*keepdim=*/true) + 1e-12)).matmul(w[i]);
+  }
+  return cls.matmul(w[i]);
 }
 
 }  // namespace theria::lab

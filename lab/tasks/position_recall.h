@@ -5,37 +5,22 @@
 // from the task's small support set.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
-#include <cstdint>
+#include "tasks/task_family.h"
 
 namespace theria::lab {
 
-struct TaskConfig {
-  int64_t seq_len = 8;  // T
-  int64_t classes = 4;  // C; must divide T
-  int64_t support = 16;
-  int64_t query = 32;
-};
-
-struct Task {
-  int64_t position = 0;           // the hidden p
-  at::Tensor support_x, support_y;  // [support, T] int64, [support] int64
-  at::Tensor query_x, query_y;      // [query, T], [query]
-};
-
-class PositionRecallTasks {
+class PositionRecallTasks : public TaskFamily {
  public:
   PositionRecallTasks(TaskConfig config, uint64_t seed);
 
-  // Task number `index` of this family: the same seed and index give the same task.
-  Task task(uint64_t index, const at::Device& device = at::kCPU) const;
+  const char* name() const override { return "position_recall"; }
+  TaskIO io() const override;
+  at::Tensor labels(const Task& task, const at::Tensor& x) const override;
 
-  const TaskConfig& config() const { return config_; }
-
- private:
-  TaskConfig config_;
-  uint64_t seed_;
+ protected:
+  std::vector<Knob> own_knobs() const override;
+  Task hidden(at::Generator& gen) const override;
+  at::Tensor inputs(const Task& task, int64_t n, at::Generator& gen) const override;
 };
 
 }  // namespace theria::lab

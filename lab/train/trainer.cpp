@@ -37,9 +37,9 @@ struct Adam {
 
 std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count) {
   const uint64_t offset = config.eval_split == TaskSplit::Validation ? kValidationSeedOffset : 1;
-  const PositionRecallTasks family(config.tasks, config.seed + offset);
+  const auto family = make_task_family(config.tasks, config.seed + offset);
   std::vector<Task> tasks;
-  for (int64_t i = 0; i < count; ++i) tasks.push_back(family.task(i, config.device));
+  for (int64_t i = 0; i < count; ++i) tasks.push_back(family->task(i, config.device));
   return tasks;
 }
 
@@ -54,7 +54,10 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   const auto options = at::TensorOptions().dtype(config.dtype).device(config.device);
   Weights w = init_weights(config.model, config.seed, options);
   for (const auto& t : w) r.initial.push_back(t.detach().clone());
-  const PositionRecallTasks train_family(config.tasks, config.seed);
+  const auto train_family = make_task_family(config.tasks, config.seed);
+  const auto mismatch = model_mismatch(config.model, train_family->io());
+  TORCH_CHECK(mismatch.empty(), "meta_train: the model does not fit the ", train_family->name(),
+              " family's examples: ", mismatch, " (lab::fit_model_to)");
   const auto eval = held_out_tasks(config, config.eval_tasks);
   Adam adam;
   adam.lr = config.meta_lr;
@@ -76,7 +79,7 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   uint64_t next_task = 0;
   for (int64_t step = 1; step <= config.meta_steps && !stop(); ++step) {
     std::vector<Task> batch;
-    for (int64_t i = 0; i < config.meta_batch; ++i) batch.push_back(train_family.task(next_task++, config.device));
+    for (int64_t i = 0; i < config.meta_batch; ++i) batch.push_back(train_family->task(next_task++, config.device));
     const auto mg = meta_gradient(config.model, config.maml, w, batch);
     note(step, "meta-training", mg.divergence);
     // A non-finite meta-gradient is never applied: Adam's moments would carry the NaN forever.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "meta/maml.h"
+#include "tasks/families.h"
 
 #include <functional>
 #include <optional>

@@ -116,6 +116,35 @@ def test_inner_gradient_clipping_keeps_the_same_run_finite(tmp_path):
     assert summary["status"] == "ok" and summary["config"]["inner_grad_clip"] == 1e-4
 
 
+@pytest.mark.parametrize("task,knobs", [
+    ("position_recall", {"seq_len": 8, "classes": 4}),
+    ("mqar", {"keys": 8, "values": 8, "pairs": 4}),
+    ("induction", {"seq_len": 8, "markers": 2, "fillers": 4}),
+    ("sinusoid", {"seq_len": 8, "amplitude_min": 0.1, "amplitude_max": 5.0, "phase_min": 0.0, "input_min": -5.0,
+                  "input_max": 5.0}),
+])
+def test_maml_records_the_task_family_and_its_knobs(tmp_path, task, knobs):
+    r = theria(*TINY_MAML, "--task", task, "--smeared-keys", "--out", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = strict_json(tmp_path / "summary.json")
+    family = summary["config"]["task"]
+    assert family["family"] == task and family["support"] == 4 and family["query"] == 4
+    for name, value in knobs.items():
+        assert family[name] == value and type(family[name]) is type(value), name
+    assert summary["config"]["smeared_keys"] is True
+    held = summary["held_out"]
+    assert held["metric"] == ("r2" if task == "sinusoid" else "accuracy")
+    assert held["chance"] == {"position_recall": 0.25, "mqar": 0.25, "induction": 0.5, "sinusoid": 0.0}[task]
+    assert isinstance(held["after_training"]["pre_loss"], float)
+    assert summary["plot"]["status"] == "written"
+
+
+def test_a_family_refuses_knobs_it_cannot_use(tmp_path):
+    r = theria(*TINY_MAML, "--task", "induction", "--markers", "3", "--seq-len", "8", "--out", tmp_path)
+    assert r.returncode == 1 and "induction: seq_len (8) must be >= 3 x markers (3)" in r.stderr, r.stderr
+    assert theria(*TINY_MAML, "--task", "no_such_family", "--out", tmp_path).returncode == 2
+
+
 def test_help_is_generated_and_bad_options_are_refused():
     r = theria("maml", "--help")
     assert r.returncode == 0 and "--inner-grad-clip" in r.stdout and "--continue-on-divergence" in r.stdout
