@@ -118,23 +118,31 @@ GradientError gradient_error(const std::vector<at::Tensor>& g, const std::vector
   return {flat_distance(g, ref) / std::max(flat_norm(ref), 1e-300), flat_cosine(g, ref)};
 }
 
+Float64Problem float64_reference(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks) {
+  Float64Problem p{model, {}, {}};
+  p.model.attend = {};
+  p.model.attention.backend(Backend::Reference);
+  for (const auto& t : w) p.w.push_back(t.detach().to(at::kCPU, at::kDouble).requires_grad_());
+  for (const auto& t : tasks) p.tasks.push_back(t.to(at::kCPU));
+  return p;
+}
+
 MetaGradient oracle_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                                   const std::vector<Task>& tasks) {
-  ModelConfig exact = model;
-  exact.attend = {};
-  exact.attention.backend(Backend::Reference);
+  const auto p = float64_reference(model, w, tasks);
   MamlConfig full = maml;
   full.mode = MamlMode::Full;
   full.inner_create_graph = true;
-  Weights w64;
-  for (const auto& t : w) w64.push_back(t.detach().to(at::kCPU, at::kDouble).requires_grad_());
-  std::vector<Task> cpu;
-  for (const auto& t : tasks) cpu.push_back(t.to(at::kCPU));
-  return meta_gradient(exact, full, w64, cpu);
+  return meta_gradient(p.model, full, p.w, p.tasks);
 }
 
 AttentionSecondOrder attention_second_order_share(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                                                   const std::vector<Task>& tasks) {
+  return attention_second_order_share(model, maml, w, tasks, meta_gradient(model, maml, w, tasks));
+}
+
+AttentionSecondOrder attention_second_order_share(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                                  const std::vector<Task>& tasks, const MetaGradient& g) {
   ModelConfig first_order = model;
   first_order.attend = first_order_only(model.attend ? model.attend : AttentionFn([](const at::Tensor& q,
                                                                                     const at::Tensor& k,
@@ -142,7 +150,6 @@ AttentionSecondOrder attention_second_order_share(const ModelConfig& model, cons
                                                                                     const SdpaOptions& o) {
     return sdpa(q, k, v, o);
   }));
-  const auto g = meta_gradient(model, maml, w, tasks);
   const auto g1 = meta_gradient(first_order, maml, w, tasks);
   AttentionSecondOrder r;
   r.divergence = g.divergence.found() ? g.divergence : g1.divergence;

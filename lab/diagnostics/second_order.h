@@ -59,6 +59,15 @@ struct GradientError {
 };
 GradientError gradient_error(const std::vector<at::Tensor>& g, const std::vector<at::Tensor>& ref);
 
+// A problem moved to the oracles' setting: float64 on the CPU, exact attention through the reference backend
+// (the model's attention variant dropped), the weights rounded to their dtype first, as fresh leaves.
+struct Float64Problem {
+  ModelConfig model;
+  Weights w;
+  std::vector<Task> tasks;
+};
+Float64Problem float64_reference(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks);
+
 // The oracle of the taxonomy: the exact FULL meta-gradient (theria::sdpa, reference backend, inner gradients
 // with create_graph) in float64 on the CPU, at `w` rounded to the run's dtype and moved to the CPU, on the
 // same tasks. `model` and `maml` give the shapes, inner steps and inner lr; their variant and mode are not used.
@@ -75,5 +84,8 @@ struct AttentionSecondOrder {
 };
 AttentionSecondOrder attention_second_order_share(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                                                   const std::vector<Task>& tasks);
+// The same with g, the meta-gradient of (model, maml) on (w, tasks), already computed by the caller.
+AttentionSecondOrder attention_second_order_share(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                                  const std::vector<Task>& tasks, const MetaGradient& g);
 
 }  // namespace theria::lab

@@ -12,14 +12,6 @@ namespace {
 
 using Vec = std::vector<at::Tensor>;
 
-Vec gradients(const at::Tensor& loss, const Vec& w, bool create_graph) {
-  auto g = torch::autograd::grad({loss}, w, {}, /*retain_graph=*/create_graph, create_graph, /*allow_unused=*/true);
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (!g[i].defined()) g[i] = at::zeros_like(w[i]);
-  }
-  return g;
-}
-
 double dot(const Vec& a, const Vec& b) {
   at::Tensor s = at::zeros({}, a[0].options().dtype(at::kDouble));
   for (size_t i = 0; i < a.size(); ++i) s = s + (a[i].to(at::kDouble) * b[i].to(at::kDouble)).sum();
@@ -46,12 +38,12 @@ Vec backprop_meta_gradient(const ModelConfig& model, const MamlConfig& maml, int
   Vec fast = w;
   for (int64_t s = 0; s < maml.inner_steps; ++s) {
     const bool keep = s >= maml.inner_steps - differentiated;
-    auto g = gradients(task_loss(model, fast, task.support_x, task.support_y), fast, keep);
+    auto g = gradients(task_loss(model, fast, task.support_x, task.support_y), fast, keep, keep);
     for (size_t i = 0; i < fast.size(); ++i) fast[i] = fast[i] - maml.inner_lr * (keep ? g[i] : g[i].detach());
   }
   const auto loss = task_loss(model, fast, task.query_x, task.query_y);
   *query_loss = loss.item<double>();
-  return gradients(loss, w, false);
+  return gradients(loss, w, false, false);
 }
 
 // The implicit meta-gradient of one task: the proximal inner problem solved with no graph, then the linear system
@@ -66,15 +58,15 @@ Vec implicit_meta_gradient(const ModelConfig& model, const MamlConfig& maml, con
   for (int64_t s = 0; s < maml.inner_steps; ++s) {
     at::Tensor loss = task_loss(model, phi, task.support_x, task.support_y);
     for (size_t i = 0; i < phi.size(); ++i) loss = loss + 0.5 * spec.lambda * (phi[i] - theta[i]).pow(2).sum();
-    const auto g = gradients(loss, phi, false);
+    const auto g = gradients(loss, phi, false, false);
     for (size_t i = 0; i < phi.size(); ++i) phi[i] = (phi[i] - maml.inner_lr * g[i]).detach().requires_grad_();
   }
   const auto query = task_loss(model, phi, task.query_x, task.query_y);
   *query_loss = query.item<double>();
-  const Vec b = gradients(query, phi, false);
+  const Vec b = gradients(query, phi, false, false);
   // The support gradient once, with its graph: every product H v differentiates <grad, v> through it (for theria
   // attention, through theria::SdpaBwdBackward: its double backward, which never forms an L x S matrix).
-  const Vec support_grad = gradients(task_loss(model, phi, task.support_x, task.support_y), phi, true);
+  const Vec support_grad = gradients(task_loss(model, phi, task.support_x, task.support_y), phi, true, true);
   const LinearOperator a = [&](const Vec& v) {
     at::Tensor inner = at::zeros({}, support_grad[0].options());
     for (size_t i = 0; i < v.size(); ++i) inner = inner + (support_grad[i] * v[i]).sum();

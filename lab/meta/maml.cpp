@@ -81,6 +81,8 @@ at::Tensor all_finite(const std::vector<at::Tensor>& ts) {
   return at::stack(each).all();
 }
 
+}  // namespace
+
 // d loss / d w, with zeros for the weights the loss does not reach (a model whose attention output is
 // detached does not use its attention weights: lab/variants), as PyTorch's materialize_grads does.
 std::vector<at::Tensor> gradients(const at::Tensor& loss, const Weights& w, bool retain_graph, bool create_graph) {
@@ -90,8 +92,6 @@ std::vector<at::Tensor> gradients(const at::Tensor& loss, const Weights& w, bool
   }
   return g;
 }
-
-}  // namespace
 
 Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const Task& task,
               InnerLoopTrace* trace) {

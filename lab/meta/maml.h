@@ -59,6 +59,10 @@ at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tenso
 // R^2 = 1 - sum (y_hat - y)^2 / sum (y - mean y)^2 (1: exact; 0: no better than the set's mean; negative: worse).
 double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
 
+// d loss / d w, with zeros for the weights the loss does not reach (a model whose attention output is detached
+// does not use its attention weights: lab/variants), as PyTorch's materialize_grads does.
+std::vector<at::Tensor> gradients(const at::Tensor& loss, const Weights& w, bool retain_graph, bool create_graph);
+
 // The finiteness checks of one inner loop, left on the device so that a task costs one sync
 // (first_divergence reads them with the query loss).
 struct InnerLoopTrace {

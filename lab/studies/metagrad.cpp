@@ -21,29 +21,6 @@ std::vector<Task> diagnostic_tasks(const TrainConfig& t, int64_t count, uint64_t
   return held_out_tasks(c, count);
 }
 
-// The float64 CPU reference copy of a problem: the oracles' setting.
-struct Float64Problem {
-  ModelConfig model;
-  Weights w;
-  std::vector<Task> tasks;
-};
-
-Float64Problem float64_problem(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks) {
-  Float64Problem p{model, {}, {}};
-  p.model.attend = {};
-  p.model.attention.backend(Backend::Reference);
-  for (const auto& t : w) p.w.push_back(t.detach().to(at::kCPU, at::kDouble).requires_grad_());
-  for (const auto& t : tasks) {
-    Task c = t;
-    c.support_x = t.support_x.cpu();
-    c.support_y = t.support_y.cpu();
-    c.query_x = t.query_x.cpu();
-    c.query_y = t.query_y.cpu();
-    p.tasks.push_back(c);
-  }
-  return p;
-}
-
 }  // namespace
 
 Json metagrad_config_json(const MetagradConfig& c) {
@@ -91,7 +68,7 @@ std::vector<MetagradCell> run_metagrad(const MetagradConfig& c, const std::files
           cell.inner_steps = depth;
           cell.seed = seed;
           const auto g = estimate_meta_gradient(t.model, t.maml, spec, w, tasks);
-          const auto p64 = float64_problem(t.model, w, tasks);
+          const auto p64 = float64_reference(t.model, w, tasks);
           const double lambda = spec.kind == EstimatorSpec::Kind::Implicit || spec.kind == EstimatorSpec::Kind::Neumann
                                     ? spec.lambda
                                     : 2.0;

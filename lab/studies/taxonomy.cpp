@@ -47,7 +47,7 @@ TaxonomyCell diagnose_cell(const TrainConfig& t, const std::string& variant, con
   const Weights w = initial_weights(t);
   const auto g = meta_gradient(t.model, t.maml, w, tasks);
   if (g.loss_graph.defined()) cell.graph_nodes = attention_second_order_nodes(g.loss_graph);
-  const auto share = attention_second_order_share(t.model, t.maml, w, tasks);
+  const auto share = attention_second_order_share(t.model, t.maml, w, tasks, g);
   const Divergence& d = g.divergence.found() ? g.divergence : oracle.divergence.found() ? oracle.divergence
                                                                                           : share.divergence;
   cell.second_order_share = share.share;
