@@ -27,13 +27,27 @@ struct MamlConfig {
   // false reproduces a user's bug (lab/variants: no_create_graph): FULL takes its inner gradients without
   // create_graph, so they carry no graph and FULL silently computes FO's meta-gradient.
   bool inner_create_graph = true;
+  // Tasks whose inner loops run together as one grouped pass (every weight with a leading tasks dim: what
+  // torch.func.vmap over tasks does); 0: the whole meta-batch. Peak memory grows with it; 1 is task by task.
+  int64_t task_group = 0;
 };
 
 // Global-norm clipping as torch.nn.utils.clip_grad_norm_ does it: g * min(1, max_norm / (||g|| + 1e-6)),
 // ||g|| over all tensors together. The factor is computed from g with g's graph, so under
 // create_graph (FULL) the clipped step is differentiated exactly, the factor included (docs/maml.md).
 // max_norm <= 0 returns g unchanged.
-std::vector<at::Tensor> clip_by_global_norm(const std::vector<at::Tensor>& g, double max_norm);
+// grouped: every tensor has a leading tasks dim and each task's slice is clipped by its own norm.
+std::vector<at::Tensor> clip_by_global_norm(const std::vector<at::Tensor>& g, double max_norm, bool grouped = false);
+
+// Tasks [begin, end) stacked along a leading dim (a family's tasks all have the same shapes): x [tasks, n, T].
+struct TaskStack {
+  at::Tensor support_x, support_y, query_x, query_y;
+  int64_t offset = 0;  // the index of the first task in its batch
+  int64_t size() const { return support_x.size(0); }
+};
+TaskStack stack_tasks(const std::vector<Task>& tasks, size_t begin, size_t end);
+// Each weight viewed with a leading tasks dim of `tasks` (no copy): the grouped model's initial fast weights.
+Weights per_task_weights(const Weights& w, int64_t tasks);
 
 // Where the losses or weights of a batch of tasks first became non-finite (NaN or infinite).
 struct Divergence {
@@ -54,6 +68,7 @@ struct Divergence {
 };
 
 // The loss of model.target: cross-entropy of the logits (Classes), or the mean squared error (Regression).
+// Grouped (x [tasks, n, T], weights [tasks, ...]): one loss per task, [tasks].
 at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
 // The score of model.target on one set of examples: the share of argmax hits (Classes), or, for Regression,
 // R^2 = 1 - sum (y_hat - y)^2 / sum (y - mean y)^2 (1: exact; 0: no better than the set's mean; negative: worse).
@@ -63,10 +78,10 @@ double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x,
 // does not use its attention weights: lab/variants), as PyTorch's materialize_grads does.
 std::vector<at::Tensor> gradients(const at::Tensor& loss, const Weights& w, bool retain_graph, bool create_graph);
 
-// The finiteness checks of one inner loop, left on the device so that a task costs one sync
+// The finiteness checks of one inner loop, left on the device so that a group of tasks costs one sync
 // (first_divergence reads them with the query loss).
 struct InnerLoopTrace {
-  std::vector<at::Tensor> support_loss_finite, weights_finite;  // one 0-dim bool per inner step
+  std::vector<at::Tensor> support_loss_finite, weights_finite;  // per inner step: a 0-dim bool, or [tasks]
 };
 
 // Fast weights after maml.inner_steps steps on the support set, as maml.mode runs them: FULL keeps
@@ -74,16 +89,20 @@ struct InnerLoopTrace {
 // detached copies with no graph at all (the returned weights are fresh leaves).
 Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const Task& task,
               InnerLoopTrace* trace = nullptr);
+// The same for a stack of tasks in one grouped pass: fast weights with a leading tasks dim.
+Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const TaskStack& tasks,
+              InnerLoopTrace* trace = nullptr);
 
-// The first non-finite check of one task's inner loop and query loss (nothing found: where None);
-// reads the trace and the query loss in one transfer and returns the query loss's value in *value.
-Divergence first_divergence(const InnerLoopTrace& trace, const at::Tensor& query_loss, int64_t task,
-                            double* value);
+// The first non-finite check of the inner loops and query losses of tasks first_task, first_task + 1, ...
+// (nothing found: where None); reads the trace and the query losses (0-dim or [tasks]) in one transfer and
+// returns the query losses' values in *values.
+Divergence first_divergence(const InnerLoopTrace& trace, const at::Tensor& query_loss, int64_t first_task,
+                            std::vector<double>* values);
 
 struct MetaGradient {
   std::vector<at::Tensor> grads;  // d(mean query loss)/d(initial weights), one per weight
   double query_loss = 0.0;        // mean over tasks, after adaptation
-  at::Tensor loss_graph;          // the last task's query loss with its graph (FULL / FO only)
+  at::Tensor loss_graph;          // the last group's query loss with its graph (FULL / FO only)
   Divergence divergence;          // the first non-finite loss or gradient; grads and loss are unusable then
 };
 

@@ -102,46 +102,82 @@ Weights init_weights(const ModelConfig& c, uint64_t seed, const at::TensorOption
 }
 
 at::Tensor forward(const ModelConfig& c, const Weights& w, const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == c.seq_len, "model: inputs must be [batch, ", c.seq_len, "], got ",
-              x.sizes());
+  // x [batch, T] with the weights as made by init_weights, or x [tasks, batch, T] with every weight carrying a
+  // leading tasks dim (one set of fast weights per task: the inner loops of a meta-batch in one pass).
+  const bool grouped = x.dim() == 3;
+  TORCH_CHECK((x.dim() == 2 || grouped) && x.size(-1) == c.seq_len, "model: inputs must be [batch, ", c.seq_len,
+              "] or [tasks, batch, ", c.seq_len, "], got ", x.sizes());
   TORCH_CHECK(static_cast<int64_t>(w.size()) == weight_count(c), "model: expected ", weight_count(c),
               " weights, got ", w.size());
-  const int64_t B = x.size(0), T1 = c.seq_len + 1, D = c.dim, H = c.heads;
-  const at::Tensor embedded =
-      c.input == InputKind::Reals
-          ? at::relu(x.to(w[0].scalar_type()).unsqueeze(2) * w[0] + w[1]).matmul(w[2])
-          : w[0].index_select(0, x.reshape(-1)).view({B, -1, D});
+  const int64_t G = grouped ? x.size(0) : 1, T1 = c.seq_len + 1, D = c.dim, H = c.heads;
+  if (grouped) {
+    for (const auto& t : w) {
+      TORCH_CHECK(t.dim() >= 1 && t.size(0) == G, "model: grouped inputs of ", G, " tasks need weights with a ",
+                  "leading tasks dim of ", G, ", got ", t.sizes());
+    }
+  }
+  const std::vector<int64_t> lead(x.sizes().begin(), x.sizes().end() - 1);  // [batch] or [tasks, batch]
+  auto with = [&](std::vector<int64_t> tail) {
+    auto s = lead;
+    s.insert(s.end(), tail.begin(), tail.end());
+    return s;
+  };
+  // A weight as it multiplies activations [lead..., rows, cols]: as is, or (grouped) with a singleton dim per
+  // activation dim between the tasks dim and its own two, so that matmul pairs task g's weight with task g's rows.
+  auto per_task = [&](const at::Tensor& t, int64_t activation_dims) {
+    if (!grouped) return t;
+    auto s = t.sizes().vec();
+    s.insert(s.begin() + 1, activation_dims - 3, 1);
+    return t.view(s);
+  };
+  const at::Tensor embedded = [&] {
+    if (c.input == InputKind::Reals) {
+      const auto xr = x.to(w[0].scalar_type()).unsqueeze(-1);  // [lead..., T, 1]
+      return at::relu(xr * per_task(w[0], xr.dim()) + per_task(w[1], xr.dim())).matmul(per_task(w[2], xr.dim()));
+    }
+    if (!grouped) return w[0].index_select(0, x.reshape(-1)).view(with({c.seq_len, D}));
+    // One table per task: task g's ids index rows g * vocab + id of the tables stacked.
+    const int64_t V = w[0].size(1);
+    const auto ids = x + at::arange(G, x.options()).mul(V).view({G, 1, 1});
+    return w[0].reshape({G * V, D}).index_select(0, ids.reshape(-1)).view(with({c.seq_len, D}));
+  }();
   size_t i = embedding_weights(c);
   // Slot 0 is CLS: a zero token embedding plus its own position embedding.
-  at::Tensor h = at::cat({at::zeros({B, 1, D}, w[0].options()), embedded}, 1) + w[i++];
+  at::Tensor h = at::cat({at::zeros(with({1, D}), w[0].options()), embedded}, -2) + per_task(w[i++], embedded.dim());
+  const int64_t A = h.dim();
   for (int64_t b = 0; b < c.blocks; ++b) {
     if (c.pooling == Pooling::Attention) {
-      auto heads = [&](const at::Tensor& proj) { return h.matmul(proj).view({B, T1, H, D / H}).transpose(1, 2); };
+      const int64_t N = h.numel() / (T1 * D);  // sequences in all
+      auto heads = [&](const at::Tensor& proj) {
+        return h.matmul(per_task(proj, A)).view({N, T1, H, D / H}).transpose(1, 2);
+      };
       // q, k, v made in this order: autograd then sums their gradients into h in the same order as ever.
       const at::Tensor q = heads(w[i]);
       at::Tensor k = heads(w[i + 1]);
       const at::Tensor v = heads(w[i + 2]);
       if (c.smeared_keys) {
-        const at::Tensor keep = at::sigmoid(w[i + kAttentionWeights]).view({1, H, 1, 1});
+        // [tasks, sequences of a task, H, 1, 1]: task g's keep factors for its own sequences.
+        const at::Tensor keep = at::sigmoid(w[i + kAttentionWeights]).view({G, 1, H, 1, 1});
         const at::Tensor previous = at::constant_pad_nd(k.narrow(2, 0, T1 - 1), {0, 0, 1, 0});  // k_{t-1}, 0 at CLS
-        k = keep * k + (1 - keep) * previous;
+        const std::vector<int64_t> split{G, N / G, H, T1, D / H};
+        k = (keep * k.view(split) + (1 - keep) * previous.view(split)).view({N, H, T1, D / H});
       }
       const at::Tensor a = c.attend ? c.attend(q, k, v, c.attention) : sdpa(q, k, v, c.attention);
-      h = h + a.transpose(1, 2).reshape({B, T1, D}).matmul(w[i + 3]);
+      h = h + a.transpose(1, 2).reshape(with({T1, D})).matmul(per_task(w[i + 3], A));
       i += attention_weights(c);
     } else {
-      h = h + h.mean(1, /*keepdim=*/true);
+      h = h + h.mean(-2, /*keepdim=*/true);
     }
-    h = h + at::relu(h.matmul(w[i])).matmul(w[i + 1]);
+    h = h + at::relu(h.matmul(per_task(w[i], A))).matmul(per_task(w[i + 1], A));
     i += kMlpWeights;
   }
-  const at::Tensor cls = h.select(1, 0);
+  const at::Tensor cls = h.select(-2, 0);  // [lead..., D]
   if (c.target == TargetKind::Regression) {
     // MSE's curvature along the head is 2 ||h||^2, tens to hundreds here: an inner lr that moves attention would
     // throw the head far off. The regression head reads the CLS state at unit norm (curvature 2).
-    return (cls * at::rsqrt(cls.pow(2).sum(1, /*keepdim=*/true) + 1e-12)).matmul(w[i]);
+    return (cls * at::rsqrt(cls.pow(2).sum(-1, /*keepdim=*/true) + 1e-12)).matmul(per_task(w[i], cls.dim()));
   }
-  return cls.matmul(w[i]);
+  return cls.matmul(per_task(w[i], cls.dim()));
 }
 
 }  // namespace theria::lab

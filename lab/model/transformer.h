@@ -52,6 +52,8 @@ std::string model_mismatch(const ModelConfig& config, const TaskIO& io);
 Weights init_weights(const ModelConfig& config, uint64_t seed, const at::TensorOptions& options);
 
 // Logits [batch, classes] (Regression: predictions [batch, 1]) for x [batch, seq_len]: token ids, or reals.
+// Grouped: x [tasks, batch, seq_len] with every weight [tasks, ...] (task g's weights read task g's inputs) gives
+// [tasks, batch, classes]; the inner loops of a meta-batch then run as one pass (lab/meta/maml.h).
 at::Tensor forward(const ModelConfig& config, const Weights& weights, const at::Tensor& x);
 
 // Names of the weights, in order (for reports).

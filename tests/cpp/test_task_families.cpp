@@ -225,6 +225,53 @@ TEST(TaskFamilies, SmearedKeysThatKeepEachKeyAreThePlainModel) {
   EXPECT_FALSE(at::allclose(before, forward(plain, without, x), 1e-6, 1e-6));  // at a = 0 the keys are mixed
 }
 
+// The inner loops of a meta-batch run as one grouped pass (weights with a leading tasks dim); that pass must be the
+// tasks run one by one: the same forward, meta-gradient (every mode, inner clipping included) and evaluation,
+// in every family (token and real inputs, smeared keys, cross-entropy and MSE), float64.
+TEST(TaskFamilies, GroupedTasksAreTheTasksOneByOne) {
+  for (const auto& name : kFamilies) {
+    auto tc = family_config(name);
+    tc.support = 5, tc.query = 6;
+    const auto family = make_task_family(tc, 3);
+    ModelConfig model = fit_model_to(ModelConfig{}, family->io());
+    model.dim = 8;
+    model.smeared_keys = name != "position_recall";
+    model.attention.backend(Backend::Explicit);
+    const auto w = init_weights(model, 5, at::kDouble);
+    const std::vector<Task> tasks{family->task(0), family->task(1), family->task(2)};
+    // Forward: task g's rows of the grouped output are the model with task g's weights (here each task's own
+    // perturbation of w) on task g's inputs.
+    Weights grouped;
+    std::vector<Weights> own(tasks.size());
+    for (const auto& t : w) {
+      std::vector<at::Tensor> slices;
+      for (size_t g = 0; g < tasks.size(); ++g) slices.push_back(t.detach() + 0.1 * static_cast<double>(g) * at::randn_like(t));
+      for (size_t g = 0; g < tasks.size(); ++g) own[g].push_back(slices[g]);
+      grouped.push_back(at::stack(slices));
+    }
+    const auto stack = stack_tasks(tasks, 0, tasks.size());
+    const auto out = forward(model, grouped, stack.query_x);
+    for (size_t g = 0; g < tasks.size(); ++g) {
+      EXPECT_TRUE(at::allclose(out[g], forward(model, own[g], tasks[g].query_x), 1e-12, 1e-12)) << name << " " << g;
+    }
+    for (const auto mode : {MamlMode::Full, MamlMode::FirstOrder, MamlMode::FirstOrderStrict}) {
+      MamlConfig together{mode, 2, 0.05, /*inner_grad_clip=*/0.5};
+      MamlConfig one_by_one = together;
+      one_by_one.task_group = 1;
+      const auto a = meta_gradient(model, together, w, tasks), b = meta_gradient(model, one_by_one, w, tasks);
+      ASSERT_EQ(a.grads.size(), b.grads.size());
+      for (size_t i = 0; i < a.grads.size(); ++i) {
+        EXPECT_TRUE(at::allclose(a.grads[i], b.grads[i], 1e-10, 1e-12)) << name << " " << maml_mode_name(mode) << " " << i;
+      }
+      EXPECT_NEAR(a.query_loss, b.query_loss, 1e-12) << name;
+      const auto ea = evaluate(model, together, w, tasks), eb = evaluate(model, one_by_one, w, tasks);
+      EXPECT_NEAR(ea.pre_accuracy, eb.pre_accuracy, 1e-12) << name;
+      EXPECT_NEAR(ea.post_accuracy, eb.post_accuracy, 1e-12) << name;
+      EXPECT_NEAR(ea.post_loss, eb.post_loss, 1e-12) << name;
+    }
+  }
+}
+
 // FULL MAML differentiates every family's loss exactly (cross-entropy or MSE, smeared keys, real inputs): the
 // meta-gradient against central differences of the meta-loss, float64.
 TEST(TaskFamilies, FullMetaGradientMatchesFiniteDifferencesInEveryFamily) {
