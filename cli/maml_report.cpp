@@ -1,5 +1,7 @@
 #include "maml_report.h"
 
+#include "output/task_json.h"
+
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -63,13 +65,6 @@ Json evaluation_json(const lab::Evaluation& e, const std::string& failed_because
           {"status", status}};
 }
 
-// The task family of a run, and its knobs (integers as integers).
-Json task_json(const lab::TaskFamily& family) {
-  Json j{{"family", family.name()}};
-  for (const auto& k : family.knobs()) j[k.name] = k.integral ? Json(static_cast<int64_t>(k.value)) : Json(k.value);
-  return j;
-}
-
 Json divergence_json(const lab::TrainResult& r, bool continued) {
   if (!r.divergence.found()) return nullptr;
   const auto& d = r.divergence;
@@ -87,7 +82,7 @@ Json divergence_json(const lab::TrainResult& r, bool continued) {
 
 Json config_json(const MamlRun& run) {
   const auto& t = run.config;
-  return {{"task", task_json(*lab::make_task_family(t.tasks, t.seed))},
+  return {{"task", lab::task_json(*lab::make_task_family(t.tasks, t.seed))},
           {"backend", backend_name(t.model.attention.backend_)},
           {"resolved_backend", backend_name(run.resolved_backend)},
           {"mode", lab::maml_mode_name(t.maml.mode)},

@@ -4,6 +4,7 @@
 #include "output/sweep_files.h"
 #include "studies/sweep.h"
 #include "studies/sweep_rules.h"
+#include "task_options.h"
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
@@ -20,7 +21,8 @@ namespace {
 struct SweepOptions {
   lab::SweepConfig study;
   std::vector<std::string> backends{"reference", "explicit"}, modes{"full", "fo", "fo_strict"};
-  std::string device = "cpu", dtype = "float32", out;
+  std::string device = "cpu", dtype = "float32", out, shard;
+  TaskRanges ranges;
   bool quick = false, no_plot = false;
 };
 
@@ -49,17 +51,22 @@ int run_sweep_command(SweepOptions& o, const std::string& command) {
   for (const auto& m : o.modes) c.modes.push_back(lab::parse_maml_mode(m));
   t.device = study_device(o.device);
   t.dtype = parse_dtype(o.dtype);
-  t.model.seq_len = t.tasks.seq_len;
-  t.model.classes = t.tasks.classes;
+  apply_task_options(o.ranges, t.tasks, t.model, t.seed);
   const std::filesystem::path out(o.out);
   std::filesystem::create_directories(out);
-  std::fprintf(stderr, "[sweep] %s %s, %lld seeds, inner steps", t.device.str().c_str(), dtype_name(t.dtype),
-               (long long)c.seeds);
+  std::fprintf(stderr, "[sweep] %s, %s %s, %lld seeds, inner steps", t.tasks.family.c_str(), t.device.str().c_str(),
+               dtype_name(t.dtype), (long long)c.seeds);
   for (const auto s : c.inner_steps) std::fprintf(stderr, " %lld", (long long)s);
   std::fprintf(stderr, ", %lld meta-steps of %lld tasks; parts in %s/parts (a re-run resumes)\n",
                (long long)t.meta_steps, (long long)t.meta_batch, o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
-  const auto raw = lab::run_sweep(c, out / "parts");
+  const auto shard = o.shard.empty() ? lab::Shard{} : lab::parse_shard(o.shard);
+  const auto raw = lab::run_sweep(c, out / "parts", shard);
+  if (shard.count > 1) {
+    std::fprintf(stderr, "[sweep] shard %lld/%lld done: run once more without --shard to write the files\n",
+                 (long long)shard.index, (long long)shard.count);
+    return 0;
+  }
   const auto summary = lab::summarize_sweep(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_sweep_files(o.out, c, raw, summary, {command, "", device_name(t.device), seconds});
@@ -106,11 +113,17 @@ Run add_sweep(CLI::App& command) {
       ->check(CLI::PositiveNumber);
   opt("--inner-grad-clip", t.maml.inner_grad_clip, "clip each inner gradient to this global norm (0: off)")
       ->check(CLI::NonNegativeNumber);
-  opt("--seq-len", t.tasks.seq_len, "sequence length T")->check(CLI::PositiveNumber);
-  opt("--classes", t.tasks.classes, "classes C (divides T)")->check(CLI::PositiveNumber);
+  add_task_options(command, t.tasks, t.model, o->ranges);
   opt("--dim", t.model.dim, "model width D")->check(CLI::PositiveNumber);
   opt("--heads", t.model.heads, "attention heads")->check(CLI::PositiveNumber);
+  opt("--task-group", t.maml.task_group,
+      "tasks adapted together in one grouped pass (0: the whole meta-batch; 1: task by task, least memory)")
+      ->check(CLI::NonNegativeNumber);
   opt("--out", o->out, "output folder (sweep.json, .csv, .md, figures; parts/ for resuming)")->type_name("DIR")->required();
+  opt("--shard", o->shard,
+      "I/N: this process runs shard I of N of the study's units, beside the others on one machine (same --out); "
+      "then one unsharded run writes the files (docs/sweep.md)")
+      ->type_name("I/N");
   command.add_flag("--quick", o->quick, "a small run for CPU CI: under 3 minutes on 2 cores");
   command.add_flag("--no-plot", o->no_plot, "do not draw the figures");
   return [o] { return run_sweep_command(*o, command_line()); };

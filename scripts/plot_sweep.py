@@ -34,7 +34,10 @@ def main():
         data = json.load(f)
     config, summary, cells = data["config"], data["summary"], data["cells"]
     backends, modes, depths = config["backends"], config["modes"], config["inner_steps"]
-    title = "theria study sweep: %s, %s, %d seeds" % (config["dtype"], data["device_name"], config["seeds"])
+    task = config.get("task", {"family": "position_recall", "metric": "accuracy"})
+    metric = task["metric"]  # accuracy, or r2 for regression
+    title = "theria study sweep: %s, %s, %s, %d seeds" % (task["family"], config["dtype"], data["device_name"],
+                                                          config["seeds"])
 
     fig, axes = plt.subplots(1, len(backends), figsize=(6 * len(backends), 4.5), squeeze=False)
     for ax, backend in zip(axes[0], backends):
@@ -49,8 +52,8 @@ def main():
                             [num(r["final_accuracy"]["high"]) for r in rows], color=COLORS.get(mode), alpha=0.15)
         ax.set_xticks(depths)
         ax.set_xlabel("inner steps")
-        ax.set_ylabel("held-out accuracy after adaptation")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("held-out %s after adaptation" % metric)
+        ax.set_ylim(0 if metric == "accuracy" else None, 1.05)
         ax.set_title("%s backend" % backend)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -74,9 +77,9 @@ def main():
             ax.plot(steps, mean, color=COLORS.get(mode), label=mode, linestyle="--" if mode == "fo_strict" else "-")
         ax.set_title("%d inner steps (%s)" % (depth, backends[0]))
         ax.set_xlabel("meta-step")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0 if metric == "accuracy" else None, 1.05)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out accuracy (mean over seeds)")
+    axes[0][0].set_ylabel("held-out %s (mean over seeds)" % metric)
     axes[0][0].legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -98,7 +101,7 @@ def main():
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(depths)
     ax.set_xlabel("inner steps")
-    ax.set_ylabel("held-out accuracy gap (paired 95 % interval)")
+    ax.set_ylabel("held-out %s gap (paired 95 %% interval)" % metric)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -1,10 +1,38 @@
 #include "output/resume.h"
 
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <thread>
+
 namespace theria::lab {
 
-PartStore::PartStore(std::filesystem::path dir, Json fingerprint)
-    : dir_(std::move(dir)), fingerprint_(std::move(fingerprint)) {
+Shard parse_shard(const std::string& text) {
+  Shard s;
+  const auto slash = text.find('/');
+  try {
+    TORCH_CHECK(slash != std::string::npos, "");
+    size_t used = 0;
+    s.index = std::stoll(text.substr(0, slash), &used);
+    TORCH_CHECK(used == slash, "");
+    s.count = std::stoll(text.substr(slash + 1), &used);
+    TORCH_CHECK(used == text.size() - slash - 1, "");
+  } catch (const std::exception&) {
+    TORCH_CHECK(false, "--shard '", text, "': expected I/N, the shard I (from 0) of N");
+  }
+  TORCH_CHECK(s.count >= 1 && s.index >= 0 && s.index < s.count, "--shard '", text, "': expected 0 <= I < N");
+  return s;
+}
+
+PartStore::PartStore(std::filesystem::path dir, Json fingerprint, Shard shard)
+    : dir_(std::move(dir)), fingerprint_(std::move(fingerprint)), shard_(shard) {
   std::filesystem::create_directories(dir_);
+}
+
+Json PartStore::wait_for(const std::string& key) const {
+  Json value;
+  while (!read(key, &value)) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  return value;
 }
 
 bool PartStore::read(const std::string& key, Json* value) const {

@@ -13,15 +13,15 @@ namespace theria::lab {
 
 std::string sweep_markdown(const SweepSummary& s) {
   std::string md =
-      "| backend | inner steps | mode | inner lr (validation) | held-out accuracy | meta-steps to 90 % | area under "
-      "curve | diverged seeds | ms / meta-step | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|\n";
+      "| backend | inner steps | mode | inner lr (validation) | held-out " + s.metric + " | meta-steps to 90 % | area "
+      "under curve | diverged seeds | ms / meta-step | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : s.rows) {
     md += "| " + r.backend + " | " + std::to_string(r.inner_steps) + " | " + r.mode + " | " + fmt(r.inner_lr, "%g") +
           " | " + fmt(r.final_accuracy, "%.3f") + " | " + fmt(r.steps_to_90, "%.0f", "did not learn") + " | " +
           fmt(r.area_under_curve, "%.3f") + " | " + std::to_string(r.diverged) + " | " +
           fmt(r.ms_per_meta_step, "%.1f") + " | " + fmt(r.peak_mib, "%.1f") + " |\n";
   }
-  md += "\n### FULL minus first order, paired by seed\n\n| backend | inner steps | versus | held-out accuracy gap | "
+  md += "\n### FULL minus first order, paired by seed\n\n| backend | inner steps | versus | held-out " + s.metric + " gap | "
         "area-under-curve gap | regime |\n|---|---|---|---|---|---|\n";
   for (const auto& g : s.gaps) {
     md += "| " + g.backend + " | " + std::to_string(g.inner_steps) + " | " + g.versus + " | " +
@@ -68,7 +68,7 @@ void write_sweep_files(const std::string& dir, const SweepConfig& c, const Sweep
 
   std::ofstream md(dir + "/sweep.md");
   TORCH_CHECK(md, "cannot write ", dir, "/sweep.md");
-  md << "# Signal → behaviour sweep: " << dtype_name(c.train.dtype) << ", " << p.device_name << ", " << c.seeds
+  md << "# Signal → behaviour sweep: " << c.train.tasks.family << ", " << dtype_name(c.train.dtype) << ", " << p.device_name << ", " << c.seeds
      << " seeds\n\nMade by `" << p.command << "` in " << fmt(p.seconds, "%.0f") << " s. Rules: docs/sweep.md. "
      << "Inner lr chosen per (depth, mode) on validation tasks (" << c.search_seeds << " search seeds, "
      << c.search_meta_steps << " meta-steps each), never on the test tasks the table reports. Intervals: 95 % over "

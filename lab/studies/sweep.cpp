@@ -3,6 +3,7 @@
 #include "output/progress.h"
 #include "output/resume.h"
 #include "output/sweep_json.h"
+#include "output/task_json.h"
 
 #include <theria/tolerances.h>
 
@@ -74,7 +75,8 @@ Json sweep_config_json(const SweepConfig& c) {
   std::vector<std::string> modes, backends;
   for (const auto m : c.modes) modes.push_back(maml_mode_name(m));
   for (const auto b : c.backends) backends.push_back(backend_name(b));
-  return Json{{"parts_version", 1},
+  return Json{{"parts_version", 2},
+              {"task", task_json(*make_task_family(t.tasks, t.seed))},
               {"inner_steps", c.inner_steps},
               {"modes", modes},
               {"backends", backends},
@@ -82,16 +84,17 @@ Json sweep_config_json(const SweepConfig& c) {
               {"device", t.device.str()},
               {"dtype", dtype_name(t.dtype)},
               {"model", {{"seq_len", t.model.seq_len}, {"classes", t.model.classes}, {"dim", t.model.dim},
-                         {"heads", t.model.heads}, {"blocks", t.model.blocks}}},
-              {"tasks", {{"support", t.tasks.support}, {"query", t.tasks.query}}},
+                         {"heads", t.model.heads}, {"blocks", t.model.blocks},
+                         {"smeared_keys", t.model.smeared_keys}}},
               {"meta_training", {{"meta_lr", t.meta_lr}, {"meta_batch", t.meta_batch}, {"meta_steps", t.meta_steps},
                                  {"eval_every", t.eval_every}, {"eval_tasks", t.eval_tasks},
-                                 {"inner_grad_clip", t.maml.inner_grad_clip}}},
+                                 {"inner_grad_clip", t.maml.inner_grad_clip},
+                                 {"task_group", t.maml.task_group}}},
               {"lr_search", {{"grid", c.lr_grid}, {"meta_steps", c.search_meta_steps}, {"seeds", c.search_seeds},
                              {"split", "validation"}, {"backend", backend_name(c.backends.front())}}}};
 }
 
-SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir) {
+SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir, Shard shard) {
   TORCH_CHECK(!c.backends.empty() && !c.modes.empty() && !c.inner_steps.empty(), "sweep: nothing to sweep");
   std::vector<MamlMode> searched;
   for (const auto m : c.modes) {
@@ -103,35 +106,42 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir)
     total += static_cast<double>(searched.size() * c.lr_grid.size() * c.search_seeds * c.search_meta_steps * s);
     total += static_cast<double>(c.modes.size() * c.backends.size() * (c.seeds * c.train.meta_steps + 8) * s);
   }
-  const PartStore parts(parts_dir, sweep_config_json(c));
+  const PartStore parts(parts_dir, sweep_config_json(c), shard);
   Progress progress("sweep", total);
   SweepRaw raw;
-  bool resumed = false;
 
   // 1. The inner lr of each (depth, mode), on validation tasks.
+  std::vector<Unit<double>> search;
+  for (const auto steps : c.inner_steps) {
+    for (const auto mode : searched) {
+      for (const double lr : c.lr_grid) {
+        for (int64_t k = 0; k < c.search_seeds; ++k) {
+          search.push_back({"lr_" + std::to_string(steps) + "_" + mode_key(mode) + "_" + std::to_string(lr) + "_seed" +
+                                std::to_string(kSearchSeedBase + k),
+                            static_cast<double>(c.search_meta_steps * steps), [&c, steps, mode, lr, k] {
+                              TrainConfig t = arm(c, c.backends.front(), steps, mode, lr, kSearchSeedBase + k);
+                              t.meta_steps = c.search_meta_steps;
+                              t.eval_every = c.search_meta_steps;
+                              t.eval_split = TaskSplit::Validation;
+                              return final_score(meta_train(t));
+                            }});
+        }
+      }
+    }
+  }
+  const auto scores = parts.run_phase(search, progress);
   std::map<std::pair<int64_t, MamlMode>, double> chosen;
+  size_t next = 0;
   for (const auto steps : c.inner_steps) {
     for (const auto mode : searched) {
       LrChoice choice{steps, mode, std::nan(""), c.lr_grid, {}};
       double best = -INFINITY;
       for (const double lr : c.lr_grid) {
-        std::vector<double> scores;
-        for (int64_t k = 0; k < c.search_seeds; ++k) {
-          const auto key = "lr_" + std::to_string(steps) + "_" + mode_key(mode) + "_" + std::to_string(lr) + "_seed" +
-                           std::to_string(kSearchSeedBase + k);
-          progress.begin(key);
-          scores.push_back(parts.get_or_compute<double>(key, [&] {
-            TrainConfig t = arm(c, c.backends.front(), steps, mode, lr, kSearchSeedBase + k);
-            t.meta_steps = c.search_meta_steps;
-            t.eval_every = c.search_meta_steps;
-            t.eval_split = TaskSplit::Validation;
-            return final_score(meta_train(t));
-          }, &resumed));
-          progress.end(static_cast<double>(c.search_meta_steps * steps), resumed);
-        }
-        const double mean = mean_interval(scores).mean;
+        const std::vector<double> runs(scores.begin() + next, scores.begin() + next + c.search_seeds);
+        next += c.search_seeds;
+        const double mean = mean_interval(runs).mean;
         // A candidate where any search run diverged is not chosen: the lr is at the edge of stability.
-        const bool stable = std::all_of(scores.begin(), scores.end(), [](double x) { return std::isfinite(x); });
+        const bool stable = std::all_of(runs.begin(), runs.end(), [](double x) { return std::isfinite(x); });
         choice.validation_accuracy.push_back(stable ? mean : std::nan(""));
         if (stable && mean > best) {
           best = mean;
@@ -145,39 +155,53 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir)
     }
   }
 
-  // 2. Meta-training of every cell on the study seeds, evaluated on the test split; 3. the cost of a meta-step.
+  // 2. Meta-training of every cell on the study seeds, evaluated on the test split.
+  std::vector<Unit<SweepCell>> cells;
   for (const auto backend : c.backends) {
     for (const auto steps : c.inner_steps) {
       for (const auto mode : c.modes) {
         const double lr = chosen.at({steps, search_mode(mode)});
         for (uint64_t seed = 0; seed < static_cast<uint64_t>(c.seeds); ++seed) {
-          const auto key = std::string("cell_") + backend_name(backend) + "_" + std::to_string(steps) + "_" +
-                           mode_key(mode) + "_seed" + std::to_string(seed);
-          progress.begin(key);
-          raw.cells.push_back(parts.get_or_compute<SweepCell>(key, [&] {
-            const TrainConfig t = arm(c, backend, steps, mode, lr, seed);
-            const auto r = meta_train(t);
-            SweepCell cell{steps, mode, backend, seed, lr, curve_metrics(r.curve), {}, {}, "ok", r.seconds};
-            for (const auto& p : r.curve) {
-              cell.curve_steps.push_back(static_cast<double>(p.step));
-              cell.curve_accuracy.push_back(p.held_out.post_accuracy);
-            }
-            if (r.divergence.found()) cell.status = r.divergence.describe();
-            return cell;
-          }, &resumed));
-          progress.end(static_cast<double>(c.train.meta_steps * steps), resumed);
+          cells.push_back({std::string("cell_") + backend_name(backend) + "_" + std::to_string(steps) + "_" +
+                               mode_key(mode) + "_seed" + std::to_string(seed),
+                           static_cast<double>(c.train.meta_steps * steps), [&c, backend, steps, mode, lr, seed] {
+                             const auto r = meta_train(arm(c, backend, steps, mode, lr, seed));
+                             SweepCell cell{steps, mode, backend, seed, lr, curve_metrics(r.curve), {}, {}, "ok",
+                                            r.seconds};
+                             for (const auto& p : r.curve) {
+                               cell.curve_steps.push_back(static_cast<double>(p.step));
+                               cell.curve_accuracy.push_back(p.held_out.post_accuracy);
+                             }
+                             if (r.divergence.found()) cell.status = r.divergence.describe();
+                             return cell;
+                           }});
         }
-        const auto key = std::string("cost_") + backend_name(backend) + "_" + std::to_string(steps) + "_" + mode_key(mode);
-        progress.begin(key);
-        raw.costs.push_back(parts.get_or_compute<SweepCost>(key, [&] {
-          const TrainConfig t = arm(c, backend, steps, mode, lr, 0);
-          const Weights w = init_weights(t.model, 0, at::TensorOptions().dtype(t.dtype).device(t.device));
-          return SweepCost{steps, mode, backend, time_meta_step(t, mode, w, held_out_tasks(t, t.meta_batch))};
-        }, &resumed));
-        progress.end(8.0 * steps, resumed);
       }
     }
   }
+  raw.cells = parts.run_phase(cells, progress);
+  if (shard.count > 1) {
+    progress.finish();
+    return raw;  // the cost of a meta-step is measured by the unsharded run, on a machine no other shard shares
+  }
+
+  // 3. The cost of a meta-step.
+  std::vector<Unit<SweepCost>> costs;
+  for (const auto backend : c.backends) {
+    for (const auto steps : c.inner_steps) {
+      for (const auto mode : c.modes) {
+        const double lr = chosen.at({steps, search_mode(mode)});
+        costs.push_back({std::string("cost_") + backend_name(backend) + "_" + std::to_string(steps) + "_" + mode_key(mode),
+                         8.0 * steps, [&c, backend, steps, mode, lr] {
+                           const TrainConfig t = arm(c, backend, steps, mode, lr, 0);
+                           const Weights w = init_weights(t.model, 0, at::TensorOptions().dtype(t.dtype).device(t.device));
+                           return SweepCost{steps, mode, backend,
+                                            time_meta_step(t, mode, w, held_out_tasks(t, t.meta_batch))};
+                         }});
+      }
+    }
+  }
+  raw.costs = parts.run_phase(costs, progress);
   progress.finish();
   return raw;
 }

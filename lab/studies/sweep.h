@@ -6,6 +6,7 @@
 
 #include "diagnostics/step_cost.h"
 #include "output/json_file.h"
+#include "output/resume.h"
 #include "stats/confidence.h"
 #include "train/trainer.h"
 
@@ -70,7 +71,9 @@ struct SweepRaw {
   std::vector<SweepCost> costs;
 };
 
-SweepRaw run_sweep(const SweepConfig& config, const std::filesystem::path& parts_dir);
+// Sharded (output/resume.h), a run computes its share of the lr search and of the cells and returns without the
+// costs; the unsharded run after the shards reads their parts, measures the costs alone and has every result.
+SweepRaw run_sweep(const SweepConfig& config, const std::filesystem::path& parts_dir, Shard shard = {});
 Json sweep_config_json(const SweepConfig& config);
 
 }  // namespace theria::lab

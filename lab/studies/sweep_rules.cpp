@@ -1,5 +1,7 @@
 #include "studies/sweep_rules.h"
 
+#include "tasks/families.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -44,6 +46,7 @@ std::vector<double> difference(const std::vector<double>& a, const std::vector<d
 
 SweepSummary summarize_sweep(const SweepConfig& c, const SweepRaw& raw) {
   SweepSummary s;
+  s.metric = make_task_family(c.train.tasks, c.train.seed)->io().metric();
   for (const auto backend : c.backends) {
     for (const auto steps : c.inner_steps) {
       for (const auto mode : c.modes) {

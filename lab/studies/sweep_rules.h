@@ -36,6 +36,7 @@ struct SweepTrend {
 };
 
 struct SweepSummary {
+  std::string metric = "accuracy";  // the family's score: accuracy, or r2 (regression)
   std::vector<SweepRow> rows;
   std::vector<SweepGap> gaps;
   std::vector<SweepTrend> trends;

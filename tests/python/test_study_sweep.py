@@ -78,3 +78,26 @@ def test_an_interrupted_run_resumes_to_the_same_results(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{done} units read back from an earlier run" in r.stderr
     assert results(cut) == results(whole)
+
+
+def test_shards_side_by_side_then_one_unsharded_run_give_the_unsharded_results(tmp_path):
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    r = theria(*SMALL, "--out", whole)
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    shards = [subprocess.Popen([str(THERIA), *SMALL, "--shard", f"{i}/3", "--out", str(sharded)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for i, proc in enumerate(shards):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert f"shard {i}/3 done" in err
+    assert not (sharded / "sweep.json").exists()  # a shard writes parts only
+    # Every lr-search run and cell is on disk, each computed once; the costs are left to the unsharded run.
+    parts = {p.name for p in (sharded / "parts").glob("*.json")}
+    assert parts == {p.name for p in (whole / "parts").glob("*.json") if not p.name.startswith("cost_")}
+    r = theria(*SMALL, "--out", sharded)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert results(sharded) == results(whole)
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        r = theria(*SMALL, "--shard", bad, "--out", tmp_path / "bad")
+        assert r.returncode != 0 and "--shard" in r.stderr, r.stderr
