@@ -3,6 +3,7 @@
 
 #include "output/metagrad_json.h"
 #include "studies/metagrad.h"
+#include "task_options.h"
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
@@ -19,7 +20,8 @@ namespace {
 struct MetagradOptions {
   lab::MetagradConfig study;
   std::string backend = "auto", device = "cpu", dtype = "float32", out;
-  bool quick = false, no_plot = false;
+  bool quick = false, no_plot = false, no_oracle = false;
+  TaskRanges ranges;
 };
 
 // --quick: the same comparison, small enough for CPU CI (under 3 minutes on 2 cores).
@@ -28,6 +30,12 @@ void make_quick(lab::MetagradConfig& c) {
   c.seeds = 2;
   c.diagnostic_tasks = 2;
   c.estimators = {"unrolled", "first_order", "truncated:5", "implicit:lambda=2,cg=5", "implicit:lambda=2,cg=20"};
+  c.train_seeds = 2;
+  c.train_inner_steps = 2;
+  c.train.meta_steps = 40;
+  c.train.eval_every = 20;
+  c.train.eval_tasks = 16;
+  c.train.meta_batch = 4;
 }
 
 int run_metagrad_command(MetagradOptions& o, const std::string& command) {
@@ -35,24 +43,25 @@ int run_metagrad_command(MetagradOptions& o, const std::string& command) {
   auto& t = c.train;
   if (o.quick) make_quick(c);
   for (const auto& e : c.estimators) lab::parse_estimator(e);  // a bad spec fails before any work
+  for (const auto& e : c.train_estimators) lab::parse_estimator(e);
   t.model.attention.backend(parse_backend(o.backend));
   t.device = study_device(o.device);
   t.dtype = parse_dtype(o.dtype);
-  t.model.seq_len = t.tasks.seq_len;
-  t.model.classes = t.tasks.classes;
+  c.oracle = !o.no_oracle;
+  apply_task_options(o.ranges, t.tasks, t.model, t.seed);
   const std::filesystem::path out(o.out);
   std::filesystem::create_directories(out);
   std::fprintf(stderr, "[metagrad] %zu estimators, backend %s, %s %s, %lld seeds; parts in %s/parts (a re-run resumes)\n",
                c.estimators.size(), o.backend.c_str(), t.device.str().c_str(), dtype_name(t.dtype), (long long)c.seeds,
                o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
-  const auto cells = lab::run_metagrad(c, out / "parts");
+  const auto raw = lab::run_metagrad(c, out / "parts");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  lab::write_metagrad_files(o.out, c, cells, {command, "", device_name(t.device), seconds});
-  char what[160];
-  std::snprintf(what, sizeof what, "%zu cells in %.0f s; wrote %s/metagrad.{json,csv,md}", cells.size(), seconds,
-                o.out.c_str());
-  return report_study("metagrad", lab::metagrad_markdown(c, cells), what, "plot_metagrad.py",
+  lab::write_metagrad_files(o.out, c, raw, {command, "", device_name(t.device), seconds});
+  char what[200];
+  std::snprintf(what, sizeof what, "%zu cells and %zu training runs in %.0f s; wrote %s/metagrad.{json,csv,md}",
+                raw.cells.size(), raw.training.size(), seconds, o.out.c_str());
+  return report_study("metagrad", lab::metagrad_markdown(c, raw), what, "plot_metagrad.py",
                       {(out / "metagrad.json").string(), o.out}, o.no_plot);
 }
 
@@ -79,8 +88,21 @@ Run add_metagrad(CLI::App& command) {
   opt("--backend", o->backend, "attention backend")->check(CLI::IsMember({"auto", "reference", "explicit", "fused"}));
   opt("--device", o->device, "device")->check(CLI::IsMember({"cpu", "cuda"}));
   opt("--dtype", o->dtype, "dtype of the weights")->check(CLI::IsMember({"float32", "float64", "bfloat16"}));
-  opt("--seq-len", t.tasks.seq_len, "sequence length T")->check(CLI::PositiveNumber);
-  opt("--classes", t.tasks.classes, "classes C (divides T)")->check(CLI::PositiveNumber);
+  add_task_options(command, t.tasks, t.model, o->ranges);
+  opt("--train-estimators", c.train_estimators,
+      "estimators to meta-train with, separated by ';' (the first is the reference of the paired differences; "
+      "none with --train-seeds 0)")
+      ->delimiter(';')
+      ->default_str("unrolled;first_order;truncated:5;implicit:lambda=2,cg=5");
+  opt("--train-inner-steps", c.train_inner_steps, "inner steps of the meta-training runs")->check(CLI::PositiveNumber);
+  opt("--train-seeds", c.train_seeds, "seeds of the meta-training runs (paired across estimators)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000}));
+  opt("--meta-steps", t.meta_steps, "meta-steps of each meta-training run")->check(CLI::PositiveNumber);
+  opt("--meta-batch", t.meta_batch, "tasks per meta-step")->check(CLI::PositiveNumber);
+  opt("--eval-every", t.eval_every, "meta-steps between held-out evaluations")->check(CLI::PositiveNumber);
+  opt("--eval-tasks", t.eval_tasks, "held-out tasks per evaluation")->check(CLI::PositiveNumber);
+  opt("--inner-grad-clip", t.maml.inner_grad_clip, "clip each inner gradient to this global norm (0: off)")
+      ->check(CLI::NonNegativeNumber);
   opt("--dim", t.model.dim, "model width D")->check(CLI::PositiveNumber);
   opt("--heads", t.model.heads, "attention heads")->check(CLI::PositiveNumber);
   opt("--out", o->out, "output folder (metagrad.json, .csv, .md, figures; parts/ for resuming)")
@@ -88,6 +110,8 @@ Run add_metagrad(CLI::App& command) {
       ->required();
   command.add_flag("--quick", o->quick, "a small run for CPU CI: under 3 minutes on 2 cores");
   command.add_flag("--no-plot", o->no_plot, "do not draw the figures");
+  command.add_flag("--no-oracle", o->no_oracle,
+                   "no float64 oracle: the cost of a meta-step as the depth grows only (long sequences on the GPU)");
   return [o] { return run_metagrad_command(*o, command_line()); };
 }
 

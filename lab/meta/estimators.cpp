@@ -50,17 +50,11 @@ Vec backprop_meta_gradient(const ModelConfig& model, const MamlConfig& maml, int
 // on Hessian-vector products of the support loss at phi.
 Vec implicit_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const EstimatorSpec& spec, const Weights& w,
                            const Task& task, double* query_loss, LinearSolve* solve) {
-  Vec theta, phi;
-  for (const auto& t : w) {
-    theta.push_back(t.detach());
-    phi.push_back(t.detach().clone().requires_grad_());
-  }
-  for (int64_t s = 0; s < maml.inner_steps; ++s) {
-    at::Tensor loss = task_loss(model, phi, task.support_x, task.support_y);
-    for (size_t i = 0; i < phi.size(); ++i) loss = loss + 0.5 * spec.lambda * (phi[i] - theta[i]).pow(2).sum();
-    const auto g = gradients(loss, phi, false, false);
-    for (size_t i = 0; i < phi.size(); ++i) phi[i] = (phi[i] - maml.inner_lr * g[i]).detach().requires_grad_();
-  }
+  // The proximal inner problem, solved with no graph (FO_STRICT's loop: phi are fresh leaves).
+  MamlConfig inner = maml;
+  inner.mode = MamlMode::FirstOrderStrict;
+  inner.proximal = spec.lambda;
+  const Weights phi = adapt(model, inner, w, task);
   const auto query = task_loss(model, phi, task.query_x, task.query_y);
   *query_loss = query.item<double>();
   const Vec b = gradients(query, phi, false, false);

@@ -141,10 +141,18 @@ Weights inner_loop(const ModelConfig& model, const MamlConfig& maml, const Weigh
   if (strict) {
     for (auto& t : fast) t = t.detach().clone().requires_grad_();
   }
+  const Weights start = fast;
   for (int64_t s = 0; s < maml.inner_steps; ++s) {
     const auto losses = task_loss(model, fast, x, y);
     if (trace) trace->support_loss_finite.push_back(at::isfinite(losses.detach()));
-    auto g = gradients(grouped ? losses.sum() : losses, fast, /*retain_graph=*/keep_graph,
+    at::Tensor objective = grouped ? losses.sum() : losses;
+    if (maml.proximal > 0.0) {
+      // Summed over the tasks too: each task's slice of its gradient is proximal * (its phi - its phi_0).
+      for (size_t i = 0; i < fast.size(); ++i) {
+        objective = objective + 0.5 * maml.proximal * (fast[i] - start[i]).pow(2).sum().to(objective.scalar_type());
+      }
+    }
+    auto g = gradients(objective, fast, /*retain_graph=*/keep_graph,
                        /*create_graph=*/keep_graph && maml.inner_create_graph);
     if (!keep_graph) {
       for (auto& t : g) t = t.detach();

@@ -30,6 +30,9 @@ struct MamlConfig {
   // Tasks whose inner loops run together as one grouped pass (every weight with a leading tasks dim: what
   // torch.func.vmap over tasks does); 0: the whole meta-batch. Peak memory grows with it; 1 is task by task.
   int64_t task_group = 0;
+  // > 0: the inner loss adds proximal/2 ||phi - phi_0||^2, phi_0 the weights the inner loop starts from
+  // (implicit MAML's inner problem, Rajeswaran et al. 2019; lab/meta/estimators.h).
+  double proximal = 0.0;
 };
 
 // Global-norm clipping as torch.nn.utils.clip_grad_norm_ does it: g * min(1, max_norm / (||g|| + 1e-6)),

@@ -13,6 +13,18 @@ double number_from(const Json& value) {
   return value.is_null() ? std::nan("") : value.get<double>();
 }
 
+Json numbers_or_null(const std::vector<double>& xs) {
+  Json out = Json::array();
+  for (const double x : xs) out.push_back(number_or_null(x));
+  return out;
+}
+
+std::vector<double> numbers_from(const Json& j) {
+  std::vector<double> out;
+  for (const auto& x : j) out.push_back(number_from(x));
+  return out;
+}
+
 std::string finite_status(double x) {
   if (std::isfinite(x)) return "ok";
   if (std::isnan(x)) return "nan";

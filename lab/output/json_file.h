@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 namespace theria::lab {
 
@@ -17,6 +18,10 @@ Json number_or_null(double x);
 
 // The inverse of number_or_null: null reads back as NaN.
 double number_from(const Json& value);
+
+// The same for a list of numbers.
+Json numbers_or_null(const std::vector<double>& xs);
+std::vector<double> numbers_from(const Json& j);
 
 // "ok" for a finite number, else what it was: "nan", "inf" or "-inf".
 std::string finite_status(double x);

@@ -1,7 +1,9 @@
 #include "output/metagrad_json.h"
 
 #include "output/format.h"
+#include "output/taxonomy_json.h"  // interval_json
 #include "stats/confidence.h"
+#include "studies/metagrad_rules.h"
 
 #include <c10/util/Exception.h>
 
@@ -37,6 +39,28 @@ void from_json(const Json& j, MetagradCell& c) {
   c.peak_mib = number_from(j.at("peak_mib"));
   c.memory_kind = j.at("memory_kind").get<std::string>();
   c.status = j.at("status").get<std::string>();
+}
+
+void to_json(Json& j, const MetagradTraining& r) {
+  j = Json{{"estimator", r.estimator},
+           {"seed", r.seed},
+           {"pre_accuracy", number_or_null(r.pre_accuracy)},
+           {"post_accuracy", number_or_null(r.post_accuracy)},
+           {"curve_steps", r.curve_steps},
+           {"curve_accuracy", numbers_or_null(r.curve_accuracy)},
+           {"status", r.status},
+           {"seconds", r.seconds}};
+}
+
+void from_json(const Json& j, MetagradTraining& r) {
+  r.estimator = j.at("estimator").get<std::string>();
+  r.seed = j.at("seed").get<uint64_t>();
+  r.pre_accuracy = number_from(j.at("pre_accuracy"));
+  r.post_accuracy = number_from(j.at("post_accuracy"));
+  r.curve_steps = j.at("curve_steps").get<std::vector<double>>();
+  r.curve_accuracy = numbers_from(j.at("curve_accuracy"));
+  r.status = j.at("status").get<std::string>();
+  r.seconds = j.at("seconds").get<double>();
 }
 
 namespace {
@@ -83,7 +107,8 @@ std::vector<Row> rows(const MetagradConfig& config, const std::vector<MetagradCe
 
 }  // namespace
 
-std::string metagrad_markdown(const MetagradConfig& config, const std::vector<MetagradCell>& cells) {
+std::string metagrad_markdown(const MetagradConfig& config, const MetagradRaw& raw) {
+  const auto& cells = raw.cells;
   std::string md =
       "| estimator | inner steps | rel. error vs implicit oracle | cosine | rel. error vs unrolled oracle | cosine | "
       "max CG residual | solves converged | ms / meta-step | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|\n";
@@ -93,19 +118,39 @@ std::string metagrad_markdown(const MetagradConfig& config, const std::vector<Me
           " | " + fmt(r.residual.mean, "%.2g") + " | " + (r.converged ? "yes" : "no") + " | " + fmt(r.ms, "%.1f") +
           " | " + fmt(r.peak_mib, "%.1f") + " |\n";
   }
+  const auto accuracy = summarize_training(config, raw.training);
+  if (accuracy.empty()) return md;
+  md += "\n### Held-out accuracy after meta-training with each estimator (" + std::to_string(config.train_inner_steps) +
+        " inner steps, " + std::to_string(config.train.meta_steps) + " meta-steps)\n\n| estimator | held-out accuracy | "
+        "minus " + accuracy.front().estimator + " (paired) | verdict | diverged seeds | s / run |\n|---|---|---|---|---|---|\n";
+  for (const auto& a : accuracy) {
+    md += "| " + a.estimator + " | " + fmt(a.accuracy, "%.3f") + " | " + fmt(a.minus_reference, "%+.3f") + " | **" +
+          a.verdict + "** | " + std::to_string(a.accuracy.non_finite) + " | " + fmt(a.seconds, "%.1f") + " |\n";
+  }
   return md;
 }
 
-void write_metagrad_files(const std::string& dir, const MetagradConfig& config, const std::vector<MetagradCell>& cells,
+void write_metagrad_files(const std::string& dir, const MetagradConfig& config, const MetagradRaw& raw,
                           const StudyProvenance& p) {
-  Json all = Json::array();
+  const auto& cells = raw.cells;
+  Json all = Json::array(), training = Json::array(), accuracy = Json::array();
   for (const auto& c : cells) all.push_back(Json(c));
+  for (const auto& r : raw.training) training.push_back(Json(r));
+  for (const auto& a : summarize_training(config, raw.training)) {
+    accuracy.push_back(Json{{"estimator", a.estimator},
+                            {"post_accuracy", interval_json(a.accuracy)},
+                            {"minus_reference", interval_json(a.minus_reference)},
+                            {"verdict", a.verdict},
+                            {"seconds_per_run", number_or_null(a.seconds)}});
+  }
   write_json(dir + "/metagrad.json", Json{{"study", "metagrad"},
                                           {"command", p.command},
                                           {"device_name", p.device_name},
                                           {"seconds", p.seconds},
                                           {"config", metagrad_config_json(config)},
-                                          {"cells", all}});
+                                          {"cells", all},
+                                          {"training", training},
+                                          {"accuracy", accuracy}});
   std::ofstream csv(dir + "/metagrad.csv");
   TORCH_CHECK(csv, "cannot write ", dir, "/metagrad.csv");
   csv << "estimator,inner_steps,rel_error_vs_implicit_mean,cosine_vs_implicit_mean,rel_error_vs_unrolled_mean,"
@@ -122,7 +167,7 @@ void write_metagrad_files(const std::string& dir, const MetagradConfig& config, 
      << "` in " << fmt(p.seconds, "%.0f") << " s. Oracles in float64 on the CPU, reference backend (docs/metagrad.md). "
      << "Intervals: 95 % over seeds; cost from seed 0"
      << (cells.empty() ? "" : " (" + cells.front().memory_kind + ")") << ".\n\n"
-     << metagrad_markdown(config, cells);
+     << metagrad_markdown(config, raw);
 }
 
 }  // namespace theria::lab

@@ -3,21 +3,6 @@
 #include "output/taxonomy_json.h"  // interval_json
 
 namespace theria::lab {
-namespace {
-
-Json numbers_or_null(const std::vector<double>& xs) {
-  Json out = Json::array();
-  for (const double x : xs) out.push_back(number_or_null(x));
-  return out;
-}
-
-std::vector<double> numbers_from(const Json& j) {
-  std::vector<double> out;
-  for (const auto& x : j) out.push_back(number_from(x));
-  return out;
-}
-
-}  // namespace
 
 void to_json(Json& j, const SweepCell& c) {
   j = Json{{"inner_steps", c.inner_steps},

@@ -3,6 +3,7 @@
 #include "output/progress.h"
 #include "output/resume.h"
 #include "output/metagrad_json.h"
+#include "output/task_json.h"
 
 #include <theria/tolerances.h>
 
@@ -21,11 +22,47 @@ std::vector<Task> diagnostic_tasks(const TrainConfig& t, int64_t count, uint64_t
   return held_out_tasks(c, count);
 }
 
+// The errors of g against the float64 oracles of this (depth, seed): the exact implicit meta-gradient for the
+// estimator's lambda (2 for the others) and the exact unrolled one, each computed once and kept in the caches.
+void compare_with_oracles(const MetagradConfig& c, const TrainConfig& t, const EstimatorSpec& spec, const Weights& w,
+                          const std::vector<Task>& tasks, const EstimatedMetaGradient& g,
+                          std::map<double, EstimatedMetaGradient>& implicit_oracle,
+                          std::optional<EstimatedMetaGradient>& unrolled_oracle, MetagradCell& cell) {
+  const auto p64 = float64_reference(t.model, w, tasks);
+  const bool proximal = spec.kind == EstimatorSpec::Kind::Implicit || spec.kind == EstimatorSpec::Kind::Neumann;
+  const double lambda = proximal ? spec.lambda : 2.0;
+  if (!implicit_oracle.count(lambda)) {
+    EstimatorSpec oracle;
+    oracle.kind = EstimatorSpec::Kind::Implicit;
+    oracle.lambda = lambda;
+    oracle.cg_iterations = c.oracle_cg_iterations;
+    oracle.cg_tolerance = c.oracle_tolerance;
+    implicit_oracle[lambda] = estimate_meta_gradient(p64.model, t.maml, oracle, p64.w, p64.tasks);
+  }
+  if (!unrolled_oracle) {
+    unrolled_oracle = estimate_meta_gradient(p64.model, t.maml, parse_estimator("unrolled"), p64.w, p64.tasks);
+  }
+  const Divergence& d = g.divergence.found() ? g.divergence : unrolled_oracle->divergence;
+  if (d.found()) {
+    cell.status = d.describe();
+    cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
+  } else {
+    cell.vs_implicit = gradient_error(g.grads, implicit_oracle[lambda].grads);
+    cell.vs_unrolled = gradient_error(g.grads, unrolled_oracle->grads);
+  }
+  for (const auto& s : implicit_oracle[lambda].solves) {
+    if (!s.converged) {
+      cell.status = "the implicit oracle did not converge (residual " + std::to_string(s.relative_residual) + ")";
+    }
+  }
+}
+
 }  // namespace
 
 Json metagrad_config_json(const MetagradConfig& c) {
   const auto& t = c.train;
-  return Json{{"parts_version", 1},
+  return Json{{"parts_version", 2},
+              {"task", task_json(*make_task_family(t.tasks, t.seed))},
               {"estimators", c.estimators},
               {"inner_steps", c.inner_steps},
               {"seeds", c.seeds},
@@ -35,19 +72,25 @@ Json metagrad_config_json(const MetagradConfig& c) {
               {"device", t.device.str()},
               {"dtype", dtype_name(t.dtype)},
               {"model", {{"seq_len", t.model.seq_len}, {"classes", t.model.classes}, {"dim", t.model.dim},
-                         {"heads", t.model.heads}, {"blocks", t.model.blocks}}},
-              {"oracle", {{"dtype", "float64"}, {"backend", "reference"}, {"device", "cpu"},
+                         {"heads", t.model.heads}, {"blocks", t.model.blocks},
+                         {"smeared_keys", t.model.smeared_keys}}},
+              {"training", {{"estimators", c.train_estimators}, {"inner_steps", c.train_inner_steps},
+                            {"seeds", c.train_seeds}, {"meta_steps", t.meta_steps}, {"meta_batch", t.meta_batch},
+                            {"meta_lr", t.meta_lr}, {"eval_tasks", t.eval_tasks}, {"split", "test"}}},
+              {"oracle", {{"computed", c.oracle}, {"dtype", "float64"}, {"backend", "reference"}, {"device", "cpu"},
                           {"cg_tolerance", c.oracle_tolerance}, {"cg_iterations", c.oracle_cg_iterations}}}};
 }
 
-std::vector<MetagradCell> run_metagrad(const MetagradConfig& c, const std::filesystem::path& parts_dir) {
+MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& parts_dir) {
   std::vector<EstimatorSpec> specs;
   for (const auto& e : c.estimators) specs.push_back(parse_estimator(e));
   double total = 0.0;
   for (const auto d : c.inner_steps) total += static_cast<double>(c.seeds * specs.size() * d);
+  total += static_cast<double>(c.train_estimators.size() * c.train_seeds * c.train.meta_steps * c.train_inner_steps);
   const PartStore parts(parts_dir, metagrad_config_json(c));
   Progress progress("metagrad", total);
-  std::vector<MetagradCell> cells;
+  MetagradRaw raw;
+  auto& cells = raw.cells;
   bool resumed = false;
   for (const auto depth : c.inner_steps) {
     for (uint64_t seed = 0; seed < static_cast<uint64_t>(c.seeds); ++seed) {
@@ -68,42 +111,25 @@ std::vector<MetagradCell> run_metagrad(const MetagradConfig& c, const std::files
           cell.inner_steps = depth;
           cell.seed = seed;
           const auto g = estimate_meta_gradient(t.model, t.maml, spec, w, tasks);
-          const auto p64 = float64_reference(t.model, w, tasks);
-          const double lambda = spec.kind == EstimatorSpec::Kind::Implicit || spec.kind == EstimatorSpec::Kind::Neumann
-                                    ? spec.lambda
-                                    : 2.0;
-          if (!implicit_oracle.count(lambda)) {
-            EstimatorSpec oracle;
-            oracle.kind = EstimatorSpec::Kind::Implicit;
-            oracle.lambda = lambda;
-            oracle.cg_iterations = c.oracle_cg_iterations;
-            oracle.cg_tolerance = c.oracle_tolerance;
-            implicit_oracle[lambda] = estimate_meta_gradient(p64.model, t.maml, oracle, p64.w, p64.tasks);
-          }
-          if (!unrolled_oracle) {
-            unrolled_oracle = estimate_meta_gradient(p64.model, t.maml, parse_estimator("unrolled"), p64.w, p64.tasks);
-          }
-          const Divergence& d = g.divergence.found() ? g.divergence : unrolled_oracle->divergence;
-          if (d.found()) {
-            cell.status = d.describe();
-            cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
-          } else {
-            cell.vs_implicit = gradient_error(g.grads, implicit_oracle[lambda].grads);
-            cell.vs_unrolled = gradient_error(g.grads, unrolled_oracle->grads);
-          }
-          for (const auto& s : implicit_oracle[lambda].solves) {
-            if (!s.converged) cell.status = "the implicit oracle did not converge (residual " +
-                                            std::to_string(s.relative_residual) + ")";
-          }
           for (const auto& s : g.solves) {
             cell.max_residual = std::max(cell.max_residual, s.relative_residual);
             cell.solves_converged = cell.solves_converged && s.converged;
           }
+          if (g.divergence.found()) cell.status = g.divergence.describe();
+          if (c.oracle) {
+            compare_with_oracles(c, t, spec, w, tasks, g, implicit_oracle, unrolled_oracle, cell);
+          } else {
+            cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
+          }
           if (seed == 0) {
-            const auto cost = time_step(t.device, [&] { estimate_meta_gradient(t.model, t.maml, spec, w, tasks); });
-            cell.ms = cost.ms;
-            cell.peak_mib = cost.peak_mib;
-            cell.memory_kind = cost.memory_kind;
+            try {
+              const auto cost = time_step(t.device, [&] { estimate_meta_gradient(t.model, t.maml, spec, w, tasks); });
+              cell.ms = cost.ms;
+              cell.peak_mib = cost.peak_mib;
+              cell.memory_kind = cost.memory_kind;
+            } catch (const c10::OutOfMemoryError&) {
+              cell.status = "out of memory";  // the depth at which this estimator no longer fits the device
+            }
           }
           return cell;
         }, &resumed));
@@ -111,8 +137,36 @@ std::vector<MetagradCell> run_metagrad(const MetagradConfig& c, const std::files
       }
     }
   }
+
+  // Accuracy after meta-training with each estimator, paired by seed.
+  for (const auto& name : c.train_estimators) {
+    for (uint64_t seed = 0; seed < static_cast<uint64_t>(c.train_seeds); ++seed) {
+      const auto key = "train_" + std::to_string(&name - c.train_estimators.data()) + "_seed" + std::to_string(seed);
+      progress.begin(key + " " + name);
+      raw.training.push_back(parts.get_or_compute<MetagradTraining>(key, [&] {
+        TrainConfig t = c.train;
+        t.maml.inner_steps = c.train_inner_steps;
+        t.seed = seed;
+        t.estimator = name;
+        const auto r = meta_train(t);
+        MetagradTraining run;
+        run.estimator = estimator_name(parse_estimator(name));
+        run.seed = seed;
+        run.pre_accuracy = r.after.pre_accuracy;
+        run.post_accuracy = r.divergence.found() ? std::nan("") : r.after.post_accuracy;
+        for (const auto& p : r.curve) {
+          run.curve_steps.push_back(static_cast<double>(p.step));
+          run.curve_accuracy.push_back(p.held_out.post_accuracy);
+        }
+        if (r.divergence.found()) run.status = r.divergence.describe();
+        run.seconds = r.seconds;
+        return run;
+      }, &resumed));
+      progress.end(static_cast<double>(c.train.meta_steps * c.train_inner_steps), resumed);
+    }
+  }
   progress.finish();
-  return cells;
+  return raw;
 }
 
 }  // namespace theria::lab

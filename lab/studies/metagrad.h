@@ -1,7 +1,9 @@
 // Unrolled vs truncated vs implicit meta-gradients (docs/metagrad.md): for each estimator spec and inner depth, on
 // each seed's initial weights, the error and cosine of the meta-gradient against two float64 oracles (the exact
 // implicit meta-gradient, CG to a tight tolerance on the reference backend; and the exact unrolled one), the
-// linear solves' residuals, and the time and peak memory of one meta-step as the depth grows.
+// linear solves' residuals, and the time and peak memory of one meta-step as the depth grows (a step that runs out
+// of memory says so); then held-out accuracy after meta-training with each estimator, over seeds, paired against
+// the first one (unrolled by default).
 #pragma once
 
 #include "diagnostics/second_order.h"
@@ -25,6 +27,11 @@ struct MetagradConfig {
   int64_t diagnostic_tasks = 4;
   double oracle_tolerance = 1e-12;  // CG of the implicit oracle, float64
   int64_t oracle_cg_iterations = 1000;
+  bool oracle = true;  // false: no float64 oracle (long sequences on the GPU: the cost of a meta-step only)
+  // Meta-training with each estimator (train_seeds 0: none), train.meta_steps steps at train_inner_steps.
+  std::vector<std::string> train_estimators{"unrolled", "first_order", "truncated:5", "implicit:lambda=2,cg=5"};
+  int64_t train_inner_steps = 10;
+  int64_t train_seeds = 3;
 };
 
 struct MetagradCell {
@@ -39,7 +46,22 @@ struct MetagradCell {
   std::string status = "ok";
 };
 
-std::vector<MetagradCell> run_metagrad(const MetagradConfig& config, const std::filesystem::path& parts_dir);
+// One meta-training run with one estimator, scored on the test split.
+struct MetagradTraining {
+  std::string estimator;
+  uint64_t seed = 0;
+  double pre_accuracy = std::nan(""), post_accuracy = std::nan("");  // held-out, at the end; NaN if it diverged
+  std::vector<double> curve_steps, curve_accuracy;
+  std::string status = "ok";
+  double seconds = 0.0;
+};
+
+struct MetagradRaw {
+  std::vector<MetagradCell> cells;
+  std::vector<MetagradTraining> training;
+};
+
+MetagradRaw run_metagrad(const MetagradConfig& config, const std::filesystem::path& parts_dir);
 Json metagrad_config_json(const MetagradConfig& config);
 
 }  // namespace theria::lab

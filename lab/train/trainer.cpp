@@ -48,6 +48,14 @@ std::string RunDivergence::describe() const {
   return phase + " diverged at meta-step " + std::to_string(meta_step) + ": " + at.describe();
 }
 
+MamlConfig evaluation_inner_loop(const TrainConfig& config) {
+  MamlConfig m = config.maml;
+  if (config.estimator.empty()) return m;
+  const auto spec = parse_estimator(config.estimator);
+  if (spec.kind == EstimatorSpec::Kind::Implicit || spec.kind == EstimatorSpec::Kind::Neumann) m.proximal = spec.lambda;
+  return m;
+}
+
 TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval) {
   const auto start = std::chrono::steady_clock::now();
   TrainResult r;
@@ -59,6 +67,19 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   TORCH_CHECK(mismatch.empty(), "meta_train: the model does not fit the ", train_family->name(),
               " family's examples: ", mismatch, " (lab::fit_model_to)");
   const auto eval = held_out_tasks(config, config.eval_tasks);
+  const MamlConfig eval_maml = evaluation_inner_loop(config);
+  const std::optional<EstimatorSpec> spec =
+      config.estimator.empty() ? std::nullopt : std::optional<EstimatorSpec>(parse_estimator(config.estimator));
+  // The meta-gradient of one meta-batch: MAML's, or the estimator's.
+  auto meta_gradient_of = [&](const std::vector<Task>& batch) {
+    if (!spec) return meta_gradient(config.model, config.maml, w, batch);
+    auto e = estimate_meta_gradient(config.model, config.maml, *spec, w, batch);
+    MetaGradient m;
+    m.grads = std::move(e.grads);
+    m.query_loss = e.query_loss;
+    m.divergence = e.divergence;
+    return m;
+  };
   Adam adam;
   adam.lr = config.meta_lr;
 
@@ -66,7 +87,7 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
     if (d.found() && !r.divergence.found()) r.divergence = {step, phase, d};
   };
   auto record = [&](int64_t step, std::optional<double> meta_loss) {
-    const auto e = evaluate(config.model, config.maml, w, eval);
+    const auto e = evaluate(config.model, eval_maml, w, eval);
     note(step, "held-out evaluation", e.divergence);
     CurvePoint p{step, meta_loss, e};
     r.curve.push_back(p);
@@ -80,7 +101,7 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   for (int64_t step = 1; step <= config.meta_steps && !stop(); ++step) {
     std::vector<Task> batch;
     for (int64_t i = 0; i < config.meta_batch; ++i) batch.push_back(train_family->task(next_task++, config.device));
-    const auto mg = meta_gradient(config.model, config.maml, w, batch);
+    const auto mg = meta_gradient_of(batch);
     note(step, "meta-training", mg.divergence);
     // A non-finite meta-gradient is never applied: Adam's moments would carry the NaN forever.
     if (mg.divergence.found()) {

@@ -2,6 +2,7 @@
 // held-out tasks (a family with another seed) before and after the inner loop.
 #pragma once
 
+#include "meta/estimators.h"
 #include "meta/maml.h"
 #include "tasks/families.h"
 
@@ -33,7 +34,14 @@ struct TrainConfig {
   // (the weights stay the last finite ones); true, that meta-step is skipped (no update) and
   // training goes on. Either way the run records its first divergence.
   bool continue_on_divergence = false;
+  // Empty: the meta-gradient is MAML's, as maml.mode says. Otherwise an estimator spec (lab/meta/estimators.h:
+  // unrolled, first_order, truncated:K, implicit:..., neumann:...), maml.mode then unused; implicit and neumann
+  // adapt on their proximal inner problem in the evaluations too (the inner loop they were meta-trained for).
+  std::string estimator;
 };
+
+// The inner loop of config's evaluations: maml, with the estimator's proximal term where it has one.
+MamlConfig evaluation_inner_loop(const TrainConfig& config);
 
 struct CurvePoint {
   int64_t step = 0;

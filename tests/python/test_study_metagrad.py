@@ -1,6 +1,7 @@
 """`theria study metagrad` on CPU (docs/metagrad.md): its files parse, every (estimator, depth, seed) has a cell,
 truncated over every step is the unrolled meta-gradient, the unrolled estimator agrees with its float64 oracle, and a
-linear solve that did not reach its tolerance is reported as such.
+linear solve that did not reach its tolerance is reported as such; meta-training with each estimator gives one run
+per (estimator, seed) and an accuracy summary paired against the first estimator; --no-oracle measures cost only.
 
 The program is found as in test_cli_outputs.py ($THERIA_BUILD_DIR, default `build`)."""
 import csv
@@ -14,7 +15,10 @@ pytestmark = pytest.mark.skipif(not THERIA.exists(), reason=f"{THERIA} not built
 
 def test_small_comparison_files_and_invariants(tmp_path):
     r = theria("study", "metagrad", "--backend", "explicit", "--inner-steps", "1,3", "--seeds", "2", "--tasks", "1",
-               "--estimators", "unrolled;truncated:3;first_order;implicit:lambda=2,cg=3", "--out", tmp_path)
+               "--estimators", "unrolled;truncated:3;first_order;implicit:lambda=2,cg=3",
+               "--train-estimators", "unrolled;truncated:2;first_order;implicit:lambda=2,cg=3", "--train-seeds", "2",
+               "--train-inner-steps", "2", "--meta-steps", "8", "--eval-every", "4", "--eval-tasks", "4",
+               "--meta-batch", "2", "--out", tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     data = strict_json(tmp_path / "metagrad.json")
     cells = data["cells"]
@@ -32,5 +36,32 @@ def test_small_comparison_files_and_invariants(tmp_path):
     assert all(c["ms"] is not None and c["peak_mib"] is not None for c in cells if c["seed"] == 0)
     with open(tmp_path / "metagrad.csv") as f:
         assert len(list(csv.DictReader(f))) == 4 * 2
-    for figure in ("metagrad_error.png", "metagrad_cost.png"):
+    for figure in ("metagrad_error.png", "metagrad_cost.png", "metagrad_accuracy.png"):
         assert (tmp_path / figure).stat().st_size > 0
+
+    runs = {(r["estimator"], r["seed"]): r for r in data["training"]}
+    names = ["unrolled", "truncated:2", "first_order", "implicit:lambda=2,cg=3,tol=1e-10"]
+    assert set(runs) == {(e, s) for e in names for s in (0, 1)}
+    for seed in (0, 1):  # truncated over every inner step meta-trains exactly as unrolled
+        assert runs[("truncated:2", seed)]["curve_accuracy"] == runs[("unrolled", seed)]["curve_accuracy"]
+        assert runs[("truncated:2", seed)]["curve_steps"] == [0, 4, 8]
+    summary = {a["estimator"]: a for a in data["accuracy"]}
+    assert list(summary) == names and summary["unrolled"]["verdict"] == "reference"
+    assert summary["truncated:2"]["minus_reference"]["mean"] == 0.0
+    for a in summary.values():
+        assert a["verdict"] in ("reference", "better than unrolled", "worse than unrolled", "no difference detected")
+        accuracies = [runs[(a["estimator"], s)]["post_accuracy"] for s in (0, 1)]
+        assert a["post_accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+    assert "Held-out accuracy after meta-training" in (tmp_path / "metagrad.md").read_text()
+
+
+def test_no_oracle_measures_the_cost_only(tmp_path):
+    r = theria("study", "metagrad", "--backend", "explicit", "--inner-steps", "1,2", "--seeds", "1", "--tasks", "1",
+               "--estimators", "unrolled;implicit:lambda=2,cg=2", "--train-seeds", "0", "--no-oracle", "--no-plot",
+               "--out", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = strict_json(tmp_path / "metagrad.json")
+    assert data["config"]["oracle"]["computed"] is False and data["training"] == []
+    for c in data["cells"]:
+        assert c["rel_error_vs_unrolled_oracle"] is None and c["rel_error_vs_implicit_oracle"] is None
+        assert c["ms"] > 0 and c["peak_mib"] is not None
