@@ -5,7 +5,7 @@ metagrad_error.png  relative error of each estimator's meta-gradient against the
                     the exact unrolled one (right), against the inner depth, mean over seeds (log scale)
                     (not drawn for a run without oracles, --no-oracle)
 metagrad_cost.png   time (left) and peak memory (right) of one meta-step against the inner depth, seed 0; a depth
-                    where the estimator ran out of device memory is marked with an x on the axis
+                    where the estimator ran out of device memory is marked by a dotted line
 metagrad_accuracy.png  held-out accuracy after meta-training with each estimator, mean and 95 % interval over
                     seeds, with each seed's run (when the study meta-trained)
 
@@ -57,7 +57,7 @@ def main():
     if config["oracle"].get("computed", True):
         plot_errors(args.out_dir, title, estimators, depths, series)
     plot_cost(args.out_dir, title, estimators, depths, series, cells)
-    if data.get("accuracy"):
+    if data.get("training"):
         plot_accuracy(args.out_dir, title, data)
 
 
@@ -88,11 +88,12 @@ def plot_cost(out_dir, title, estimators, depths, series, cells):
         oom = [c["inner_steps"] for c in cells if c["estimator"] == e and c["seed"] == 0
                and c["status"] == "out of memory"]
         for ax in axes:
-            ax.plot(oom, [0] * len(oom), marker="x", markersize=10, linestyle="none", color=color,
-                    label="%s: out of memory" % e if oom and ax is axes[0] else None, clip_on=False)
+            for depth in oom:
+                ax.axvline(depth, color=color, linestyle=":", alpha=0.8)
+                ax.text(depth, 0.5, "%s: out of memory" % e, transform=ax.get_xaxis_transform(), rotation=90,
+                        ha="right", va="center", fontsize=7, color=color)
     kind = next((c["memory_kind"] for c in cells if c["memory_kind"]), "")
     for ax, label in ((axes[0], "ms per meta-step"), (axes[1], "peak memory, MiB (%s)" % kind)):
-        ax.set_xscale("log")
         ax.set_xlabel("inner steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")

@@ -84,13 +84,6 @@ std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlCon
   return out;
 }
 
-std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss) {
-  std::vector<std::string> out;
-  for (const auto& name : inspect_graph(loss).second_order_node_names) {
-    if (name == "theria::SdpaBwdBackward" || name == "SoftmaxBackwardDataBackward0") out.push_back(name);
-  }
-  return out;
-}
 
 Detection detect(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const std::vector<Task>& tasks) {
   Detection d;

@@ -36,11 +36,6 @@ struct RelDiff {
 std::vector<RelDiff> rel_diff_full_vs_fo(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                                          const std::vector<Task>& tasks, const std::vector<int64_t>& inner_steps);
 
-// The nodes of a meta-loss graph that differentiate attention's backward, by name (theria::inspect_graph):
-// theria's double backward (theria::SdpaBwdBackward, backends explicit and fused) and the softmax's
-// (SoftmaxBackwardDataBackward0, the reference backend's composition); distinct names, sorted.
-std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss);
-
 // theria's detector (include/theria/meta_check.h) run on the lab's own meta-loss, as a user would run it on
 // theirs: the graph walk of the meta-loss, and the directional check of its meta-gradient against central
 // differences, in float64 on the weights' device with 4 directions. flagged: either one complains.

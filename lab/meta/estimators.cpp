@@ -49,7 +49,8 @@ Vec backprop_meta_gradient(const ModelConfig& model, const MamlConfig& maml, int
 // The implicit meta-gradient of one task: the proximal inner problem solved with no graph, then the linear system
 // on Hessian-vector products of the support loss at phi.
 Vec implicit_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const EstimatorSpec& spec, const Weights& w,
-                           const Task& task, double* query_loss, LinearSolve* solve) {
+                           const Task& task, double* query_loss, LinearSolve* solve,
+                           std::vector<std::string>* hvp_nodes) {
   // The proximal inner problem, solved with no graph (FO_STRICT's loop: phi are fresh leaves).
   MamlConfig inner = maml;
   inner.mode = MamlMode::FirstOrderStrict;
@@ -61,6 +62,12 @@ Vec implicit_meta_gradient(const ModelConfig& model, const MamlConfig& maml, con
   // The support gradient once, with its graph: every product H v differentiates <grad, v> through it (for theria
   // attention, through theria::SdpaBwdBackward: its double backward, which never forms an L x S matrix).
   const Vec support_grad = gradients(task_loss(model, phi, task.support_x, task.support_y), phi, true, true);
+  if (hvp_nodes->empty()) {
+    // The nodes a product differentiates: the double-backward nodes in the support gradient's graph.
+    at::Tensor all = at::zeros({}, support_grad[0].options());
+    for (const auto& g : support_grad) all = all + g.sum();
+    *hvp_nodes = attention_second_order_nodes(all);
+  }
   const LinearOperator a = [&](const Vec& v) {
     at::Tensor inner = at::zeros({}, support_grad[0].options());
     for (size_t i = 0; i < v.size(); ++i) inner = inner + (support_grad[i] * v[i]).sum();
@@ -213,7 +220,7 @@ EstimatedMetaGradient estimate_meta_gradient(const ModelConfig& model, const Mam
       case EstimatorSpec::Kind::Implicit:
       case EstimatorSpec::Kind::Neumann: {
         LinearSolve solve;
-        g = implicit_meta_gradient(model, maml, spec, w, tasks[t], &loss, &solve);
+        g = implicit_meta_gradient(model, maml, spec, w, tasks[t], &loss, &solve, &out.hvp_attention_nodes);
         out.solves.push_back(solve);
         break;
       }

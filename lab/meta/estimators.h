@@ -45,6 +45,9 @@ struct EstimatedMetaGradient {
   std::vector<at::Tensor> grads;   // one per weight, detached
   double query_loss = 0.0;         // mean over tasks, at the adapted weights
   std::vector<LinearSolve> solves;  // implicit / neumann: one per task
+  // implicit / neumann: the attention double-backward nodes that every Hessian-vector product differentiates
+  // (theria::SdpaBwdBackward for theria's attention, on every backend: one autograd layer).
+  std::vector<std::string> hvp_attention_nodes;
   Divergence divergence;
 };
 

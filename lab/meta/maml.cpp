@@ -1,6 +1,7 @@
 #include "meta/maml.h"
 
 #include <ATen/ATen.h>
+#include <theria/meta_check.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
@@ -228,6 +229,14 @@ Divergence first_divergence(const InnerLoopTrace& trace, const at::Tensor& query
   }
   if (!first.found()) first.task = first_task, first.inner_steps = first.inner_step = steps;
   return first;
+}
+
+std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss) {
+  std::vector<std::string> out;
+  for (const auto& name : inspect_graph(loss).second_order_node_names) {
+    if (name == "theria::SdpaBwdBackward" || name == "SoftmaxBackwardDataBackward0") out.push_back(name);
+  }
+  return out;
 }
 
 MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,

@@ -102,6 +102,11 @@ Weights adapt(const ModelConfig& model, const MamlConfig& maml, const Weights& w
 Divergence first_divergence(const InnerLoopTrace& trace, const at::Tensor& query_loss, int64_t first_task,
                             std::vector<double>* values);
 
+// The nodes of a meta-loss graph that differentiate attention's backward, by name (theria::inspect_graph):
+// theria's double backward (theria::SdpaBwdBackward, backends explicit and fused) and the softmax's
+// (SoftmaxBackwardDataBackward0, the reference backend's composition); distinct names, sorted.
+std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss);
+
 struct MetaGradient {
   std::vector<at::Tensor> grads;  // d(mean query loss)/d(initial weights), one per weight
   double query_loss = 0.0;        // mean over tasks, after adaptation

@@ -24,6 +24,7 @@ void to_json(Json& j, const MetagradCell& c) {
            {"ms", number_or_null(c.ms)},
            {"peak_mib", number_or_null(c.peak_mib)},
            {"memory_kind", c.memory_kind},
+           {"hvp_attention_nodes", c.hvp_attention_nodes},
            {"status", c.status}};
 }
 
@@ -38,6 +39,7 @@ void from_json(const Json& j, MetagradCell& c) {
   c.ms = number_from(j.at("ms"));
   c.peak_mib = number_from(j.at("peak_mib"));
   c.memory_kind = j.at("memory_kind").get<std::string>();
+  c.hvp_attention_nodes = j.at("hvp_attention_nodes").get<std::vector<std::string>>();
   c.status = j.at("status").get<std::string>();
 }
 
@@ -72,6 +74,7 @@ struct Row {
   Interval vs_implicit, cos_implicit, vs_unrolled, cos_unrolled, residual;
   double ms, peak_mib;
   bool converged;
+  bool out_of_memory = false;  // seed 0's cell ran out of device memory
 };
 
 std::vector<Row> rows(const MetagradConfig& config, const std::vector<MetagradCell>& cells) {
@@ -92,6 +95,7 @@ std::vector<Row> rows(const MetagradConfig& config, const std::vector<MetagradCe
         if (c.seed == 0) {
           row.ms = c.ms;
           row.peak_mib = c.peak_mib;
+          row.out_of_memory = c.status == "out of memory";
         }
       }
       row.vs_implicit = mean_interval(a);
@@ -115,11 +119,12 @@ std::string metagrad_markdown(const MetagradConfig& config, const MetagradRaw& r
   for (const auto& r : rows(config, cells)) {
     md += "| " + r.estimator + " | " + std::to_string(r.inner_steps) + " | " + fmt(r.vs_implicit, "%.3g") + " | " +
           fmt(r.cos_implicit.mean, "%.4f") + " | " + fmt(r.vs_unrolled, "%.3g") + " | " + fmt(r.cos_unrolled.mean, "%.4f") +
-          " | " + fmt(r.residual.mean, "%.2g") + " | " + (r.converged ? "yes" : "no") + " | " + fmt(r.ms, "%.1f") +
-          " | " + fmt(r.peak_mib, "%.1f") + " |\n";
+          " | " + fmt(r.residual.mean, "%.2g") + " | " + (r.converged ? "yes" : "no") + " | " +
+          (r.out_of_memory ? "**out of memory** | **out of memory**" : fmt(r.ms, "%.1f") + " | " + fmt(r.peak_mib, "%.1f")) +
+          " |\n";
   }
   const auto accuracy = summarize_training(config, raw.training);
-  if (accuracy.empty()) return md;
+  if (accuracy.empty() || raw.training.empty()) return md;
   md += "\n### Held-out accuracy after meta-training with each estimator (" + std::to_string(config.train_inner_steps) +
         " inner steps, " + std::to_string(config.train.meta_steps) + " meta-steps)\n\n| estimator | held-out accuracy | "
         "minus " + accuracy.front().estimator + " (paired) | verdict | diverged seeds | s / run |\n|---|---|---|---|---|---|\n";
@@ -164,7 +169,9 @@ void write_metagrad_files(const std::string& dir, const MetagradConfig& config, 
   std::ofstream md(dir + "/metagrad.md");
   TORCH_CHECK(md, "cannot write ", dir, "/metagrad.md");
   md << "# Meta-gradient estimators: " << p.device_name << ", " << config.seeds << " seeds\n\nMade by `" << p.command
-     << "` in " << fmt(p.seconds, "%.0f") << " s. Oracles in float64 on the CPU, reference backend (docs/metagrad.md). "
+     << "` in " << fmt(p.seconds, "%.0f") << " s. "
+     << (config.oracle ? "Oracles in float64 on the CPU, reference backend (docs/metagrad.md). "
+                       : "No oracle (--no-oracle): the cost of a meta-step only. ")
      << "Intervals: 95 % over seeds; cost from seed 0"
      << (cells.empty() ? "" : " (" + cells.front().memory_kind + ")") << ".\n\n"
      << metagrad_markdown(config, raw);

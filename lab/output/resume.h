@@ -20,6 +20,25 @@
 
 namespace theria::lab {
 
+// A part's value to and from JSON: T's to_json / from_json, and a double through number_or_null (JSON has no NaN:
+// a diverged run's score is written as null and read back as NaN).
+template <class T>
+Json part_json(const T& value) {
+  return Json(value);
+}
+template <>
+inline Json part_json<double>(const double& value) {
+  return number_or_null(value);
+}
+template <class T>
+T part_value(const Json& j) {
+  return j.get<T>();
+}
+template <>
+inline double part_value<double>(const Json& j) {
+  return number_from(j);
+}
+
 struct Shard {
   int64_t index = 0, count = 1;
 };
@@ -48,11 +67,11 @@ class PartStore {
     Json stored;
     if (read(key, &stored)) {
       *resumed = true;
-      return stored.get<T>();
+      return part_value<T>(stored);
     }
     *resumed = false;
     T value = compute();
-    write(key, Json(value));
+    write(key, part_json(value));
     return value;
   }
 
@@ -73,7 +92,7 @@ class PartStore {
     for (size_t u = 0; u < units.size(); ++u) {
       if (have[u]) continue;
       progress.begin("waiting for " + units[u].key);
-      values[u] = wait_for(units[u].key).template get<T>();
+      values[u] = part_value<T>(wait_for(units[u].key));
       progress.end(units[u].work, /*resumed=*/true);
     }
     return values;

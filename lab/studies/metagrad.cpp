@@ -61,7 +61,7 @@ void compare_with_oracles(const MetagradConfig& c, const TrainConfig& t, const E
 
 Json metagrad_config_json(const MetagradConfig& c) {
   const auto& t = c.train;
-  return Json{{"parts_version", 2},
+  return Json{{"parts_version", 3},
               {"task", task_json(*make_task_family(t.tasks, t.seed))},
               {"estimators", c.estimators},
               {"inner_steps", c.inner_steps},
@@ -110,26 +110,30 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
           cell.estimator = estimator_name(spec);
           cell.inner_steps = depth;
           cell.seed = seed;
-          const auto g = estimate_meta_gradient(t.model, t.maml, spec, w, tasks);
-          for (const auto& s : g.solves) {
-            cell.max_residual = std::max(cell.max_residual, s.relative_residual);
-            cell.solves_converged = cell.solves_converged && s.converged;
-          }
-          if (g.divergence.found()) cell.status = g.divergence.describe();
-          if (c.oracle) {
-            compare_with_oracles(c, t, spec, w, tasks, g, implicit_oracle, unrolled_oracle, cell);
-          } else {
-            cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
-          }
-          if (seed == 0) {
-            try {
+          // Running out of device memory is a result (the depth at which this estimator no longer fits), not an
+          // error: the cell says so and the study goes on.
+          try {
+            const auto g = estimate_meta_gradient(t.model, t.maml, spec, w, tasks);
+            for (const auto& s : g.solves) {
+              cell.max_residual = std::max(cell.max_residual, s.relative_residual);
+              cell.solves_converged = cell.solves_converged && s.converged;
+            }
+            if (g.divergence.found()) cell.status = g.divergence.describe();
+            cell.hvp_attention_nodes = g.hvp_attention_nodes;
+            if (c.oracle) {
+              compare_with_oracles(c, t, spec, w, tasks, g, implicit_oracle, unrolled_oracle, cell);
+            } else {
+              cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
+            }
+            if (seed == 0) {
               const auto cost = time_step(t.device, [&] { estimate_meta_gradient(t.model, t.maml, spec, w, tasks); });
               cell.ms = cost.ms;
               cell.peak_mib = cost.peak_mib;
               cell.memory_kind = cost.memory_kind;
-            } catch (const c10::OutOfMemoryError&) {
-              cell.status = "out of memory";  // the depth at which this estimator no longer fits the device
             }
+          } catch (const c10::OutOfMemoryError&) {
+            cell.status = "out of memory";
+            cell.vs_implicit = cell.vs_unrolled = {std::nan(""), std::nan("")};
           }
           return cell;
         }, &resumed));

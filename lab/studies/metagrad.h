@@ -43,6 +43,7 @@ struct MetagradCell {
   bool solves_converged = true;
   double ms = std::nan(""), peak_mib = std::nan("");  // seed 0 only
   std::string memory_kind;
+  std::vector<std::string> hvp_attention_nodes;  // implicit / neumann: what the Hessian-vector products go through
   std::string status = "ok";
 };
 

@@ -94,6 +94,17 @@ Json sweep_config_json(const SweepConfig& c) {
                              {"split", "validation"}, {"backend", backend_name(c.backends.front())}}}};
 }
 
+Json sweep_search_fingerprint(const SweepConfig& c) {
+  // What a search run depends on: not the study's seeds, depths, modes or backends (its key and the lr_search entry
+  // name those it uses), nor the cells' meta-training length; so a study re-run with more seeds, longer cells or
+  // another depth list reuses the search runs it already has.
+  Json f = sweep_config_json(c);
+  for (const char* key : {"inner_steps", "modes", "backends", "seeds"}) f.erase(key);
+  f["meta_training"].erase("meta_steps");
+  f["meta_training"].erase("eval_every");
+  return f;
+}
+
 SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir, Shard shard) {
   TORCH_CHECK(!c.backends.empty() && !c.modes.empty() && !c.inner_steps.empty(), "sweep: nothing to sweep");
   std::vector<MamlMode> searched;
@@ -107,6 +118,7 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir,
     total += static_cast<double>(c.modes.size() * c.backends.size() * (c.seeds * c.train.meta_steps + 8) * s);
   }
   const PartStore parts(parts_dir, sweep_config_json(c), shard);
+  const PartStore search_parts(parts_dir, sweep_search_fingerprint(c), shard);
   Progress progress("sweep", total);
   SweepRaw raw;
 
@@ -129,7 +141,7 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir,
       }
     }
   }
-  const auto scores = parts.run_phase(search, progress);
+  const auto scores = search_parts.run_phase(search, progress);
   std::map<std::pair<int64_t, MamlMode>, double> chosen;
   size_t next = 0;
   for (const auto steps : c.inner_steps) {

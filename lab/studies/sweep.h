@@ -75,5 +75,7 @@ struct SweepRaw {
 // costs; the unsharded run after the shards reads their parts, measures the costs alone and has every result.
 SweepRaw run_sweep(const SweepConfig& config, const std::filesystem::path& parts_dir, Shard shard = {});
 Json sweep_config_json(const SweepConfig& config);
+// The fingerprint of the lr-search parts: the configuration less what a search run does not depend on.
+Json sweep_search_fingerprint(const SweepConfig& config);
 
 }  // namespace theria::lab

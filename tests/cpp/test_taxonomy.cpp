@@ -204,7 +204,18 @@ TEST(TaxonomyParts, ResumeReadsOnlyPartsOfTheSameConfiguration) {
   }
   b.get_or_compute<double>("unit", compute, &resumed);
   EXPECT_FALSE(resumed);
-  std::remove((dir / "unit.json").c_str());
+  // A diverged run's NaN score is stored (as JSON null) and read back as NaN, by a resumed run and by a shard
+  // waiting for another's part.
+  const std::function<double()> diverged = [] { return std::nan(""); };
+  EXPECT_TRUE(std::isnan(b.get_or_compute<double>("nan", diverged, &resumed)));
+  EXPECT_TRUE(std::isnan(b.get_or_compute<double>("nan", diverged, &resumed)));
+  EXPECT_TRUE(resumed);
+  Progress quiet("test", 2.0);
+  const PartStore other_shard(dir, Json{{"seeds", 4}}, Shard{1, 2});  // unit 0 is shard 0's: read, not computed
+  const auto values = other_shard.run_phase<double>({{"nan", 1.0, compute}, {"unit", 1.0, compute}}, quiet);
+  EXPECT_TRUE(std::isnan(values[0]));
+  EXPECT_EQ(values[1], 0.5);
+  for (const char* part : {"unit.json", "nan.json"}) std::remove((dir / part).c_str());
   ::rmdir(dir.c_str());
 }
 

@@ -33,6 +33,9 @@ def test_small_comparison_files_and_invariants(tmp_path):
             implicit = [c for c in cells if c["estimator"].startswith("implicit") and c["inner_steps"] == depth
                         and c["seed"] == seed][0]
             assert implicit["solves_converged"] == (implicit["max_residual"] <= 1e-10)
+            # Its Hessian-vector products differentiate theria's backward (the double backward through attention).
+            assert implicit["hvp_attention_nodes"] == ["theria::SdpaBwdBackward"]
+            assert unrolled["hvp_attention_nodes"] == []
     assert all(c["ms"] is not None and c["peak_mib"] is not None for c in cells if c["seed"] == 0)
     with open(tmp_path / "metagrad.csv") as f:
         assert len(list(csv.DictReader(f))) == 4 * 2
