@@ -7,6 +7,9 @@ Backends: "auto" (default), "reference" (plain ATen, the oracle), "explicit" (CP
 "fused" (CUDA kernels). Reverse mode at any order (create_graph), forward-mode AD, torch.func
 (grad, jvp, vmap, hessian) and torch.compile work through the ops torch.ops.theria.*.
 
+sdpa_override() routes torch.nn.functional.scaled_dot_product_attention inside existing models (nn.MultiheadAttention,
+nn.TransformerEncoderLayer, model libraries) to theria (docs/drop_in.md).
+
 inspect_graph(meta_loss) and check_meta_gradient(fn, params) tell whether a meta-gradient really carries the
 second-order terms through attention (docs/meta_check.md).
 """
@@ -19,9 +22,12 @@ _library_path = _library.load()
 from . import _meta  # noqa: E402,F401  (fake kernels and vmap rules)
 from .meta_check import (  # noqa: E402  (is my MAML really second order? docs/meta_check.md)
     DirectionalDerivative, GraphReport, MetaGradientCheck, check_meta_gradient, inspect_graph)
+from .override import (  # noqa: E402  (the drop-in for existing models: docs/drop_in.md)
+    SdpaOverride, disable_sdpa_override, enable_sdpa_override, sdpa_override)
 
 __all__ = ["sdpa", "select_backend", "tolerance", "BACKENDS", "inspect_graph", "GraphReport", "check_meta_gradient",
-           "MetaGradientCheck", "DirectionalDerivative"]
+           "MetaGradientCheck", "DirectionalDerivative", "sdpa_override", "SdpaOverride", "enable_sdpa_override",
+           "disable_sdpa_override"]
 
 BACKENDS = ("auto", "reference", "explicit", "fused")
 

@@ -1,0 +1,157 @@
+"""theria.sdpa_override (docs/drop_in.md) on CPU, float64: every F.scaled_dot_product_attention call in the scope,
+inside nn.MultiheadAttention and nn.TransformerEncoderLayer too, runs theria; a MAML meta-gradient (double backward)
+and a forward-mode JVP through those models equal PyTorch's math backend; calls theria cannot serve yet go to the
+math backend with one warning per reason (strict=True raises); leaving the scope restores PyTorch's kernel."""
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import theria
+
+DTYPE = torch.float64
+
+
+class SelfAttention(nn.Module):
+    """nn.MultiheadAttention as models call it for self-attention (need_weights=False: the SDPA path)."""
+
+    def __init__(self, dim=16, heads=2):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True, dtype=DTYPE)
+
+    def forward(self, x, key_padding_mask=None):
+        return self.mha(x, x, x, need_weights=False, key_padding_mask=key_padding_mask)[0]
+
+
+class EncoderLayer(nn.Module):
+    """nn.TransformerEncoderLayer, batch-first, with or without a causal mask."""
+
+    def __init__(self, causal, dim=16, heads=2):
+        super().__init__()
+        self.causal = causal
+        self.layer = nn.TransformerEncoderLayer(dim, heads, 32, dropout=0.0, batch_first=True, dtype=DTYPE)
+
+    def forward(self, x):
+        if not self.causal:
+            return self.layer(x)
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], dtype=DTYPE)
+        return self.layer(x, src_mask=mask, is_causal=True)
+
+
+MODELS = {"multihead_attention": lambda: SelfAttention(), "encoder_layer": lambda: EncoderLayer(False),
+          "encoder_layer_causal": lambda: EncoderLayer(True)}
+
+
+def data(seed=0, batch=3, tokens=7, dim=16):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, tokens, dim, generator=g, dtype=DTYPE) for _ in range(4)]
+
+
+def meta_gradient(model, steps=2, lr=0.1):
+    """A MAML meta-gradient: inner steps on a support set with create_graph, the query loss differentiated to the
+    initial weights (a double backward through attention)."""
+    xs, ys, xq, yq = data()
+    params = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
+    fast = dict(params)
+    for _ in range(steps):
+        loss = (functional_call(model, fast, (xs,)) - ys).pow(2).mean()
+        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
+        fast = {k: v - lr * g for (k, v), g in zip(fast.items(), grads)}
+    meta_loss = (functional_call(model, fast, (xq,)) - yq).pow(2).mean()
+    return torch.autograd.grad(meta_loss, list(params.values())), meta_loss
+
+
+def jvp(model):
+    x, tangent, _, _ = data(1)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    return torch.func.jvp(lambda x: functional_call(model, params, (x,)), (x,), (tangent,))
+
+
+def close(a, b, tol=1e-10):
+    return all(torch.allclose(u, v, rtol=tol, atol=tol) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_maml_meta_gradient_and_jvp_through_real_modules_equal_the_math_backend(name):
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    with sdpa_kernel(SDPBackend.MATH):
+        want_grads, want_loss = meta_gradient(model)
+        want_jvp = jvp(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing here falls back
+        with theria.sdpa_override() as routed:
+            got_grads, got_loss = meta_gradient(model)
+            got_jvp = jvp(model)
+    assert routed.served >= 3 and not routed.fallbacks and routed.fraction_served() == 1.0
+    # theria's own nodes carry the meta-loss: its double backward did the work.
+    report = theria.inspect_graph(got_loss)
+    assert report.sdpa_double_backward_nodes >= 1, report.describe()
+    assert close(got_grads, want_grads) and close(got_jvp, want_jvp)
+
+
+def test_leaving_the_scope_restores_pytorchs_kernel_and_scopes_nest():
+    q, k, v, _ = data()
+    with theria.sdpa_override() as outer:
+        F.scaled_dot_product_attention(q, k, v)
+        with theria.sdpa_override(backend="reference") as inner:
+            F.scaled_dot_product_attention(q, k, v)
+        F.scaled_dot_product_attention(q, k, v)
+    assert (outer.served, inner.served) == (2, 1)
+    x = q.clone().requires_grad_()
+    out = F.scaled_dot_product_attention(x, k, v)
+    assert theria.inspect_graph(out.sum()).sdpa_nodes == 0  # PyTorch's own kernel again
+    routed = theria.enable_sdpa_override()
+    assert theria.inspect_graph(F.scaled_dot_product_attention(x, k, v).sum()).sdpa_nodes == 1
+    theria.disable_sdpa_override()
+    assert routed.served == 1
+    assert theria.inspect_graph(F.scaled_dot_product_attention(x, k, v).sum()).sdpa_nodes == 0
+
+
+def test_calls_theria_cannot_serve_fall_back_with_one_warning_per_reason_or_raise_when_strict():
+    torch.manual_seed(0)
+    model = SelfAttention()
+    x = data()[0]
+    padding = torch.zeros(x.shape[:2], dtype=torch.bool)
+    padding[:, -2:] = True  # the last two tokens of every sequence are padding: MHA passes an attn_mask
+    with sdpa_kernel(SDPBackend.MATH):
+        want = model(x, padding)
+    with pytest.warns(UserWarning, match="attn_mask") as record:
+        with theria.sdpa_override() as routed:
+            got = [model(x, padding) for _ in range(3)]
+    assert sum("attn_mask" in str(w.message) for w in record) == 1  # one warning for the reason, not per call
+    assert routed.served == 0 and sum(routed.fallbacks.values()) == 3 and routed.fraction_served() == 0.0
+    assert all(torch.equal(g, want) for g in got)
+    q, k, v, _ = data()
+    gqa_k, gqa_v = k.view(3, 7, 2, 8).transpose(1, 2)[:, :1], v.view(3, 7, 2, 8).transpose(1, 2)[:, :1]
+    gqa_q = q.view(3, 7, 2, 8).transpose(1, 2)
+    for bad, reason in (((q, k, v), dict(dropout_p=0.5)), ((gqa_q, gqa_k, gqa_v), dict(enable_gqa=True))):
+        with theria.sdpa_override(strict=True):
+            with pytest.raises(NotImplementedError, match="cannot serve"):
+                F.scaled_dot_product_attention(*bad, **reason)
+    with pytest.warns(UserWarning, match="grouped-query"):
+        with theria.sdpa_override():
+            got = F.scaled_dot_product_attention(gqa_q, gqa_k, gqa_v, enable_gqa=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        assert torch.allclose(got, F.scaled_dot_product_attention(gqa_q, gqa_k, gqa_v, enable_gqa=True))
+
+
+def test_torch_func_grad_and_compile_under_the_override():
+    torch.manual_seed(0)
+    model = EncoderLayer(causal=True)
+    x, _, _, _ = data()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    loss = lambda p: functional_call(model, p, (x,)).pow(2).sum()  # noqa: E731
+    with sdpa_kernel(SDPBackend.MATH):
+        want = torch.func.grad(loss)(params)
+        want_out = model(x)
+    with theria.sdpa_override() as routed:
+        got = torch.func.grad(loss)(params)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=False)
+        got_out = compiled(x)
+    assert routed.served >= 2
+    assert close(list(got.values()), list(want.values())) and torch.allclose(got_out, want_out, rtol=1e-10, atol=1e-10)
