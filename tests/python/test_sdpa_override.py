@@ -155,3 +155,49 @@ def test_torch_func_grad_and_compile_under_the_override():
         got_out = compiled(x)
     assert routed.served >= 2
     assert close(list(got.values()), list(want.values())) and torch.allclose(got_out, want_out, rtol=1e-10, atol=1e-10)
+
+
+def test_a_model_librarys_decoder_meta_gradient_and_jvp_equal_the_math_backend():
+    """A decoder-only transformer from a widely used library (Hugging Face transformers' Llama, built from a config
+    with random weights, nothing downloaded), its attention through SDPA: served by theria when nothing is padded
+    and every head has its own keys; a padding mask or grouped-query heads fall back, one warning per reason."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = dict(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=64, attn_implementation="sdpa")
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=4, **config)).to(DTYPE)
+    g = torch.Generator().manual_seed(1)
+    support, query = (torch.randint(0, 50, (2, 9), generator=g) for _ in range(2))
+    params = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
+
+    def loss(p, ids, **kw):
+        return functional_call(model, p, (), dict(input_ids=ids, labels=ids, **kw)).loss
+
+    def meta_gradient_and_jvp():
+        grads = torch.autograd.grad(loss(params, support), list(params.values()), create_graph=True)
+        fast = {k: v - 0.1 * gr for (k, v), gr in zip(params.items(), grads)}
+        meta_loss = loss(fast, query)
+        meta = torch.autograd.grad(meta_loss, list(params.values()))
+        tangent = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(2), dtype=DTYPE)
+                   for k, v in params.items()}
+        _, jvp_out = torch.func.jvp(lambda p: loss(p, query), (params,), (tangent,))
+        return meta, jvp_out, meta_loss
+
+    with sdpa_kernel(SDPBackend.MATH):
+        want, want_jvp, _ = meta_gradient_and_jvp()
+    with theria.sdpa_override() as routed:
+        got, got_jvp, meta_loss = meta_gradient_and_jvp()
+    assert routed.served >= 4 and not routed.fallbacks
+    assert theria.inspect_graph(meta_loss).sdpa_double_backward_nodes >= 1
+    assert close(got, want, 1e-9) and torch.allclose(got_jvp, want_jvp, rtol=1e-10, atol=1e-12)
+
+    padded = torch.ones(2, 9, dtype=torch.long)
+    padded[0, :3] = 0
+    gqa = transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, **config)).to(DTYPE)
+    with pytest.warns(UserWarning) as record:
+        with theria.sdpa_override() as routed:
+            model(input_ids=query, attention_mask=padded)
+            gqa(input_ids=query)
+    assert routed.served == 0 and len(record) == 2
+    assert set(routed.fallbacks) == {"attn_mask (a boolean or additive mask; is_causal=True alone is served)",
+                                     "grouped-query attention (enable_gqa with fewer key/value heads)"}
