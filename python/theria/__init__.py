@@ -16,6 +16,7 @@ second-order terms through attention (docs/meta_check.md).
 import torch
 
 from . import _library
+from ._version import __version__  # noqa: F401  (the one version: CMake's project reads it too)
 
 _library_path = _library.load()
 
@@ -25,7 +26,7 @@ from .meta_check import (  # noqa: E402  (is my MAML really second order? docs/m
 from .override import (  # noqa: E402  (the drop-in for existing models: docs/drop_in.md)
     SdpaOverride, disable_sdpa_override, enable_sdpa_override, sdpa_override)
 
-__all__ = ["sdpa", "select_backend", "tolerance", "BACKENDS", "inspect_graph", "GraphReport", "check_meta_gradient",
+__all__ = ["__version__", "sdpa", "select_backend", "tolerance", "BACKENDS", "inspect_graph", "GraphReport", "check_meta_gradient",
            "MetaGradientCheck", "DirectionalDerivative", "sdpa_override", "SdpaOverride", "enable_sdpa_override",
            "disable_sdpa_override"]
 

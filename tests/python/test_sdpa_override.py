@@ -201,3 +201,14 @@ def test_a_model_librarys_decoder_meta_gradient_and_jvp_equal_the_math_backend()
     assert routed.served == 0 and len(record) == 2
     assert set(routed.fallbacks) == {"attn_mask (a boolean or additive mask; is_causal=True alone is served)",
                                      "grouped-query attention (enable_gqa with fewer key/value heads)"}
+
+
+def test_the_package_and_cmake_read_one_version():
+    import os
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[2]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", theria.__version__)
+    cache = root / os.environ.get("THERIA_BUILD_DIR", "build") / "CMakeCache.txt"
+    if cache.exists():  # the build configured from this tree says the same version
+        assert f"CMAKE_PROJECT_VERSION:STATIC={theria.__version__}" in cache.read_text()
