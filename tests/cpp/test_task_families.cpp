@@ -225,20 +225,34 @@ TEST(TaskFamilies, SmearedKeysThatKeepEachKeyAreThePlainModel) {
   EXPECT_FALSE(at::allclose(before, forward(plain, without, x), 1e-6, 1e-6));  // at a = 0 the keys are mixed
 }
 
+// A small float64 problem of one family: its model (dim 8, smeared keys but for position recall, explicit backend),
+// weights from `weight_seed` and the family's first `count` tasks with `examples` support and query examples.
+struct SmallProblem {
+  ModelConfig model;
+  Weights w;
+  std::vector<Task> tasks;
+};
+SmallProblem small_problem(const std::string& name, int64_t examples, uint64_t family_seed, uint64_t weight_seed,
+                           int64_t count) {
+  auto tc = family_config(name);
+  tc.support = tc.query = examples;
+  const auto family = make_task_family(tc, family_seed);
+  SmallProblem p;
+  p.model = fit_model_to(ModelConfig{}, family->io());
+  p.model.dim = 8;
+  p.model.smeared_keys = name != "position_recall";
+  p.model.attention.backend(Backend::Explicit);
+  p.w = init_weights(p.model, weight_seed, at::kDouble);
+  for (int64_t i = 0; i < count; ++i) p.tasks.push_back(family->task(i));
+  return p;
+}
+
 // The inner loops of a meta-batch run as one grouped pass (weights with a leading tasks dim); that pass must be the
 // tasks run one by one: the same forward, meta-gradient (every mode, inner clipping included) and evaluation,
 // in every family (token and real inputs, smeared keys, cross-entropy and MSE), float64.
 TEST(TaskFamilies, GroupedTasksAreTheTasksOneByOne) {
   for (const auto& name : kFamilies) {
-    auto tc = family_config(name);
-    tc.support = 5, tc.query = 6;
-    const auto family = make_task_family(tc, 3);
-    ModelConfig model = fit_model_to(ModelConfig{}, family->io());
-    model.dim = 8;
-    model.smeared_keys = name != "position_recall";
-    model.attention.backend(Backend::Explicit);
-    const auto w = init_weights(model, 5, at::kDouble);
-    const std::vector<Task> tasks{family->task(0), family->task(1), family->task(2)};
+    const auto [model, w, tasks] = small_problem(name, 6, 3, 5, 3);
     // Forward: task g's rows of the grouped output are the model with task g's weights (here each task's own
     // perturbation of w) on task g's inputs.
     Weights grouped;
@@ -276,15 +290,7 @@ TEST(TaskFamilies, GroupedTasksAreTheTasksOneByOne) {
 // meta-gradient against central differences of the meta-loss, float64.
 TEST(TaskFamilies, FullMetaGradientMatchesFiniteDifferencesInEveryFamily) {
   for (const auto& name : kFamilies) {
-    auto tc = family_config(name);
-    tc.support = 4, tc.query = 4;
-    const auto family = make_task_family(tc, 0);
-    ModelConfig model = fit_model_to(ModelConfig{}, family->io());
-    model.dim = 8;
-    model.smeared_keys = name != "position_recall";
-    model.attention.backend(Backend::Explicit);
-    const auto w = init_weights(model, 4, at::kDouble);
-    const std::vector<Task> tasks{family->task(0), family->task(1)};
+    const auto [model, w, tasks] = small_problem(name, 4, 0, 4, 2);
     const MamlConfig full{MamlMode::Full, 2, 0.05};
     const auto mg = meta_gradient(model, full, w, tasks);
     ASSERT_FALSE(mg.divergence.found()) << name;
