@@ -23,8 +23,16 @@ std::string plotting_python() {
   return "python3";
 }
 
+// The plotting scripts: beside the program in an installed package (theria/bin/../scripts), else in the sources.
+std::string script_path(const std::string& script) {
+  const auto installed = std::filesystem::path(executable_dir()) / ".." / "scripts" / script;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(installed, ec)) return installed.string();
+  return std::string(THERIA_SOURCE_DIR "/scripts/") + script;
+}
+
 PlotOutcome run_plot_script(const std::string& script, const std::vector<std::string>& args) {
-  std::vector<std::string> argv{plotting_python(), std::string(THERIA_SOURCE_DIR "/scripts/") + script};
+  std::vector<std::string> argv{plotting_python(), script_path(script)};
   argv.insert(argv.end(), args.begin(), args.end());
   PlotOutcome p;
   p.exit = run_program(argv);

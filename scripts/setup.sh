@@ -43,12 +43,16 @@ for tool in cmake ninja; do
   command -v "$tool" >/dev/null || "$py" -m pip install --quiet "$tool"
 done
 
-# The model library of the drop-in's tests (tests/python/test_sdpa_override.py: a decoder built from a config, no
-# weights downloaded), pinned as in requirements.txt; where nothing can be installed (the GPU machine) they skip it.
-if ! "$py" -c 'import transformers' 2>/dev/null; then
-  "$py" -m pip install --quiet "$(grep '^transformers==' requirements.txt)" 2>/dev/null ||
-    echo "[setup] could not install transformers: the model-library tests of the drop-in will skip" >&2
-fi
+# Test-only Python packages, pinned as in requirements.txt, installed when missing: the model library of the
+# drop-in's tests (tests/python/test_sdpa_override.py: a decoder built from a config, no weights downloaded) and the
+# build backend of the pip package (tests/package/pip_install_test.sh). Where nothing can be installed (the GPU
+# machine) those tests skip or fail and say why.
+for module in transformers:transformers scikit_build_core:scikit-build-core; do
+  if ! "$py" -c "import ${module%%:*}" 2>/dev/null; then
+    "$py" -m pip install --quiet "$(grep "^${module##*:}==" requirements.txt)" 2>/dev/null ||
+      echo "[setup] could not install ${module##*:}" >&2
+  fi
+done
 
 prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
 if [ ! -f "$build/build.ninja" ]; then
