@@ -212,3 +212,36 @@ def test_the_package_and_cmake_read_one_version():
     cache = root / os.environ.get("THERIA_BUILD_DIR", "build") / "CMakeCache.txt"
     if cache.exists():  # the build configured from this tree says the same version
         assert f"CMAKE_PROJECT_VERSION:STATIC={theria.__version__}" in cache.read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_on_cuda_the_override_serves_a_maml_meta_gradient_with_the_fused_backend(dtype):
+    """nn.TransformerEncoderLayer on CUDA (head dim 32, causal) under sdpa_override(backend="fused"): every call runs
+    the fused kernels, and the meta-gradient is as close to the float64 one (PyTorch's math backend on the CPU) as
+    PyTorch's math backend gets in the same dtype on the GPU: the rest of the model rounds in that dtype too."""
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(64, 2, 128, dropout=0.0, batch_first=True, dtype=torch.float64)
+    xs, ys, xq, yq = (torch.randn(4, 33, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+                      for i in range(4))
+    mask = nn.Transformer.generate_square_subsequent_mask(33, dtype=torch.float64)
+
+    def meta(model, cast, device):
+        params = {k: v.detach().to(device, cast).requires_grad_() for k, v in model.named_parameters()}
+        m = lambda p, x: functional_call(model, p, (x.to(device, cast),), dict(src_mask=mask.to(device, cast),  # noqa
+                                                                                  is_causal=True))
+        loss = (m(params, xs) - ys.to(device, cast)).pow(2).mean()
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        fast = {k: v - 0.1 * g for (k, v), g in zip(params.items(), grads)}
+        meta_loss = (m(fast, xq) - yq.to(device, cast)).float().pow(2).mean()
+        return torch.cat([g.double().cpu().reshape(-1) for g in torch.autograd.grad(meta_loss, list(params.values()))])
+
+    with sdpa_kernel(SDPBackend.MATH):
+        want = meta(model, torch.float64, "cpu")
+    with theria.sdpa_override(strict=True, backend="fused") as routed:
+        got = meta(model, dtype, "cuda")
+    with sdpa_kernel(SDPBackend.MATH):
+        math = meta(model, dtype, "cuda")
+    assert routed.served == 2  # the support and the query forward (backward passes call no SDPA)
+    error = lambda x: ((x - want).norm() / want.norm()).item()  # noqa: E731
+    assert error(got) <= 2 * error(math) + theria.tolerance(dtype, 2), (error(got), error(math))
