@@ -42,15 +42,6 @@ at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tenso
       .mean(1);
 }
 
-double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y) {
-  at::AutoGradMode no_grad(false);
-  const auto out = forward(model, w, x).to(at::kDouble);
-  if (model.target == TargetKind::Classes) return out.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
-  const auto target = y.to(at::kDouble);
-  const auto residual = (out.squeeze(1) - target).pow(2).sum();
-  return (1.0 - residual / (target - target.mean()).pow(2).sum()).item<double>();
-}
-
 std::vector<at::Tensor> clip_by_global_norm(const std::vector<at::Tensor>& g, double max_norm, bool grouped) {
   if (max_norm <= 0.0 || g.empty()) return g;
   // The squared norm accumulates in float at least (bfloat16 squares lose the small entries); grouped, per task.

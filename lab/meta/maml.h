@@ -73,9 +73,6 @@ struct Divergence {
 // The loss of model.target: cross-entropy of the logits (Classes), or the mean squared error (Regression).
 // Grouped (x [tasks, n, T], weights [tasks, ...]): one loss per task, [tasks].
 at::Tensor task_loss(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
-// The score of model.target on one set of examples: the share of argmax hits (Classes), or, for Regression,
-// R^2 = 1 - sum (y_hat - y)^2 / sum (y - mean y)^2 (1: exact; 0: no better than the set's mean; negative: worse).
-double accuracy(const ModelConfig& model, const Weights& w, const at::Tensor& x, const at::Tensor& y);
 
 // d loss / d w, with zeros for the weights the loss does not reach (a model whose attention output is detached
 // does not use its attention weights: lab/variants), as PyTorch's materialize_grads does.

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 namespace theria::lab {
 namespace {
@@ -28,19 +29,21 @@ void compare_with_oracles(const MetagradConfig& c, const TrainConfig& t, const E
                           const std::vector<Task>& tasks, const EstimatedMetaGradient& g,
                           std::map<double, EstimatedMetaGradient>& implicit_oracle,
                           std::optional<EstimatedMetaGradient>& unrolled_oracle, MetagradCell& cell) {
-  const auto p64 = float64_reference(t.model, w, tasks);
   const bool proximal = spec.kind == EstimatorSpec::Kind::Implicit || spec.kind == EstimatorSpec::Kind::Neumann;
   const double lambda = proximal ? spec.lambda : 2.0;
+  // The float64 copy of the problem only when an oracle of this (depth, seed) is still to compute.
+  std::optional<Float64Problem> p64;
+  if (!implicit_oracle.count(lambda) || !unrolled_oracle) p64 = float64_reference(t.model, w, tasks);
   if (!implicit_oracle.count(lambda)) {
     EstimatorSpec oracle;
     oracle.kind = EstimatorSpec::Kind::Implicit;
     oracle.lambda = lambda;
     oracle.cg_iterations = c.oracle_cg_iterations;
     oracle.cg_tolerance = c.oracle_tolerance;
-    implicit_oracle[lambda] = estimate_meta_gradient(p64.model, t.maml, oracle, p64.w, p64.tasks);
+    implicit_oracle[lambda] = estimate_meta_gradient(p64->model, t.maml, oracle, p64->w, p64->tasks);
   }
   if (!unrolled_oracle) {
-    unrolled_oracle = estimate_meta_gradient(p64.model, t.maml, parse_estimator("unrolled"), p64.w, p64.tasks);
+    unrolled_oracle = estimate_meta_gradient(p64->model, t.maml, parse_estimator("unrolled"), p64->w, p64->tasks);
   }
   const Divergence& d = g.divergence.found() ? g.divergence : unrolled_oracle->divergence;
   if (d.found()) {
@@ -143,9 +146,10 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
   }
 
   // Accuracy after meta-training with each estimator, paired by seed.
-  for (const auto& name : c.train_estimators) {
+  for (size_t e = 0; e < c.train_estimators.size(); ++e) {
+    const auto& name = c.train_estimators[e];
     for (uint64_t seed = 0; seed < static_cast<uint64_t>(c.train_seeds); ++seed) {
-      const auto key = "train_" + std::to_string(&name - c.train_estimators.data()) + "_seed" + std::to_string(seed);
+      const auto key = "train_" + std::to_string(e) + "_seed" + std::to_string(seed);
       progress.begin(key + " " + name);
       raw.training.push_back(parts.get_or_compute<MetagradTraining>(key, [&] {
         TrainConfig t = c.train;
