@@ -6,6 +6,9 @@
 // matters where a derivative is exactly zero (a causal row that sees one key has a constant
 // softmax, so its second derivatives vanish and rounding noise of 1e-17 must not count as
 // infinitely wrong). Test inputs are standard normal, so derivatives are O(1).
+//
+// The row is that of the dtype the products run in: float32 under torch.set_float32_matmul_precision("medium")
+// runs the fused bfloat16 tensor-core kernels (docs/contract.md), so its results are held to the bfloat16 row.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -3,6 +3,7 @@
 #include "core/contract.h"
 #include "fused/fused_backend.h"
 
+#include <ATen/Context.h>
 #include <c10/util/Exception.h>
 
 namespace theria {
@@ -38,6 +39,19 @@ bool fused_kernels_built() {
 
 namespace theria::core {
 
+bool bfloat16_products_allowed() {
+  auto& ctx = at::globalContext();
+  // The new API (torch.backends.cuda.matmul.fp32_precision) has no bf16 for CUDA and maps "medium" to "tf32";
+  // only the legacy setting says "medium", and its getter raises when the two APIs were mixed: then only the
+  // new API's answer counts, and that is never bfloat16.
+  if (ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) != at::Float32Precision::TF32) return false;
+  try {
+    return ctx.float32MatmulPrecision() == at::Float32MatmulPrecision::MEDIUM;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
 int64_t reference_hvp_bytes(int64_t batch, int64_t len_q, int64_t len_kv, int64_t element_size) {
   constexpr int64_t kMatrices = 12;
   return kMatrices * batch * len_q * len_kv * element_size;
@@ -54,6 +68,11 @@ std::string mib(int64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 // Auto's choice for CUDA inputs the fused kernels serve (see reference_beats_simt).
 ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t batch) {
   if (fused::uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1))) {
+    if (q.scalar_type() == at::kFloat) {
+      return {Backend::Fused,
+              "auto: float32 at matmul precision \"medium\" (PyTorch lets float32 products use bfloat16) goes to "
+              "the fused tensor-core kernels on bfloat16 copies, float32 results (the tolerance table's bfloat16 row)"};
+    }
     return {Backend::Fused, "auto: CUDA tensors go to the fused tensor-core kernels"};
   }
   const int64_t len_q = q.sym_size(-2).guard_int(__FILE__, __LINE__), len_kv = v.sym_size(-2).guard_int(__FILE__, __LINE__);
@@ -61,7 +80,12 @@ ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t b
   const int64_t device = fused::device_memory_bytes(q.device().index());
   const std::string what = std::string("auto: ") + c10::toString(q.scalar_type()) + " with E=" + std::to_string(q.size(-1)) +
                            ", Ev=" + std::to_string(v.size(-1)) +
-                           " has no tensor-core kernel, and the fused SIMT kernels lose to the reference composition "
+                           " has no tensor-core kernel" +
+                           (q.scalar_type() == at::kFloat
+                                ? std::string(" at float32 matmul precision \"high\" or \"highest\" (\"medium\" allows the "
+                                              "bfloat16 tensor-core kernels)")
+                                : std::string()) +
+                           ", and the fused SIMT kernels lose to the reference composition "
                            "at every measured size (docs/performance.md, \"float32 on CUDA\"); ";
   if (reference_beats_simt(batch, len_q, len_kv, q.element_size(), device)) {
     return {Backend::Reference, what + "its L x S buffers (about " + mib(need) +

@@ -22,6 +22,12 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
 ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,
                                 const char* op);
 
+// Whether PyTorch's float32 matmul precision lets float32 products run in bfloat16: "medium" in
+// torch.set_float32_matmul_precision ("float32 matrix multiplications use bfloat16 datatype for internal
+// computations"). The fused tensor-core kernels then serve float32 on bfloat16 copies, and the tolerance
+// table's bfloat16 row applies to their float32 results.
+bool bfloat16_products_allowed();
+
 // Where `auto` sends CUDA inputs that only the fused SIMT kernels serve (float32, float64, head dims without a
 // tensor-core kernel): the reference composition is faster at every measured size (docs/performance.md,
 // "float32 on CUDA": 12-77x), so it is taken unless its L x S buffers would crowd the GPU: about twelve L x S

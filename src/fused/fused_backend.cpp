@@ -1,5 +1,6 @@
 #include "fused/fused_backend.h"
 
+#include "core/backend.h"
 #include "core/contract.h"
 #include "explicit/row_kernel_binding.h"
 #include "fused/launch.h"
@@ -118,6 +119,15 @@ bool use_tensor_cores(const Tensor& q, const Tensor& v, double scale) {
   return scale > 0.0 && uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1));
 }
 
+// float32 that runs as bfloat16 (bfloat16_products_allowed): the entry points call themselves on bfloat16
+// copies and return float32. A cast is exact where the value came from a bfloat16 pass (the saved out).
+bool via_bfloat16(const Tensor& q, const Tensor& v, double scale) {
+  return q.scalar_type() == at::kFloat && use_tensor_cores(q, v, scale);
+}
+Tensor bf16(const Tensor& t) { return t.to(at::kBFloat16); }
+OptTensor bf16(const OptTensor& t) { return t.has_value() && t->defined() ? OptTensor(bf16(*t)) : t; }
+Tensor f32(const Tensor& t) { return t.to(at::kFloat); }
+
 std::vector<int64_t> out_shape(const Tensor& q, const Tensor& v) {
   auto s = q.sizes().vec();
   s.back() = v.size(-1);
@@ -133,7 +143,9 @@ std::vector<int64_t> stats_shape(const Tensor& q) {
 }  // namespace
 
 bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v) {
-  return (dtype == at::kHalf || dtype == at::kBFloat16) && kc::tensor_core_head_dim(kernel_dtype(dtype), dim_qk, dim_v);
+  const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
+  const bool as_bfloat16 = dtype == at::kFloat && core::bfloat16_products_allowed();
+  return (sixteen_bit || as_bfloat16) && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
 }
 
 int64_t device_memory_bytes(c10::DeviceIndex device) {
@@ -213,6 +225,10 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
+  if (via_bfloat16(q, v, scale)) {
+    const auto [out, lse] = sdpa_fwd(bf16(q), bf16(k), bf16(v), causal, scale);
+    return {f32(out), lse};
+  }
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale);
   if (f.p.batch > 0) {
@@ -227,6 +243,11 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  if (via_bfloat16(q, v, scale)) {
+    const auto [out, lse, out_dot] =
+        sdpa_jvp(bf16(q), bf16(k), bf16(v), bf16(q_dot), bf16(k_dot), bf16(v_dot), causal, scale);
+    return {f32(out), lse, f32(out_dot)};
+  }
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale);
   const auto o = run_tangent_pass(f.p, tc_tangents(q_dot, k_dot, v_dot, q, k, v), q, v, /*given_stats=*/false);
@@ -279,6 +300,10 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
                                             const Tensor& lse, const Tensor& dout, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
+  if (via_bfloat16(q, v, scale)) {
+    const auto [dq, dk, dv] = sdpa_bwd(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), causal, scale);
+    return {f32(dq), f32(dk), f32(dv)};
+  }
   BwdLaunch b;
   prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
   Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
@@ -303,6 +328,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   if (!use_tensor_cores(q, v, scale)) {
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
                                      scale);
+  }
+  if (via_bfloat16(q, v, scale)) {
+    const auto [dq_dot, dk_dot, dv_dot, out_dot] = sdpa_bwd_jvp(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout),
+                                                                bf16(q_dot), bf16(k_dot), bf16(v_dot), bf16(dout_dot),
+                                                                causal, scale);
+    return {f32(dq_dot), f32(dk_dot), f32(dv_dot), f32(out_dot)};
   }
   BwdLaunch b;
   prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);

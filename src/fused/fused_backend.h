@@ -1,8 +1,10 @@
 // Torch binding of the fused CUDA kernels (same contract as explicit_backend.h): checks what the
 // kernels support, allocates outputs, fills the params structs and launches on the current stream.
 //   fp16/bf16 with E == Ev in {32, 64, 96, 128}: tensor-core forward, JVP, backward, backward-JVP;
-//   everything else up to head dim 256 (fp32, fp64, other head dims, a scale <= 0): the SIMT
-//   kernels, in full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
+//   fp32 with those head dims under torch.set_float32_matmul_precision("medium"), which lets float32
+//   products use bfloat16 internally: the same kernels on bfloat16 copies, float32 results;
+//   everything else up to head dim 256 (fp32 at "high" / "highest", fp64, other head dims, a scale <= 0):
+//   the SIMT kernels, in full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,7 +22,8 @@ using OptTensor = std::optional<Tensor>;
 // the reason when not.
 bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
 
-// Whether inputs of this dtype and these head dims run on the tensor-core kernels (else the SIMT ones).
+// Whether inputs of this dtype and these head dims run on the tensor-core kernels (else the SIMT ones);
+// float32 does under core::bfloat16_products_allowed().
 bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v);
 
 // Total memory of a CUDA device, in bytes.

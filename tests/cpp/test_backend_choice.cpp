@@ -6,6 +6,8 @@
 
 #include "core/backend.h"
 
+#include <ATen/Context.h>
+
 namespace {
 
 using theria::core::reference_beats_simt;
@@ -43,6 +45,26 @@ TEST(AutoBackendChoice, ReferenceWhileItsBuffersFitInAQuarterOfTheGpu) {
 TEST(AutoBackendChoice, BufferEstimateIsTwelveScoreMatrices) {
   EXPECT_EQ(reference_hvp_bytes(3, 5, 7, 4), 12 * 3 * 5 * 7 * 4);
   EXPECT_EQ(reference_hvp_bytes(2, 10, 1, 8), 12 * 2 * 10 * 1 * 8);
+}
+
+// float32 runs the bfloat16 tensor-core kernels only where PyTorch's precision setting allows bfloat16
+// products: "medium" in the legacy API; never "high" or "highest", nor when the new API says "ieee" for CUDA
+// matmuls (it has no bfloat16 for CUDA).
+TEST(AutoBackendChoice, Float32RunsAsBfloat16OnlyAtMediumPrecision) {
+  auto& ctx = at::globalContext();
+  const auto restore = ctx.float32MatmulPrecision();
+  ctx.setFloat32MatmulPrecision("medium");
+  EXPECT_TRUE(theria::core::bfloat16_products_allowed());
+  ctx.setFloat32MatmulPrecision("high");
+  EXPECT_FALSE(theria::core::bfloat16_products_allowed());
+  ctx.setFloat32MatmulPrecision("highest");
+  EXPECT_FALSE(theria::core::bfloat16_products_allowed());
+  ctx.setFloat32MatmulPrecision("medium");
+  ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, at::Float32Precision::IEEE);
+  EXPECT_FALSE(theria::core::bfloat16_products_allowed());
+  ctx.setFloat32MatmulPrecision(restore == at::Float32MatmulPrecision::MEDIUM ? "medium"
+                                : restore == at::Float32MatmulPrecision::HIGH ? "high"
+                                                                              : "highest");
 }
 
 }  // namespace

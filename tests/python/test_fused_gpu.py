@@ -208,3 +208,68 @@ def test_fused_bwd_jvp_reads_strided_saved_out_and_lse(dtype, head_dim):
         for a, b in zip(got[1:], want[1:]):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
         assert rel_err(got[:1], want[:1]) <= 1e-2, name
+
+
+@pytest.fixture
+def medium_precision():
+    """torch.set_float32_matmul_precision("medium") for one test: float32 products may use bfloat16."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_float32_at_medium_precision_runs_the_bfloat16_tensor_cores_at_every_order(medium_precision, head_dim,
+                                                                                    causal):
+    """At matmul precision "medium" float32 runs the bf16 tensor-core kernels (bf16 copies in, float32 out):
+    forward, backward, double backward and JVP within the bfloat16 row of the tolerance table against float64,
+    and bit for bit what the same kernels give on bfloat16 copies of the inputs."""
+    q, k, v, dout = inputs(2, 3, 130, 67, head_dim, head_dim, torch.float32, seed=11 + head_dim)
+    reason = theria.select_backend(q, k, v)
+    assert reason[0] == "fused" and "bfloat16" in reason[1], reason
+    qr, kr, vr, out_ref = reference(q, k, v, causal)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+    assert out.dtype == torch.float32
+    assert rel_err([out], [out_ref]) <= theria.tolerance(torch.bfloat16, 0)
+    with torch.no_grad():
+        out_bf16 = theria.sdpa(q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=causal, backend="fused")
+    torch.testing.assert_close(out, out_bf16.float(), rtol=0, atol=0)
+
+    g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    assert all(t.dtype == torch.float32 for t in g)
+    assert rel_err(g, gr) <= theria.tolerance(torch.bfloat16, 1)
+    u = [torch.randn_like(t) for t in g]
+    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
+    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(gr, u)), (qr, kr, vr))
+    assert rel_err(h, hr) <= theria.tolerance(torch.bfloat16, 2)
+
+    tangents = [torch.randn_like(t) for t in (q, k, v)]
+    with torch.autograd.forward_ad.dual_level():
+        dual = [torch.autograd.forward_ad.make_dual(t.detach(), d) for t, d in zip((q, k, v), tangents)]
+        out_dot = torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal, backend="fused")).tangent
+        dual_r = [torch.autograd.forward_ad.make_dual(t.detach(), d.double()) for t, d in zip((qr, kr, vr), tangents)]
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            ref_dot = torch.autograd.forward_ad.unpack_dual(
+                torch.nn.functional.scaled_dot_product_attention(*dual_r, is_causal=causal)).tangent
+    assert out_dot.dtype == torch.float32
+    assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(torch.bfloat16, 1)
+
+
+def test_float32_at_high_and_highest_precision_keeps_float32_products():
+    """Only "medium" allows bfloat16: at "high" and "highest" float32 stays within the float32 row (the SIMT
+    kernels when 'fused' is named), and auto's reason says why no tensor-core kernel serves it."""
+    q, k, v, _ = inputs(1, 2, 33, 40, 64, 64, torch.float32, seed=5)
+    _, _, _, out_ref = reference(q, k, v, False)
+    before = torch.get_float32_matmul_precision()
+    try:
+        for precision in ("high", "highest"):
+            torch.set_float32_matmul_precision(precision)
+            out = theria.sdpa(q, k, v, backend="fused")
+            assert rel_err([out], [out_ref]) <= theria.tolerance(torch.float32, 0), precision
+            assert "medium" in theria.select_backend(q, k, v)[1], precision
+    finally:
+        torch.set_float32_matmul_precision(before)
