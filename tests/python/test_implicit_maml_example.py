@@ -65,8 +65,9 @@ def problem(dtype=torch.float64, backend="explicit", dim=8):
     torch.manual_seed(0)
     model = TinyAttentionClassifier(dim=dim, heads=2, classes=3, backend=backend).to(dtype)
     theta = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
-    support = (torch.randn(6, 5, dim, dtype=dtype), torch.randint(0, 3, (6,)))
-    query = (torch.randn(6, 5, dim, dtype=dtype), torch.randint(0, 3, (6,)))
+    # Drawn in float32 and cast: the same numbers in every dtype (randn in float64 draws other ones).
+    support = (torch.randn(6, 5, dim).to(dtype), torch.randint(0, 3, (6,)))
+    query = (torch.randn(6, 5, dim).to(dtype), torch.randint(0, 3, (6,)))
     return model, theta, support, query
 
 
