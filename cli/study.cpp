@@ -50,13 +50,19 @@ Run add_study(CLI::App& command) {
   auto* metagrad = command.add_subcommand(
       "metagrad", "unrolled vs truncated vs implicit meta-gradients: error against float64 oracles, CG residuals, time "
                   "and memory as the inner loop deepens (docs/metagrad.md)");
+  auto* robustness = command.add_subcommand(
+      "robustness", "FULL MAML through attention over sequence length x head dim x precision x backend (theria's and "
+                    "PyTorch's), over seeds: second-order path, error against float64, stability, cost; \"works? "
+                    "stable? practical?\" by written rules (docs/robustness.md)");
   const auto run_taxonomy = add_taxonomy(*taxonomy);
   const auto run_sweep = add_sweep(*sweep);
   const auto run_metagrad = add_metagrad(*metagrad);
-  return [taxonomy, sweep, metagrad, run_taxonomy, run_sweep, run_metagrad] {
+  const auto run_robustness = add_robustness(*robustness);
+  return [taxonomy, sweep, metagrad, robustness, run_taxonomy, run_sweep, run_metagrad, run_robustness] {
     if (taxonomy->parsed()) return run_taxonomy();
     if (sweep->parsed()) return run_sweep();
     if (metagrad->parsed()) return run_metagrad();
+    if (robustness->parsed()) return run_robustness();
     return 2;
   };
 }

@@ -18,6 +18,7 @@ namespace theria::cli {
 Run add_taxonomy(CLI::App& command);
 Run add_sweep(CLI::App& command);
 Run add_metagrad(CLI::App& command);
+Run add_robustness(CLI::App& command);
 
 // "float64", "bfloat16", "float16"; anything else float32 (CLI11 has checked the name).
 at::ScalarType parse_dtype(const std::string& name);

@@ -111,18 +111,19 @@ GradientError gradient_error(const std::vector<at::Tensor>& g, const std::vector
   return {flat_distance(g, ref) / std::max(flat_norm(ref), 1e-300), flat_cosine(g, ref)};
 }
 
-Float64Problem float64_reference(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks) {
+Float64Problem float64_reference(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks,
+                                 const at::Device& device, Backend backend) {
   Float64Problem p{model, {}, {}};
   p.model.attend = {};
-  p.model.attention.backend(Backend::Reference);
-  for (const auto& t : w) p.w.push_back(t.detach().to(at::kCPU, at::kDouble).requires_grad_());
-  for (const auto& t : tasks) p.tasks.push_back(t.to(at::kCPU));
+  p.model.attention.backend(backend);
+  for (const auto& t : w) p.w.push_back(t.detach().to(device, at::kDouble).requires_grad_());
+  for (const auto& t : tasks) p.tasks.push_back(t.to(device));
   return p;
 }
 
 MetaGradient oracle_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
-                                  const std::vector<Task>& tasks) {
-  const auto p = float64_reference(model, w, tasks);
+                                  const std::vector<Task>& tasks, const at::Device& device, Backend backend) {
+  const auto p = float64_reference(model, w, tasks, device, backend);
   MamlConfig full = maml;
   full.mode = MamlMode::Full;
   full.inner_create_graph = true;

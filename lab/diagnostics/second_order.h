@@ -61,13 +61,17 @@ struct Float64Problem {
   Weights w;
   std::vector<Task> tasks;
 };
-Float64Problem float64_reference(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks);
+// On another device or backend: the same float64 problem, e.g. on the GPU through the fused kernels' float64 path,
+// which holds no L x S buffer (oracles at long sequences).
+Float64Problem float64_reference(const ModelConfig& model, const Weights& w, const std::vector<Task>& tasks,
+                                 const at::Device& device = at::kCPU, Backend backend = Backend::Reference);
 
 // The oracle of the taxonomy: the exact FULL meta-gradient (theria::sdpa, reference backend, inner gradients
 // with create_graph) in float64 on the CPU, at `w` rounded to the run's dtype and moved to the CPU, on the
 // same tasks. `model` and `maml` give the shapes, inner steps and inner lr; their variant and mode are not used.
 MetaGradient oracle_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
-                                  const std::vector<Task>& tasks);
+                                  const std::vector<Task>& tasks, const at::Device& device = at::kCPU,
+                                  Backend backend = Backend::Reference);
 
 // The share of the meta-gradient that comes through attention's second derivative:
 // ||g - g1|| / ||g||, with g the meta-gradient of (model, maml) and g1 the same with the model's attention
