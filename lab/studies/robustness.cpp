@@ -74,14 +74,24 @@ Weights weights_in(const Weights& w32, at::ScalarType dtype) {
   return w;
 }
 
-// The model of a cell: theria::sdpa with the backend named, or one of PyTorch's SDPA backends.
-ModelConfig cell_model(ModelConfig model, const std::string& backend) {
+// The model of a cell: theria::sdpa with the backend named, or one of PyTorch's SDPA backends; with an
+// attention-only precision, that call in its dtype inside a float32 model.
+ModelConfig cell_model(ModelConfig model, const std::string& backend, const Precision& precision) {
   if (backend == "pytorch_math") {
     model.attend = pytorch_attention(PytorchSdpa::Math);
   } else if (backend == "pytorch_flash") {
     model.attend = pytorch_attention(PytorchSdpa::Flash);
   } else {
     model.attention.backend(parse_backend(backend));
+  }
+  if (precision.attention) {
+    const AttentionFn inner = model.attend ? model.attend
+                                           : AttentionFn([](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                            const SdpaOptions& o) { return sdpa(q, k, v, o); });
+    const auto dtype = *precision.attention;
+    model.attend = [inner, dtype](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const SdpaOptions& o) {
+      return inner(q.to(dtype), k.to(dtype), v.to(dtype), o).to(q.scalar_type());
+    };
   }
   return model;
 }
@@ -123,7 +133,7 @@ RobustnessMeasure measure(const RobustnessConfig& c, const RobustnessCellKey& ke
     return m;
   }
   const Precision precision = parse_precision(key.precision);
-  const ModelConfig model = cell_model(s.model, key.backend);
+  const ModelConfig model = cell_model(s.model, key.backend, precision);
   MamlConfig full = c.train.maml, fo = c.train.maml;
   full.mode = MamlMode::Full;
   fo.mode = MamlMode::FirstOrder;
@@ -154,7 +164,7 @@ RobustnessCost cost(const RobustnessConfig& c, const RobustnessCellKey& key) {
   const Setup s = setup(c, key.seq_len, key.head_dim, 0);
   const Precision precision = parse_precision(key.precision);
   TrainConfig t = c.train;
-  t.model = cell_model(s.model, key.backend);
+  t.model = cell_model(s.model, key.backend, precision);
   const Weights w = weights_in(s.w32, precision.weights);
   RobustnessCost r;
   r.cell = key;
@@ -175,13 +185,16 @@ Precision parse_precision(const std::string& name) {
   if (name == "float16") return {name, at::kHalf, std::nullopt};
   if (name == "autocast_bfloat16") return {name, at::kFloat, at::kBFloat16};
   if (name == "autocast_float16") return {name, at::kFloat, at::kHalf};
+  if (name == "attention_bfloat16") return {name, at::kFloat, std::nullopt, at::kBFloat16};
+  if (name == "attention_float16") return {name, at::kFloat, std::nullopt, at::kHalf};
   TORCH_CHECK(false, "robustness: unknown precision '", name, "': expected one of float32, float64, bfloat16, float16, ",
-              "autocast_bfloat16, autocast_float16");
+              "autocast_bfloat16, autocast_float16, attention_bfloat16, attention_float16");
 }
 
 const std::vector<std::string>& precision_names() {
-  static const std::vector<std::string> names{"float32",  "float64", "bfloat16", "float16", "autocast_bfloat16",
-                                              "autocast_float16"};
+  static const std::vector<std::string> names{"float32",           "float64",          "bfloat16",
+                                              "float16",           "autocast_bfloat16", "autocast_float16",
+                                              "attention_bfloat16", "attention_float16"};
   return names;
 }
 
@@ -293,13 +306,24 @@ RobustnessRaw run_robustness(const RobustnessConfig& c, const std::filesystem::p
       }
     }
   }
-  for (auto& group : parts.run_phase(groups, progress)) {
-    raw.measures.insert(raw.measures.end(), group.begin(), group.end());
-  }
+  auto measured = parts.run_phase(groups, progress);
   if (shard.count > 1) {
     progress.finish();
     return raw;  // costs are timed by the unsharded run, on a machine no other shard shares
   }
+  // Out of memory is a result only when nothing else held the device: a group that ran out of memory (perhaps while
+  // other shards shared the GPU) is measured again here, alone, and its part rewritten.
+  for (size_t u = 0; u < groups.size(); ++u) {
+    const bool oom = std::any_of(measured[u].begin(), measured[u].end(), [](const RobustnessMeasure& m) {
+      return m.status == "out of memory" || m.status == "oracle: out of memory";
+    });
+    if (!oom) continue;
+    progress.begin(groups[u].key + " (again, alone: it ran out of memory)");
+    measured[u] = groups[u].compute();
+    parts.write(groups[u].key, part_json(measured[u]));
+    progress.end(0.0, false);
+  }
+  for (const auto& group : measured) raw.measures.insert(raw.measures.end(), group.begin(), group.end());
 
   // 2. The cost of a FULL and an FO meta-step per cell.
   std::vector<Unit<RobustnessCost>> costs;

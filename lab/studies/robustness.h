@@ -20,13 +20,16 @@
 
 namespace theria::lab {
 
-// How a cell computes: the weights' dtype, and autocast's dtype when autocast is on (weights then float32).
+// How a cell computes: the weights' dtype; autocast's dtype when autocast is on (weights then float32); or, the
+// control that isolates attention's rounding, float32 everywhere except the attention call, whose q, k, v are cast to
+// `attention`'s dtype and whose output is cast back.
 struct Precision {
-  std::string name;  // "float32", "bfloat16", "float16", "float64", "autocast_bfloat16", "autocast_float16"
+  std::string name;  // "float32", "bfloat16", "float16", "float64", "autocast_<dtype>", "attention_<dtype>"
   at::ScalarType weights = at::kFloat;
   std::optional<at::ScalarType> autocast;
-  // The dtype attention runs in: autocast's, else the weights'. The rules' tolerances are this dtype's.
-  at::ScalarType compute() const { return autocast.value_or(weights); }
+  std::optional<at::ScalarType> attention;
+  // The dtype attention runs in. The rules' tolerances are this dtype's.
+  at::ScalarType compute() const { return attention.value_or(autocast.value_or(weights)); }
 };
 Precision parse_precision(const std::string& name);  // an error naming the choices otherwise
 const std::vector<std::string>& precision_names();

@@ -62,6 +62,8 @@ TEST(RobustnessPrecision, NamesAndComputeDtypes) {
   EXPECT_EQ(parse_precision("autocast_bfloat16").weights, at::kFloat);
   EXPECT_EQ(parse_precision("autocast_bfloat16").compute(), at::kBFloat16);
   EXPECT_EQ(parse_precision("autocast_float16").compute(), at::kHalf);
+  EXPECT_EQ(parse_precision("attention_bfloat16").weights, at::kFloat);
+  EXPECT_EQ(parse_precision("attention_bfloat16").compute(), at::kBFloat16);
   EXPECT_THROW(parse_precision("int8"), c10::Error);
   EXPECT_EQ(backends_on(at::kCPU), (std::vector<std::string>{"reference", "explicit", "pytorch_math", "pytorch_flash"}));
 }
