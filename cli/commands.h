@@ -18,6 +18,7 @@ Run add_verify(CLI::App& command);
 Run add_bench(CLI::App& command);
 Run add_maml(CLI::App& command);
 Run add_study(CLI::App& command);
+Run add_contract(CLI::App& command);
 
 // The command line of this process, as typed ("theria study taxonomy --quick --out out/t"): the files
 // that a command writes record it.

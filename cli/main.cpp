@@ -29,6 +29,9 @@ constexpr Command kCommands[] = {
     {"study", "run a study of the meta-learning lab (taxonomy) and write its JSON, CSV, Markdown and figure",
      theria::cli::add_study},
     {"bench", "time the fused backend against PyTorch's SDPA (flash, math) in one run (CUDA)", theria::cli::add_bench},
+    {"contract", "the SDPA meta-learning safety contract: run (or reuse) every study, judge every claim, write "
+                 "contract.json and index.html",
+     theria::cli::add_contract},
 };
 
 // Exit status of a command line that does not parse, as before CLI11 (scripts test for non-zero).

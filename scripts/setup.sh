@@ -43,11 +43,12 @@ for tool in cmake ninja; do
   command -v "$tool" >/dev/null || "$py" -m pip install --quiet "$tool"
 done
 
-# Test-only Python packages, pinned as in requirements.txt, installed when missing: the model library of the
-# drop-in's tests (tests/python/test_sdpa_override.py: a decoder built from a config, no weights downloaded) and the
-# build backend of the pip package (tests/package/pip_install_test.sh). Where nothing can be installed (the GPU
-# machine) those tests skip or fail and say why.
-for module in transformers:transformers scikit_build_core:scikit-build-core; do
+# Python packages added after a .venv may have been made, pinned as in requirements.txt, installed when missing: the
+# contract report's Markdown renderer (scripts/report_contract.py), the model library of the drop-in's tests
+# (tests/python/test_sdpa_override.py: a decoder built from a config, no weights downloaded) and the build backend of
+# the pip package (tests/package/pip_install_test.sh). Where nothing can be installed (the GPU machine) the report is
+# rendered elsewhere (theria contract --from) and those tests skip or fail and say why.
+for module in markdown:markdown transformers:transformers scikit_build_core:scikit-build-core; do
   if ! "$py" -c "import ${module%%:*}" 2>/dev/null; then
     "$py" -m pip install --quiet "$(grep "^${module##*:}==" requirements.txt)" 2>/dev/null ||
       echo "[setup] could not install ${module##*:}" >&2

@@ -1,0 +1,250 @@
+// `theria contract` (docs/contract_report.md): the SDPA meta-learning safety contract in one command. It runs the
+// lab's studies and the operator check as child processes of this program (each shows its own progress and resumes
+// from its parts), or reuses their result files from --from DIR, judges every claim (lab/contract/claims.h), writes
+// contract.json and renders index.html with scripts/report_contract.py.
+#include "commands.h"
+#include "plot_script.h"
+#include "run_program.h"
+
+#include "contract/claims.h"
+#include "output/json_file.h"
+
+#include <ATen/Context.h>
+#include <CLI/CLI.hpp>
+#include <torch/version.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+
+#ifdef THERIA_WITH_FUSED
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+namespace theria::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using lab::Json;
+
+struct ContractOptions {
+  bool quick = false, full = false, no_report = false;
+  std::string from, out = "out/contract";
+};
+
+// One study of the contract: where its results go (out/<name>), the file the claims read, and its command.
+struct Step {
+  std::string name, file;
+  std::vector<std::string> args;  // after the program name; "{dir}" is replaced by the step's directory
+};
+
+// The quick tier: CPU, small shapes, every study of the lab (about 8 minutes on 2 cores).
+std::vector<Step> quick_steps() {
+  return {
+      {"verify", "verify.json", {"verify", "--quick", "--device", "cpu", "--json", "{dir}/verify.json"}},
+      {"taxonomy", "taxonomy.json", {"study", "taxonomy", "--quick", "--out", "{dir}"}},
+      {"sweep", "sweep.json", {"study", "sweep", "--quick", "--out", "{dir}"}},
+      {"metagrad", "metagrad.json", {"study", "metagrad", "--quick", "--backend", "explicit", "--out", "{dir}"}},
+      {"robustness", "robustness.json", {"study", "robustness", "--quick", "--out", "{dir}"}},
+  };
+}
+
+// The full tier: the GPU, the settings of the committed results (docs/results/*, each with its command).
+std::vector<Step> full_steps() {
+  return {
+      {"verify", "verify.json", {"verify", "--json", "{dir}/verify.json"}},
+      {"taxonomy", "taxonomy.json",
+       {"study", "taxonomy", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
+      {"sweep", "sweep.json",
+       {"study", "sweep", "--device", "cuda", "--task", "induction", "--seq-len", "256", "--markers", "4", "--fillers",
+        "8", "--smeared-keys", "--seeds", "5", "--meta-steps", "150", "--eval-tasks", "32", "--meta-batch", "8",
+        "--lr-grid", "0.8,0.3,0.1,0.03", "--search-meta-steps", "100", "--search-seeds", "1", "--dim", "64", "--heads",
+        "2", "--backends", "reference", "--out", "{dir}"}},
+      {"metagrad", "metagrad.json",
+       {"study", "metagrad", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
+      {"robustness", "robustness.json",
+       {"study", "robustness", "--device", "cuda", "--seq-lens", "256,1024,2048,4096", "--head-dims", "64,128",
+        "--precisions", "float32,bfloat16,float16,autocast_bfloat16,attention_bfloat16", "--seeds", "3", "--tasks", "2",
+        "--support", "4", "--query", "4", "--out", "{dir}"}},
+      {"bench", "bench.json",
+       {"bench", "--preset", "medium", "--head-dim", "64,128", "--mode", "fwd,fwd_bwd,jvp,hvp", "--impl",
+        "theria,flash,math", "--json", "{dir}/bench.json"}},
+  };
+}
+
+// This program's own path, to run the studies as its children.
+std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
+
+// Every file called `file` under dir (a study run, or several runs of it side by side), in path order.
+std::vector<fs::path> result_files(const fs::path& dir, const std::string& file) {
+  std::vector<fs::path> found;
+  if (!fs::is_directory(dir)) return found;
+  for (const auto& e : fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink)) {
+    if (e.is_regular_file() && e.path().filename() == file) found.push_back(e.path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+Json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  TORCH_CHECK(in, "theria contract: cannot read ", p.string());
+  return Json::parse(in);
+}
+
+// The commit of the checkout the program was built in (the first folder above the executable with a .git), read from
+// .git itself: no git program or shell needed. "unknown" for a build outside a checkout.
+std::string git_commit() {
+  for (fs::path dir = fs::path(self_exe()).parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+    const fs::path git = dir / ".git";
+    if (!fs::is_directory(git)) continue;
+    std::ifstream head(git / "HEAD");
+    std::string line;
+    std::getline(head, line);
+    if (line.rfind("ref: ", 0) != 0) return line.substr(0, 12);  // a detached head names the commit itself
+    const std::string ref = line.substr(5);
+    std::ifstream loose(git / ref);
+    if (std::getline(loose, line)) return line.substr(0, 12);
+    std::ifstream packed(git / "packed-refs");
+    while (std::getline(packed, line)) {
+      if (line.size() > 41 && line.compare(41, std::string::npos, ref) == 0) return line.substr(0, 12);
+    }
+    return "unknown";
+  }
+  return "unknown";
+}
+
+Json environment(const std::string& tier) {
+  Json env{{"tier", tier}, {"torch", TORCH_VERSION}, {"commit", git_commit()}, {"cuda_available", at::hasCUDA()}};
+#ifdef THERIA_WITH_FUSED
+  if (at::hasCUDA()) {
+    const auto* p = at::cuda::getDeviceProperties(0);
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    env["gpu"] = p->name;
+    env["gpu_memory_mib"] = p->totalGlobalMem >> 20;
+    env["cuda_driver"] = std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10);
+    env["cuda_runtime"] = std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10);
+  }
+#endif
+  return env;
+}
+
+int run_contract(const ContractOptions& o) {
+  const bool full = o.full || (!o.quick && at::hasCUDA());
+  const std::string tier = full ? "full" : "quick";
+  TORCH_CHECK(!full || !o.from.empty() || at::hasCUDA(), "theria contract --full: the full tier runs on a GPU; use "
+              "--quick here, or --from DIR with the full tier's results");
+  const fs::path out(o.out);
+  fs::create_directories(out);
+  const auto steps = full ? full_steps() : quick_steps();
+  const auto start = std::chrono::steady_clock::now();
+  lab::ContractInputs inputs;
+  Json studies = Json::object(), ran_on = Json::object();
+  std::vector<std::string> missing;  // studies this run started that left no result file
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const auto& s = steps[i];
+    const fs::path reused = o.from.empty() ? fs::path() : fs::path(o.from) / s.name;
+    const fs::path dir = o.from.empty() ? out / s.name : reused;
+    auto files = result_files(dir, s.file);
+    if (files.empty() && o.from.empty()) {
+      std::vector<std::string> argv{self_exe()};
+      for (const auto& a : s.args) {
+        const auto at = a.find("{dir}");
+        argv.push_back(at == std::string::npos ? a : a.substr(0, at) + dir.string() + a.substr(at + 5));
+      }
+      fs::create_directories(dir);
+      std::fprintf(stderr, "[contract] %zu/%zu %s: theria", i + 1, steps.size(), s.name.c_str());
+      for (size_t k = 1; k < argv.size(); ++k) std::fprintf(stderr, " %s", argv[k].c_str());
+      std::fprintf(stderr, "\n");
+      const auto exit = run_program(argv);
+      // A study that ran but found a failure (verify's non-zero exit) still wrote its file: the claims judge it. One
+      // that wrote nothing is the contract's own failure, not a result: the run ends non-zero.
+      if (!exit.ok()) std::fprintf(stderr, "[contract] %s ended with %s\n", s.name.c_str(), exit.describe().c_str());
+      files = result_files(dir, s.file);
+      if (files.empty()) missing.push_back(s.name + " (" + exit.describe() + ")");
+    } else {
+      std::fprintf(stderr, "[contract] %zu/%zu %s: %zu result file(s) %s %s\n", i + 1, steps.size(), s.name.c_str(),
+                   files.size(), o.from.empty() ? "already in" : "reused from", dir.string().c_str());
+    }
+    auto& runs = s.name == "verify"       ? inputs.verify
+                 : s.name == "taxonomy"   ? inputs.taxonomy
+                 : s.name == "sweep"      ? inputs.sweep
+                 : s.name == "metagrad"   ? inputs.metagrad
+                 : s.name == "robustness" ? inputs.robustness
+                                          : inputs.bench;
+    Json dirs = Json::array();
+    std::set<std::string> machines;  // where the study ran, as its files say
+    for (const auto& f : files) {
+      runs.push_back({read_json(f), f.string()});
+      dirs.push_back(f.parent_path().string());
+      const Json& j = runs.back().json;
+      if (j.is_object() && j.contains("device_name")) machines.insert(j.at("device_name").get<std::string>());
+      if (j.is_object() && j.contains("device")) machines.insert(j.at("device").get<std::string>());
+    }
+    ran_on[s.name] = std::vector<std::string>(machines.begin(), machines.end());
+    studies[s.name] = Json{{"file", s.file}, {"directories", dirs}, {"command", [&] {
+                                                                        std::string c = "theria";
+                                                                        for (const auto& a : s.args) c += " " + a;
+                                                                        return c;
+                                                                      }()}};
+  }
+  const auto claims = lab::contract_claims(inputs);
+  Json claims_json = Json::array();
+  Json counts{{lab::kHolds, 0}, {lab::kFails, 0}, {lab::kNotSupported, 0}};
+  for (const auto& c : claims) {
+    claims_json.push_back(lab::claim_json(c));
+    counts[c.verdict] = counts[c.verdict].get<int>() + 1;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const fs::path contract_file = out / "contract.json";
+  Json env = environment(tier);
+  env["studies_ran_on"] = ran_on;
+  if (!o.from.empty()) env["results_from"] = o.from;  // this machine only judged and rendered them
+  lab::write_json(contract_file.string(), Json{{"contract", "SDPA meta-learning safety contract"},
+                                               {"command", command_line()},
+                                               {"seconds", seconds},
+                                               {"environment", env},
+                                               {"verdict_counts", counts},
+                                               {"claims", claims_json},
+                                               {"studies", studies},
+                                               {"document", "docs/contract_report.md"}});
+  std::printf("SDPA meta-learning safety contract (%s tier): %d hold, %d fail, %d not supported by the data\n\n",
+              tier.c_str(), counts[lab::kHolds].get<int>(), counts[lab::kFails].get<int>(),
+              counts[lab::kNotSupported].get<int>());
+  for (const auto& c : claims) std::printf("  %-26s %s\n", c.verdict.c_str(), c.id.c_str());
+  std::string report = "skipped (--no-report)";
+  if (!o.no_report) {
+    report = run_plot_script("report_contract.py", {contract_file.string(), (out / "index.html").string()}).status;
+  }
+  std::printf("\ncontract.json: %s\nindex.html: %s (%s)\n", contract_file.string().c_str(),
+              (out / "index.html").string().c_str(), report.c_str());
+  for (const auto& m : missing) std::fprintf(stderr, "theria contract: the study %s wrote no result file\n", m.c_str());
+  return (report == "written" || o.no_report) && missing.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+Run add_contract(CLI::App& command) {
+  auto o = std::make_shared<ContractOptions>();
+  auto* tier = command.add_option_group("tier");
+  tier->add_flag("--quick", o->quick, "CPU, small shapes: every study in about 8 minutes on 2 cores");
+  tier->add_flag("--full", o->full, "the GPU tier (default where a GPU is present)");
+  tier->require_option(0, 1);
+  command.add_option("--from", o->from,
+                     "reuse the studies' result files under DIR/<study>/ (verify, taxonomy, sweep, metagrad, robustness, "
+                     "bench; several runs of a study may sit side by side) instead of running them")
+      ->type_name("DIR")
+      ->check(CLI::ExistingDirectory);
+  command.add_option("--out", o->out, "report folder: contract.json, index.html, and the studies run here")
+      ->type_name("DIR")
+      ->capture_default_str();
+  command.add_flag("--no-report", o->no_report, "write contract.json only (no index.html)");
+  return [o] { return run_contract(*o); };
+}
+
+}  // namespace theria::cli
