@@ -41,7 +41,7 @@ struct Step {
   std::vector<std::string> args;  // after the program name; "{dir}" is replaced by the step's directory
 };
 
-// The quick tier: CPU, small shapes, every study of the lab (about 8 minutes on 2 cores).
+// The quick tier: CPU, small shapes, every study of the lab (about 3 minutes on 2 cores).
 std::vector<Step> quick_steps() {
   return {
       {"verify", "verify.json", {"verify", "--quick", "--device", "cpu", "--json", "{dir}/verify.json"}},
@@ -232,7 +232,7 @@ int run_contract(const ContractOptions& o) {
 Run add_contract(CLI::App& command) {
   auto o = std::make_shared<ContractOptions>();
   auto* tier = command.add_option_group("tier");
-  tier->add_flag("--quick", o->quick, "CPU, small shapes: every study in about 8 minutes on 2 cores");
+  tier->add_flag("--quick", o->quick, "CPU, small shapes: every study in about 3 minutes on 2 cores");
   tier->add_flag("--full", o->full, "the GPU tier (default where a GPU is present)");
   tier->require_option(0, 1);
   command.add_option("--from", o->from,

@@ -21,12 +21,12 @@ struct RobustnessOptions {
   bool quick = false, no_plot = false;
 };
 
-// --quick: the same map on small shapes, for CPU CI (about 2 minutes on 2 cores). float16 is left out: CPUs have
+// --quick: the same map on small shapes, for CPU CI (about 1 minute on 2 cores). float16 is left out: CPUs have
 // no float16 matrix units, and its meta-steps there take seconds each.
 void make_quick(lab::RobustnessConfig& c) {
   c.seq_lens = {32, 128};
   c.head_dims = {32};
-  c.precisions = {"float32", "bfloat16", "autocast_bfloat16"};
+  c.precisions = {"float32", "bfloat16", "autocast_bfloat16", "attention_bfloat16"};
 }
 
 int run_robustness_command(RobustnessOptions& o, const std::string& command) {
@@ -111,8 +111,8 @@ Run add_robustness(CLI::App& command) {
       "then one unsharded run times the costs and writes the files")
       ->type_name("I/N");
   command.add_flag("--quick", o->quick,
-                   "T in {32, 128}, head dim 32, float32 / bfloat16 / autocast_bfloat16: for CPU CI (about 2 minutes "
-                   "on 2 cores)");
+                   "T in {32, 128}, head dim 32, float32 / bfloat16 / autocast_bfloat16 / attention_bfloat16: for CPU CI "
+                   "(about 1 minute on 2 cores)");
   command.add_flag("--no-plot", o->no_plot, "do not draw robustness.png");
   return [o] { return run_robustness_command(*o, command_line()); };
 }

@@ -294,7 +294,10 @@ Claim hvp_path_claim(const ContractInputs& in) {
   std::set<std::string> nodes;
   int64_t cells = 0, without = 0;
   for (const auto& cell : all(in.metagrad, "cells")) {
-    if (!is_implicit(str(cell, "estimator")) || str(cell, "status") != "ok" || !cell.contains("hvp_attention_nodes")) {
+    // Every implicit cell that ran counts; a status about its oracle (not converged) does not change what ran.
+    const auto status = str(cell, "status");
+    if (!is_implicit(str(cell, "estimator")) || !cell.contains("hvp_attention_nodes") || status == "out of memory" ||
+        status.rfind("raises", 0) == 0) {
       continue;
     }
     ++cells;

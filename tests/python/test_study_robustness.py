@@ -82,7 +82,7 @@ def test_quick_tier_writes_the_map_and_its_figure(tmp_path):
     r = theria("study", "robustness", "--quick", "--out", tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     data = strict_json(tmp_path / "robustness.json")
-    assert len(data["rows"]) == 2 * 1 * 3 * 4 and data["config"]["seeds"] == 3
+    assert len(data["rows"]) == 2 * 1 * 4 * 4 and data["config"]["seeds"] == 3
     assert (tmp_path / "robustness.png").stat().st_size > 0
 
 
