@@ -39,6 +39,23 @@ int report_study(const std::string& name, const std::string& table, const std::s
   return plot == "written" || no_plot ? 0 : 1;
 }
 
+void add_shard_option(CLI::App& command, std::string& shard) {
+  command
+      .add_option("--shard", shard,
+                  "I/N: this process runs shard I of N of the study's units, beside the others on one machine (same "
+                  "--out); then one unsharded run times the costs and writes the files")
+      ->type_name("I/N");
+}
+
+lab::Shard study_shard(const std::string& shard) { return shard.empty() ? lab::Shard{} : lab::parse_shard(shard); }
+
+bool shard_finished(const char* study, const lab::Shard& shard) {
+  if (shard.count <= 1) return false;
+  std::fprintf(stderr, "[%s] shard %lld/%lld done: run once more without --shard to write the files\n", study,
+               (long long)shard.index, (long long)shard.count);
+  return true;
+}
+
 Run add_study(CLI::App& command) {
   command.require_subcommand(1);
   auto* taxonomy = command.add_subcommand(

@@ -6,6 +6,8 @@
 #include "commands.h"
 #include "plot_script.h"
 
+#include "output/resume.h"
+
 #include <ATen/core/Tensor.h>
 #include <CLI/CLI.hpp>
 #include <c10/core/Device.h>
@@ -31,6 +33,13 @@ std::string device_name(const at::Device& device);
 // line `theria study <name>: <what>; figures: <status>`, and returns the exit status (1 when a figure failed).
 int report_study(const std::string& name, const std::string& table, const std::string& what,
                  const std::string& plot_script, const std::vector<std::string>& plot_args, bool no_plot);
+
+// A resumable study's --shard I/N (stored as text in `shard`; empty: the whole study in this process).
+void add_shard_option(CLI::App& command, std::string& shard);
+lab::Shard study_shard(const std::string& shard);
+// After a sharded run: says on stderr that an unsharded run must write the files, and returns true (the command then
+// exits 0); false for an unsharded run.
+bool shard_finished(const char* study, const lab::Shard& shard);
 
 // An option with its default shown in --help.
 template <class T>

@@ -42,13 +42,9 @@ int run_robustness_command(RobustnessOptions& o, const std::string& command) {
                cells.size(), (long long)c.seeds, t.device.str().c_str(), (long long)t.maml.inner_steps,
                t.maml.inner_lr, o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
-  const auto shard = o.shard.empty() ? lab::Shard{} : lab::parse_shard(o.shard);
+  const auto shard = study_shard(o.shard);
   const auto raw = lab::run_robustness(c, out / "parts", shard);
-  if (shard.count > 1) {
-    std::fprintf(stderr, "[robustness] shard %lld/%lld done: run once more without --shard to write the files\n",
-                 (long long)shard.index, (long long)shard.count);
-    return 0;
-  }
+  if (shard_finished("robustness", shard)) return 0;
   const auto rows = lab::robustness_rows(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_robustness_files(o.out, c, raw, rows, {command, "", device_name(t.device), seconds});
@@ -106,10 +102,7 @@ Run add_robustness(CLI::App& command) {
   opt("--out", o->out, "output folder (robustness.json, .csv, .md, .png; parts/ for resuming)")
       ->type_name("DIR")
       ->required();
-  opt("--shard", o->shard,
-      "I/N: this process runs shard I of N of the study's units, beside the others on one machine (same --out); "
-      "then one unsharded run times the costs and writes the files")
-      ->type_name("I/N");
+  add_shard_option(command, o->shard);
   command.add_flag("--quick", o->quick,
                    "T in {32, 128}, head dim 32, float32 / bfloat16 / autocast_bfloat16 / attention_bfloat16: for CPU CI "
                    "(about 1 minute on 2 cores)");

@@ -60,13 +60,9 @@ int run_sweep_command(SweepOptions& o, const std::string& command) {
   std::fprintf(stderr, ", %lld meta-steps of %lld tasks; parts in %s/parts (a re-run resumes)\n",
                (long long)t.meta_steps, (long long)t.meta_batch, o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
-  const auto shard = o.shard.empty() ? lab::Shard{} : lab::parse_shard(o.shard);
+  const auto shard = study_shard(o.shard);
   const auto raw = lab::run_sweep(c, out / "parts", shard);
-  if (shard.count > 1) {
-    std::fprintf(stderr, "[sweep] shard %lld/%lld done: run once more without --shard to write the files\n",
-                 (long long)shard.index, (long long)shard.count);
-    return 0;
-  }
+  if (shard_finished("sweep", shard)) return 0;
   const auto summary = lab::summarize_sweep(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_sweep_files(o.out, c, raw, summary, {command, "", device_name(t.device), seconds});
@@ -120,10 +116,7 @@ Run add_sweep(CLI::App& command) {
       "tasks adapted together in one grouped pass (0: the whole meta-batch; 1: task by task, least memory)")
       ->check(CLI::NonNegativeNumber);
   opt("--out", o->out, "output folder (sweep.json, .csv, .md, figures; parts/ for resuming)")->type_name("DIR")->required();
-  opt("--shard", o->shard,
-      "I/N: this process runs shard I of N of the study's units, beside the others on one machine (same --out); "
-      "then one unsharded run writes the files (docs/sweep.md)")
-      ->type_name("I/N");
+  add_shard_option(command, o->shard);
   command.add_flag("--quick", o->quick, "a small run for CPU CI: under 3 minutes on 2 cores");
   command.add_flag("--no-plot", o->no_plot, "do not draw the figures");
   return [o] { return run_sweep_command(*o, command_line()); };

@@ -36,6 +36,27 @@ def reference(q, k, v, causal):
     return q, k, v, out
 
 
+def hvp_error(primals, grads, primals64, grads64):
+    """The double backward along random directions u: d<g, u>/d(q, k, v) against the float64 reference's."""
+    u = [torch.randn_like(t) for t in grads]
+    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(grads, u)), primals)
+    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(grads64, u)), primals64)
+    return rel_err(h, hr)
+
+
+def jvp_and_reference(primals, primals64, causal):
+    """out's tangent along random directions, from theria's fused forward AD and from float64 math SDPA."""
+    tangents = [torch.randn_like(t) for t in primals]
+    with torch.autograd.forward_ad.dual_level():
+        dual = [torch.autograd.forward_ad.make_dual(t.detach(), d) for t, d in zip(primals, tangents)]
+        out_dot = torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal, backend="fused")).tangent
+        dual_r = [torch.autograd.forward_ad.make_dual(t.detach(), d.double()) for t, d in zip(primals64, tangents)]
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            ref_dot = torch.autograd.forward_ad.unpack_dual(
+                torch.nn.functional.scaled_dot_product_attention(*dual_r, is_causal=causal)).tangent
+    return out_dot, ref_dot
+
+
 def inputs(b, h, l, s, e, ev, dtype, seed):
     g = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *shape: torch.randn(*shape, device="cuda", dtype=torch.float32, generator=g).to(dtype)
@@ -103,19 +124,8 @@ def test_fused_other_head_dims_and_higher_orders(dtype, causal):
     g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
     gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
     assert rel_err(g, gr) <= theria.tolerance(dtype, 1)
-    u = [torch.randn_like(t) for t in g]
-    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
-    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(gr, u)), (qr, kr, vr))
-    assert rel_err(h, hr) <= theria.tolerance(dtype, 2)
-
-    tangents = [torch.randn_like(t) for t in (q, k, v)]
-    with torch.autograd.forward_ad.dual_level():
-        dual = [torch.autograd.forward_ad.make_dual(t.detach(), d) for t, d in zip((q, k, v), tangents)]
-        out_dot = torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal, backend="fused")).tangent
-        dual_r = [torch.autograd.forward_ad.make_dual(t.detach(), d.double()) for t, d in zip((qr, kr, vr), tangents)]
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            ref_dot = torch.autograd.forward_ad.unpack_dual(
-                torch.nn.functional.scaled_dot_product_attention(*dual_r, is_causal=causal)).tangent
+    assert hvp_error((q, k, v), g, (qr, kr, vr), gr) <= theria.tolerance(dtype, 2)
+    out_dot, ref_dot = jvp_and_reference((q, k, v), (qr, kr, vr), causal)
     assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)
 
 
@@ -242,19 +252,8 @@ def test_float32_at_medium_precision_runs_the_bfloat16_tensor_cores_at_every_ord
     gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
     assert all(t.dtype == torch.float32 for t in g)
     assert rel_err(g, gr) <= theria.tolerance(torch.bfloat16, 1)
-    u = [torch.randn_like(t) for t in g]
-    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
-    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(gr, u)), (qr, kr, vr))
-    assert rel_err(h, hr) <= theria.tolerance(torch.bfloat16, 2)
-
-    tangents = [torch.randn_like(t) for t in (q, k, v)]
-    with torch.autograd.forward_ad.dual_level():
-        dual = [torch.autograd.forward_ad.make_dual(t.detach(), d) for t, d in zip((q, k, v), tangents)]
-        out_dot = torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal, backend="fused")).tangent
-        dual_r = [torch.autograd.forward_ad.make_dual(t.detach(), d.double()) for t, d in zip((qr, kr, vr), tangents)]
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            ref_dot = torch.autograd.forward_ad.unpack_dual(
-                torch.nn.functional.scaled_dot_product_attention(*dual_r, is_causal=causal)).tangent
+    assert hvp_error((q, k, v), g, (qr, kr, vr), gr) <= theria.tolerance(torch.bfloat16, 2)
+    out_dot, ref_dot = jvp_and_reference((q, k, v), (qr, kr, vr), causal)
     assert out_dot.dtype == torch.float32
     assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(torch.bfloat16, 1)
 
