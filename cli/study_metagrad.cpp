@@ -97,6 +97,15 @@ Run add_metagrad(CLI::App& command) {
   opt("--train-inner-steps", c.train_inner_steps, "inner steps of the meta-training runs")->check(CLI::PositiveNumber);
   opt("--train-seeds", c.train_seeds, "seeds of the meta-training runs (paired across estimators)")
       ->check(CLI::Range(int64_t{0}, int64_t{1000}));
+  opt("--train-lr-grid", c.train_lr_grid,
+      "inner lr candidates, comma-separated: each estimator meta-trains at the one with the best validation accuracy "
+      "(none: every estimator at --inner-lr)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  opt("--train-search-seeds", c.train_search_seeds, "validation runs per lr candidate (their own seeds)")
+      ->check(CLI::PositiveNumber);
+  opt("--train-search-meta-steps", c.train_search_meta_steps, "meta-steps of each validation run")
+      ->check(CLI::PositiveNumber);
   opt("--meta-steps", t.meta_steps, "meta-steps of each meta-training run")->check(CLI::PositiveNumber);
   opt("--meta-batch", t.meta_batch, "tasks per meta-step")->check(CLI::PositiveNumber);
   opt("--eval-every", t.eval_every, "meta-steps between held-out evaluations")->check(CLI::PositiveNumber);

@@ -51,7 +51,8 @@ void to_json(Json& j, const MetagradTraining& r) {
            {"curve_steps", r.curve_steps},
            {"curve_accuracy", numbers_or_null(r.curve_accuracy)},
            {"status", r.status},
-           {"seconds", r.seconds}};
+           {"seconds", r.seconds},
+           {"inner_lr", number_or_null(r.inner_lr)}};
 }
 
 void from_json(const Json& j, MetagradTraining& r) {
@@ -63,6 +64,7 @@ void from_json(const Json& j, MetagradTraining& r) {
   r.curve_accuracy = numbers_from(j.at("curve_accuracy"));
   r.status = j.at("status").get<std::string>();
   r.seconds = j.at("seconds").get<double>();
+  r.inner_lr = number_from(j.at("inner_lr"));
 }
 
 namespace {
@@ -125,12 +127,34 @@ std::string metagrad_markdown(const MetagradConfig& config, const MetagradRaw& r
   }
   const auto accuracy = summarize_training(config, raw.training);
   if (accuracy.empty() || raw.training.empty()) return md;
+  const bool searched = !raw.lr_choice.empty();
   md += "\n### Held-out accuracy after meta-training with each estimator (" + std::to_string(config.train_inner_steps) +
-        " inner steps, " + std::to_string(config.train.meta_steps) + " meta-steps)\n\n| estimator | held-out accuracy | "
-        "minus " + accuracy.front().estimator + " (paired) | verdict | diverged seeds | s / run |\n|---|---|---|---|---|---|\n";
+        " inner steps, " + std::to_string(config.train.meta_steps) + " meta-steps" +
+        (searched ? ", inner lr chosen per estimator on validation tasks" : "") +
+        ")\n\n| estimator | inner lr | held-out accuracy | minus " + accuracy.front().estimator +
+        " (paired) | verdict | diverged seeds | s / run |\n|---|---|---|---|---|---|---|\n";
   for (const auto& a : accuracy) {
-    md += "| " + a.estimator + " | " + fmt(a.accuracy, "%.3f") + " | " + fmt(a.minus_reference, "%+.3f") + " | **" +
-          a.verdict + "** | " + std::to_string(a.accuracy.non_finite) + " | " + fmt(a.seconds, "%.1f") + " |\n";
+    double lr = config.train.maml.inner_lr;
+    for (const auto& r : raw.training) {
+      if (r.estimator == a.estimator) lr = r.inner_lr;
+    }
+    md += "| " + a.estimator + " | " + fmt(lr, "%g") + " | " + fmt(a.accuracy, "%.3f") + " | " +
+          fmt(a.minus_reference, "%+.3f") + " | **" + a.verdict + "** | " + std::to_string(a.accuracy.non_finite) +
+          " | " + fmt(a.seconds, "%.1f") + " |\n";
+  }
+  if (searched) {
+    md += "\nValidation accuracy per inner lr candidate (— : a search run diverged; never chosen):\n\n| estimator |";
+    for (const double lr : config.train_lr_grid) md += " " + fmt(lr, "%g") + " |";
+    md += "\n|---|" + [&] {
+      std::string dashes;
+      for (size_t i = 0; i < config.train_lr_grid.size(); ++i) dashes += "---|";
+      return dashes;
+    }() + "\n";
+    for (const auto& c : raw.lr_choice) {
+      md += "| " + c.estimator + " |";
+      for (const double v : c.validation_accuracy) md += " " + fmt(v, "%.3f") + " |";
+      md += "\n";
+    }
   }
   return md;
 }
@@ -141,6 +165,13 @@ void write_metagrad_files(const std::string& dir, const MetagradConfig& config, 
   Json all = Json::array(), training = Json::array(), accuracy = Json::array();
   for (const auto& c : cells) all.push_back(Json(c));
   for (const auto& r : raw.training) training.push_back(Json(r));
+  Json lr_choice = Json::array();
+  for (const auto& c : raw.lr_choice) {
+    lr_choice.push_back(Json{{"estimator", c.estimator},
+                             {"chosen_lr", number_or_null(c.lr)},
+                             {"candidates", c.candidates},
+                             {"validation_accuracy", numbers_or_null(c.validation_accuracy)}});
+  }
   for (const auto& a : summarize_training(config, raw.training)) {
     accuracy.push_back(Json{{"estimator", a.estimator},
                             {"post_accuracy", interval_json(a.accuracy)},
@@ -154,6 +185,7 @@ void write_metagrad_files(const std::string& dir, const MetagradConfig& config, 
                                           {"seconds", p.seconds},
                                           {"config", metagrad_config_json(config)},
                                           {"cells", all},
+                                          {"lr_choice", lr_choice},
                                           {"training", training},
                                           {"accuracy", accuracy}});
   std::ofstream csv(dir + "/metagrad.csv");

@@ -4,6 +4,7 @@
 #include "output/resume.h"
 #include "output/metagrad_json.h"
 #include "output/task_json.h"
+#include "train/lr_search.h"
 
 #include <theria/tolerances.h>
 
@@ -79,7 +80,9 @@ Json metagrad_config_json(const MetagradConfig& c) {
                          {"smeared_keys", t.model.smeared_keys}}},
               {"training", {{"estimators", c.train_estimators}, {"inner_steps", c.train_inner_steps},
                             {"seeds", c.train_seeds}, {"meta_steps", t.meta_steps}, {"meta_batch", t.meta_batch},
-                            {"meta_lr", t.meta_lr}, {"eval_tasks", t.eval_tasks}, {"split", "test"}}},
+                            {"meta_lr", t.meta_lr}, {"eval_tasks", t.eval_tasks}, {"split", "test"},
+                            {"lr_search", {{"grid", c.train_lr_grid}, {"seeds", c.train_search_seeds},
+                                           {"meta_steps", c.train_search_meta_steps}, {"split", "validation"}}}}},
               {"oracle", {{"computed", c.oracle}, {"dtype", "float64"}, {"backend", "reference"}, {"device", "cpu"},
                           {"cg_tolerance", c.oracle_tolerance}, {"cg_iterations", c.oracle_cg_iterations}}}};
 }
@@ -90,6 +93,10 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
   double total = 0.0;
   for (const auto d : c.inner_steps) total += static_cast<double>(c.seeds * specs.size() * d);
   total += static_cast<double>(c.train_estimators.size() * c.train_seeds * c.train.meta_steps * c.train_inner_steps);
+  if (c.train_seeds > 0) {
+    total += static_cast<double>(c.train_estimators.size() * c.train_lr_grid.size() * c.train_search_seeds *
+                                 c.train_search_meta_steps * c.train_inner_steps);
+  }
   const PartStore parts(parts_dir, metagrad_config_json(c));
   Progress progress("metagrad", total);
   MetagradRaw raw;
@@ -145,6 +152,36 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
     }
   }
 
+  // Each estimator's inner lr: the study's, or chosen on validation tasks.
+  const auto training_config = [&c](const std::string& estimator) {
+    TrainConfig t = c.train;
+    t.maml.inner_steps = c.train_inner_steps;
+    t.estimator = estimator;
+    return t;
+  };
+  std::vector<double> train_lr(c.train_estimators.size(), c.train.maml.inner_lr);
+  if (!c.train_lr_grid.empty() && c.train_seeds > 0) {
+    for (size_t e = 0; e < c.train_estimators.size(); ++e) {
+      const auto& name = c.train_estimators[e];
+      std::vector<std::vector<double>> scores;
+      for (const double lr : c.train_lr_grid) {
+        scores.emplace_back();
+        for (int64_t k = 0; k < c.train_search_seeds; ++k) {
+          const auto key = "trainlr_" + std::to_string(e) + "_" + std::to_string(lr) + "_seed" + std::to_string(k);
+          progress.begin(key + " " + name);
+          scores.back().push_back(parts.get_or_compute<double>(key, [&] {
+            return final_score(meta_train(search_run(training_config(name), lr, k, c.train_search_meta_steps)));
+          }, &resumed));
+          progress.end(static_cast<double>(c.train_search_meta_steps * c.train_inner_steps), resumed);
+        }
+      }
+      const auto choice = choose_inner_lr(c.train_lr_grid, scores);
+      raw.lr_choice.push_back({estimator_name(parse_estimator(name)), choice.lr, c.train_lr_grid,
+                               choice.validation_accuracy});
+      train_lr[e] = choice.lr;
+    }
+  }
+
   // Accuracy after meta-training with each estimator, paired by seed.
   for (size_t e = 0; e < c.train_estimators.size(); ++e) {
     const auto& name = c.train_estimators[e];
@@ -152,10 +189,17 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
       const auto key = "train_" + std::to_string(e) + "_seed" + std::to_string(seed);
       progress.begin(key + " " + name);
       raw.training.push_back(parts.get_or_compute<MetagradTraining>(key, [&] {
-        TrainConfig t = c.train;
-        t.maml.inner_steps = c.train_inner_steps;
+        if (!std::isfinite(train_lr[e])) {  // no stable candidate: nothing to meta-train with, and the files say so
+          MetagradTraining none;
+          none.estimator = estimator_name(parse_estimator(name));
+          none.seed = seed;
+          none.inner_lr = train_lr[e];
+          none.status = "not trained: every inner lr candidate diverged on validation tasks";
+          return none;
+        }
+        TrainConfig t = training_config(name);
+        t.maml.inner_lr = train_lr[e];
         t.seed = seed;
-        t.estimator = name;
         const auto r = meta_train(t);
         MetagradTraining run;
         run.estimator = estimator_name(parse_estimator(name));
@@ -168,6 +212,7 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
         }
         if (r.divergence.found()) run.status = r.divergence.describe();
         run.seconds = r.seconds;
+        run.inner_lr = t.maml.inner_lr;
         return run;
       }, &resumed));
       progress.end(static_cast<double>(c.train.meta_steps * c.train_inner_steps), resumed);

@@ -32,6 +32,18 @@ struct MetagradConfig {
   std::vector<std::string> train_estimators{"unrolled", "first_order", "truncated:5", "implicit:lambda=2,cg=5"};
   int64_t train_inner_steps = 10;
   int64_t train_seeds = 3;
+  // Empty: every estimator meta-trains at train.maml.inner_lr. Otherwise each estimator's inner lr is chosen from this
+  // grid on validation tasks (train/lr_search.h: train_search_seeds runs of train_search_meta_steps per candidate).
+  std::vector<double> train_lr_grid;
+  int64_t train_search_seeds = 1;
+  int64_t train_search_meta_steps = 100;
+};
+
+// An estimator's inner lr for meta-training, as chosen on validation tasks.
+struct MetagradLrChoice {
+  std::string estimator;
+  double lr = 0.0;  // NaN: every candidate diverged in some search run (the estimator is then not meta-trained)
+  std::vector<double> candidates, validation_accuracy;
 };
 
 struct MetagradCell {
@@ -55,10 +67,12 @@ struct MetagradTraining {
   std::vector<double> curve_steps, curve_accuracy;
   std::string status = "ok";
   double seconds = 0.0;
+  double inner_lr = 0.0;
 };
 
 struct MetagradRaw {
   std::vector<MetagradCell> cells;
+  std::vector<MetagradLrChoice> lr_choice;  // empty without a train_lr_grid
   std::vector<MetagradTraining> training;
 };
 

@@ -4,6 +4,7 @@
 #include "output/resume.h"
 #include "output/sweep_json.h"
 #include "output/task_json.h"
+#include "train/lr_search.h"
 
 #include <theria/tolerances.h>
 
@@ -16,7 +17,6 @@
 namespace theria::lab {
 namespace {
 
-constexpr uint64_t kSearchSeedBase = 1000;  // the lr search's seeds: never a study seed
 
 // FO and FO_STRICT compute the same meta-gradient: one lr search serves both.
 MamlMode search_mode(MamlMode m) { return m == MamlMode::FirstOrderStrict ? MamlMode::FirstOrder : m; }
@@ -31,11 +31,6 @@ TrainConfig arm(const SweepConfig& c, Backend backend, int64_t steps, MamlMode m
   t.maml.inner_lr = lr;
   t.seed = seed;
   return t;
-}
-
-// The score of a run: held-out post-adaptation accuracy at its end (NaN if it diverged).
-double final_score(const TrainResult& r) {
-  return r.divergence.found() ? std::nan("") : r.after.post_accuracy;
 }
 
 }  // namespace
@@ -131,11 +126,8 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir,
           search.push_back({"lr_" + std::to_string(steps) + "_" + mode_key(mode) + "_" + std::to_string(lr) + "_seed" +
                                 std::to_string(kSearchSeedBase + k),
                             static_cast<double>(c.search_meta_steps * steps), [&c, steps, mode, lr, k] {
-                              TrainConfig t = arm(c, c.backends.front(), steps, mode, lr, kSearchSeedBase + k);
-                              t.meta_steps = c.search_meta_steps;
-                              t.eval_every = c.search_meta_steps;
-                              t.eval_split = TaskSplit::Validation;
-                              return final_score(meta_train(t));
+                              return final_score(meta_train(
+                                  search_run(arm(c, c.backends.front(), steps, mode, lr, 0), lr, k, c.search_meta_steps)));
                             }});
         }
       }
@@ -146,20 +138,12 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir,
   size_t next = 0;
   for (const auto steps : c.inner_steps) {
     for (const auto mode : searched) {
-      LrChoice choice{steps, mode, std::nan(""), c.lr_grid, {}};
-      double best = -INFINITY;
-      for (const double lr : c.lr_grid) {
-        const std::vector<double> runs(scores.begin() + next, scores.begin() + next + c.search_seeds);
-        next += c.search_seeds;
-        const double mean = mean_interval(runs).mean;
-        // A candidate where any search run diverged is not chosen: the lr is at the edge of stability.
-        const bool stable = std::all_of(runs.begin(), runs.end(), [](double x) { return std::isfinite(x); });
-        choice.validation_accuracy.push_back(stable ? mean : std::nan(""));
-        if (stable && mean > best) {
-          best = mean;
-          choice.lr = lr;
-        }
+      std::vector<std::vector<double>> runs;
+      for (size_t i = 0; i < c.lr_grid.size(); ++i, next += c.search_seeds) {
+        runs.emplace_back(scores.begin() + next, scores.begin() + next + c.search_seeds);
       }
+      const auto search = choose_inner_lr(c.lr_grid, runs);
+      LrChoice choice{steps, mode, search.lr, c.lr_grid, search.validation_accuracy};
       TORCH_CHECK(std::isfinite(choice.lr), "sweep: every inner lr candidate diverged at ", steps, " inner steps (",
                   maml_mode_name(mode), "); give a grid with smaller values (--lr-grid)");
       chosen[{steps, mode}] = choice.lr;

@@ -68,3 +68,22 @@ def test_no_oracle_measures_the_cost_only(tmp_path):
     for c in data["cells"]:
         assert c["rel_error_vs_unrolled_oracle"] is None and c["rel_error_vs_implicit_oracle"] is None
         assert c["ms"] > 0 and c["peak_mib"] is not None
+
+
+def test_meta_training_takes_each_estimators_inner_lr_chosen_on_validation_tasks(tmp_path):
+    r = theria("study", "metagrad", "--backend", "explicit", "--inner-steps", "1", "--seeds", "1", "--tasks", "1",
+               "--estimators", "unrolled", "--train-estimators", "unrolled;first_order", "--train-seeds", "2",
+               "--train-inner-steps", "2", "--meta-steps", "6", "--eval-every", "3", "--eval-tasks", "4",
+               "--meta-batch", "2", "--train-lr-grid", "0.4,0.05", "--train-search-seeds", "2",
+               "--train-search-meta-steps", "4", "--out", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = strict_json(tmp_path / "metagrad.json")
+    search = data["config"]["training"]["lr_search"]
+    assert search["split"] == "validation" and search["grid"] == [0.4, 0.05]
+    assert [c["estimator"] for c in data["lr_choice"]] == ["unrolled", "first_order"]
+    for choice in data["lr_choice"]:
+        stable = [(v, lr) for v, lr in zip(choice["validation_accuracy"], choice["candidates"]) if v is not None]
+        assert choice["chosen_lr"] == max(stable)[1]  # the best stable candidate (a tie goes to the first, 0.4)
+        runs = [t for t in data["training"] if t["estimator"] == choice["estimator"]]
+        assert len(runs) == 2 and all(t["inner_lr"] == choice["chosen_lr"] for t in runs)
+    assert "inner lr chosen per estimator on validation tasks" in (tmp_path / "metagrad.md").read_text()
