@@ -113,8 +113,10 @@ def claims_table(claims):
 def timing_section(contract):
     parts = ['<section id="timing"><h2>5. Timing summary</h2>',
              "<p>The cost of a FULL and an FO meta-step in every cell of the robustness map is in section 4 (column "
-             "FULL / FO ms). Below: the operator on this machine, from <code>theria bench</code>, side by side with "
-             "PyTorch's SDPA backends in the same run.</p>"]
+             "FULL / FO ms). Below: one meta-step with each meta-gradient estimator (unrolled = FULL, first order = "
+             "FO, truncated, implicit) as the inner loop deepens, then the operator on this machine from "
+             "<code>theria bench</code>, side by side with PyTorch's SDPA backends in the same run.</p>"]
+    parts.append(metagrad_timing(contract))
     bench = contract["studies"].get("bench", {})
     dirs = [pathlib.Path(d) for d in bench.get("directories", [])]
     if not dirs:
@@ -134,6 +136,34 @@ def timing_section(contract):
         parts.append(f"<p>{esc(data.get('device', ''))}, {esc(data.get('dtype', ''))}</p><table>{head}{rows}</table>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def metagrad_timing(contract):
+    """FULL (unrolled) vs FO (first order) vs implicit and the others: ms and peak memory of one meta-step per inner
+    depth, seed 0 of each metagrad run."""
+    out = []
+    for d in (pathlib.Path(p) for p in contract["studies"].get("metagrad", {}).get("directories", [])):
+        data = json.loads((d / "metagrad.json").read_text())
+        cells = [c for c in data["cells"] if c["seed"] == 0]
+        estimators = list(dict.fromkeys(c["estimator"] for c in cells))
+        depths = sorted({c["inner_steps"] for c in cells})
+        by = {(c["estimator"], c["inner_steps"]): c for c in cells}
+
+        def cell(e, n):
+            c = by.get((e, n))
+            if c is None:
+                return "<td>—</td>"
+            if c["status"] == "out of memory":
+                return "<td><b>out of memory</b></td>"
+            ms, mib = c.get("ms"), c.get("peak_mib")
+            return f"<td>{'—' if ms is None else f'{ms:.1f}'} ms<br>{'—' if mib is None else f'{mib:.0f}'} MiB</td>"
+
+        head = "".join(f"<th>{n}</th>" for n in depths)
+        rows = "".join(f"<tr><td>{esc(e)}</td>{''.join(cell(e, n) for n in depths)}</tr>" for e in estimators)
+        out.append(f"<h3>Meta-step cost per estimator and inner depth ({esc(data['device_name'])}, "
+                   f"{esc(data['config']['backend'])}, {esc(data['config']['dtype'])})</h3>"
+                   f"<table><tr><th>estimator \\ inner steps</th>{head}</tr>{rows}</table>")
+    return "".join(out) or '<p class="muted">No metagrad run: no meta-step cost per estimator.</p>'
 
 
 def verify_section(contract):

@@ -92,6 +92,7 @@ def test_the_report_in_a_real_browser_has_every_section_and_every_figure(report)
     assert figures >= 6  # taxonomy, sweeps, metagrad, robustness maps
     for section in SECTIONS:
         assert f'<section id="{section}">' in dom.stdout, section
+    assert "Meta-step cost per estimator and inner depth" in dom.stdout  # the timing summary's FULL / FO / implicit
     for claim in json.loads((out / "contract.json").read_text())["claims"]:
         assert f'id="claim-{claim["id"]}"' in dom.stdout
     shot = out / "screenshot.png"
