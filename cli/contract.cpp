@@ -223,6 +223,13 @@ int run_contract(const ContractOptions& o) {
   }
   std::printf("\ncontract.json: %s\nindex.html: %s (%s)\n", contract_file.string().c_str(),
               (out / "index.html").string().c_str(), report.c_str());
+  if (report != "written" && !o.no_report) {
+    // A machine without the report's Python packages (the GPU machine has no package access) still has every result:
+    // the report is rendered where they are installed.
+    std::fprintf(stderr, "theria contract: the report needs Python with markdown (scripts/setup.sh installs it); "
+                 "render it elsewhere with: theria contract --%s --from %s --out DIR\n", tier.c_str(),
+                 (o.from.empty() ? out : fs::path(o.from)).string().c_str());
+  }
   for (const auto& m : missing) std::fprintf(stderr, "theria contract: the study %s wrote no result file\n", m.c_str());
   return (report == "written" || o.no_report) && missing.empty() ? 0 : 1;
 }

@@ -98,3 +98,11 @@ def test_the_report_in_a_real_browser_has_every_section_and_every_figure(report)
     shot = out / "screenshot.png"
     r = chromium("--window-size=1280,2400", f"--screenshot={shot}", page)
     assert r.returncode == 0 and shot.stat().st_size > 50_000, r.stderr
+
+
+def test_without_the_reports_python_the_contract_fails_and_says_how_to_render_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("THERIA_PYTHON", "/bin/false")  # a Python that cannot run the report script
+    r = theria("contract", "--full", "--from", SOURCES, "--out", tmp_path)
+    assert r.returncode == 1
+    assert (tmp_path / "contract.json").exists()  # the claims are judged anyway
+    assert f"theria contract --full --from {SOURCES} --out DIR" in r.stderr
