@@ -33,7 +33,8 @@ def browser():
 
 
 def chromium(*args):
-    return subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+    return subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--hide-scrollbars", *args],
                           capture_output=True, text=True, timeout=180)
 
 
