@@ -38,45 +38,45 @@ struct ContractOptions {
 // One study of the contract: where its results go (out/<name>), the file the claims read, and its command.
 struct Step {
   std::string name, file;
+  std::vector<lab::StudyRuns> lab::ContractInputs::*runs;  // where the claims read its result files
   std::vector<std::string> args;  // after the program name; "{dir}" is replaced by the step's directory
 };
+using In = lab::ContractInputs;
 
 // The quick tier: CPU, small shapes, every study of the lab (about 3 minutes on 2 cores).
 std::vector<Step> quick_steps() {
   return {
-      {"verify", "verify.json", {"verify", "--quick", "--device", "cpu", "--json", "{dir}/verify.json"}},
-      {"taxonomy", "taxonomy.json", {"study", "taxonomy", "--quick", "--out", "{dir}"}},
-      {"sweep", "sweep.json", {"study", "sweep", "--quick", "--out", "{dir}"}},
-      {"metagrad", "metagrad.json", {"study", "metagrad", "--quick", "--backend", "explicit", "--out", "{dir}"}},
-      {"robustness", "robustness.json", {"study", "robustness", "--quick", "--out", "{dir}"}},
+      {"verify", "verify.json", &In::verify, {"verify", "--quick", "--device", "cpu", "--json", "{dir}/verify.json"}},
+      {"taxonomy", "taxonomy.json", &In::taxonomy, {"study", "taxonomy", "--quick", "--out", "{dir}"}},
+      {"sweep", "sweep.json", &In::sweep, {"study", "sweep", "--quick", "--out", "{dir}"}},
+      {"metagrad", "metagrad.json", &In::metagrad,
+       {"study", "metagrad", "--quick", "--backend", "explicit", "--out", "{dir}"}},
+      {"robustness", "robustness.json", &In::robustness, {"study", "robustness", "--quick", "--out", "{dir}"}},
   };
 }
 
 // The full tier: the GPU, the settings of the committed results (docs/results/*, each with its command).
 std::vector<Step> full_steps() {
   return {
-      {"verify", "verify.json", {"verify", "--json", "{dir}/verify.json"}},
-      {"taxonomy", "taxonomy.json",
+      {"verify", "verify.json", &In::verify, {"verify", "--json", "{dir}/verify.json"}},
+      {"taxonomy", "taxonomy.json", &In::taxonomy,
        {"study", "taxonomy", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
-      {"sweep", "sweep.json",
+      {"sweep", "sweep.json", &In::sweep,
        {"study", "sweep", "--device", "cuda", "--task", "induction", "--seq-len", "256", "--markers", "4", "--fillers",
         "8", "--smeared-keys", "--seeds", "5", "--meta-steps", "150", "--eval-tasks", "32", "--meta-batch", "8",
         "--lr-grid", "0.8,0.3,0.1,0.03", "--search-meta-steps", "100", "--search-seeds", "1", "--dim", "64", "--heads",
         "2", "--backends", "reference", "--out", "{dir}"}},
-      {"metagrad", "metagrad.json",
+      {"metagrad", "metagrad.json", &In::metagrad,
        {"study", "metagrad", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
-      {"robustness", "robustness.json",
+      {"robustness", "robustness.json", &In::robustness,
        {"study", "robustness", "--device", "cuda", "--seq-lens", "256,1024,2048,4096", "--head-dims", "64,128",
         "--precisions", "float32,bfloat16,float16,autocast_bfloat16,attention_bfloat16", "--seeds", "3", "--tasks", "2",
         "--support", "4", "--query", "4", "--out", "{dir}"}},
-      {"bench", "bench.json",
+      {"bench", "bench.json", &In::bench,
        {"bench", "--preset", "medium", "--head-dim", "64,128", "--mode", "fwd,fwd_bwd,jvp,hvp", "--impl",
         "theria,flash,math", "--json", "{dir}/bench.json"}},
   };
 }
-
-// This program's own path, to run the studies as its children.
-std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
 
 // Every file called `file` under dir (a study run, or several runs of it side by side), in path order.
 std::vector<fs::path> result_files(const fs::path& dir, const std::string& file) {
@@ -98,7 +98,8 @@ Json read_json(const fs::path& p) {
 // The commit of the checkout the program was built in (the first folder above the executable with a .git), read from
 // .git itself: no git program or shell needed. "unknown" for a build outside a checkout.
 std::string git_commit() {
-  for (fs::path dir = fs::path(self_exe()).parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+  for (fs::path dir = fs::path(executable_path()).parent_path(); !dir.empty() && dir != dir.root_path();
+       dir = dir.parent_path()) {
     const fs::path git = dir / ".git";
     if (!fs::is_directory(git)) continue;
     std::ifstream head(git / "HEAD");
@@ -148,11 +149,10 @@ int run_contract(const ContractOptions& o) {
   std::vector<std::string> missing;  // studies this run started that left no result file
   for (size_t i = 0; i < steps.size(); ++i) {
     const auto& s = steps[i];
-    const fs::path reused = o.from.empty() ? fs::path() : fs::path(o.from) / s.name;
-    const fs::path dir = o.from.empty() ? out / s.name : reused;
+    const fs::path dir = (o.from.empty() ? out : fs::path(o.from)) / s.name;
     auto files = result_files(dir, s.file);
     if (files.empty() && o.from.empty()) {
-      std::vector<std::string> argv{self_exe()};
+      std::vector<std::string> argv{executable_path()};
       for (const auto& a : s.args) {
         const auto at = a.find("{dir}");
         argv.push_back(at == std::string::npos ? a : a.substr(0, at) + dir.string() + a.substr(at + 5));
@@ -171,12 +171,7 @@ int run_contract(const ContractOptions& o) {
       std::fprintf(stderr, "[contract] %zu/%zu %s: %zu result file(s) %s %s\n", i + 1, steps.size(), s.name.c_str(),
                    files.size(), o.from.empty() ? "already in" : "reused from", dir.string().c_str());
     }
-    auto& runs = s.name == "verify"       ? inputs.verify
-                 : s.name == "taxonomy"   ? inputs.taxonomy
-                 : s.name == "sweep"      ? inputs.sweep
-                 : s.name == "metagrad"   ? inputs.metagrad
-                 : s.name == "robustness" ? inputs.robustness
-                                          : inputs.bench;
+    auto& runs = inputs.*s.runs;
     Json dirs = Json::array();
     std::set<std::string> machines;  // where the study ran, as its files say
     for (const auto& f : files) {
@@ -187,11 +182,9 @@ int run_contract(const ContractOptions& o) {
       if (j.is_object() && j.contains("device")) machines.insert(j.at("device").get<std::string>());
     }
     ran_on[s.name] = std::vector<std::string>(machines.begin(), machines.end());
-    studies[s.name] = Json{{"file", s.file}, {"directories", dirs}, {"command", [&] {
-                                                                        std::string c = "theria";
-                                                                        for (const auto& a : s.args) c += " " + a;
-                                                                        return c;
-                                                                      }()}};
+    std::string command = "theria";
+    for (const auto& a : s.args) command += " " + a;
+    studies[s.name] = Json{{"file", s.file}, {"directories", dirs}, {"command", command}};
   }
   const auto claims = lab::contract_claims(inputs);
   Json claims_json = Json::array();

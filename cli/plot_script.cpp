@@ -8,9 +8,8 @@ namespace theria::cli {
 namespace {
 
 std::string executable_dir() {
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
+  const std::string exe = executable_path();
+  return exe.empty() ? std::string(".") : std::filesystem::path(exe).parent_path().string();
 }
 
 }  // namespace

@@ -5,10 +5,17 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 extern char** environ;
 
 namespace theria::cli {
+
+std::string executable_path() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : exe.string();
+}
 
 std::string ProgramExit::describe() const {
   if (!started) return "could not start: " + error;

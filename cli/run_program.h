@@ -20,4 +20,7 @@ struct ProgramExit {
 // returns how it ended. Its stdout and stderr are this process's.
 ProgramExit run_program(const std::vector<std::string>& argv);
 
+// This program's own path (/proc/self/exe), or "" when it cannot be read.
+std::string executable_path();
+
 }  // namespace theria::cli

@@ -1,10 +1,10 @@
 #include "contract/claims.h"
 
+#include "output/format.h"
 #include "studies/robustness_rules.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <map>
 #include <set>
 
@@ -33,12 +33,6 @@ std::string str(const Json& j, const char* key) {
 }
 
 double num(const Json& j, const char* key) { return j.contains(key) ? number_from(j.at(key)) : std::nan(""); }
-
-std::string g(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g", x);
-  return buf;
-}
 
 std::string join(const std::vector<std::string>& xs, const std::string& sep = "; ") {
   std::string s;
@@ -151,8 +145,8 @@ Claim depth_claim(const ContractInputs& in) {
     for (const auto& t : run.json.at("summary").at("trends")) {
       const auto verdict = str(t, "verdict");
       const auto& change = t.at("gap_change");
-      seen.push_back(family + " vs " + str(t, "versus") + ": " + verdict + " (" + g(num(change, "mean")) + " [" +
-                     g(num(change, "low")) + ", " + g(num(change, "high")) + "])");
+      seen.push_back(family + " vs " + str(t, "versus") + ": " + verdict + " (" + fmt(num(change, "mean")) + " [" +
+                     fmt(num(change, "low")) + ", " + fmt(num(change, "high")) + "])");
       c.evidence["numbers"][family + "_vs_" + str(t, "versus")] = change;
       grows = grows && verdict == "gap grows with depth";
       shrinks = shrinks || verdict == "gap shrinks with depth";
@@ -180,7 +174,7 @@ Claim full_beats_fo_claim(const ContractInputs& in) {
       ++n;
       const auto& d = gap.at("full_minus_versus_final_accuracy");
       const auto what = family + " at " + std::to_string(gap.at("inner_steps").get<int64_t>()) + " steps: " +
-                        g(num(d, "mean")) + " [" + g(num(d, "low")) + ", " + g(num(d, "high")) + "]";
+                        fmt(num(d, "mean")) + " [" + fmt(num(d, "low")) + ", " + fmt(num(d, "high")) + "]";
       if (str(gap, "regime") == "FULL better") better.push_back(what);
       if (str(gap, "regime") == "FO better") worse.push_back(what);
     }
@@ -238,8 +232,8 @@ Claim implicit_memory_claim(const ContractInputs& in) {
     const double ri = i.hi_mib / i.lo_mib, ru = u.lo >= 0 ? u.hi_mib / u.lo_mib : std::nan("");
     const bool ok = ri <= 1.5 && (ru >= 2.0 || (u.oom && !i.oom));
     holds = holds && ok;
-    seen.push_back("implicit " + g(i.lo_mib) + " -> " + g(i.hi_mib) + " MiB (depth " + std::to_string(i.lo) + " -> " +
-                   std::to_string(i.hi) + "), unrolled " + g(u.lo_mib) + " -> " + g(u.hi_mib) + " MiB (depth " +
+    seen.push_back("implicit " + fmt(i.lo_mib) + " -> " + fmt(i.hi_mib) + " MiB (depth " + std::to_string(i.lo) + " -> " +
+                   std::to_string(i.hi) + "), unrolled " + fmt(u.lo_mib) + " -> " + fmt(u.hi_mib) + " MiB (depth " +
                    std::to_string(u.lo) + " -> " + std::to_string(u.hi) + ")" + (u.oom ? ", then out of memory" : ""));
     c.evidence["numbers"][run.path] = Json{{"implicit_ratio", number_or_null(ri)}, {"unrolled_ratio", number_or_null(ru)},
                                            {"unrolled_out_of_memory", u.oom}};
@@ -268,7 +262,7 @@ Claim operator_level_claim(const ContractInputs& in) {
     const auto n = d.at("n").get<int64_t>();
     any = true;
     const double lo = num(d, "low"), hi = num(d, "high");
-    seen.push_back(spec + ": " + g(num(d, "mean")) + " [" + g(lo) + ", " + g(hi) + "], " + std::to_string(n) +
+    seen.push_back(spec + ": " + fmt(num(d, "mean")) + " [" + fmt(lo) + ", " + fmt(hi) + "], " + std::to_string(n) +
                    " finite pairs (" + std::to_string(d.at("non_finite").get<int64_t>()) + " not)");
     c.evidence["numbers"][spec] = d;
     if (n < 3) {
@@ -376,8 +370,8 @@ Claim sixteen_bit_claim(const ContractInputs& in) {
                             r.at("runs").get<bool>();
                    },
                    [](const Json& r, std::string& why) {
-                     why = "FULL's largest error " + g(num(r, "max_error_full")) + ", FO's mean " +
-                           g(num(r.at("error_fo"), "mean"));
+                     why = "FULL's largest error " + fmt(num(r, "max_error_full")) + ", FO's mean " +
+                           fmt(num(r.at("error_fo"), "mean"));
                      return r.at("resolves_second_order").get<bool>();
                    },
                    "no 16-bit cell ran");
@@ -395,7 +389,7 @@ Claim attention_sixteen_bit_claim(const ContractInputs& in) {
                             theria_backend(str(r.at("cell"), "backend")) && r.at("runs").get<bool>();
                    },
                    [](const Json& r, std::string& why) {
-                     why = "FULL's largest error " + g(num(r, "max_error_full"));
+                     why = "FULL's largest error " + fmt(num(r, "max_error_full"));
                      return r.at("resolves_second_order").get<bool>();
                    },
                    "no attention-only cell was measured");
@@ -440,7 +434,7 @@ Claim fused_accuracy_claim(const ContractInputs& in) {
       ++n;
       const double f = num(*p.first, "max_error_full"), m = num(*p.second, "max_error_full");
       const double tol = num(*p.first, "tolerance");
-      if (!(f <= 2.0 * m || (f <= tol && m <= tol))) off.push_back(cell_name(*p.first) + ": " + g(f) + " vs math " + g(m));
+      if (!(f <= 2.0 * m || (f <= tol && m <= tol))) off.push_back(cell_name(*p.first) + ": " + fmt(f) + " vs math " + fmt(m));
     }
   }
   c.evidence["numbers"]["cells"] = n;
@@ -464,7 +458,7 @@ Claim practical_claim(const ContractInputs& in) {
                      return theria_backend(str(r.at("cell"), "backend")) && str(r, "cost_status") == "ok";
                    },
                    [](const Json& r, std::string& why) {
-                     why = "FULL / FO = " + g(num(r, "full_over_fo"));
+                     why = "FULL / FO = " + fmt(num(r, "full_over_fo"));
                      return num(r, "full_over_fo") <= kPracticalCostRatio;
                    },
                    "no cost was measured");
@@ -485,7 +479,7 @@ Claim hvp_speed_claim(const ContractInputs& in) {
     if (!std::isfinite(speedup)) continue;
     const auto what = std::to_string(r.at("batch").get<int64_t>()) + "x" + std::to_string(r.at("heads").get<int64_t>()) +
                       "x" + std::to_string(r.at("len").get<int64_t>()) + "x" +
-                      std::to_string(r.at("dim").get<int64_t>()) + ": " + g(speedup) + "x";
+                      std::to_string(r.at("dim").get<int64_t>()) + ": " + fmt(speedup) + "x";
     rows.push_back(what);
     if (speedup < 1.0) slower.push_back(what);
   }

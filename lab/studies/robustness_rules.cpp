@@ -1,10 +1,9 @@
 #include "studies/robustness_rules.h"
 
+#include "output/format.h"
 #include "studies/taxonomy_rules.h"
 
-#include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <set>
 
 namespace theria::lab {
@@ -12,12 +11,6 @@ namespace {
 
 bool failed(const std::string& status) {
   return status.rfind("raises", 0) == 0 || status == "out of memory" || status.rfind("oracle", 0) == 0;
-}
-
-std::string number(double x, const char* f) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
 }
 
 RobustnessRow row_of(const RobustnessCellKey& key, const std::vector<const RobustnessMeasure*>& measures,
@@ -31,6 +24,7 @@ RobustnessRow row_of(const RobustnessCellKey& key, const std::vector<const Robus
   std::vector<double> share, rel_diff, error_full, error_fo, cosine;
   std::set<std::string> nodes;
   r.runs = r.second_order_path = r.accurate = r.resolves_second_order = !measures.empty();
+  r.max_error_full = std::nan("");
   for (const auto* m : measures) {
     if (failed(m->status)) {
       if (r.failure.empty()) r.failure = m->status;
@@ -40,6 +34,8 @@ RobustnessRow row_of(const RobustnessCellKey& key, const std::vector<const Robus
     share.push_back(m->second_order_share);
     rel_diff.push_back(m->rel_diff_full_vs_fo);
     error_full.push_back(m->error_full);
+    // The largest finite error (NaN only when no seed has one: !(x <= NaN) holds for every x).
+    if (!std::isnan(m->error_full) && !(m->error_full <= r.max_error_full)) r.max_error_full = m->error_full;
     error_fo.push_back(m->error_fo);
     cosine.push_back(m->cosine_full);
     nodes.insert(m->graph_nodes.begin(), m->graph_nodes.end());
@@ -54,10 +50,6 @@ RobustnessRow row_of(const RobustnessCellKey& key, const std::vector<const Robus
   r.error_full = mean_interval(error_full);
   r.error_fo = mean_interval(error_fo);
   r.cosine_full = mean_interval(cosine);
-  r.max_error_full = error_full.empty() ? std::nan("") : *std::max_element(error_full.begin(), error_full.end(),
-                                                                          [](double a, double b) {
-                                                                            return std::isnan(a) || (!std::isnan(b) && a < b);
-                                                                          });
   r.graph_nodes.assign(nodes.begin(), nodes.end());
   r.works = r.runs && r.stable && r.second_order_path && r.accurate;
   if (cost != nullptr) {
@@ -85,9 +77,9 @@ std::string robustness_verdict(const RobustnessRow& r) {
   if (!r.stable) return "unstable (non-finite in " + std::to_string(r.non_finite_seeds) + " of " +
                         std::to_string(r.seeds) + " seeds)";
   if (!r.second_order_path) return "no second-order path";
-  if (!r.accurate) return "inaccurate (error " + number(r.max_error_full, "%.2g") + " > " + number(r.tolerance, "%.0g") + ")";
+  if (!r.accurate) return "inaccurate (error " + fmt(r.max_error_full, "%.2g") + " > " + fmt(r.tolerance, "%.0g") + ")";
   if (r.cost_status != "ok") return r.cost_status == "out of memory" ? "out of memory (cost)" : "cost not measured";
-  if (!r.practical) return "impractical (FULL " + number(r.cost_ratio, "%.1f") + "x FO)";
+  if (!r.practical) return "impractical (FULL " + fmt(r.cost_ratio, "%.1f") + "x FO)";
   return r.resolves_second_order ? "FULL safe" : "FULL safe, second order below rounding";
 }
 

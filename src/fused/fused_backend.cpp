@@ -119,11 +119,10 @@ bool use_tensor_cores(const Tensor& q, const Tensor& v, double scale) {
   return scale > 0.0 && uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1));
 }
 
-// float32 that runs as bfloat16 (bfloat16_products_allowed): the entry points call themselves on bfloat16
-// copies and return float32. A cast is exact where the value came from a bfloat16 pass (the saved out).
-bool via_bfloat16(const Tensor& q, const Tensor& v, double scale) {
-  return q.scalar_type() == at::kFloat && use_tensor_cores(q, v, scale);
-}
+// Asked once use_tensor_cores has said yes, which for float32 means bfloat16 products are allowed: the entry points
+// then call themselves on bfloat16 copies and return float32. A cast is exact where the value came from a bfloat16
+// pass (the saved out).
+bool via_bfloat16(const Tensor& q) { return q.scalar_type() == at::kFloat; }
 Tensor bf16(const Tensor& t) { return t.to(at::kBFloat16); }
 OptTensor bf16(const OptTensor& t) { return t.has_value() && t->defined() ? OptTensor(bf16(*t)) : t; }
 Tensor f32(const Tensor& t) { return t.to(at::kFloat); }
@@ -225,7 +224,7 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
-  if (via_bfloat16(q, v, scale)) {
+  if (via_bfloat16(q)) {
     const auto [out, lse] = sdpa_fwd(bf16(q), bf16(k), bf16(v), causal, scale);
     return {f32(out), lse};
   }
@@ -243,7 +242,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& v_dot, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
-  if (via_bfloat16(q, v, scale)) {
+  if (via_bfloat16(q)) {
     const auto [out, lse, out_dot] =
         sdpa_jvp(bf16(q), bf16(k), bf16(v), bf16(q_dot), bf16(k_dot), bf16(v_dot), causal, scale);
     return {f32(out), lse, f32(out_dot)};
@@ -300,7 +299,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
                                             const Tensor& lse, const Tensor& dout, bool causal, double scale) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
-  if (via_bfloat16(q, v, scale)) {
+  if (via_bfloat16(q)) {
     const auto [dq, dk, dv] = sdpa_bwd(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), causal, scale);
     return {f32(dq), f32(dk), f32(dv)};
   }
@@ -329,7 +328,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
                                      scale);
   }
-  if (via_bfloat16(q, v, scale)) {
+  if (via_bfloat16(q)) {
     const auto [dq_dot, dk_dot, dv_dot, out_dot] = sdpa_bwd_jvp(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout),
                                                                 bf16(q_dot), bf16(k_dot), bf16(v_dot), bf16(dout_dot),
                                                                 causal, scale);
