@@ -1,7 +1,10 @@
 // `theria bench`: times theria's fused backend against PyTorch's own SDPA backends in the same run
 // (flash for first order; math, the only PyTorch backend with higher derivatives, for JVP / HVP),
 // with CUDA events, warm-up, the median over many iterations, and input sets rotated so that
-// timings do not come from L2. Reports ms, TFLOP/s and the peak memory a call adds.
+// timings do not come from L2. Reports ms, TFLOP/s and the peak memory a call adds. --kv-heads (grouped-query
+// attention) and --mask key-padding time the same work on every implementation; PyTorch's backends then run
+// through at::scaled_dot_product_attention with only the named backend enabled (its own mask handling, and
+// an error rather than another backend where it cannot serve the call: flash takes no mask).
 #include "commands.h"
 #include "json_out.h"
 
@@ -54,6 +57,8 @@ struct Options {
   int warmup = 10, iters = 50, input_sets = 3;
   std::string json;
   std::string float32_precision = "highest";  // torch.set_float32_matmul_precision for the whole run
+  int64_t kv_heads = 0;                        // key/value heads (grouped-query attention); 0: as many as query
+  std::string mask = "none";                   // none, or key-padding: half the batch has its last half of keys padded
 
   std::vector<Shape> shapes() const {
     std::vector<Shape> s;
@@ -115,6 +120,15 @@ Run add_bench(CLI::App& command) {
                      "medium: also theria's fused fp32 as bfloat16 tensor-core kernels)")
       ->check(CLI::IsMember({"highest", "high", "medium"}))
       ->capture_default_str();
+  command.add_option("--kv-heads", o->kv_heads,
+                     "key/value heads, a divisor of H (grouped-query attention, enable_gqa); 0: H")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command.add_option("--mask", o->mask,
+                     "attn_mask: none, or key-padding (a bool (B, 1, 1, S) mask: the second half of the batch has its "
+                     "last half of keys padded)")
+      ->check(CLI::IsMember({"none", "key-padding"}))
+      ->capture_default_str();
   command.add_option("--json", o->json, "also write the results to FILE as JSON")->type_name("FILE");
   return [o] { return run_bench(*o); };
 }
@@ -131,6 +145,25 @@ using at::Tensor;
 
 using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
 
+// Only PyTorch's named SDPA backend enabled for its lifetime (flash, efficient or math), as before after.
+struct OnlyBackend {
+  at::Context& ctx = at::globalContext();
+  bool flash = ctx.userEnabledFlashSDP(), efficient = ctx.userEnabledMemEfficientSDP(), math = ctx.userEnabledMathSDP(),
+       cudnn = ctx.userEnabledCuDNNSDP();
+  explicit OnlyBackend(const std::string& impl) {
+    ctx.setSDPUseFlash(impl == "flash");
+    ctx.setSDPUseMemEfficient(impl == "efficient");
+    ctx.setSDPUseMath(impl == "math");
+    ctx.setSDPUseCuDNN(false);
+  }
+  ~OnlyBackend() {
+    ctx.setSDPUseFlash(flash);
+    ctx.setSDPUseMemEfficient(efficient);
+    ctx.setSDPUseMath(math);
+    ctx.setSDPUseCuDNN(cudnn);
+  }
+};
+
 // Deterministic algorithms on for its lifetime (the ordered dQ adds of the fused backward), as before after.
 struct DeterministicScope {
   bool was = at::globalContext().deterministicAlgorithms();
@@ -139,15 +172,23 @@ struct DeterministicScope {
   ~DeterministicScope() { at::globalContext().setDeterministicAlgorithms(was, was_warn_only); }
 };
 
-Attention implementation(const std::string& impl, bool causal) {
-  if (impl == "theria") {
-    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
-      return sdpa(q, k, v, SdpaOptions().causal(causal).backend(Backend::Fused));
+// mask: undefined, or the bool attn_mask of every call; gqa: key/value have fewer heads than query.
+Attention implementation(const std::string& impl, bool causal, const Tensor& mask, bool gqa) {
+  if (impl == "theria" || impl == "theria_auto") {  // theria_auto: what a call that names no backend gets
+    const Backend backend = impl == "theria" ? Backend::Fused : Backend::Auto;
+    return [=](const Tensor& q, const Tensor& k, const Tensor& v) {
+      SdpaOptions options = SdpaOptions().causal(causal).backend(backend).enable_gqa(gqa);
+      if (mask.defined()) options.attn_mask(mask);
+      return sdpa(q, k, v, options);
     };
   }
-  if (impl == "theria_auto") {  // what a call that names no backend gets
-    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
-      return sdpa(q, k, v, SdpaOptions().causal(causal).backend(Backend::Auto));
+  if (mask.defined() || gqa) {
+    TORCH_CHECK(impl == "flash" || impl == "efficient" || impl == "math", "--impl takes theria, theria_det, "
+                "theria_auto, flash, efficient, math; got ", impl);
+    return [=](const Tensor& q, const Tensor& k, const Tensor& v) {
+      const OnlyBackend only(impl);
+      return at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<Tensor>(mask) : std::nullopt,
+                                              0.0, causal, std::nullopt, gqa);
     };
   }
   if (impl == "efficient") {
@@ -198,12 +239,19 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
   r.mode = mode;
   r.impl = impl;
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(o.scalar_type());
+  const int64_t kv_heads = o.kv_heads > 0 ? o.kv_heads : s.heads;
+  TORCH_CHECK(s.heads % kv_heads == 0, "--kv-heads (", kv_heads, ") must divide the heads H (", s.heads, ")");
   std::vector<Inputs> sets;
   for (int i = 0; i < o.input_sets; ++i) {
-    auto r = [&] { return at::randn({s.batch, s.heads, s.len, s.dim}, opts); };
-    sets.push_back({r(), r(), r(), r(), r(), r(), r()});
+    auto r = [&](int64_t heads) { return at::randn({s.batch, heads, s.len, s.dim}, opts); };
+    sets.push_back({r(s.heads), r(kv_heads), r(kv_heads), r(s.heads), r(s.heads), r(kv_heads), r(kv_heads)});
   }
-  const Attention f = implementation(impl == "theria_det" ? "theria" : impl, o.causal);
+  Tensor mask;
+  if (o.mask == "key-padding") {
+    mask = at::ones({s.batch, 1, 1, s.len}, opts.dtype(at::kBool));
+    mask.narrow(0, s.batch / 2, s.batch - s.batch / 2).narrow(3, s.len / 2, s.len - s.len / 2).fill_(false);
+  }
+  const Attention f = implementation(impl == "theria_det" ? "theria" : impl, o.causal, mask, kv_heads != s.heads);
   auto run_once = [&](const Inputs& in) {
     std::optional<DeterministicScope> deterministic;
     if (impl == "theria_det") deterministic.emplace();
@@ -332,9 +380,11 @@ int run_bench(const Options& o) {
   }
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, at::cuda::current_device());
+  const std::string work = (o.kv_heads > 0 ? ", " + std::to_string(o.kv_heads) + " key/value heads (GQA)" : "") +
+                           (o.mask == "none" ? "" : ", attn_mask " + o.mask) +
+                           (dtype == at::kFloat ? ", float32 matmul precision " + o.float32_precision : "");
   std::printf("theria bench on %s: %s, %s, median of %d iterations after %d warm-up, %d input sets%s\n\n", prop.name,
-              dtype_name(dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets,
-              dtype == at::kFloat ? (", float32 matmul precision " + o.float32_precision).c_str() : "");
+              dtype_name(dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets, work.c_str());
   std::printf("%-24s %-8s %-10s %10s %9s %11s %10s %9s %9s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
               "peak MiB", "vs flash", "vs eff", "vs math");
   for (const auto& r : results) {
@@ -362,6 +412,8 @@ int run_bench(const Options& o) {
                             {"dtype", dtype_name(dtype)},
                             {"causal", o.causal},
                             {"float32_matmul_precision", o.float32_precision},
+                            {"kv_heads", o.kv_heads},
+                            {"mask", o.mask},
                             {"results", rows}});
   }
   return 0;

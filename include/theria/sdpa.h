@@ -3,9 +3,12 @@
 //   #include <theria/sdpa.h>
 //   at::Tensor out = theria::sdpa(q, k, v, theria::SdpaOptions().causal(true));
 //
-// q: (..., L, E), k: (..., S, E), v: (..., S, Ev) with the same leading (batch, head) sizes.
-// The result (..., L, Ev) equals F.scaled_dot_product_attention(q, k, v, is_causal, scale=scale)
-// and is differentiable at any order (reverse and forward mode) through theria's autograd layer.
+// q: (..., L, E), k: (..., S, E), v: (..., S, Ev) with leading (batch, head) sizes that broadcast; with
+// enable_gqa, key and value may have fewer heads (dim -3) than query, a divisor of its number. attn_mask: a
+// bool (true = take part) or float (added to the logits, query's dtype) tensor broadcastable to (..., L, S).
+// The result (..., L, Ev) equals F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=..., scale=...,
+// enable_gqa=...) and is differentiable at any order (reverse and forward mode) through theria's autograd
+// layer, a float mask that requires grad included (through the reference composition).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,10 +34,14 @@ struct SdpaOptions {
   std::optional<double> scale_;  // default 1/sqrt(E)
   bool causal_ = false;          // top-left aligned, as F.scaled_dot_product_attention(is_causal=True)
   Backend backend_ = Backend::Auto;
+  std::optional<at::Tensor> attn_mask_;  // not with causal_ (PyTorch raises too)
+  bool enable_gqa_ = false;
 
   SdpaOptions& scale(double value) { scale_ = value; return *this; }
   SdpaOptions& causal(bool value) { causal_ = value; return *this; }
   SdpaOptions& backend(Backend value) { backend_ = value; return *this; }
+  SdpaOptions& attn_mask(at::Tensor value) { attn_mask_ = std::move(value); return *this; }
+  SdpaOptions& enable_gqa(bool value) { enable_gqa_ = value; return *this; }
 };
 
 at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -35,22 +35,21 @@ BACKENDS = ("auto", "reference", "explicit", "fused")
 
 def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, *,
          backend="auto"):
-    """Drop-in for torch.nn.functional.scaled_dot_product_attention (no mask, no dropout, no GQA).
+    """Drop-in for torch.nn.functional.scaled_dot_product_attention (everything but dropout).
 
-    query (..., L, E), key (..., S, E), value (..., S, Ev) with equal leading sizes; returns (..., L, Ev).
+    query (..., Hq, L, E), key (..., Hkv, S, E), value (..., Hkv, S, Ev), leading sizes broadcast as PyTorch
+    broadcasts them; Hkv < Hq (a divisor) with enable_gqa=True. attn_mask: bool (True = take part) or float
+    (added to the logits), broadcastable to (..., L, S); not with is_causal=True. Returns (..., Hq, L, Ev).
+    A row that every key is masked from gives zeros (as PyTorch's math backend).
     """
-    if attn_mask is not None:
-        raise ValueError("theria.sdpa: attn_mask is not supported; use is_causal=True for a causal mask")
     if dropout_p != 0.0:
         raise ValueError(f"theria.sdpa: dropout_p must be 0.0 (no dropout), got {dropout_p}")
-    if enable_gqa:
-        raise ValueError("theria.sdpa: enable_gqa is not supported; query, key and value need equal head counts")
-    return torch.ops.theria.sdpa(query, key, value, is_causal, scale, backend)
+    return torch.ops.theria.sdpa(query, key, value, is_causal, scale, backend, attn_mask, enable_gqa)
 
 
-def select_backend(query, key, value, is_causal=False, backend="auto"):
+def select_backend(query, key, value, is_causal=False, backend="auto", attn_mask=None, enable_gqa=False):
     """The concrete backend that `backend` resolves to for these inputs, and why: (name, reason)."""
-    name, reason = torch.ops.theria.select_backend(query, key, value, is_causal, backend)
+    name, reason = torch.ops.theria.select_backend(query, key, value, is_causal, backend, attn_mask, enable_gqa)
     return name, reason
 
 

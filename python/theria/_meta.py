@@ -20,28 +20,39 @@ def _like(t):
     return t.new_empty(t.shape)
 
 
+def _broadcast_out(query, key, value, enable_gqa):
+    """theria.sdpa's output shape: the broadcast leading sizes (heads kept apart under enable_gqa), L, Ev."""
+    if enable_gqa:
+        outer = torch.broadcast_shapes(query.shape[:-3], key.shape[:-3], value.shape[:-3])
+        lead = (*outer, query.shape[-3])
+    else:
+        lead = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    return query.new_empty((*lead, query.shape[-2], value.shape[-1]))
+
+
 @torch.library.register_fake("theria::sdpa")
-def _sdpa_fake(query, key, value, is_causal=False, scale=None, backend="auto"):
-    return _out_like(query, value)
+def _sdpa_fake(query, key, value, is_causal=False, scale=None, backend="auto", attn_mask=None, enable_gqa=False):
+    return _broadcast_out(query, key, value, enable_gqa)
 
 
 @torch.library.register_fake("theria::sdpa_fwd")
-def _sdpa_fwd_fake(q, k, v, is_causal, scale, backend):
+def _sdpa_fwd_fake(q, k, v, is_causal, scale, backend, attn_mask=None):
     return _out_like(q, v), q.new_empty(q.shape[:-1], dtype=_stats_dtype(q))
 
 
 @torch.library.register_fake("theria::sdpa_jvp")
-def _sdpa_jvp_fake(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, backend):
+def _sdpa_jvp_fake(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, backend, attn_mask=None):
     return _out_like(q, v), q.new_empty(q.shape[:-1], dtype=_stats_dtype(q)), _out_like(q, v)
 
 
 @torch.library.register_fake("theria::sdpa_bwd")
-def _sdpa_bwd_fake(q, k, v, out, lse, dout, is_causal, scale, backend):
+def _sdpa_bwd_fake(q, k, v, out, lse, dout, is_causal, scale, backend, attn_mask=None):
     return _like(q), _like(k), _like(v)
 
 
 @torch.library.register_fake("theria::sdpa_bwd_jvp")
-def _sdpa_bwd_jvp_fake(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, backend):
+def _sdpa_bwd_jvp_fake(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, backend,
+                       attn_mask=None):
     return _like(q), _like(k), _like(v), _out_like(q, v)
 
 
@@ -54,19 +65,29 @@ def _front(x, bdim, batch_size):
     return x.movedim(bdim, 0)
 
 
-def _register_vmap(name, n_tensors, n_outputs):
+def _register_vmap(name, n_tensors, n_outputs, mask_at):
+    """args[:n_tensors] are the op's leading tensors; args[mask_at] is its attn_mask (None or a tensor), which a
+    vmapped mask also batches: moved to the front, or left to broadcast when it is not batched (a mask without
+    the vmapped dim broadcasts over it, as over any leading dim)."""
     op = getattr(torch.ops.theria, name).default
 
     def rule(info, in_dims, *args):
         tensors = [_front(t, d, info.batch_size) for t, d in zip(args[:n_tensors], in_dims[:n_tensors])]
-        out = op(*tensors, *args[n_tensors:])
+        rest = list(args[n_tensors:])
+        mask_dim = in_dims[mask_at] if len(in_dims) > mask_at else None
+        if mask_at < len(args) and args[mask_at] is not None and mask_dim is not None:
+            mask = args[mask_at].movedim(mask_dim, 0)
+            # Line the vmapped dim up with the operands' first dim: (batch, 1, ..., 1, rest of the mask).
+            rank = tensors[0].dim()
+            rest[mask_at - n_tensors] = mask.reshape(mask.shape[0], *([1] * (rank - mask.dim())), *mask.shape[1:])
+        out = op(*tensors, *rest)
         return out, (0 if n_outputs == 1 else (0,) * n_outputs)
 
     torch.library.register_vmap(f"theria::{name}", rule)
 
 
-_register_vmap("sdpa", 3, 1)
-_register_vmap("sdpa_fwd", 3, 2)
-_register_vmap("sdpa_jvp", 6, 3)
-_register_vmap("sdpa_bwd", 6, 3)
-_register_vmap("sdpa_bwd_jvp", 10, 4)
+_register_vmap("sdpa", 3, 1, 6)
+_register_vmap("sdpa_fwd", 3, 2, 6)
+_register_vmap("sdpa_jvp", 6, 3, 9)
+_register_vmap("sdpa_bwd", 6, 3, 9)
+_register_vmap("sdpa_bwd_jvp", 10, 4, 13)

@@ -26,17 +26,10 @@ __all__ = ["sdpa_override", "SdpaOverride", "enable_sdpa_override", "disable_sdp
 
 
 def unserved_reason(query, key, value, attn_mask, dropout_p, enable_gqa):
-    """Why theria cannot serve this call yet, or None when it can."""
-    if attn_mask is not None:
-        return "attn_mask (a boolean or additive mask; is_causal=True alone is served)"
+    """Why theria cannot serve this call yet, or None when it can (masks, grouped-query attention and
+    broadcast leading sizes are served; dropout is not)."""
     if dropout_p != 0.0:
         return "dropout_p > 0"
-    if query.dim() != key.dim() or key.dim() != value.dim() or query.dim() < 2:
-        return "query, key and value of different ranks"
-    if not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2]):
-        if enable_gqa and query.dim() >= 3 and query.shape[:-3] == key.shape[:-3] == value.shape[:-3]:
-            return "grouped-query attention (enable_gqa with fewer key/value heads)"
-        return "batch or head sizes that broadcast"
     return None
 
 
@@ -58,7 +51,7 @@ class SdpaOverride:
         reason = unserved_reason(query, key, value, attn_mask, dropout_p, enable_gqa)
         if reason is None:
             self.served += 1
-            return torch.ops.theria.sdpa(query, key, value, is_causal, scale, self.backend)
+            return torch.ops.theria.sdpa(query, key, value, is_causal, scale, self.backend, attn_mask, enable_gqa)
         if self.strict:
             raise NotImplementedError(f"theria.sdpa_override(strict=True): theria cannot serve this call yet: {reason}")
         if reason not in self.fallbacks:

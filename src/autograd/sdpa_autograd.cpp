@@ -1,9 +1,12 @@
 // Autograd kernel of theria::sdpa. Reverse mode records one SdpaBackward node whose backward is
 // the explicit sdpa_bwd op (itself differentiable, see sdpa_bwd_autograd.cpp); forward mode computes
-// the output tangent with the explicit sdpa_jvp op. The reference backend is left to PyTorch.
+// the output tangent with the explicit sdpa_jvp op. The reference backend is left to PyTorch, and so is a
+// float attn_mask that requires grad: its gradient is L x S by nature, and the reference composition gives it
+// (select_backend says so). A boolean mask, or a float one without grad, rides along as a constant.
 #include "autograd/autograd_util.h"
 #include "autograd/kernels.h"
 #include "core/backend.h"
+#include "core/broadcast.h"
 #include "core/contract.h"
 #include "reference/reference.h"
 
@@ -24,7 +27,7 @@ struct SdpaBackward final : torch::autograd::Node {
     const Tensor& dout = grads[0];
     if (!dout.defined()) return {Tensor(), Tensor(), Tensor()};
     auto [dq, dk, dv] = ops::sdpa_bwd(q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(), dout,
-                                      causal_, scale_, backend_);
+                                      causal_, scale_, backend_, mask_);
     return {dq, dk, dv};
   }
 
@@ -33,6 +36,7 @@ struct SdpaBackward final : torch::autograd::Node {
   }
 
   SavedVariable q_, k_, v_, out_, lse_;
+  OptTensor mask_;  // a constant (no grad): kept as it is
   bool causal_ = false;
   double scale_ = 1.0;
   std::string backend_;
@@ -40,14 +44,17 @@ struct SdpaBackward final : torch::autograd::Node {
 
 }  // namespace
 
-Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, std::optional<double> scale,
-            c10::string_view backend) {
+Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_causal, std::optional<double> scale,
+            c10::string_view backend, const OptTensor& attn_mask, bool enable_gqa) {
   constexpr const char* op = "theria.sdpa";
-  const auto shape = core::check_qkv(q, k, v, op);
-  const double s = core::resolve_scale(scale, shape.dim_qk, op);
-  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op);
+  const auto call = core::broadcast_call(q_in, k_in, v_in, attn_mask, is_causal, scale, enable_gqa, op);
+  const Tensor &q = call.q, &k = call.k, &v = call.v;
+  const OptTensor& mask = call.mask;
+  const double s = call.scale;
+  const auto resolved =
+      core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op, core::mask_of(mask));
   if (resolved.backend == Backend::Reference) {
-    return reference::sdpa_math(q, k, v, is_causal, s);
+    return reference::sdpa_math(q, k, v, is_causal, s, mask);
   }
   const std::string name = backend_name(resolved.backend);
   const bool grad = needs_grad({q, k, v});
@@ -61,16 +68,16 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, s
   const bool legacy_batched = forward_ad && legacy_batched_tangent({q, k, v});
   if (forward_ad && grad && !legacy_batched) {
     std::tie(out, lse, out_dot) = ops::sdpa_jvp(primal_of(q), primal_of(k), primal_of(v), tangent_of(q), tangent_of(k),
-                                                tangent_of(v), is_causal, s, name);
+                                                tangent_of(v), is_causal, s, name, mask);
     out = out.detach();
     lse = lse.detach();
   } else {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     if (forward_ad && !legacy_batched) {
       std::tie(out, lse, out_dot) =
-          ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name);
+          ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name, mask);
     } else {
-      std::tie(out, lse) = ops::sdpa_fwd(q, k, v, is_causal, s, name);
+      std::tie(out, lse) = ops::sdpa_fwd(q, k, v, is_causal, s, name, mask);
     }
   }
 
@@ -84,6 +91,7 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, s
     // dependence on (q, k, v) analytically, so they must not carry history of their own.
     node->out_ = SavedVariable(out.detach(), false);
     node->lse_ = SavedVariable(lse, false);
+    node->mask_ = mask;
     node->causal_ = is_causal;
     node->scale_ = s;
     node->backend_ = name;
@@ -93,7 +101,7 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, s
   if (forward_ad) {
     if (!out_dot.defined()) {
       out_dot = std::get<2>(ops::sdpa_jvp(primal_of(q), primal_of(k), primal_of(v), tangent_of(q), tangent_of(k),
-                                          tangent_of(v), is_causal, s, name));
+                                          tangent_of(v), is_causal, s, name, mask));
     }
     out._set_fw_grad(out_dot, /*level=*/0, /*is_inplace_op=*/false);
   }

@@ -31,7 +31,7 @@ struct SdpaBwdBackward final : torch::autograd::Node {
     auto [gq, gk, gv, gdout] = ops::sdpa_bwd_jvp(
         q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(), dout_.unpack(),
         defined_or_none(grads[0]), defined_or_none(grads[1]), defined_or_none(grads[2]), std::nullopt, causal_,
-        scale_, backend_);
+        scale_, backend_, mask_);
     return {gq, gk, gv, gdout};
   }
 
@@ -40,6 +40,7 @@ struct SdpaBwdBackward final : torch::autograd::Node {
   }
 
   SavedVariable q_, k_, v_, out_, lse_, dout_;
+  OptTensor mask_;  // a constant (no grad)
   bool causal_ = false;
   double scale_ = 1.0;
   std::string backend_;
@@ -48,12 +49,14 @@ struct SdpaBwdBackward final : torch::autograd::Node {
 }  // namespace
 
 ops::Tensor3 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                      const Tensor& dout, bool is_causal, double scale, c10::string_view backend) {
+                      const Tensor& dout, bool is_causal, double scale, c10::string_view backend,
+                      const OptTensor& mask) {
   constexpr const char* op = "theria.sdpa_bwd";
-  core::check_bwd_args(q, k, v, out, lse, dout, scale, op);
-  const auto resolved = core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op);
+  core::check_bwd_args(q, k, v, out, lse, dout, scale, mask, op);
+  const auto resolved =
+      core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op, core::mask_of(mask));
   if (resolved.backend == Backend::Reference) {
-    return reference::sdpa_bwd(q, k, v, dout, is_causal, scale);
+    return reference::sdpa_bwd(q, k, v, dout, is_causal, scale, mask);
   }
   const std::string name = backend_name(resolved.backend);
   const bool grad = needs_grad({q, k, v, dout});
@@ -62,7 +65,7 @@ ops::Tensor3 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const T
   Tensor dq, dk, dv;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    std::tie(dq, dk, dv) = ops::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, name);
+    std::tie(dq, dk, dv) = ops::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, name, mask);
   }
 
   if (grad) {
@@ -74,6 +77,7 @@ ops::Tensor3 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const T
     node->out_ = SavedVariable(out.detach(), false);
     node->lse_ = SavedVariable(lse.detach(), false);
     node->dout_ = SavedVariable(dout, false);
+    node->mask_ = mask;
     node->causal_ = is_causal;
     node->scale_ = scale;
     node->backend_ = name;
@@ -83,7 +87,7 @@ ops::Tensor3 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const T
   if (forward_ad) {
     auto [dq_dot, dk_dot, dv_dot, out_dot] = ops::sdpa_bwd_jvp(
         primal_of(q), primal_of(k), primal_of(v), primal_of(out).detach(), lse.detach(), primal_of(dout),
-        tangent_of(q), tangent_of(k), tangent_of(v), tangent_of(dout), is_causal, scale, name);
+        tangent_of(q), tangent_of(k), tangent_of(v), tangent_of(dout), is_causal, scale, name, mask);
     dq._set_fw_grad(dq_dot, 0, false);
     dk._set_fw_grad(dk_dot, 0, false);
     dv._set_fw_grad(dv_dot, 0, false);

@@ -98,7 +98,24 @@ ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t b
 
 }  // namespace
 
-ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op) {
+MaskUse mask_of(const std::optional<at::Tensor>& mask) {
+  if (!mask.has_value() || !mask->defined()) return MaskUse::kNone;
+  return mask_is_differentiable(mask) ? MaskUse::kDifferentiable : MaskUse::kConstant;
+}
+
+ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op,
+                                MaskUse mask) {
+  if (mask == MaskUse::kDifferentiable) {
+    TORCH_CHECK(requested == Backend::Reference || requested == Backend::Auto, op,
+                ": attn_mask requires grad: its gradient is L x S by nature, and the '", backend_name(requested),
+                "' kernels take the mask as a constant; use 'reference' or 'auto' (both differentiate the mask "
+                "through the reference composition), or detach the mask");
+    return {Backend::Reference,
+            requested == Backend::Reference
+                ? "requested: plain ATen composition, differentiated by PyTorch"
+                : "auto: attn_mask requires grad, so the reference composition (PyTorch differentiates the mask; "
+                  "its gradient is L x S by nature, and theria's kernels take the mask as a constant)"};
+  }
   const bool on_cpu = q.device().is_cpu();
   const bool on_cuda = q.device().is_cuda();
   // Sizes as SymInts: under torch.compile's dynamic shapes they are symbolic, and a comparison becomes a
@@ -154,8 +171,8 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
 }
 
 ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,
-                                const char* op) {
-  return resolve_backend(parse_backend(requested), q, v, op);
+                                const char* op, MaskUse mask) {
+  return resolve_backend(parse_backend(requested), q, v, op, mask);
 }
 
 }  // namespace theria::core

@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,11 +17,17 @@ struct ResolvedBackend {
   std::string reason;
 };
 
-// Resolves `requested` for query q and value v (their device and head dims); throws a clear error
+// What the choice needs to know of attn_mask: the kernels take a mask as a constant; a float mask that requires
+// grad (its gradient is L x S by nature) is differentiated by PyTorch through the reference composition.
+enum class MaskUse { kNone, kConstant, kDifferentiable };
+MaskUse mask_of(const std::optional<at::Tensor>& mask);
+
+// Resolves `requested` for query q and value v (their device and head dims) and the mask; throws a clear error
 // when the requested backend cannot serve them.
-ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op);
+ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op,
+                                MaskUse mask = MaskUse::kNone);
 ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,
-                                const char* op);
+                                const char* op, MaskUse mask = MaskUse::kNone);
 
 // Whether PyTorch's float32 matmul precision lets float32 products run in bfloat16: "medium" in
 // torch.set_float32_matmul_precision ("float32 matrix multiplications use bfloat16 datatype for internal

@@ -58,13 +58,20 @@ SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   SdpaShape shape;
   const int64_t lead = q.dim() - 2;
   for (const auto d : c10::irange(lead)) {
-    TORCH_CHECK(k.size(d) == q.size(d) && v.size(d) == q.size(d), op,
-                ": the leading (batch/head) sizes of query, key and value must be equal, got query ",
-                shape_str(q.sizes()), ", key ", shape_str(k.sizes()), ", value ", shape_str(v.sizes()),
-                " (differ at dim ", d, "; broadcast them with expand() first)");
+    const bool heads = d == lead - 1;
+    if (heads && k.size(d) == v.size(d) && k.size(d) > 0 && k.size(d) != q.size(d) && q.size(d) % k.size(d) == 0) {
+      shape.group = q.size(d) / k.size(d);  // grouped-query attention
+    } else {
+      TORCH_CHECK(k.size(d) == q.size(d) && v.size(d) == q.size(d), op,
+                  ": the leading (batch/head) sizes of query, key and value must be equal, except that key and "
+                  "value may have a number of heads (dim -3) that divides query's (grouped-query attention); got "
+                  "query ", shape_str(q.sizes()), ", key ", shape_str(k.sizes()), ", value ", shape_str(v.sizes()),
+                  " (differ at dim ", d, ")");
+    }
     shape.leading.push_back(q.size(d));
     shape.batch *= q.size(d);
   }
+  if (lead >= 1) shape.heads_q = q.size(-3);
   shape.len_q = q.size(-2);
   shape.len_kv = k.size(-2);
   shape.dim_qk = q.size(-1);
@@ -109,6 +116,37 @@ void check_stats(const at::Tensor& lse, const char* name, const SdpaShape& shape
               "), got ", lse.device());
 }
 
+bool mask_is_differentiable(const std::optional<at::Tensor>& mask) {
+  if (!mask.has_value() || !mask->defined() || mask->scalar_type() == at::kBool) return false;
+  return mask->requires_grad() || mask->_fw_grad(/*level=*/0).defined();
+}
+
+void check_mask(const std::optional<at::Tensor>& mask, const SdpaShape& shape, const at::Tensor& q, bool is_causal,
+                bool constant_only, const char* op) {
+  if (!mask.has_value() || !mask->defined()) return;
+  const at::Tensor& m = *mask;
+  TORCH_CHECK(!is_causal, op, ": attn_mask must not be set when is_causal=True (PyTorch raises the same); fold the "
+              "causal mask into attn_mask instead");
+  TORCH_CHECK(m.scalar_type() == at::kBool || m.scalar_type() == q.scalar_type(), op,
+              ": attn_mask must be a bool tensor (true = take part) or a float tensor of query's dtype (",
+              q.scalar_type(), ", added to the logits), got ", m.scalar_type());
+  TORCH_CHECK(m.device() == q.device(), op, ": attn_mask must be on the device of query (", q.device(), "), got ",
+              m.device());
+  std::vector<int64_t> target = shape.leading;
+  target.push_back(shape.len_q);
+  target.push_back(shape.len_kv);
+  bool broadcastable = m.dim() <= static_cast<int64_t>(target.size());
+  for (int64_t d = 1; broadcastable && d <= m.dim(); ++d) {
+    const int64_t size = m.size(-d), want = target[target.size() - d];
+    broadcastable = size == want || size == 1;
+  }
+  TORCH_CHECK(broadcastable, op, ": attn_mask must be broadcastable to (..., L, S) = ", shape_str(target),
+              ", got shape ", shape_str(m.sizes()));
+  TORCH_CHECK(!constant_only || !mask_is_differentiable(mask), op,
+              ": attn_mask requires grad (or carries a tangent), but this op treats it as a constant; theria.sdpa "
+              "differentiates a float mask (through the reference composition)");
+}
+
 double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op) {
   if (!scale.has_value()) {
     return dim_qk == 0 ? 1.0 : 1.0 / std::sqrt(static_cast<double>(dim_qk));
@@ -118,15 +156,17 @@ double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op
 }
 
 SdpaShape check_fwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                         const char* op) {
+                         const OptTensor& mask, const char* op) {
   const auto shape = check_qkv(q, k, v, op);
   resolve_scale(scale, shape.dim_qk, op);
+  check_mask(mask, shape, q, /*is_causal=*/false, /*constant_only=*/true, op);
   return shape;
 }
 
 SdpaShape check_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& q_dot,
-                         const OptTensor& k_dot, const OptTensor& v_dot, double scale, const char* op) {
-  const auto shape = check_fwd_args(q, k, v, scale, op);
+                         const OptTensor& k_dot, const OptTensor& v_dot, double scale, const OptTensor& mask,
+                         const char* op) {
+  const auto shape = check_fwd_args(q, k, v, scale, mask, op);
   check_tangent(q_dot, "q_dot", q, "query", op);
   check_tangent(k_dot, "k_dot", k, "key", op);
   check_tangent(v_dot, "v_dot", v, "value", op);
@@ -134,8 +174,9 @@ SdpaShape check_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Ten
 }
 
 SdpaShape check_bwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                         const at::Tensor& lse, const at::Tensor& dout, double scale, const char* op) {
-  const auto shape = check_fwd_args(q, k, v, scale, op);
+                         const at::Tensor& lse, const at::Tensor& dout, double scale, const OptTensor& mask,
+                         const char* op) {
+  const auto shape = check_fwd_args(q, k, v, scale, mask, op);
   check_same_as(out, "out", shape.out_shape(), q, "query", op);
   check_same_as(dout, "dout", shape.out_shape(), q, "query", op);
   check_stats(lse, "lse", shape, q, op);
@@ -145,8 +186,8 @@ SdpaShape check_bwd_args(const at::Tensor& q, const at::Tensor& k, const at::Ten
 SdpaShape check_bwd_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                              const at::Tensor& lse, const at::Tensor& dout, const OptTensor& q_dot,
                              const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot,
-                             double scale, const char* op) {
-  const auto shape = check_bwd_args(q, k, v, out, lse, dout, scale, op);
+                             double scale, const OptTensor& mask, const char* op) {
+  const auto shape = check_bwd_args(q, k, v, out, lse, dout, scale, mask, op);
   check_tangent(q_dot, "q_dot", q, "query", op);
   check_tangent(k_dot, "k_dot", k, "key", op);
   check_tangent(v_dot, "v_dot", v, "value", op);

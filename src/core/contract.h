@@ -8,10 +8,13 @@
 
 namespace theria::core {
 
-// Sizes of one attention problem: q (..., L, E), k (..., S, E), v (..., S, Ev).
+// Sizes of one attention problem: q (..., Hq, L, E), k (..., Hkv, S, E), v (..., Hkv, S, Ev): the leading
+// sizes are shared, except that grouped-query attention gives key and value Hkv heads, a divisor of Hq.
 struct SdpaShape {
-  std::vector<int64_t> leading;  // the shared batch/head sizes "..."
+  std::vector<int64_t> leading;  // the query's batch/head sizes "..."
   int64_t batch = 1;             // product of `leading`
+  int64_t heads_q = 1;           // Hq: the query's last leading size (1 for 2-D inputs)
+  int64_t group = 1;             // Hq / Hkv: query heads per key/value head (1 without grouped-query attention)
   int64_t len_q = 0;             // L
   int64_t len_kv = 0;            // S
   int64_t dim_qk = 0;            // E
@@ -36,8 +39,19 @@ inline bool empty_problem(const at::Tensor& q, const at::Tensor& v) {
   return q.sym_numel() == 0 || v.sym_numel() == 0;
 }
 
-// Checks query/key/value and returns the problem sizes. `op` names the caller in messages.
+// Checks query/key/value and returns the problem sizes. `op` names the caller in messages. The primitive ops
+// take grouped-query shapes as they come (key/value heads dividing the query's); theria.sdpa asks for
+// enable_gqa first, as PyTorch does.
 SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const char* op);
+
+// attn_mask: absent, or a boolean (true = take part) or additive float tensor of query's dtype, broadcastable to
+// (..., L, S) over query's leading sizes, on query's device. A float mask that requires grad (or carries a
+// tangent) is refused where `constant_only` (the primitive ops treat the mask as a constant; theria.sdpa
+// differentiates it through the reference composition).
+void check_mask(const std::optional<at::Tensor>& mask, const SdpaShape& shape, const at::Tensor& q, bool is_causal,
+                bool constant_only, const char* op);
+// True when attn_mask is a float tensor that requires grad or has a forward-mode tangent.
+bool mask_is_differentiable(const std::optional<at::Tensor>& mask);
 
 // Checks that `t` (argument `name`) has `shape` and the dtype/device of `like`.
 void check_same_as(const at::Tensor& t, const char* name, const std::vector<int64_t>& shape,
@@ -59,14 +73,17 @@ double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op
 // The whole argument contract of each primitive op, checked by its autograd kernel and by its
 // device kernels alike, so every path (explicit, reference, exact) refuses the same inputs.
 using OptTensor = std::optional<at::Tensor>;
-SdpaShape check_fwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, const char* op);
+SdpaShape check_fwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                         const OptTensor& mask, const char* op);
 SdpaShape check_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& q_dot,
-                         const OptTensor& k_dot, const OptTensor& v_dot, double scale, const char* op);
+                         const OptTensor& k_dot, const OptTensor& v_dot, double scale, const OptTensor& mask,
+                         const char* op);
 SdpaShape check_bwd_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                         const at::Tensor& lse, const at::Tensor& dout, double scale, const char* op);
+                         const at::Tensor& lse, const at::Tensor& dout, double scale, const OptTensor& mask,
+                         const char* op);
 SdpaShape check_bwd_jvp_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                              const at::Tensor& lse, const at::Tensor& dout, const OptTensor& q_dot,
                              const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot,
-                             double scale, const char* op);
+                             double scale, const OptTensor& mask, const char* op);
 
 }  // namespace theria::core

@@ -8,7 +8,10 @@ namespace theria::kernels::cpu {
 
 using kernels::axpy;
 using kernels::dot;
+using kernels::first_query_batch;
 using kernels::first_query_seeing;
+using kernels::kv_batches;
+using kernels::logit;
 using kernels::nan_max;
 using kernels::neg_inf;
 using kernels::pair_terms;

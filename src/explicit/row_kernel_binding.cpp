@@ -1,5 +1,7 @@
 #include "explicit/row_kernel_binding.h"
 
+#include "explicit/mask_operand.h"
+
 #include <ATen/ATen.h>
 
 namespace theria::row_kernels {
@@ -11,30 +13,47 @@ at::ScalarType compute_dtype(const Tensor& t) {
   return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// [batch, rows, cols] in the compute dtype with a contiguous last dimension.
-struct Operand {
-  Tensor t;
-  MatrixView view() const { return {t.data_ptr(), t.stride(0), t.stride(1)}; }
+// Grouped-query attention: Hq query heads, `group` of them per key/value head (1: none).
+struct Heads {
+  int64_t q = 1, group = 1;
 };
-
 // Product of the leading (batch/head) sizes; rows and cols are >= 1 here (empty problems never reach a
 // backend's kernels: core/backend.cpp).
 int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
-
-Operand operand(const Tensor& t, at::ScalarType dtype) {
-  Tensor x = t.to(dtype).reshape({batch_of(t), t.size(-2), t.size(-1)});
-  if (x.stride(-1) != 1) x = x.contiguous();
-  return {x};
+Heads heads_of(const Tensor& q, const Tensor& k) {
+  Heads h;
+  if (q.dim() >= 3) h.q = q.size(-3);
+  const int64_t kv = batch_of(k);
+  h.group = kv > 0 ? batch_of(q) / kv : 1;
+  return h;
 }
 
-Operand tangent_operand(const OptTensor& t, const Tensor& primal, at::ScalarType dtype) {
-  if (t.has_value() && t->defined()) return operand(*t, dtype);
-  return {at::zeros({batch_of(primal), primal.size(-2), primal.size(-1)}, primal.options().dtype(dtype))};
+// [batch, rows, cols] in the compute dtype with a contiguous last dimension. A key-side operand (k, v, their
+// tangents and gradients) has batch / group positions and is addressed by the query's batch index.
+struct Operand {
+  Tensor t;
+  Heads heads;  // set on key-side operands only
+  MatrixView view() const {
+    if (heads.group == 1) return {t.data_ptr(), t.stride(0), t.stride(1)};
+    const int64_t heads_kv = heads.q / heads.group;
+    return {t.data_ptr(), heads_kv * t.stride(0), t.stride(1), t.stride(0), heads.q, heads.group};
+  }
+};
+
+Operand operand(const Tensor& t, at::ScalarType dtype, Heads heads = {}) {
+  Tensor x = t.to(dtype).reshape({batch_of(t), t.size(-2), t.size(-1)});
+  if (x.stride(-1) != 1) x = x.contiguous();
+  return {x, heads};
+}
+
+Operand tangent_operand(const OptTensor& t, const Tensor& primal, at::ScalarType dtype, Heads heads = {}) {
+  if (t.has_value() && t->defined()) return operand(*t, dtype, heads);
+  return {at::zeros({batch_of(primal), primal.size(-2), primal.size(-1)}, primal.options().dtype(dtype)), heads};
 }
 
 // A fresh contiguous output of `like`'s shape. (Not empty_like: for an input whose elements overlap,
 // such as an expanded or as_strided tensor, it orders strides so the last dim need not be contiguous.)
-Operand empty_like_operand(const Operand& like) { return {at::empty(like.t.sizes(), like.t.options())}; }
+Operand empty_like_operand(const Operand& like) { return {at::empty(like.t.sizes(), like.t.options()), like.heads}; }
 
 // Back to the caller's (..., rows, cols) shape and dtype.
 Tensor result(const Operand& x, const Tensor& like_shape, at::ScalarType dtype) {
@@ -47,32 +66,47 @@ Tensor stats_result(const Tensor& s, const Tensor& q) {
   return s.reshape(shape);
 }
 
-void fill_problem(kernels::SdpaFwdParams& p, const Operand& q, const Operand& k, const Operand& v, bool causal,
-                  double scale) {
-  p.batch = q.t.size(0);
-  p.len_q = q.t.size(1);
-  p.len_kv = k.t.size(1);
-  p.dim_qk = q.t.size(2);
-  p.dim_v = v.t.size(2);
+// The operands of one problem: q-side and key-side in the compute dtype, and the mask.
+struct Problem {
+  Operand q, k, v;
+  MaskOperand mask;
+  Heads heads;
+};
+Problem problem(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& mask) {
+  const auto dt = compute_dtype(q);
+  const Heads h = heads_of(q, k);
+  return {operand(q, dt), operand(k, dt, h), operand(v, dt, h), mask_operand(mask, q, k.size(-2), dt), h};
+}
+
+void fill_problem(kernels::SdpaFwdParams& p, const Problem& in, bool causal, double scale) {
+  p.batch = in.q.t.size(0);
+  p.len_q = in.q.t.size(1);
+  p.len_kv = in.k.t.size(1);
+  p.dim_qk = in.q.t.size(2);
+  p.dim_v = in.v.t.size(2);
   p.scale = scale;
   p.causal = causal;
-  p.q = q.view();
-  p.k = k.view();
-  p.v = v.view();
+  p.heads_q = in.heads.q;
+  p.group = in.heads.group;
+  p.mask = in.mask.view;
+  p.q = in.q.view();
+  p.k = in.k.view();
+  p.v = in.v.view();
 }
 
 struct FwdOutputs {
   Operand out, lse, out_dot, lse_dot;
 };
 
-FwdOutputs run_fwd(const RowKernels& kernels, const Operand& q, const Operand& k, const Operand& v, const Operand* q_dot,
-                   const Operand* k_dot, const Operand* v_dot, bool causal, double scale) {
-  const auto dtype = q.t.scalar_type();
+FwdOutputs run_fwd(const RowKernels& kernels, const Problem& in, const Operand* q_dot, const Operand* k_dot,
+                   const Operand* v_dot, bool causal, double scale) {
+  const auto& q = in.q.t;
+  const auto dtype = q.scalar_type();
   FwdOutputs o;
-  o.out = {at::empty({q.t.size(0), q.t.size(1), v.t.size(2)}, q.t.options())};
-  o.lse = {at::empty({q.t.size(0), q.t.size(1)}, q.t.options())};
+  o.out = {at::empty({q.size(0), q.size(1), in.v.t.size(2)}, q.options()), {}};
+  o.lse = {at::empty({q.size(0), q.size(1)}, q.options()), {}};
   kernels::SdpaFwdParams p;
-  fill_problem(p, q, k, v, causal, scale);
+  fill_problem(p, in, causal, scale);
   p.out = o.out.view();
   p.lse = o.lse.t.data_ptr();
   if (q_dot != nullptr) {
@@ -88,47 +122,50 @@ FwdOutputs run_fwd(const RowKernels& kernels, const Operand& q, const Operand& k
   return o;
 }
 
+std::vector<int64_t> out_shape(const Tensor& q, const Tensor& v) {
+  auto s = q.sizes().vec();
+  s.back() = v.size(-1);
+  return s;
+}
+
 }  // namespace
 
-std::tuple<Tensor, Tensor> sdpa_fwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  const auto dt = compute_dtype(q);
-  const auto o =
-      run_fwd(kernels, operand(q, dt), operand(k, dt), operand(v, dt), nullptr, nullptr, nullptr, causal, scale);
-  auto out_shape = q.sizes().vec();
-  out_shape.back() = v.size(-1);
-  return {o.out.t.reshape(out_shape).to(q.scalar_type()), stats_result(o.lse.t, q)};
+std::tuple<Tensor, Tensor> sdpa_fwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
+                                    bool causal, double scale, const OptTensor& mask) {
+  const auto o = run_fwd(kernels, problem(q, k, v, mask), nullptr, nullptr, nullptr, causal, scale);
+  return {o.out.t.reshape(out_shape(q, v)).to(q.scalar_type()), stats_result(o.lse.t, q)};
 }
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale) {
-  const auto dt = compute_dtype(q);
-  const auto qd = tangent_operand(q_dot, q, dt), kd = tangent_operand(k_dot, k, dt),
-             vd = tangent_operand(v_dot, v, dt);
-  const auto o = run_fwd(kernels, operand(q, dt), operand(k, dt), operand(v, dt), &qd, &kd, &vd, causal, scale);
-  auto out_shape = q.sizes().vec();
-  out_shape.back() = v.size(-1);
-  return {o.out.t.reshape(out_shape).to(q.scalar_type()), stats_result(o.lse.t, q),
-          o.out_dot.t.reshape(out_shape).to(q.scalar_type())};
+                                            const OptTensor& v_dot, bool causal, double scale, const OptTensor& mask) {
+  const auto in = problem(q, k, v, mask);
+  const auto dt = in.q.t.scalar_type();
+  const auto qd = tangent_operand(q_dot, q, dt), kd = tangent_operand(k_dot, k, dt, in.heads),
+             vd = tangent_operand(v_dot, v, dt, in.heads);
+  const auto o = run_fwd(kernels, in, &qd, &kd, &vd, causal, scale);
+  return {o.out.t.reshape(out_shape(q, v)).to(q.scalar_type()), stats_result(o.lse.t, q),
+          o.out_dot.t.reshape(out_shape(q, v)).to(q.scalar_type())};
 }
 
 namespace {
 
 struct BwdInputs {
-  Operand q, k, v, out, dout, lse;
+  Problem in;
+  Operand out, dout, lse;
 };
 
-kernels::SdpaBwdParams bwd_params(const BwdInputs& in, bool causal, double scale, Operand& dq, Operand& dk,
+kernels::SdpaBwdParams bwd_params(const BwdInputs& b, bool causal, double scale, Operand& dq, Operand& dk,
                                   Operand& dv, Tensor& delta) {
   kernels::SdpaBwdParams p;
-  fill_problem(p, in.q, in.k, in.v, causal, scale);
-  p.out = in.out.view();
-  p.lse = in.lse.t.data_ptr();
-  p.dout = in.dout.view();
-  dq = empty_like_operand(in.q);
-  dk = empty_like_operand(in.k);
-  dv = empty_like_operand(in.v);
-  delta = at::empty({in.q.t.size(0), in.q.t.size(1)}, in.q.t.options());
+  fill_problem(p, b.in, causal, scale);
+  p.out = b.out.view();
+  p.lse = b.lse.t.data_ptr();
+  p.dout = b.dout.view();
+  dq = empty_like_operand(b.in.q);
+  dk = empty_like_operand(b.in.k);
+  dv = empty_like_operand(b.in.v);
+  delta = at::empty({b.in.q.t.size(0), b.in.q.t.size(1)}, b.in.q.t.options());
   p.dq = dq.view();
   p.dk = dk.view();
   p.dv = dv.view();
@@ -137,41 +174,43 @@ kernels::SdpaBwdParams bwd_params(const BwdInputs& in, bool causal, double scale
 }
 
 BwdInputs bwd_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                     const Tensor& dout) {
+                     const Tensor& dout, const OptTensor& mask) {
   const auto dt = compute_dtype(q);
-  return {operand(q, dt), operand(k, dt), operand(v, dt), operand(out, dt), operand(dout, dt),
-          {lse.to(dt).reshape({batch_of(q), q.size(-2)}).contiguous()}};
+  return {problem(q, k, v, mask), operand(out, dt), operand(dout, dt),
+          {lse.to(dt).reshape({batch_of(q), q.size(-2)}).contiguous(), {}}};
 }
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                            const Tensor& lse, const Tensor& dout, bool causal, double scale) {
-  const auto in = bwd_inputs(q, k, v, out, lse, dout);
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const Tensor& out, const Tensor& lse, const Tensor& dout, bool causal,
+                                            double scale, const OptTensor& mask) {
+  const auto b = bwd_inputs(q, k, v, out, lse, dout, mask);
   Operand dq, dk, dv;
   Tensor delta;
-  const auto p = bwd_params(in, causal, scale, dq, dk, dv, delta);
-  if (p.batch > 0) kernels.bwd(p, in.q.t.scalar_type());
+  const auto p = bwd_params(b, causal, scale, dq, dk, dv, delta);
+  if (p.batch > 0) kernels.bwd(p, b.in.q.t.scalar_type());
   const auto dt = q.scalar_type();
   return {result(dq, q, dt), result(dk, k, dt), result(dv, v, dt)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
-                                                        const Tensor& out, const Tensor& lse, const Tensor& dout,
-                                                        const OptTensor& q_dot, const OptTensor& k_dot,
-                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale) {
-  const auto in = bwd_inputs(q, k, v, out, lse, dout);
-  const auto dt = in.q.t.scalar_type();
-  const auto qd = tangent_operand(q_dot, q, dt), kd = tangent_operand(k_dot, k, dt),
-             vd = tangent_operand(v_dot, v, dt), dod = tangent_operand(dout_dot, dout, dt);
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k,
+                                                        const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                        const Tensor& dout, const OptTensor& q_dot,
+                                                        const OptTensor& k_dot, const OptTensor& v_dot,
+                                                        const OptTensor& dout_dot, bool causal, double scale,
+                                                        const OptTensor& mask) {
+  const auto b = bwd_inputs(q, k, v, out, lse, dout, mask);
+  const auto dt = b.in.q.t.scalar_type();
+  const auto qd = tangent_operand(q_dot, q, dt), kd = tangent_operand(k_dot, k, dt, b.in.heads),
+             vd = tangent_operand(v_dot, v, dt, b.in.heads), dod = tangent_operand(dout_dot, dout, dt);
   // The forward tangents out_dot and lse_dot feed the row term delta_dot and P's tangent.
-  const auto fwd = run_fwd(kernels, in.q, in.k, in.v, &qd, &kd, &vd, causal, scale);
+  const auto fwd = run_fwd(kernels, b.in, &qd, &kd, &vd, causal, scale);
 
   Operand dq, dk, dv;
   Tensor delta;
-  auto p = bwd_params(in, causal, scale, dq, dk, dv, delta);
-  Operand dq_dot = empty_like_operand(in.q), dk_dot = empty_like_operand(in.k), dv_dot = empty_like_operand(in.v);
+  auto p = bwd_params(b, causal, scale, dq, dk, dv, delta);
+  Operand dq_dot = empty_like_operand(b.in.q), dk_dot = empty_like_operand(b.in.k), dv_dot = empty_like_operand(b.in.v);
   Tensor delta_dot = at::empty_like(delta);
   p.q_dot = qd.view();
   p.k_dot = kd.view();

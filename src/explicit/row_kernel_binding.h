@@ -3,6 +3,8 @@
 // the fused SIMT CUDA kernels alike: allocates outputs on the inputs' device, computes 16-bit inputs
 // in float (returned in the input dtype), flattens leading dims into [batch, rows, cols] with a
 // contiguous last dim, fills the params and calls the family's launchers. Absent tangents are zeros.
+// Grouped-query key/value operands keep their Hkv heads (MatrixView::group); attn_mask is read where it lies
+// (mask_operand.h), a float one in the compute dtype.
 // Inputs are assumed checked (core/contract.h).
 #pragma once
 
@@ -26,21 +28,22 @@ struct RowKernels {
 };
 
 std::tuple<Tensor, Tensor> sdpa_fwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
-                                    bool causal, double scale);
+                                    bool causal, double scale, const OptTensor& mask);
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k,
                                             const Tensor& v, const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale);
+                                            const OptTensor& v_dot, bool causal, double scale,
+                                            const OptTensor& mask);
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k,
                                             const Tensor& v, const Tensor& out, const Tensor& lse,
-                                            const Tensor& dout, bool causal, double scale);
+                                            const Tensor& dout, bool causal, double scale, const OptTensor& mask);
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q,
                                                         const Tensor& k, const Tensor& v, const Tensor& out,
                                                         const Tensor& lse, const Tensor& dout,
                                                         const OptTensor& q_dot, const OptTensor& k_dot,
                                                         const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale);
+                                                        bool causal, double scale, const OptTensor& mask);
 
 }  // namespace theria::row_kernels

@@ -61,9 +61,11 @@ void dkdv_pass(const SdpaBwdParams& p) {
   const int64_t E = p.dim_qk, Ev = p.dim_v;
   const T scale = static_cast<T>(p.scale);
   const int64_t blocks_n = (p.len_kv + kBlockN - 1) / kBlockN;
-  at::parallel_for(0, p.batch * blocks_n, 1, [&](int64_t begin, int64_t end) {
+  // One task per key-side position and key block; under grouped-query attention its keys collect the terms
+  // of every query head of their group (consecutive query positions b0 .. b0 + group - 1).
+  at::parallel_for(0, kv_batches(p) * blocks_n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blocks_n, j0 = (task % blocks_n) * kBlockN;
+      const int64_t b = first_query_batch(p, task / blocks_n), j0 = (task % blocks_n) * kBlockN;
       for (int64_t j = j0; j < std::min(j0 + kBlockN, p.len_kv); ++j) {
         T* dk_j = row<T>(p.dk, b, j);
         T* dv_j = row<T>(p.dv, b, j);
@@ -75,15 +77,17 @@ void dkdv_pass(const SdpaBwdParams& p) {
           std::fill(dk_dot_j, dk_dot_j + E, T(0));
           std::fill(dv_dot_j, dv_dot_j + Ev, T(0));
         }
-        for (int64_t i = first_query_seeing(p, j); i < p.len_q; ++i) {
-          const auto t = pair_terms<T, kTangent>(p, b, i, j);
-          axpy(dv_j, t.p, row<T>(p.dout, b, i), Ev);
-          axpy(dk_j, scale * t.ds, row<T>(p.q, b, i), E);
-          if constexpr (kTangent) {
-            axpy(dv_dot_j, t.p_dot, row<T>(p.dout, b, i), Ev);
-            axpy(dv_dot_j, t.p, row<T>(p.dout_dot, b, i), Ev);
-            axpy(dk_dot_j, scale * t.ds_dot, row<T>(p.q, b, i), E);
-            axpy(dk_dot_j, scale * t.ds, row<T>(p.q_dot, b, i), E);
+        for (int64_t bq = b; bq < b + p.group; ++bq) {
+          for (int64_t i = first_query_seeing(p, j); i < p.len_q; ++i) {
+            const auto t = pair_terms<T, kTangent>(p, bq, i, j);
+            axpy(dv_j, t.p, row<T>(p.dout, bq, i), Ev);
+            axpy(dk_j, scale * t.ds, row<T>(p.q, bq, i), E);
+            if constexpr (kTangent) {
+              axpy(dv_dot_j, t.p_dot, row<T>(p.dout, bq, i), Ev);
+              axpy(dv_dot_j, t.p, row<T>(p.dout_dot, bq, i), Ev);
+              axpy(dk_dot_j, scale * t.ds_dot, row<T>(p.q, bq, i), E);
+              axpy(dk_dot_j, scale * t.ds, row<T>(p.q_dot, bq, i), E);
+            }
           }
         }
       }

@@ -31,7 +31,7 @@ void fwd_block(const SdpaFwdParams& p, int64_t b, int64_t i0, int64_t i1) {
       const T* q_i = row<T>(p.q, b, i);
       T tile_max = neg_inf<T>();
       for (int64_t j = j0; j < jr; ++j) {
-        s[j - j0] = scale * dot(q_i, row<T>(p.k, b, j), E);
+        s[j - j0] = logit<T>(p, b, i, j, dot(q_i, row<T>(p.k, b, j), E));
         tile_max = nan_max(tile_max, s[j - j0]);
         if constexpr (kTangent) {
           s_dot[j - j0] = scale * (dot(row<T>(p.q_dot, b, i), row<T>(p.k, b, j), E) +
@@ -67,10 +67,10 @@ void fwd_block(const SdpaFwdParams& p, int64_t b, int64_t i0, int64_t i1) {
     const int64_t i = i0 + r;
     T* out_i = row<T>(p.out, b, i);
     T& lse_i = static_cast<T*>(p.lse)[b * p.len_q + i];
-    // No mass: a row with no visible key gives zeros; a row whose logits are all -inf gives NaN,
-    // as softmax does. Otherwise a NaN anywhere in the row flows through the division.
+    // No mass (no visible key, or every logit -inf, as under a mask that hides the whole row): zeros and
+    // lse = -inf, as PyTorch's math SDPA (its safe softmax). A NaN anywhere in the row flows through the division.
     const bool no_mass = (l[r] == T(0));
-    const T fill = visible_end(p, i) == 0 ? T(0) : std::numeric_limits<T>::quiet_NaN();
+    const T fill = T(0);
     for (int64_t e = 0; e < Ev; ++e) out_i[e] = no_mass ? fill : acc[r * Ev + e] / l[r];
     lse_i = no_mass ? neg_inf<T>() : m[r] + std::log(l[r]);
     if constexpr (kTangent) {

@@ -2,6 +2,7 @@
 
 #include "core/backend.h"
 #include "core/contract.h"
+#include "explicit/mask_operand.h"
 #include "explicit/row_kernel_binding.h"
 #include "fused/launch.h"
 
@@ -99,8 +100,31 @@ Operand tc_tangent(const OptTensor& t, const Tensor& primal) {
 
 int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
 
+// Grouped-query attention: Hq query heads share a key/value head in groups of `group`. The key-side views
+// (described with their own Hkv heads) are re-addressed by the query's batch index (MatrixView::group).
+struct Heads {
+  int64_t q = 1, group = 1;
+};
+Heads heads_of(const Tensor& q, const Tensor& k) {
+  Heads h;
+  if (q.dim() >= 3) h.q = q.size(-3);
+  const int64_t kv = batch_of(k);
+  h.group = kv > 0 ? batch_of(q) / kv : 1;
+  return h;
+}
+MatrixView key_side(MatrixView v, Heads h) {
+  if (h.group > 1) {
+    v.heads = h.q;
+    v.group = h.group;
+  }
+  return v;
+}
+
 void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                   double scale) {
+  const Heads h = heads_of(q, k);
+  p.heads_q = h.q;
+  p.group = h.group;
   p.batch = batch_of(q);
   p.len_q = q.size(-2);
   p.len_kv = k.size(-2);
@@ -171,18 +195,23 @@ namespace {
 struct FwdLaunch {
   Operand q, k, v, out;
   Tensor lse;
+  row_kernels::MaskOperand mask;
   kernels::SdpaFwdParams p;
 };
-void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                 const OptTensor& mask) {
   f.q = tc_operand(q);
   f.k = tc_operand(k);
   f.v = tc_operand(v);
   f.out = tc_operand(at::empty(out_shape(q, v), q.options()));
   f.lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
+  f.mask = row_kernels::mask_operand(mask, q, k.size(-2), std::nullopt);
   fill_problem(f.p, q, k, v, causal, scale);
+  const Heads h = heads_of(q, k);
+  f.p.mask = f.mask.view;
   f.p.q = f.q.view;
-  f.p.k = f.k.view;
-  f.p.v = f.v.view;
+  f.p.k = key_side(f.k.view, h);
+  f.p.v = key_side(f.v.view, h);
   f.p.out = f.out.view;
   f.p.lse = f.lse.data_ptr();
 }
@@ -193,7 +222,11 @@ struct TangentOperands {
 };
 TangentOperands tc_tangents(const OptTensor& q_dot, const OptTensor& k_dot, const OptTensor& v_dot, const Tensor& q,
                             const Tensor& k, const Tensor& v) {
-  return {tc_tangent(q_dot, q), tc_tangent(k_dot, k), tc_tangent(v_dot, v)};
+  TangentOperands t{tc_tangent(q_dot, q), tc_tangent(k_dot, k), tc_tangent(v_dot, v)};
+  const Heads h = heads_of(q, k);
+  t.k_dot.view = key_side(t.k_dot.view, h);
+  t.v_dot.view = key_side(t.v_dot.view, h);
+  return t;
 }
 
 // The tensor-core passes with tangents, on params whose problem and q, k, v, out, lse are set: the JVP
@@ -221,15 +254,16 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
 
 }  // namespace
 
-std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                                    const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale);
+  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale, mask);
   if (via_bfloat16(q)) {
-    const auto [out, lse] = sdpa_fwd(bf16(q), bf16(k), bf16(v), causal, scale);
+    const auto [out, lse] = sdpa_fwd(bf16(q), bf16(k), bf16(v), causal, scale, mask);
     return {f32(out), lse};
   }
   FwdLaunch f;
-  prepare_fwd(f, q, k, v, causal, scale);
+  prepare_fwd(f, q, k, v, causal, scale, mask);
   if (f.p.batch > 0) {
     kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), f.p, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -239,16 +273,19 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale) {
+                                            const OptTensor& v_dot, bool causal, double scale,
+                                            const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale);
+  if (!use_tensor_cores(q, v, scale)) {
+    return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale, mask);
+  }
   if (via_bfloat16(q)) {
     const auto [out, lse, out_dot] =
-        sdpa_jvp(bf16(q), bf16(k), bf16(v), bf16(q_dot), bf16(k_dot), bf16(v_dot), causal, scale);
+        sdpa_jvp(bf16(q), bf16(k), bf16(v), bf16(q_dot), bf16(k_dot), bf16(v_dot), causal, scale, mask);
     return {f32(out), lse, f32(out_dot)};
   }
   FwdLaunch f;
-  prepare_fwd(f, q, k, v, causal, scale);
+  prepare_fwd(f, q, k, v, causal, scale, mask);
   const auto o = run_tangent_pass(f.p, tc_tangents(q_dot, k_dot, v_dot, q, k, v), q, v, /*given_stats=*/false);
   return {f.out.t, f.lse, o.out_dot};
 }
@@ -261,11 +298,13 @@ namespace {
 struct BwdLaunch {
   Operand q, k, v, out, dout;
   Tensor lse, delta, dq_accum, dq_turns;
+  row_kernels::MaskOperand mask;
+  Heads heads;
   kernels::SdpaBwdParams p;
   kc::BwdWorkspace ws;
 };
 void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                 const Tensor& lse, const Tensor& dout, bool causal, double scale) {
+                 const Tensor& lse, const Tensor& dout, bool causal, double scale, const OptTensor& mask) {
   const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
   b.q = tc_operand(q);
   b.k = tc_operand(k);
@@ -284,9 +323,12 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
     b.ws.dq_turns = b.dq_turns.data_ptr<int>();
   }
   fill_problem(b.p, q, k, v, causal, scale);
+  b.heads = heads_of(q, k);
+  b.mask = row_kernels::mask_operand(mask, q, k.size(-2), std::nullopt);
+  b.p.mask = b.mask.view;
   b.p.q = b.q.view;
-  b.p.k = b.k.view;
-  b.p.v = b.v.view;
+  b.p.k = key_side(b.k.view, b.heads);
+  b.p.v = key_side(b.v.view, b.heads);
   b.p.out = b.out.view;
   b.p.lse = b.lse.data_ptr();
   b.p.dout = b.dout.view;
@@ -296,21 +338,24 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                            const Tensor& lse, const Tensor& dout, bool causal, double scale) {
+                                            const Tensor& lse, const Tensor& dout, bool causal, double scale,
+                                            const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale);
+  if (!use_tensor_cores(q, v, scale)) {
+    return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale, mask);
+  }
   if (via_bfloat16(q)) {
-    const auto [dq, dk, dv] = sdpa_bwd(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), causal, scale);
+    const auto [dq, dk, dv] = sdpa_bwd(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), causal, scale, mask);
     return {f32(dq), f32(dk), f32(dv)};
   }
   BwdLaunch b;
-  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
+  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask);
   Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
   Tensor dk = at::empty_like(k, at::MemoryFormat::Contiguous);
   Tensor dv = at::empty_like(v, at::MemoryFormat::Contiguous);
   b.p.dq = tc_operand(dq).view;
-  b.p.dk = tc_operand(dk).view;
-  b.p.dv = tc_operand(dv).view;
+  b.p.dk = key_side(tc_operand(dk).view, b.heads);
+  b.p.dv = key_side(tc_operand(dv).view, b.heads);
   if (b.p.batch > 0) {
     kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -322,20 +367,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
                                                         const Tensor& out, const Tensor& lse, const Tensor& dout,
                                                         const OptTensor& q_dot, const OptTensor& k_dot,
                                                         const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale) {
+                                                        bool causal, double scale, const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, v, scale)) {
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
-                                     scale);
+                                     scale, mask);
   }
   if (via_bfloat16(q)) {
     const auto [dq_dot, dk_dot, dv_dot, out_dot] = sdpa_bwd_jvp(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout),
                                                                 bf16(q_dot), bf16(k_dot), bf16(v_dot), bf16(dout_dot),
-                                                                causal, scale);
+                                                                causal, scale, mask);
     return {f32(dq_dot), f32(dk_dot), f32(dv_dot), f32(out_dot)};
   }
   BwdLaunch b;
-  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale);
+  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask);
   // The tangent pass gives out_dot and lse_dot from the saved out and lse, and rowsum(dout * out_dot)
   // into delta_dot (the row terms add the rest); its operands serve the backward-JVP too.
   Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
@@ -355,8 +400,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   b.p.lse_dot = tangents.lse_dot.data_ptr();
   if (has_dout_dot) b.p.dout_dot = dod.view;
   b.p.dq_dot = tc_operand(dq_dot).view;
-  b.p.dk_dot = tc_operand(dk_dot).view;
-  b.p.dv_dot = tc_operand(dv_dot).view;
+  b.p.dk_dot = key_side(tc_operand(dk_dot).view, b.heads);
+  b.p.dv_dot = key_side(tc_operand(dv_dot).view, b.heads);
   if (b.p.batch > 0) {
     kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -5,6 +5,8 @@
 //   products use bfloat16 internally: the same kernels on bfloat16 copies, float32 results;
 //   everything else up to head dim 256 (fp32 at "high" / "highest", fp64, other head dims, a scale <= 0):
 //   the SIMT kernels, in full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
+// Every path takes attn_mask (a constant: bool or additive, read where it lies) and grouped-query key/value
+// heads (summed over each group inside the kernels).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -29,19 +31,22 @@ bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v);
 // Total memory of a CUDA device, in bytes.
 int64_t device_memory_bytes(c10::DeviceIndex device);
 
-std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                                    const OptTensor& mask);
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale);
+                                            const OptTensor& v_dot, bool causal, double scale,
+                                            const OptTensor& mask);
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                            const Tensor& lse, const Tensor& dout, bool causal, double scale);
+                                            const Tensor& lse, const Tensor& dout, bool causal, double scale,
+                                            const OptTensor& mask);
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                                         const Tensor& out, const Tensor& lse, const Tensor& dout,
                                                         const OptTensor& q_dot, const OptTensor& k_dot,
                                                         const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale);
+                                                        bool causal, double scale, const OptTensor& mask);
 
 }  // namespace theria::fused

@@ -15,19 +15,21 @@ bool supports(int64_t, int64_t, int64_t, std::string* why_not) {
 }
 bool uses_tensor_cores(at::ScalarType, int64_t, int64_t) { return false; }
 int64_t device_memory_bytes(c10::DeviceIndex) { return 0; }
-std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor&, const Tensor&, const Tensor&, bool, double) { unavailable(); }
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor&, const Tensor&, const Tensor&, bool, double, const OptTensor&) {
+  unavailable();
+}
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                                            const OptTensor&, const OptTensor&, bool, double) {
+                                            const OptTensor&, const OptTensor&, bool, double, const OptTensor&) {
   unavailable();
 }
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                            const Tensor&, const Tensor&, bool, double) {
+                                            const Tensor&, const Tensor&, bool, double, const OptTensor&) {
   unavailable();
 }
 std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                                         const Tensor&, const Tensor&, const OptTensor&,
                                                         const OptTensor&, const OptTensor&, const OptTensor&, bool,
-                                                        double) {
+                                                        double, const OptTensor&) {
   unavailable();
 }
 

@@ -52,13 +52,18 @@ struct RowStatStager {
                                    : (which == 0 ? p.lse : which == 1 ? p.lse_dot : which == 2 ? p.delta : p.delta_dot);
     src = which < kStats ? static_cast<const float*>(base) + b * p.len_q : nullptr;
   }
-  // This thread's statistic of the block starting at query m (0 past the end).
-  __device__ __forceinline__ float fetch(int m, int len_q) const {
-    return src == nullptr || m + row >= len_q ? 0.f : src[m + row];
+  // This thread's statistic of the block starting at query m (0 past the end), of the query position `head`
+  // after b (grouped-query attention: GroupSteps).
+  __device__ __forceinline__ float fetch(int m, int len_q, int head = 0) const {
+    return src == nullptr || m + row >= len_q ? 0.f : src[static_cast<int64_t>(head) * len_q + m + row];
   }
-  // Into stats[buf][kStats][kBlockM] in shared memory.
+  // Into stats[buf][kStats][kBlockM] in shared memory. An lse of -inf (every key masked from the row) is
+  // stored as +inf, so that the row's probabilities exp2(s - lse) are exact zeros.
   __device__ __forceinline__ void store(float* stats, int buf, float x) const {
-    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? x * static_cast<float>(M_LOG2E) : x;
+    if (tid < kStats * kBlockM) {
+      stats[buf * kStats * kBlockM + tid] =
+          tid >= kBlockM ? x : x == -INFINITY ? INFINITY : x * static_cast<float>(M_LOG2E);
+    }
   }
 };
 

@@ -10,10 +10,13 @@
 //   dq_dot += dS_dot K + dS K_dot through fp32 atomics (both staged transposed in shared memory).
 // lse_dot comes from the tangent pass (sdpa_fwd_tc.cuh), delta and delta_dot from row_terms_tc.cuh (with the
 // tangent pass's fp32 share of delta_dot).
-// At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place.
+// At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place. Grouped-query attention:
+// a CTA serves a key-side position and streams its group's query heads in turn (GroupSteps).
 #pragma once
 
+#include "fused/attn_mask.cuh"
 #include "fused/dq_finish.cuh"
+#include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/row_terms_tc.cuh"
@@ -88,25 +91,28 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b = blockIdx.y;
-  const T* k = batch_base<const T>(p.k, b);
-  const T* v = batch_base<const T>(p.v, b);
-  const T* kd = batch_base<const T>(p.k_dot, b);
-  const T* vd = batch_base<const T>(p.v_dot, b);
-  const T* row_src[4] = {batch_base<const T>(p.q, b), batch_base<const T>(p.dout, b), batch_base<const T>(p.q_dot, b),
-                         kDoutDot ? batch_base<const T>(p.dout_dot, b) : nullptr};
+  const int64_t b0 = first_query_batch(p, blockIdx.y);  // the key-side position's first query position
+  const T* k = batch_base<const T>(p.k, b0);
+  const T* v = batch_base<const T>(p.v, b0);
+  const T* kd = batch_base<const T>(p.k_dot, b0);
+  const T* vd = batch_base<const T>(p.v_dot, b0);
+  const T* row_src[4] = {batch_base<const T>(p.q, b0), batch_base<const T>(p.dout, b0),
+                         batch_base<const T>(p.q_dot, b0), kDoutDot ? batch_base<const T>(p.dout_dot, b0) : nullptr};
   const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
-  const RowStatStager<kStats, kBlockM> stat(p, b, tid);  // the row statistic this thread stages per block
-  float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
+  const int64_t head_stride[4] = {p.q.head_stride, p.dout.head_stride, p.q_dot.head_stride, p.dout_dot.head_stride};
+  const RowStatStager<kStats, kBlockM> stat(p, b0, tid);  // the row statistic this thread stages per block
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
+  const GroupSteps steps(p, m_begin, kBlockM);
+  const int n_steps = steps.count;
 
-  auto load_rows = [&](int buf, int m) {
+  auto load_rows = [&](int buf, int step) {
+    const int64_t head = steps.head(step);
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(row_tiles + (buf * kRows + i) * kRowTile, row_src[i],
-                                                      row_stride[i], m, L, tid);
+      load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(row_tiles + (buf * kRows + i) * kRowTile,
+                                                            row_src[i] + head * head_stride[i], row_stride[i],
+                                                            steps.row(step), L, tid);
     }
   };
   static_assert(kBlockM * kStats <= kThreads, "one thread per statistic of a block");
@@ -116,7 +122,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(kd_tile, kd, p.k_dot.row_stride, n0, S, tid);
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
   if (n_steps > 0) {
-    load_rows(0, m_begin);
+    load_rows(0, 0);
     stat.store(stats, 0, stat.fetch(m_begin, L));
   }
   cp_async_commit();
@@ -133,10 +139,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + warp * 16 + g;
 
+  const MaskTile mask_head0(p, b0);
   for (int step = 0; step < n_steps; ++step) {
-    const int buf = step & 1, m = m_begin + step * kBlockM;
+    const int buf = step & 1, m = steps.row(step);
+    const int head = steps.head(step);
+    const int64_t b = b0 + head;
     if (step + 1 < n_steps) {
-      load_rows(buf ^ 1, m + kBlockM);
+      load_rows(buf ^ 1, step + 1);
       cp_async_commit();
     }
     const T* q_t = row_tiles + (buf * kRows + 0) * kRowTile;
@@ -144,7 +153,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const T* qd_t = row_tiles + (buf * kRows + 2) * kRowTile;
     const T* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
     const float* lse_s = stats + buf * kStats * kBlockM;
-    const float next_stat = step + 1 < n_steps ? stat.fetch(m + kBlockM, L) : 0.f;
+    const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
     // This thread's row statistics for the step (queries nt * 8 + 2t and + 1), read before the products so
     // that the elementwise pass does not wait on shared memory (Nsight Compute: 10 % of the stall samples
     // at D=64 sat there).
@@ -191,6 +200,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
+    if (mask_head0.active()) {
+      const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+      fold_mask<T, true, kBlockM / 8>(mask, st, n0 + warp * 16, m, L, S, lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
+    }
 #pragma unroll
     for (int nt = 0; nt < kBlockM / 8; ++nt) {
 #pragma unroll
@@ -268,15 +281,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
     const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
-    add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
+    add_dq_tile<kDqCols, kHeadDim>(ws.dq_accum + b * p.len_q * kHeadDim, dq_acc, m + q_tile16, col0, L, lane);
     turn.pass();
     cp_async_wait<0>();
     __syncthreads();
   }
 
   const int key0 = n0 + warp * 16;
-  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk_dot, b), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
-  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
+  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
+  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b0), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
 }
 
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic>
@@ -287,7 +300,8 @@ void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cuda
   } else {
     using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
+                    static_cast<unsigned>(kv_batches(p)));
     launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);

@@ -9,9 +9,13 @@
 //     are deterministic.
 //   row terms (delta) come from row_terms_tc.cuh before, sdpa_dq_finish_kernel after. At head dim 128
 //   the warpgroup kernel of sdpa_bwd_wg.cuh takes the kernel's place.
+//   Grouped-query attention: a CTA serves a key-side position, and its query blocks stream head after head
+//   over the group's query heads (GroupSteps), so dK and dV sum over the group in registers.
 #pragma once
 
+#include "fused/attn_mask.cuh"
 #include "fused/dq_finish.cuh"
+#include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/row_terms_tc.cuh"
@@ -85,42 +89,50 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b = blockIdx.y;
-  const T* q = batch_base<const T>(p.q, b);
-  const T* k = batch_base<const T>(p.k, b);
-  const T* v = batch_base<const T>(p.v, b);
-  const T* dout = batch_base<const T>(p.dout, b);
-  const float* lse_g = static_cast<const float*>(p.lse) + b * p.len_q;
-  const float* delta_g = static_cast<const float*>(p.delta) + b * p.len_q;
-  float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
+  const int64_t b0 = first_query_batch(p, blockIdx.y);  // the key-side position's first query position
+  const T* q = batch_base<const T>(p.q, b0);
+  const T* k = batch_base<const T>(p.k, b0);
+  const T* v = batch_base<const T>(p.v, b0);
+  const T* dout = batch_base<const T>(p.dout, b0);
 
   // Under the top-left causal mask, key j is seen by queries i >= j only.
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
+  const GroupSteps steps(p, m_begin, kBlockM);
+  const int n_steps = steps.count;
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
   // registers early (so the load latency hides behind a step's products) and store them later; the
-  // conversion to log2 units waits until the store, so that nothing uses the loaded value early.
+  // conversion to log2 units waits until the store, so that nothing uses the loaded value early. A row
+  // with lse = -inf (every key masked) gets +inf: its probabilities exp2(s - inf) are exact zeros.
   static_assert(kBlockM <= kThreads, "one thread per query row of a block");
-  auto fetch_stats = [&](int m, float& lse_row, float& delta_row) {
+  auto fetch_stats = [&](int step, float& lse_row, float& delta_row) {
+    const int m = steps.row(step);
+    const int64_t at = (b0 + steps.head(step)) * p.len_q + m + tid;
     const bool valid = tid < kBlockM && m + tid < L;
-    lse_row = valid ? lse_g[m + tid] : 0.f;
-    delta_row = valid ? delta_g[m + tid] : 0.f;
+    lse_row = valid ? static_cast<const float*>(p.lse)[at] : 0.f;
+    delta_row = valid ? static_cast<const float*>(p.delta)[at] : 0.f;
   };
   auto store_stats = [&](int buf, float lse_row, float delta_row) {
     if (tid < kBlockM) {
-      lse_log2[buf * kBlockM + tid] = lse_row * static_cast<float>(M_LOG2E);
+      lse_log2[buf * kBlockM + tid] = lse_row == -INFINITY ? INFINITY : lse_row * static_cast<float>(M_LOG2E);
       delta[buf * kBlockM + tid] = delta_row;
     }
+  };
+  auto load_step = [&](int buf, int step) {
+    const int64_t head = steps.head(step);
+    load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tiles + buf * kBlockM * kStride, q + head * p.q.head_stride,
+                                                    p.q.row_stride, steps.row(step), L, tid);
+    load_rows_async<T, kBlockM, kHeadDim, kThreads>(do_tiles + buf * kBlockM * kStride,
+                                                    dout + head * p.dout.head_stride, p.dout.row_stride,
+                                                    steps.row(step), L, tid);
   };
 
   load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tile, k, p.k.row_stride, n0, S, tid);
   load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tile, v, p.v.row_stride, n0, S, tid);
   if (n_steps > 0) {
-    load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tiles, q, p.q.row_stride, m_begin, L, tid);
-    load_rows_async<T, kBlockM, kHeadDim, kThreads>(do_tiles, dout, p.dout.row_stride, m_begin, L, tid);
+    load_step(0, 0);
     float lse_row, delta_row;
-    fetch_stats(m_begin, lse_row, delta_row);
+    fetch_stats(0, lse_row, delta_row);
     store_stats(0, lse_row, delta_row);
   }
   cp_async_commit();
@@ -139,13 +151,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
 
+  const MaskTile mask_head0(p, b0);
   for (int step = 0; step < n_steps; ++step) {
-    const int buf = step & 1, m = m_begin + step * kBlockM;
+    const int buf = step & 1, m = steps.row(step);
+    const int64_t head = steps.head(step), b = b0 + head;
     if (step + 1 < n_steps) {
-      load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tiles + (buf ^ 1) * kBlockM * kStride, q, p.q.row_stride,
-                                                      m + kBlockM, L, tid);
-      load_rows_async<T, kBlockM, kHeadDim, kThreads>(do_tiles + (buf ^ 1) * kBlockM * kStride, dout,
-                                                      p.dout.row_stride, m + kBlockM, L, tid);
+      load_step(buf ^ 1, step + 1);
       cp_async_commit();
     }
     const T* q_tile = q_tiles + buf * kBlockM * kStride;
@@ -153,7 +164,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     const float* lse_s = lse_log2 + buf * kBlockM;
     const float* delta_s = delta + buf * kBlockM;
     float next_lse = 0.f, next_delta = 0.f;
-    if (step + 1 < n_steps) fetch_stats(m + kBlockM, next_lse, next_delta);
+    if (step + 1 < n_steps) fetch_stats(step + 1, next_lse, next_delta);
 
     // S^T = K_w Q^T and dP^T = V_w dO^T: (16 kKTiles) keys x kBlockM queries per warp.
     float st[kKTiles][kBlockM / 8][4], dpt[kKTiles][kBlockM / 8][4];
@@ -190,6 +201,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
     // (Skipping the test on interior blocks measured slower: more registers, same work.)
+    if (mask_head0.active()) {
+      const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+#pragma unroll
+      for (int kt = 0; kt < kKTiles; ++kt) {
+        fold_mask<T, true, kBlockM / 8>(mask, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
+      }
+    }
 #pragma unroll
     for (int kt = 0; kt < kKTiles; ++kt) {
 #pragma unroll
@@ -263,7 +281,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     }
     const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
-    add_dq_tile<kDqCols, kHeadDim>(dq_accum, dq_acc, m + q_tile16, col0, L, lane);
+    add_dq_tile<kDqCols, kHeadDim>(ws.dq_accum + b * p.len_q * kHeadDim, dq_acc, m + q_tile16, col0, L, lane);
     turn.pass();
     cp_async_wait<0>();
     __syncthreads();
@@ -273,8 +291,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
   for (int kt = 0; kt < kKTiles; ++kt) {
     const int key0 = n0 + warp_key0 + kt * 16;
-    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk, b), p.dk.row_stride, dk_acc[kt], key0, S, scale, lane);
-    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv, b), p.dv.row_stride, dv_acc[kt], key0, S, 1.f, lane);
+    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk, b0), p.dk.row_stride, dk_acc[kt], key0, S, scale, lane);
+    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv, b0), p.dv.row_stride, dv_acc[kt], key0, S, 1.f, lane);
   }
 }
 
@@ -287,7 +305,8 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
     using Tile = BwdTile<kHeadDim>;
     using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
+                    static_cast<unsigned>(kv_batches(p)));
     launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);

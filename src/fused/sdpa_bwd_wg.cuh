@@ -15,9 +15,13 @@
 //   3. dQ^T [dq_dot^T] for this warpgroup's 64 head-dim columns = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]
 //      over all 128 keys: A = K^T MN-major, B = dS^T MN-major, both from shared memory. The tile is
 //      staged as [query][column] and added to the fp32 buffer as rows of 4 columns (v4 reductions).
+// Grouped-query attention: a CTA serves a key-side position and streams its group's query heads in turn
+// (GroupSteps).
 #pragma once
 
+#include "fused/attn_mask.cuh"
 #include "fused/dq_finish.cuh"
+#include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
@@ -83,29 +87,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b = blockIdx.y;
+  const int64_t b0 = first_query_batch(p, blockIdx.y);  // the key-side position's first query position
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
-  const RowStatStager<kStats, kBlockM> stat(p, b, tid);
+  const RowStatStager<kStats, kBlockM> stat(p, b0, tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
-  float* dq_accum = ws.dq_accum + b * p.len_q * kHeadDim;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const int n_steps = m_begin < L ? (L - m_begin + kBlockM - 1) / kBlockM : 0;
+  const GroupSteps steps(p, m_begin, kBlockM);
+  const int n_steps = steps.count;
 
   const auto row_view = [&](int i) -> const MatrixView& {
     return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
   };
-  const OperandBases<T, kRows> row_ops(row_view, b);
-  auto load_rows = [&](int buf, int m) {
-    row_ops.template load<kBlockM, kHeadDim, kThreads, Rows>(row_view, row_tiles + buf * kRows * kRowTile, kRowTile, m, L,
-                                                             tid);
+  const OperandBases<T, kRows> row_ops(row_view, b0);
+  auto load_rows = [&](int buf, int step) {
+    row_ops.template load<kBlockM, kHeadDim, kThreads, Rows>(row_view, row_tiles + buf * kRows * kRowTile, kRowTile,
+                                                             steps.row(step), L, tid, steps.head(step));
   };
 
   const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
-  OperandBases<T, Tr::kKeyOperands>(key_view, b).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile, kKeyTile,
-                                                                                                 n0, S, tid);
+  OperandBases<T, Tr::kKeyOperands>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
+                                                                                                  kKeyTile, n0, S, tid);
   if (n_steps > 0) {
-    load_rows(0, m_begin);
+    load_rows(0, 0);
     stat.store(stats, 0, stat.fetch(m_begin, L));
   }
   cp_async_commit();
@@ -124,14 +128,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   const int key_g = n0 + key_w + g;
 
+  const MaskTile mask_head0(p, b0);
   for (int step = 0; step < n_steps; ++step) {
-    const int buf = step & 1, m = m_begin + step * kBlockM;
+    const int buf = step & 1, m = steps.row(step);
+    const int head = steps.head(step);
+    const int64_t b = b0 + head;
     if (step + 1 < n_steps) {
-      load_rows(buf ^ 1, m + kBlockM);
+      load_rows(buf ^ 1, step + 1);
       cp_async_commit();
     }
     const float* stat_s = stats + buf * kStats * kBlockM;
-    const float next_stat = step + 1 < n_steps ? stat.fetch(m + kBlockM, L) : 0.f;
+    const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
     using KMajor = TileDesc<Rows, false>;
     using MnMajor = TileDesc<Rows, true>;
@@ -153,6 +160,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     wgmma_wait<1>();
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
+    if (mask_head0.active()) {
+      const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+      fold_mask<T, true, kMt>(mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
+        if constexpr (kTangent) sdt[nt][e] = 0.f;
+      });
+    }
     auto probabilities = [&](auto masked) {
 #pragma unroll
       for (int nt = 0; nt < kMt; ++nt) {
@@ -282,7 +295,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
       if (m + qi < L) {
         const float4 x = *reinterpret_cast<const float4*>(stage + qi * kDqPitch + c4);
-        atomicAdd(reinterpret_cast<float4*>(dq_accum + static_cast<int64_t>(m + qi) * kHeadDim + kDqCols * wg + c4), x);
+        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + kDqCols * wg + c4), x);
       }
     }
     turn.pass();
@@ -293,15 +306,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
 
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
-  store_acc_rows<T, kHeadDim>(batch_base<T>(dk, b), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);
-  store_acc_rows<T, kHeadDim>(batch_base<T>(dv, b), dv.row_stride, dv_acc, n0 + key_w, S, 1.f, lane);
+  store_acc_rows<T, kHeadDim>(batch_base<T>(dk, b0), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);
+  store_acc_rows<T, kHeadDim>(batch_base<T>(dv, b0), dv.row_stride, dv_acc, n0 + key_w, S, 1.f, lane);
 }
 
 // The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.
 template <typename T, typename Tr, bool kCausal, bool kDeterministic>
 void launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
-  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN), static_cast<unsigned>(p.batch));
+  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
+                  static_cast<unsigned>(kv_batches(p)));
   launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
 }
 

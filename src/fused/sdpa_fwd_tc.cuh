@@ -8,6 +8,7 @@
 // tangent pass runs the warpgroup kernel of sdpa_tangent_wg.cuh).
 #pragma once
 
+#include "fused/attn_mask.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/sdpa_tangent_wg.cuh"
@@ -163,6 +164,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
+  const MaskTile mask(p, b);
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
@@ -233,6 +235,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
+      if (mask.active()) {
+        fold_mask<T, false, kBlockN / 8>(mask, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
+          if constexpr (kTangent) sd[mt][nt][e] = 0.f;
+        });
+      }
       if (needs_mask) {
         for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {
           s[mt][nt][e] = -INFINITY;

@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_fwd_simt_kernel(const Sd
     const bool valid = j < end;
     T s = neg_inf<T>(), s_dot = 0;
     if (valid) {
-      s = scale * dot(q_i, row<T>(p.k, b, j), E);
+      s = logit<T>(p, b, i, j, dot(q_i, row<T>(p.k, b, j), E));
       if constexpr (kTangent) {
         s_dot = scale * (dot(row<T>(p.q_dot, b, i), row<T>(p.k, b, j), E) + dot(q_i, row<T>(p.k_dot, b, j), E));
       }
@@ -91,9 +91,9 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_fwd_simt_kernel(const Sd
     m = m_new;
   }
 
-  // No mass: zeros for a row that sees no key, NaN for a row whose logits are all -inf (as softmax).
+  // No mass (no visible key, or every logit -inf): zeros and lse = -inf, as PyTorch's math SDPA.
   const bool no_mass = l == T(0);
-  const T fill = end == 0 ? T(0) : std::numeric_limits<T>::quiet_NaN();
+  const T fill = T(0);
   T* out_i = row<T>(p.out, b, i);
   const T lse_dot = kTangent ? (no_mass ? fill : acc_lse / l) : T(0);
 #pragma unroll
@@ -175,34 +175,38 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_dq_simt_kernel(const Sdp
 
 template <typename T, bool kTangent, int kCols>
 __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_dkdv_simt_kernel(const SdpaBwdParams p) {
-  const int64_t task = warp_task(p.batch * p.len_kv);
+  // One warp per key-side row; under grouped-query attention it collects the query heads of its group.
+  const int64_t task = warp_task(kv_batches(p) * p.len_kv);
   if (task < 0) return;
   const int lane = threadIdx.x % 32;
-  const int64_t b = task / p.len_kv, j = task % p.len_kv, E = p.dim_qk, Ev = p.dim_v, L = p.len_q;
+  const int64_t b = first_query_batch(p, task / p.len_kv), j = task % p.len_kv, E = p.dim_qk, Ev = p.dim_v,
+                L = p.len_q;
   const T scale = static_cast<T>(p.scale);
   T dk[kCols], dv[kCols], dk_dot[kCols], dv_dot[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) dk[c] = dv[c] = dk_dot[c] = dv_dot[c] = 0;
-  for (int64_t i0 = first_query_seeing(p, j); i0 < L; i0 += 32) {
-    const PairTerms<T> mine = i0 + lane < L ? pair_terms<T, kTangent>(p, b, i0 + lane, j) : PairTerms<T>{};
-    const int n = static_cast<int>(L - i0 < 32 ? L - i0 : 32);
-    for (int ii = 0; ii < n; ++ii) {
-      const PairTerms<T> t{__shfl_sync(0xffffffff, mine.p, ii), __shfl_sync(0xffffffff, mine.ds, ii),
-                           kTangent ? __shfl_sync(0xffffffff, mine.p_dot, ii) : T(0),
-                           kTangent ? __shfl_sync(0xffffffff, mine.ds_dot, ii) : T(0)};
-      const int64_t i = i0 + ii;
-      const T* q_i = row<T>(p.q, b, i);
-      const T* dout_i = row<T>(p.dout, b, i);
+  for (int64_t bq = b; bq < b + p.group; ++bq) {
+    for (int64_t i0 = first_query_seeing(p, j); i0 < L; i0 += 32) {
+      const PairTerms<T> mine = i0 + lane < L ? pair_terms<T, kTangent>(p, bq, i0 + lane, j) : PairTerms<T>{};
+      const int n = static_cast<int>(L - i0 < 32 ? L - i0 : 32);
+      for (int ii = 0; ii < n; ++ii) {
+        const PairTerms<T> t{__shfl_sync(0xffffffff, mine.p, ii), __shfl_sync(0xffffffff, mine.ds, ii),
+                             kTangent ? __shfl_sync(0xffffffff, mine.p_dot, ii) : T(0),
+                             kTangent ? __shfl_sync(0xffffffff, mine.ds_dot, ii) : T(0)};
+        const int64_t i = i0 + ii;
+        const T* q_i = row<T>(p.q, bq, i);
+        const T* dout_i = row<T>(p.dout, bq, i);
 #pragma unroll
-      for (int c = 0; c < kCols; ++c) {
-        const int64_t col = lane + 32 * c;
-        if (col < Ev) {
-          dv[c] += t.p * dout_i[col];
-          if constexpr (kTangent) dv_dot[c] += t.p_dot * dout_i[col] + t.p * row<T>(p.dout_dot, b, i)[col];
-        }
-        if (col < E) {
-          dk[c] += t.ds * q_i[col];
-          if constexpr (kTangent) dk_dot[c] += t.ds_dot * q_i[col] + t.ds * row<T>(p.q_dot, b, i)[col];
+        for (int c = 0; c < kCols; ++c) {
+          const int64_t col = lane + 32 * c;
+          if (col < Ev) {
+            dv[c] += t.p * dout_i[col];
+            if constexpr (kTangent) dv_dot[c] += t.p_dot * dout_i[col] + t.p * row<T>(p.dout_dot, bq, i)[col];
+          }
+          if (col < E) {
+            dk[c] += t.ds * q_i[col];
+            if constexpr (kTangent) dk_dot[c] += t.ds_dot * q_i[col] + t.ds * row<T>(p.q_dot, bq, i)[col];
+          }
         }
       }
     }
@@ -238,7 +242,7 @@ template <typename T, bool kTangent, int kCols>
 void launch_sdpa_bwd_simt(const SdpaBwdParams& p, cudaStream_t stream) {
   launch_sdpa_row_terms<T, T, kTangent>(p, stream);
   sdpa_dq_simt_kernel<T, kTangent, kCols><<<simt_blocks(p.batch * p.len_q), kSimtWarps * 32, 0, stream>>>(p);
-  sdpa_dkdv_simt_kernel<T, kTangent, kCols><<<simt_blocks(p.batch * p.len_kv), kSimtWarps * 32, 0, stream>>>(p);
+  sdpa_dkdv_simt_kernel<T, kTangent, kCols><<<simt_blocks(kv_batches(p) * p.len_kv), kSimtWarps * 32, 0, stream>>>(p);
 }
 
 }  // namespace theria::kernels::cuda

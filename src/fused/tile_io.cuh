@@ -49,9 +49,11 @@ struct CoreMatrixRows {
 };
 
 // Base of batch position b (split as b / heads, b % heads) in a strided global matrix.
+// A key-side view under grouped-query attention (m.group > 1) maps the query head to its key/value head.
 template <typename T>
 __device__ __forceinline__ T* batch_base(const MatrixView& m, int64_t b) {
-  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride;
+  const int64_t head = m.group == 1 ? b % m.heads : (b % m.heads) / m.group;
+  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + head * m.head_stride;
 }
 
 // Asynchronously copies rows [row0, row0 + kRows) of a row-major global matrix (kCols columns,
@@ -98,12 +100,14 @@ struct OperandBases {
 #pragma unroll
     for (int i = 0; i < kN; ++i) base[i] = batch_base<const T>(view(i), b);
   }
+  // `head`: the query position that many heads after b (a backward CTA's group under grouped-query attention).
   template <int kRows, int kCols, int kThreads, class Layout, class View>
-  __device__ __forceinline__ void load(View view, T* tiles, int tile_elems, int row0, int n_rows, int tid) const {
+  __device__ __forceinline__ void load(View view, T* tiles, int tile_elems, int row0, int n_rows, int tid,
+                                       int64_t head = 0) const {
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      load_rows_async<T, kRows, kCols, kThreads, Layout>(tiles + i * tile_elems, base[i], view(i).row_stride, row0, n_rows,
-                                                         tid);
+      load_rows_async<T, kRows, kCols, kThreads, Layout>(tiles + i * tile_elems, base[i] + head * view(i).head_stride,
+                                                         view(i).row_stride, row0, n_rows, tid);
     }
   }
 };

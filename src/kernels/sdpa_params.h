@@ -16,8 +16,22 @@ struct MatrixView {
   void* ptr = nullptr;
   int64_t batch_stride = 0;  // in elements, for b / heads
   int64_t row_stride = 0;    // in elements
-  int64_t head_stride = 0;   // in elements, for b % heads
-  int64_t heads = 1;         // size of the inner leading dimension
+  int64_t head_stride = 0;   // in elements, for (b % heads) / group
+  int64_t heads = 1;         // size of the inner leading dimension of the query-side batch index b
+  // Grouped-query attention: key-side matrices (k, v, their tangents and gradients) hold one head per
+  // `group` consecutive query heads, so they are addressed by the query's batch index b without a copy.
+  int64_t group = 1;
+};
+
+// attn_mask, broadcast over [batch, len_q, len_kv] by its strides (zero along broadcast dims), so a
+// key-padding mask (B, 1, 1, S) is read as it is. kBool: false hides the pair (logit -inf). kBias*: an
+// additive float term, stored in the kernel's 16-bit input type, float or double.
+enum class MaskKind : int32_t { kNone, kBool, kBias16, kBias32, kBias64 };
+struct MaskView {
+  const void* ptr = nullptr;
+  MaskKind kind = MaskKind::kNone;
+  int64_t batch_stride = 0, head_stride = 0, heads = 1;  // elements, as MatrixView's
+  int64_t row_stride = 0, col_stride = 0;                 // elements
 };
 
 // Forward and JVP: out = softmax(scale * q k^T) v, lse = row log-sum-exp of the logits.
@@ -27,6 +41,10 @@ struct SdpaFwdParams {
   int64_t batch = 0, len_q = 0, len_kv = 0, dim_qk = 0, dim_v = 0;
   double scale = 1.0;
   bool causal = false;  // key j is visible to query i iff j <= i (top-left aligned)
+  // Grouped-query attention: batch = outer x heads_q query positions; `group` consecutive query heads
+  // share one key/value head, so the key side has batch / group positions (MatrixView::group).
+  int64_t heads_q = 1, group = 1;
+  MaskView mask;
 
   MatrixView q, k, v, out;
   void* lse = nullptr;

@@ -18,7 +18,37 @@ namespace theria::kernels {
 
 template <typename T>
 THERIA_HOST_DEVICE T* row(const MatrixView& m, int64_t b, int64_t i) {
-  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride + i * m.row_stride;
+  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) / m.group * m.head_stride +
+         i * m.row_stride;
+}
+
+// Grouped-query attention: the key side has batch / group positions; key-side position bk is shared by the
+// query positions first_query_batch(p, bk) + 0 .. group - 1 (consecutive heads of one outer position).
+THERIA_HOST_DEVICE int64_t kv_batches(const SdpaFwdParams& p) { return p.batch / p.group; }
+THERIA_HOST_DEVICE int64_t first_query_batch(const SdpaFwdParams& p, int64_t bk) {
+  const int64_t heads_kv = p.heads_q / p.group;
+  return (bk / heads_kv) * p.heads_q + (bk % heads_kv) * p.group;
+}
+
+// Offset of attn_mask's element for batch position b, query i, key j.
+THERIA_HOST_DEVICE int64_t mask_offset(const MaskView& m, int64_t b, int64_t i, int64_t j) {
+  return (b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride + i * m.row_stride + j * m.col_stride;
+}
+
+// attn_mask's additive term of one pair for the scalar kernels, whose binding stores a float mask in the
+// compute type T: 0 or -inf for a boolean mask, the bias otherwise; 0 without a mask.
+template <typename T>
+THERIA_HOST_DEVICE T mask_term(const MaskView& m, int64_t b, int64_t i, int64_t j) {
+  if (m.kind == MaskKind::kNone) return T(0);
+  const int64_t at = mask_offset(m, b, i, j);
+  if (m.kind == MaskKind::kBool) return static_cast<const bool*>(m.ptr)[at] ? T(0) : -std::numeric_limits<T>::infinity();
+  return static_cast<const T*>(m.ptr)[at];
+}
+
+// The logit of query i and key j from their dot product: scale * qk plus attn_mask's term.
+template <typename T>
+THERIA_HOST_DEVICE T logit(const SdpaFwdParams& p, int64_t b, int64_t i, int64_t j, T qk) {
+  return static_cast<T>(p.scale) * qk + mask_term<T>(p.mask, b, i, j);
 }
 
 // Row statistics (lse, delta and their tangents) are contiguous [batch, len_q].
@@ -77,7 +107,7 @@ THERIA_HOST_DEVICE PairTerms<T> pair_terms(const SdpaBwdParams& p, int64_t b, in
   const T* v_j = row<T>(p.v, b, j);
   const T* dout_i = row<T>(p.dout, b, i);
   PairTerms<T> t;
-  t.p = lse == neg_inf<T>() ? T(0) : std::exp(scale * dot(q_i, k_j, E) - lse);
+  t.p = lse == neg_inf<T>() ? T(0) : std::exp(logit<T>(p, b, i, j, dot(q_i, k_j, E)) - lse);
   const T dp = dot(dout_i, v_j, Ev);
   t.ds = t.p * (dp - delta);
   if constexpr (kTangent) {

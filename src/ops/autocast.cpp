@@ -10,11 +10,16 @@ namespace {
 
 template <c10::DeviceType kDevice, c10::DispatchKey kAutocastKey>
 Tensor sdpa_autocast(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, std::optional<double> scale,
-                     c10::string_view backend) {
+                     c10::string_view backend, const OptTensor& attn_mask, bool enable_gqa) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocastKey);
   const auto dtype = at::autocast::get_autocast_dtype(kDevice);
+  // A float mask follows the operands (F.scaled_dot_product_attention casts it the same way); a bool one stays.
+  OptTensor mask = attn_mask;
+  if (mask.has_value() && mask->defined() && mask->is_floating_point()) {
+    mask = at::autocast::cached_cast(dtype, *mask, kDevice);
+  }
   return sdpa(at::autocast::cached_cast(dtype, q, kDevice), at::autocast::cached_cast(dtype, k, kDevice),
-              at::autocast::cached_cast(dtype, v, kDevice), is_causal, scale, backend);
+              at::autocast::cached_cast(dtype, v, kDevice), is_causal, scale, backend, mask, enable_gqa);
 }
 
 }  // namespace

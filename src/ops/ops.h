@@ -1,5 +1,6 @@
 // C++ entry points to the registered ops torch.ops.theria.* (schemas in register_ops.cpp).
-// Each call goes through the dispatcher, so autograd, autocast, vmap and fake tensors apply.
+// Each call goes through the dispatcher, so autograd, autocast, vmap and fake tensors apply. attn_mask (and
+// enable_gqa) come last, as the schemas' optional arguments.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,19 +18,22 @@ using Tensor3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tensor4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 
 Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, std::optional<double> scale,
-            c10::string_view backend);
+            c10::string_view backend, const OptTensor& attn_mask = std::nullopt, bool enable_gqa = false);
 
 Tensor2 sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
-                 c10::string_view backend);
+                 c10::string_view backend, const OptTensor& attn_mask = std::nullopt);
 
 Tensor3 sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot, const OptTensor& k_dot,
-                 const OptTensor& v_dot, bool is_causal, double scale, c10::string_view backend);
+                 const OptTensor& v_dot, bool is_causal, double scale, c10::string_view backend,
+                 const OptTensor& attn_mask = std::nullopt);
 
 Tensor3 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                 const Tensor& dout, bool is_causal, double scale, c10::string_view backend);
+                 const Tensor& dout, bool is_causal, double scale, c10::string_view backend,
+                 const OptTensor& attn_mask = std::nullopt);
 
 Tensor4 sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                      const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot, const OptTensor& v_dot,
-                     const OptTensor& dout_dot, bool is_causal, double scale, c10::string_view backend);
+                     const OptTensor& dout_dot, bool is_causal, double scale, c10::string_view backend,
+                     const OptTensor& attn_mask = std::nullopt);
 
 }  // namespace theria::ops

@@ -2,6 +2,7 @@
 // resolve the backend, run it. Autograd kernels: src/autograd/; fake kernels and vmap rules:
 // python/theria/_meta.py.
 #include "core/backend.h"
+#include "core/broadcast.h"
 #include "core/contract.h"
 #include "explicit/explicit_backend.h"
 #include "fused/fused_backend.h"
@@ -17,9 +18,10 @@ namespace {
 
 // The one switch from a resolved backend to its implementation.
 template <typename ReferenceFn, typename ExplicitFn, typename FusedFn>
-auto run_backend(const char* op, c10::string_view backend, const Tensor& q, const Tensor& v,
+auto run_backend(const char* op, c10::string_view backend, const Tensor& q, const Tensor& v, const OptTensor& mask,
                  ReferenceFn&& reference_fn, ExplicitFn&& explicit_fn, FusedFn&& fused_fn) {
-  switch (core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op).backend) {
+  switch (core::resolve_backend(std::string_view(backend.data(), backend.size()), q, v, op, core::mask_of(mask))
+              .backend) {
     case Backend::Explicit:
       return explicit_fn();
     case Backend::Reference:
@@ -32,69 +34,72 @@ auto run_backend(const char* op, c10::string_view backend, const Tensor& q, cons
 }
 
 Tensor sdpa_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, std::optional<double> scale,
-                   c10::string_view backend) {
-  const auto shape = core::check_qkv(q, k, v, "theria.sdpa");
-  const double s = core::resolve_scale(scale, shape.dim_qk, "theria.sdpa");
-  return std::get<0>(sdpa_fwd(q, k, v, is_causal, s, backend));
+                   c10::string_view backend, const OptTensor& attn_mask, bool enable_gqa) {
+  const auto call = core::broadcast_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, "theria.sdpa");
+  return std::get<0>(sdpa_fwd(call.q, call.k, call.v, is_causal, call.scale, backend, call.mask));
 }
 
 Tensor2 sdpa_fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
-                        c10::string_view backend) {
+                        c10::string_view backend, const OptTensor& m) {
   constexpr const char* op = "theria.sdpa_fwd";
-  core::check_fwd_args(q, k, v, scale, op);
+  core::check_fwd_args(q, k, v, scale, m, op);
   return run_backend(
-      op, backend, q, v, [&] { return reference::sdpa_fwd(q, k, v, is_causal, scale); },
-      [&] { return row_kernels::sdpa_fwd(explicit_backend::cpu_kernels(), q, k, v, is_causal, scale); },
-      [&] { return fused::sdpa_fwd(q, k, v, is_causal, scale); });
+      op, backend, q, v, m, [&] { return reference::sdpa_fwd(q, k, v, is_causal, scale, m); },
+      [&] { return row_kernels::sdpa_fwd(explicit_backend::cpu_kernels(), q, k, v, is_causal, scale, m); },
+      [&] { return fused::sdpa_fwd(q, k, v, is_causal, scale, m); });
 }
 
 Tensor3 sdpa_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
                         const OptTensor& k_dot, const OptTensor& v_dot, bool is_causal, double scale,
-                        c10::string_view backend) {
+                        c10::string_view backend, const OptTensor& m) {
   constexpr const char* op = "theria.sdpa_jvp";
-  core::check_jvp_args(q, k, v, q_dot, k_dot, v_dot, scale, op);
+  core::check_jvp_args(q, k, v, q_dot, k_dot, v_dot, scale, m, op);
   return run_backend(
-      op, backend, q, v, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); },
+      op, backend, q, v, m, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, m); },
       [&] {
-        return row_kernels::sdpa_jvp(explicit_backend::cpu_kernels(), q, k, v, q_dot, k_dot, v_dot, is_causal, scale);
+        return row_kernels::sdpa_jvp(explicit_backend::cpu_kernels(), q, k, v, q_dot, k_dot, v_dot, is_causal, scale,
+                                     m);
       },
-      [&] { return fused::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale); });
+      [&] { return fused::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, m); });
 }
 
 Tensor3 sdpa_bwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& dout, bool is_causal, double scale, c10::string_view backend) {
+                        const Tensor& dout, bool is_causal, double scale, c10::string_view backend,
+                        const OptTensor& m) {
   constexpr const char* op = "theria.sdpa_bwd";
-  core::check_bwd_args(q, k, v, out, lse, dout, scale, op);
+  core::check_bwd_args(q, k, v, out, lse, dout, scale, m, op);
   return run_backend(
-      op, backend, q, v, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale); },
+      op, backend, q, v, m, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale, m); },
       [&] {
-        return row_kernels::sdpa_bwd(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, is_causal, scale);
+        return row_kernels::sdpa_bwd(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, is_causal, scale, m);
       },
-      [&] { return fused::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale); });
+      [&] { return fused::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, m); });
 }
 
 Tensor4 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                             const Tensor& lse, const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
                             const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
-                            c10::string_view backend) {
+                            c10::string_view backend, const OptTensor& m) {
   constexpr const char* op = "theria.sdpa_bwd_jvp";
-  core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, op);
+  core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, m, op);
   return run_backend(
-      op, backend, q, v,
-      [&] { return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale); },
+      op, backend, q, v, m,
+      [&] { return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, m); },
       [&] {
         return row_kernels::sdpa_bwd_jvp(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, q_dot, k_dot,
-                                         v_dot, dout_dot, is_causal, scale);
+                                         v_dot, dout_dot, is_causal, scale, m);
       },
       [&] {
-        return fused::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale);
+        return fused::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, m);
       });
 }
 
 std::vector<std::string> select_backend_op(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal,
-                                           c10::string_view backend) {
+                                           c10::string_view backend, const OptTensor& attn_mask, bool enable_gqa) {
   SdpaOptions options;
   options.causal(is_causal).backend(parse_backend(std::string_view(backend.data(), backend.size())));
+  options.enable_gqa(enable_gqa);
+  if (attn_mask.has_value() && attn_mask->defined()) options.attn_mask(*attn_mask);
   const auto choice = select_backend(q, k, v, options);
   return {backend_name(choice.backend), choice.reason};
 }
@@ -109,23 +114,25 @@ double tolerance_op(c10::ScalarType dtype, int64_t order) {
 
 TORCH_LIBRARY(theria, m) {
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+  // attn_mask (and enable_gqa) come last, with defaults, so that positional calls of the first forms still hold.
   m.def("sdpa(Tensor query, Tensor key, Tensor value, bool is_causal=False, float? scale=None, "
-        "str backend='auto') -> Tensor",
+        "str backend='auto', Tensor? attn_mask=None, bool enable_gqa=False) -> Tensor",
         tags);
-  m.def("sdpa_fwd(Tensor q, Tensor k, Tensor v, bool is_causal, float scale, str backend) "
+  m.def("sdpa_fwd(Tensor q, Tensor k, Tensor v, bool is_causal, float scale, str backend, Tensor? attn_mask=None) "
         "-> (Tensor out, Tensor lse)",
         tags);
   m.def("sdpa_jvp(Tensor q, Tensor k, Tensor v, Tensor? q_dot, Tensor? k_dot, Tensor? v_dot, bool is_causal, "
-        "float scale, str backend) -> (Tensor out, Tensor lse, Tensor out_dot)",
+        "float scale, str backend, Tensor? attn_mask=None) -> (Tensor out, Tensor lse, Tensor out_dot)",
         tags);
   m.def("sdpa_bwd(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, bool is_causal, "
-        "float scale, str backend) -> (Tensor dq, Tensor dk, Tensor dv)",
+        "float scale, str backend, Tensor? attn_mask=None) -> (Tensor dq, Tensor dk, Tensor dv)",
         tags);
   m.def("sdpa_bwd_jvp(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, Tensor? q_dot, "
-        "Tensor? k_dot, Tensor? v_dot, Tensor? dout_dot, bool is_causal, float scale, str backend) "
-        "-> (Tensor dq_dot, Tensor dk_dot, Tensor dv_dot, Tensor out_dot)",
+        "Tensor? k_dot, Tensor? v_dot, Tensor? dout_dot, bool is_causal, float scale, str backend, "
+        "Tensor? attn_mask=None) -> (Tensor dq_dot, Tensor dk_dot, Tensor dv_dot, Tensor out_dot)",
         tags);
-  m.def("select_backend(Tensor query, Tensor key, Tensor value, bool is_causal=False, str backend='auto') -> str[]",
+  m.def("select_backend(Tensor query, Tensor key, Tensor value, bool is_causal=False, str backend='auto', "
+        "Tensor? attn_mask=None, bool enable_gqa=False) -> str[]",
         &theria::ops::select_backend_op);
   m.def("tolerance(ScalarType dtype, int order) -> float", &theria::ops::tolerance_op);
 }

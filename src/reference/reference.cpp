@@ -15,15 +15,33 @@ Tensor or_zeros(const OptTensor& t, const Tensor& primal) {
 
 Tensor row_sum(const Tensor& x) { return x.sum(-1, /*keepdim=*/true); }
 
+// Grouped-query attention: key-side heads repeated to the query's (PyTorch's math SDPA does the same), and a
+// gradient of the repeated tensor summed back over each group of `heads_q / heads_kv` query heads.
+int64_t group_of(const Tensor& q, const Tensor& k) {
+  return q.dim() >= 3 && k.size(-3) > 0 ? q.size(-3) / k.size(-3) : 1;
+}
+Tensor repeat_heads(const Tensor& t, int64_t group) { return group == 1 ? t : t.repeat_interleave(group, -3); }
+Tensor sum_groups(const Tensor& g, int64_t group) {
+  if (group == 1) return g;
+  auto grouped = g.sizes().vec();
+  grouped[grouped.size() - 3] /= group;
+  grouped.insert(grouped.end() - 2, group);
+  return g.reshape(grouped).sum(-3);
+}
+
+Tensor safe_softmax(const Tensor& s) { return at::_safe_softmax(s, -1); }
+
 // Everything the derivative formulas share: P, out, and (when asked) the tangents of S, lse, P, out.
 struct Attention {
   Tensor p, out;
   Tensor lse_dot, p_dot, out_dot;
 };
 
-Attention attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+// k and v with the query's heads.
+Attention attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                    const OptTensor& mask) {
   Attention a;
-  a.p = at::softmax(logits(q, k, causal, scale), -1);
+  a.p = safe_softmax(logits(q, k, causal, scale, mask));
   a.out = at::matmul(a.p, v);
   return a;
 }
@@ -38,50 +56,64 @@ void add_tangents(Attention& a, const Tensor& q, const Tensor& k, const Tensor& 
 
 }  // namespace
 
-Tensor logits(const Tensor& q, const Tensor& k, bool causal, double scale) {
-  Tensor s = at::matmul(q, k.mT()) * scale;
+Tensor logits(const Tensor& q, const Tensor& k, bool causal, double scale, const OptTensor& mask) {
+  Tensor s = at::matmul(q, repeat_heads(k, group_of(q, k)).mT()) * scale;
   if (causal) {
     const auto visible = at::ones({q.size(-2), k.size(-2)}, q.options().dtype(at::kBool)).tril();
     s = s.masked_fill(visible.logical_not(), -std::numeric_limits<double>::infinity());
   }
+  if (mask.has_value() && mask->defined()) {
+    s = mask->scalar_type() == at::kBool ? s.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity())
+                                         : s + *mask;
+  }
   return s;
 }
 
-Tensor sdpa_math(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  return at::matmul(at::softmax(logits(q, k, causal, scale), -1), v);
+Tensor sdpa_math(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale, const OptTensor& mask) {
+  return at::matmul(safe_softmax(logits(q, k, causal, scale, mask)), repeat_heads(v, group_of(q, v)));
 }
 
-std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  const Tensor s = logits(q, k, causal, scale);
-  const Tensor out = at::matmul(at::softmax(s, -1), v);
+std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                                    const OptTensor& mask) {
+  const Tensor s = logits(q, k, causal, scale, mask);
+  const Tensor out = at::matmul(safe_softmax(s), repeat_heads(v, group_of(q, v)));
   const Tensor lse = at::logsumexp(s, -1).to(core::stats_dtype(q.scalar_type()));
   return {out, lse};
 }
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale) {
-  Attention a = attention(q, k, v, causal, scale);
-  add_tangents(a, q, k, or_zeros(q_dot, q), or_zeros(k_dot, k), v, or_zeros(v_dot, v), scale);
-  const Tensor lse = at::logsumexp(logits(q, k, causal, scale), -1).to(core::stats_dtype(q.scalar_type()));
+                                            const OptTensor& v_dot, bool causal, double scale, const OptTensor& mask) {
+  const int64_t group = group_of(q, k_in);
+  const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
+  Attention a = attention(q, k, v, causal, scale, mask);
+  add_tangents(a, q, k, or_zeros(q_dot, q), repeat_heads(or_zeros(k_dot, k_in), group), v,
+               repeat_heads(or_zeros(v_dot, v_in), group), scale);
+  const Tensor lse = at::logsumexp(logits(q, k, causal, scale, mask), -1).to(core::stats_dtype(q.scalar_type()));
   return {a.out, lse, a.out_dot};
 }
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
-                                            bool causal, double scale) {
-  const Attention a = attention(q, k, v, causal, scale);
+std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
+                                            const Tensor& dout, bool causal, double scale, const OptTensor& mask) {
+  const int64_t group = group_of(q, k_in);
+  const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
+  const Attention a = attention(q, k, v, causal, scale, mask);
   const Tensor dp = at::matmul(dout, v.mT());
   const Tensor ds = a.p * (dp - row_sum(dout * a.out));
-  return {at::matmul(ds, k) * scale, at::matmul(ds.mT(), q) * scale, at::matmul(a.p.mT(), dout)};
+  return {at::matmul(ds, k) * scale, sum_groups(at::matmul(ds.mT(), q) * scale, group),
+          sum_groups(at::matmul(a.p.mT(), dout), group)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
                                                         const Tensor& dout, const OptTensor& q_dot,
                                                         const OptTensor& k_dot, const OptTensor& v_dot,
-                                                        const OptTensor& dout_dot, bool causal, double scale) {
-  const Tensor qd = or_zeros(q_dot, q), kd = or_zeros(k_dot, k), vd = or_zeros(v_dot, v),
-               dd = or_zeros(dout_dot, dout);
-  Attention a = attention(q, k, v, causal, scale);
+                                                        const OptTensor& dout_dot, bool causal, double scale,
+                                                        const OptTensor& mask) {
+  const int64_t group = group_of(q, k_in);
+  const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
+  const Tensor qd = or_zeros(q_dot, q), kd = repeat_heads(or_zeros(k_dot, k_in), group),
+               vd = repeat_heads(or_zeros(v_dot, v_in), group), dd = or_zeros(dout_dot, dout);
+  Attention a = attention(q, k, v, causal, scale, mask);
   add_tangents(a, q, k, qd, kd, v, vd, scale);
   const Tensor dp = at::matmul(dout, v.mT());
   const Tensor dp_dot = at::matmul(dd, v.mT()) + at::matmul(dout, vd.mT());
@@ -92,7 +124,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   const Tensor dq_dot = (at::matmul(ds_dot, k) + at::matmul(ds, kd)) * scale;
   const Tensor dk_dot = (at::matmul(ds_dot.mT(), q) + at::matmul(ds.mT(), qd)) * scale;
   const Tensor dv_dot = at::matmul(a.p_dot.mT(), dout) + at::matmul(a.p.mT(), dd);
-  return {dq_dot, dk_dot, dv_dot, a.out_dot};
+  return {dq_dot, sum_groups(dk_dot, group), sum_groups(dv_dot, group), a.out_dot};
 }
 
 }  // namespace theria::reference

@@ -112,7 +112,7 @@ def test_leaving_the_scope_restores_pytorchs_kernel_and_scopes_nest():
     assert theria.inspect_graph(F.scaled_dot_product_attention(x, k, v).sum()).sdpa_nodes == 0
 
 
-def test_calls_theria_cannot_serve_fall_back_with_one_warning_per_reason_or_raise_when_strict():
+def test_masks_and_grouped_heads_are_served_and_dropout_falls_back_with_one_warning_or_raises_when_strict():
     torch.manual_seed(0)
     model = SelfAttention()
     x = data()[0]
@@ -120,24 +120,26 @@ def test_calls_theria_cannot_serve_fall_back_with_one_warning_per_reason_or_rais
     padding[:, -2:] = True  # the last two tokens of every sequence are padding: MHA passes an attn_mask
     with sdpa_kernel(SDPBackend.MATH):
         want = model(x, padding)
-    with pytest.warns(UserWarning, match="attn_mask") as record:
-        with theria.sdpa_override() as routed:
-            got = [model(x, padding) for _ in range(3)]
-    assert sum("attn_mask" in str(w.message) for w in record) == 1  # one warning for the reason, not per call
-    assert routed.served == 0 and sum(routed.fallbacks.values()) == 3 and routed.fraction_served() == 0.0
-    assert all(torch.equal(g, want) for g in got)
+    with theria.sdpa_override() as routed:
+        got = [model(x, padding) for _ in range(3)]
+    assert routed.served == 3 and not routed.fallbacks and routed.fraction_served() == 1.0
+    assert all(torch.allclose(g, want, rtol=1e-12, atol=1e-14) for g in got)
     q, k, v, _ = data()
     gqa_k, gqa_v = k.view(3, 7, 2, 8).transpose(1, 2)[:, :1], v.view(3, 7, 2, 8).transpose(1, 2)[:, :1]
     gqa_q = q.view(3, 7, 2, 8).transpose(1, 2)
-    for bad, reason in (((q, k, v), dict(dropout_p=0.5)), ((gqa_q, gqa_k, gqa_v), dict(enable_gqa=True))):
-        with theria.sdpa_override(strict=True):
-            with pytest.raises(NotImplementedError, match="cannot serve"):
-                F.scaled_dot_product_attention(*bad, **reason)
-    with pytest.warns(UserWarning, match="grouped-query"):
-        with theria.sdpa_override():
-            got = F.scaled_dot_product_attention(gqa_q, gqa_k, gqa_v, enable_gqa=True)
+    with theria.sdpa_override(strict=True) as routed:
+        got = F.scaled_dot_product_attention(gqa_q, gqa_k, gqa_v, enable_gqa=True)
+        with pytest.raises(NotImplementedError, match="cannot serve this call yet: dropout_p > 0"):
+            F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    assert routed.served == 1
     with sdpa_kernel(SDPBackend.MATH):
-        assert torch.allclose(got, F.scaled_dot_product_attention(gqa_q, gqa_k, gqa_v, enable_gqa=True))
+        assert torch.allclose(got, F.scaled_dot_product_attention(gqa_q, gqa_k, gqa_v, enable_gqa=True),
+                              rtol=1e-12, atol=1e-14)
+    with pytest.warns(UserWarning, match="dropout_p > 0") as record:
+        with theria.sdpa_override() as routed:
+            for _ in range(2):
+                F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    assert len(record) == 1 and routed.fallbacks == {"dropout_p > 0": 2}
 
 
 def test_torch_func_grad_and_compile_under_the_override():
@@ -159,8 +161,8 @@ def test_torch_func_grad_and_compile_under_the_override():
 
 def test_a_model_librarys_decoder_meta_gradient_and_jvp_equal_the_math_backend():
     """A decoder-only transformer from a widely used library (Hugging Face transformers' Llama, built from a config
-    with random weights, nothing downloaded), its attention through SDPA: served by theria when nothing is padded
-    and every head has its own keys; a padding mask or grouped-query heads fall back, one warning per reason."""
+    with random weights, nothing downloaded), its attention through SDPA: served by theria with every head its own
+    keys, with grouped-query heads and with a padded batch (a 4-D attention mask), equal to the math backend."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = dict(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -192,15 +194,23 @@ def test_a_model_librarys_decoder_meta_gradient_and_jvp_equal_the_math_backend()
     assert close(got, want, 1e-9) and torch.allclose(got_jvp, want_jvp, rtol=1e-10, atol=1e-12)
 
     padded = torch.ones(2, 9, dtype=torch.long)
-    padded[0, :3] = 0
+    padded[0, :3] = 0  # left padding, as for batched generation
     gqa = transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, **config)).to(DTYPE)
-    with pytest.warns(UserWarning) as record:
-        with theria.sdpa_override() as routed:
-            model(input_ids=query, attention_mask=padded)
-            gqa(input_ids=query)
-    assert routed.served == 0 and len(record) == 2
-    assert set(routed.fallbacks) == {"attn_mask (a boolean or additive mask; is_causal=True alone is served)",
-                                     "grouped-query attention (enable_gqa with fewer key/value heads)"}
+    gqa_params = {k: v.detach().requires_grad_() for k, v in gqa.named_parameters()}
+
+    def padded_gqa_meta_gradient():
+        def gqa_loss(p, ids):
+            return functional_call(gqa, p, (), dict(input_ids=ids, labels=ids, attention_mask=padded)).loss
+        grads = torch.autograd.grad(gqa_loss(gqa_params, support), list(gqa_params.values()), create_graph=True)
+        fast = {k: v - 0.1 * gr for (k, v), gr in zip(gqa_params.items(), grads)}
+        return torch.autograd.grad(gqa_loss(fast, query), list(gqa_params.values()))
+
+    with sdpa_kernel(SDPBackend.MATH):
+        want = padded_gqa_meta_gradient()
+    with theria.sdpa_override(strict=True) as routed:
+        got = padded_gqa_meta_gradient()
+    assert routed.served >= 4 and not routed.fallbacks
+    assert close(got, want, 1e-9)
 
 
 def test_the_package_and_cmake_read_one_version():
