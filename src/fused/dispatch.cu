@@ -17,7 +17,9 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] {
-          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent ? FwdPass::kJvp : FwdPass::kOut>(p, stream);
+          THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
+            launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent ? FwdPass::kJvp : FwdPass::kOut, kGeneral>(p, stream);
+          });
         });
       });
     });
@@ -27,7 +29,11 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
-      THERIA_BOOL_SWITCH(p.causal, kCausal, [&] { launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent>(p, stream); });
+      THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
+        THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
+          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent, kGeneral>(p, stream);
+        });
+      });
     });
   });
 }
@@ -37,7 +43,9 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cu
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-          launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic>(p, ws, stream);
+          THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
+            launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic, kGeneral>(p, ws, stream);
+          });
         });
       });
     });
@@ -50,7 +58,9 @@ void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
           THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-            launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic>(p, ws, stream);
+            THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
+              launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGeneral>(p, ws, stream);
+            });
           });
         });
       });

@@ -10,18 +10,26 @@
 
 namespace theria::kernels::cuda {
 
+// kGroups false (the plain kernels): one head, and the steps are the query blocks themselves.
+template <bool kGroups>
 struct GroupSteps {
   int m_begin, block_m, group, per_head, count;
 
   __device__ __forceinline__ GroupSteps(const SdpaFwdParams& p, int m_begin_, int block_m_)
-      : m_begin(m_begin_), block_m(block_m_), group(static_cast<int>(p.group)) {
+      : m_begin(m_begin_), block_m(block_m_), group(kGroups ? static_cast<int>(p.group) : 1) {
     const int L = static_cast<int>(p.len_q);
     per_head = m_begin < L ? (L - m_begin + block_m - 1) / block_m : 0;
     count = per_head * group;
   }
   // The query head (0 .. group - 1) and the first row of step s (s < count).
-  __device__ __forceinline__ int head(int s) const { return group == 1 ? 0 : s / per_head; }
+  __device__ __forceinline__ int head(int s) const { return kGroups && group > 1 ? s / per_head : 0; }
   __device__ __forceinline__ int row(int s) const { return m_begin + (s - head(s) * per_head) * block_m; }
 };
+
+// The first query position of the key-side position a backward CTA serves (blockIdx.y).
+template <bool kGroups>
+__device__ __forceinline__ int64_t first_query_of_block(const SdpaFwdParams& p) {
+  return kGroups ? first_query_batch(p, blockIdx.y) : static_cast<int64_t>(blockIdx.y);
+}
 
 }  // namespace theria::kernels::cuda

@@ -68,7 +68,7 @@ struct BwdJvpTraits {
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 2 * kStats * kBlockM * sizeof(float); }
 };
 
-template <typename T, typename Tr, bool kCausal, bool kDeterministic>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats, kRows = Tr::kRowOperands;
   constexpr bool kDoutDot = Tr::kDoutDot;
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_batch(p, blockIdx.y);  // the key-side position's first query position
+  const int64_t b0 = first_query_of_block<kGeneral>(p);  // the key-side position's first query position
   const T* k = batch_base<const T>(p.k, b0);
   const T* v = batch_base<const T>(p.v, b0);
   const T* kd = batch_base<const T>(p.k_dot, b0);
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const RowStatStager<kStats, kBlockM> stat(p, b0, tid);  // the row statistic this thread stages per block
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps steps(p, m_begin, kBlockM);
+  const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
   const int n_steps = steps.count;
 
   auto load_rows = [&](int buf, int step) {
@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + warp * 16 + g;
 
-  const MaskTile mask_head0(p, b0);
+  const MaskTile mask_head0 = kGeneral ? MaskTile(p, b0) : MaskTile();
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -200,9 +200,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
-    if (mask_head0.active()) {
-      const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
-      fold_mask<T, true, kBlockM / 8>(mask, st, n0 + warp * 16, m, L, S, lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
+    if constexpr (kGeneral) {
+      if (mask_head0.active()) {
+        const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+        fold_mask<T, true, kBlockM / 8>(mask, st, n0 + warp * 16, m, L, S, lane,
+                                        [&](int nt, int e) { sdt[nt][e] = 0.f; });
+      }
     }
 #pragma unroll
     for (int nt = 0; nt < kBlockM / 8; ++nt) {
@@ -292,17 +295,17 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b0), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic>
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGeneral>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic>(p, ws, stream);
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic, kGeneral>(p, ws, stream);
   } else {
     using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(kv_batches(p)));
-    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
+    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic, kGeneral>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);
 }

@@ -70,7 +70,7 @@ struct BwdTraits {
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
 };
 
-template <typename T, typename Tr, bool kCausal, bool kDeterministic>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kKTiles = Tr::kKTiles;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_batch(p, blockIdx.y);  // the key-side position's first query position
+  const int64_t b0 = first_query_of_block<kGeneral>(p);  // the key-side position's first query position
   const T* q = batch_base<const T>(p.q, b0);
   const T* k = batch_base<const T>(p.k, b0);
   const T* v = batch_base<const T>(p.v, b0);
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 
   // Under the top-left causal mask, key j is seen by queries i >= j only.
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps steps(p, m_begin, kBlockM);
+  const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
   const int n_steps = steps.count;
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
 
-  const MaskTile mask_head0(p, b0);
+  const MaskTile mask_head0 = kGeneral ? MaskTile(p, b0) : MaskTile();
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int64_t head = steps.head(step), b = b0 + head;
@@ -201,11 +201,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
     // (Skipping the test on interior blocks measured slower: more registers, same work.)
-    if (mask_head0.active()) {
-      const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+    if constexpr (kGeneral) {
+      if (mask_head0.active()) {
+        const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
 #pragma unroll
-      for (int kt = 0; kt < kKTiles; ++kt) {
-        fold_mask<T, true, kBlockM / 8>(mask, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
+        for (int kt = 0; kt < kKTiles; ++kt) {
+          fold_mask<T, true, kBlockM / 8>(mask, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
+        }
       }
     }
 #pragma unroll
@@ -296,18 +298,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kDeterministic>
+template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGeneral>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic>(p, ws, stream);
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic, kGeneral>(p, ws, stream);
   } else {
     using Tile = BwdTile<kHeadDim>;
     using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(kv_batches(p)));
-    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
+    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic, kGeneral>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);
 }

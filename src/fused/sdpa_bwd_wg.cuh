@@ -62,7 +62,7 @@ struct BwdWgTraits {
   }
 };
 
-template <typename T, typename Tr, bool kCausal, bool kDeterministic>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
 __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
   constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
@@ -87,13 +87,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_batch(p, blockIdx.y);  // the key-side position's first query position
+  const int64_t b0 = first_query_of_block<kGeneral>(p);  // the key-side position's first query position
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
   const RowStatStager<kStats, kBlockM> stat(p, b0, tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps steps(p, m_begin, kBlockM);
+  const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
   const int n_steps = steps.count;
 
   const auto row_view = [&](int i) -> const MatrixView& {
@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   const int key_g = n0 + key_w + g;
 
-  const MaskTile mask_head0(p, b0);
+  const MaskTile mask_head0 = kGeneral ? MaskTile(p, b0) : MaskTile();
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -160,11 +160,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     wgmma_wait<1>();
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
-    if (mask_head0.active()) {
-      const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
-      fold_mask<T, true, kMt>(mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
-        if constexpr (kTangent) sdt[nt][e] = 0.f;
-      });
+    if constexpr (kGeneral) {
+      if (mask_head0.active()) {
+        const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+        fold_mask<T, true, kMt>(mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
+          if constexpr (kTangent) sdt[nt][e] = 0.f;
+        });
+      }
     }
     auto probabilities = [&](auto masked) {
 #pragma unroll
@@ -311,12 +313,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
 }
 
 // The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.
-template <typename T, typename Tr, bool kCausal, bool kDeterministic>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
 void launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(kv_batches(p)));
-  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic>, grid, Tr::kThreads, smem, stream, p, ws);
+  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGeneral>, grid, Tr::kThreads, smem, stream, p, ws);
 }
 
 }  // namespace theria::kernels::cuda

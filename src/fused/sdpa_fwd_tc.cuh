@@ -69,7 +69,7 @@ struct FwdTraits {
   static constexpr int kSmemElems = kOperands * (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2 (each twice)
 };
 
-template <typename T, typename Tr, bool kCausal>
+template <typename T, typename Tr, bool kCausal, bool kGeneral>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
   constexpr bool kTangent = Tr::kTangent, kGivenStats = Tr::kGivenStats;
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const MaskTile mask(p, b);
+  const MaskTile mask = kGeneral ? MaskTile(p, b) : MaskTile();
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
@@ -235,10 +235,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
-      if (mask.active()) {
-        fold_mask<T, false, kBlockN / 8>(mask, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
-          if constexpr (kTangent) sd[mt][nt][e] = 0.f;
-        });
+      if constexpr (kGeneral) {
+        if (mask.active()) {
+          fold_mask<T, false, kBlockN / 8>(mask, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
+            if constexpr (kTangent) sd[mt][nt][e] = 0.f;
+          });
+        }
       }
       if (needs_mask) {
         for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {
@@ -403,10 +405,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal, FwdPass kPass>
+template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGeneral>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_tangent_wg<T, kHeadDim, kCausal>(p, stream);
+    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGeneral>(p, stream);
     return;
   }
   // The JVP carries twice the accumulators: one m-tile per warp.
@@ -414,7 +416,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p);
+  launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal, kGeneral>, grid, Tr::kThreads, smem, stream, p);
 }
 
 }  // namespace theria::kernels::cuda

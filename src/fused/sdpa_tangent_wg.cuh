@@ -39,7 +39,7 @@ struct TangentWgTraits {
   static constexpr int kSmemElems = Rows::tile_elems(2 * kBlockM + 2 * kKeyOperands * kBlockN);  // Q, Q_dot; keys x 2
 };
 
-template <typename T, typename Tr, bool kCausal>
+template <typename T, typename Tr, bool kCausal, bool kGeneral>
 __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kKeyOps = Tr::kKeyOperands;
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const MaskTile mask(p, b);
+  const MaskTile mask = kGeneral ? MaskTile(p, b) : MaskTile();
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -121,8 +121,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
         sd[nt][e] = 0.f;
       });
     }
-    if (mask.active()) {
-      fold_mask<T, false, kBlockN / 8>(mask, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
+    if constexpr (kGeneral) {
+      if (mask.active()) {
+        fold_mask<T, false, kBlockN / 8>(mask, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
+      }
     }
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
 #pragma unroll
@@ -197,12 +199,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal>
+template <typename T, int kHeadDim, bool kCausal, bool kGeneral>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using Tr = TangentWgTraits<kHeadDim>;
   constexpr size_t smem = Tr::kSmemElems * sizeof(T);
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal>, grid, Tr::kThreads, smem, stream, p);
+  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGeneral>, grid, Tr::kThreads, smem, stream, p);
 }
 
 }  // namespace theria::kernels::cuda
