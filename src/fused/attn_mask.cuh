@@ -1,9 +1,9 @@
 // attn_mask in the tensor-core kernels. The mask is read where it lies (kernels::MaskView: zero strides along
-// broadcast dims, so a key-padding mask (B, 1, 1, S) costs one byte per key and row of a tile, from L1), and
+// broadcast dims, so a key-padding mask (B, 1, 1, S) costs one byte per key of a thread's tile, from L1), and
 // folded into the raw logits before the softmax: a hidden pair becomes -inf (its tangent 0), as the causal mask
 // makes it; a bias beta becomes beta / scale, which the kernels' exp2(s * scale * log2(e) - max) turns into
-// + beta (scale > 0 on the tensor-core path: fused_backend.cpp). Kernels call it only when the mask is set,
-// compiled into the general kernels only (kGeneral, kernel_templates.h).
+// + beta (scale > 0 on the tensor-core path: fused_backend.cpp). Compiled into the general kernels only
+// (kGeneral, kernel_templates.h), which call it when a mask is set.
 #pragma once
 
 #include "kernels/sdpa_params.h"
@@ -15,39 +15,30 @@
 
 namespace theria::kernels::cuda {
 
-// The mask of one batch position (query-side index b).
-struct MaskTile {
-  const unsigned char* base = nullptr;  // nullptr: no mask
-  MaskKind kind = MaskKind::kNone;
-  int64_t row_stride = 0, col_stride = 0;  // elements
-  float inv_scale = 1.f;
+// Where batch position b's mask starts (bytes), or nullptr without a mask. The kernels keep only this pointer
+// live; kind and strides stay in the kernel parameters. The query heads of a grouped-query backward CTA are
+// consecutive: their masks lie head_stride elements apart.
+__device__ __forceinline__ int mask_element_bytes(const MaskView& m) {
+  return m.kind == MaskKind::kBool ? 1 : m.kind == MaskKind::kBias16 ? 2 : m.kind == MaskKind::kBias32 ? 4 : 8;
+}
+__device__ __forceinline__ const unsigned char* mask_base(const MaskView& m, int64_t b) {
+  if (m.ptr == nullptr) return nullptr;
+  return static_cast<const unsigned char*>(m.ptr) +
+         ((b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride) * mask_element_bytes(m);
+}
 
-  MaskTile() = default;  // no mask (the plain kernels)
-  __device__ __forceinline__ MaskTile(const SdpaFwdParams& p, int64_t b) {
-    const MaskView& m = p.mask;
-    if (m.ptr == nullptr) return;
-    kind = m.kind;
-    const int size = kind == MaskKind::kBool ? 1 : kind == MaskKind::kBias16 ? 2 : kind == MaskKind::kBias32 ? 4 : 8;
-    base = static_cast<const unsigned char*>(m.ptr) + ((b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride) * size;
-    row_stride = m.row_stride;
-    col_stride = m.col_stride;
-    inv_scale = static_cast<float>(1.0 / p.scale);
+// The term of query qi, key kj in raw logit units: -inf where a boolean mask hides the pair, 0 where it keeps
+// it, bias / scale for a float mask.
+template <typename T>
+__device__ __forceinline__ float mask_term(const MaskView& m, const unsigned char* base, float inv_scale, int qi, int kj) {
+  const int64_t at = qi * m.row_stride + kj * m.col_stride;
+  switch (m.kind) {
+    case MaskKind::kBool: return base[at] != 0 ? 0.f : -INFINITY;
+    case MaskKind::kBias16: return static_cast<float>(reinterpret_cast<const T*>(base)[at]) * inv_scale;
+    case MaskKind::kBias32: return reinterpret_cast<const float*>(base)[at] * inv_scale;
+    default: return static_cast<float>(reinterpret_cast<const double*>(base)[at]) * inv_scale;
   }
-  __device__ __forceinline__ bool active() const { return base != nullptr; }
-
-  // The term of query qi, key kj in raw logit units: -inf where a boolean mask hides the pair, 0 where it
-  // keeps it, bias / scale for a float mask.
-  template <typename T>
-  __device__ __forceinline__ float term(int qi, int kj) const {
-    const int64_t at = qi * row_stride + kj * col_stride;
-    switch (kind) {
-      case MaskKind::kBool: return base[at] != 0 ? 0.f : -INFINITY;
-      case MaskKind::kBias16: return static_cast<float>(reinterpret_cast<const T*>(base)[at]) * inv_scale;
-      case MaskKind::kBias32: return reinterpret_cast<const float*>(base)[at] * inv_scale;
-      default: return static_cast<float>(reinterpret_cast<const double*>(base)[at]) * inv_scale;
-    }
-  }
-};
+}
 
 // Folds a term into raw logit s (a hidden pair becomes -inf whatever s was, as masked_fill makes it); true
 // when the pair is hidden.
@@ -66,8 +57,10 @@ __device__ __forceinline__ bool fold_term(float& s, float term) {
 // kernels mask those already); hidden(nt, e) is called for each pair the mask hides. A mask that is the same
 // for every query (row stride 0: a key-padding mask) is read once per key of the thread, not once per pair.
 template <typename T, bool kKeysAsRows, int kNt, class Hidden>
-__device__ __forceinline__ void fold_mask(const MaskTile& m, float (&acc)[kNt][4], int row0, int col0, int n_q, int n_k,
-                                          int lane, Hidden hidden) {
+__device__ __forceinline__ void fold_mask(const SdpaFwdParams& p, const unsigned char* base, float (&acc)[kNt][4],
+                                          int row0, int col0, int n_q, int n_k, int lane, Hidden hidden) {
+  const MaskView& m = p.mask;
+  const float inv_scale = 1.f / static_cast<float>(p.scale);
   const int g = lane / 4, t = lane % 4;
   if (m.row_stride == 0) {
     if constexpr (kKeysAsRows) {
@@ -75,7 +68,7 @@ __device__ __forceinline__ void fold_mask(const MaskTile& m, float (&acc)[kNt][4
       for (int r = 0; r < 2; ++r) {
         const int kj = row0 + g + 8 * r;
         if (kj >= n_k) continue;
-        const float term = m.template term<T>(0, kj);
+        const float term = mask_term<T>(m, base, inv_scale, 0, kj);
 #pragma unroll
         for (int nt = 0; nt < kNt; ++nt) {
 #pragma unroll
@@ -91,7 +84,7 @@ __device__ __forceinline__ void fold_mask(const MaskTile& m, float (&acc)[kNt][4
         for (int c = 0; c < 2; ++c) {
           const int kj = col0 + nt * 8 + 2 * t + c;
           if (kj >= n_k) continue;
-          const float term = m.template term<T>(0, kj);
+          const float term = mask_term<T>(m, base, inv_scale, 0, kj);
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             if (row0 + g + 8 * r < n_q && fold_term(acc[nt][2 * r + c], term)) hidden(nt, 2 * r + c);
@@ -107,7 +100,7 @@ __device__ __forceinline__ void fold_mask(const MaskTile& m, float (&acc)[kNt][4
     for (int e = 0; e < 4; ++e) {
       const int fr = row0 + g + (e >> 1) * 8, fc = col0 + nt * 8 + 2 * t + (e & 1);
       const int qi = kKeysAsRows ? fc : fr, kj = kKeysAsRows ? fr : fc;
-      if (qi < n_q && kj < n_k && fold_term(acc[nt][e], m.template term<T>(qi, kj))) hidden(nt, e);
+      if (qi < n_q && kj < n_k && fold_term(acc[nt][e], mask_term<T>(m, base, inv_scale, qi, kj))) hidden(nt, e);
     }
   }
 }

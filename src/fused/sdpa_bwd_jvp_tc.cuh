@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + warp * 16 + g;
 
-  const MaskTile mask_head0 = kGeneral ? MaskTile(p, b0) : MaskTile();
+  const unsigned char* mask_head0 = kGeneral ? mask_base(p.mask, b0) : nullptr;  // (kGeneral only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -201,9 +201,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
     if constexpr (kGeneral) {
-      if (mask_head0.active()) {
-        const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
-        fold_mask<T, true, kBlockM / 8>(mask, st, n0 + warp * 16, m, L, S, lane,
+      if (mask_head0 != nullptr) {
+        const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
+        fold_mask<T, true, kBlockM / 8>(p, mask, st, n0 + warp * 16, m, L, S, lane,
                                         [&](int nt, int e) { sdt[nt][e] = 0.f; });
       }
     }

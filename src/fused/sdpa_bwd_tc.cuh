@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
 
-  const MaskTile mask_head0 = kGeneral ? MaskTile(p, b0) : MaskTile();
+  const unsigned char* mask_head0 = kGeneral ? mask_base(p.mask, b0) : nullptr;  // (kGeneral only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int64_t head = steps.head(step), b = b0 + head;
@@ -202,11 +202,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
     // (Skipping the test on interior blocks measured slower: more registers, same work.)
     if constexpr (kGeneral) {
-      if (mask_head0.active()) {
-        const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
+      if (mask_head0 != nullptr) {
+        const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
 #pragma unroll
         for (int kt = 0; kt < kKTiles; ++kt) {
-          fold_mask<T, true, kBlockM / 8>(mask, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
+          fold_mask<T, true, kBlockM / 8>(p, mask, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
         }
       }
     }

@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   const int key_g = n0 + key_w + g;
 
-  const MaskTile mask_head0 = kGeneral ? MaskTile(p, b0) : MaskTile();
+  const unsigned char* mask_head0 = kGeneral ? mask_base(p.mask, b0) : nullptr;  // (kGeneral only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -161,9 +161,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
     if constexpr (kGeneral) {
-      if (mask_head0.active()) {
-        const MaskTile mask = head == 0 ? mask_head0 : MaskTile(p, b);
-        fold_mask<T, true, kMt>(mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
+      if (mask_head0 != nullptr) {
+        const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
+        fold_mask<T, true, kMt>(p, mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
           if constexpr (kTangent) sdt[nt][e] = 0.f;
         });
       }

@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const MaskTile mask = kGeneral ? MaskTile(p, b) : MaskTile();
+  const unsigned char* mask = kGeneral ? mask_base(p.mask, b) : nullptr;  // (kGeneral only)
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
@@ -236,8 +236,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
       if constexpr (kGeneral) {
-        if (mask.active()) {
-          fold_mask<T, false, kBlockN / 8>(mask, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
+        if (mask != nullptr) {
+          fold_mask<T, false, kBlockN / 8>(p, mask, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
             if constexpr (kTangent) sd[mt][nt][e] = 0.f;
           });
         }

@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const MaskTile mask = kGeneral ? MaskTile(p, b) : MaskTile();
+  const unsigned char* mask = kGeneral ? mask_base(p.mask, b) : nullptr;  // (kGeneral only)
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -122,8 +122,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
       });
     }
     if constexpr (kGeneral) {
-      if (mask.active()) {
-        fold_mask<T, false, kBlockN / 8>(mask, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
+      if (mask != nullptr) {
+        fold_mask<T, false, kBlockN / 8>(p, mask, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
       }
     }
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
