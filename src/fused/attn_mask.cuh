@@ -105,4 +105,69 @@ __device__ __forceinline__ void fold_mask(const SdpaFwdParams& p, const unsigned
   }
 }
 
+// A mask that is the same for every query (row stride 0: a key-padding mask, (B, 1, 1, S) or (B, H, 1, S)) lets
+// a kernel take a block of keys as a whole, as FlashAttention's variable-length kernels skip padding: the CTA
+// classifies the block from one term per key (KeyTerms) and then skips it (every key hidden), runs it as if
+// unmasked (every term 0), or folds the terms. Keys past n_k count as hidden (the kernels bound them anyway).
+enum class KeyBlock { kHidden, kPlain, kTerms };
+
+__device__ __forceinline__ bool per_key_mask(const SdpaFwdParams& p) {
+  return p.mask.ptr != nullptr && p.mask.row_stride == 0;
+}
+
+// The term of key kj of a per-key mask (-inf past n_k).
+template <typename T>
+__device__ __forceinline__ float key_term(const SdpaFwdParams& p, const unsigned char* base, int kj, int n_k) {
+  return kj < n_k ? mask_term<T>(p.mask, base, 1.f / static_cast<float>(p.scale), 0, kj) : -INFINITY;
+}
+
+// The block's class from each thread's term (threads without a key pass has_key = false). A CTA-wide barrier:
+// every thread calls it.
+__device__ __forceinline__ KeyBlock classify_keys(float term, bool has_key) {
+  const bool any_visible = __syncthreads_or(has_key && term != -INFINITY);
+  const bool all_zero = __syncthreads_and(!has_key || term == 0.f);
+  return !any_visible ? KeyBlock::kHidden : all_zero ? KeyBlock::kPlain : KeyBlock::kTerms;
+}
+
+// Folds per-key terms into a 16 x 8 kNt tile of raw logits. kKeysAsRows: the tile is S^T and row_terms[r] is
+// the term of this thread's fragment row r (keys row0 + g + 8 r); else S, and col_terms holds the block's
+// terms by key (shared memory), this thread's columns 8 nt + 2t (+1).
+template <bool kKeysAsRows, int kNt, class Hidden>
+__device__ __forceinline__ void fold_key_terms(float (&acc)[kNt][4], const float* terms, int lane, Hidden hidden) {
+  const int t = lane % 4;
+#pragma unroll
+  for (int nt = 0; nt < kNt; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float term = kKeysAsRows ? terms[e >> 1] : terms[nt * 8 + 2 * t + (e & 1)];
+      if (fold_term(acc[nt][e], term)) hidden(nt, e);
+    }
+  }
+}
+
+// The backward kernels' side of a per-key mask: a CTA owns its block of keys for the whole kernel, so it
+// classifies them once, and each thread keeps the terms of its fragment rows (keys first_key + 16 kt + g + 8 r)
+// in registers. Taken only where the terms are the same for every query head of the CTA (a grouped-query CTA
+// streams several). Construct it in every thread (classify_keys holds a barrier).
+template <typename T, int kTiles>
+struct CtaKeys {
+  bool active = false;
+  KeyBlock block = KeyBlock::kTerms;
+  float terms[kTiles][2];
+
+  CtaKeys() = default;  // no per-key mask
+  __device__ __forceinline__ CtaKeys(const SdpaFwdParams& p, const unsigned char* base, int n0, int block_keys,
+                                     int first_key, int n_k, int tid, int g) {
+    active = base != nullptr && per_key_mask(p) && (p.mask.head_stride == 0 || p.group == 1);
+    if (!active) return;
+#pragma unroll
+    for (int kt = 0; kt < kTiles; ++kt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) terms[kt][r] = key_term<T>(p, base, first_key + 16 * kt + g + 8 * r, n_k);
+    }
+    const bool mine = tid < block_keys;
+    block = classify_keys(mine ? key_term<T>(p, base, n0 + tid, n_k) : 0.f, mine);
+  }
+};
+
 }  // namespace theria::kernels::cuda

@@ -104,7 +104,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
-  const int n_steps = steps.count;
+  // A per-key mask (key padding): the CTA's keys are classified once (sdpa_bwd_tc.cuh).
+  const CtaKeys<T, 1> cta_keys = kGeneral ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp * 16, S, tid, g)
+                                          : CtaKeys<T, 1>();
+  const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
 
   auto load_rows = [&](int buf, int step) {
     const int64_t head = steps.head(step);
@@ -201,7 +204,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
     if constexpr (kGeneral) {
-      if (mask_head0 != nullptr) {
+      if (cta_keys.active) {
+        if (cta_keys.block == KeyBlock::kTerms) {
+          fold_key_terms<true, kBlockM / 8>(st, cta_keys.terms[0], lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
+        }
+      } else if (mask_head0 != nullptr) {
         const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
         fold_mask<T, true, kBlockM / 8>(p, mask, st, n0 + warp * 16, m, L, S, lane,
                                         [&](int nt, int e) { sdt[nt][e] = 0.f; });
@@ -290,6 +297,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     __syncthreads();
   }
 
+  if constexpr (kGeneral && kDeterministic) {
+    if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
+      for (int step = 0; step < steps.count; ++step) {
+        const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
+        turn.wait();
+        turn.pass();
+      }
+    }
+  }
   const int key0 = n0 + warp * 16;
   store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
   store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b0), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);

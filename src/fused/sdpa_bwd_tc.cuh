@@ -98,7 +98,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   // Under the top-left causal mask, key j is seen by queries i >= j only.
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
-  const int n_steps = steps.count;
+  // A per-key mask (key padding): the CTA's keys are classified once; when none is seen it adds nothing (dK, dV
+  // zero, no dQ share) and runs no step.
+  const CtaKeys<T, kKTiles> cta_keys = kGeneral ? CtaKeys<T, kKTiles>(p, mask_base(p.mask, b0), n0, kBlockN,
+                                                                      n0 + warp * 16 * kKTiles, S, tid, g)
+                                                : CtaKeys<T, kKTiles>();
+  const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
   // registers early (so the load latency hides behind a step's products) and store them later; the
@@ -202,7 +207,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
     // (Skipping the test on interior blocks measured slower: more registers, same work.)
     if constexpr (kGeneral) {
-      if (mask_head0 != nullptr) {
+      if (cta_keys.active) {
+        if (cta_keys.block == KeyBlock::kTerms) {
+#pragma unroll
+          for (int kt = 0; kt < kKTiles; ++kt) fold_key_terms<true, kBlockM / 8>(st[kt], cta_keys.terms[kt], lane, [](int, int) {});
+        }
+      } else if (mask_head0 != nullptr) {
         const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
 #pragma unroll
         for (int kt = 0; kt < kKTiles; ++kt) {
@@ -289,6 +299,15 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     __syncthreads();
   }
 
+  if constexpr (kGeneral && kDeterministic) {
+    if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
+      for (int step = 0; step < steps.count; ++step) {
+        const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
+        turn.wait();
+        turn.pass();
+      }
+    }
+  }
   const float scale = static_cast<float>(p.scale);
 #pragma unroll
   for (int kt = 0; kt < kKTiles; ++kt) {

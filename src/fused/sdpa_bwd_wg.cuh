@@ -94,7 +94,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
-  const int n_steps = steps.count;
+  // A per-key mask (key padding): the CTA's keys are classified once (sdpa_bwd_tc.cuh).
+  const int warp_key = 64 * wg + 16 * warp;  // this warp's 16 keys within the block
+  const CtaKeys<T, 1> cta_keys = kGeneral ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp_key, S, tid,
+                                                          lane / 4)
+                                          : CtaKeys<T, 1>();
+  const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
 
   const auto row_view = [&](int i) -> const MatrixView& {
     return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
@@ -161,7 +166,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
     if constexpr (kGeneral) {
-      if (mask_head0 != nullptr) {
+      if (cta_keys.active) {
+        if (cta_keys.block == KeyBlock::kTerms) {
+          fold_key_terms<true, kMt>(st, cta_keys.terms[0], lane, [&](int nt, int e) {
+            if constexpr (kTangent) sdt[nt][e] = 0.f;
+          });
+        }
+      } else if (mask_head0 != nullptr) {
         const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
         fold_mask<T, true, kMt>(p, mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
           if constexpr (kTangent) sdt[nt][e] = 0.f;
@@ -306,6 +317,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     __syncthreads();
   }
 
+  if constexpr (kGeneral && kDeterministic) {
+    if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
+      for (int step = 0; step < steps.count; ++step) {
+        const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
+        turn.wait();
+        turn.pass();
+      }
+    }
+  }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
   store_acc_rows<T, kHeadDim>(batch_base<T>(dk, b0), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);

@@ -165,12 +165,33 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   const unsigned char* mask = kGeneral ? mask_base(p.mask, b) : nullptr;  // (kGeneral only)
+  // A per-key mask (key padding) is taken a block of keys at a time (KeyBlock): each thread tid < kBlockN
+  // fetches its key's term a block ahead, and the block's terms are staged in shared memory past the tiles.
+  const bool key_blocks = kGeneral && mask != nullptr && per_key_mask(p);
+  float* key_terms = reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T));
+  float next_term = key_blocks && tid < kBlockN ? key_term<T>(p, mask, tid, S) : 0.f;
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
     if (nb + 1 < n_blocks) {
       load_kv(buf ^ 1, (nb + 1) * kBlockN);
       cp_async_commit();
+    }
+    KeyBlock key_block = KeyBlock::kTerms;
+    if constexpr (kGeneral) {
+      if (key_blocks) {
+        const float term = next_term;
+        if (tid < kBlockN) {
+          key_terms[tid] = term;
+          if (nb + 1 < n_blocks) next_term = key_term<T>(p, mask, (nb + 1) * kBlockN + tid, S);
+        }
+        key_block = classify_keys(term, tid < kBlockN);
+        if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
+          cp_async_wait<0>();
+          __syncthreads();
+          continue;
+        }
+      }
     }
     const T* k_tile = k_tiles + buf * kBlockN * kStride;
     const T* v_tile = v_tiles + buf * kBlockN * kStride;
@@ -236,10 +257,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
       if constexpr (kGeneral) {
-        if (mask != nullptr) {
-          fold_mask<T, false, kBlockN / 8>(p, mask, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
-            if constexpr (kTangent) sd[mt][nt][e] = 0.f;
-          });
+        const auto hidden = [&](int nt, int e) {
+          if constexpr (kTangent) sd[mt][nt][e] = 0.f;
+        };
+        if (mask != nullptr && !key_blocks) {
+          fold_mask<T, false, kBlockN / 8>(p, mask, s[mt], row_g - g, n0, L, S, lane, hidden);
+        } else if (key_block == KeyBlock::kTerms && key_blocks) {
+          fold_key_terms<false, kBlockN / 8>(s[mt], key_terms, lane, hidden);
         }
       }
       if (needs_mask) {
@@ -414,7 +438,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   // The JVP carries twice the accumulators: one m-tile per warp.
   constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(T);
+  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kGeneral ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal, kGeneral>, grid, Tr::kThreads, smem, stream, p);
 }

@@ -89,6 +89,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   const unsigned char* mask = kGeneral ? mask_base(p.mask, b) : nullptr;  // (kGeneral only)
+  // A per-key mask (key padding) is taken a block of keys at a time, as in sdpa_fwd_tc.cuh.
+  const bool key_blocks = kGeneral && mask != nullptr && per_key_mask(p);
+  float* key_terms = reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T));
+  float next_term = key_blocks && tid < kBlockN ? key_term<T>(p, mask, tid, S) : 0.f;
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -100,6 +104,23 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     if (nb + 1 < n_blocks) {
       load_keys(buf ^ 1, n0 + kBlockN);
       cp_async_commit();
+    }
+    KeyBlock key_block = KeyBlock::kTerms;
+    if constexpr (kGeneral) {
+      if (key_blocks) {
+        const float term = next_term;
+        if (tid < kBlockN) {
+          key_terms[tid] = term;
+          if (nb + 1 < n_blocks) next_term = key_term<T>(p, mask, n0 + kBlockN + tid, S);
+        }
+        key_block = classify_keys(term, tid < kBlockN);
+        if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
+          cp_async_wait<0>();
+          fence_proxy_async();
+          __syncthreads();
+          continue;
+        }
+      }
     }
     const uint32_t q_s = smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0);
     const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kKeyTile);
@@ -122,8 +143,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
       });
     }
     if constexpr (kGeneral) {
-      if (mask != nullptr) {
-        fold_mask<T, false, kBlockN / 8>(p, mask, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
+      const auto hidden = [&](int nt, int e) { sd[nt][e] = 0.f; };
+      if (mask != nullptr && !key_blocks) {
+        fold_mask<T, false, kBlockN / 8>(p, mask, s, row_g - g, n0, L, S, lane, hidden);
+      } else if (key_block == KeyBlock::kTerms && key_blocks) {
+        fold_key_terms<false, kBlockN / 8>(s, key_terms, lane, hidden);
       }
     }
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
@@ -202,7 +226,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
 template <typename T, int kHeadDim, bool kCausal, bool kGeneral>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using Tr = TangentWgTraits<kHeadDim>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(T);
+  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kGeneral ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGeneral>, grid, Tr::kThreads, smem, stream, p);
 }

@@ -242,6 +242,11 @@ GPU_CASES = {
     "gqa+padding-d128": (2, 6, 3, 77, 129, 128, "padding"),
     "bool-full": (2, 2, 2, 64, 90, 32, "full"),
     "bias": (2, 4, 2, 60, 70, 96, "bias"),
+    # Whole key blocks hidden (skipped in the forward, whole backward CTAs with nothing to add) and partly hidden.
+    "padding-blocks-d128": (2, 4, 2, 200, 300, 128, "half"),
+    "padding-blocks-d64": (2, 2, 2, 150, 333, 64, "half"),
+    # A per-key mask that differs per head, under grouped-query attention (the per-element path).
+    "head-padding+gqa": (2, 4, 2, 90, 140, 64, "heads"),
 }
 
 
@@ -256,6 +261,11 @@ def gpu_inputs(case, dtype):
         m = (torch.rand(B, Hq, L, S, generator=gen(5)) > 0.4).cuda()
     elif kind == "bias":
         m = rand((1, Hq, L, S), 6, dtype).cuda()
+    elif kind == "half":
+        m = key_padding(B, S, [S, 100]).cuda()
+    elif kind == "heads":
+        m = (torch.rand(B, Hq, 1, S, generator=gen(7)) > 0.3).cuda()
+        m[0, 1] = False
     return q, k, v, m, dict(enable_gqa=Hq != Hkv)
 
 
@@ -278,3 +288,25 @@ def test_fused_every_order_against_the_float64_reference(case, dtype):
         assert torch.isfinite(g).all(), label
         err = max_rel_err(g, w)
         assert err <= theria.tolerance(dtype, o), f"{label}: {err:.3e} > {theria.tolerance(dtype, o):.1e}"
+
+
+@pytest.mark.gpu
+@params("case", ["padding-blocks-d64", "padding-blocks-d128", "gqa+padding-d128"])
+def test_fused_backward_with_masks_and_groups_is_deterministic_when_asked(case):
+    """Under torch.use_deterministic_algorithms(True) the ordered dQ adds hold with skipped key blocks and grouped
+    heads: two runs agree bit for bit (and with the float64 reference)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    q, k, v, m, kw = gpu_inputs(case, torch.bfloat16)
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [orders(lambda a, b, c: theria.sdpa(a, b, c, attn_mask=m, backend="fused", **kw), q, k, v)
+                for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    want = orders(lambda a, b, c: theria.sdpa(a, b, c, attn_mask=m, backend="reference", **kw),
+                  q.double(), k.double(), v.double())
+    for o, g, w in zip([0, 1, 1, 1, 2, 2, 2, 1], runs[0], want):
+        assert max_rel_err(g, w) <= theria.tolerance(torch.bfloat16, o)
