@@ -2,8 +2,8 @@
 // broadcast dims, so a key-padding mask (B, 1, 1, S) costs one byte per key of a thread's tile, from L1), and
 // folded into the raw logits before the softmax: a hidden pair becomes -inf (its tangent 0), as the causal mask
 // makes it; a bias beta becomes beta / scale, which the kernels' exp2(s * scale * log2(e) - max) turns into
-// + beta (scale > 0 on the tensor-core path: fused_backend.cpp). Compiled into the general kernels only
-// (kGeneral, kernel_templates.h), which call it when a mask is set.
+// + beta (scale > 0 on the tensor-core path: fused_backend.cpp). Compiled into the masked build only
+// (kMask, kernel_templates.h).
 #pragma once
 
 #include "kernels/sdpa_params.h"

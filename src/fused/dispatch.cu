@@ -1,5 +1,5 @@
-// The one dispatch point of the fused kernels: dtype x head dim x causal (x tangent) to the
-// instantiated launch templates.
+// The one dispatch point of the fused kernels: dtype x head dim x causal (x tangent) x build (plain, grouped
+// heads, mask) to the instantiated launch templates.
 #include "fused/kernel_templates.h"
 #include "fused/launch.h"
 #include "fused/static_switch.h"
@@ -17,8 +17,8 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] {
-          THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
-            launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent ? FwdPass::kJvp : FwdPass::kOut, kGeneral>(p, stream);
+          THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
+            launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent ? FwdPass::kJvp : FwdPass::kOut, kGroups, kMask>(p, stream);
           });
         });
       });
@@ -30,8 +30,8 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_HALF_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
-          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent, kGeneral>(p, stream);
+        THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
+          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent, kGroups, kMask>(p, stream);
         });
       });
     });
@@ -43,8 +43,8 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cu
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-          THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
-            launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic, kGeneral>(p, ws, stream);
+          THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
+            launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
           });
         });
       });
@@ -58,8 +58,8 @@ void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
           THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-            THERIA_BOOL_SWITCH(general_problem(p), kGeneral, [&] {
-              launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGeneral>(p, ws, stream);
+            THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
+              launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
             });
           });
         });

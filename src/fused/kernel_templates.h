@@ -13,23 +13,23 @@ namespace theria::kernels::cuda {
 // along the tangents set in p; kTangent reads the saved out and lse and writes only out_dot, lse_dot
 // (the first step of the backward-JVP).
 enum class FwdPass { kOut, kJvp, kTangent };
-// kGeneral (every tensor-core family): the kernel serves attn_mask and grouped-query heads (p.mask, p.group,
-// tested at run time); false: neither, and none of their code is compiled in, so the plain problem runs the
-// kernels as tuned (a run-time test alone cost the D=128 forward 30 %: docs/performance.md).
-template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGeneral>
+// kGroups, kMask (every tensor-core family): the kernel serves grouped-query heads (p.group) and, with kMask,
+// attn_mask (p.mask); three builds run: plain (neither: none of their code is compiled in, so the plain problem
+// runs the kernels as tuned), groups, and mask (which takes grouped heads too). Each extra costs registers
+// that the others should not pay: a run-time test alone cost the D=128 forward 30 %, and the mask code in the
+// grouped kernels 18 % (docs/performance.md).
+template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream);
 
 // kDeterministic: ws.dq_turns is set and the key blocks add their dQ shares in ascending order (DqTurn).
-template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGeneral>
+template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
 
 // The tangents (dq_dot, dk_dot, dv_dot) of the backward; p carries lse_dot and out_dot from a tangent pass
 // (delta and delta_dot come from its own row-term kernel). kDoutDot: p.dout_dot is set.
-template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGeneral>
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
 
-// Whether a problem needs the kGeneral kernels.
-inline bool general_problem(const SdpaFwdParams& p) { return p.group > 1 || p.mask.ptr != nullptr; }
 
 template <typename T, bool kTangent, int kCols>
 void launch_sdpa_fwd_simt(const SdpaFwdParams& p, cudaStream_t stream);

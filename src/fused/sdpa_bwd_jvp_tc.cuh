@@ -68,7 +68,7 @@ struct BwdJvpTraits {
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 2 * kStats * kBlockM * sizeof(float); }
 };
 
-template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kStats = Tr::kStats, kRows = Tr::kRowOperands;
   constexpr bool kDoutDot = Tr::kDoutDot;
@@ -91,11 +91,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_of_block<kGeneral>(p);  // the key-side position's first query position
-  const T* k = batch_base<const T>(p.k, b0);
-  const T* v = batch_base<const T>(p.v, b0);
-  const T* kd = batch_base<const T>(p.k_dot, b0);
-  const T* vd = batch_base<const T>(p.v_dot, b0);
+  const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
+  const T* k = key_base<const T, kGroups>(p.k, b0);
+  const T* v = key_base<const T, kGroups>(p.v, b0);
+  const T* kd = key_base<const T, kGroups>(p.k_dot, b0);
+  const T* vd = key_base<const T, kGroups>(p.v_dot, b0);
   const T* row_src[4] = {batch_base<const T>(p.q, b0), batch_base<const T>(p.dout, b0),
                          batch_base<const T>(p.q_dot, b0), kDoutDot ? batch_base<const T>(p.dout_dot, b0) : nullptr};
   const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
@@ -103,9 +103,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const RowStatStager<kStats, kBlockM> stat(p, b0, tid);  // the row statistic this thread stages per block
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
+  const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
   // A per-key mask (key padding): the CTA's keys are classified once (sdpa_bwd_tc.cuh).
-  const CtaKeys<T, 1> cta_keys = kGeneral ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp * 16, S, tid, g)
+  const CtaKeys<T, 1> cta_keys = kMask ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp * 16, S, tid, g)
                                           : CtaKeys<T, 1>();
   const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
 
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + warp * 16 + g;
 
-  const unsigned char* mask_head0 = kGeneral ? mask_base(p.mask, b0) : nullptr;  // (kGeneral only)
+  const unsigned char* mask_head0 = kMask ? mask_base(p.mask, b0) : nullptr;  // (kMask only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
-    if constexpr (kGeneral) {
+    if constexpr (kMask) {
       if (cta_keys.active) {
         if (cta_keys.block == KeyBlock::kTerms) {
           fold_key_terms<true, kBlockM / 8>(st, cta_keys.terms[0], lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     __syncthreads();
   }
 
-  if constexpr (kGeneral && kDeterministic) {
+  if constexpr (kMask && kDeterministic) {
     if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
       for (int step = 0; step < steps.count; ++step) {
         const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
@@ -307,21 +307,21 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
   }
   const int key0 = n0 + warp * 16;
-  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
-  store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv_dot, b0), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
+  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
+  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dv_dot, b0), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGeneral>
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic, kGeneral>(p, ws, stream);
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   } else {
     using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(kv_batches(p)));
-    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic, kGeneral>, grid, Tr::kThreads, smem, stream, p, ws);
+    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);
 }

@@ -70,7 +70,7 @@ struct BwdTraits {
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
 };
 
-template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kDqCols = Tr::kDqCols, kKTiles = Tr::kKTiles;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
@@ -89,18 +89,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_of_block<kGeneral>(p);  // the key-side position's first query position
+  const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
   const T* q = batch_base<const T>(p.q, b0);
-  const T* k = batch_base<const T>(p.k, b0);
-  const T* v = batch_base<const T>(p.v, b0);
+  const T* k = key_base<const T, kGroups>(p.k, b0);
+  const T* v = key_base<const T, kGroups>(p.v, b0);
   const T* dout = batch_base<const T>(p.dout, b0);
 
   // Under the top-left causal mask, key j is seen by queries i >= j only.
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
+  const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
   // A per-key mask (key padding): the CTA's keys are classified once; when none is seen it adds nothing (dK, dV
   // zero, no dQ share) and runs no step.
-  const CtaKeys<T, kKTiles> cta_keys = kGeneral ? CtaKeys<T, kKTiles>(p, mask_base(p.mask, b0), n0, kBlockN,
+  const CtaKeys<T, kKTiles> cta_keys = kMask ? CtaKeys<T, kKTiles>(p, mask_base(p.mask, b0), n0, kBlockN,
                                                                       n0 + warp * 16 * kKTiles, S, tid, g)
                                                 : CtaKeys<T, kKTiles>();
   const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
@@ -156,7 +156,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
 
-  const unsigned char* mask_head0 = kGeneral ? mask_base(p.mask, b0) : nullptr;  // (kGeneral only)
+  const unsigned char* mask_head0 = kMask ? mask_base(p.mask, b0) : nullptr;  // (kMask only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int64_t head = steps.head(step), b = b0 + head;
@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
     // (Skipping the test on interior blocks measured slower: more registers, same work.)
-    if constexpr (kGeneral) {
+    if constexpr (kMask) {
       if (cta_keys.active) {
         if (cta_keys.block == KeyBlock::kTerms) {
 #pragma unroll
@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     __syncthreads();
   }
 
-  if constexpr (kGeneral && kDeterministic) {
+  if constexpr (kMask && kDeterministic) {
     if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
       for (int step = 0; step < steps.count; ++step) {
         const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
@@ -312,23 +312,23 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
   for (int kt = 0; kt < kKTiles; ++kt) {
     const int key0 = n0 + warp_key0 + kt * 16;
-    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dk, b0), p.dk.row_stride, dk_acc[kt], key0, S, scale, lane);
-    store_acc_rows<T, kHeadDim>(batch_base<T>(p.dv, b0), p.dv.row_stride, dv_acc[kt], key0, S, 1.f, lane);
+    store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dk, b0), p.dk.row_stride, dk_acc[kt], key0, S, scale, lane);
+    store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dv, b0), p.dv.row_stride, dv_acc[kt], key0, S, 1.f, lane);
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGeneral>
+template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic, kGeneral>(p, ws, stream);
+    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   } else {
     using Tile = BwdTile<kHeadDim>;
     using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
     constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(kv_batches(p)));
-    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic, kGeneral>, grid, Tr::kThreads, smem, stream, p, ws);
+    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
   }
   launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);
 }

@@ -62,7 +62,7 @@ struct BwdWgTraits {
   }
 };
 
-template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
   constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
@@ -87,16 +87,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_of_block<kGeneral>(p);  // the key-side position's first query position
+  const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
   const RowStatStager<kStats, kBlockM> stat(p, b0, tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps<kGeneral> steps(p, m_begin, kBlockM);
+  const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
   // A per-key mask (key padding): the CTA's keys are classified once (sdpa_bwd_tc.cuh).
   const int warp_key = 64 * wg + 16 * warp;  // this warp's 16 keys within the block
-  const CtaKeys<T, 1> cta_keys = kGeneral ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp_key, S, tid,
+  const CtaKeys<T, 1> cta_keys = kMask ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp_key, S, tid,
                                                           lane / 4)
                                           : CtaKeys<T, 1>();
   const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   };
 
   const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
-  OperandBases<T, Tr::kKeyOperands>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
+  OperandBases<T, Tr::kKeyOperands, kGroups>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
                                                                                                   kKeyTile, n0, S, tid);
   if (n_steps > 0) {
     load_rows(0, 0);
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   const int key_g = n0 + key_w + g;
 
-  const unsigned char* mask_head0 = kGeneral ? mask_base(p.mask, b0) : nullptr;  // (kGeneral only)
+  const unsigned char* mask_head0 = kMask ? mask_base(p.mask, b0) : nullptr;  // (kMask only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     wgmma_wait<1>();
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
-    if constexpr (kGeneral) {
+    if constexpr (kMask) {
       if (cta_keys.active) {
         if (cta_keys.block == KeyBlock::kTerms) {
           fold_key_terms<true, kMt>(st, cta_keys.terms[0], lane, [&](int nt, int e) {
@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     __syncthreads();
   }
 
-  if constexpr (kGeneral && kDeterministic) {
+  if constexpr (kMask && kDeterministic) {
     if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
       for (int step = 0; step < steps.count; ++step) {
         const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
@@ -328,17 +328,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
-  store_acc_rows<T, kHeadDim>(batch_base<T>(dk, b0), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);
-  store_acc_rows<T, kHeadDim>(batch_base<T>(dv, b0), dv.row_stride, dv_acc, n0 + key_w, S, 1.f, lane);
+  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(dk, b0), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);
+  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(dv, b0), dv.row_stride, dv_acc, n0 + key_w, S, 1.f, lane);
 }
 
 // The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.
-template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGeneral>
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(kv_batches(p)));
-  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGeneral>, grid, Tr::kThreads, smem, stream, p, ws);
+  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
 }
 
 }  // namespace theria::kernels::cuda

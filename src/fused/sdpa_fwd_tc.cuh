@@ -69,7 +69,7 @@ struct FwdTraits {
   static constexpr int kSmemElems = kOperands * (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2 (each twice)
 };
 
-template <typename T, typename Tr, bool kCausal, bool kGeneral>
+template <typename T, typename Tr, bool kCausal, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kMTiles = Tr::kMTiles;
   constexpr bool kTangent = Tr::kTangent, kGivenStats = Tr::kGivenStats;
@@ -89,11 +89,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
   const T* q = batch_base<const T>(p.q, b);
-  const T* k = batch_base<const T>(p.k, b);
-  const T* v = batch_base<const T>(p.v, b);
+  const T* k = key_base<const T, kGroups>(p.k, b);
+  const T* v = key_base<const T, kGroups>(p.v, b);
   const T* qd = kTangent ? batch_base<const T>(p.q_dot, b) : nullptr;
-  const T* kd = kTangent ? batch_base<const T>(p.k_dot, b) : nullptr;
-  const T* vd = kTangent ? batch_base<const T>(p.v_dot, b) : nullptr;
+  const T* kd = kTangent ? key_base<const T, kGroups>(p.k_dot, b) : nullptr;
+  const T* vd = kTangent ? key_base<const T, kGroups>(p.v_dot, b) : nullptr;
 
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
@@ -164,10 +164,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const unsigned char* mask = kGeneral ? mask_base(p.mask, b) : nullptr;  // (kGeneral only)
+  const unsigned char* mask = kMask ? mask_base(p.mask, b) : nullptr;  // (kMask only)
   // A per-key mask (key padding) is taken a block of keys at a time (KeyBlock): each thread tid < kBlockN
   // fetches its key's term a block ahead, and the block's terms are staged in shared memory past the tiles.
-  const bool key_blocks = kGeneral && mask != nullptr && per_key_mask(p);
+  const bool key_blocks = kMask && mask != nullptr && per_key_mask(p);
   float* key_terms = reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T));
   float next_term = key_blocks && tid < kBlockN ? key_term<T>(p, mask, tid, S) : 0.f;
 
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
-    if constexpr (kGeneral) {
+    if constexpr (kMask) {
       if (key_blocks) {
         const float term = next_term;
         if (tid < kBlockN) {
@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
-      if constexpr (kGeneral) {
+      if constexpr (kMask) {
         const auto hidden = [&](int nt, int e) {
           if constexpr (kTangent) sd[mt][nt][e] = 0.f;
         };
@@ -429,18 +429,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGeneral>
+template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG) {
-    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGeneral>(p, stream);
+    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream);
     return;
   }
   // The JVP carries twice the accumulators: one m-tile per warp.
   constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kGeneral ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
+  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kMask ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal, kGeneral>, grid, Tr::kThreads, smem, stream, p);
+  launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p);
 }
 
 }  // namespace theria::kernels::cuda

@@ -39,7 +39,7 @@ struct TangentWgTraits {
   static constexpr int kSmemElems = Rows::tile_elems(2 * kBlockM + 2 * kKeyOperands * kBlockN);  // Q, Q_dot; keys x 2
 };
 
-template <typename T, typename Tr, bool kCausal, bool kGeneral>
+template <typename T, typename Tr, bool kCausal, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kKeyOps = Tr::kKeyOperands;
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
   const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
-  const OperandBases<T, kKeyOps> key_ops(key_view, b);
+  const OperandBases<T, kKeyOps, kGroups> key_ops(key_view, b);
   auto load_keys = [&](int buf, int row0) {
     key_ops.template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, key_tiles + buf * kKeyOps * kKeyTile, kKeyTile, row0,
                                                              S, tid);
@@ -88,9 +88,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const unsigned char* mask = kGeneral ? mask_base(p.mask, b) : nullptr;  // (kGeneral only)
+  const unsigned char* mask = kMask ? mask_base(p.mask, b) : nullptr;  // (kMask only)
   // A per-key mask (key padding) is taken a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  const bool key_blocks = kGeneral && mask != nullptr && per_key_mask(p);
+  const bool key_blocks = kMask && mask != nullptr && per_key_mask(p);
   float* key_terms = reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T));
   float next_term = key_blocks && tid < kBlockN ? key_term<T>(p, mask, tid, S) : 0.f;
   cp_async_wait<0>();
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
-    if constexpr (kGeneral) {
+    if constexpr (kMask) {
       if (key_blocks) {
         const float term = next_term;
         if (tid < kBlockN) {
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
         sd[nt][e] = 0.f;
       });
     }
-    if constexpr (kGeneral) {
+    if constexpr (kMask) {
       const auto hidden = [&](int nt, int e) { sd[nt][e] = 0.f; };
       if (mask != nullptr && !key_blocks) {
         fold_mask<T, false, kBlockN / 8>(p, mask, s, row_g - g, n0, L, S, lane, hidden);
@@ -223,12 +223,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   }
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kGeneral>
+template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using Tr = TangentWgTraits<kHeadDim>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kGeneral ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
+  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kMask ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGeneral>, grid, Tr::kThreads, smem, stream, p);
+  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p);
 }
 
 }  // namespace theria::kernels::cuda

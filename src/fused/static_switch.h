@@ -73,3 +73,19 @@
       return __VA_ARGS__();                               \
     }                                                     \
   }()
+
+// The build of the tensor-core kernels a problem takes (kGroups, kMask in kernel_templates.h): attn_mask (with
+// grouped-query heads), grouped-query heads, or plain.
+#define THERIA_BUILD_SWITCH(PARAMS, GROUPS, MASK, ...) \
+  [&] {                                                \
+    if ((PARAMS).mask.ptr != nullptr) {                \
+      constexpr bool GROUPS = true, MASK = true;       \
+      return __VA_ARGS__();                            \
+    } else if ((PARAMS).group > 1) {                   \
+      constexpr bool GROUPS = true, MASK = false;      \
+      return __VA_ARGS__();                            \
+    } else {                                           \
+      constexpr bool GROUPS = false, MASK = false;     \
+      return __VA_ARGS__();                            \
+    }                                                  \
+  }()

@@ -49,11 +49,17 @@ struct CoreMatrixRows {
 };
 
 // Base of batch position b (split as b / heads, b % heads) in a strided global matrix.
-// A key-side view under grouped-query attention (m.group > 1) maps the query head to its key/value head.
 template <typename T>
 __device__ __forceinline__ T* batch_base(const MatrixView& m, int64_t b) {
-  const int64_t head = m.group == 1 ? b % m.heads : (b % m.heads) / m.group;
-  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + head * m.head_stride;
+  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride;
+}
+
+// The same for a key-side view (k, v, their tangents and gradients): under grouped-query attention (kGroups)
+// query position b maps to its key/value head; the plain kernels keep batch_base's arithmetic.
+template <typename T, bool kGroups>
+__device__ __forceinline__ T* key_base(const MatrixView& m, int64_t b) {
+  if constexpr (!kGroups) return batch_base<T>(m, b);
+  return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) / m.group * m.head_stride;
 }
 
 // Asynchronously copies rows [row0, row0 + kRows) of a row-major global matrix (kCols columns,
@@ -92,13 +98,14 @@ __device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t 
 // each would divide the batch index by the heads again (a 64-bit division, about a hundred
 // instructions), which took 40 % of the warpgroup tangent pass's loop. load() copies rows
 // [row0, row0 + kRows) of each into consecutive tiles of tile_elems elements.
-template <typename T, int kN>
+// kKeyGroups: the operands are key-side views under grouped-query attention (key_base).
+template <typename T, int kN, bool kKeyGroups = false>
 struct OperandBases {
   const T* base[kN];
   template <class View>
   __device__ __forceinline__ OperandBases(View view, int64_t b) {
 #pragma unroll
-    for (int i = 0; i < kN; ++i) base[i] = batch_base<const T>(view(i), b);
+    for (int i = 0; i < kN; ++i) base[i] = key_base<const T, kKeyGroups>(view(i), b);
   }
   // `head`: the query position that many heads after b (a backward CTA's group under grouped-query attention).
   template <int kRows, int kCols, int kThreads, class Layout, class View>

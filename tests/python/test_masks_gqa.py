@@ -237,6 +237,7 @@ def test_grouped_heads_must_divide_and_need_enable_gqa():
 GPU_CASES = {
     # name: (B, Hq, Hkv, L, S, D, mask kind)
     "gqa": (2, 8, 2, 131, 97, 64, None),
+    "gqa-d32+padding": (3, 6, 2, 45, 170, 32, "padding"),
     "gqa-d128": (1, 4, 1, 70, 200, 128, None),
     "key-padding": (3, 4, 4, 100, 150, 64, "padding"),
     "gqa+padding-d128": (2, 6, 3, 77, 129, 128, "padding"),
