@@ -74,9 +74,14 @@ SdpaCall broadcast_call(const at::Tensor& q, const at::Tensor& k, const at::Tens
   const bool has_heads = enable_gqa || q.dim() >= 3 || k.dim() >= 3 || v.dim() >= 3;
   const auto q_lead = has_heads ? with(outer, {heads_q}) : outer;
   const auto kv_lead = has_heads ? with(outer, {heads_kv}) : outer;
-  call.q = q.expand(with(q_lead, {q.size(-2), q.size(-1)}));
-  call.k = k.expand(with(kv_lead, {k.size(-2), k.size(-1)}));
-  call.v = v.expand(with(kv_lead, {v.size(-2), v.size(-1)}));
+  // An operand already of its broadcast shape is passed as it is (no view, so no ExpandBackward in its graph).
+  const auto broadcast = [](const at::Tensor& t, const std::vector<int64_t>& lead) {
+    const auto shape = with(lead, {t.size(-2), t.size(-1)});
+    return t.sizes() == at::IntArrayRef(shape) ? t : t.expand(shape);
+  };
+  call.q = broadcast(q, q_lead);
+  call.k = broadcast(k, kv_lead);
+  call.v = broadcast(v, kv_lead);
   const auto shape = check_qkv(call.q, call.k, call.v, op);
   call.scale = resolve_scale(scale, shape.dim_qk, op);
   check_mask(attn_mask, shape, call.q, is_causal, /*constant_only=*/false, op);

@@ -6,6 +6,8 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "ops/ops.h"
 #include "test_util.h"
@@ -49,9 +51,22 @@ TEST(SdpaErrors, OneDimensionalQuery) {
   expect_all_entry_points_reject(T({4}), T({4}), T({4}), {"query", "(..., L, E)", "1-D"});
 }
 
-TEST(SdpaErrors, RankMismatch) {
-  expect_all_entry_points_reject(T({2, 3, 4}), T({5, 4}), T({2, 5, 4}), {"key", "(..., S, E)", "2-D"});
-  expect_all_entry_points_reject(T({2, 3, 4}), T({2, 5, 4}), T({1, 2, 5, 4}), {"value", "(..., S, Ev)", "4-D"});
+// Ranks that differ broadcast in the public API, as in F.scaled_dot_product_attention (test_masks_gqa.cpp checks
+// the values); the primitive ops take broadcast operands and reject them.
+TEST(SdpaErrors, RankMismatchReachesOnlyThePrimitives) {
+  for (const auto& [q, k, v, needles] :
+       {std::tuple{T({2, 3, 4}), T({5, 4}), T({2, 5, 4}), std::vector<std::string>{"key", "(..., S, E)", "2-D"}},
+        std::tuple{T({2, 3, 4}), T({2, 5, 4}), T({1, 2, 5, 4}),
+                   std::vector<std::string>{"value", "(..., S, Ev)", "4-D"}}}) {
+    EXPECT_NO_THROW(theria::sdpa(q, k, v, theria::SdpaOptions().backend(Backend::Explicit)));
+    EXPECT_THROW(theria::ops::sdpa_fwd(q, k, v, false, 1.0, "explicit"), c10::Error);
+    try {
+      theria::ops::sdpa_fwd(q, k, v, false, 1.0, "explicit");
+    } catch (const c10::Error& e) {
+      const std::string msg = e.what_without_backtrace();
+      for (const auto& needle : needles) EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+    }
+  }
 }
 
 TEST(SdpaErrors, LeadingSizeMismatch) {
