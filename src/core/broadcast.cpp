@@ -5,17 +5,10 @@
 #include <ATen/ExpandUtils.h>
 #include <c10/util/Exception.h>
 
-#include <sstream>
 #include <tuple>
 
 namespace theria::core {
 namespace {
-
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << sizes;
-  return s.str();
-}
 
 std::vector<int64_t> with(std::vector<int64_t> lead, std::initializer_list<int64_t> tail) {
   lead.insert(lead.end(), tail);

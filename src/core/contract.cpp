@@ -9,12 +9,6 @@
 namespace theria::core {
 namespace {
 
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << sizes;
-  return s.str();
-}
-
 void check_floating(const at::Tensor& t, const char* name, const char* op) {
   const auto dt = t.scalar_type();
   TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat || dt == at::kDouble,
@@ -23,6 +17,12 @@ void check_floating(const at::Tensor& t, const char* name, const char* op) {
 }
 
 }  // namespace
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
 
 std::vector<int64_t> SdpaShape::with_tail(int64_t rows, int64_t cols) const {
   std::vector<int64_t> s = leading;

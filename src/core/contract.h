@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
 
 namespace theria::core {
 
@@ -38,6 +39,9 @@ struct SdpaShape {
 inline bool empty_problem(const at::Tensor& q, const at::Tensor& v) {
   return q.sym_numel() == 0 || v.sym_numel() == 0;
 }
+
+// "[2, 3, 4]": a shape as the messages print it.
+std::string shape_str(at::IntArrayRef sizes);
 
 // Checks query/key/value and returns the problem sizes. `op` names the caller in messages. The primitive ops
 // take grouped-query shapes as they come (key/value heads dividing the query's); theria.sdpa asks for

@@ -1,5 +1,7 @@
 #include "explicit/mask_operand.h"
 
+#include "explicit/binding_layout.h"
+
 #include <ATen/ATen.h>
 
 namespace theria::row_kernels {
@@ -19,19 +21,7 @@ bool describe(const at::Tensor& e, kernels::MaskView& v) {
     v.heads = e.size(lead - 1);
     v.head_stride = e.stride(lead - 1);
   }
-  int64_t expect = -1;
-  for (int64_t i = lead - 2; i >= 0; --i) {
-    if (e.size(i) == 1) continue;
-    if (expect < 0) {
-      v.batch_stride = e.stride(i);
-      expect = e.stride(i) * e.size(i);
-    } else if (e.stride(i) != expect) {
-      return false;
-    } else {
-      expect *= e.size(i);
-    }
-  }
-  return true;
+  return outer_stride(e, lead - 1, v.batch_stride);
 }
 
 MaskKind kind_of(const at::Tensor& m) {

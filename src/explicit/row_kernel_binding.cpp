@@ -1,5 +1,6 @@
 #include "explicit/row_kernel_binding.h"
 
+#include "explicit/binding_layout.h"
 #include "explicit/mask_operand.h"
 
 #include <ATen/ATen.h>
@@ -13,20 +14,7 @@ at::ScalarType compute_dtype(const Tensor& t) {
   return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Grouped-query attention: Hq query heads, `group` of them per key/value head (1: none).
-struct Heads {
-  int64_t q = 1, group = 1;
-};
-// Product of the leading (batch/head) sizes; rows and cols are >= 1 here (empty problems never reach a
-// backend's kernels: core/backend.cpp).
-int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
-Heads heads_of(const Tensor& q, const Tensor& k) {
-  Heads h;
-  if (q.dim() >= 3) h.q = q.size(-3);
-  const int64_t kv = batch_of(k);
-  h.group = kv > 0 ? batch_of(q) / kv : 1;
-  return h;
-}
+// (Empty problems never reach a backend's kernels: core/backend.cpp; batch_of's rows and cols are >= 1 here.)
 
 // [batch, rows, cols] in the compute dtype with a contiguous last dimension. A key-side operand (k, v, their
 // tangents and gradients) has batch / group positions and is addressed by the query's batch index.

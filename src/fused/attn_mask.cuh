@@ -129,6 +129,32 @@ __device__ __forceinline__ KeyBlock classify_keys(float term, bool has_key) {
   return !any_visible ? KeyBlock::kHidden : all_zero ? KeyBlock::kPlain : KeyBlock::kTerms;
 }
 
+// The forward-side passes' walk over key blocks under a per-key mask: thread tid < kBlockN fetches its key's term
+// a block ahead; step() stages block nb's terms in shared memory (`terms`, kBlockN floats), fetches block
+// nb + 1's, and classifies block nb. Inactive (no per-key mask): step() is never called.
+template <typename T, int kBlockN>
+struct KeyBlockWalk {
+  const unsigned char* mask;
+  float* terms;
+  bool active;
+  float next = 0.f;
+
+  __device__ __forceinline__ KeyBlockWalk(const SdpaFwdParams& p, const unsigned char* mask_, float* terms_, int tid,
+                                          int n_k)
+      : mask(mask_), terms(terms_), active(mask_ != nullptr && per_key_mask(p)) {
+    if (active && tid < kBlockN) next = key_term<T>(p, mask, tid, n_k);
+  }
+  // A CTA-wide barrier: every thread calls it.
+  __device__ __forceinline__ KeyBlock step(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
+    const float term = next;
+    if (tid < kBlockN) {
+      terms[tid] = term;
+      if (nb + 1 < n_blocks) next = key_term<T>(p, mask, (nb + 1) * kBlockN + tid, n_k);
+    }
+    return classify_keys(term, tid < kBlockN);
+  }
+};
+
 // Folds per-key terms into a 16 x 8 kNt tile of raw logits. kKeysAsRows: the tile is S^T and row_terms[r] is
 // the term of this thread's fragment row r (keys row0 + g + 8 r); else S, and col_terms holds the block's
 // terms by key (shared memory), this thread's columns 8 nt + 2t (+1).

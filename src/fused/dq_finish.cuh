@@ -81,6 +81,19 @@ struct DqTurn<true> {
   }
 };
 
+// A backward CTA that adds nothing to dQ (every key of its block hidden by the mask) still takes its turns under
+// ordered dQ adds, so that the key blocks after it are not kept waiting. Steps: GroupSteps.
+template <bool kDeterministic, class Steps>
+__device__ __forceinline__ void pass_dq_turns(const BwdWorkspace& ws, int64_t b0, const Steps& steps) {
+  if constexpr (kDeterministic) {
+    for (int step = 0; step < steps.count; ++step) {
+      const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
+      turn.wait();
+      turn.pass();
+    }
+  }
+}
+
 // scale * buffer as 16-bit rows: a thread writes 8 columns (one 16-byte store) from two 16-byte loads;
 // the batch position comes from the grid, so no thread divides (the element-per-thread form with 64-bit
 // divisions took three times as long as its memory traffic at the benchmark shapes).

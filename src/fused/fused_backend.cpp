@@ -2,6 +2,7 @@
 
 #include "core/backend.h"
 #include "core/contract.h"
+#include "explicit/binding_layout.h"
 #include "explicit/mask_operand.h"
 #include "explicit/row_kernel_binding.h"
 #include "fused/launch.h"
@@ -60,18 +61,7 @@ bool describe(const Tensor& t, bool aligned_rows, MatrixView& v) {
     v.heads = t.size(-3);
     v.head_stride = t.stride(-3);
   }
-  int64_t expect = -1;
-  for (int64_t i = d - 4; i >= 0; --i) {
-    if (t.size(i) == 1) continue;
-    if (expect < 0) {
-      v.batch_stride = t.stride(i);
-      expect = t.stride(i) * t.size(i);
-    } else if (t.stride(i) != expect) {
-      return false;
-    } else {
-      expect *= t.size(i);
-    }
-  }
+  if (!row_kernels::outer_stride(t, d - 3, v.batch_stride)) return false;
   if (aligned_rows) {
     const bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && v.row_stride % 8 == 0 &&
                          v.head_stride % 8 == 0 && v.batch_stride % 8 == 0;
@@ -98,20 +88,12 @@ Operand tc_tangent(const OptTensor& t, const Tensor& primal) {
   return tc_operand(t.has_value() && t->defined() ? *t : at::zeros_like(primal, at::MemoryFormat::Contiguous));
 }
 
-int64_t batch_of(const Tensor& t) { return t.numel() / (t.size(-2) * t.size(-1)); }
+using row_kernels::batch_of;
 
-// Grouped-query attention: Hq query heads share a key/value head in groups of `group`. The key-side views
-// (described with their own Hkv heads) are re-addressed by the query's batch index (MatrixView::group).
-struct Heads {
-  int64_t q = 1, group = 1;
-};
-Heads heads_of(const Tensor& q, const Tensor& k) {
-  Heads h;
-  if (q.dim() >= 3) h.q = q.size(-3);
-  const int64_t kv = batch_of(k);
-  h.group = kv > 0 ? batch_of(q) / kv : 1;
-  return h;
-}
+// Grouped-query attention: the key-side views (described with their own Hkv heads) are re-addressed by the
+// query's batch index (MatrixView::group).
+using row_kernels::Heads;
+using row_kernels::heads_of;
 MatrixView key_side(MatrixView v, Heads h) {
   if (h.group > 1) {
     v.heads = h.q;

@@ -297,14 +297,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     __syncthreads();
   }
 
-  if constexpr (kMask && kDeterministic) {
-    if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
-      for (int step = 0; step < steps.count; ++step) {
-        const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
-        turn.wait();
-        turn.pass();
-      }
-    }
+  if constexpr (kMask) {
+    if (cta_keys.block == KeyBlock::kHidden) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
   const int key0 = n0 + warp * 16;
   store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);

@@ -317,14 +317,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     __syncthreads();
   }
 
-  if constexpr (kMask && kDeterministic) {
-    if (cta_keys.block == KeyBlock::kHidden) {  // ordered dQ adds: the block still takes its turns
-      for (int step = 0; step < steps.count; ++step) {
-        const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
-        turn.wait();
-        turn.pass();
-      }
-    }
+  if constexpr (kMask) {
+    if (cta_keys.block == KeyBlock::kHidden) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;

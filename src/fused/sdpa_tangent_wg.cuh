@@ -90,9 +90,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   const float scale = static_cast<float>(p.scale);
   const unsigned char* mask = kMask ? mask_base(p.mask, b) : nullptr;  // (kMask only)
   // A per-key mask (key padding) is taken a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  const bool key_blocks = kMask && mask != nullptr && per_key_mask(p);
-  float* key_terms = reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T));
-  float next_term = key_blocks && tid < kBlockN ? key_term<T>(p, mask, tid, S) : 0.f;
+  KeyBlockWalk<T, kBlockN> key_walk(p, mask, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -107,13 +105,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      if (key_blocks) {
-        const float term = next_term;
-        if (tid < kBlockN) {
-          key_terms[tid] = term;
-          if (nb + 1 < n_blocks) next_term = key_term<T>(p, mask, n0 + kBlockN + tid, S);
-        }
-        key_block = classify_keys(term, tid < kBlockN);
+      if (key_walk.active) {
+        key_block = key_walk.step(p, nb, n_blocks, tid, S);
         if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
           cp_async_wait<0>();
           fence_proxy_async();
@@ -144,10 +137,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     }
     if constexpr (kMask) {
       const auto hidden = [&](int nt, int e) { sd[nt][e] = 0.f; };
-      if (mask != nullptr && !key_blocks) {
+      if (mask != nullptr && !key_walk.active) {
         fold_mask<T, false, kBlockN / 8>(p, mask, s, row_g - g, n0, L, S, lane, hidden);
-      } else if (key_block == KeyBlock::kTerms && key_blocks) {
-        fold_key_terms<false, kBlockN / 8>(s, key_terms, lane, hidden);
+      } else if (key_block == KeyBlock::kTerms && key_walk.active) {
+        fold_key_terms<false, kBlockN / 8>(s, key_walk.terms, lane, hidden);
       }
     }
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
