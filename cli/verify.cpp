@@ -1,4 +1,5 @@
-// `theria verify`: for every available device and backend and a table of shapes and dtypes,
+// `theria verify`: for every available device and backend and a table of shapes (masks and grouped-query heads
+// among them) and dtypes,
 // compares forward, backward, JVP, double backward (HVP) and third order against the float64
 // reference (plain ATen composition differentiated by PyTorch on the same rounded inputs), and
 // prints backend x derivative x dtype with the worst relative error over the shapes.
@@ -23,6 +24,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 
 namespace theria::cli {
 namespace {
@@ -30,21 +32,29 @@ namespace {
 using at::Tensor;
 using TensorList = std::vector<Tensor>;
 
+enum class Mask { kNone, kKeyPadding, kBias };
+
 struct Shape {
   std::vector<int64_t> lead;
   int64_t len_q, len_kv, dim_qk, dim_v;
   bool causal;
+  int64_t kv_heads = 0;  // grouped-query attention: key/value heads (a divisor of lead.back()); 0: as query
+  Mask mask = Mask::kNone;
 };
 
-// Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile; the last two
-// have the head dims of the fused tensor-core kernels.
+// Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile; the tensor-core head dims;
+// grouped-query heads with a key-padding mask (one batch element sees no key past its first few) and with an
+// additive mask.
 const std::vector<Shape>& shapes(bool quick) {
   static const std::vector<Shape> all{
       {{2, 3}, 5, 7, 4, 6, false},  {{1, 2}, 1, 9, 8, 8, true},     {{2}, 17, 11, 16, 12, true},
+      {{2, 3}, 9, 13, 8, 6, false, 1, Mask::kKeyPadding},
       {{1, 2}, 33, 70, 32, 24, false}, {{1, 1}, 64, 64, 64, 64, true}, {{3}, 70, 33, 8, 5, true},
       {{2, 2}, 77, 129, 64, 64, false}, {{1, 3}, 100, 100, 128, 128, true},  // tensor-core head dims
+      {{2, 4}, 33, 150, 64, 64, false, 2, Mask::kKeyPadding},
+      {{1, 6}, 50, 90, 128, 128, false, 3, Mask::kBias},
   };
-  static const std::vector<Shape> few(all.begin(), all.begin() + 3);
+  static const std::vector<Shape> few(all.begin(), all.begin() + 4);
   return quick ? few : all;
 }
 
@@ -57,25 +67,41 @@ constexpr std::array<Derivative, kNumChecks> kCheckOrder{Derivative::Forward, De
 
 struct Inputs {
   Tensor q, k, v, dout, u_q, u_k, u_v, w_q, w_k, w_v, t_q, t_k, t_v;
+  Tensor mask;  // undefined, bool, or additive in the inputs' dtype
   Inputs to(at::ScalarType dtype, at::Device device) const {
     auto c = [&](const Tensor& t) { return t.to(device, dtype); };
-    return {c(q), c(k), c(v), c(dout), c(u_q), c(u_k), c(u_v), c(w_q), c(w_k), c(w_v), c(t_q), c(t_k), c(t_v)};
+    const Tensor m = !mask.defined() ? mask : mask.scalar_type() == at::kBool ? mask.to(device) : c(mask);
+    return {c(q), c(k), c(v), c(dout), c(u_q), c(u_k), c(u_v), c(w_q), c(w_k), c(w_v), c(t_q), c(t_k), c(t_v), m};
   }
 };
 
 Inputs random_inputs(const Shape& s, uint64_t seed) {
   at::manual_seed(seed);
-  auto shape = [&](int64_t rows, int64_t cols) {
+  auto shape = [&](int64_t rows, int64_t cols, bool key_side) {
     auto v = s.lead;
+    if (key_side && s.kv_heads > 0) v.back() = s.kv_heads;
     v.push_back(rows);
     v.push_back(cols);
     return v;
   };
-  auto r = [&](int64_t rows, int64_t cols) { return at::randn(shape(rows, cols), at::kDouble); };
-  return {r(s.len_q, s.dim_qk),  r(s.len_kv, s.dim_qk), r(s.len_kv, s.dim_v), r(s.len_q, s.dim_v),
-          r(s.len_q, s.dim_qk),  r(s.len_kv, s.dim_qk), r(s.len_kv, s.dim_v), r(s.len_q, s.dim_qk),
-          r(s.len_kv, s.dim_qk), r(s.len_kv, s.dim_v),  r(s.len_q, s.dim_qk), r(s.len_kv, s.dim_qk),
-          r(s.len_kv, s.dim_v)};
+  auto r = [&](int64_t rows, int64_t cols) { return at::randn(shape(rows, cols, false), at::kDouble); };
+  auto kv = [&](int64_t cols) { return at::randn(shape(s.len_kv, cols, true), at::kDouble); };
+  Inputs in{r(s.len_q, s.dim_qk), kv(s.dim_qk),         kv(s.dim_v),  r(s.len_q, s.dim_v), r(s.len_q, s.dim_qk),
+            kv(s.dim_qk),         kv(s.dim_v),          r(s.len_q, s.dim_qk), kv(s.dim_qk), kv(s.dim_v),
+            r(s.len_q, s.dim_qk), kv(s.dim_qk),         kv(s.dim_v),  Tensor()};
+  if (s.mask == Mask::kKeyPadding) {  // (lead[0], 1, ..., 1, S): element b keeps its first S - 7 b keys, the last one 3
+    std::vector<int64_t> m(s.lead.size() + 2, 1);
+    m[0] = s.lead[0];
+    m.back() = s.len_kv;
+    in.mask = at::ones(m, at::kBool);
+    for (int64_t b = 0; b < s.lead[0]; ++b) {
+      const int64_t keep = b + 1 == s.lead[0] ? 3 : std::max<int64_t>(1, s.len_kv - 7 * b);
+      in.mask.select(0, b).narrow(-1, keep, s.len_kv - keep).fill_(false);
+    }
+  } else if (s.mask == Mask::kBias) {
+    in.mask = at::randn({s.len_q, s.len_kv}, at::kDouble);
+  }
+  return in;
 }
 
 using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
@@ -174,12 +200,14 @@ int run_verify(const Options& opt) {
         // The oracle sees exactly the rounded inputs the backend sees.
         const Inputs ref_in = in.to(at::kDouble, at::kCPU);
         const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim_qk));
-        const auto options = SdpaOptions().causal(s.causal).backend(target.backend);
+        auto options = SdpaOptions().causal(s.causal).backend(target.backend).enable_gqa(s.kv_heads > 0);
+        if (in.mask.defined()) options.attn_mask(in.mask);
         const auto got = derivatives(
             [&](const Tensor& q, const Tensor& k, const Tensor& v) { return sdpa(q, k, v, options); }, in);
+        const std::optional<Tensor> ref_mask = ref_in.mask.defined() ? std::optional<Tensor>(ref_in.mask) : std::nullopt;
         const auto want = derivatives(
             [&](const Tensor& q, const Tensor& k, const Tensor& v) {
-              return reference::sdpa_math(q, k, v, s.causal, scale);
+              return reference::sdpa_math(q, k, v, s.causal, scale, ref_mask);
             },
             ref_in);
         for (int ch = 0; ch < kNumChecks; ++ch) {
@@ -219,7 +247,7 @@ int run_verify(const Options& opt) {
 
 Run add_verify(CLI::App& command) {
   auto o = std::make_shared<Options>();
-  command.add_flag("--quick", o->quick, "three shapes instead of eight");
+  command.add_flag("--quick", o->quick, "four shapes instead of eleven");
   command.add_option("--device", o->device, "which devices to check (all: every available one)")
       ->check(CLI::IsMember({"cpu", "cuda", "all"}))
       ->capture_default_str();

@@ -238,6 +238,8 @@ GPU_CASES = {
     # name: (B, Hq, Hkv, L, S, D, mask kind)
     "gqa": (2, 8, 2, 131, 97, 64, None),
     "gqa-d32+padding": (3, 6, 2, 45, 170, 32, "padding"),
+    "gqa-causal": (2, 8, 2, 150, 150, 64, "causal"),
+    "gqa-causal-d128": (1, 6, 3, 130, 200, 128, "causal"),
     "gqa-d128": (1, 4, 1, 70, 200, 128, None),
     "key-padding": (3, 4, 4, 100, 150, 64, "padding"),
     "gqa+padding-d128": (2, 6, 3, 77, 129, 128, "padding"),
@@ -267,7 +269,7 @@ def gpu_inputs(case, dtype):
     elif kind == "heads":
         m = (torch.rand(B, Hq, 1, S, generator=gen(7)) > 0.3).cuda()
         m[0, 1] = False
-    return q, k, v, m, dict(enable_gqa=Hq != Hkv)
+    return q, k, v, m, dict(enable_gqa=Hq != Hkv, is_causal=kind == "causal")
 
 
 @pytest.mark.gpu
