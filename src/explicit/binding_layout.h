@@ -3,6 +3,8 @@
 // problem.
 #pragma once
 
+#include "kernels/sdpa_params.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -28,6 +30,22 @@ inline bool outer_stride(const at::Tensor& t, int64_t n, int64_t& stride) {
     }
   }
   return true;
+}
+
+// A strided (..., rows, cols) tensor as a MatrixView, without a copy, when its last dim is contiguous and its
+// leading dims collapse to (outer, heads) strides (zero strides included: expanded operands are read in place);
+// false otherwise.
+inline bool describe_rows(const at::Tensor& t, kernels::MatrixView& v) {
+  const int64_t d = t.dim();
+  if (t.size(-1) > 1 && t.stride(-1) != 1) return false;
+  v = kernels::MatrixView{};
+  v.ptr = t.data_ptr();
+  v.row_stride = t.stride(-2);
+  if (d >= 3) {
+    v.heads = t.size(-3);
+    v.head_stride = t.stride(-3);
+  }
+  return outer_stride(t, d - 3, v.batch_stride);
 }
 
 // Grouped-query attention: Hq query heads, `group` of them per key/value head (1: none).

@@ -16,32 +16,49 @@ at::ScalarType compute_dtype(const Tensor& t) {
 
 // (Empty problems never reach a backend's kernels: core/backend.cpp; batch_of's rows and cols are >= 1 here.)
 
-// [batch, rows, cols] in the compute dtype with a contiguous last dimension. A key-side operand (k, v, their
-// tangents and gradients) has batch / group positions and is addressed by the query's batch index.
+// An operand in the compute dtype, read in place where its strides allow (describe_rows: expanded and strided
+// leading dims included), else laid out contiguously in its own shape. A key-side operand (k, v, their tangents and
+// gradients) is addressed by the query's batch index under grouped-query attention.
 struct Operand {
   Tensor t;
+  MatrixView base;
+  int64_t batch = 0, rows = 0, cols = 0;
   Heads heads;  // set on key-side operands only
   MatrixView view() const {
-    if (heads.group == 1) return {t.data_ptr(), t.stride(0), t.stride(1)};
-    const int64_t heads_kv = heads.q / heads.group;
-    return {t.data_ptr(), heads_kv * t.stride(0), t.stride(1), t.stride(0), heads.q, heads.group};
+    MatrixView v = base;
+    if (heads.group > 1) {
+      v.heads = heads.q;
+      v.group = heads.group;
+    }
+    return v;
   }
 };
 
-Operand operand(const Tensor& t, at::ScalarType dtype, Heads heads = {}) {
-  Tensor x = t.to(dtype).reshape({batch_of(t), t.size(-2), t.size(-1)});
-  if (x.stride(-1) != 1) x = x.contiguous();
-  return {x, heads};
+Operand laid_out(Tensor x, Heads heads) {
+  Operand o{std::move(x), {}, 0, 0, 0, heads};
+  o.batch = batch_of(o.t);
+  o.rows = o.t.size(-2);
+  o.cols = o.t.size(-1);
+  if (!describe_rows(o.t, o.base)) {
+    o.t = o.t.contiguous();
+    describe_rows(o.t, o.base);
+  }
+  return o;
 }
+
+Operand operand(const Tensor& t, at::ScalarType dtype, Heads heads = {}) { return laid_out(t.to(dtype), heads); }
 
 Operand tangent_operand(const OptTensor& t, const Tensor& primal, at::ScalarType dtype, Heads heads = {}) {
   if (t.has_value() && t->defined()) return operand(*t, dtype, heads);
-  return {at::zeros({batch_of(primal), primal.size(-2), primal.size(-1)}, primal.options().dtype(dtype)), heads};
+  return laid_out(at::zeros(primal.sizes(), primal.options().dtype(dtype)), heads);
 }
 
 // A fresh contiguous output of `like`'s shape. (Not empty_like: for an input whose elements overlap,
 // such as an expanded or as_strided tensor, it orders strides so the last dim need not be contiguous.)
-Operand empty_like_operand(const Operand& like) { return {at::empty(like.t.sizes(), like.t.options()), like.heads}; }
+Operand empty_like_operand(const Operand& like) { return laid_out(at::empty(like.t.sizes(), like.t.options()), like.heads); }
+
+// A fresh contiguous output of shape `shape`.
+Operand empty_operand(at::IntArrayRef shape, const at::TensorOptions& options) { return laid_out(at::empty(shape, options), {}); }
 
 // Back to the caller's (..., rows, cols) shape and dtype.
 Tensor result(const Operand& x, const Tensor& like_shape, at::ScalarType dtype) {
@@ -67,11 +84,11 @@ Problem problem(const Tensor& q, const Tensor& k, const Tensor& v, const OptTens
 }
 
 void fill_problem(kernels::SdpaFwdParams& p, const Problem& in, bool causal, double scale) {
-  p.batch = in.q.t.size(0);
-  p.len_q = in.q.t.size(1);
-  p.len_kv = in.k.t.size(1);
-  p.dim_qk = in.q.t.size(2);
-  p.dim_v = in.v.t.size(2);
+  p.batch = in.q.batch;
+  p.len_q = in.q.rows;
+  p.len_kv = in.k.rows;
+  p.dim_qk = in.q.cols;
+  p.dim_v = in.v.cols;
   p.scale = scale;
   p.causal = causal;
   p.heads_q = in.heads.q;
@@ -91,8 +108,10 @@ FwdOutputs run_fwd(const RowKernels& kernels, const Problem& in, const Operand* 
   const auto& q = in.q.t;
   const auto dtype = q.scalar_type();
   FwdOutputs o;
-  o.out = {at::empty({q.size(0), q.size(1), in.v.t.size(2)}, q.options()), {}};
-  o.lse = {at::empty({q.size(0), q.size(1)}, q.options()), {}};
+  auto out_shape = q.sizes().vec();
+  out_shape.back() = in.v.cols;
+  o.out = empty_operand(out_shape, q.options());
+  o.lse = empty_operand({in.q.batch, in.q.rows}, q.options());
   kernels::SdpaFwdParams p;
   fill_problem(p, in, causal, scale);
   p.out = o.out.view();
@@ -153,7 +172,7 @@ kernels::SdpaBwdParams bwd_params(const BwdInputs& b, bool causal, double scale,
   dq = empty_like_operand(b.in.q);
   dk = empty_like_operand(b.in.k);
   dv = empty_like_operand(b.in.v);
-  delta = at::empty({b.in.q.t.size(0), b.in.q.t.size(1)}, b.in.q.t.options());
+  delta = at::empty({b.in.q.batch, b.in.q.rows}, b.in.q.t.options());
   p.dq = dq.view();
   p.dk = dk.view();
   p.dv = dv.view();
@@ -165,7 +184,7 @@ BwdInputs bwd_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                      const Tensor& dout, const OptTensor& mask) {
   const auto dt = compute_dtype(q);
   return {problem(q, k, v, mask), operand(out, dt), operand(dout, dt),
-          {lse.to(dt).reshape({batch_of(q), q.size(-2)}).contiguous(), {}}};
+          laid_out(lse.to(dt).reshape({batch_of(q), q.size(-2)}).contiguous(), {})};
 }
 
 }  // namespace

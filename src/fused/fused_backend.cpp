@@ -52,16 +52,7 @@ const row_kernels::RowKernels& simt_kernels() {
 // dims collapse to (outer, heads) strides and, for the tensor-core kernels, every row starts on a
 // 16-byte boundary (cp.async copies 16 bytes).
 bool describe(const Tensor& t, bool aligned_rows, MatrixView& v) {
-  const int64_t d = t.dim();
-  if (t.size(-1) > 1 && t.stride(-1) != 1) return false;
-  v = MatrixView{};
-  v.ptr = t.data_ptr();
-  v.row_stride = t.stride(-2);
-  if (d >= 3) {
-    v.heads = t.size(-3);
-    v.head_stride = t.stride(-3);
-  }
-  if (!row_kernels::outer_stride(t, d - 3, v.batch_stride)) return false;
+  if (!row_kernels::describe_rows(t, v)) return false;
   if (aligned_rows) {
     const bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && v.row_stride % 8 == 0 &&
                          v.head_stride % 8 == 0 && v.batch_stride % 8 == 0;
