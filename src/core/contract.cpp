@@ -1,5 +1,6 @@
 #include "core/contract.h"
 
+#include <ATen/ExpandUtils.h>
 #include <c10/util/Exception.h>
 #include <c10/util/irange.h>
 
@@ -135,12 +136,7 @@ void check_mask(const std::optional<at::Tensor>& mask, const SdpaShape& shape, c
   std::vector<int64_t> target = shape.leading;
   target.push_back(shape.len_q);
   target.push_back(shape.len_kv);
-  bool broadcastable = m.dim() <= static_cast<int64_t>(target.size());
-  for (int64_t d = 1; broadcastable && d <= m.dim(); ++d) {
-    const int64_t size = m.size(-d), want = target[target.size() - d];
-    broadcastable = size == want || size == 1;
-  }
-  TORCH_CHECK(broadcastable, op, ": attn_mask must be broadcastable to (..., L, S) = ", shape_str(target),
+  TORCH_CHECK(at::is_expandable_to(m.sizes(), target), op, ": attn_mask must be broadcastable to (..., L, S) = ", shape_str(target),
               ", got shape ", shape_str(m.sizes()));
   TORCH_CHECK(!constant_only || !mask_is_differentiable(mask), op,
               ": attn_mask requires grad (or carries a tangent), but this op treats it as a constant; theria.sdpa "

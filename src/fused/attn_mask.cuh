@@ -6,6 +6,7 @@
 // (kMask, kernel_templates.h).
 #pragma once
 
+#include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_bf16.h>
@@ -23,14 +24,16 @@ __device__ __forceinline__ int mask_element_bytes(const MaskView& m) {
 }
 __device__ __forceinline__ const unsigned char* mask_base(const MaskView& m, int64_t b) {
   if (m.ptr == nullptr) return nullptr;
+  const BatchSplit s = split_batch(b, m.heads);
   return static_cast<const unsigned char*>(m.ptr) +
-         ((b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride) * mask_element_bytes(m);
+         (s.outer * m.batch_stride + s.head * m.head_stride) * mask_element_bytes(m);
 }
 
 // The term of query qi, key kj in raw logit units: -inf where a boolean mask hides the pair, 0 where it keeps
 // it, bias / scale for a float mask.
 template <typename T>
-__device__ __forceinline__ float mask_term(const MaskView& m, const unsigned char* base, float inv_scale, int qi, int kj) {
+__device__ __forceinline__ float mask_term(const MaskView& m, const unsigned char* base, float inv_scale, int qi,
+                                           int kj) {
   const int64_t at = qi * m.row_stride + kj * m.col_stride;
   switch (m.kind) {
     case MaskKind::kBool: return base[at] != 0 ? 0.f : -INFINITY;
@@ -54,41 +57,26 @@ __device__ __forceinline__ bool fold_term(float& s, float term) {
 // Folds the mask into a warp's 16 x 8 kNt accumulator tile of raw logits (mma C fragments: this thread's
 // fragment rows row0 + g and row0 + g + 8, columns col0 + 8 nt + 2t (+1)). kKeysAsRows: the tile is S^T (rows
 // are keys, as in the backward kernels), else S. Pairs outside [0, n_q) x [0, n_k) are left alone (the
-// kernels mask those already); hidden(nt, e) is called for each pair the mask hides. A mask that is the same
-// for every query (row stride 0: a key-padding mask) is read once per key of the thread, not once per pair.
+// kernels mask those already); hidden(nt, e) is called for each pair the mask hides. Per-key masks mostly go
+// through ForwardMask / BackwardMask's staged terms; the one that reaches here (a grouped backward CTA whose
+// heads' masks differ) is read once per key of the thread, not once per pair.
 template <typename T, bool kKeysAsRows, int kNt, class Hidden>
 __device__ __forceinline__ void fold_mask(const SdpaFwdParams& p, const unsigned char* base, float (&acc)[kNt][4],
                                           int row0, int col0, int n_q, int n_k, int lane, Hidden hidden) {
   const MaskView& m = p.mask;
   const float inv_scale = 1.f / static_cast<float>(p.scale);
   const int g = lane / 4, t = lane % 4;
-  if (m.row_stride == 0) {
-    if constexpr (kKeysAsRows) {
+  if (kKeysAsRows && m.row_stride == 0) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int kj = row0 + g + 8 * r;
-        if (kj >= n_k) continue;
-        const float term = mask_term<T>(m, base, inv_scale, 0, kj);
-#pragma unroll
-        for (int nt = 0; nt < kNt; ++nt) {
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            if (col0 + nt * 8 + 2 * t + c < n_q && fold_term(acc[nt][2 * r + c], term)) hidden(nt, 2 * r + c);
-          }
-        }
-      }
-    } else {
+    for (int r = 0; r < 2; ++r) {
+      const int kj = row0 + g + 8 * r;
+      if (kj >= n_k) continue;
+      const float term = mask_term<T>(m, base, inv_scale, 0, kj);
 #pragma unroll
       for (int nt = 0; nt < kNt; ++nt) {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const int kj = col0 + nt * 8 + 2 * t + c;
-          if (kj >= n_k) continue;
-          const float term = mask_term<T>(m, base, inv_scale, 0, kj);
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            if (row0 + g + 8 * r < n_q && fold_term(acc[nt][2 * r + c], term)) hidden(nt, 2 * r + c);
-          }
+          if (col0 + nt * 8 + 2 * t + c < n_q && fold_term(acc[nt][2 * r + c], term)) hidden(nt, 2 * r + c);
         }
       }
     }
@@ -107,8 +95,9 @@ __device__ __forceinline__ void fold_mask(const SdpaFwdParams& p, const unsigned
 
 // A mask that is the same for every query (row stride 0: a key-padding mask, (B, 1, 1, S) or (B, H, 1, S)) lets
 // a kernel take a block of keys as a whole, as FlashAttention's variable-length kernels skip padding: the CTA
-// classifies the block from one term per key (KeyTerms) and then skips it (every key hidden), runs it as if
-// unmasked (every term 0), or folds the terms. Keys past n_k count as hidden (the kernels bound them anyway).
+// classifies the block from one term per key (ForwardMask, BackwardMask) and then skips it (every key hidden),
+// runs it as if unmasked (every term 0), or folds the terms. Keys past n_k count as hidden (the kernels bound them
+// anyway).
 enum class KeyBlock { kHidden, kPlain, kTerms };
 
 __device__ __forceinline__ bool per_key_mask(const SdpaFwdParams& p) {
@@ -129,35 +118,9 @@ __device__ __forceinline__ KeyBlock classify_keys(float term, bool has_key) {
   return !any_visible ? KeyBlock::kHidden : all_zero ? KeyBlock::kPlain : KeyBlock::kTerms;
 }
 
-// The forward-side passes' walk over key blocks under a per-key mask: thread tid < kBlockN fetches its key's term
-// a block ahead; step() stages block nb's terms in shared memory (`terms`, kBlockN floats), fetches block
-// nb + 1's, and classifies block nb. Inactive (no per-key mask): step() is never called.
-template <typename T, int kBlockN>
-struct KeyBlockWalk {
-  const unsigned char* mask;
-  float* terms;
-  bool active;
-  float next = 0.f;
-
-  __device__ __forceinline__ KeyBlockWalk(const SdpaFwdParams& p, const unsigned char* mask_, float* terms_, int tid,
-                                          int n_k)
-      : mask(mask_), terms(terms_), active(mask_ != nullptr && per_key_mask(p)) {
-    if (active && tid < kBlockN) next = key_term<T>(p, mask, tid, n_k);
-  }
-  // A CTA-wide barrier: every thread calls it.
-  __device__ __forceinline__ KeyBlock step(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
-    const float term = next;
-    if (tid < kBlockN) {
-      terms[tid] = term;
-      if (nb + 1 < n_blocks) next = key_term<T>(p, mask, (nb + 1) * kBlockN + tid, n_k);
-    }
-    return classify_keys(term, tid < kBlockN);
-  }
-};
-
-// Folds per-key terms into a 16 x 8 kNt tile of raw logits. kKeysAsRows: the tile is S^T and row_terms[r] is
-// the term of this thread's fragment row r (keys row0 + g + 8 r); else S, and col_terms holds the block's
-// terms by key (shared memory), this thread's columns 8 nt + 2t (+1).
+// Folds per-key terms into a 16 x 8 kNt tile of raw logits. kKeysAsRows: the tile is S^T and terms[r] is the
+// term of this thread's fragment row r; else S, and terms holds the block's terms by key (shared memory), this
+// thread's columns 8 nt + 2t (+1).
 template <bool kKeysAsRows, int kNt, class Hidden>
 __device__ __forceinline__ void fold_key_terms(float (&acc)[kNt][4], const float* terms, int lane, Hidden hidden) {
   const int t = lane % 4;
@@ -171,21 +134,61 @@ __device__ __forceinline__ void fold_key_terms(float (&acc)[kNt][4], const float
   }
 }
 
-// The backward kernels' side of a per-key mask: a CTA owns its block of keys for the whole kernel, so it
-// classifies them once, and each thread keeps the terms of its fragment rows (keys first_key + 16 kt + g + 8 r)
-// in registers. Taken only where the terms are the same for every query head of the CTA (a grouped-query CTA
-// streams several). Construct it in every thread (classify_keys holds a barrier).
+// The forward-side passes' view of attn_mask (the masked build): the mask of the CTA's batch position, and under a
+// per-key mask its walk over key blocks — thread tid < kBlockN fetches its key's term a block ahead; step() stages
+// block nb's terms in shared memory (`terms`, kBlockN floats), fetches block nb + 1's, and classifies block nb.
+template <typename T, int kBlockN>
+struct ForwardMask {
+  const unsigned char* base;  // nullptr: no mask (the other builds)
+  float* terms;
+  bool per_key;
+  float next = 0.f;
+
+  __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, const unsigned char* base_, float* terms_, int tid,
+                                         int n_k)
+      : base(base_), terms(terms_), per_key(base_ != nullptr && per_key_mask(p)) {
+    if (per_key && tid < kBlockN) next = key_term<T>(p, base, tid, n_k);
+  }
+  // Per-key masks only. A CTA-wide barrier: every thread calls it.
+  __device__ __forceinline__ KeyBlock step(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
+    const float term = next;
+    if (tid < kBlockN) {
+      terms[tid] = term;
+      if (nb + 1 < n_blocks) next = key_term<T>(p, base, (nb + 1) * kBlockN + tid, n_k);
+    }
+    return classify_keys(term, tid < kBlockN);
+  }
+  // Folds the mask into a tile of S (rows from row0, keys from n0) of a block that step() did not find hidden.
+  template <int kNt, class Hidden>
+  __device__ __forceinline__ void fold(const SdpaFwdParams& p, KeyBlock block, float (&acc)[kNt][4], int row0, int n0,
+                                       int n_q, int n_k, int lane, Hidden hidden) const {
+    if (per_key) {
+      if (block == KeyBlock::kTerms) fold_key_terms<false, kNt>(acc, terms, lane, hidden);
+    } else if (base != nullptr) {
+      fold_mask<T, false, kNt>(p, base, acc, row0, n0, n_q, n_k, lane, hidden);
+    }
+  }
+};
+
+// The backward kernels' view of attn_mask (the masked build). A CTA owns its block of keys for the whole kernel,
+// so under a per-key mask it classifies them once, and each thread keeps the terms of its fragment rows (keys
+// first_key + 16 kt + g + 8 r) in registers; taken only where the terms are the same for every query head of the
+// CTA (a grouped-query CTA streams several). Otherwise the mask is read per tile, head by head (the group's query
+// heads are consecutive: their masks lie head_stride elements apart). Construct it in every thread
+// (classify_keys holds a barrier).
 template <typename T, int kTiles>
-struct CtaKeys {
-  bool active = false;
+struct BackwardMask {
+  const unsigned char* base = nullptr;  // the mask of the CTA's first query head; nullptr: none
+  bool per_key = false;
   KeyBlock block = KeyBlock::kTerms;
   float terms[kTiles][2];
 
-  CtaKeys() = default;  // no per-key mask
-  __device__ __forceinline__ CtaKeys(const SdpaFwdParams& p, const unsigned char* base, int n0, int block_keys,
-                                     int first_key, int n_k, int tid, int g) {
-    active = base != nullptr && per_key_mask(p) && (p.mask.head_stride == 0 || p.group == 1);
-    if (!active) return;
+  BackwardMask() = default;  // no mask (the other builds)
+  __device__ __forceinline__ BackwardMask(const SdpaFwdParams& p, int64_t b0, int n0, int block_keys, int first_key,
+                                          int n_k, int tid, int g)
+      : base(mask_base(p.mask, b0)) {
+    per_key = base != nullptr && per_key_mask(p) && (p.mask.head_stride == 0 || p.group == 1);
+    if (!per_key) return;
 #pragma unroll
     for (int kt = 0; kt < kTiles; ++kt) {
 #pragma unroll
@@ -193,6 +196,19 @@ struct CtaKeys {
     }
     const bool mine = tid < block_keys;
     block = classify_keys(mine ? key_term<T>(p, base, n0 + tid, n_k) : 0.f, mine);
+  }
+  // No query sees any key of the CTA: it adds nothing.
+  __device__ __forceinline__ bool all_hidden() const { return block == KeyBlock::kHidden; }
+  // Folds the mask into this thread's key tile kt of S^T (keys from key0, queries from m) for query head `head`.
+  template <int kNt, class Hidden>
+  __device__ __forceinline__ void fold(const SdpaFwdParams& p, int head, int kt, float (&acc)[kNt][4], int key0, int m,
+                                       int n_q, int n_k, int lane, Hidden hidden) const {
+    if (per_key) {
+      if (block == KeyBlock::kTerms) fold_key_terms<true, kNt>(acc, terms[kt], lane, hidden);
+    } else if (base != nullptr) {
+      const unsigned char* head_base = base + head * p.mask.head_stride * mask_element_bytes(p.mask);
+      fold_mask<T, true, kNt>(p, head_base, acc, key0, m, n_q, n_k, lane, hidden);
+    }
   }
 };
 

@@ -30,7 +30,6 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
 
-
 template <typename T, bool kTangent, int kCols>
 void launch_sdpa_fwd_simt(const SdpaFwdParams& p, cudaStream_t stream);
 

@@ -34,6 +34,12 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
   return s;
 }
 
+// lse in log2 units, as the backward kernels stage it: -inf (every key masked from the row) becomes +inf, so that the
+// row's probabilities exp2(s - lse) are exact zeros.
+__device__ __forceinline__ float lse_in_log2(float lse) {
+  return lse == -INFINITY ? INFINITY : lse * static_cast<float>(M_LOG2E);
+}
+
 // The row statistics a backward kernel stages per block of kBlockM query rows, in the order lse, delta
 // or, with tangents (kStats = 4), lse, lse_dot, delta, delta_dot. Thread tid < kStats * kBlockM takes
 // statistic tid / kBlockM of row tid % kBlockM: it fetches the value a block early, so that the load
@@ -57,13 +63,9 @@ struct RowStatStager {
   __device__ __forceinline__ float fetch(int m, int len_q, int head = 0) const {
     return src == nullptr || m + row >= len_q ? 0.f : src[static_cast<int64_t>(head) * len_q + m + row];
   }
-  // Into stats[buf][kStats][kBlockM] in shared memory. An lse of -inf (every key masked from the row) is
-  // stored as +inf, so that the row's probabilities exp2(s - lse) are exact zeros.
+  // Into stats[buf][kStats][kBlockM] in shared memory (lse through lse_in_log2).
   __device__ __forceinline__ void store(float* stats, int buf, float x) const {
-    if (tid < kStats * kBlockM) {
-      stats[buf * kStats * kBlockM + tid] =
-          tid >= kBlockM ? x : x == -INFINITY ? INFINITY : x * static_cast<float>(M_LOG2E);
-    }
+    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? lse_in_log2(x) : x;
   }
 };
 

@@ -104,10 +104,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
-  // A per-key mask (key padding): the CTA's keys are classified once (sdpa_bwd_tc.cuh).
-  const CtaKeys<T, 1> cta_keys = kMask ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp * 16, S, tid, g)
-                                          : CtaKeys<T, 1>();
-  const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
+  // attn_mask (the masked build; sdpa_bwd_tc.cuh).
+  const BackwardMask<T, 1> mask =
+      kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + warp * 16, S, tid, g) : BackwardMask<T, 1>();
+  const int n_steps = mask.all_hidden() ? 0 : steps.count;
 
   auto load_rows = [&](int buf, int step) {
     const int64_t head = steps.head(step);
@@ -142,7 +142,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + warp * 16 + g;
 
-  const unsigned char* mask_head0 = kMask ? mask_base(p.mask, b0) : nullptr;  // (kMask only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -204,15 +203,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
     if constexpr (kMask) {
-      if (cta_keys.active) {
-        if (cta_keys.block == KeyBlock::kTerms) {
-          fold_key_terms<true, kBlockM / 8>(st, cta_keys.terms[0], lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
-        }
-      } else if (mask_head0 != nullptr) {
-        const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
-        fold_mask<T, true, kBlockM / 8>(p, mask, st, n0 + warp * 16, m, L, S, lane,
-                                        [&](int nt, int e) { sdt[nt][e] = 0.f; });
-      }
+      mask.fold(p, head, 0, st, n0 + warp * 16, m, L, S, lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
     }
 #pragma unroll
     for (int nt = 0; nt < kBlockM / 8; ++nt) {
@@ -298,7 +289,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   }
 
   if constexpr (kMask) {
-    if (cta_keys.block == KeyBlock::kHidden) pass_dq_turns<kDeterministic>(ws, b0, steps);
+    if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
   const int key0 = n0 + warp * 16;
   store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);

@@ -98,17 +98,16 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   // Under the top-left causal mask, key j is seen by queries i >= j only.
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
-  // A per-key mask (key padding): the CTA's keys are classified once; when none is seen it adds nothing (dK, dV
-  // zero, no dQ share) and runs no step.
-  const CtaKeys<T, kKTiles> cta_keys = kMask ? CtaKeys<T, kKTiles>(p, mask_base(p.mask, b0), n0, kBlockN,
-                                                                      n0 + warp * 16 * kKTiles, S, tid, g)
-                                                : CtaKeys<T, kKTiles>();
-  const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
+  const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
+  // attn_mask (the masked build): under a per-key mask the CTA's keys are classified once; when none is seen it
+  // adds nothing (dK, dV zero, no dQ share) and runs no step.
+  const BackwardMask<T, kKTiles> mask =
+      kMask ? BackwardMask<T, kKTiles>(p, b0, n0, kBlockN, n0 + warp_key0, S, tid, g) : BackwardMask<T, kKTiles>();
+  const int n_steps = mask.all_hidden() ? 0 : steps.count;
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
   // registers early (so the load latency hides behind a step's products) and store them later; the
-  // conversion to log2 units waits until the store, so that nothing uses the loaded value early. A row
-  // with lse = -inf (every key masked) gets +inf: its probabilities exp2(s - inf) are exact zeros.
+  // conversion to log2 units (lse_in_log2) waits until the store, so that nothing uses the loaded value early.
   static_assert(kBlockM <= kThreads, "one thread per query row of a block");
   auto fetch_stats = [&](int step, float& lse_row, float& delta_row) {
     const int m = steps.row(step);
@@ -119,7 +118,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   };
   auto store_stats = [&](int buf, float lse_row, float delta_row) {
     if (tid < kBlockM) {
-      lse_log2[buf * kBlockM + tid] = lse_row == -INFINITY ? INFINITY : lse_row * static_cast<float>(M_LOG2E);
+      lse_log2[buf * kBlockM + tid] = lse_in_log2(lse_row);
       delta[buf * kBlockM + tid] = delta_row;
     }
   };
@@ -154,9 +153,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     }
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
 
-  const unsigned char* mask_head0 = kMask ? mask_base(p.mask, b0) : nullptr;  // (kMask only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int64_t head = steps.head(step), b = b0 + head;
@@ -207,17 +204,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     // P^T from the saved statistics; dS^T = P^T (dP^T - delta). Masked pairs give exact zeros.
     // (Skipping the test on interior blocks measured slower: more registers, same work.)
     if constexpr (kMask) {
-      if (cta_keys.active) {
-        if (cta_keys.block == KeyBlock::kTerms) {
 #pragma unroll
-          for (int kt = 0; kt < kKTiles; ++kt) fold_key_terms<true, kBlockM / 8>(st[kt], cta_keys.terms[kt], lane, [](int, int) {});
-        }
-      } else if (mask_head0 != nullptr) {
-        const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
-#pragma unroll
-        for (int kt = 0; kt < kKTiles; ++kt) {
-          fold_mask<T, true, kBlockM / 8>(p, mask, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
-        }
+      for (int kt = 0; kt < kKTiles; ++kt) {
+        mask.fold(p, head, kt, st[kt], n0 + warp_key0 + kt * 16, m, L, S, lane, [](int, int) {});
       }
     }
 #pragma unroll
@@ -300,7 +289,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   }
 
   if constexpr (kMask) {
-    if (cta_keys.block == KeyBlock::kHidden) pass_dq_turns<kDeterministic>(ws, b0, steps);
+    if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
   const float scale = static_cast<float>(p.scale);
 #pragma unroll

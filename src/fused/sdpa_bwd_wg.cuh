@@ -94,12 +94,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
   const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
-  // A per-key mask (key padding): the CTA's keys are classified once (sdpa_bwd_tc.cuh).
-  const int warp_key = 64 * wg + 16 * warp;  // this warp's 16 keys within the block
-  const CtaKeys<T, 1> cta_keys = kMask ? CtaKeys<T, 1>(p, mask_base(p.mask, b0), n0, kBlockN, n0 + warp_key, S, tid,
-                                                          lane / 4)
-                                          : CtaKeys<T, 1>();
-  const int n_steps = cta_keys.block == KeyBlock::kHidden ? 0 : steps.count;
+  const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
+  // attn_mask (the masked build; sdpa_bwd_tc.cuh).
+  const BackwardMask<T, 1> mask =
+      kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + key_w, S, tid, g) : BackwardMask<T, 1>();
+  const int n_steps = mask.all_hidden() ? 0 : steps.count;
 
   const auto row_view = [&](int i) -> const MatrixView& {
     return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
@@ -130,10 +129,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   const int key_g = n0 + key_w + g;
 
-  const unsigned char* mask_head0 = kMask ? mask_base(p.mask, b0) : nullptr;  // (kMask only)
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
@@ -166,18 +163,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
     if constexpr (kMask) {
-      if (cta_keys.active) {
-        if (cta_keys.block == KeyBlock::kTerms) {
-          fold_key_terms<true, kMt>(st, cta_keys.terms[0], lane, [&](int nt, int e) {
-            if constexpr (kTangent) sdt[nt][e] = 0.f;
-          });
-        }
-      } else if (mask_head0 != nullptr) {
-        const unsigned char* mask = mask_head0 + head * p.mask.head_stride * mask_element_bytes(p.mask);
-        fold_mask<T, true, kMt>(p, mask, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
-          if constexpr (kTangent) sdt[nt][e] = 0.f;
-        });
-      }
+      mask.fold(p, head, 0, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
+        if constexpr (kTangent) sdt[nt][e] = 0.f;
+      });
     }
     auto probabilities = [&](auto masked) {
 #pragma unroll
@@ -318,7 +306,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   }
 
   if constexpr (kMask) {
-    if (cta_keys.block == KeyBlock::kHidden) pass_dq_turns<kDeterministic>(ws, b0, steps);
+    if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;

@@ -164,10 +164,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const unsigned char* mask = kMask ? mask_base(p.mask, b) : nullptr;  // (kMask only)
-  // A per-key mask (key padding) is taken a block of keys at a time (KeyBlock): each thread tid < kBlockN
-  // fetches its key's term a block ahead, and the block's terms are staged in shared memory past the tiles.
-  KeyBlockWalk<T, kBlockN> key_walk(p, mask, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
+  // attn_mask (the masked build): a per-key mask (key padding) is taken a block of keys at a time, its terms staged
+  // in shared memory past the tiles.
+  ForwardMask<T, kBlockN> mask(p, kMask ? mask_base(p.mask, b) : nullptr,
+                               reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
@@ -177,8 +177,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      if (key_walk.active) {
-        key_block = key_walk.step(p, nb, n_blocks, tid, S);
+      if (mask.per_key) {
+        key_block = mask.step(p, nb, n_blocks, tid, S);
         if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
           cp_async_wait<0>();
           __syncthreads();
@@ -250,14 +250,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
       if constexpr (kMask) {
-        const auto hidden = [&](int nt, int e) {
+        mask.fold(p, key_block, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
           if constexpr (kTangent) sd[mt][nt][e] = 0.f;
-        };
-        if (mask != nullptr && !key_walk.active) {
-          fold_mask<T, false, kBlockN / 8>(p, mask, s[mt], row_g - g, n0, L, S, lane, hidden);
-        } else if (key_block == KeyBlock::kTerms && key_walk.active) {
-          fold_key_terms<false, kBlockN / 8>(s[mt], key_walk.terms, lane, hidden);
-        }
+        });
       }
       if (needs_mask) {
         for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {

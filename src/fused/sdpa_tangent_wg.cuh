@@ -88,9 +88,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  const unsigned char* mask = kMask ? mask_base(p.mask, b) : nullptr;  // (kMask only)
-  // A per-key mask (key padding) is taken a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  KeyBlockWalk<T, kBlockN> key_walk(p, mask, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
+  // attn_mask (the masked build), a per-key mask a block of keys at a time, as in sdpa_fwd_tc.cuh.
+  ForwardMask<T, kBlockN> mask(p, kMask ? mask_base(p.mask, b) : nullptr,
+                               reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -105,8 +105,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      if (key_walk.active) {
-        key_block = key_walk.step(p, nb, n_blocks, tid, S);
+      if (mask.per_key) {
+        key_block = mask.step(p, nb, n_blocks, tid, S);
         if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
           cp_async_wait<0>();
           fence_proxy_async();
@@ -135,14 +135,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
         sd[nt][e] = 0.f;
       });
     }
-    if constexpr (kMask) {
-      const auto hidden = [&](int nt, int e) { sd[nt][e] = 0.f; };
-      if (mask != nullptr && !key_walk.active) {
-        fold_mask<T, false, kBlockN / 8>(p, mask, s, row_g - g, n0, L, S, lane, hidden);
-      } else if (key_block == KeyBlock::kTerms && key_walk.active) {
-        fold_key_terms<false, kBlockN / 8>(s, key_walk.terms, lane, hidden);
-      }
-    }
+    if constexpr (kMask) mask.fold(p, key_block, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {

@@ -54,16 +54,25 @@ __device__ __forceinline__ T* batch_base(const MatrixView& m, int64_t b) {
   return static_cast<T*>(m.ptr) + (b / m.heads) * m.batch_stride + (b % m.heads) * m.head_stride;
 }
 
+// Batch position b as (b / heads, b % heads) in 32-bit arithmetic, for the grouped and masked builds: b < 65 536
+// on the tensor-core path, and a 64-bit division cost the D=128 grouped forward, which sits at its register
+// limit, 13 % (docs/performance.md).
+struct BatchSplit {
+  uint32_t outer, head;
+};
+__device__ __forceinline__ BatchSplit split_batch(int64_t b, int64_t heads) {
+  const uint32_t b32 = static_cast<uint32_t>(b), h = static_cast<uint32_t>(heads);
+  const uint32_t outer = b32 / h;
+  return {outer, b32 - outer * h};
+}
+
 // The same for a key-side view (k, v, their tangents and gradients): under grouped-query attention (kGroups)
 // query position b maps to its key/value head; the plain kernels keep batch_base's arithmetic.
-// (32-bit index arithmetic: b < 65 536 on the tensor-core path, and a 64-bit division costs the D=128 forward,
-// which sits at its register limit, more than its instructions.)
 template <typename T, bool kGroups>
 __device__ __forceinline__ T* key_base(const MatrixView& m, int64_t b) {
   if constexpr (!kGroups) return batch_base<T>(m, b);
-  const uint32_t b32 = static_cast<uint32_t>(b), heads = static_cast<uint32_t>(m.heads);
-  const uint32_t outer = b32 / heads, head = (b32 - outer * heads) / static_cast<uint32_t>(m.group);
-  return static_cast<T*>(m.ptr) + outer * m.batch_stride + head * m.head_stride;
+  const BatchSplit s = split_batch(b, m.heads);
+  return static_cast<T*>(m.ptr) + s.outer * m.batch_stride + s.head / static_cast<uint32_t>(m.group) * m.head_stride;
 }
 
 // Asynchronously copies rows [row0, row0 + kRows) of a row-major global matrix (kCols columns,
