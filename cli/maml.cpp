@@ -3,10 +3,15 @@
 // (curve.csv), a summary with the exact configuration (summary.json) and a plot (curve.png).
 // A run whose losses become non-finite says where, marks its results failed and exits with
 // kDivergedExit unless --continue-on-divergence is given (docs/maml.md).
+// Under torchrun (RANK, WORLD_SIZE, ... in the environment) the processes share every meta-batch through c10d
+// (docs/distributed.md); rank 0 alone prints and writes files. --checkpoint-every / --resume: the run continues
+// from its last checkpoint after an interruption, with as many processes as it likes.
 #include "commands.h"
 #include "maml_report.h"
 #include "plot_script.h"
 #include "task_options.h"
+
+#include "distributed/communicator.h"
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
@@ -28,6 +33,8 @@ struct Options {
   std::vector<int64_t> diagnose_steps{1, 2, 4, 8};
   std::string out = "out/maml";
   bool no_plot = false;
+  int64_t checkpoint_every = 0;
+  bool resume = false, check_replicas = false;
 };
 
 // The settings the options name but do not hold directly, and the checks CLI11 cannot make alone.
@@ -37,7 +44,9 @@ void finish(Options& o) {
   t.maml.mode = lab::parse_maml_mode(o.mode);
   t.model.pooling = o.pooling == "mean" ? lab::Pooling::Mean : lab::Pooling::Attention;
   TORCH_CHECK(o.device == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
-  t.device = o.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  // One GPU per process under torchrun: cuda:LOCAL_RANK (cuda:0 alone).
+  t.device = o.device == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(lab::rank_info_from_environment().local_rank))
+                                : at::Device(at::kCPU);
   t.dtype = o.dtype == "float64" ? at::kDouble : o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
 }
@@ -66,13 +75,36 @@ MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
   return d;
 }
 
+// What a checkpoint belongs to: the configuration, not where it runs (a rank's GPU, the number of ranks).
+std::string fingerprint(const MamlRun& run) {
+  Json j = config_json(run);
+  j.erase("resolved_backend");
+  j["device"] = c10::DeviceTypeName(run.config.device.type(), /*lower_case=*/true);
+  return j.dump();
+}
+
 int run_maml(const Options& o) {
   MamlRun run;
   run.config = o.train;
   const auto& t = run.config;
   const std::filesystem::path out(o.out);
-  std::filesystem::create_directories(out);
-  std::fprintf(stderr,
+  const auto comm = lab::Communicator::from_environment(t.device.type());
+  const bool root = comm->is_root();
+  if (root) std::filesystem::create_directories(out);
+  lab::TrainRuntime runtime;
+  runtime.comm = comm.get();
+  runtime.check_replicas = o.check_replicas;
+  runtime.checkpoint_every = o.checkpoint_every;
+  runtime.resume = o.resume;
+  if (o.checkpoint_every > 0 || o.resume) runtime.checkpoint = (out / "checkpoint.pt").string();
+  runtime.fingerprint = fingerprint(run);
+  if (comm->distributed() && root) {
+    std::fprintf(stderr, "[maml] %d ranks (%s): each meta-step's %lld tasks shared out in blocks of %lld-%lld\n",
+                 comm->world_size(), comm->backend_name(), (long long)t.meta_batch,
+                 (long long)lab::block_of(t.meta_batch, comm->world_size() - 1, comm->world_size()).size(),
+                 (long long)lab::block_of(t.meta_batch, 0, comm->world_size()).size());
+  }
+  if (root) std::fprintf(stderr,
                "[maml] %s, backend %s, mode %s, %lld inner steps (lr %g%s), %lld meta-steps of %lld tasks, T=%lld, "
                "%s %s\n",
                t.tasks.family.c_str(), backend_name(t.model.attention.backend_), lab::maml_mode_name(t.maml.mode),
@@ -82,9 +114,19 @@ int run_maml(const Options& o) {
                c10::toString(t.dtype));
   const char* metric = lab::make_task_family(t.tasks, t.seed)->io().metric();
   const auto start = std::chrono::steady_clock::now();
-  run.result = lab::meta_train(t, [&](const lab::CurvePoint& p) {
-    print_progress(p, t.meta_steps, metric, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  });
+  run.result = lab::meta_train(
+      t,
+      [&](const lab::CurvePoint& p) {
+        if (!root) return;
+        print_progress(p, t.meta_steps, metric,
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      },
+      runtime);
+  if (root && run.result.resumed_at >= 0) {
+    std::fprintf(stderr, "[maml] resumed from %s at meta-step %lld\n", runtime.checkpoint.c_str(),
+                 (long long)run.result.resumed_at);
+  }
+  if (!root) return run.result.divergence.found() && !t.continue_on_divergence ? kDivergedExit : 0;
   if (run.result.divergence.found()) std::fprintf(stderr, "[maml] %s\n", run.result.divergence.describe().c_str());
 
   std::fprintf(stderr, "[maml] diagnostics ...\n");
@@ -99,7 +141,10 @@ int run_maml(const Options& o) {
     run.plot = plot(t, out);
     if (run.plot.status != "written") std::fprintf(stderr, "[maml] plot %s\n", run.plot.status.c_str());
   }
-  write_json((out / "summary.json").string(), summary_json(run));
+  Json summary = summary_json(run);
+  summary["distributed"] = {{"world_size", comm->world_size()}, {"process_group", comm->backend_name()}};
+  summary["resumed_at_meta_step"] = run.result.resumed_at >= 0 ? Json(run.result.resumed_at) : Json(nullptr);
+  write_json((out / "summary.json").string(), summary);
   print_summary(run, o.out);
   if (run.result.divergence.found() && !t.continue_on_divergence) {
     std::fprintf(stderr, "theria maml: the run diverged (%s); exit status %d (--continue-on-divergence: 0)\n",
@@ -145,6 +190,14 @@ Run add_maml(CLI::App& command) {
       ->default_str("1,2,4,8");
   opt("--out", o->out, "output folder (curve.csv, summary.json, curve.png)")->type_name("DIR");
   command.add_flag("--no-plot", o->no_plot, "do not draw curve.png");
+  opt("--checkpoint-every", o->checkpoint_every,
+      "write DIR/checkpoint.pt every N meta-steps and at the end (0: none unless --resume; docs/distributed.md)")
+      ->check(CLI::NonNegativeNumber);
+  command.add_flag("--resume", o->resume,
+                   "continue from DIR/checkpoint.pt where it exists (same options; any number of ranks), else start; "
+                   "writes the checkpoint at the end");
+  command.add_flag("--check-replicas", o->check_replicas,
+                   "debug: after every meta-step, a checksum all-reduce asserts that every rank holds the same weights");
   command.add_flag("--continue-on-divergence", t.continue_on_divergence,
                    "skip meta-steps with a non-finite loss or meta-gradient and train on, exit 0 (the summary "
                    "still says diverged); without it training stops at the first one and the exit status is 3");

@@ -80,6 +80,31 @@ Json divergence_json(const lab::TrainResult& r, bool continued) {
           {"skipped_meta_steps", r.skipped_meta_steps}};
 }
 
+
+Json diagnostics_json(const MamlDiagnostics& d) {
+  Json steps = Json::array(), values = Json::array(), cosines = Json::array(), statuses = Json::array();
+  for (const auto& r : d.rel_diff) {
+    steps.push_back(r.inner_steps);
+    values.push_back(number_or_null(r.value));
+    cosines.push_back(number_or_null(r.cosine));
+    statuses.push_back(r.divergence.found() ? r.divergence.describe() : finite_status(r.value));
+  }
+  const auto& p = d.path;
+  return {{"second_order_path", p.reaches_backward_nodes},
+          {"second_order_nodes", p.nodes},
+          {"second_order_norm", number_or_null(p.second_order_norm)},
+          {"second_order_norm_status",
+           p.divergence.found() ? p.divergence.describe() : finite_status(p.second_order_norm)},
+          {"rel_diff_full_vs_fo", {{"inner_steps", steps}, {"value", values}, {"status", statuses}}},
+          {"cosine_full_fo", {{"inner_steps", steps}, {"value", cosines}, {"status", statuses}}},
+          {"full_meta_step_ms", number_or_null(d.full.ms)},
+          {"fo_meta_step_ms", number_or_null(d.fo.ms)},
+          {"full_" + d.full.memory_kind, number_or_null(d.full.peak_mib)},
+          {"fo_" + d.fo.memory_kind, number_or_null(d.fo.peak_mib)}};
+}
+
+}  // namespace
+
 Json config_json(const MamlRun& run) {
   const auto& t = run.config;
   return {{"task", lab::task_json(*lab::make_task_family(t.tasks, t.seed))},
@@ -108,30 +133,6 @@ Json config_json(const MamlRun& run) {
           {"dtype", c10::toString(t.dtype)},
           {"continue_on_divergence", t.continue_on_divergence}};
 }
-
-Json diagnostics_json(const MamlDiagnostics& d) {
-  Json steps = Json::array(), values = Json::array(), cosines = Json::array(), statuses = Json::array();
-  for (const auto& r : d.rel_diff) {
-    steps.push_back(r.inner_steps);
-    values.push_back(number_or_null(r.value));
-    cosines.push_back(number_or_null(r.cosine));
-    statuses.push_back(r.divergence.found() ? r.divergence.describe() : finite_status(r.value));
-  }
-  const auto& p = d.path;
-  return {{"second_order_path", p.reaches_backward_nodes},
-          {"second_order_nodes", p.nodes},
-          {"second_order_norm", number_or_null(p.second_order_norm)},
-          {"second_order_norm_status",
-           p.divergence.found() ? p.divergence.describe() : finite_status(p.second_order_norm)},
-          {"rel_diff_full_vs_fo", {{"inner_steps", steps}, {"value", values}, {"status", statuses}}},
-          {"cosine_full_fo", {{"inner_steps", steps}, {"value", cosines}, {"status", statuses}}},
-          {"full_meta_step_ms", number_or_null(d.full.ms)},
-          {"fo_meta_step_ms", number_or_null(d.fo.ms)},
-          {"full_" + d.full.memory_kind, number_or_null(d.full.peak_mib)},
-          {"fo_" + d.fo.memory_kind, number_or_null(d.fo.peak_mib)}};
-}
-
-}  // namespace
 
 void write_curve_csv(const std::string& path, const std::vector<lab::CurvePoint>& curve) {
   std::ofstream csv(path);

@@ -30,6 +30,8 @@ struct MamlRun {
 };
 
 void write_curve_csv(const std::string& path, const std::vector<lab::CurvePoint>& curve);
+// The run's configuration as summary.json states it.
+Json config_json(const MamlRun& run);
 Json summary_json(const MamlRun& run);
 // `metric`: what the held-out score is (TaskIO::metric: "accuracy", or "r2" for regression).
 void print_progress(const lab::CurvePoint& p, int64_t meta_steps, const char* metric, double seconds);

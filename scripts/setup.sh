@@ -23,13 +23,16 @@ else
 fi
 echo "[setup] python: $py ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
 
-# Header-only libraries of the `theria` program: JSON (nlohmann/json) and option parsing (CLI11).
+# Header-only libraries of the `theria` program: JSON (nlohmann/json) and option parsing (CLI11); and Gloo's
+# headers (libgloo-dev), which c10d's ProcessGroupGloo header includes (Gloo itself is inside libtorch): the lab's
+# distributed runs on the CPU (docs/distributed.md).
 # Debian packages, installed only when missing (the package index is refreshed only then). The GPU
 # machine has no package access: scripts/device/prepare.sh carries the headers there and the build is
 # pointed at them with -DTHERIA_THIRD_PARTY_INCLUDE, so nothing is tried.
 missing=()
 [ -f /usr/include/nlohmann/json.hpp ] || missing+=(nlohmann-json3-dev)
 [ -f /usr/include/CLI/CLI.hpp ] || missing+=(libcli11-dev)
+[ -f /usr/include/gloo/algorithm.h ] || missing+=(libgloo-dev)
 if [ ${#missing[@]} -gt 0 ] && [[ "${THERIA_CMAKE_ARGS:-}" != *THERIA_THIRD_PARTY_INCLUDE* ]]; then
   sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "[setup] installing ${missing[*]}"

@@ -267,12 +267,11 @@ MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, con
   return out;
 }
 
-Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
-                    const std::vector<Task>& tasks) {
-  Evaluation e;
-  const double inv = 1.0 / static_cast<double>(tasks.size());
+EvaluationSums evaluation_sums(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                const std::vector<Task>& tasks) {
+  EvaluationSums e;
+  e.tasks = static_cast<double>(tasks.size());
   const bool regression = model.target == TargetKind::Regression;
-  double variance = 0.0;  // regression: the query targets' variance, mean over tasks
   MamlConfig no_meta_gradient = maml;
   no_meta_gradient.mode = MamlMode::FirstOrderStrict;
   // Per task of a stack: the share of argmax hits on its query set.
@@ -286,29 +285,43 @@ Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weig
     const auto initial = per_task_weights(w, stack.size());
     {
       at::AutoGradMode no_grad(false);
-      e.pre_loss += task_loss(model, initial, stack.query_x, stack.query_y).sum().item<double>() * inv;
-      if (regression) {
-        variance += stack.query_y.to(at::kDouble).var(1, /*unbiased=*/false).sum().item<double>() * inv;
-      }
+      e.pre_loss += task_loss(model, initial, stack.query_x, stack.query_y).sum().item<double>();
+      if (regression) e.variance += stack.query_y.to(at::kDouble).var(1, /*unbiased=*/false).sum().item<double>();
     }
-    if (!regression) e.pre_accuracy += hits(initial, stack) * inv;
+    if (!regression) e.pre_hits += hits(initial, stack);
     InnerLoopTrace trace;
     const Weights fast = adapt(model, no_meta_gradient, w, stack, &trace);
     at::AutoGradMode no_grad(false);
     std::vector<double> losses;
     const auto d = first_divergence(trace, task_loss(model, fast, stack.query_x, stack.query_y), stack.offset, &losses);
     if (d.found() && !e.divergence.found()) e.divergence = d;
-    for (const double l : losses) e.post_loss += l * inv;
-    if (!regression) e.post_accuracy += hits(fast, stack) * inv;
+    for (const double l : losses) e.post_loss += l;
+    if (!regression) e.post_hits += hits(fast, stack);
   }
-  if (regression) {
+  return e;
+}
+
+Evaluation evaluation_from(const EvaluationSums& sums, TargetKind target) {
+  Evaluation e;
+  const double inv = 1.0 / sums.tasks;
+  e.pre_loss = sums.pre_loss * inv;
+  e.post_loss = sums.post_loss * inv;
+  e.divergence = sums.divergence;
+  if (target == TargetKind::Regression) {
     // R^2 pooled over the tasks: one task's own R^2 is ill-conditioned where its targets hardly vary (a small
     // amplitude), and its mean over tasks would follow those tasks rather than the loss.
-    e.pre_accuracy = 1.0 - e.pre_loss / variance;
-    e.post_accuracy = 1.0 - e.post_loss / variance;
+    e.pre_accuracy = 1.0 - sums.pre_loss / sums.variance;
+    e.post_accuracy = 1.0 - sums.post_loss / sums.variance;
+  } else {
+    e.pre_accuracy = sums.pre_hits * inv;
+    e.post_accuracy = sums.post_hits * inv;
   }
   if (e.divergence.found()) e.post_accuracy = e.post_loss = std::nan("");
   return e;
+}
+
+Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const std::vector<Task>& tasks) {
+  return evaluation_from(evaluation_sums(model, maml, w, tasks), model.target);
 }
 
 }  // namespace theria::lab

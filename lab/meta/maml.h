@@ -125,4 +125,15 @@ struct Evaluation {
 };
 Evaluation evaluate(const ModelConfig& model, const MamlConfig& maml, const Weights& w, const std::vector<Task>& tasks);
 
+// What evaluate() computes, as sums over the tasks, which add across sets of tasks (the ranks of a distributed run,
+// lab/distributed); evaluation_from turns them into the Evaluation of the union.
+struct EvaluationSums {
+  double tasks = 0.0, pre_hits = 0.0, post_hits = 0.0, pre_loss = 0.0, post_loss = 0.0;
+  double variance = 0.0;  // regression: the query targets' variance, summed over the tasks
+  Divergence divergence;  // the first one, task indices within `tasks`
+};
+EvaluationSums evaluation_sums(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                               const std::vector<Task>& tasks);
+Evaluation evaluation_from(const EvaluationSums& sums, TargetKind target);
+
 }  // namespace theria::lab

@@ -1,5 +1,9 @@
 #include "train/trainer.h"
 
+#include "distributed/sharded.h"
+#include "train/adam.h"
+#include "train/checkpoint.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -7,33 +11,6 @@
 #include <cmath>
 
 namespace theria::lab {
-namespace {
-
-// Adam on a list of leaves (kept here to stay on the narrow ATen headers).
-struct Adam {
-  double lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  int64_t t = 0;
-  std::vector<at::Tensor> m, v;
-
-  void step(Weights& w, const std::vector<at::Tensor>& g) {
-    at::AutoGradMode no_grad(false);
-    if (m.empty()) {
-      for (const auto& x : w) {
-        m.push_back(at::zeros_like(x));
-        v.push_back(at::zeros_like(x));
-      }
-    }
-    ++t;
-    const double c1 = 1.0 - std::pow(beta1, t), c2 = 1.0 - std::pow(beta2, t);
-    for (size_t i = 0; i < w.size(); ++i) {
-      m[i].mul_(beta1).add_(g[i], 1.0 - beta1);
-      v[i].mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
-      w[i].sub_(m[i] / c1 / ((v[i] / c2).sqrt() + eps) * lr);
-    }
-  }
-};
-
-}  // namespace
 
 std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count) {
   const uint64_t offset = config.eval_split == TaskSplit::Validation ? kValidationSeedOffset : 1;
@@ -56,8 +33,10 @@ MamlConfig evaluation_inner_loop(const TrainConfig& config) {
   return m;
 }
 
-TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval) {
+TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval,
+                       const TrainRuntime& runtime) {
   const auto start = std::chrono::steady_clock::now();
+  const Communicator& comm = runtime.comm != nullptr ? *runtime.comm : Communicator::single();
   TrainResult r;
   const auto options = at::TensorOptions().dtype(config.dtype).device(config.device);
   Weights w = init_weights(config.model, config.seed, options);
@@ -70,8 +49,8 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   const MamlConfig eval_maml = evaluation_inner_loop(config);
   const std::optional<EstimatorSpec> spec =
       config.estimator.empty() ? std::nullopt : std::optional<EstimatorSpec>(parse_estimator(config.estimator));
-  // The meta-gradient of one meta-batch: MAML's, or the estimator's.
-  auto meta_gradient_of = [&](const std::vector<Task>& batch) {
+  // The meta-gradient of one meta-batch (this rank's block of it): MAML's, or the estimator's.
+  auto local_meta_gradient = [&](const std::vector<Task>& batch) {
     if (!spec) return meta_gradient(config.model, config.maml, w, batch);
     auto e = estimate_meta_gradient(config.model, config.maml, *spec, w, batch);
     MetaGradient m;
@@ -87,7 +66,7 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
     if (d.found() && !r.divergence.found()) r.divergence = {step, phase, d};
   };
   auto record = [&](int64_t step, std::optional<double> meta_loss) {
-    const auto e = evaluate(config.model, eval_maml, w, eval);
+    const auto e = sharded_evaluate(comm, config.model, eval_maml, w, eval);
     note(step, "held-out evaluation", e.divergence);
     CurvePoint p{step, meta_loss, e};
     r.curve.push_back(p);
@@ -95,13 +74,44 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
     return e;
   };
   auto stop = [&] { return r.divergence.found() && !config.continue_on_divergence; };
+  double seconds_before = 0.0;  // of the run's earlier processes (a resumed run)
+  auto checkpoint = [&](int64_t step, uint64_t next_task) {
+    if (runtime.checkpoint.empty() || !comm.is_root()) return;
+    TrainCheckpoint c{runtime.fingerprint, step, next_task, w, adam, r};
+    c.so_far.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    save_checkpoint(runtime.checkpoint, c);
+  };
 
-  r.before = r.after = record(0, std::nullopt);
+  int64_t first_step = 1;
   uint64_t next_task = 0;
-  for (int64_t step = 1; step <= config.meta_steps && !stop(); ++step) {
+  std::optional<TrainCheckpoint> resumed;
+  if (runtime.resume && !runtime.checkpoint.empty()) {
+    resumed = load_checkpoint(runtime.checkpoint, runtime.fingerprint, options);
+  }
+  // Every rank resumes, or none: a checkpoint that only some ranks can read would split the run.
+  const double resuming = comm.all_reduce_sum({resumed ? 1.0 : 0.0}, "checkpoint lookup")[0];
+  TORCH_CHECK(resuming == 0 || resuming == comm.world_size(), "rank ", comm.rank(), ": the checkpoint ",
+              runtime.checkpoint, " is readable on ", resuming, " of ", comm.world_size(),
+              " ranks: put it where every rank sees it (docs/distributed.md)");
+  if (resumed) {
+    at::AutoGradMode no_grad(false);
+    for (size_t i = 0; i < w.size(); ++i) w[i].copy_(resumed->weights[i]);
+    adam = resumed->adam;
+    const Weights initial = std::move(r.initial);
+    r = resumed->so_far;
+    r.initial = initial;
+    seconds_before = resumed->so_far.seconds;
+    first_step = resumed->step + 1;
+    r.resumed_at = resumed->step;
+    next_task = resumed->next_task;
+  } else {
+    r.before = r.after = record(0, std::nullopt);
+  }
+  if (runtime.check_replicas || resumed) comm.check_identical(w, "the weights at the start");
+  for (int64_t step = first_step; step <= config.meta_steps && !stop(); ++step) {
     std::vector<Task> batch;
     for (int64_t i = 0; i < config.meta_batch; ++i) batch.push_back(train_family->task(next_task++, config.device));
-    const auto mg = meta_gradient_of(batch);
+    const auto mg = sharded_meta_gradient(comm, batch, w, local_meta_gradient);
     note(step, "meta-training", mg.divergence);
     // A non-finite meta-gradient is never applied: Adam's moments would carry the NaN forever.
     if (mg.divergence.found()) {
@@ -110,13 +120,16 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
       adam.step(w, mg.grads);
       ++r.applied_meta_steps;
     }
+    if (runtime.check_replicas) comm.check_identical(w, "the weights after meta-step " + std::to_string(step));
     if (step % config.eval_every == 0 || step == config.meta_steps || stop()) {
       const auto meta_loss = mg.divergence.found() ? std::nullopt : std::optional<double>(mg.query_loss);
       r.after = record(step, meta_loss);
     }
+    const bool last = step == config.meta_steps || stop();
+    if (last || (runtime.checkpoint_every > 0 && step % runtime.checkpoint_every == 0)) checkpoint(step, next_task);
   }
   r.weights = w;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
 

@@ -66,12 +66,32 @@ struct TrainResult {
   RunDivergence divergence;       // the first one; none found: the run is sound
   int64_t applied_meta_steps = 0;  // meta-steps whose update was applied
   int64_t skipped_meta_steps = 0;  // continue_on_divergence: meta-steps that diverged and were skipped
-  double seconds = 0.0;
+  double seconds = 0.0;           // of every process of the run (a resumed run adds the earlier ones')
+  int64_t resumed_at = -1;        // the meta-step of the checkpoint the run resumed from; -1: started afresh
 };
 
 // Held-out tasks of config.eval_split, the same for every run with the same config.
 std::vector<Task> held_out_tasks(const TrainConfig& config, int64_t count);
 
-TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval = {});
+class Communicator;
+
+// How a run is carried out beyond its configuration (docs/distributed.md): the ranks that share every meta-batch,
+// and checkpoints to resume from. None of it changes the result.
+struct TrainRuntime {
+  // The ranks of the run (null: this process alone). Each meta-batch and each held-out evaluation is split into
+  // contiguous blocks of tasks, one per rank (block_of); each rank computes the sum of its tasks' meta-gradients,
+  // one all-reduce per meta-step adds them, and every rank applies the same update: the union of the ranks' tasks is
+  // the single-process run's, and so is the result (to rounding).
+  const Communicator* comm = nullptr;
+  // After every meta-step, a checksum all-reduce asserts that every rank holds the same weights (a debug mode).
+  bool check_replicas = false;
+  std::string checkpoint;        // the checkpoint file (train/checkpoint.h); empty: none
+  int64_t checkpoint_every = 0;  // meta-steps between checkpoints (and one at the end); 0: only at the end
+  bool resume = false;           // start from `checkpoint` where it exists
+  std::string fingerprint;       // the configuration a checkpoint belongs to (a resume with another one is refused)
+};
+
+TrainResult meta_train(const TrainConfig& config, const std::function<void(const CurvePoint&)>& on_eval = {},
+                       const TrainRuntime& runtime = {});
 
 }  // namespace theria::lab

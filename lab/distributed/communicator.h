@@ -1,0 +1,88 @@
+// The ranks of one lab run and the collectives they need (docs/distributed.md), on PyTorch's own distributed engine:
+// c10d's ProcessGroupGloo (CPU tensors) or ProcessGroupNCCL (CUDA tensors) over a TCPStore, configured from the
+// environment that torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without WORLD_SIZE (or
+// with WORLD_SIZE=1) the run is one process and every collective returns its input: the lab's code has one path.
+//
+// A collective that fails (a rank that died, or one that did not join within the timeout) throws an error that
+// says which collective, on which rank, and what to look at; it never hangs longer than the timeout
+// (THERIA_DIST_TIMEOUT_S, default 1800 s as PyTorch's: it bounds how long a rank waits for the slowest).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace theria::lab {
+
+// Where this process sits among the run's processes, as the environment says.
+struct RankInfo {
+  int rank = 0, world_size = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  std::chrono::milliseconds timeout{1800 * 1000};
+};
+// RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, THERIA_DIST_TIMEOUT_S; an error naming the variable when
+// one does not parse or the ranks are inconsistent.
+RankInfo rank_info_from_environment();
+
+// Items [begin, end) of `count` that rank `rank` of `world` takes: contiguous blocks in rank order, the first
+// count % world ranks one longer, so that the blocks' union in rank order is 0 .. count - 1.
+struct Block {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+Block block_of(int64_t count, int rank, int world);
+
+class Communicator {
+ public:
+  // The process group of the environment, its collectives on `device_type`: CPU (Gloo) or CUDA (NCCL, this rank's
+  // GPU cuda:LOCAL_RANK). One process (no WORLD_SIZE, or 1): no process group at all.
+  static std::unique_ptr<Communicator> from_environment(c10::DeviceType device_type);
+  // This process alone.
+  static const Communicator& single();
+
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return info_.rank; }
+  int world_size() const { return info_.world_size; }
+  int local_rank() const { return info_.local_rank; }
+  bool is_root() const { return info_.rank == 0; }
+  bool distributed() const { return info_.world_size > 1; }
+  // "gloo", "nccl" or "none".
+  const char* backend_name() const;
+  // The device a rank computes on: cuda:LOCAL_RANK for CUDA, the CPU otherwise.
+  c10::Device device_for(c10::DeviceType type) const;
+
+  // Sums `tensors` over the ranks, in place. Tensors of one dtype travel as one flat message per bucket of at most
+  // kBucketBytes (few large messages, not one per tensor); `what` names the collective in an error.
+  static constexpr int64_t kBucketBytes = 64ll << 20;
+  void all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what) const;
+  // The same for a few numbers, in float64.
+  std::vector<double> all_reduce_sum(const std::vector<double>& values, const std::string& what) const;
+  // Every rank's `text`, in rank order, on every rank.
+  std::vector<std::string> all_gather(const std::string& text, const std::string& what) const;
+  void barrier(const std::string& what) const;
+
+  // Throws unless every rank holds the same values (a checksum of each tensor, compared by an all-reduce of the
+  // checksums and of their negations: max == min). The replicas' debug check of meta-training.
+  void check_identical(const std::vector<at::Tensor>& tensors, const std::string& what) const;
+
+ private:
+  struct Group;
+  Communicator(RankInfo info, std::unique_ptr<Group> group);
+  // Runs one collective, turning c10d's failure into the error this header describes.
+  template <class Fn>
+  void collective(const std::string& what, Fn&& fn) const;
+
+  RankInfo info_;
+  std::unique_ptr<Group> group_;  // null for one process
+};
+
+}  // namespace theria::lab
