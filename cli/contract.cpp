@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "plot_script.h"
 #include "run_program.h"
+#include "study_common.h"
 
 #include "contract/claims.h"
 #include "output/json_file.h"
@@ -136,6 +137,7 @@ Json environment(const std::string& tier) {
 }
 
 int run_contract(const ContractOptions& o) {
+  require_one_process("contract");
   const bool full = o.full || (!o.quick && at::hasCUDA());
   const std::string tier = full ? "full" : "quick";
   TORCH_CHECK(!full || !o.from.empty() || at::hasCUDA(), "theria contract --full: the full tier runs on a GPU; use "

@@ -99,8 +99,8 @@ int run_maml(const Options& o) {
   if (o.checkpoint_every > 0 || o.resume) runtime.checkpoint = (out / "checkpoint.pt").string();
   runtime.fingerprint = fingerprint(run);
   if (comm->distributed() && root) {
-    std::fprintf(stderr, "[maml] %d ranks (%s): each meta-step's %lld tasks shared out in blocks of %lld-%lld\n",
-                 comm->world_size(), comm->backend_name(), (long long)t.meta_batch,
+    std::fprintf(stderr, "[maml] %d rank%s (%s): each meta-step's %lld tasks shared out in blocks of %lld-%lld\n",
+                 comm->world_size(), comm->world_size() == 1 ? "" : "s", comm->backend_name(), (long long)t.meta_batch,
                  (long long)lab::block_of(t.meta_batch, comm->world_size() - 1, comm->world_size()).size(),
                  (long long)lab::block_of(t.meta_batch, 0, comm->world_size()).size());
   }

@@ -21,7 +21,27 @@ at::ScalarType parse_dtype(const std::string& name) {
 
 at::Device study_device(const std::string& name) {
   TORCH_CHECK(name == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
-  return name == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const auto local_rank = static_cast<c10::DeviceIndex>(lab::rank_info_from_environment().local_rank);
+  return name == "cuda" ? at::Device(at::kCUDA, local_rank) : at::Device(at::kCPU);
+}
+
+std::unique_ptr<lab::Communicator> study_ranks(const at::Device& device) {
+  // A study's ranks meet once per phase, after hours of work at most: a stalled rank is given 6 h by default.
+  constexpr int64_t kStudyTimeoutS = 6 * 3600;
+  auto comm = lab::Communicator::from_environment(device.type(), kStudyTimeoutS);
+  lab::set_progress_shown(comm->is_root());
+  if (comm->distributed() && comm->is_root()) {
+    std::fprintf(stderr, "[study] %d ranks (%s) share the study's units; rank 0 writes the files\n", comm->world_size(),
+                 comm->backend_name());
+  }
+  return comm;
+}
+
+void require_one_process(const char* study) {
+  const auto info = lab::rank_info_from_environment();
+  TORCH_CHECK(info.world_size == 1, "theria ", study, " runs in one process (WORLD_SIZE=", info.world_size,
+              "); `theria study sweep` and `theria study robustness` share their units across ranks, and `theria "
+              "maml` its meta-batches (docs/distributed.md)");
 }
 
 std::string device_name(const at::Device& device) {

@@ -6,12 +6,14 @@
 #include "commands.h"
 #include "plot_script.h"
 
+#include "distributed/communicator.h"
 #include "output/resume.h"
 
 #include <ATen/core/Tensor.h>
 #include <CLI/CLI.hpp>
 #include <c10/core/Device.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,8 +26,13 @@ Run add_robustness(CLI::App& command);
 
 // "float64", "bfloat16", "float16"; anything else float32 (CLI11 has checked the name).
 at::ScalarType parse_dtype(const std::string& name);
-// The device a study runs on, with the check that it exists.
+// The device a study runs on, with the check that it exists: one GPU per process under torchrun (cuda:LOCAL_RANK).
 at::Device study_device(const std::string& name);
+// The ranks of a study launched by torchrun (docs/distributed.md; one process otherwise), their collectives on
+// `device`'s type; the ranks other than 0 draw no progress bar.
+std::unique_ptr<lab::Communicator> study_ranks(const at::Device& device);
+// A study that runs in one process: an error under a launch of several (WORLD_SIZE > 1) naming those that share.
+void require_one_process(const char* study);
 // The GPU's name, or "cpu".
 std::string device_name(const at::Device& device);
 

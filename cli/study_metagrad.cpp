@@ -39,6 +39,7 @@ void make_quick(lab::MetagradConfig& c) {
 }
 
 int run_metagrad_command(MetagradOptions& o, const std::string& command) {
+  require_one_process("study metagrad");
   auto& c = o.study;
   auto& t = c.train;
   if (o.quick) make_quick(c);

@@ -35,16 +35,18 @@ int run_robustness_command(RobustnessOptions& o, const std::string& command) {
   if (o.quick) make_quick(c);
   t.device = study_device(o.device);
   const std::filesystem::path out(o.out);
+  const auto comm = study_ranks(t.device);
+  const bool root = comm->is_root();
   std::filesystem::create_directories(out);
   const auto cells = lab::robustness_cells(c);
-  std::fprintf(stderr, "[robustness] %zu cells x %lld seeds on %s, %lld inner steps (lr %g); parts in %s/parts (a "
+  if (root) std::fprintf(stderr, "[robustness] %zu cells x %lld seeds on %s, %lld inner steps (lr %g); parts in %s/parts (a "
                "re-run resumes)\n",
                cells.size(), (long long)c.seeds, t.device.str().c_str(), (long long)t.maml.inner_steps,
                t.maml.inner_lr, o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
   const auto shard = study_shard(o.shard);
-  const auto raw = lab::run_robustness(c, out / "parts", shard);
-  if (shard_finished("robustness", shard)) return 0;
+  const auto raw = lab::run_robustness(c, out / "parts", shard, comm.get());
+  if (shard_finished("robustness", shard) || !root) return 0;
   const auto rows = lab::robustness_rows(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_robustness_files(o.out, c, raw, rows, {command, "", device_name(t.device), seconds});

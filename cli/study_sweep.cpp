@@ -53,16 +53,20 @@ int run_sweep_command(SweepOptions& o, const std::string& command) {
   t.dtype = parse_dtype(o.dtype);
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
   const std::filesystem::path out(o.out);
+  const auto comm = study_ranks(t.device);
+  const bool root = comm->is_root();
   std::filesystem::create_directories(out);
-  std::fprintf(stderr, "[sweep] %s, %s %s, %lld seeds, inner steps", t.tasks.family.c_str(), t.device.str().c_str(),
+  if (root) std::fprintf(stderr, "[sweep] %s, %s %s, %lld seeds, inner steps", t.tasks.family.c_str(), t.device.str().c_str(),
                dtype_name(t.dtype), (long long)c.seeds);
-  for (const auto s : c.inner_steps) std::fprintf(stderr, " %lld", (long long)s);
-  std::fprintf(stderr, ", %lld meta-steps of %lld tasks; parts in %s/parts (a re-run resumes)\n",
+  for (const auto s : c.inner_steps) {
+    if (root) std::fprintf(stderr, " %lld", (long long)s);
+  }
+  if (root) std::fprintf(stderr, ", %lld meta-steps of %lld tasks; parts in %s/parts (a re-run resumes)\n",
                (long long)t.meta_steps, (long long)t.meta_batch, o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
   const auto shard = study_shard(o.shard);
-  const auto raw = lab::run_sweep(c, out / "parts", shard);
-  if (shard_finished("sweep", shard)) return 0;
+  const auto raw = lab::run_sweep(c, out / "parts", shard, comm.get());
+  if (shard_finished("sweep", shard) || !root) return 0;
   const auto summary = lab::summarize_sweep(c, raw);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   lab::write_sweep_files(o.out, c, raw, summary, {command, "", device_name(t.device), seconds});

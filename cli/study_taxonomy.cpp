@@ -37,6 +37,7 @@ void make_quick(lab::TaxonomyConfig& c) {
 }
 
 int run_taxonomy_command(TaxonomyOptions& o) {
+  require_one_process("study taxonomy");
   auto& c = o.study;
   auto& t = c.train;
   if (o.quick) make_quick(c);

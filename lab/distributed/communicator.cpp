@@ -36,7 +36,7 @@ int64_t env_int(const char* name, int64_t fallback) {
 
 }  // namespace
 
-RankInfo rank_info_from_environment() {
+RankInfo rank_info_from_environment(int64_t default_timeout_s) {
   RankInfo r;
   r.world_size = static_cast<int>(env_int("WORLD_SIZE", 1));
   TORCH_CHECK(r.world_size >= 1, "WORLD_SIZE=", r.world_size, ": expected at least 1");
@@ -48,11 +48,11 @@ RankInfo rank_info_from_environment() {
   if (const char* a = env("MASTER_ADDR")) r.master_addr = a;
   r.master_port = static_cast<int>(env_int("MASTER_PORT", r.master_port));
   TORCH_CHECK(r.master_port > 0 && r.master_port < 65536, "MASTER_PORT=", r.master_port, ": not a port");
-  if (r.world_size > 1) {
+  if (env("WORLD_SIZE") != nullptr) {
     TORCH_CHECK(env("MASTER_ADDR") && env("MASTER_PORT"), "WORLD_SIZE=", r.world_size,
                 " needs MASTER_ADDR and MASTER_PORT (torchrun sets them; docs/distributed.md)");
   }
-  const int64_t timeout_s = env_int("THERIA_DIST_TIMEOUT_S", 1800);
+  const int64_t timeout_s = env_int("THERIA_DIST_TIMEOUT_S", default_timeout_s);
   TORCH_CHECK(timeout_s > 0, "THERIA_DIST_TIMEOUT_S=", timeout_s, ": expected seconds > 0");
   r.timeout = std::chrono::milliseconds(timeout_s * 1000);
   return r;
@@ -80,9 +80,11 @@ const Communicator& Communicator::single() {
   return one;
 }
 
-std::unique_ptr<Communicator> Communicator::from_environment(c10::DeviceType device_type) {
-  RankInfo info = rank_info_from_environment();
-  if (info.world_size == 1) return std::unique_ptr<Communicator>(new Communicator(info, nullptr));
+std::unique_ptr<Communicator> Communicator::from_environment(c10::DeviceType device_type, int64_t default_timeout_s) {
+  RankInfo info = rank_info_from_environment(default_timeout_s);
+  // A launcher's world of one (torchrun --nproc-per-node 1) still gets its process group, as torch.distributed gives
+  // it: the collectives run, only without peers. No launcher (no WORLD_SIZE): none.
+  if (env("WORLD_SIZE") == nullptr) return std::unique_ptr<Communicator>(new Communicator(info, nullptr));
   auto group = std::make_unique<Group>();
   // Under torchrun the agent already serves a store at MASTER_ADDR:MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE): every
   // rank joins it as a client, and a restart's keys are kept apart by its restart count, as torch.distributed does.

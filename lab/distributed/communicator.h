@@ -1,11 +1,14 @@
 // The ranks of one lab run and the collectives they need (docs/distributed.md), on PyTorch's own distributed engine:
 // c10d's ProcessGroupGloo (CPU tensors) or ProcessGroupNCCL (CUDA tensors) over a TCPStore, configured from the
-// environment that torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without WORLD_SIZE (or
-// with WORLD_SIZE=1) the run is one process and every collective returns its input: the lab's code has one path.
+// environment that torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without WORLD_SIZE the run
+// is one process with no process group, and every collective returns its input: the lab's code has one path. (A
+// launcher's world of one has its process group, as torch.distributed gives it.)
 //
 // A collective that fails (a rank that died, or one that did not join within the timeout) throws an error that
 // says which collective, on which rank, and what to look at; it never hangs longer than the timeout
-// (THERIA_DIST_TIMEOUT_S, default 1800 s as PyTorch's: it bounds how long a rank waits for the slowest).
+// (THERIA_DIST_TIMEOUT_S; by default 1800 s, PyTorch's, for meta-training, whose ranks meet every meta-step, and
+// longer for a study, whose ranks meet once per phase: it bounds how long a rank waits for the slowest). A rank that
+// dies is noticed at once (its connections close); the timeout is for a rank that stalls.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,7 +31,8 @@ struct RankInfo {
 };
 // RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, THERIA_DIST_TIMEOUT_S; an error naming the variable when
 // one does not parse or the ranks are inconsistent.
-RankInfo rank_info_from_environment();
+// default_timeout_s applies when THERIA_DIST_TIMEOUT_S is not set.
+RankInfo rank_info_from_environment(int64_t default_timeout_s = 1800);
 
 // Items [begin, end) of `count` that rank `rank` of `world` takes: contiguous blocks in rank order, the first
 // count % world ranks one longer, so that the blocks' union in rank order is 0 .. count - 1.
@@ -41,8 +45,8 @@ Block block_of(int64_t count, int rank, int world);
 class Communicator {
  public:
   // The process group of the environment, its collectives on `device_type`: CPU (Gloo) or CUDA (NCCL, this rank's
-  // GPU cuda:LOCAL_RANK). One process (no WORLD_SIZE, or 1): no process group at all.
-  static std::unique_ptr<Communicator> from_environment(c10::DeviceType device_type);
+  // GPU cuda:LOCAL_RANK). No WORLD_SIZE: no process group at all.
+  static std::unique_ptr<Communicator> from_environment(c10::DeviceType device_type, int64_t default_timeout_s = 1800);
   // This process alone.
   static const Communicator& single();
 
@@ -54,7 +58,8 @@ class Communicator {
   int world_size() const { return info_.world_size; }
   int local_rank() const { return info_.local_rank; }
   bool is_root() const { return info_.rank == 0; }
-  bool distributed() const { return info_.world_size > 1; }
+  // Whether there is a process group (the collectives run), even of one rank.
+  bool distributed() const { return group_ != nullptr; }
   // "gloo", "nccl" or "none".
   const char* backend_name() const;
   // The device a rank computes on: cuda:LOCAL_RANK for CUDA, the CPU otherwise.

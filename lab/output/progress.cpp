@@ -8,6 +8,12 @@
 
 namespace theria::lab {
 
+namespace {
+bool g_shown = true;
+}  // namespace
+
+void set_progress_shown(bool shown) { g_shown = shown; }
+
 std::string format_seconds(double s) {
   char buf[32];
   if (!std::isfinite(s) || s < 0) return "?";
@@ -41,6 +47,7 @@ void Progress::end(double work, bool resumed) {
 }
 
 void Progress::finish() {
+  if (!g_shown) return;
   if (tty_) std::fputc('\n', stderr);
   std::fprintf(stderr, "[%s] done in %s%s\n", name_.c_str(),
                format_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count()).c_str(),
@@ -49,6 +56,7 @@ void Progress::finish() {
 }
 
 void Progress::draw(const std::string& what, bool own_line) {
+  if (!g_shown) return;
   constexpr int kWidth = 24;
   const double frac = std::min(done_ / total_, 1.0);
   const int filled = static_cast<int>(frac * kWidth);

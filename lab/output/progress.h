@@ -29,6 +29,10 @@ class Progress {
   std::chrono::steady_clock::time_point start_, unit_start_;
 };
 
+// Whether Progress draws at all in this process (default true): the ranks of a distributed run other than rank 0
+// do not, so that one bar is drawn (docs/distributed.md).
+void set_progress_shown(bool shown);
+
 // "1 min 05 s", "12 s", "2 h 03 min".
 std::string format_seconds(double seconds);
 

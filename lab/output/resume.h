@@ -7,8 +7,14 @@
 // units depend only on earlier phases): in each phase, shard i runs units i, i + N, i + 2N, ... and then reads the
 // others' parts as they appear. A run without a shard is shard 0 of 1; run once more unsharded after the shards,
 // it reads every part back and writes the study's files.
+//
+// Ranks (docs/distributed.md): under torchrun the processes of a run share each phase through c10d instead of the
+// folder — the parts rank 0 holds are everyone's, the rest are shared out round-robin (or all run on rank 0: the
+// timings), each rank writes the parts it computed, and an all-gather gives every rank every value (rank 0 writes
+// the parts its folder lacks). Machines need not share a folder.
 #pragma once
 
+#include "distributed/communicator.h"
 #include "output/json_file.h"
 #include "output/progress.h"
 
@@ -52,10 +58,15 @@ struct Unit {
   std::function<T()> compute;
 };
 
+// Where a phase's units run among the ranks: shared out, or all on rank 0 (timings, which other work on the same
+// machine would disturb; the other ranks wait).
+enum class Placement { Spread, Root };
+
 class PartStore {
  public:
-  // fingerprint: the configuration that the parts belong to (any JSON value; compared whole).
-  PartStore(std::filesystem::path dir, Json fingerprint, Shard shard = {});
+  // fingerprint: the configuration that the parts belong to (any JSON value; compared whole). comm: the ranks that
+  // share the phases (null or one process: this process alone, or `shard` of a folder-sharded run).
+  PartStore(std::filesystem::path dir, Json fingerprint, Shard shard = {}, const Communicator* comm = nullptr);
 
   // The value stored under `key` for this fingerprint, or nothing.
   bool read(const std::string& key, Json* value) const;
@@ -78,7 +89,21 @@ class PartStore {
   // A phase: this shard's units computed (or resumed), then every unit's value in order, the other shards' read
   // as their parts appear (polled; a shard that never writes one stops the wait only by its own timeout).
   template <class T>
-  std::vector<T> run_phase(const std::vector<Unit<T>>& units, Progress& progress) const {
+  std::vector<T> run_phase(const std::vector<Unit<T>>& units, Progress& progress,
+                           Placement placement = Placement::Spread) const {
+    if (comm_ != nullptr && comm_->distributed()) {
+      std::vector<std::string> keys;
+      std::vector<double> work;
+      for (const auto& u : units) {
+        keys.push_back(u.key);
+        work.push_back(u.work);
+      }
+      const auto json = run_on_ranks(keys, work, [&](size_t u) { return part_json(units[u].compute()); }, progress,
+                                     placement);
+      std::vector<T> values;
+      for (const auto& j : json) values.push_back(part_value<T>(j));
+      return values;
+    }
     std::vector<T> values(units.size());
     std::vector<bool> have(units.size(), false);
     for (size_t u = 0; u < units.size(); ++u) {
@@ -100,10 +125,14 @@ class PartStore {
 
  private:
   Json wait_for(const std::string& key) const;
+  std::vector<Json> run_on_ranks(const std::vector<std::string>& keys, const std::vector<double>& work,
+                                 const std::function<Json(size_t)>& compute, Progress& progress,
+                                 Placement placement) const;
 
   std::filesystem::path dir_;
   Json fingerprint_;
   Shard shard_;
+  const Communicator* comm_ = nullptr;
 };
 
 }  // namespace theria::lab

@@ -247,7 +247,8 @@ Json robustness_config_json(const RobustnessConfig& c) {
               {"oracle_reference_max_len", c.oracle_reference_max_len}};
 }
 
-RobustnessRaw run_robustness(const RobustnessConfig& c, const std::filesystem::path& parts_dir, Shard shard) {
+RobustnessRaw run_robustness(const RobustnessConfig& c, const std::filesystem::path& parts_dir, Shard shard,
+                             const Communicator* comm) {
   const auto cells = robustness_cells(c);
   TORCH_CHECK(!cells.empty() && c.seeds > 0, "robustness: nothing to measure");
   for (const auto& cell : cells) {
@@ -258,7 +259,7 @@ RobustnessRaw run_robustness(const RobustnessConfig& c, const std::filesystem::p
   }
   // Work in (T / 32)^2 x head dim, the attention's share, for the ETA only.
   const auto work = [](int64_t t, int64_t d) { return (t / 32.0) * (t / 32.0) * d / 32.0 + 1.0; };
-  const PartStore parts(parts_dir, robustness_config_json(c), shard);
+  const PartStore parts(parts_dir, robustness_config_json(c), shard, comm);
   double total = 0.0;
   for (const auto& cell : cells) total += (c.seeds + (shard.count > 1 ? 0 : 2)) * work(cell.seq_len, cell.head_dim);
   Progress progress("robustness", total);
@@ -313,7 +314,9 @@ RobustnessRaw run_robustness(const RobustnessConfig& c, const std::filesystem::p
   }
   // Out of memory is a result only when nothing else held the device: a group that ran out of memory (perhaps while
   // other shards shared the GPU) is measured again here, alone, and its part rewritten.
-  for (size_t u = 0; u < groups.size(); ++u) {
+  // (Among ranks, rank 0 alone: it writes the files.)
+  const bool measures_again = comm == nullptr || comm->is_root();
+  for (size_t u = 0; u < groups.size() && measures_again; ++u) {
     const bool oom = std::any_of(measured[u].begin(), measured[u].end(), [](const RobustnessMeasure& m) {
       return m.status == "out of memory" || m.status == "oracle: out of memory";
     });
@@ -330,7 +333,7 @@ RobustnessRaw run_robustness(const RobustnessConfig& c, const std::filesystem::p
   for (const auto& cell : cells) {
     costs.push_back({"cost_" + cell.id(), 2.0 * work(cell.seq_len, cell.head_dim), [&c, cell] { return cost(c, cell); }});
   }
-  raw.costs = parts.run_phase(costs, progress);
+  raw.costs = parts.run_phase(costs, progress, Placement::Root);  // timed on a device no other rank shares
   progress.finish();
   return raw;
 }

@@ -91,7 +91,9 @@ std::vector<RobustnessCellKey> robustness_cells(const RobustnessConfig& config);
 
 // Runs every unit, reading back the ones a previous run with the same configuration left in parts_dir; `shard`
 // splits the units between processes (output/resume.h).
-RobustnessRaw run_robustness(const RobustnessConfig& config, const std::filesystem::path& parts_dir, Shard shard = {});
+// comm: the ranks of a torchrun launch share the measures; rank 0 times the costs (output/resume.h).
+RobustnessRaw run_robustness(const RobustnessConfig& config, const std::filesystem::path& parts_dir, Shard shard = {},
+                             const Communicator* comm = nullptr);
 
 // The configuration as the files record it (also the fingerprint of the resumable parts).
 Json robustness_config_json(const RobustnessConfig& config);

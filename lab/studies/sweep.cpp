@@ -100,7 +100,7 @@ Json sweep_search_fingerprint(const SweepConfig& c) {
   return f;
 }
 
-SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir, Shard shard) {
+SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir, Shard shard, const Communicator* comm) {
   TORCH_CHECK(!c.backends.empty() && !c.modes.empty() && !c.inner_steps.empty(), "sweep: nothing to sweep");
   std::vector<MamlMode> searched;
   for (const auto m : c.modes) {
@@ -112,8 +112,8 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir,
     total += static_cast<double>(searched.size() * c.lr_grid.size() * c.search_seeds * c.search_meta_steps * s);
     total += static_cast<double>(c.modes.size() * c.backends.size() * (c.seeds * c.train.meta_steps + 8) * s);
   }
-  const PartStore parts(parts_dir, sweep_config_json(c), shard);
-  const PartStore search_parts(parts_dir, sweep_search_fingerprint(c), shard);
+  const PartStore parts(parts_dir, sweep_config_json(c), shard, comm);
+  const PartStore search_parts(parts_dir, sweep_search_fingerprint(c), shard, comm);
   Progress progress("sweep", total);
   SweepRaw raw;
 
@@ -197,7 +197,7 @@ SweepRaw run_sweep(const SweepConfig& c, const std::filesystem::path& parts_dir,
       }
     }
   }
-  raw.costs = parts.run_phase(costs, progress);
+  raw.costs = parts.run_phase(costs, progress, Placement::Root);  // timed on a device no other rank shares
   progress.finish();
   return raw;
 }

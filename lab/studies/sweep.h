@@ -72,8 +72,11 @@ struct SweepRaw {
 };
 
 // Sharded (output/resume.h), a run computes its share of the lr search and of the cells and returns without the
-// costs; the unsharded run after the shards reads their parts, measures the costs alone and has every result.
-SweepRaw run_sweep(const SweepConfig& config, const std::filesystem::path& parts_dir, Shard shard = {});
+// costs; the unsharded run after the shards reads their parts, measures the costs alone and has every result. With
+// comm (the ranks of a torchrun launch) the ranks share the search and the cells, rank 0 times the costs, and every
+// rank returns every result.
+SweepRaw run_sweep(const SweepConfig& config, const std::filesystem::path& parts_dir, Shard shard = {},
+                   const Communicator* comm = nullptr);
 Json sweep_config_json(const SweepConfig& config);
 // The fingerprint of the lr-search parts: the configuration less what a search run does not depend on.
 Json sweep_search_fingerprint(const SweepConfig& config);
