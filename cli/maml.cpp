@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
@@ -34,7 +35,7 @@ struct Options {
   std::string out = "out/maml";
   bool no_plot = false;
   int64_t checkpoint_every = 0;
-  bool resume = false, check_replicas = false;
+  bool resume = false, check_replicas = false, deterministic = false;
 };
 
 // The settings the options name but do not hold directly, and the checks CLI11 cannot make alone.
@@ -49,6 +50,12 @@ void finish(Options& o) {
                                 : at::Device(at::kCPU);
   t.dtype = o.dtype == "float64" ? at::kDouble : o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
+  // As torch.use_deterministic_algorithms(True): the fused backward adds its dQ shares in a fixed order. cuBLAS is
+  // deterministic only with a fixed workspace (PyTorch's reproducibility notes): set before the first CUDA call.
+  if (o.deterministic) {
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  }
 }
 
 PlotOutcome plot(const lab::TrainConfig& t, const std::filesystem::path& out) {
@@ -143,6 +150,7 @@ int run_maml(const Options& o) {
   }
   Json summary = summary_json(run);
   summary["distributed"] = {{"world_size", comm->world_size()}, {"process_group", comm->backend_name()}};
+  summary["deterministic_algorithms"] = at::globalContext().deterministicAlgorithms();
   summary["resumed_at_meta_step"] = run.result.resumed_at >= 0 ? Json(run.result.resumed_at) : Json(nullptr);
   write_json((out / "summary.json").string(), summary);
   print_summary(run, o.out);
@@ -196,6 +204,9 @@ Run add_maml(CLI::App& command) {
   command.add_flag("--resume", o->resume,
                    "continue from DIR/checkpoint.pt where it exists (same options; any number of ranks), else start; "
                    "writes the checkpoint at the end");
+  command.add_flag("--deterministic", o->deterministic,
+                   "torch.use_deterministic_algorithms(True): a run repeats bit for bit on the same machine (the fused "
+                   "backward adds in a fixed order; docs/contract.md, \"Determinism\")");
   command.add_flag("--check-replicas", o->check_replicas,
                    "debug: after every meta-step, a checksum all-reduce asserts that every rank holds the same weights");
   command.add_flag("--continue-on-divergence", t.continue_on_divergence,
