@@ -43,6 +43,8 @@ void finish(Options& o) {
   auto& t = o.train;
   t.model.attention.backend(parse_backend(o.backend));
   t.maml.mode = lab::parse_maml_mode(o.mode);
+  // An estimator replaces the mode's meta-gradient (its canonical spelling: the checkpoint's fingerprint).
+  if (!t.estimator.empty()) t.estimator = lab::estimator_name(lab::parse_estimator(t.estimator));
   t.model.pooling = o.pooling == "mean" ? lab::Pooling::Mean : lab::Pooling::Attention;
   TORCH_CHECK(o.device == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
   // One GPU per process under torchrun: cuda:LOCAL_RANK (cuda:0 alone).
@@ -175,6 +177,9 @@ Run add_maml(CLI::App& command) {
   opt("--backend", o->backend, "attention backend")->check(CLI::IsMember({"auto", "reference", "explicit", "fused"}));
   opt("--mode", o->mode, "MAML mode")->check(CLI::IsMember({"full", "fo", "fo_strict"}));
   opt("--inner-steps", t.maml.inner_steps, "inner-loop steps")->check(CLI::NonNegativeNumber);
+  opt("--estimator", t.estimator,
+      "meta-gradient estimator instead of --mode's (docs/metagrad.md): unrolled, first_order, truncated:K, implicit, "
+      "implicit:lambda=2,cg=5,tol=1e-10,damping=0, neumann:...; empty: --mode");
   opt("--inner-lr", t.maml.inner_lr, "inner-loop learning rate");
   opt("--inner-grad-clip", t.maml.inner_grad_clip,
       "clip each inner gradient to this global norm, in every mode (0: off; docs/maml.md)")

@@ -111,6 +111,7 @@ Json config_json(const MamlRun& run) {
           {"backend", backend_name(t.model.attention.backend_)},
           {"resolved_backend", backend_name(run.resolved_backend)},
           {"mode", lab::maml_mode_name(t.maml.mode)},
+          {"estimator", t.estimator.empty() ? Json(nullptr) : Json(t.estimator)},
           {"inner_steps", t.maml.inner_steps},
           {"inner_lr", t.maml.inner_lr},
           {"inner_grad_clip", t.maml.inner_grad_clip > 0 ? Json(t.maml.inner_grad_clip) : Json(nullptr)},
@@ -184,8 +185,10 @@ void print_summary(const MamlRun& run, const std::string& out_dir) {
   const auto& t = run.config;
   const auto& r = run.result;
   const auto& d = run.diagnostics;
-  std::printf("theria maml: %s MAML, backend %s (%s), %lld of %lld meta-steps applied in %.1f s\n",
-              lab::maml_mode_name(t.maml.mode), backend_name(t.model.attention.backend_),
+  const std::string what = t.estimator.empty() ? std::string(lab::maml_mode_name(t.maml.mode)) + " MAML"
+                                                : "MAML, estimator " + t.estimator + ",";
+  std::printf("theria maml: %s backend %s (%s), %lld of %lld meta-steps applied in %.1f s\n",
+              (what + (t.estimator.empty() ? "," : "")).c_str(), backend_name(t.model.attention.backend_),
               backend_name(run.resolved_backend), (long long)r.applied_meta_steps, (long long)t.meta_steps, r.seconds);
   if (r.divergence.found()) {
     std::printf("  DIVERGED: %s%s\n", r.divergence.describe().c_str(),

@@ -83,6 +83,18 @@ def test_maml_on_ranks_ends_where_the_one_process_run_ends(tmp_path, ranks):
     assert a == pytest.approx(b, abs=1e-6)
 
 
+@pytest.mark.parametrize("estimator", ["truncated:1", "implicit:lambda=2,cg=5"])
+def test_estimators_on_ranks_end_where_the_one_process_run_ends(tmp_path, estimator):
+    args = [*MAML, "--meta-steps", "4", "--eval-every", "2", "--checkpoint-every", "4", "--estimator", estimator]
+    one = theria(*args, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = torchrun(2, *args, "--out", tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    assert f"estimator {estimator}" in two.stdout
+    assert rel_diff(checkpoint(tmp_path / "one" / "checkpoint.pt")[1],
+                    checkpoint(tmp_path / "two" / "checkpoint.pt")[1]) <= 1e-6
+
+
 def test_a_killed_rank_ends_the_others_and_the_run_resumes_to_the_same_result(tmp_path):
     args = [*MAML, "--meta-steps", "300", "--eval-every", "100", "--checkpoint-every", "1"]
     port = free_port()
