@@ -1,27 +1,18 @@
 """The MAML step as PyTorch users write it — torch.func.functional_call plus
 torch.autograd.grad(create_graph=True) — with theria.sdpa inside a small nn.Module."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call
 
 import theria
 
-
-class TinyAttentionClassifier(nn.Module):
-    def __init__(self, dim=16, heads=2, classes=3, backend="explicit"):
-        super().__init__()
-        self.heads, self.backend = heads, backend
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.head = nn.Linear(dim, classes)
-
-    def forward(self, x):  # x: (batch, tokens, dim)
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = theria.sdpa(q, k, v, backend=self.backend).transpose(1, 2).reshape(b, t, d)
-        return self.head((x + self.out(a))[:, 0])
+# The model of the distributed example (examples/distributed_maml.py), the one small attention model the tests share.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from distributed_maml import TinyAttentionClassifier  # noqa: E402
 
 
 def meta_loss(model, params, support, query, inner_steps=2, inner_lr=0.3, create_graph=True):
