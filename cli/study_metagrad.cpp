@@ -19,7 +19,7 @@ namespace {
 
 struct MetagradOptions {
   lab::MetagradConfig study;
-  std::string backend = "auto", device = "cpu", dtype = "float32", out;
+  std::string backend = "auto", device = "cpu", dtype = "float32", oracle_device = "cpu", out;
   bool quick = false, no_plot = false, no_oracle = false;
   TaskRanges ranges;
 };
@@ -49,6 +49,7 @@ int run_metagrad_command(MetagradOptions& o, const std::string& command) {
   t.device = study_device(o.device);
   t.dtype = parse_dtype(o.dtype);
   c.oracle = !o.no_oracle;
+  c.oracle_device = study_device(o.oracle_device);
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
   const std::filesystem::path out(o.out);
   std::filesystem::create_directories(out);
@@ -120,6 +121,10 @@ Run add_metagrad(CLI::App& command) {
       ->required();
   command.add_flag("--quick", o->quick, "a small run for CPU CI: under 3 minutes on 2 cores");
   command.add_flag("--no-plot", o->no_plot, "do not draw the figures");
+  option(command, "--oracle-device", o->oracle_device,
+         "where the float64 oracles run: cpu (reference backend) or cuda (the fused backend's float64 kernels, no L x S "
+         "buffer: longer sequences)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   command.add_flag("--no-oracle", o->no_oracle,
                    "no float64 oracle: the cost of a meta-step as the depth grows only (long sequences on the GPU)");
   return [o] { return run_metagrad_command(*o, command_line()); };

@@ -24,6 +24,8 @@ std::vector<Task> diagnostic_tasks(const TrainConfig& t, int64_t count, uint64_t
   return held_out_tasks(c, count);
 }
 
+Backend oracle_backend(const MetagradConfig& c) { return c.oracle_device.is_cuda() ? Backend::Fused : Backend::Reference; }
+
 // The errors of g against the float64 oracles of this (depth, seed): the exact implicit meta-gradient for the
 // estimator's lambda (2 for the others) and the exact unrolled one, each computed once and kept in the caches.
 void compare_with_oracles(const MetagradConfig& c, const TrainConfig& t, const EstimatorSpec& spec, const Weights& w,
@@ -34,7 +36,9 @@ void compare_with_oracles(const MetagradConfig& c, const TrainConfig& t, const E
   const double lambda = proximal ? spec.lambda : 2.0;
   // The float64 copy of the problem only when an oracle of this (depth, seed) is still to compute.
   std::optional<Float64Problem> p64;
-  if (!implicit_oracle.count(lambda) || !unrolled_oracle) p64 = float64_reference(t.model, w, tasks);
+  if (!implicit_oracle.count(lambda) || !unrolled_oracle) {
+    p64 = float64_reference(t.model, w, tasks, c.oracle_device, oracle_backend(c));
+  }
   if (!implicit_oracle.count(lambda)) {
     EstimatorSpec oracle;
     oracle.kind = EstimatorSpec::Kind::Implicit;
@@ -83,7 +87,8 @@ Json metagrad_config_json(const MetagradConfig& c) {
                             {"meta_lr", t.meta_lr}, {"eval_tasks", t.eval_tasks}, {"split", "test"},
                             {"lr_search", {{"grid", c.train_lr_grid}, {"seeds", c.train_search_seeds},
                                            {"meta_steps", c.train_search_meta_steps}, {"split", "validation"}}}}},
-              {"oracle", {{"computed", c.oracle}, {"dtype", "float64"}, {"backend", "reference"}, {"device", "cpu"},
+              {"oracle", {{"computed", c.oracle}, {"dtype", "float64"}, {"backend", backend_name(oracle_backend(c))},
+                          {"device", c.oracle_device.str()},
                           {"cg_tolerance", c.oracle_tolerance}, {"cg_iterations", c.oracle_cg_iterations}}}};
 }
 

@@ -28,6 +28,10 @@ struct MetagradConfig {
   double oracle_tolerance = 1e-12;  // CG of the implicit oracle, float64
   int64_t oracle_cg_iterations = 1000;
   bool oracle = true;  // false: no float64 oracle (long sequences on the GPU: the cost of a meta-step only)
+  // Where the float64 oracles run: the CPU with the reference backend, or a GPU with the fused backend's float64
+  // kernels (exact float64 arithmetic, no L x S buffer; `theria verify` checks them against the reference), for
+  // sequences whose float64 oracles the CPU cannot compute in time.
+  at::Device oracle_device = at::kCPU;
   // Meta-training with each estimator (train_seeds 0: none), train.meta_steps steps at train_inner_steps.
   std::vector<std::string> train_estimators{"unrolled", "first_order", "truncated:5", "implicit:lambda=2,cg=5"};
   int64_t train_inner_steps = 10;
