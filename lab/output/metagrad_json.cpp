@@ -202,8 +202,10 @@ void write_metagrad_files(const std::string& dir, const MetagradConfig& config, 
   TORCH_CHECK(md, "cannot write ", dir, "/metagrad.md");
   md << "# Meta-gradient estimators: " << p.device_name << ", " << config.seeds << " seeds\n\nMade by `" << p.command
      << "` in " << fmt(p.seconds, "%.0f") << " s. "
-     << (config.oracle ? "Oracles in float64 on the CPU, reference backend (docs/metagrad.md). "
-                       : "No oracle (--no-oracle): the cost of a meta-step only. ")
+     << (!config.oracle                  ? "No oracle (--no-oracle): the cost of a meta-step only. "
+         : config.oracle_device.is_cuda() ? "Oracles in float64 on the GPU, the fused backend's float64 kernels "
+                                            "(--oracle-device cuda; docs/metagrad.md). "
+                                          : "Oracles in float64 on the CPU, reference backend (docs/metagrad.md). ")
      << "Intervals: 95 % over seeds; cost from seed 0"
      << (cells.empty() ? "" : " (" + cells.front().memory_kind + ")") << ".\n\n"
      << metagrad_markdown(config, raw);
