@@ -121,6 +121,10 @@ Run add_metagrad(CLI::App& command) {
       ->required();
   command.add_flag("--quick", o->quick, "a small run for CPU CI: under 3 minutes on 2 cores");
   command.add_flag("--no-plot", o->no_plot, "do not draw the figures");
+  option(command, "--init-weights", c.init_weights,
+         "a `theria maml` checkpoint (DIR/checkpoint.pt): the estimators are compared at its (meta-trained) weights, "
+         "for every seed, instead of each seed's initialisation")
+      ->check(CLI::ExistingFile);
   option(command, "--oracle-device", o->oracle_device,
          "where the float64 oracles run: cpu (reference backend) or cuda (the fused backend's float64 kernels, no L x S "
          "buffer: longer sequences)")

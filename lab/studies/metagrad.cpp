@@ -4,6 +4,7 @@
 #include "output/resume.h"
 #include "output/metagrad_json.h"
 #include "output/task_json.h"
+#include "train/checkpoint.h"
 #include "train/lr_search.h"
 
 #include <theria/tolerances.h>
@@ -22,6 +23,25 @@ std::vector<Task> diagnostic_tasks(const TrainConfig& t, int64_t count, uint64_t
   TrainConfig c = t;
   c.seed = seed;
   return held_out_tasks(c, count);
+}
+
+// The weights a (depth, seed)'s cells start from: the seed's initial weights, or the checkpoint's (config.init_weights)
+// after a check that they fit the model.
+Weights cell_weights(const MetagradConfig& c, const TrainConfig& t, uint64_t seed) {
+  const auto options = at::TensorOptions().dtype(t.dtype).device(t.device);
+  Weights w = init_weights(t.model, seed, options);
+  if (c.init_weights.empty()) return w;
+  const Weights trained = load_checkpoint_weights(c.init_weights, options);
+  TORCH_CHECK(trained.size() == w.size(), "metagrad: the checkpoint ", c.init_weights, " has ", trained.size(),
+              " weight tensors, the model ", w.size(), ": give the model options of the run that wrote it");
+  for (size_t i = 0; i < w.size(); ++i) {
+    TORCH_CHECK(trained[i].sizes() == w[i].sizes(), "metagrad: the checkpoint ", c.init_weights, "'s weight ", i,
+                " is ", trained[i].sizes(), ", the model's ", w[i].sizes(),
+                ": give the model options of the run that wrote it");
+    at::NoGradGuard no_grad;
+    w[i].copy_(trained[i]);
+  }
+  return w;
 }
 
 Backend oracle_backend(const MetagradConfig& c) { return c.oracle_device.is_cuda() ? Backend::Fused : Backend::Reference; }
@@ -87,6 +107,7 @@ Json metagrad_config_json(const MetagradConfig& c) {
                             {"meta_lr", t.meta_lr}, {"eval_tasks", t.eval_tasks}, {"split", "test"},
                             {"lr_search", {{"grid", c.train_lr_grid}, {"seeds", c.train_search_seeds},
                                            {"meta_steps", c.train_search_meta_steps}, {"split", "validation"}}}}},
+              {"init_weights", c.init_weights.empty() ? Json("each seed's initialisation") : Json(c.init_weights)},
               {"oracle", {{"computed", c.oracle}, {"dtype", "float64"}, {"backend", backend_name(oracle_backend(c))},
                           {"device", c.oracle_device.str()},
                           {"cg_tolerance", c.oracle_tolerance}, {"cg_iterations", c.oracle_cg_iterations}}}};
@@ -113,7 +134,7 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
       t.maml.inner_steps = depth;
       t.seed = seed;
       const auto tasks = diagnostic_tasks(t, c.diagnostic_tasks, seed);
-      const Weights w = init_weights(t.model, seed, at::TensorOptions().dtype(t.dtype).device(t.device));
+      const Weights w = cell_weights(c, t, seed);
       std::map<double, EstimatedMetaGradient> implicit_oracle;  // by lambda, computed when first needed
       std::optional<EstimatedMetaGradient> unrolled_oracle;
       for (size_t e = 0; e < specs.size(); ++e) {

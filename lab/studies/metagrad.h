@@ -32,6 +32,10 @@ struct MetagradConfig {
   // kernels (exact float64 arithmetic, no L x S buffer; `theria verify` checks them against the reference), for
   // sequences whose float64 oracles the CPU cannot compute in time.
   at::Device oracle_device = at::kCPU;
+  // Empty: every seed's cells start from that seed's initial weights. A path: from the weights of a `theria maml`
+  // checkpoint (meta-trained weights, where the support Hessian differs from the initialisation's), for every seed
+  // (the seeds then vary the tasks only). The meta-training runs start from their seeds as always.
+  std::string init_weights;
   // Meta-training with each estimator (train_seeds 0: none), train.meta_steps steps at train_inner_steps.
   std::vector<std::string> train_estimators{"unrolled", "first_order", "truncated:5", "implicit:lambda=2,cg=5"};
   int64_t train_inner_steps = 10;

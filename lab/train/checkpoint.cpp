@@ -30,6 +30,23 @@ std::vector<at::Tensor> tensors_from(const c10::IValue& v, const at::TensorOptio
   return out;
 }
 
+// The file's tuple, or nothing when there is no file; an error when it is not a theria checkpoint.
+std::optional<c10::IValue> read_checkpoint_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return std::nullopt;
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  c10::IValue v;
+  try {
+    v = torch::jit::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "the checkpoint ", path, " does not load (", e.what(), "): remove it to start afresh");
+  }
+  const bool ours = v.isTuple() && v.toTupleRef().elements().size() == 7 &&
+                    v.toTupleRef().elements()[0].isString() && v.toTupleRef().elements()[0].toStringRef() == kMagic;
+  TORCH_CHECK(ours, "the file ", path, " is not a theria meta-training checkpoint: remove it to start afresh");
+  return v;
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const TrainCheckpoint& c) {
@@ -61,19 +78,9 @@ void save_checkpoint(const std::string& path, const TrainCheckpoint& c) {
 
 std::optional<TrainCheckpoint> load_checkpoint(const std::string& path, const std::string& fingerprint,
                                                const at::TensorOptions& options) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return std::nullopt;
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  c10::IValue v;
-  try {
-    v = torch::jit::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, "the checkpoint ", path, " does not load (", e.what(), "): remove it to start afresh");
-  }
-  const bool ours = v.isTuple() && v.toTupleRef().elements().size() == 7 &&
-                    v.toTupleRef().elements()[0].isString() && v.toTupleRef().elements()[0].toStringRef() == kMagic;
-  TORCH_CHECK(ours, "the file ", path, " is not a theria meta-training checkpoint: remove it to start afresh");
-  const auto& d = v.toTupleRef().elements();
+  const auto v = read_checkpoint_file(path);
+  if (!v) return std::nullopt;
+  const auto& d = v->toTupleRef().elements();
   const Json state = Json::parse(d[1].toStringRef());
   TORCH_CHECK(state.at("fingerprint").get<std::string>() == fingerprint, "the checkpoint ", path,
               " belongs to another configuration of the run: resume with the options that wrote it, or remove it");
@@ -101,6 +108,12 @@ std::optional<TrainCheckpoint> load_checkpoint(const std::string& path, const st
   c.so_far.skipped_meta_steps = state.at("skipped_meta_steps").get<int64_t>();
   c.so_far.seconds = state.at("seconds").get<double>();
   return c;
+}
+
+Weights load_checkpoint_weights(const std::string& path, const at::TensorOptions& options) {
+  const auto v = read_checkpoint_file(path);
+  TORCH_CHECK(v, "no checkpoint at ", path);
+  return tensors_from(v->toTupleRef().elements()[2], options);
 }
 
 }  // namespace theria::lab

@@ -29,4 +29,8 @@ void save_checkpoint(const std::string& path, const TrainCheckpoint& c);
 std::optional<TrainCheckpoint> load_checkpoint(const std::string& path, const std::string& fingerprint,
                                                const at::TensorOptions& options);
 
+// The weights alone of the checkpoint at `path` (any configuration; the caller checks that they fit its model): a
+// study run at meta-trained weights (theria study metagrad --init-weights).
+Weights load_checkpoint_weights(const std::string& path, const at::TensorOptions& options);
+
 }  // namespace theria::lab

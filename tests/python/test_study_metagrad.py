@@ -87,3 +87,25 @@ def test_meta_training_takes_each_estimators_inner_lr_chosen_on_validation_tasks
         runs = [t for t in data["training"] if t["estimator"] == choice["estimator"]]
         assert len(runs) == 2 and all(t["inner_lr"] == choice["chosen_lr"] for t in runs)
     assert "inner lr chosen per estimator on validation tasks" in (tmp_path / "metagrad.md").read_text()
+
+
+def test_init_weights_compares_the_estimators_at_a_checkpoints_weights(tmp_path):
+    """--init-weights: the cells start from a `theria maml` checkpoint's weights (not each seed's initialisation),
+    and a checkpoint of another model is refused with an error naming the mismatch."""
+    r = theria("maml", "--meta-steps", "3", "--eval-every", "3", "--meta-batch", "2", "--eval-tasks", "2",
+               "--checkpoint-every", "3", "--no-plot", "--diagnose-steps", "1", "--out", tmp_path / "trained")
+    assert r.returncode == 0, r.stderr
+    ckpt = tmp_path / "trained" / "checkpoint.pt"
+    small = ["study", "metagrad", "--backend", "explicit", "--inner-steps", "2", "--seeds", "1", "--tasks", "1",
+             "--estimators", "unrolled;implicit:lambda=2,cg=3", "--train-seeds", "0", "--no-plot"]
+    at_init = theria(*small, "--out", tmp_path / "init")
+    at_ckpt = theria(*small, "--init-weights", ckpt, "--out", tmp_path / "ckpt")
+    assert at_init.returncode == 0 and at_ckpt.returncode == 0, at_init.stderr + at_ckpt.stderr
+    init, trained = strict_json(tmp_path / "init" / "metagrad.json"), strict_json(tmp_path / "ckpt" / "metagrad.json")
+    assert init["config"]["init_weights"] == "each seed's initialisation"
+    assert trained["config"]["init_weights"] == str(ckpt)
+    # The same tasks, other weights: other meta-gradients, so other CG residuals.
+    residual = lambda d: [c["max_residual"] for c in d["cells"]]  # noqa: E731
+    assert residual(init) != residual(trained)
+    wrong = theria(*small, "--dim", "16", "--init-weights", ckpt, "--out", tmp_path / "wrong")
+    assert wrong.returncode == 1 and "give the model options of the run that wrote it" in wrong.stderr, wrong.stderr
