@@ -175,6 +175,24 @@ def test_a_sweep_shared_by_two_ranks_writes_the_one_process_results(tmp_path):
     assert results(tmp_path / "one") == results(tmp_path / "two")
 
 
+def test_a_robustness_map_shared_by_two_ranks_measures_what_one_process_measures(tmp_path):
+    from test_study_robustness import SMALL as ROBUSTNESS
+    one = theria(*ROBUSTNESS, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = torchrun(2, *ROBUSTNESS, "--out", tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    # The measures (errors, paths, stability per seed) are the same; costs are timings, measured by rank 0.
+    a, b = strict_json(tmp_path / "one" / "robustness.json"), strict_json(tmp_path / "two" / "robustness.json")
+    assert a["measures"] == b["measures"]
+    assert [c["cell"] for c in a["costs"]] == [c["cell"] for c in b["costs"]]
+
+
+def test_folder_shards_and_ranks_do_not_combine(tmp_path):
+    r = torchrun(2, *SMALL, "--shard", "0/2", "--out", tmp_path)
+    assert r.returncode != 0
+    assert "--shard and a distributed run (WORLD_SIZE > 1) do not go together" in r.stderr
+
+
 def test_studies_that_run_in_one_process_say_so_under_several(tmp_path):
     r = torchrun(2, "study", "metagrad", "--quick", "--out", tmp_path)
     assert r.returncode != 0
