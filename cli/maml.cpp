@@ -98,6 +98,7 @@ int run_maml(const Options& o) {
   const auto& t = run.config;
   const std::filesystem::path out(o.out);
   const auto comm = lab::Communicator::from_environment(t.device.type());
+  const lab::EndTogether end_together(*comm);  // rank 0 writes the files while the others wait
   const bool root = comm->is_root();
   if (root) std::filesystem::create_directories(out);
   lab::TrainRuntime runtime;

@@ -36,6 +36,7 @@ int run_robustness_command(RobustnessOptions& o, const std::string& command) {
   t.device = study_device(o.device);
   const std::filesystem::path out(o.out);
   const auto comm = study_ranks(t.device);
+  const lab::EndTogether end_together(*comm);  // rank 0 writes the files while the others wait
   const bool root = comm->is_root();
   std::filesystem::create_directories(out);
   const auto cells = lab::robustness_cells(c);

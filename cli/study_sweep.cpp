@@ -54,6 +54,7 @@ int run_sweep_command(SweepOptions& o, const std::string& command) {
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
   const std::filesystem::path out(o.out);
   const auto comm = study_ranks(t.device);
+  const lab::EndTogether end_together(*comm);  // rank 0 writes the files while the others wait
   const bool root = comm->is_root();
   std::filesystem::create_directories(out);
   if (root) std::fprintf(stderr, "[sweep] %s, %s %s, %lld seeds, inner steps", t.tasks.family.c_str(), t.device.str().c_str(),

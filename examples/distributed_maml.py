@@ -126,6 +126,7 @@ def main():
         if args.out:
             torch.save({"state_dict": model.state_dict(), "losses": losses}, args.out)
     if dist.is_initialized():
+        dist.barrier()  # every rank done (rank 0 has saved) before any rank takes its connections down
         dist.destroy_process_group()
 
 

@@ -247,4 +247,11 @@ void Communicator::check_identical(const std::vector<at::Tensor>& tensors, const
   }
 }
 
+EndTogether::~EndTogether() {
+  try {
+    comm_.barrier("the end of the run");
+  } catch (const std::exception&) {
+  }
+}
+
 }  // namespace theria::lab
