@@ -248,6 +248,7 @@ void Communicator::check_identical(const std::vector<at::Tensor>& tensors, const
 }
 
 EndTogether::~EndTogether() {
+  if (std::uncaught_exceptions() > exceptions_) return;
   try {
     comm_.barrier("the end of the run");
   } catch (const std::exception&) {

@@ -15,6 +15,7 @@
 #include <c10/core/Device.h>
 
 #include <chrono>
+#include <exception>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -93,16 +94,19 @@ class Communicator {
 // Holds the ranks together at the end of a run: its destructor waits until every rank gets there, so that no rank
 // takes its connections down while another still uses them (a Gloo rank that tears down while its peer is still
 // connected was measured to abort now and then: 2 in 15 runs of examples/distributed_maml.py under CPU load, 0 in 15
-// with the final barrier). A failed wait is ignored: it means a rank is gone already, and the run is ending.
+// with the final barrier). A failed wait is ignored: it means a rank is gone already, and the run is ending. Left by
+// an exception, it does not wait: the other ranks may be inside another collective, which a barrier must not meet
+// (a collective of another size can abort the peer); they see this rank's connections close instead.
 class EndTogether {
  public:
-  explicit EndTogether(const Communicator& comm) : comm_(comm) {}
+  explicit EndTogether(const Communicator& comm) : comm_(comm), exceptions_(std::uncaught_exceptions()) {}
   ~EndTogether();
   EndTogether(const EndTogether&) = delete;
   EndTogether& operator=(const EndTogether&) = delete;
 
  private:
   const Communicator& comm_;
+  int exceptions_;  // in flight at construction: more at destruction means unwinding
 };
 
 }  // namespace theria::lab
