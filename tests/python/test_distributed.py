@@ -146,6 +146,17 @@ def test_a_stalled_rank_ends_the_others_within_the_timeout(tmp_path):
     assert "did not join it within 3 s" in err, err
 
 
+def test_an_error_on_rank_0_ends_the_others_with_an_error_not_a_hang(tmp_path):
+    (tmp_path / "file").write_text("")  # --out names a file: rank 0 cannot create its output folder
+    # Started by hand, not by torchrun: its agent would stop rank 1 before rank 1 says why.
+    procs = launch_ranks(2, [*MAML, "--meta-steps", "4", "--eval-every", "2", "--out", tmp_path / "file"],
+                         free_port(), THERIA_DIST_TIMEOUT_S=60)
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], errs
+    assert "cannot create directories" in errs[0]
+    assert "rank 1 of 2: the collective" in errs[1] and "another rank has exited" in errs[1], errs[1]
+
+
 def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     r = theria(*MAML, "--meta-steps", "2", "--eval-every", "1", "--checkpoint-every", "1", "--out", tmp_path)
     assert r.returncode == 0, r.stderr
