@@ -47,9 +47,7 @@ void finish(Options& o) {
   if (!t.estimator.empty()) t.estimator = lab::estimator_name(lab::parse_estimator(t.estimator));
   t.model.pooling = o.pooling == "mean" ? lab::Pooling::Mean : lab::Pooling::Attention;
   TORCH_CHECK(o.device == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
-  // One GPU per process under torchrun: cuda:LOCAL_RANK (cuda:0 alone).
-  t.device = o.device == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(lab::rank_info_from_environment().local_rank))
-                                : at::Device(at::kCPU);
+  t.device = lab::rank_device(o.device == "cuda" ? at::kCUDA : at::kCPU);
   t.dtype = o.dtype == "float64" ? at::kDouble : o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
   // As torch.use_deterministic_algorithms(True): the fused backward adds its dQ shares in a fixed order. cuBLAS is

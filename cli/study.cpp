@@ -21,8 +21,7 @@ at::ScalarType parse_dtype(const std::string& name) {
 
 at::Device study_device(const std::string& name) {
   TORCH_CHECK(name == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
-  const auto local_rank = static_cast<c10::DeviceIndex>(lab::rank_info_from_environment().local_rank);
-  return name == "cuda" ? at::Device(at::kCUDA, local_rank) : at::Device(at::kCPU);
+  return lab::rank_device(name == "cuda" ? at::kCUDA : at::kCPU);
 }
 
 std::unique_ptr<lab::Communicator> study_ranks(const at::Device& device) {

@@ -57,13 +57,13 @@ int run_sweep_command(SweepOptions& o, const std::string& command) {
   const lab::EndTogether end_together(*comm);  // rank 0 writes the files while the others wait
   const bool root = comm->is_root();
   std::filesystem::create_directories(out);
-  if (root) std::fprintf(stderr, "[sweep] %s, %s %s, %lld seeds, inner steps", t.tasks.family.c_str(), t.device.str().c_str(),
-               dtype_name(t.dtype), (long long)c.seeds);
-  for (const auto s : c.inner_steps) {
-    if (root) std::fprintf(stderr, " %lld", (long long)s);
+  if (root) {
+    std::fprintf(stderr, "[sweep] %s, %s %s, %lld seeds, inner steps", t.tasks.family.c_str(), t.device.str().c_str(),
+                 dtype_name(t.dtype), (long long)c.seeds);
+    for (const auto s : c.inner_steps) std::fprintf(stderr, " %lld", (long long)s);
+    std::fprintf(stderr, ", %lld meta-steps of %lld tasks; parts in %s/parts (a re-run resumes)\n",
+                 (long long)t.meta_steps, (long long)t.meta_batch, o.out.c_str());
   }
-  if (root) std::fprintf(stderr, ", %lld meta-steps of %lld tasks; parts in %s/parts (a re-run resumes)\n",
-               (long long)t.meta_steps, (long long)t.meta_batch, o.out.c_str());
   const auto start = std::chrono::steady_clock::now();
   const auto shard = study_shard(o.shard);
   const auto raw = lab::run_sweep(c, out / "parts", shard, comm.get());

@@ -64,6 +64,11 @@ Block block_of(int64_t count, int rank, int world) {
   return {begin, begin + base + (rank < extra ? 1 : 0)};
 }
 
+c10::Device rank_device(c10::DeviceType type) {
+  if (type != c10::kCUDA) return c10::Device(type);
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(rank_info_from_environment().local_rank));
+}
+
 struct Communicator::Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
@@ -134,11 +139,6 @@ std::unique_ptr<Communicator> Communicator::from_environment(c10::DeviceType dev
 }
 
 const char* Communicator::backend_name() const { return group_ ? group_->name : "none"; }
-
-c10::Device Communicator::device_for(c10::DeviceType type) const {
-  if (type == c10::kCUDA) return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(info_.local_rank));
-  return c10::Device(type);
-}
 
 template <class Fn>
 void Communicator::collective(const std::string& what, Fn&& fn) const {

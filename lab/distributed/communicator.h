@@ -43,6 +43,9 @@ struct Block {
 };
 Block block_of(int64_t count, int rank, int world);
 
+// The device this process computes on: one GPU per rank, cuda:LOCAL_RANK (cuda:0 alone), or the CPU.
+c10::Device rank_device(c10::DeviceType type);
+
 class Communicator {
  public:
   // The process group of the environment, its collectives on `device_type`: CPU (Gloo) or CUDA (NCCL, this rank's
@@ -63,8 +66,6 @@ class Communicator {
   bool distributed() const { return group_ != nullptr; }
   // "gloo", "nccl" or "none".
   const char* backend_name() const;
-  // The device a rank computes on: cuda:LOCAL_RANK for CUDA, the CPU otherwise.
-  c10::Device device_for(c10::DeviceType type) const;
 
   // Sums `tensors` over the ranks, in place. Tensors of one dtype travel as one flat message per bucket of at most
   // kBucketBytes (few large messages, not one per tensor); `what` names the collective in an error.

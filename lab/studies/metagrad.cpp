@@ -25,23 +25,20 @@ std::vector<Task> diagnostic_tasks(const TrainConfig& t, int64_t count, uint64_t
   return held_out_tasks(c, count);
 }
 
-// The weights a (depth, seed)'s cells start from: the seed's initial weights, or the checkpoint's (config.init_weights)
-// after a check that they fit the model.
-Weights cell_weights(const MetagradConfig& c, const TrainConfig& t, uint64_t seed) {
-  const auto options = at::TensorOptions().dtype(t.dtype).device(t.device);
-  Weights w = init_weights(t.model, seed, options);
-  if (c.init_weights.empty()) return w;
-  const Weights trained = load_checkpoint_weights(c.init_weights, options);
-  TORCH_CHECK(trained.size() == w.size(), "metagrad: the checkpoint ", c.init_weights, " has ", trained.size(),
-              " weight tensors, the model ", w.size(), ": give the model options of the run that wrote it");
-  for (size_t i = 0; i < w.size(); ++i) {
-    TORCH_CHECK(trained[i].sizes() == w[i].sizes(), "metagrad: the checkpoint ", c.init_weights, "'s weight ", i,
-                " is ", trained[i].sizes(), ", the model's ", w[i].sizes(),
+// The weights of config.init_weights (a checkpoint), read once and checked to fit the model; none when not given.
+std::optional<Weights> checkpoint_weights(const MetagradConfig& c) {
+  if (c.init_weights.empty()) return std::nullopt;
+  const auto options = at::TensorOptions().dtype(c.train.dtype).device(c.train.device);
+  const Weights model = init_weights(c.train.model, 0, options);
+  Weights trained = load_checkpoint_weights(c.init_weights, options);
+  TORCH_CHECK(trained.size() == model.size(), "metagrad: the checkpoint ", c.init_weights, " has ", trained.size(),
+              " weight tensors, the model ", model.size(), ": give the model options of the run that wrote it");
+  for (size_t i = 0; i < model.size(); ++i) {
+    TORCH_CHECK(trained[i].sizes() == model[i].sizes(), "metagrad: the checkpoint ", c.init_weights, "'s weight ", i,
+                " is ", trained[i].sizes(), ", the model's ", model[i].sizes(),
                 ": give the model options of the run that wrote it");
-    at::NoGradGuard no_grad;
-    w[i].copy_(trained[i]);
   }
-  return w;
+  return trained;
 }
 
 Backend oracle_backend(const MetagradConfig& c) { return c.oracle_device.is_cuda() ? Backend::Fused : Backend::Reference; }
@@ -128,13 +125,20 @@ MetagradRaw run_metagrad(const MetagradConfig& c, const std::filesystem::path& p
   MetagradRaw raw;
   auto& cells = raw.cells;
   bool resumed = false;
+  const std::optional<Weights> trained = checkpoint_weights(c);
   for (const auto depth : c.inner_steps) {
     for (uint64_t seed = 0; seed < static_cast<uint64_t>(c.seeds); ++seed) {
       TrainConfig t = c.train;
       t.maml.inner_steps = depth;
       t.seed = seed;
       const auto tasks = diagnostic_tasks(t, c.diagnostic_tasks, seed);
-      const Weights w = cell_weights(c, t, seed);
+      // The seed's initial weights, or fresh leaves holding the checkpoint's.
+      Weights w;
+      if (trained) {
+        for (const auto& x : *trained) w.push_back(x.detach().clone().requires_grad_());
+      } else {
+        w = init_weights(t.model, seed, at::TensorOptions().dtype(t.dtype).device(t.device));
+      }
       std::map<double, EstimatedMetaGradient> implicit_oracle;  // by lambda, computed when first needed
       std::optional<EstimatedMetaGradient> unrolled_oracle;
       for (size_t e = 0; e < specs.size(); ++e) {

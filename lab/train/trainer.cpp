@@ -88,11 +88,13 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   if (runtime.resume && !runtime.checkpoint.empty()) {
     resumed = load_checkpoint(runtime.checkpoint, runtime.fingerprint, options);
   }
-  // Every rank resumes, or none: a checkpoint that only some ranks can read would split the run.
-  const double resuming = comm.all_reduce_sum({resumed ? 1.0 : 0.0}, "checkpoint lookup")[0];
-  TORCH_CHECK(resuming == 0 || resuming == comm.world_size(), "rank ", comm.rank(), ": the checkpoint ",
-              runtime.checkpoint, " is readable on ", resuming, " of ", comm.world_size(),
-              " ranks: put it where every rank sees it (docs/distributed.md)");
+  if (runtime.resume) {
+    // Every rank resumes, or none: a checkpoint that only some ranks can read would split the run.
+    const double resuming = comm.all_reduce_sum({resumed ? 1.0 : 0.0}, "checkpoint lookup")[0];
+    TORCH_CHECK(resuming == 0 || resuming == comm.world_size(), "rank ", comm.rank(), ": the checkpoint ",
+                runtime.checkpoint, " is readable on ", resuming, " of ", comm.world_size(),
+                " ranks: put it where every rank sees it (docs/distributed.md)");
+  }
   if (resumed) {
     at::AutoGradMode no_grad(false);
     for (size_t i = 0; i < w.size(); ++i) w[i].copy_(resumed->weights[i]);
