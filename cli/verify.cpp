@@ -161,25 +161,66 @@ Json row_json(const Row& r) {
                                               : "fail: error is " + finite_status(r.error)}};
 }
 
+// A dtype, and for float32 the torch.set_float32_matmul_precision setting it runs under: the fused kernels serve
+// float32 at "high" on bfloat16-split products and at "medium" on bfloat16 ones, each held to its own row.
+struct DtypeCase {
+  at::ScalarType dtype;
+  std::string float32_precision = "highest";
+  std::string label() const {
+    return dtype == at::kFloat && float32_precision != "highest" ? std::string("float32@") + float32_precision
+                                                                 : dtype_name(dtype);
+  }
+  Float32Products products() const {
+    return float32_precision == "high"     ? Float32Products::kBFloat16Split
+           : float32_precision == "medium" ? Float32Products::kBFloat16
+                                           : Float32Products::kFloat32;
+  }
+  double tolerance_for(Derivative order) const {
+    return dtype == at::kFloat ? float32_tolerance(products(), order).max_rel_error
+                               : tolerance(dtype, order).max_rel_error;
+  }
+};
+
+// Sets the float32 matmul precision for a scope, and puts the previous one back.
+class MatmulPrecision {
+ public:
+  explicit MatmulPrecision(const std::string& setting) : before_(at::globalContext().float32MatmulPrecision()) {
+    at::globalContext().setFloat32MatmulPrecision(setting);
+  }
+  ~MatmulPrecision() {
+    at::globalContext().setFloat32MatmulPrecision(before_ == at::Float32MatmulPrecision::MEDIUM ? "medium"
+                                                  : before_ == at::Float32MatmulPrecision::HIGH ? "high"
+                                                                                                : "highest");
+  }
+  MatmulPrecision(const MatmulPrecision&) = delete;
+  MatmulPrecision& operator=(const MatmulPrecision&) = delete;
+
+ private:
+  at::Float32MatmulPrecision before_;
+};
+
 int run_verify(const Options& opt) {
   struct Target {
     at::Device device;
     Backend backend;
-    std::vector<at::ScalarType> dtypes;
+    std::vector<DtypeCase> dtypes;
   };
   std::vector<Target> targets;
   std::vector<std::string> notes;
   if (opt.device != "cuda") {
     for (auto b : {Backend::Reference, Backend::Explicit}) {
-      targets.push_back({at::kCPU, b, {at::kDouble, at::kFloat, at::kBFloat16}});
+      targets.push_back({at::kCPU, b, {{at::kDouble}, {at::kFloat}, {at::kBFloat16}}});
     }
   }
   if (opt.device != "cpu") {
     if (at::hasCUDA()) {
-      const std::vector<at::ScalarType> gpu_dtypes{at::kDouble, at::kFloat, at::kHalf, at::kBFloat16};
+      const std::vector<DtypeCase> gpu_dtypes{{at::kDouble}, {at::kFloat}, {at::kHalf}, {at::kBFloat16}};
       targets.push_back({at::Device(at::kCUDA, 0), Backend::Reference, gpu_dtypes});
       if (fused_kernels_built()) {
-        targets.push_back({at::Device(at::kCUDA, 0), Backend::Fused, gpu_dtypes});
+        auto fused_dtypes = gpu_dtypes;
+        fused_dtypes.push_back({at::kFloat, "high"});
+        fused_dtypes.push_back({at::kFloat, "medium"});
+        targets.push_back({at::Device(at::kCUDA, 0), Backend::Fused, fused_dtypes});
       } else {
         notes.push_back("cuda/fused: not checked, this build has no fused CUDA kernels");
       }
@@ -191,7 +232,9 @@ int run_verify(const Options& opt) {
   std::vector<Row> rows;
   const auto& cases = shapes(opt.quick);
   for (const auto& target : targets) {
-    for (const auto dtype : target.dtypes) {
+    for (const auto& dtype_case : target.dtypes) {
+      const at::ScalarType dtype = dtype_case.dtype;
+      const MatmulPrecision precision(dtype_case.float32_precision);
       std::array<double, kNumChecks> worst{};
       for (size_t c = 0; c < cases.size(); ++c) {
         const Shape& s = cases[c];
@@ -216,20 +259,20 @@ int run_verify(const Options& opt) {
       }
       for (int ch = 0; ch < kNumChecks; ++ch) {
         rows.push_back({target.device.is_cuda() ? "cuda" : "cpu", backend_name(target.backend), kCheckNames[ch],
-                        dtype_name(dtype), worst[ch], tolerance(dtype, kCheckOrder[ch]).max_rel_error});
+                        dtype_case.label(), worst[ch], dtype_case.tolerance_for(kCheckOrder[ch])});
       }
       std::fprintf(stderr, "[verify] %s %s %s done\n", target.device.is_cuda() ? "cuda" : "cpu",
-                   backend_name(target.backend), dtype_name(dtype));
+                   backend_name(target.backend), dtype_case.label().c_str());
     }
   }
 
   std::printf("theria verify: %zu shapes per row, error = max|x - ref| / max(max|ref|, 1) against float64\n\n",
               cases.size());
-  std::printf("%-6s %-10s %-16s %-9s %13s %11s  %s\n", "device", "backend", "derivative", "dtype",
+  std::printf("%-6s %-10s %-16s %-14s %13s %11s  %s\n", "device", "backend", "derivative", "dtype",
               "max rel err", "tolerance", "result");
   int failed = 0;
   for (const auto& r : rows) {
-    std::printf("%-6s %-10s %-16s %-9s %13.3e %11.1e  %s\n", r.device.c_str(), r.backend.c_str(), r.check.c_str(),
+    std::printf("%-6s %-10s %-16s %-14s %13.3e %11.1e  %s\n", r.device.c_str(), r.backend.c_str(), r.check.c_str(),
                 r.dtype.c_str(), r.error, r.tolerance, r.pass() ? "pass" : "FAIL");
     failed += r.pass() ? 0 : 1;
   }

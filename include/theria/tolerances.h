@@ -7,8 +7,10 @@
 // softmax, so its second derivatives vanish and rounding noise of 1e-17 must not count as
 // infinitely wrong). Test inputs are standard normal, so derivatives are O(1).
 //
-// The row is that of the dtype the products run in: float32 under torch.set_float32_matmul_precision("medium")
-// runs the fused bfloat16 tensor-core kernels (docs/contract.md), so its results are held to the bfloat16 row.
+// The row is that of the products: float32 under torch.set_float32_matmul_precision("medium") runs the fused
+// bfloat16 tensor-core kernels (docs/contract.md), so its results are held to the bfloat16 row; at "high" the
+// fused kernels split each float32 operand into two bfloat16 parts (three products for one), and their results
+// are held to the row of those products (Float32Products::kBFloat16Split).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,6 +33,14 @@ struct Tolerance {
 };
 
 Tolerance tolerance(c10::ScalarType dtype, Derivative order);
+
+// What float32 products run in on the fused tensor-core kernels, after PyTorch's float32 matmul precision:
+// "highest" float32 (SIMT kernels or cuBLAS), "high" bfloat16 pairs (x = hi + lo, 16 significant bits; three
+// products per product, about 2^-17 relative error each), "medium" bfloat16.
+enum class Float32Products { kFloat32, kBFloat16Split, kBFloat16 };
+
+// The row of float32 results computed with `products` (kFloat32: the float32 row).
+Tolerance float32_tolerance(Float32Products products, Derivative order);
 
 // A dtype as Python prints torch dtypes, without "torch." ("float32", "bfloat16"); c10's name for the others.
 const char* dtype_name(c10::ScalarType dtype);

@@ -39,16 +39,23 @@ bool fused_kernels_built() {
 
 namespace theria::core {
 
-bool bfloat16_products_allowed() {
+Float32Products float32_products() {
   auto& ctx = at::globalContext();
-  // The new API (torch.backends.cuda.matmul.fp32_precision) has no bf16 for CUDA and maps "medium" to "tf32";
-  // only the legacy setting says "medium", and its getter raises when the two APIs were mixed: then only the
-  // new API's answer counts, and that is never bfloat16.
-  if (ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) != at::Float32Precision::TF32) return false;
+  // The new API (torch.backends.cuda.matmul.fp32_precision) has no bf16 for CUDA and maps both "medium" and
+  // "high" to "tf32"; only the legacy setting tells them apart, and its getter raises when the two APIs were
+  // mixed: then the new API's "tf32" (reduced precision allowed, never bfloat16 alone) takes the split products,
+  // which are more accurate than TF32's 10-bit mantissa.
+  if (ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) != at::Float32Precision::TF32) {
+    return Float32Products::kFloat32;
+  }
   try {
-    return ctx.float32MatmulPrecision() == at::Float32MatmulPrecision::MEDIUM;
+    switch (ctx.float32MatmulPrecision()) {
+      case at::Float32MatmulPrecision::MEDIUM: return Float32Products::kBFloat16;
+      case at::Float32MatmulPrecision::HIGH: return Float32Products::kBFloat16Split;
+      default: return Float32Products::kFloat32;
+    }
   } catch (const c10::Error&) {
-    return false;
+    return Float32Products::kBFloat16Split;
   }
 }
 
@@ -65,26 +72,37 @@ namespace {
 
 std::string mib(int64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
-// Auto's choice for CUDA inputs the fused kernels serve (see reference_beats_simt).
-ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t batch) {
-  if (fused::uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1))) {
-    if (q.scalar_type() == at::kFloat) {
+// Auto's choice for CUDA inputs the fused kernels serve (see reference_beats_simt). `plain`: no attn_mask and no
+// grouped heads (the float32 split kernels have no other build).
+ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t batch, bool plain) {
+  const bool is_float32 = q.scalar_type() == at::kFloat;
+  const Float32Products products = is_float32 ? float32_products() : Float32Products::kFloat32;
+  if (fused::uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1), plain)) {
+    if (products == Float32Products::kBFloat16) {
       return {Backend::Fused,
               "auto: float32 at matmul precision \"medium\" (PyTorch lets float32 products use bfloat16) goes to "
               "the fused tensor-core kernels on bfloat16 copies, float32 results (the tolerance table's bfloat16 row)"};
+    }
+    if (products == Float32Products::kBFloat16Split) {
+      return {Backend::Fused,
+              "auto: float32 at matmul precision \"high\" (PyTorch: each float32 as the sum of two bfloat16) goes "
+              "to the fused tensor-core kernels on bfloat16-split operands, three products for each, float32 "
+              "results (the tolerance table's float32 split row)"};
     }
     return {Backend::Fused, "auto: CUDA tensors go to the fused tensor-core kernels"};
   }
   const int64_t len_q = q.sym_size(-2).guard_int(__FILE__, __LINE__), len_kv = v.sym_size(-2).guard_int(__FILE__, __LINE__);
   const int64_t need = reference_hvp_bytes(batch, len_q, len_kv, q.element_size());
   const int64_t device = fused::device_memory_bytes(q.device().index());
+  std::string precision;
+  if (products == Float32Products::kFloat32 && is_float32) {
+    precision = " at float32 matmul precision \"highest\" (\"high\" and \"medium\" allow the tensor-core kernels)";
+  } else if (products == Float32Products::kBFloat16Split && !plain) {
+    precision = " with an attn_mask or grouped heads at float32 matmul precision \"high\" (the split kernels have "
+                "no such build; \"medium\" has)";
+  }
   const std::string what = std::string("auto: ") + c10::toString(q.scalar_type()) + " with E=" + std::to_string(q.size(-1)) +
-                           ", Ev=" + std::to_string(v.size(-1)) +
-                           " has no tensor-core kernel" +
-                           (q.scalar_type() == at::kFloat
-                                ? std::string(" at float32 matmul precision \"high\" or \"highest\" (\"medium\" allows the "
-                                              "bfloat16 tensor-core kernels)")
-                                : std::string()) +
+                           ", Ev=" + std::to_string(v.size(-1)) + " has no tensor-core kernel" + precision +
                            ", and the fused SIMT kernels lose to the reference composition "
                            "at every measured size (docs/performance.md, \"float32 on CUDA\"); ";
   if (reference_beats_simt(batch, len_q, len_kv, q.element_size(), device)) {
@@ -156,7 +174,8 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
         return {Backend::Explicit, "auto: CPU tensors go to the explicit kernels (no T x T buffer)"};
       }
       if (on_cuda && fused_fits) {
-        return auto_on_cuda(q, v, batch);
+        const bool grouped = q.dim() >= 3 && v.dim() >= 3 && q.size(-3) != v.size(-3);
+        return auto_on_cuda(q, v, batch, mask == MaskUse::kNone && !grouped);
       }
       if (on_cuda && fused_kernels_built()) {
         return {Backend::Reference, "auto: " + fused_gap + ", so the reference composition"};

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <theria/sdpa.h>
+#include <theria/tolerances.h>
 
 #include <ATen/core/Tensor.h>
 
@@ -29,11 +30,12 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
 ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,
                                 const char* op, MaskUse mask = MaskUse::kNone);
 
-// Whether PyTorch's float32 matmul precision lets float32 products run in bfloat16: "medium" in
-// torch.set_float32_matmul_precision ("float32 matrix multiplications use bfloat16 datatype for internal
-// computations"). The fused tensor-core kernels then serve float32 on bfloat16 copies, and the tolerance
-// table's bfloat16 row applies to their float32 results.
-bool bfloat16_products_allowed();
+// What PyTorch's float32 matmul precision lets float32 products run in (torch.set_float32_matmul_precision):
+// "medium" ("float32 matrix multiplications use bfloat16 datatype for internal computations"): the fused
+// tensor-core kernels on bfloat16 copies, held to the tolerance table's bfloat16 row; "high" ("treat each
+// float32 number as the sum of two bfloat16 numbers"): the fused tensor-core kernels on bfloat16-split
+// operands; "highest", or the newer per-backend API's "ieee" for CUDA matmuls: float32.
+Float32Products float32_products();
 
 // Where `auto` sends CUDA inputs that only the fused SIMT kernels serve (float32, float64, head dims without a
 // tensor-core kernel): the reference composition is faster at every measured size (docs/performance.md,

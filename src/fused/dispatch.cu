@@ -4,21 +4,44 @@
 #include "fused/launch.h"
 #include "fused/static_switch.h"
 
+#include <stdexcept>
+#include <type_traits>
+
 namespace theria::kernels::cuda {
 
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v) {
-  const bool half = dtype == Dtype::kFloat16 || dtype == Dtype::kBFloat16;
+  const bool operand = dtype == Dtype::kFloat16 || dtype == Dtype::kBFloat16 || dtype == Dtype::kFloat32;
   const bool dim = dim_qk == 32 || dim_qk == 64 || dim_qk == 96 || dim_qk == 128;
-  return half && dim && dim_qk == dim_v;
+  return operand && dim && dim_qk == dim_v;
 }
 
+namespace {
+
+// The build a problem takes (THERIA_BUILD_SWITCH), as fn(groups, mask) with std::bool_constant arguments. float32
+// (split products) comes in the plain build only: the binding sends it no mask and no grouped heads
+// (fused_backend.cpp), and a call that does anyway is refused here rather than run on the wrong kernel.
+template <typename T, class Params, class Fn>
+void build_switch(const Params& p, Fn&& fn) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.mask.ptr != nullptr || p.group > 1) {
+      throw std::invalid_argument("theria fused: the float32 tensor-core kernels take no attn_mask and no grouped heads");
+    }
+    fn(std::false_type{}, std::false_type{});
+  } else {
+    THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] { fn(std::bool_constant<kGroups>{}, std::bool_constant<kMask>{}); });
+  }
+}
+
+}  // namespace
+
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
-  THERIA_HALF_SWITCH(dtype, T, [&] {
+  THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] {
-          THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
-            launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kTangent ? FwdPass::kJvp : FwdPass::kOut, kGroups, kMask>(p, stream);
+          build_switch<T>(p, [&](auto groups, auto mask) {
+            constexpr FwdPass kPass = kTangent ? FwdPass::kJvp : FwdPass::kOut;
+            launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kPass, decltype(groups)::value, decltype(mask)::value>(p, stream);
           });
         });
       });
@@ -27,11 +50,12 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
 }
 
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
-  THERIA_HALF_SWITCH(dtype, T, [&] {
+  THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
-          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent, kGroups, kMask>(p, stream);
+        build_switch<T>(p, [&](auto groups, auto mask) {
+          launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent, decltype(groups)::value, decltype(mask)::value>(
+              p, stream);
         });
       });
     });
@@ -39,12 +63,13 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
 }
 
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  THERIA_HALF_SWITCH(dtype, T, [&] {
+  THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-          THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
-            launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+          build_switch<T>(p, [&](auto groups, auto mask) {
+            launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic, decltype(groups)::value, decltype(mask)::value>(
+                p, ws, stream);
           });
         });
       });
@@ -53,13 +78,14 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cu
 }
 
 void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  THERIA_HALF_SWITCH(dtype, T, [&] {
+  THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
           THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-            THERIA_BUILD_SWITCH(p, kGroups, kMask, [&] {
-              launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
+            build_switch<T>(p, [&](auto groups, auto mask) {
+              launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic, decltype(groups)::value,
+                                     decltype(mask)::value>(p, ws, stream);
             });
           });
         });

@@ -112,14 +112,17 @@ void fill_problem(kernels::SdpaFwdParams& p, const Tensor& q, const Tensor& k, c
 // The tensor-core kernels fold the scale into the running max and mask with -inf before scaling, which
 // holds for scale > 0 only (-inf * 0 is NaN, and a negative scale turns the mask into +inf); a zero or
 // negative scale runs the SIMT kernels, which scale each logit first.
-bool use_tensor_cores(const Tensor& q, const Tensor& v, double scale) {
-  return scale > 0.0 && uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1));
+bool use_tensor_cores(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const OptTensor& mask) {
+  const bool plain = !(mask.has_value() && mask->defined()) && heads_of(q, k).group == 1;
+  return scale > 0.0 && uses_tensor_cores(q.scalar_type(), q.size(-1), v.size(-1), plain);
 }
 
-// Asked once use_tensor_cores has said yes, which for float32 means bfloat16 products are allowed: the entry points
-// then call themselves on bfloat16 copies and return float32. A cast is exact where the value came from a bfloat16
-// pass (the saved out).
-bool via_bfloat16(const Tensor& q) { return q.scalar_type() == at::kFloat; }
+// Asked once use_tensor_cores has said yes: float32 at "medium" (bfloat16 products) has the entry points call
+// themselves on bfloat16 copies and return float32 (a cast is exact where the value came from a bfloat16 pass: the
+// saved out); at "high" float32 goes to the kernels as it is, which split it into bfloat16 parts.
+bool via_bfloat16(const Tensor& q) {
+  return q.scalar_type() == at::kFloat && core::float32_products() == Float32Products::kBFloat16;
+}
 Tensor bf16(const Tensor& t) { return t.to(at::kBFloat16); }
 OptTensor bf16(const OptTensor& t) { return t.has_value() && t->defined() ? OptTensor(bf16(*t)) : t; }
 Tensor f32(const Tensor& t) { return t.to(at::kFloat); }
@@ -138,10 +141,12 @@ std::vector<int64_t> stats_shape(const Tensor& q) {
 
 }  // namespace
 
-bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v) {
+bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v, bool plain) {
   const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
-  const bool as_bfloat16 = dtype == at::kFloat && core::bfloat16_products_allowed();
-  return (sixteen_bit || as_bfloat16) && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
+  const Float32Products products = dtype == at::kFloat ? core::float32_products() : Float32Products::kFloat32;
+  const bool as_bfloat16 = products == Float32Products::kBFloat16;
+  const bool split = products == Float32Products::kBFloat16Split && plain;
+  return (sixteen_bit || as_bfloat16 || split) && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
 }
 
 int64_t device_memory_bytes(c10::DeviceIndex device) {
@@ -230,7 +235,7 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
                                     const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale, mask);
+  if (!use_tensor_cores(q, k, v, scale, mask)) return row_kernels::sdpa_fwd(simt_kernels(), q, k, v, causal, scale, mask);
   if (via_bfloat16(q)) {
     const auto [out, lse] = sdpa_fwd(bf16(q), bf16(k), bf16(v), causal, scale, mask);
     return {f32(out), lse};
@@ -249,7 +254,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
                                             const OptTensor& v_dot, bool causal, double scale,
                                             const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) {
+  if (!use_tensor_cores(q, k, v, scale, mask)) {
     return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale, mask);
   }
   if (via_bfloat16(q)) {
@@ -314,7 +319,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
                                             const Tensor& lse, const Tensor& dout, bool causal, double scale,
                                             const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) {
+  if (!use_tensor_cores(q, k, v, scale, mask)) {
     return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale, mask);
   }
   if (via_bfloat16(q)) {
@@ -342,7 +347,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
                                                         const OptTensor& v_dot, const OptTensor& dout_dot,
                                                         bool causal, double scale, const OptTensor& mask) {
   c10::cuda::CUDAGuard guard(q.device());
-  if (!use_tensor_cores(q, v, scale)) {
+  if (!use_tensor_cores(q, k, v, scale, mask)) {
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
                                      scale, mask);
   }

@@ -24,9 +24,10 @@ using OptTensor = std::optional<Tensor>;
 // the reason when not.
 bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not = nullptr);
 
-// Whether inputs of this dtype and these head dims run on the tensor-core kernels (else the SIMT ones);
-// float32 does under core::bfloat16_products_allowed().
-bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v);
+// Whether inputs of this dtype and these head dims run on the tensor-core kernels (else the SIMT ones); float32
+// does where core::float32_products() allows bfloat16 products: on bfloat16 copies ("medium"), or on split operands
+// ("high"), which have a plain build only: `plain` says there is no attn_mask and no grouped heads.
+bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v, bool plain);
 
 // Total memory of a CUDA device, in bytes.
 int64_t device_memory_bytes(c10::DeviceIndex device);

@@ -13,7 +13,7 @@ bool supports(int64_t, int64_t, int64_t, std::string* why_not) {
   if (why_not != nullptr) *why_not = "this build has no fused CUDA kernels";
   return false;
 }
-bool uses_tensor_cores(at::ScalarType, int64_t, int64_t) { return false; }
+bool uses_tensor_cores(at::ScalarType, int64_t, int64_t, bool) { return false; }
 int64_t device_memory_bytes(c10::DeviceIndex) { return 0; }
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor&, const Tensor&, const Tensor&, bool, double, const OptTensor&) {
   unavailable();

@@ -118,6 +118,109 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
   a[3] = pack2<T>(c1[2], c1[3]);
 }
 
+// The operands of the tensor-core products. A 16-bit dtype is its own operand: one part. float32 at matmul
+// precision "high" (PyTorch: "treat each float32 number as the sum of two bfloat16 numbers") is split into
+// bfloat16 parts, x = hi + lo with hi = bf16(x) and lo = bf16(x - hi), 16 of float32's 24 mantissa bits, and a
+// product a b runs as the three MMAs a_hi b_hi + a_hi b_lo + a_lo b_hi (the dropped a_lo b_lo is 2^-16 of it)
+// with fp32 accumulation: about 2^-17 relative error per product, where a single bfloat16 MMA has 2^-9.
+template <typename T>
+struct MmaOperand {
+  using Elem = T;  // what shared memory holds and the tensor cores read
+  static constexpr int kParts = 1;
+};
+template <>
+struct MmaOperand<float> {
+  using Elem = __nv_bfloat16;
+  static constexpr int kParts = 2;
+};
+template <typename T>
+using ElemOf = typename MmaOperand<T>::Elem;
+template <typename T>
+inline constexpr int kPartsOf = MmaOperand<T>::kParts;
+
+// An mma A fragment (16 x 16), or the B fragments of two n-tiles (ldmatrix x4), one register set per part.
+template <typename T>
+struct Frag {
+  uint32_t r[kPartsOf<T>][4];
+};
+
+// x, y as kParts registers of two 16-bit values each: part i holds what parts 0 .. i-1 left over.
+template <typename T>
+__device__ __forceinline__ void split_pair(uint32_t* parts, float x, float y) {
+  using E = ElemOf<T>;
+#pragma unroll
+  for (int i = 0; i < kPartsOf<T>; ++i) {
+    parts[i] = pack2<E>(x, y);
+    if (i + 1 < kPartsOf<T>) {
+      float hx, hy;
+      unpack2<E>(parts[i], hx, hy);
+      x -= hx;
+      y -= hy;
+    }
+  }
+}
+
+// x as the split products see it: the sum of its parts.
+template <>
+__device__ __forceinline__ float rounded_to<float>(float x) {
+  uint32_t parts[kPartsOf<float>];
+  split_pair<float>(parts, x, 0.f);
+  float sum = 0.f;
+#pragma unroll
+  for (int i = kPartsOf<float> - 1; i >= 0; --i) {
+    float v, unused;
+    unpack2<ElemOf<float>>(parts[i], v, unused);
+    sum += v;
+  }
+  return sum;
+}
+
+// c += a b for n-tile h of b (registers 2h, 2h + 1): every pair of parts whose orders sum below kParts
+// (one MMA for a 16-bit dtype, three for the bfloat16 split).
+template <typename T>
+__device__ __forceinline__ void mma(float (&c)[4], const Frag<T>& a, const Frag<T>& b, int h) {
+#pragma unroll
+  for (int i = 0; i < kPartsOf<T>; ++i) {
+#pragma unroll
+    for (int j = 0; i + j < kPartsOf<T>; ++j) MmaOp<ElemOf<T>>::run(c, a.r[i], b.r[j][2 * h], b.r[j][2 * h + 1]);
+  }
+}
+
+// c_to_a for split operands.
+template <typename T>
+__device__ __forceinline__ void c_to_a(Frag<T>& a, const float (&c0)[4], const float (&c1)[4]) {
+  uint32_t parts[4][kPartsOf<T>];
+  split_pair<T>(parts[0], c0[0], c0[1]);
+  split_pair<T>(parts[1], c0[2], c0[3]);
+  split_pair<T>(parts[2], c1[0], c1[1]);
+  split_pair<T>(parts[3], c1[2], c1[3]);
+#pragma unroll
+  for (int p = 0; p < kPartsOf<T>; ++p) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a.r[p][i] = parts[i][p];
+  }
+}
+
+// Two neighbouring values of a global row of dtype T (16-bit, or float32 on the split path), as floats.
+template <typename T>
+__device__ __forceinline__ void load2(const T* at, float& x, float& y) {
+  if constexpr (sizeof(T) == 4) {
+    const float2 v = *reinterpret_cast<const float2*>(at);
+    x = v.x;
+    y = v.y;
+  } else {
+    unpack2<T>(*reinterpret_cast<const uint32_t*>(at), x, y);
+  }
+}
+template <typename T>
+__device__ __forceinline__ void store2(T* at, float x, float y) {
+  if constexpr (sizeof(T) == 4) {
+    *reinterpret_cast<float2*>(at) = make_float2(x, y);
+  } else {
+    *reinterpret_cast<uint32_t*>(at) = pack2<T>(x, y);
+  }
+}
+
 // 2^x as one MUFU.EX2. Results below 2^-126 flush to zero, where exp2f spends four more instructions
 // per element to return them as subnormals: a probability that small is zero next to the row's largest,
 // which is 1 after the max (or lse) is subtracted. -inf gives 0, +inf and NaN pass through.

@@ -19,17 +19,21 @@
 
 namespace theria::kernels::cuda {
 
-// The dot product of 8 pairs of 16-bit values, in fp32.
+// The dot product of two 16-byte chunks of T (8 16-bit values, or 4 float32 on the split path), in fp32.
 template <typename T>
-__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
+__device__ __forceinline__ float dot_chunk(const uint4& a, const uint4& b) {
   const uint32_t x[4] = {a.x, a.y, a.z, a.w}, y[4] = {b.x, b.y, b.z, b.w};
   float s = 0.f;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    float a0, a1, b0, b1;
-    unpack2<T>(x[i], a0, a1);
-    unpack2<T>(y[i], b0, b1);
-    s = fmaf(a0, b0, fmaf(a1, b1, s));
+    if constexpr (sizeof(T) == 4) {
+      s = fmaf(__uint_as_float(x[i]), __uint_as_float(y[i]), s);
+    } else {
+      float a0, a1, b0, b1;
+      unpack2<T>(x[i], a0, a1);
+      unpack2<T>(y[i], b0, b1);
+      s = fmaf(a0, b0, fmaf(a1, b1, s));
+    }
   }
   return s;
 }
@@ -73,7 +77,7 @@ constexpr int kRowTermsThreads = 256;  // 64 rows per block
 
 template <typename T, int kHeadDim, bool kTangent>
 __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(const SdpaBwdParams p) {
-  constexpr int kChunks = kHeadDim / 8 / 4;  // 16-byte chunks per thread
+  constexpr int kChunks = kHeadDim * static_cast<int>(sizeof(T)) / 16 / 4;  // 16-byte chunks per thread
   const int i = blockIdx.x * (kRowTermsThreads / 4) + threadIdx.x / 4, quad_lane = threadIdx.x % 4;
   const bool dout_dot = kTangent && p.dout_dot.ptr != nullptr;  // absent in the double backward
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
@@ -87,8 +91,8 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
       for (int c = 0; c < kChunks; ++c) {
         const int chunk = quad_lane + 4 * c;
         const uint4 o = out[chunk], d = dout[chunk];
-        delta += dot8<T>(d, o);
-        if (kTangent && dout_dot) delta_dot += dot8<T>(dout_dot_row[chunk], o);
+        delta += dot_chunk<T>(d, o);
+        if (kTangent && dout_dot) delta_dot += dot_chunk<T>(dout_dot_row[chunk], o);
       }
     }
     delta = quad_sum(delta);

@@ -45,22 +45,26 @@ namespace theria::kernels::cuda {
 // 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators fit in
 // registers: 32 up to head dim 96, 16 for 128. Without a dout tangent (the double backward) the
 // dO_dot tile and its two products drop out.
-template <int kHeadDim_, bool kDoutDot_>
+// Split operands (kParts 2: float32 as bfloat16 parts) take twice the shared memory and fragment registers:
+// 16-query steps at head dims 64 and 128 (at 32 and 96 the dQ product's column slices need 32).
+template <int kHeadDim_, bool kDoutDot_, int kParts = 1>
 struct BwdJvpTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kDoutDot = kDoutDot_;
   static constexpr int kRowOperands = kDoutDot ? 4 : 3;  // Q, dO, Q_dot [, dO_dot] per query block
-  static constexpr bool kTunable = kHeadDim == 64 || kHeadDim == 128;  // the overrides leave 32, 96 alone
+  static constexpr bool kTunable = (kHeadDim == 64 || kHeadDim == 128) && kParts == 1;  // the overrides leave 32, 96 alone
   static constexpr int kWarps = kTunable ? THERIA_BJ_WARPS : 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockN = 16 * kWarps;
-  static constexpr int kBlockM = kTunable && THERIA_BJ_BLOCK_M > 0 ? THERIA_BJ_BLOCK_M : kHeadDim <= 96 ? 32 : 16;
+  static constexpr int kBlockM = kTunable && THERIA_BJ_BLOCK_M > 0 ? THERIA_BJ_BLOCK_M
+                                 : kParts > 1 ? (kHeadDim % 64 == 0 ? 16 : 32)  // dQ slices of 16 columns
+                                 : kHeadDim <= 96 ? 32 : 16;
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
-  using Rows = PaddedRows<kHeadDim>;  // K, V, their tangents, the query-side tiles
-  using DsRows = PaddedRows<kBlockM>;  // the staged dS^T, dS_dot^T
+  using Rows = PaddedRows<kHeadDim, kParts>;  // K, V, their tangents, the query-side tiles
+  using DsRows = PaddedRows<kBlockM, kParts>;  // the staged dS^T, dS_dot^T
   // K, V, K_dot, V_dot; Q, dO, Q_dot [, dO_dot] x 2 buffers; dS^T and dS_dot^T.
   static constexpr int kTileElems =
       Rows::tile_elems(4 * kBlockN + 2 * kRowOperands * kBlockM) + 2 * DsRows::tile_elems(kBlockN);
@@ -78,14 +82,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   constexpr int kRowTile = Rows::tile_elems(kBlockM);  // one query-side tile
   constexpr int kKeyTile = Rows::tile_elems(kBlockN);  // one key-side tile
   constexpr int kDsTile = DsRows::tile_elems(kBlockN);
+  using E = ElemOf<T>;  // the operand tiles' element (T, or bfloat16 parts of float32)
   extern __shared__ __align__(16) unsigned char smem[];
-  T* k_tile = reinterpret_cast<T*>(smem);
-  T* v_tile = k_tile + kKeyTile;
-  T* kd_tile = v_tile + kKeyTile;
-  T* vd_tile = kd_tile + kKeyTile;
-  T* row_tiles = vd_tile + kKeyTile;  // [2 buffers][Q, dO, Q_dot, dO_dot]
-  T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T as [key][query]
-  T* dsd_tile = ds_tile + kDsTile;  // dS_dot^T
+  E* k_tile = reinterpret_cast<E*>(smem);
+  E* v_tile = k_tile + kKeyTile;
+  E* kd_tile = v_tile + kKeyTile;
+  E* vd_tile = kd_tile + kKeyTile;
+  E* row_tiles = vd_tile + kKeyTile;  // [2 buffers][Q, dO, Q_dot, dO_dot]
+  E* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T as [key][query]
+  E* dsd_tile = ds_tile + kDsTile;  // dS_dot^T
   float* stats = reinterpret_cast<float*>(dsd_tile + kDsTile);  // [2][kStats][kBlockM]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
@@ -150,10 +155,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
       load_rows(buf ^ 1, step + 1);
       cp_async_commit();
     }
-    const T* q_t = row_tiles + (buf * kRows + 0) * kRowTile;
-    const T* do_t = row_tiles + (buf * kRows + 1) * kRowTile;
-    const T* qd_t = row_tiles + (buf * kRows + 2) * kRowTile;
-    const T* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
+    const E* q_t = row_tiles + (buf * kRows + 0) * kRowTile;
+    const E* do_t = row_tiles + (buf * kRows + 1) * kRowTile;
+    const E* qd_t = row_tiles + (buf * kRows + 2) * kRowTile;
+    const E* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
     const float* lse_s = stats + buf * kStats * kBlockM;
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
     // This thread's row statistics for the step (queries nt * 8 + 2t and + 1), read before the products so
@@ -176,27 +181,27 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      uint32_t ka[4], kda[4], va[4], vda[4];
-      ldmatrix_x4(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
-      ldmatrix_x4(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
+      Frag<T> ka, kda, va, vda;
+      ld_frag<Rows>(ka, a_frag_addr<Rows>(k_tile, warp * 16, kk * 16, lane));
+      ld_frag<Rows>(kda, a_frag_addr<Rows>(kd_tile, warp * 16, kk * 16, lane));
+      ld_frag<Rows>(va, a_frag_addr<Rows>(v_tile, warp * 16, kk * 16, lane));
+      ld_frag<Rows>(vda, a_frag_addr<Rows>(vd_tile, warp * 16, kk * 16, lane));
 #pragma unroll
       for (int np = 0; np < kBlockM / 16; ++np) {
-        uint32_t qb[4], qdb[4], ob[4], odb[4];
-        ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
-        ldmatrix_x4(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
-        ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
-        if constexpr (kDoutDot) ldmatrix_x4(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
+        Frag<T> qb, qdb, ob, odb;
+        ld_frag<Rows>(qb, b_frag_addr_nk<Rows>(q_t, np * 16, kk * 16, lane));
+        ld_frag<Rows>(qdb, b_frag_addr_nk<Rows>(qd_t, np * 16, kk * 16, lane));
+        ld_frag<Rows>(ob, b_frag_addr_nk<Rows>(do_t, np * 16, kk * 16, lane));
+        if constexpr (kDoutDot) ld_frag<Rows>(odb, b_frag_addr_nk<Rows>(dod_t, np * 16, kk * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int nt = 2 * np + h;
-          mma<T>(st[nt], ka, qb[2 * h], qb[2 * h + 1]);
-          mma<T>(sdt[nt], kda, qb[2 * h], qb[2 * h + 1]);
-          mma<T>(sdt[nt], ka, qdb[2 * h], qdb[2 * h + 1]);
-          mma<T>(dpt[nt], va, ob[2 * h], ob[2 * h + 1]);
-          mma<T>(dpdt[nt], vda, ob[2 * h], ob[2 * h + 1]);
-          if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb[2 * h], odb[2 * h + 1]);
+          mma<T>(st[nt], ka, qb, h);
+          mma<T>(sdt[nt], kda, qb, h);
+          mma<T>(sdt[nt], ka, qdb, h);
+          mma<T>(dpt[nt], va, ob, h);
+          mma<T>(dpdt[nt], vda, ob, h);
+          if constexpr (kDoutDot) mma<T>(dpdt[nt], va, odb, h);
         }
       }
     }
@@ -225,24 +230,24 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     // dv_dot += P_dot^T dO + P^T dO_dot; dk_dot += dS_dot^T Q + dS^T Q_dot; stage dS^T, dS_dot^T.
 #pragma unroll
     for (int kq = 0; kq < kBlockM / 16; ++kq) {
-      uint32_t pa[4], pda[4], dsa[4], dsda[4];
+      Frag<T> pa, pda, dsa, dsda;
       c_to_a<T>(pa, st[2 * kq], st[2 * kq + 1]);
       c_to_a<T>(pda, sdt[2 * kq], sdt[2 * kq + 1]);
       c_to_a<T>(dsa, dpt[2 * kq], dpt[2 * kq + 1]);
       c_to_a<T>(dsda, dpdt[2 * kq], dpdt[2 * kq + 1]);
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
-        uint32_t ob[4], odb[4], qb[4], qdb[4];
-        ldmatrix_x4_trans(ob, b_frag_addr_kn<Rows>(do_t, kq * 16, dp * 16, lane));
-        if constexpr (kDoutDot) ldmatrix_x4_trans(odb, b_frag_addr_kn<Rows>(dod_t, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(qb, b_frag_addr_kn<Rows>(q_t, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(qdb, b_frag_addr_kn<Rows>(qd_t, kq * 16, dp * 16, lane));
+        Frag<T> ob, odb, qb, qdb;
+        ld_frag_trans<Rows>(ob, b_frag_addr_kn<Rows>(do_t, kq * 16, dp * 16, lane));
+        if constexpr (kDoutDot) ld_frag_trans<Rows>(odb, b_frag_addr_kn<Rows>(dod_t, kq * 16, dp * 16, lane));
+        ld_frag_trans<Rows>(qb, b_frag_addr_kn<Rows>(q_t, kq * 16, dp * 16, lane));
+        ld_frag_trans<Rows>(qdb, b_frag_addr_kn<Rows>(qd_t, kq * 16, dp * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          mma<T>(dvd_acc[2 * dp + h], pda, ob[2 * h], ob[2 * h + 1]);
-          if constexpr (kDoutDot) mma<T>(dvd_acc[2 * dp + h], pa, odb[2 * h], odb[2 * h + 1]);
-          mma<T>(dkd_acc[2 * dp + h], dsda, qb[2 * h], qb[2 * h + 1]);
-          mma<T>(dkd_acc[2 * dp + h], dsa, qdb[2 * h], qdb[2 * h + 1]);
+          mma<T>(dvd_acc[2 * dp + h], pda, ob, h);
+          if constexpr (kDoutDot) mma<T>(dvd_acc[2 * dp + h], pa, odb, h);
+          mma<T>(dkd_acc[2 * dp + h], dsda, qb, h);
+          mma<T>(dkd_acc[2 * dp + h], dsa, qdb, h);
         }
       }
 #pragma unroll
@@ -250,8 +255,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const int nt = 2 * kq + half, at = DsRows::offset(warp * 16 + g + 8 * r, nt * 8 + 2 * t);
-          *reinterpret_cast<uint32_t*>(ds_tile + at) = pack2<T>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
-          *reinterpret_cast<uint32_t*>(dsd_tile + at) = pack2<T>(dpdt[nt][2 * r], dpdt[nt][2 * r + 1]);
+          store_parts<DsRows, T>(ds_tile + at, dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+          store_parts<DsRows, T>(dsd_tile + at, dpdt[nt][2 * r], dpdt[nt][2 * r + 1]);
         }
       }
     }
@@ -265,18 +270,18 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     for (int dt = 0; dt < kDqCols / 8; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t da[4], dda[4];
-      ldmatrix_x4_trans(da, at_frag_addr<DsRows>(ds_tile, kk * 16, q_tile16, lane));
-      ldmatrix_x4_trans(dda, at_frag_addr<DsRows>(dsd_tile, kk * 16, q_tile16, lane));
+      Frag<T> da, dda;
+      ld_frag_trans<DsRows>(da, at_frag_addr<DsRows>(ds_tile, kk * 16, q_tile16, lane));
+      ld_frag_trans<DsRows>(dda, at_frag_addr<DsRows>(dsd_tile, kk * 16, q_tile16, lane));
 #pragma unroll
       for (int dp = 0; dp < kDqCols / 16; ++dp) {
-        uint32_t kb[4], kdb[4];
-        ldmatrix_x4_trans(kb, b_frag_addr_kn<Rows>(k_tile, kk * 16, col0 + dp * 16, lane));
-        ldmatrix_x4_trans(kdb, b_frag_addr_kn<Rows>(kd_tile, kk * 16, col0 + dp * 16, lane));
+        Frag<T> kb, kdb;
+        ld_frag_trans<Rows>(kb, b_frag_addr_kn<Rows>(k_tile, kk * 16, col0 + dp * 16, lane));
+        ld_frag_trans<Rows>(kdb, b_frag_addr_kn<Rows>(kd_tile, kk * 16, col0 + dp * 16, lane));
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          mma<T>(dq_acc[2 * dp + h], dda, kb[2 * h], kb[2 * h + 1]);
-          mma<T>(dq_acc[2 * dp + h], da, kdb[2 * h], kdb[2 * h + 1]);
+          mma<T>(dq_acc[2 * dp + h], dda, kb, h);
+          mma<T>(dq_acc[2 * dp + h], da, kdb, h);
         }
       }
     }
@@ -299,11 +304,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
-  if constexpr (kHeadDim == 128 && THERIA_WG) {
+  constexpr int kParts = kPartsOf<T>;
+  if constexpr (kHeadDim == 128 && THERIA_WG && kParts == 1) {
     launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   } else {
-    using Tr = BwdJvpTraits<kHeadDim, kDoutDot>;
-    constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+    using Tr = BwdJvpTraits<kHeadDim, kDoutDot, kParts>;
+    constexpr size_t smem = Tr::kSmemBytes(sizeof(ElemOf<T>));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(kv_batches(p)));
     launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);

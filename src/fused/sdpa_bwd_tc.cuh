@@ -40,18 +40,21 @@ namespace theria::kernels::cuda {
 #define THERIA_BWD_KTILES 0
 #define THERIA_BWD_BLOCK_M 0
 #endif
-template <int kHeadDim>
+// Split operands (kParts 2: float32 as bfloat16 parts) take twice the shared memory and fragment registers:
+// 4 warps of one key tile over 32-query steps at every head dim.
+template <int kHeadDim, int kParts = 1>
 struct BwdTile {
-  static constexpr bool kOverride = kHeadDim == THERIA_BWD_TUNE_DIM;
-  static constexpr int kWarps = kOverride ? THERIA_BWD_WARPS : kHeadDim <= 64 ? 4 : 8;
-  static constexpr int kKTiles = kOverride ? THERIA_BWD_KTILES : kHeadDim <= 64 ? 2 : 1;
-  static constexpr int kBlockM = kOverride ? THERIA_BWD_BLOCK_M : kHeadDim <= 64 ? 32 : 64;
+  static constexpr bool kOverride = kHeadDim == THERIA_BWD_TUNE_DIM && kParts == 1;
+  static constexpr bool kSplit = kParts > 1;
+  static constexpr int kWarps = kOverride ? THERIA_BWD_WARPS : kHeadDim <= 64 || kSplit ? 4 : 8;
+  static constexpr int kKTiles = kOverride ? THERIA_BWD_KTILES : kHeadDim <= 64 && !kSplit ? 2 : 1;
+  static constexpr int kBlockM = kOverride ? THERIA_BWD_BLOCK_M : kHeadDim <= 64 || kSplit ? 32 : 64;
 };
 
 // kWarps warps own kKTiles 16-key tiles each and share every Q / dO tile they stream: a Q or dO
 // fragment loaded from shared memory feeds kKTiles MMAs. For the dQ product the warps split the
 // kBlockM x kHeadDim result into 16-row tiles x kHeadDim / kDqSplit column slices.
-template <int kHeadDim_, int kWarps_, int kKTiles_, int kBlockM_>
+template <int kHeadDim_, int kWarps_, int kKTiles_, int kBlockM_, int kParts = 1>
 struct BwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
@@ -62,9 +65,9 @@ struct BwdTraits {
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);  // column slices of the dQ tile
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqSplit >= 1 && kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
-  using Rows = PaddedRows<kHeadDim>;  // Q, K, V tiles
+  using Rows = PaddedRows<kHeadDim, kParts>;  // Q, K, V tiles
   static constexpr int kStride = Rows::kStride;
-  using DsRows = PaddedRows<kBlockM>;  // the staged dS^T
+  using DsRows = PaddedRows<kBlockM, kParts>;  // the staged dS^T
   static constexpr int kDsStride = DsRows::kStride;
   static constexpr int kTileElems = (2 * kBlockN + 4 * kBlockM) * kStride + kBlockN * kDsStride;  // K V, Q dO x2, dS
   static constexpr size_t kSmemBytes(size_t elem) { return kTileElems * elem + 4 * kBlockM * sizeof(float); }
@@ -77,12 +80,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   using Rows = typename Tr::Rows;
   using DsRows = typename Tr::DsRows;
   constexpr int kDsStride = Tr::kDsStride;
+  using E = ElemOf<T>;  // the operand tiles' element (T, or bfloat16 parts of float32)
   extern __shared__ __align__(16) unsigned char smem[];
-  T* k_tile = reinterpret_cast<T*>(smem);
-  T* v_tile = k_tile + kBlockN * kStride;
-  T* q_tiles = v_tile + kBlockN * kStride;              // two buffers of kBlockM rows
-  T* do_tiles = q_tiles + 2 * kBlockM * kStride;        // two buffers of kBlockM rows
-  T* ds_tile = do_tiles + 2 * kBlockM * kStride;        // dS^T as [key][query]
+  E* k_tile = reinterpret_cast<E*>(smem);
+  E* v_tile = k_tile + kBlockN * kStride;
+  E* q_tiles = v_tile + kBlockN * kStride;              // two buffers of kBlockM rows
+  E* do_tiles = q_tiles + 2 * kBlockM * kStride;        // two buffers of kBlockM rows
+  E* ds_tile = do_tiles + 2 * kBlockM * kStride;        // dS^T as [key][query]
   float* lse_log2 = reinterpret_cast<float*>(ds_tile + kBlockN * kDsStride);  // two buffers of kBlockM
   float* delta = lse_log2 + 2 * kBlockM;                                      // two buffers of kBlockM
 
@@ -161,8 +165,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
       load_step(buf ^ 1, step + 1);
       cp_async_commit();
     }
-    const T* q_tile = q_tiles + buf * kBlockM * kStride;
-    const T* do_tile = do_tiles + buf * kBlockM * kStride;
+    const E* q_tile = q_tiles + buf * kBlockM * kStride;
+    const E* do_tile = do_tiles + buf * kBlockM * kStride;
     const float* lse_s = lse_log2 + buf * kBlockM;
     const float* delta_s = delta + buf * kBlockM;
     float next_lse = 0.f, next_delta = 0.f;
@@ -180,23 +184,24 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      uint32_t ka[kKTiles][4], va[kKTiles][4];
+      Frag<T> ka[kKTiles], va[kKTiles];
 #pragma unroll
       for (int kt = 0; kt < kKTiles; ++kt) {
-        ldmatrix_x4(ka[kt], a_frag_addr<Rows>(k_tile, warp_key0 + kt * 16, kk * 16, lane));
-        ldmatrix_x4(va[kt], a_frag_addr<Rows>(v_tile, warp_key0 + kt * 16, kk * 16, lane));
+        ld_frag<Rows>(ka[kt], a_frag_addr<Rows>(k_tile, warp_key0 + kt * 16, kk * 16, lane));
+        ld_frag<Rows>(va[kt], a_frag_addr<Rows>(v_tile, warp_key0 + kt * 16, kk * 16, lane));
       }
 #pragma unroll
       for (int np = 0; np < kBlockM / 16; ++np) {
-        uint32_t qb[4], ob[4];
-        ldmatrix_x4(qb, b_frag_addr_nk<Rows>(q_tile, np * 16, kk * 16, lane));
-        ldmatrix_x4(ob, b_frag_addr_nk<Rows>(do_tile, np * 16, kk * 16, lane));
+        Frag<T> qb, ob;
+        ld_frag<Rows>(qb, b_frag_addr_nk<Rows>(q_tile, np * 16, kk * 16, lane));
+        ld_frag<Rows>(ob, b_frag_addr_nk<Rows>(do_tile, np * 16, kk * 16, lane));
 #pragma unroll
         for (int kt = 0; kt < kKTiles; ++kt) {
-          mma<T>(st[kt][2 * np], ka[kt], qb[0], qb[1]);
-          mma<T>(st[kt][2 * np + 1], ka[kt], qb[2], qb[3]);
-          mma<T>(dpt[kt][2 * np], va[kt], ob[0], ob[1]);
-          mma<T>(dpt[kt][2 * np + 1], va[kt], ob[2], ob[3]);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            mma<T>(st[kt][2 * np + h], ka[kt], qb, h);
+            mma<T>(dpt[kt][2 * np + h], va[kt], ob, h);
+          }
         }
       }
     }
@@ -228,7 +233,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     // which needs it transposed across warps.
 #pragma unroll
     for (int kq = 0; kq < kBlockM / 16; ++kq) {
-      uint32_t pa[kKTiles][4], dsa[kKTiles][4];
+      Frag<T> pa[kKTiles], dsa[kKTiles];
 #pragma unroll
       for (int kt = 0; kt < kKTiles; ++kt) {
         c_to_a<T>(pa[kt], st[kt][2 * kq], st[kt][2 * kq + 1]);
@@ -236,15 +241,16 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
       }
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
-        uint32_t ob[4], qb[4];
-        ldmatrix_x4_trans(ob, b_frag_addr_kn<Rows>(do_tile, kq * 16, dp * 16, lane));
-        ldmatrix_x4_trans(qb, b_frag_addr_kn<Rows>(q_tile, kq * 16, dp * 16, lane));
+        Frag<T> ob, qb;
+        ld_frag_trans<Rows>(ob, b_frag_addr_kn<Rows>(do_tile, kq * 16, dp * 16, lane));
+        ld_frag_trans<Rows>(qb, b_frag_addr_kn<Rows>(q_tile, kq * 16, dp * 16, lane));
 #pragma unroll
         for (int kt = 0; kt < kKTiles; ++kt) {
-          mma<T>(dv_acc[kt][2 * dp], pa[kt], ob[0], ob[1]);
-          mma<T>(dv_acc[kt][2 * dp + 1], pa[kt], ob[2], ob[3]);
-          mma<T>(dk_acc[kt][2 * dp], dsa[kt], qb[0], qb[1]);
-          mma<T>(dk_acc[kt][2 * dp + 1], dsa[kt], qb[2], qb[3]);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            mma<T>(dv_acc[kt][2 * dp + h], pa[kt], ob, h);
+            mma<T>(dk_acc[kt][2 * dp + h], dsa[kt], qb, h);
+          }
         }
       }
 #pragma unroll
@@ -254,8 +260,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             const int nt = 2 * kq + half;
-            *reinterpret_cast<uint32_t*>(ds_tile + (warp_key0 + kt * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t) =
-                pack2<T>(dpt[kt][nt][2 * r], dpt[kt][nt][2 * r + 1]);
+            store_parts<DsRows, T>(ds_tile + (warp_key0 + kt * 16 + g + 8 * r) * kDsStride + nt * 8 + 2 * t,
+                                   dpt[kt][nt][2 * r], dpt[kt][nt][2 * r + 1]);
           }
         }
       }
@@ -270,14 +276,14 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     for (int dt = 0; dt < kDqCols / 8; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t da[4];
-      ldmatrix_x4_trans(da, at_frag_addr<DsRows>(ds_tile, kk * 16, q_tile16, lane));
+      Frag<T> da;
+      ld_frag_trans<DsRows>(da, at_frag_addr<DsRows>(ds_tile, kk * 16, q_tile16, lane));
 #pragma unroll
       for (int dp = 0; dp < kDqCols / 16; ++dp) {
-        uint32_t kb[4];
-        ldmatrix_x4_trans(kb, b_frag_addr_kn<Rows>(k_tile, kk * 16, col0 + dp * 16, lane));
-        mma<T>(dq_acc[2 * dp], da, kb[0], kb[1]);
-        mma<T>(dq_acc[2 * dp + 1], da, kb[2], kb[3]);
+        Frag<T> kb;
+        ld_frag_trans<Rows>(kb, b_frag_addr_kn<Rows>(k_tile, kk * 16, col0 + dp * 16, lane));
+        mma<T>(dq_acc[2 * dp], da, kb, 0);
+        mma<T>(dq_acc[2 * dp + 1], da, kb, 1);
       }
     }
     const DqTurn<kDeterministic> turn(ws, b, m);
@@ -303,12 +309,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
-  if constexpr (kHeadDim == 128 && THERIA_WG) {
+  constexpr int kParts = kPartsOf<T>;
+  if constexpr (kHeadDim == 128 && THERIA_WG && kParts == 1) {
     launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   } else {
-    using Tile = BwdTile<kHeadDim>;
-    using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM>;
-    constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+    using Tile = BwdTile<kHeadDim, kParts>;
+    using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM, kParts>;
+    constexpr size_t smem = Tr::kSmemBytes(sizeof(ElemOf<T>));
     const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(kv_batches(p)));
     launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);

@@ -46,7 +46,8 @@ namespace theria::kernels::cuda {
 // FwdPass::kTangent knows the softmax already (saved lse): P = exp(S - lse) needs no running max or
 // rescaling, O is not accumulated, and O_dot = W V + P V_dot - lse_dot * out with the saved out:
 // five products per block instead of six, and one accumulator fewer.
-template <int kHeadDim_, int kWarps_, int kMTiles_, FwdPass kPass_ = FwdPass::kOut>
+// kParts: parts per operand (mma.cuh's MmaOperand; 2 for float32 split into bfloat16).
+template <int kHeadDim_, int kWarps_, int kMTiles_, FwdPass kPass_ = FwdPass::kOut, int kParts_ = 1>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
@@ -54,17 +55,19 @@ struct FwdTraits {
   static constexpr FwdPass kPass = kPass_;
   static constexpr bool kTangent = kPass != FwdPass::kOut;         // tangents stream beside Q, K, V
   static constexpr bool kGivenStats = kPass == FwdPass::kTangent;  // out and lse are inputs
+  static constexpr int kParts = kParts_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = 16 * kMTiles * kWarps;
   // Above head dim 64 the passes with tangents take 32-key blocks: with 64 their shared memory (six
   // operand tiles) leaves one CTA per SM and the JVP spills; measured on an H100 (docs/performance.md):
   // D=128 JVP 3.63 -> 2.96 ms, while at D=64 32-key blocks cost 1.50 -> 1.94 ms.
   static constexpr bool kWide = kHeadDim > 64;
-  static constexpr int kBlockN =
-      !kTangent ? 64 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N : kWide ? 32 : 64;
+  // Split operands take twice the shared memory: 32-key blocks wherever 64 would leave one CTA per SM.
+  static constexpr int kBlockN = kParts > 1 ? (kTangent || kWide ? 32 : 64)
+                                 : !kTangent ? 64 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N : kWide ? 32 : 64;
   static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
-  static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands <= 128;
-  using Rows = PaddedRows<kHeadDim>;  // Q, K, V tiles
+  static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands * kParts <= 128;
+  using Rows = PaddedRows<kHeadDim, kParts>;  // Q, K, V tiles
   static constexpr int kStride = Rows::kStride;
   static constexpr int kSmemElems = kOperands * (kBlockM + 4 * kBlockN) * kStride;  // Q, K x 2, V x 2 (each twice)
 };
@@ -75,14 +78,15 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   constexpr bool kTangent = Tr::kTangent, kGivenStats = Tr::kGivenStats;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStride = Tr::kStride, kThreads = Tr::kThreads;
   using Rows = typename Tr::Rows;
+  using E = ElemOf<T>;  // the operand tiles' element (T, or bfloat16 parts of float32)
   constexpr int kTile = (kBlockM + 4 * kBlockN) * kStride;  // one operand set: Q, K x 2, V x 2
   extern __shared__ __align__(16) unsigned char smem[];
-  T* q_tile = reinterpret_cast<T*>(smem);
-  T* k_tiles = q_tile + kBlockM * kStride;       // two buffers of kBlockN rows
-  T* v_tiles = k_tiles + 2 * kBlockN * kStride;  // two buffers of kBlockN rows
-  T* qd_tile = q_tile + kTile;                   // the tangents' set (kTangent only)
-  T* kd_tiles = k_tiles + kTile;
-  T* vd_tiles = v_tiles + kTile;
+  E* q_tile = reinterpret_cast<E*>(smem);
+  E* k_tiles = q_tile + kBlockM * kStride;       // two buffers of kBlockN rows
+  E* v_tiles = k_tiles + 2 * kBlockN * kStride;  // two buffers of kBlockN rows
+  E* qd_tile = q_tile + kTile;                   // the tangents' set (kTangent only)
+  E* kd_tiles = k_tiles + kTile;
+  E* vd_tiles = v_tiles + kTile;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
@@ -117,16 +121,16 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 
   const int warp_row0 = warp * 16 * kMTiles;  // first row of this warp's tiles within the block
   constexpr int kQRegs = Tr::kQInRegs ? kHeadDim / 16 : 1;
-  uint32_t q_frag[Tr::kQInRegs ? kMTiles : 1][kQRegs][4];
-  uint32_t qd_frag[Tr::kQInRegs && kTangent ? kMTiles : 1][kQRegs][4];
+  Frag<T> q_frag[Tr::kQInRegs ? kMTiles : 1][kQRegs];
+  Frag<T> qd_frag[Tr::kQInRegs && kTangent ? kMTiles : 1][kQRegs];
   if constexpr (Tr::kQInRegs) {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        ldmatrix_x4(q_frag[mt][kk], a_frag_addr<Rows>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+        ld_frag<Rows>(q_frag[mt][kk], a_frag_addr<Rows>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
         if constexpr (kTangent) {
-          ldmatrix_x4(qd_frag[mt][kk], a_frag_addr<Rows>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
+          ld_frag<Rows>(qd_frag[mt][kk], a_frag_addr<Rows>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
         }
       }
     }
@@ -167,7 +171,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   // attn_mask (the masked build): a per-key mask (key padding) is taken a block of keys at a time, its terms staged
   // in shared memory past the tiles.
   ForwardMask<T, kBlockN> mask(p, kMask ? mask_base(p.mask, b) : nullptr,
-                               reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
+                               reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)), tid, S);
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
@@ -186,10 +190,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
         }
       }
     }
-    const T* k_tile = k_tiles + buf * kBlockN * kStride;
-    const T* v_tile = v_tiles + buf * kBlockN * kStride;
-    const T* kd_tile = kd_tiles + buf * kBlockN * kStride;
-    const T* vd_tile = vd_tiles + buf * kBlockN * kStride;
+    const E* k_tile = k_tiles + buf * kBlockN * kStride;
+    const E* v_tile = v_tiles + buf * kBlockN * kStride;
+    const E* kd_tile = kd_tiles + buf * kBlockN * kStride;
+    const E* vd_tile = vd_tiles + buf * kBlockN * kStride;
 
     float s[kMTiles][kBlockN / 8][4];
     float sd[kTangent ? kMTiles : 1][kTangent ? kBlockN / 8 : 1][4];
@@ -206,38 +210,35 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      uint32_t qa[kMTiles][4], qda[kTangent ? kMTiles : 1][4];
+      Frag<T> qa[kMTiles], qda[kTangent ? kMTiles : 1];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
         if constexpr (Tr::kQInRegs) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            qa[mt][e] = q_frag[mt][kk][e];
-            if constexpr (kTangent) qda[mt][e] = qd_frag[mt][kk][e];
-          }
+          qa[mt] = q_frag[mt][kk];
+          if constexpr (kTangent) qda[mt] = qd_frag[mt][kk];
         } else {
-          ldmatrix_x4(qa[mt], a_frag_addr<Rows>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
-          if constexpr (kTangent) ldmatrix_x4(qda[mt], a_frag_addr<Rows>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
+          ld_frag<Rows>(qa[mt], a_frag_addr<Rows>(q_tile, warp_row0 + mt * 16, kk * 16, lane));
+          if constexpr (kTangent) ld_frag<Rows>(qda[mt], a_frag_addr<Rows>(qd_tile, warp_row0 + mt * 16, kk * 16, lane));
         }
       }
 #pragma unroll
       for (int np = 0; np < kBlockN / 16; ++np) {
-        uint32_t kb[4];
-        ldmatrix_x4(kb, b_frag_addr_nk<Rows>(k_tile, np * 16, kk * 16, lane));
+        Frag<T> kb;
+        ld_frag<Rows>(kb, b_frag_addr_nk<Rows>(k_tile, np * 16, kk * 16, lane));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
-          mma<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
-          mma<T>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+          mma<T>(s[mt][2 * np], qa[mt], kb, 0);
+          mma<T>(s[mt][2 * np + 1], qa[mt], kb, 1);
         }
         if constexpr (kTangent) {
-          uint32_t kdb[4];
-          ldmatrix_x4(kdb, b_frag_addr_nk<Rows>(kd_tile, np * 16, kk * 16, lane));
+          Frag<T> kdb;
+          ld_frag<Rows>(kdb, b_frag_addr_nk<Rows>(kd_tile, np * 16, kk * 16, lane));
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
-            mma<T>(sd[mt][2 * np], qda[mt], kb[0], kb[1]);
-            mma<T>(sd[mt][2 * np + 1], qda[mt], kb[2], kb[3]);
-            mma<T>(sd[mt][2 * np], qa[mt], kdb[0], kdb[1]);
-            mma<T>(sd[mt][2 * np + 1], qa[mt], kdb[2], kdb[3]);
+            mma<T>(sd[mt][2 * np], qda[mt], kb, 0);
+            mma<T>(sd[mt][2 * np + 1], qda[mt], kb, 1);
+            mma<T>(sd[mt][2 * np], qa[mt], kdb, 0);
+            mma<T>(sd[mt][2 * np + 1], qa[mt], kdb, 1);
           }
         }
       }
@@ -320,7 +321,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t pa[kMTiles][4], wa[kTangent ? kMTiles : 1][4];
+      Frag<T> pa[kMTiles], wa[kTangent ? kMTiles : 1];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
         c_to_a<T>(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
@@ -328,24 +329,24 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       }
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
-        uint32_t vb[4];
-        ldmatrix_x4_trans(vb, b_frag_addr_kn<Rows>(v_tile, kk * 16, dp * 16, lane));
+        Frag<T> vb;
+        ld_frag_trans<Rows>(vb, b_frag_addr_kn<Rows>(v_tile, kk * 16, dp * 16, lane));
         if constexpr (!kGivenStats) {
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
-            mma<T>(o_acc[mt][2 * dp], pa[mt], vb[0], vb[1]);
-            mma<T>(o_acc[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+            mma<T>(o_acc[mt][2 * dp], pa[mt], vb, 0);
+            mma<T>(o_acc[mt][2 * dp + 1], pa[mt], vb, 1);
           }
         }
         if constexpr (kTangent) {
-          uint32_t vdb[4];
-          ldmatrix_x4_trans(vdb, b_frag_addr_kn<Rows>(vd_tile, kk * 16, dp * 16, lane));
+          Frag<T> vdb;
+          ld_frag_trans<Rows>(vdb, b_frag_addr_kn<Rows>(vd_tile, kk * 16, dp * 16, lane));
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
-            mma<T>(od_acc[mt][2 * dp], wa[mt], vb[0], vb[1]);
-            mma<T>(od_acc[mt][2 * dp + 1], wa[mt], vb[2], vb[3]);
-            mma<T>(od_acc[mt][2 * dp], pa[mt], vdb[0], vdb[1]);
-            mma<T>(od_acc[mt][2 * dp + 1], pa[mt], vdb[2], vdb[3]);
+            mma<T>(od_acc[mt][2 * dp], wa[mt], vb, 0);
+            mma<T>(od_acc[mt][2 * dp + 1], wa[mt], vb, 1);
+            mma<T>(od_acc[mt][2 * dp], pa[mt], vdb, 0);
+            mma<T>(od_acc[mt][2 * dp + 1], pa[mt], vdb, 1);
           }
         }
       }
@@ -380,24 +381,23 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       if (in_range) {
 #pragma unroll
         for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-          uint32_t* out_pair = reinterpret_cast<uint32_t*>(out_row + dt * 8 + 2 * t);
+          T* out_pair = out_row + dt * 8 + 2 * t;
           float o0, o1;
           if constexpr (kGivenStats) {
-            unpack2<T>(*out_pair, o0, o1);
+            load2<T>(out_pair, o0, o1);
           } else {
             o0 = o_acc[mt][dt][2 * r] * inv;
             o1 = o_acc[mt][dt][2 * r + 1] * inv;
-            *out_pair = pack2<T>(o0, o1);
+            store2<T>(out_pair, o0, o1);
           }
           if constexpr (kTangent) {
             const float ld_out = kGivenStats ? ld16 : ld;
             const float od0 = od_acc[mt][dt][2 * r] * inv - ld_out * o0;
             const float od1 = od_acc[mt][dt][2 * r + 1] * inv - ld_out * o1;
-            *reinterpret_cast<uint32_t*>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t) =
-                pack2<T>(od0, od1);
+            store2<T>(out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride + dt * 8 + 2 * t, od0, od1);
             if (dout_row != nullptr) {
               float d0, d1;
-              unpack2<T>(*reinterpret_cast<const uint32_t*>(dout_row + dt * 8 + 2 * t), d0, d1);
+              load2<T>(dout_row + dt * 8 + 2 * t, d0, d1);
               row_term = fmaf(od0, d0, fmaf(od1, d1, row_term));
             }
           }
@@ -419,14 +419,16 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
-  if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG) {
+  constexpr int kParts = kPartsOf<T>;
+  if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG && kParts == 1) {
     launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream);
     return;
   }
-  // The JVP carries twice the accumulators: one m-tile per warp.
-  constexpr int kMTiles = kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
-  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kMask ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
+  // The JVP carries twice the accumulators: one m-tile per warp; so do split operands (twice the fragments).
+  constexpr int kMTiles = kParts > 1 ? 1
+                          : kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
+  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass, kParts>;
+  constexpr size_t smem = Tr::kSmemElems * sizeof(ElemOf<T>) + (kMask ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p);
 }

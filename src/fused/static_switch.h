@@ -27,6 +27,17 @@
     }                                              \
   }()
 
+// The dtypes of the tensor-core kernels: the 16-bit ones and float32, whose products run on bfloat16 parts
+// (mma.cuh's MmaOperand).
+#define THERIA_TC_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...) \
+  [&] {                                               \
+    if ((DTYPE) == Dtype::kFloat32) {                 \
+      using TYPE_NAME = float;                        \
+      return __VA_ARGS__();                           \
+    }                                                 \
+    return THERIA_HALF_SWITCH(DTYPE, TYPE_NAME, __VA_ARGS__); \
+  }()
+
 // float / double of the SIMT kernels.
 #define THERIA_FLOAT_SWITCH(DTYPE, TYPE_NAME, ...) \
   [&] {                                            \

@@ -17,10 +17,14 @@
 
 namespace theria::kernels::cuda {
 
-// Row-major tile with each row padded by 8 elements.
-template <int kCols>
+// Row-major tile with each row padded by 8 elements. With kParts > 1 (float32 split into bfloat16 parts,
+// mma.cuh) a row holds its parts one after another, part i at column i * kCols (kPartStride): one address
+// gives every part, and with a row pitch of 2 * (2 * kCols) + 16 bytes the ldmatrix rows still fall in distinct
+// bank groups (an odd number of 16-byte chunks, as for one part).
+template <int kCols, int kParts = 1>
 struct PaddedRows {
-  static constexpr int kStride = kCols + 8;  // elements between two rows in shared memory
+  static constexpr int kPartStride = kCols;
+  static constexpr int kStride = kParts * kCols + 8;  // elements between two rows in shared memory
   static constexpr int tile_elems(int rows) { return rows * kStride; }
   __device__ __forceinline__ static int offset(int r, int c) { return r * kStride + c; }
   // The c-th 16-byte chunk of a copy: consecutive threads take consecutive chunks of a row.
@@ -36,6 +40,7 @@ struct PaddedRows {
 // copies go block by block, so consecutive threads write consecutive 16-byte chunks.
 template <int kCols>
 struct CoreMatrixRows {
+  static constexpr int kPartStride = 0;  // 16-bit operands only
   static constexpr int kBlockColBytes = 128;         // between blocks adjacent along the columns
   static constexpr int kBlockRowBytes = 16 * kCols;  // between blocks adjacent along the rows (2-byte elements)
   static constexpr int tile_elems(int rows) { return rows * kCols; }
@@ -75,11 +80,33 @@ __device__ __forceinline__ T* key_base(const MatrixView& m, int64_t b) {
   return static_cast<T*>(m.ptr) + s.outer * m.batch_stride + s.head / static_cast<uint32_t>(m.group) * m.head_stride;
 }
 
+// 8 float32 values at src (32-byte aligned) as their bfloat16 parts at dst, dst + kPartStride, ...
+template <int kPartStride>
+__device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src, bool valid) {
+  constexpr int kParts = kPartsOf<float>;
+  float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+  if (valid) {
+    a = __ldg(reinterpret_cast<const float4*>(src));
+    b = __ldg(reinterpret_cast<const float4*>(src) + 1);
+  }
+  uint32_t parts[4][kParts];
+  split_pair<float>(parts[0], a.x, a.y);
+  split_pair<float>(parts[1], a.z, a.w);
+  split_pair<float>(parts[2], b.x, b.y);
+  split_pair<float>(parts[3], b.z, b.w);
+#pragma unroll
+  for (int i = 0; i < kParts; ++i) {
+    *reinterpret_cast<uint4*>(dst + i * kPartStride) = make_uint4(parts[0][i], parts[1][i], parts[2][i], parts[3][i]);
+  }
+}
+
 // Asynchronously copies rows [row0, row0 + kRows) of a row-major global matrix (kCols columns,
 // contiguous, 16-byte aligned rows) into a tile of the given layout; rows at or past n_rows become zeros.
-template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols>>
-__device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t row_stride, int row0, int n_rows,
-                                                int tid) {
+// float32 rows (the split path) are split into their bfloat16 parts on the way: cp.async cannot convert, so
+// those copies are plain loads and stores, complete when the function returns.
+template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols, kPartsOf<T>>>
+__device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, int64_t row_stride, int row0,
+                                                int n_rows, int tid) {
   constexpr int kChunks = kRows * (kCols / 8);
   constexpr int kIters = (kChunks + kThreads - 1) / kThreads;
   const auto copy = [&](int c) {
@@ -87,7 +114,11 @@ __device__ __forceinline__ void load_rows_async(T* tile, const T* gmem, int64_t 
     Layout::chunk(c, r, col);
     const bool valid = row0 + r < n_rows;
     const T* src = valid ? gmem + static_cast<int64_t>(row0 + r) * row_stride + col : gmem;
-    cp_async_16(tile + Layout::offset(r, col), src, valid);
+    if constexpr (kPartsOf<T> > 1) {
+      split_chunk<Layout::kPartStride>(tile + Layout::offset(r, col), src, valid);
+    } else {
+      cp_async_16(tile + Layout::offset(r, col), src, valid);
+    }
   };
   if constexpr (kIters <= 4) {
     // A compile-time trip count: with the bound test on the thread index, the loop waited on a re-read
@@ -122,7 +153,7 @@ struct OperandBases {
   }
   // `head`: the query position that many heads after b (a backward CTA's group under grouped-query attention).
   template <int kRows, int kCols, int kThreads, class Layout, class View>
-  __device__ __forceinline__ void load(View view, T* tiles, int tile_elems, int row0, int n_rows, int tid,
+  __device__ __forceinline__ void load(View view, ElemOf<T>* tiles, int tile_elems, int row0, int n_rows, int tid,
                                        int64_t head = 0) const {
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
@@ -133,7 +164,7 @@ struct OperandBases {
 };
 
 // Writes a warp's 16 x kCols fp32 accumulator tile (mma C fragments; rows row0 + g and row0 + g + 8)
-// times `scale` as 16-bit rows of a row-major global matrix; rows at or past n_rows are skipped.
+// times `scale` as rows of T of a row-major global matrix; rows at or past n_rows are skipped.
 template <typename T, int kCols>
 __device__ __forceinline__ void store_acc_rows(T* gmem, int64_t row_stride, const float (&acc)[kCols / 8][4], int row0,
                                                int n_rows, float scale, int lane) {
@@ -144,9 +175,7 @@ __device__ __forceinline__ void store_acc_rows(T* gmem, int64_t row_stride, cons
     if (row >= n_rows) continue;
     T* out = gmem + static_cast<int64_t>(row) * row_stride + 2 * t;
 #pragma unroll
-    for (int dt = 0; dt < kCols / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(out + dt * 8) = pack2<T>(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
-    }
+    for (int dt = 0; dt < kCols / 8; ++dt) store2<T>(out + dt * 8, acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
   }
 }
 
@@ -182,6 +211,27 @@ __device__ __forceinline__ const T* b_frag_addr_kn(const T* tile, int k0, int n0
 template <class Layout, typename T>
 __device__ __forceinline__ const T* at_frag_addr(const T* tile, int k0, int m0, int lane) {
   return tile + Layout::offset(k0 + (lane & 7) + (lane >> 4) * 8, m0 + ((lane >> 3) & 1) * 8);
+}
+
+// Fragment loads of every part of an operand (Frag, mma.cuh) at an address from the helpers above.
+template <class Layout, typename T>
+__device__ __forceinline__ void ld_frag(Frag<T>& f, const ElemOf<T>* at) {
+#pragma unroll
+  for (int i = 0; i < kPartsOf<T>; ++i) ldmatrix_x4(f.r[i], at + i * Layout::kPartStride);
+}
+template <class Layout, typename T>
+__device__ __forceinline__ void ld_frag_trans(Frag<T>& f, const ElemOf<T>* at) {
+#pragma unroll
+  for (int i = 0; i < kPartsOf<T>; ++i) ldmatrix_x4_trans(f.r[i], at + i * Layout::kPartStride);
+}
+
+// Two neighbouring fp32 values staged in a shared tile (dS^T for a transposed product), every part.
+template <class Layout, typename T>
+__device__ __forceinline__ void store_parts(ElemOf<T>* at, float x, float y) {
+  uint32_t parts[kPartsOf<T>];
+  split_pair<T>(parts, x, y);
+#pragma unroll
+  for (int i = 0; i < kPartsOf<T>; ++i) *reinterpret_cast<uint32_t*>(at + i * Layout::kPartStride) = parts[i];
 }
 
 }  // namespace theria::kernels::cuda

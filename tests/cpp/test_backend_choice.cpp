@@ -47,24 +47,44 @@ TEST(AutoBackendChoice, BufferEstimateIsTwelveScoreMatrices) {
   EXPECT_EQ(reference_hvp_bytes(2, 10, 1, 8), 12 * 2 * 10 * 1 * 8);
 }
 
-// float32 runs the bfloat16 tensor-core kernels only where PyTorch's precision setting allows bfloat16
-// products: "medium" in the legacy API; never "high" or "highest", nor when the new API says "ieee" for CUDA
-// matmuls (it has no bfloat16 for CUDA).
-TEST(AutoBackendChoice, Float32RunsAsBfloat16OnlyAtMediumPrecision) {
+// float32 products follow PyTorch's precision setting: bfloat16 at "medium", bfloat16 split in two at "high",
+// float32 at "highest", and float32 whenever the new API says "ieee" for CUDA matmuls (it has no bfloat16 for CUDA).
+TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
+  using theria::Float32Products;
+  using theria::core::float32_products;
   auto& ctx = at::globalContext();
   const auto restore = ctx.float32MatmulPrecision();
   ctx.setFloat32MatmulPrecision("medium");
-  EXPECT_TRUE(theria::core::bfloat16_products_allowed());
+  EXPECT_EQ(float32_products(), Float32Products::kBFloat16);
   ctx.setFloat32MatmulPrecision("high");
-  EXPECT_FALSE(theria::core::bfloat16_products_allowed());
+  EXPECT_EQ(float32_products(), Float32Products::kBFloat16Split);
   ctx.setFloat32MatmulPrecision("highest");
-  EXPECT_FALSE(theria::core::bfloat16_products_allowed());
-  ctx.setFloat32MatmulPrecision("medium");
-  ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, at::Float32Precision::IEEE);
-  EXPECT_FALSE(theria::core::bfloat16_products_allowed());
+  EXPECT_EQ(float32_products(), Float32Products::kFloat32);
+  for (const char* setting : {"medium", "high"}) {
+    ctx.setFloat32MatmulPrecision(setting);
+    ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, at::Float32Precision::IEEE);
+    EXPECT_EQ(float32_products(), Float32Products::kFloat32) << setting;
+  }
   ctx.setFloat32MatmulPrecision(restore == at::Float32MatmulPrecision::MEDIUM ? "medium"
                                 : restore == at::Float32MatmulPrecision::HIGH ? "high"
                                                                               : "highest");
+}
+
+// The split products' row lies strictly between float32's and bfloat16's at every order, and the other two
+// products give those dtypes' rows.
+TEST(Tolerances, Float32SplitRowLiesBetweenFloat32AndBfloat16) {
+  using theria::Derivative;
+  using theria::Float32Products;
+  for (int i = 0; i <= 3; ++i) {
+    const auto order = static_cast<Derivative>(i);
+    const double split = theria::float32_tolerance(Float32Products::kBFloat16Split, order).max_rel_error;
+    EXPECT_GT(split, theria::tolerance(at::kFloat, order).max_rel_error) << i;
+    EXPECT_LT(split, theria::tolerance(at::kBFloat16, order).max_rel_error) << i;
+    EXPECT_EQ(theria::float32_tolerance(Float32Products::kFloat32, order).max_rel_error,
+              theria::tolerance(at::kFloat, order).max_rel_error);
+    EXPECT_EQ(theria::float32_tolerance(Float32Products::kBFloat16, order).max_rel_error,
+              theria::tolerance(at::kBFloat16, order).max_rel_error);
+  }
 }
 
 }  // namespace

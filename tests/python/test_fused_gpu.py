@@ -258,17 +258,103 @@ def test_float32_at_medium_precision_runs_the_bfloat16_tensor_cores_at_every_ord
     assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(torch.bfloat16, 1)
 
 
-def test_float32_at_high_and_highest_precision_keeps_float32_products():
-    """Only "medium" allows bfloat16: at "high" and "highest" float32 stays within the float32 row (the SIMT
-    kernels when 'fused' is named), and auto's reason says why no tensor-core kernel serves it."""
-    q, k, v, _ = inputs(1, 2, 33, 40, 64, 64, torch.float32, seed=5)
-    _, _, _, out_ref = reference(q, k, v, False)
+@pytest.fixture
+def set_precision():
+    """Sets torch.set_float32_matmul_precision within one test, and puts the setting back after it."""
     before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", LENGTHS[1:], ids=str)
+def test_float32_at_high_precision_runs_split_bfloat16_tensor_cores_at_every_order(set_precision, head_dim, causal,
+                                                                                   lengths):
+    """At "high" (PyTorch: each float32 as the sum of two bfloat16) float32 runs the tensor-core kernels on
+    bfloat16-split operands: forward, backward, double backward and JVP within the split row of the tolerance
+    table, and far closer to float64 than the same inputs at "medium" (bfloat16 products): the split is real."""
+    set_precision("high")
+    l, s = lengths
+    q, k, v, dout = inputs(2, 3, l, s, head_dim, head_dim, torch.float32, seed=7 * l + s + head_dim)
+    reason = theria.select_backend(q, k, v)
+    assert reason[0] == "fused" and "split" in reason[1], reason
+    tol = lambda order: theria.tolerance(torch.float32, order, float32_precision="high")
+    qr, kr, vr, out_ref = reference(q, k, v, causal)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    poison_allocator()
+    out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
+    assert out.dtype == torch.float32
+    err_high = rel_err([out], [out_ref])
+    assert err_high <= tol(0)
+    g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    assert all(t.dtype == torch.float32 for t in g)
+    assert rel_err(g, gr) <= tol(1)
+    assert hvp_error((q, k, v), g, (qr, kr, vr), gr) <= tol(2)
+    out_dot, ref_dot = jvp_and_reference((q, k, v), (qr, kr, vr), causal)
+    assert rel_err([out_dot], [ref_dot]) <= tol(1)
+
+    set_precision("medium")
+    with torch.no_grad():
+        err_medium = rel_err([theria.sdpa(q, k, v, is_causal=causal, backend="fused")], [out_ref])
+    assert err_high * 30 <= err_medium, (err_high, err_medium)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, head_dim):
+    """The split kernels' dQ (fp32 atomics by default) adds in a fixed order under
+    torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two runs agree bit for bit, at first
+    and second order."""
+    set_precision("high")
+    q, k, v, dout = inputs(2, 4, 300, 200, head_dim, head_dim, torch.float32, seed=3)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    u = [torch.randn_like(t) for t in (q, k, v)]
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
     try:
-        for precision in ("high", "highest"):
-            torch.set_float32_matmul_precision(precision)
+        runs = []
+        for _ in range(2):
             out = theria.sdpa(q, k, v, backend="fused")
-            assert rel_err([out], [out_ref]) <= theria.tolerance(torch.float32, 0), precision
-            assert "medium" in theria.select_backend(q, k, v)[1], precision
+            g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+            h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
+            runs.append([t.detach() for t in (*g, *h)])
     finally:
-        torch.set_float32_matmul_precision(before)
+        torch.use_deterministic_algorithms(before)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_float32_at_highest_precision_and_masked_or_grouped_float32_at_high_keep_float32_products(set_precision):
+    """At "highest" float32 products stay float32 (the SIMT kernels when 'fused' is named: the float32 row), and
+    auto's reason says which settings allow tensor cores. At "high" the split kernels have a plain build only: an
+    attn_mask or grouped heads take the SIMT kernels (float32 row), and auto says so."""
+    q, k, v, _ = inputs(1, 4, 33, 40, 64, 64, torch.float32, seed=5)
+    _, _, _, out_ref = reference(q, k, v, False)
+    set_precision("highest")
+    out = theria.sdpa(q, k, v, backend="fused")
+    assert rel_err([out], [out_ref]) <= theria.tolerance(torch.float32, 0)
+    assert "highest" in theria.select_backend(q, k, v)[1]
+
+    set_precision("high")
+    mask = torch.rand(33, 40, device="cuda") > 0.3
+    mask[:, 0] = True
+    _, _, _, out_ref_masked = reference_masked(q, k, v, mask)
+    out = theria.sdpa(q, k, v, attn_mask=mask, backend="fused")
+    assert rel_err([out], [out_ref_masked]) <= theria.tolerance(torch.float32, 0)
+    name, why = theria.select_backend(q, k, v, attn_mask=mask)
+    assert "attn_mask or grouped heads" in why, why
+    k2, v2 = k[:, :2].contiguous(), v[:, :2].contiguous()
+    _, _, _, out_ref_gqa = reference(q, k2.repeat_interleave(2, 1), v2.repeat_interleave(2, 1), False)
+    out = theria.sdpa(q, k2, v2, enable_gqa=True, backend="fused")
+    assert rel_err([out], [out_ref_gqa]) <= theria.tolerance(torch.float32, 0)
+    assert "attn_mask or grouped heads" in theria.select_backend(q, k2, v2, enable_gqa=True)[1]
+
+
+def reference_masked(q, k, v, mask):
+    q, k, v = (t.detach().double().requires_grad_() for t in (q, k, v))
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return q, k, v, out
+
+

@@ -37,38 +37,43 @@ def key_padding(B, S, keep):
     return m
 
 
-def cases():
-    """name -> (q shape, k shape, v shape, mask maker (or None), sdpa keyword arguments)."""
-    B, Hq, L, S = 2, 6, 5, 7
+def cases(L=5, S=7, E=8):
+    """name -> (q shape, k shape, v shape, mask maker (or None), sdpa keyword arguments); L, S, E: the query and
+    key lengths and the head dim (value head dims stay below E), smaller for the finite-difference checks."""
+    B, Hq = 2, 6
+    Ev = E - 3
     full = lambda: torch.rand(B, Hq, L, S, generator=gen(9)) > 0.35  # noqa: E731
     row_hidden = lambda: full().index_put_((torch.tensor([0]), torch.tensor([1]), torch.tensor([2])),  # noqa: E731
                                            torch.tensor(False))
     return {
-        "gqa-3": ((B, Hq, L, 8), (B, 2, S, 8), (B, 2, S, 5), None, dict(enable_gqa=True)),
-        "mqa": ((B, Hq, L, 8), (B, 1, S, 8), (B, 1, S, 5), None, dict(enable_gqa=True)),
-        "key-padding": ((B, 3, L, 8), (B, 3, S, 8), (B, 3, S, 8), lambda: key_padding(B, S, [S, 3]), {}),
-        "gqa+key-padding": ((B, Hq, L, 8), (B, 3, S, 8), (B, 3, S, 8), lambda: key_padding(B, S, [4, S]),
+        "gqa-3": ((B, Hq, L, E), (B, 2, S, E), (B, 2, S, Ev), None, dict(enable_gqa=True)),
+        "mqa": ((B, Hq, L, E), (B, 1, S, E), (B, 1, S, Ev), None, dict(enable_gqa=True)),
+        "key-padding": ((B, 3, L, E), (B, 3, S, E), (B, 3, S, E), lambda: key_padding(B, S, [S, 3]), {}),
+        "gqa+key-padding": ((B, Hq, L, E), (B, 3, S, E), (B, 3, S, E), lambda: key_padding(B, S, [S - 3, S]),
                             dict(enable_gqa=True)),
-        "full-bool+hidden-row": ((B, Hq, L, 8), (B, Hq, S, 8), (B, Hq, S, 8), row_hidden, {}),
-        "per-row": ((B, 3, L, 8), (B, 3, S, 8), (B, 3, S, 8), lambda: torch.rand(B, 1, L, 1, generator=gen(3)) > 0.3,
+        "full-bool+hidden-row": ((B, Hq, L, E), (B, Hq, S, E), (B, Hq, S, E), row_hidden, {}),
+        "per-row": ((B, 3, L, E), (B, 3, S, E), (B, 3, S, E), lambda: torch.rand(B, 1, L, 1, generator=gen(3)) > 0.3,
                     {}),
-        "bias-heads": ((B, 3, L, 8), (B, 3, S, 8), (B, 3, S, 6), lambda: rand((1, 3, L, S), 4), dict(scale=-0.6)),
-        "bias-2d+gqa": ((B, Hq, L, 8), (B, 2, S, 8), (B, 2, S, 8), lambda: rand((L, S), 5), dict(enable_gqa=True)),
-        "bias-inf": ((B, 2, L, 8), (B, 2, S, 8), (B, 2, S, 8),
-                     lambda: rand((B, 1, L, S), 6).masked_fill(key_padding(B, S, [2, 6]).logical_not(), float("-inf")),
+        "bias-heads": ((B, 3, L, E), (B, 3, S, E), (B, 3, S, E - 2), lambda: rand((1, 3, L, S), 4), dict(scale=-0.6)),
+        "bias-2d+gqa": ((B, Hq, L, E), (B, 2, S, E), (B, 2, S, E), lambda: rand((L, S), 5), dict(enable_gqa=True)),
+        "bias-inf": ((B, 2, L, E), (B, 2, S, E), (B, 2, S, E),
+                     lambda: rand((B, 1, L, S), 6).masked_fill(key_padding(B, S, [2, S - 1]).logical_not(),
+                                                                float("-inf")),
                      {}),
-        "broadcast": ((2, 4, L, 8), (1, 4, S, 8), (2, 1, S, 8), None, {}),
-        "ranks": ((4, L, 8), (2, 4, S, 8), (2, 4, S, 8), None, dict(scale=0.0)),
-        "3-leading+mask": ((2, 3, 2, L, 8), (2, 3, 1, S, 8), (2, 3, 1, S, 8),
+        "broadcast": ((2, 4, L, E), (1, 4, S, E), (2, 1, S, E), None, {}),
+        "ranks": ((4, L, E), (2, 4, S, E), (2, 4, S, E), None, dict(scale=0.0)),
+        "3-leading+mask": ((2, 3, 2, L, E), (2, 3, 1, S, E), (2, 3, 1, S, E),
                            lambda: torch.rand(2, 1, 1, L, S, generator=gen(7)) > 0.3, dict(enable_gqa=True)),
     }
 
 
 CASES = cases()
+# The finite-difference checks' cost grows with the square of the inputs' size: the same cases, smaller.
+SMALL_CASES = cases(L=3, S=4, E=4)
 
 
-def inputs(case, dtype=torch.float64, device="cpu"):
-    qs, ks, vs, mask, kw = CASES[case]
+def inputs(case, dtype=torch.float64, device="cpu", table=CASES):
+    qs, ks, vs, mask, kw = table[case]
     q, k, v = (rand(s, i, dtype).to(device) for i, s in enumerate((qs, ks, vs)))
     m = mask() if mask is not None else None
     if m is not None:
@@ -104,7 +109,7 @@ def test_every_order_equals_the_math_backend(case, backend):
 @params("backend", CPU_BACKENDS)
 @params("case", ["gqa+key-padding", "bias-heads", "3-leading+mask", "broadcast"])
 def test_gradcheck_gradgradcheck_and_forward_ad(case, backend):
-    q, k, v, m, kw = inputs(case)
+    q, k, v, m, kw = inputs(case, table=SMALL_CASES)
     x = [t.requires_grad_() for t in (q, k, v)]
     f = lambda a, b, c: theria.sdpa(a, b, c, attn_mask=m, backend=backend, **kw)  # noqa: E731
     assert torch.autograd.gradcheck(f, x, check_forward_ad=True, check_batched_grad=False)
