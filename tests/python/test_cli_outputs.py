@@ -23,8 +23,14 @@ TINY_MAML = ["maml", "--device", "cpu", "--meta-steps", "2", "--eval-every", "1"
              "--eval-tasks", "2", "--support", "4", "--query", "4", "--dim", "16", "--diagnose-steps", "1,2"]
 
 
-def theria(*args, cwd=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def theria(*args, cwd=None, threads=1):
+    """Runs the program on `threads` CPU threads (one by default, as the tests that compare two runs need; None: all
+    of the machine's, for the long runs that compare with no other)."""
+    env = dict(os.environ)
+    if threads is None:
+        env.pop("OMP_NUM_THREADS", None)
+    else:
+        env["OMP_NUM_THREADS"] = str(threads)
     return subprocess.run([str(THERIA), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
 

@@ -79,7 +79,7 @@ def test_every_verdict_follows_from_the_measures_by_the_written_rules(tmp_path):
 
 
 def test_quick_tier_writes_the_map_and_its_figure(tmp_path):
-    r = theria("study", "robustness", "--quick", "--out", tmp_path)
+    r = theria("study", "robustness", "--quick", "--out", tmp_path, threads=None)
     assert r.returncode == 0, r.stdout + r.stderr
     data = strict_json(tmp_path / "robustness.json")
     assert len(data["rows"]) == 2 * 1 * 4 * 4 and data["config"]["seeds"] == 3

@@ -32,7 +32,7 @@ def results(out):
 
 
 def test_quick_writes_every_file_and_chooses_the_lr_on_validation_tasks(tmp_path):
-    r = theria("study", "sweep", "--quick", "--out", tmp_path)
+    r = theria("study", "sweep", "--quick", "--out", tmp_path, threads=None)
     assert r.returncode == 0, r.stdout + r.stderr
     data = strict_json(tmp_path / "sweep.json")
     assert data["config"]["lr_search"]["split"] == "validation"

@@ -17,7 +17,7 @@ SILENT = ["detach_attention_output", "no_grad_attention", "once_differentiable",
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("taxonomy")
-    r = theria("study", "taxonomy", "--quick", "--backend", "explicit", "--out", out)
+    r = theria("study", "taxonomy", "--quick", "--backend", "explicit", "--out", out, threads=None)
     assert r.returncode == 0, r.stdout + r.stderr
     return out, r
 
