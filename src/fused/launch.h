@@ -23,7 +23,8 @@ struct BwdWorkspace {
   int64_t dq_turn_slots = 0;  // ceil(len_q / 16)
 };
 
-// Tensor-core kernels: 16-bit inputs, E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
+// Tensor-core kernels: 16-bit inputs, or float32 ones split into bfloat16 parts (plain build: no mask, no grouped
+// heads), E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
 // sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
