@@ -170,13 +170,8 @@ struct DtypeCase {
     return dtype == at::kFloat && float32_precision != "highest" ? std::string("float32@") + float32_precision
                                                                  : dtype_name(dtype);
   }
-  Float32Products products() const {
-    return float32_precision == "high"     ? Float32Products::kBFloat16Split
-           : float32_precision == "medium" ? Float32Products::kBFloat16
-                                           : Float32Products::kFloat32;
-  }
   double tolerance_for(Derivative order) const {
-    return dtype == at::kFloat ? float32_tolerance(products(), order).max_rel_error
+    return dtype == at::kFloat ? float32_tolerance(float32_products_named(float32_precision), order).max_rel_error
                                : tolerance(dtype, order).max_rel_error;
   }
 };

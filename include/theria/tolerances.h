@@ -16,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 
+#include <string_view>
 #include <vector>
 
 namespace theria {
@@ -41,6 +42,10 @@ enum class Float32Products { kFloat32, kBFloat16Split, kBFloat16 };
 
 // The row of float32 results computed with `products` (kFloat32: the float32 row).
 Tolerance float32_tolerance(Float32Products products, Derivative order);
+
+// The products of a torch.set_float32_matmul_precision setting by its name ("highest", "high", "medium"); an error
+// naming the choices otherwise.
+Float32Products float32_products_named(std::string_view matmul_precision);
 
 // A dtype as Python prints torch dtypes, without "torch." ("float32", "bfloat16"); c10's name for the others.
 const char* dtype_name(c10::ScalarType dtype);

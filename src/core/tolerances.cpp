@@ -43,6 +43,14 @@ Tolerance float32_tolerance(Float32Products products, Derivative order) {
   TORCH_CHECK(false, "theria.tolerance: unknown float32 products");
 }
 
+Float32Products float32_products_named(std::string_view matmul_precision) {
+  if (matmul_precision == "highest") return Float32Products::kFloat32;
+  if (matmul_precision == "high") return Float32Products::kBFloat16Split;
+  if (matmul_precision == "medium") return Float32Products::kBFloat16;
+  TORCH_CHECK(false, "theria: a float32 matmul precision is 'highest', 'high' or 'medium', got '",
+              std::string(matmul_precision), "'");
+}
+
 const char* dtype_name(c10::ScalarType dtype) {
   switch (dtype) {
     case at::kDouble: return "float64";

@@ -112,12 +112,7 @@ double tolerance_op(c10::ScalarType dtype, int64_t order) {
 // The row of float32 results at a torch.set_float32_matmul_precision setting ("highest", "high", "medium").
 double float32_tolerance_op(c10::string_view matmul_precision, int64_t order) {
   TORCH_CHECK(order >= 0 && order <= 3, "theria.tolerance: order must be 0 (forward) to 3, got ", order);
-  const std::string_view p(matmul_precision.data(), matmul_precision.size());
-  TORCH_CHECK(p == "highest" || p == "high" || p == "medium",
-              "theria.tolerance: float32_precision must be 'highest', 'high' or 'medium', got '", std::string(p), "'");
-  const Float32Products products = p == "high"     ? Float32Products::kBFloat16Split
-                                   : p == "medium" ? Float32Products::kBFloat16
-                                                   : Float32Products::kFloat32;
+  const auto products = float32_products_named(std::string_view(matmul_precision.data(), matmul_precision.size()));
   return float32_tolerance(products, static_cast<Derivative>(order)).max_rel_error;
 }
 
