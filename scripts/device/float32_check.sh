@@ -27,6 +27,11 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
       >"$out/bench_fp32_$precision.txt" 2>&1
     echo "bench fp32 $precision: rc=$?"
   done
+  # "highest": the three-part kernels serve head dims 32 and 64 only (the SIMT kernels, minutes, the rest).
+  "$T" bench --dtype fp32 --float32-precision highest --shape 32,4,256,64 --shape 8,8,1024,64 --shape 2,8,4096,64 \
+    --shape 8,16,2048,64 --mode fwd,fwd_bwd,jvp,hvp --impl theria,efficient,math --iters 10 --warmup 2 \
+    --json "$out/bench_fp32_highest.json" >"$out/bench_fp32_highest.txt" 2>&1
+  echo "bench fp32 highest: rc=$?"
   "$T" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --mode fwd,fwd_bwd,jvp,hvp --impl theria,flash \
     --iters 10 --warmup 2 --json "$out/bench_bf16.json" >"$out/bench_bf16.txt" 2>&1
   echo "bench bf16: rc=$?"

@@ -83,6 +83,12 @@ ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t b
               "auto: float32 at matmul precision \"medium\" (PyTorch lets float32 products use bfloat16) goes to "
               "the fused tensor-core kernels on bfloat16 copies, float32 results (the tolerance table's bfloat16 row)"};
     }
+    if (is_float32 && products == Float32Products::kFloat32) {
+      return {Backend::Fused,
+              "auto: float32 at matmul precision \"highest\" goes to the fused tensor-core kernels on three "
+              "bfloat16 parts per operand, six products for each (float32 accuracy: the tolerance table's float32 "
+              "row), float32 results"};
+    }
     if (products == Float32Products::kBFloat16Split) {
       return {Backend::Fused,
               "auto: float32 at matmul precision \"high\" (PyTorch: each float32 as the sum of two bfloat16) goes "
@@ -96,7 +102,8 @@ ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t b
   const int64_t device = fused::device_memory_bytes(q.device().index());
   std::string precision;
   if (products == Float32Products::kFloat32 && is_float32) {
-    precision = " at float32 matmul precision \"highest\" (\"high\" and \"medium\" allow the tensor-core kernels)";
+    precision = " at float32 matmul precision \"highest\" (its three-part kernels take head dims 32 and 64 with no "
+                "attn_mask and no grouped heads; \"high\" and \"medium\" allow more)";
   } else if (products == Float32Products::kBFloat16Split && !plain) {
     precision = " with an attn_mask or grouped heads at float32 matmul precision \"high\" (the split kernels have "
                 "no such build; \"medium\" has)";

@@ -12,17 +12,22 @@ namespace theria::kernels::cuda {
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v) {
   const bool operand = dtype == Dtype::kFloat16 || dtype == Dtype::kBFloat16 || dtype == Dtype::kFloat32;
   const bool dim = dim_qk == 32 || dim_qk == 64 || dim_qk == 96 || dim_qk == 128;
-  return operand && dim && dim_qk == dim_v;
+  // Three parts per operand take 3 kCols + 8 elements a row: up to 64 the tiles fit two CTAs' shared memory.
+  const bool three_parts = dtype == Dtype::kFloat32x3 && (dim_qk == 32 || dim_qk == 64);
+  return ((operand && dim) || three_parts) && dim_qk == dim_v;
 }
 
 namespace {
 
 // The build a problem takes (THERIA_BUILD_SWITCH), as fn(groups, mask) with std::bool_constant arguments. float32
-// (split products) comes in the plain build only: the binding sends it no mask and no grouped heads
-// (fused_backend.cpp), and a call that does anyway is refused here rather than run on the wrong kernel.
-template <typename T, class Params, class Fn>
+// (split products) comes in the plain build only, and with three parts at head dims up to 64: the binding sends it
+// nothing else (fused_backend.cpp, tensor_core_head_dim), and a call that does anyway is refused here rather than
+// run on the wrong kernel.
+template <typename T, int kHeadDim, class Params, class Fn>
 void build_switch(const Params& p, Fn&& fn) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (sizeof(T) == 4 && std::is_same_v<T, Float32Parts<3>> && kHeadDim > 64) {
+    throw std::invalid_argument("theria fused: the three-part float32 kernels take head dims up to 64");
+  } else if constexpr (sizeof(T) == 4) {
     if (p.mask.ptr != nullptr || p.group > 1) {
       throw std::invalid_argument("theria fused: the float32 tensor-core kernels take no attn_mask and no grouped heads");
     }
@@ -39,7 +44,7 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.with_tangent(), kTangent, [&] {
-          build_switch<T>(p, [&](auto groups, auto mask) {
+          build_switch<T, kHeadDim>(p, [&](auto groups, auto mask) {
             constexpr FwdPass kPass = kTangent ? FwdPass::kJvp : FwdPass::kOut;
             launch_sdpa_fwd_tc<T, kHeadDim, kCausal, kPass, decltype(groups)::value, decltype(mask)::value>(p, stream);
           });
@@ -53,7 +58,7 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
-        build_switch<T>(p, [&](auto groups, auto mask) {
+        build_switch<T, kHeadDim>(p, [&](auto groups, auto mask) {
           launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kTangent, decltype(groups)::value, decltype(mask)::value>(
               p, stream);
         });
@@ -67,7 +72,7 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cu
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-          build_switch<T>(p, [&](auto groups, auto mask) {
+          build_switch<T, kHeadDim>(p, [&](auto groups, auto mask) {
             launch_sdpa_bwd_tc<T, kHeadDim, kCausal, kDeterministic, decltype(groups)::value, decltype(mask)::value>(
                 p, ws, stream);
           });
@@ -83,7 +88,7 @@ void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {
         THERIA_BOOL_SWITCH(p.dout_dot.ptr != nullptr, kDoutDot, [&] {
           THERIA_BOOL_SWITCH(ws.dq_turns != nullptr, kDeterministic, [&] {
-            build_switch<T>(p, [&](auto groups, auto mask) {
+            build_switch<T, kHeadDim>(p, [&](auto groups, auto mask) {
               launch_sdpa_bwd_jvp_tc<T, kHeadDim, kCausal, kDoutDot, kDeterministic, decltype(groups)::value,
                                      decltype(mask)::value>(p, ws, stream);
             });

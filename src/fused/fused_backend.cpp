@@ -33,6 +33,14 @@ kc::Dtype kernel_dtype(at::ScalarType t) {
   }
 }
 
+// The tensor-core kernels' dtype of q: float32 with two bfloat16 parts at "high", three at "highest" ("medium" runs
+// bfloat16 copies: via_bfloat16).
+kc::Dtype tc_dtype(const Tensor& q) {
+  const at::ScalarType t = q.scalar_type();
+  if (t != at::kFloat) return kernel_dtype(t);
+  return core::float32_products() == Float32Products::kFloat32 ? kc::Dtype::kFloat32x3 : kc::Dtype::kFloat32;
+}
+
 // The SIMT family over the row-kernel binding, launched on the current stream.
 const row_kernels::RowKernels& simt_kernels() {
   static const row_kernels::RowKernels kernels{
@@ -143,10 +151,13 @@ std::vector<int64_t> stats_shape(const Tensor& q) {
 
 bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v, bool plain) {
   const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
-  const Float32Products products = dtype == at::kFloat ? core::float32_products() : Float32Products::kFloat32;
-  const bool as_bfloat16 = products == Float32Products::kBFloat16;
-  const bool split = products == Float32Products::kBFloat16Split && plain;
-  return (sixteen_bit || as_bfloat16 || split) && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
+  if (dtype != at::kFloat) return sixteen_bit && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
+  switch (core::float32_products()) {
+    case Float32Products::kBFloat16: return kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
+    case Float32Products::kBFloat16Split: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v);
+    case Float32Products::kFloat32: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32x3, dim_qk, dim_v);
+  }
+  return false;
 }
 
 int64_t device_memory_bytes(c10::DeviceIndex device) {
@@ -223,8 +234,8 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
   p.lse_dot = o.lse_dot.data_ptr();
   if (p.batch > 0) {
     const auto stream = at::cuda::getCurrentCUDAStream();
-    if (given_stats) kc::sdpa_tangent_tc(kernel_dtype(q.scalar_type()), p, stream);
-    else kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), p, stream);
+    if (given_stats) kc::sdpa_tangent_tc(tc_dtype(q), p, stream);
+    else kc::sdpa_fwd_tc(tc_dtype(q), p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return o;
@@ -243,7 +254,7 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale, mask);
   if (f.p.batch > 0) {
-    kc::sdpa_fwd_tc(kernel_dtype(q.scalar_type()), f.p, at::cuda::getCurrentCUDAStream());
+    kc::sdpa_fwd_tc(tc_dtype(q), f.p, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {f.out.t, f.lse};
@@ -335,7 +346,7 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
   b.p.dk = key_side(tc_operand(dk).view, b.heads);
   b.p.dv = key_side(tc_operand(dv).view, b.heads);
   if (b.p.batch > 0) {
-    kc::sdpa_bwd_tc(kernel_dtype(q.scalar_type()), b.p, b.ws, at::cuda::getCurrentCUDAStream());
+    kc::sdpa_bwd_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq, dk, dv};
@@ -381,7 +392,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   b.p.dk_dot = key_side(tc_operand(dk_dot).view, b.heads);
   b.p.dv_dot = key_side(tc_operand(dv_dot).view, b.heads);
   if (b.p.batch > 0) {
-    kc::sdpa_bwd_jvp_tc(kernel_dtype(q.scalar_type()), b.p, b.ws, at::cuda::getCurrentCUDAStream());
+    kc::sdpa_bwd_jvp_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq_dot, dk_dot, dv_dot, tangents.out_dot};

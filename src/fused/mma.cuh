@@ -9,6 +9,8 @@
 // softmax probabilities feed the next product without leaving registers.
 #pragma once
 
+#include "fused/float32_parts.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -133,6 +135,14 @@ struct MmaOperand<float> {
   using Elem = __nv_bfloat16;
   static constexpr int kParts = 2;
 };
+// float32 at matmul precision "highest" (Float32Parts<3>): x = hi + mid + lo, 24 significant bits, and a product
+// runs as the six MMAs whose parts' orders sum below three (hi hi, hi mid, mid hi, hi lo, mid mid, lo hi): float32
+// accuracy.
+template <int kParts_>
+struct MmaOperand<Float32Parts<kParts_>> {
+  using Elem = __nv_bfloat16;
+  static constexpr int kParts = kParts_;
+};
 template <typename T>
 using ElemOf = typename MmaOperand<T>::Elem;
 template <typename T>
@@ -161,18 +171,26 @@ __device__ __forceinline__ void split_pair(uint32_t* parts, float x, float y) {
 }
 
 // x as the split products see it: the sum of its parts.
-template <>
-__device__ __forceinline__ float rounded_to<float>(float x) {
-  uint32_t parts[kPartsOf<float>];
-  split_pair<float>(parts, x, 0.f);
+template <typename T>
+__device__ __forceinline__ float parts_sum(float x) {
+  uint32_t parts[kPartsOf<T>];
+  split_pair<T>(parts, x, 0.f);
   float sum = 0.f;
 #pragma unroll
-  for (int i = kPartsOf<float> - 1; i >= 0; --i) {
+  for (int i = kPartsOf<T> - 1; i >= 0; --i) {
     float v, unused;
-    unpack2<ElemOf<float>>(parts[i], v, unused);
+    unpack2<ElemOf<T>>(parts[i], v, unused);
     sum += v;
   }
   return sum;
+}
+template <>
+__device__ __forceinline__ float rounded_to<float>(float x) {
+  return parts_sum<float>(x);
+}
+template <>
+__device__ __forceinline__ float rounded_to<Float32Parts<3>>(float x) {
+  return parts_sum<Float32Parts<3>>(x);
 }
 
 // c += a b for n-tile h of b (registers 2h, 2h + 1): every pair of parts whose orders sum below kParts

@@ -63,7 +63,7 @@ struct FwdTraits {
   // D=128 JVP 3.63 -> 2.96 ms, while at D=64 32-key blocks cost 1.50 -> 1.94 ms.
   static constexpr bool kWide = kHeadDim > 64;
   // Split operands take twice the shared memory: 32-key blocks wherever 64 would leave one CTA per SM.
-  static constexpr int kBlockN = kParts > 1 ? (kTangent || kWide ? 32 : 64)
+  static constexpr int kBlockN = kParts > 1 ? (kTangent || kWide || kParts > 2 ? 32 : 64)
                                  : !kTangent ? 64 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N : kWide ? 32 : 64;
   static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
   static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands * kParts <= 128;

@@ -1,6 +1,8 @@
 // Runtime values to template parameters, in one place (after FlashAttention's static_switch.h).
 #pragma once
 
+#include "fused/float32_parts.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -33,6 +35,10 @@
   [&] {                                               \
     if ((DTYPE) == Dtype::kFloat32) {                 \
       using TYPE_NAME = float;                        \
+      return __VA_ARGS__();                           \
+    }                                                 \
+    if ((DTYPE) == Dtype::kFloat32x3) {               \
+      using TYPE_NAME = Float32Parts<3>;              \
       return __VA_ARGS__();                           \
     }                                                 \
     return THERIA_HALF_SWITCH(DTYPE, TYPE_NAME, __VA_ARGS__); \

@@ -80,20 +80,20 @@ __device__ __forceinline__ T* key_base(const MatrixView& m, int64_t b) {
   return static_cast<T*>(m.ptr) + s.outer * m.batch_stride + s.head / static_cast<uint32_t>(m.group) * m.head_stride;
 }
 
-// 8 float32 values at src (32-byte aligned) as their bfloat16 parts at dst, dst + kPartStride, ...
-template <int kPartStride>
+// 8 float32 values at src (32-byte aligned) as their bfloat16 parts (T's) at dst, dst + kPartStride, ...
+template <typename T, int kPartStride>
 __device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src, bool valid) {
-  constexpr int kParts = kPartsOf<float>;
+  constexpr int kParts = kPartsOf<T>;
   float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
   if (valid) {
     a = __ldg(reinterpret_cast<const float4*>(src));
     b = __ldg(reinterpret_cast<const float4*>(src) + 1);
   }
   uint32_t parts[4][kParts];
-  split_pair<float>(parts[0], a.x, a.y);
-  split_pair<float>(parts[1], a.z, a.w);
-  split_pair<float>(parts[2], b.x, b.y);
-  split_pair<float>(parts[3], b.z, b.w);
+  split_pair<T>(parts[0], a.x, a.y);
+  split_pair<T>(parts[1], a.z, a.w);
+  split_pair<T>(parts[2], b.x, b.y);
+  split_pair<T>(parts[3], b.z, b.w);
 #pragma unroll
   for (int i = 0; i < kParts; ++i) {
     *reinterpret_cast<uint4*>(dst + i * kPartStride) = make_uint4(parts[0][i], parts[1][i], parts[2][i], parts[3][i]);
@@ -115,7 +115,7 @@ __device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, 
     const bool valid = row0 + r < n_rows;
     const T* src = valid ? gmem + static_cast<int64_t>(row0 + r) * row_stride + col : gmem;
     if constexpr (kPartsOf<T> > 1) {
-      split_chunk<Layout::kPartStride>(tile + Layout::offset(r, col), src, valid);
+      split_chunk<T, Layout::kPartStride>(tile + Layout::offset(r, col), reinterpret_cast<const float*>(src), valid);
     } else {
       cp_async_16(tile + Layout::offset(r, col), src, valid);
     }

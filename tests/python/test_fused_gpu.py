@@ -326,15 +326,17 @@ def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms
 
 
 def test_float32_at_highest_precision_and_masked_or_grouped_float32_at_high_keep_float32_products(set_precision):
-    """At "highest" float32 products stay float32 (the SIMT kernels when 'fused' is named: the float32 row), and
-    auto's reason says which settings allow tensor cores. At "high" the split kernels have a plain build only: an
-    attn_mask or grouped heads take the SIMT kernels (float32 row), and auto says so."""
+    """At "highest" float32 runs the three-part tensor-core kernels at head dims 32 and 64 (the float32 row) and the
+    SIMT kernels at 96 and 128 when 'fused' is named, and auto's reason says which. At "high" the split kernels have a
+    plain build only: an attn_mask or grouped heads take the SIMT kernels (float32 row), and auto says so."""
     q, k, v, _ = inputs(1, 4, 33, 40, 64, 64, torch.float32, seed=5)
     _, _, _, out_ref = reference(q, k, v, False)
     set_precision("highest")
     out = theria.sdpa(q, k, v, backend="fused")
     assert rel_err([out], [out_ref]) <= theria.tolerance(torch.float32, 0)
-    assert "highest" in theria.select_backend(q, k, v)[1]
+    assert "three" in theria.select_backend(q, k, v)[1]
+    q96, k96, v96, _ = inputs(1, 4, 33, 40, 96, 96, torch.float32, seed=6)
+    assert "highest" in theria.select_backend(q96, k96, v96)[1]
 
     set_precision("high")
     mask = torch.rand(33, 40, device="cuda") > 0.3
