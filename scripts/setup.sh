@@ -60,8 +60,17 @@ done
 
 prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
 if [ ! -f "$build/build.ninja" ]; then
+  # Where no GPU can run the kernels (CI, a laptop) they are compiled to PTX only: every template is still
+  # instantiated and checked, in about half the time (no machine-code assembler). THERIA_CMAKE_ARGS may say otherwise;
+  # scripts/device/pack_build.sh refuses such a build for the GPU machine.
+  arch=()
+  if [[ "${THERIA_CMAKE_ARGS:-}" != *THERIA_CUDA_ARCHITECTURES* ]] &&
+     ! "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "[setup] no CUDA device here: the fused kernels compile to PTX only (THERIA_CUDA_ARCHITECTURES=90a-virtual)"
+    arch=(-DTHERIA_CUDA_ARCHITECTURES=90a-virtual)
+  fi
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$prefix" -DPython_EXECUTABLE="$py" ${THERIA_CMAKE_ARGS:-}
+    -DCMAKE_PREFIX_PATH="$prefix" -DPython_EXECUTABLE="$py" "${arch[@]}" ${THERIA_CMAKE_ARGS:-}
 fi
 cmake --build "$build" -j "${THERIA_JOBS:-$(nproc)}"
 echo "$py" > "$build/python"

@@ -5,6 +5,12 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
+# A build configured where no GPU was (scripts/setup.sh) holds PTX only: the GPU machine would compile every kernel at
+# its first launch, inside the timings.
+if grep -q '^THERIA_CUDA_ARCHITECTURES:STRING=.*virtual' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "pack_build: $build compiles the kernels to PTX only; configure with -DTHERIA_CUDA_ARCHITECTURES=90a-real" >&2
+  exit 1
+fi
 mkdir -p "$root/.device"
 tar -C "$build" -cJf "$root/.device/prebuilt.tar.xz" libtheria.so theria
 ls -la "$root/.device/prebuilt.tar.xz"

@@ -86,12 +86,12 @@ def test_a_rerun_with_the_same_configuration_reads_every_unit_back(quick_run):
     out = quick_run[0]
     before = rows_by_key(strict_json(out / "taxonomy.json"))
     units = len(list((out / "parts").glob("*.json")))
-    r = theria("study", "taxonomy", "--quick", "--backend", "explicit", "--out", out, "--no-plot")
+    r = theria("study", "taxonomy", "--quick", "--backend", "explicit", "--out", out, "--no-plot", threads=None)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{units} units read back from an earlier run" in r.stderr
     assert rows_by_key(strict_json(out / "taxonomy.json")) == before
     # Another configuration runs again: one seed fewer is not the same study.
     r = theria("study", "taxonomy", "--quick", "--backend", "explicit", "--seeds", "1", "--variants", "exact",
-               "--out", out, "--no-plot")
+               "--out", out, "--no-plot", threads=None)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "read back" not in r.stderr
