@@ -301,12 +301,12 @@ def test_float32_at_high_precision_runs_split_bfloat16_tensor_cores_at_every_ord
     assert err_high * 30 <= err_medium, (err_high, err_medium)
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
-def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, head_dim):
-    """The split kernels' dQ (fp32 atomics by default) adds in a fixed order under
-    torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two runs agree bit for bit, at first
+@pytest.mark.parametrize("precision, head_dim", [("high", 64), ("high", 128), ("highest", 64)])
+def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, precision, head_dim):
+    """The split kernels' dQ (fp32 atomics by default; two parts at "high", three at "highest") adds in a fixed order
+    under torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two runs agree bit for bit, at first
     and second order."""
-    set_precision("high")
+    set_precision(precision)
     q, k, v, dout = inputs(2, 4, 300, 200, head_dim, head_dim, torch.float32, seed=3)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     u = [torch.randn_like(t) for t in (q, k, v)]
