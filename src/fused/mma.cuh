@@ -222,19 +222,27 @@ __device__ __forceinline__ void mma(float (&c)[4], const Frag<T>& a, const Frag<
   }
 }
 
-// c_to_a for split operands.
+// Eight floats x0 .. x7 as kParts groups of four registers: out[p][i] holds part p of the pair (x_2i, x_2i+1), the
+// register order of an A fragment and of a 16-byte row chunk alike.
 template <typename T>
-__device__ __forceinline__ void c_to_a(Frag<T>& a, const float (&c0)[4], const float (&c1)[4]) {
-  uint32_t parts[4][kPartsOf<T>];
-  split_pair<T>(parts[0], c0[0], c0[1]);
-  split_pair<T>(parts[1], c0[2], c0[3]);
-  split_pair<T>(parts[2], c1[0], c1[1]);
-  split_pair<T>(parts[3], c1[2], c1[3]);
+__device__ __forceinline__ void split_eight(uint32_t (&out)[kPartsOf<T>][4], float x0, float x1, float x2, float x3,
+                                            float x4, float x5, float x6, float x7) {
+  uint32_t pairs[4][kPartsOf<T>];
+  split_pair<T>(pairs[0], x0, x1);
+  split_pair<T>(pairs[1], x2, x3);
+  split_pair<T>(pairs[2], x4, x5);
+  split_pair<T>(pairs[3], x6, x7);
 #pragma unroll
   for (int p = 0; p < kPartsOf<T>; ++p) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) a.r[p][i] = parts[i][p];
+    for (int i = 0; i < 4; ++i) out[p][i] = pairs[i][p];
   }
+}
+
+// c_to_a for split operands.
+template <typename T>
+__device__ __forceinline__ void c_to_a(Frag<T>& a, const float (&c0)[4], const float (&c1)[4]) {
+  split_eight<T>(a.r, c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]);
 }
 
 // Two neighbouring values of a global row of dtype T (16-bit, or float32 on the split path), as floats.

@@ -89,14 +89,11 @@ __device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src
     a = __ldg(reinterpret_cast<const float4*>(src));
     b = __ldg(reinterpret_cast<const float4*>(src) + 1);
   }
-  uint32_t parts[4][kParts];
-  split_pair<T>(parts[0], a.x, a.y);
-  split_pair<T>(parts[1], a.z, a.w);
-  split_pair<T>(parts[2], b.x, b.y);
-  split_pair<T>(parts[3], b.z, b.w);
+  uint32_t parts[kParts][4];
+  split_eight<T>(parts, a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
 #pragma unroll
   for (int i = 0; i < kParts; ++i) {
-    *reinterpret_cast<uint4*>(dst + i * kPartStride) = make_uint4(parts[0][i], parts[1][i], parts[2][i], parts[3][i]);
+    *reinterpret_cast<uint4*>(dst + i * kPartStride) = make_uint4(parts[i][0], parts[i][1], parts[i][2], parts[i][3]);
   }
 }
 
