@@ -66,7 +66,7 @@ std::vector<Step> full_steps() {
        {"study", "sweep", "--device", "cuda", "--task", "induction", "--seq-len", "256", "--markers", "4", "--fillers",
         "8", "--smeared-keys", "--seeds", "5", "--meta-steps", "150", "--eval-tasks", "32", "--meta-batch", "8",
         "--lr-grid", "0.8,0.3,0.1,0.03", "--search-meta-steps", "100", "--search-seeds", "1", "--dim", "64", "--heads",
-        "2", "--backends", "reference", "--out", "{dir}"}},
+        "2", "--backends", "reference,fused", "--inner-steps", "1,5,10,20", "--modes", "full,fo", "--out", "{dir}"}},
       {"metagrad", "metagrad.json", &In::metagrad,
        {"study", "metagrad", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
       {"robustness", "robustness.json", &In::robustness,
