@@ -14,12 +14,17 @@
 #include <CLI/CLI.hpp>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
+#include <string>
+#include <thread>
+#include <vector>
 
 #ifdef THERIA_WITH_FUSED
 #include <ATen/cuda/CUDAContext.h>
@@ -33,6 +38,7 @@ using lab::Json;
 
 struct ContractOptions {
   bool quick = false, full = false, no_report = false;
+  int shards = 1;
   std::string from, out = "out/contract";
 };
 
@@ -88,6 +94,31 @@ std::vector<fs::path> result_files(const fs::path& dir, const std::string& file)
   }
   std::sort(found.begin(), found.end());
   return found;
+}
+
+// The studies with --shard I/N (cli/study_sweep.cpp, cli/study_robustness.cpp): their shards share the units, and
+// the unsharded run that follows reads every part back, times the costs alone and writes the files (docs/sweep.md).
+bool takes_shards(const Step& s) { return s.name == "sweep" || s.name == "robustness"; }
+
+// A study's argv as n processes side by side, each with OMP_NUM_THREADS at its share of the cores (a shard's CPU
+// work is small; n processes of every core each would oversubscribe them). A shard that fails is reported; the
+// unsharded run after it redoes whatever the shard left.
+void run_shards(const std::vector<std::string>& argv, int n) {
+  std::vector<std::vector<std::string>> argvs;
+  for (int i = 0; i < n; ++i) {
+    argvs.push_back(argv);
+    argvs.back().insert(argvs.back().end(), {"--shard", std::to_string(i) + "/" + std::to_string(n)});
+  }
+  const char* before = std::getenv("OMP_NUM_THREADS");
+  const std::string saved = before ? before : "";
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  setenv("OMP_NUM_THREADS", std::to_string(std::max(1u, cores / static_cast<unsigned>(n))).c_str(), 1);
+  const auto exits = run_programs(argvs);
+  if (before) setenv("OMP_NUM_THREADS", saved.c_str(), 1);
+  else unsetenv("OMP_NUM_THREADS");
+  for (int i = 0; i < n; ++i) {
+    if (!exits[i].ok()) std::fprintf(stderr, "[contract] shard %d/%d ended with %s\n", i, n, exits[i].describe().c_str());
+  }
 }
 
 Json read_json(const fs::path& p) {
@@ -163,6 +194,7 @@ int run_contract(const ContractOptions& o) {
       std::fprintf(stderr, "[contract] %zu/%zu %s: theria", i + 1, steps.size(), s.name.c_str());
       for (size_t k = 1; k < argv.size(); ++k) std::fprintf(stderr, " %s", argv[k].c_str());
       std::fprintf(stderr, "\n");
+      if (o.shards > 1 && takes_shards(s)) run_shards(argv, o.shards);
       const auto exit = run_program(argv);
       // A study that ran but found a failure (verify's non-zero exit) still wrote its file: the claims judge it. One
       // that wrote nothing is the contract's own failure, not a result: the run ends non-zero.
@@ -244,6 +276,11 @@ Run add_contract(CLI::App& command) {
       ->check(CLI::ExistingDirectory);
   command.add_option("--out", o->out, "report folder: contract.json, index.html, and the studies run here")
       ->type_name("DIR")
+      ->capture_default_str();
+  command.add_option("--shards", o->shards,
+                     "run the sweep and robustness studies as N processes side by side (--shard I/N), then once "
+                     "unsharded to time the costs and write the files: the lab's small models leave a GPU mostly idle")
+      ->check(CLI::Range(1, 256))
       ->capture_default_str();
   command.add_flag("--no-report", o->no_report, "write contract.json only (no index.html)");
   return [o] { return run_contract(*o); };

@@ -23,7 +23,10 @@ std::string ProgramExit::describe() const {
   return "exit status " + std::to_string(exit_status);
 }
 
-ProgramExit run_program(const std::vector<std::string>& argv) {
+namespace {
+
+// Starts argv; on success r.started is set and pid names the child.
+ProgramExit start(const std::vector<std::string>& argv, pid_t& pid) {
   ProgramExit r;
   if (argv.empty()) {
     r.error = "no program given";
@@ -32,7 +35,6 @@ ProgramExit run_program(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = 0;
   // posix_spawnp reports a program that cannot be executed (ENOENT, EACCES) as its return value.
   const int err = posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), environ);
   if (err != 0) {
@@ -40,17 +42,34 @@ ProgramExit run_program(const std::vector<std::string>& argv) {
     return r;
   }
   r.started = true;
+  return r;
+}
+
+void wait_for(pid_t pid, ProgramExit& r) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) {
       r.error = std::string("waitpid: ") + std::strerror(errno);
       r.started = false;
-      return r;
+      return;
     }
   }
   if (WIFEXITED(status)) r.exit_status = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  return r;
 }
+
+}  // namespace
+
+std::vector<ProgramExit> run_programs(const std::vector<std::vector<std::string>>& argvs) {
+  std::vector<ProgramExit> exits;
+  std::vector<pid_t> pids(argvs.size(), 0);
+  for (size_t i = 0; i < argvs.size(); ++i) exits.push_back(start(argvs[i], pids[i]));
+  for (size_t i = 0; i < argvs.size(); ++i) {
+    if (exits[i].started) wait_for(pids[i], exits[i]);
+  }
+  return exits;
+}
+
+ProgramExit run_program(const std::vector<std::string>& argv) { return run_programs({argv}).front(); }
 
 }  // namespace theria::cli

@@ -20,6 +20,10 @@ struct ProgramExit {
 // returns how it ended. Its stdout and stderr are this process's.
 ProgramExit run_program(const std::vector<std::string>& argv);
 
+// Starts every argument vector at once, waits for all of them, and returns how each ended, in order (the shards of a
+// study side by side: theria contract --shards).
+std::vector<ProgramExit> run_programs(const std::vector<std::vector<std::string>>& argvs);
+
 // This program's own path (/proc/self/exe), or "" when it cannot be read.
 std::string executable_path();
 

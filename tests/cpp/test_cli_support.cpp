@@ -75,5 +75,21 @@ TEST(RunProgram, ReportsExitStatusSignalAndAProgramThatCannotStart) {
   EXPECT_FALSE(run_program({}).started);
 }
 
+TEST(RunProgram, ProgramsRunSideBySideAndEachEndIsReported) {
+  // The first waits (up to 20 s) for a file that only the second creates: run one after the other, it would time out.
+  const auto dir = std::filesystem::path(::testing::TempDir());
+  const auto flag = dir / "theria_run_programs_flag";
+  std::filesystem::remove(flag);
+  const auto exits = run_programs({{"sh", "-c", "for i in $(seq 2000); do [ -f \"$1\" ] && exit 3; sleep 0.01; done; exit 1",
+                                    "sh", flag.string()},
+                                   {"touch", flag.string()},
+                                   {"/nonexistent/theria-no-such-program"}});
+  ASSERT_EQ(exits.size(), 3u);
+  EXPECT_EQ(exits[0].exit_status, 3) << exits[0].describe();  // it saw the file
+  EXPECT_TRUE(exits[1].ok()) << exits[1].describe();
+  EXPECT_FALSE(exits[2].started);
+  std::filesystem::remove(flag);
+}
+
 }  // namespace
 }  // namespace theria::cli
