@@ -4,11 +4,13 @@
 //   fp32 with those head dims under torch.set_float32_matmul_precision("medium"), which lets float32
 //   products use bfloat16 internally: the same kernels on bfloat16 copies, float32 results;
 //   fp32 with those head dims at "high", with no mask and no grouped heads: the same kernels on float32 split
-//   into bfloat16 parts (three products for one), float32 results;
-//   everything else up to head dim 256 (fp32 at "highest", fp64, other head dims, a scale <= 0): the SIMT
-//   kernels, in full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
-// Every path takes attn_mask (a constant: bool or additive, read where it lies) and grouped-query key/value
-// heads (summed over each group inside the kernels).
+//   into two bfloat16 parts (three products for one), float32 results;
+//   fp32 at "highest" with E == Ev in {32, 64}, no mask and no grouped heads: the same kernels on three bfloat16
+//   parts (six products for one), float32 accuracy;
+//   everything else up to head dim 256 (other fp32, fp64, other head dims, a scale <= 0): the SIMT kernels, in
+//   full float32 (16-bit inputs upcast) or float64 precision. fp32 is never run as TF32.
+// Every path but the float32 split kernels takes attn_mask (a constant: bool or additive, read where it lies) and
+// grouped-query key/value heads (summed over each group inside the kernels).
 #pragma once
 
 #include <ATen/core/Tensor.h>

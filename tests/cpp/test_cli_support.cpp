@@ -80,8 +80,8 @@ TEST(RunProgram, ProgramsRunSideBySideAndEachEndIsReported) {
   const auto dir = std::filesystem::path(::testing::TempDir());
   const auto flag = dir / "theria_run_programs_flag";
   std::filesystem::remove(flag);
-  const auto exits = run_programs({{"sh", "-c", "for i in $(seq 2000); do [ -f \"$1\" ] && exit 3; sleep 0.01; done; exit 1",
-                                    "sh", flag.string()},
+  const std::string wait_for_flag = "for i in $(seq 2000); do [ -f \"$1\" ] && exit 3; sleep 0.01; done; exit 1";
+  const auto exits = run_programs({{"sh", "-c", wait_for_flag, "sh", flag.string()},
                                    {"touch", flag.string()},
                                    {"/nonexistent/theria-no-such-program"}});
   ASSERT_EQ(exits.size(), 3u);
