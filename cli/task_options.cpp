@@ -11,13 +11,15 @@ void add_task_options(CLI::App& command, lab::TaskConfig& tasks, lab::ModelConfi
     return command.add_option(name, value, help)->capture_default_str();
   };
   auto count = [&](const char* name, int64_t& value, const char* help) {
-    opt(name, value, help)->check(CLI::PositiveNumber);
+    return opt(name, value, help)->check(CLI::PositiveNumber);
   };
   auto range = [&](const char* name, std::vector<double>& value, const char* help) {
     opt(name, value, help)->delimiter(',')->expected(2)->type_name("MIN,MAX");
   };
   opt("--task", tasks.family, "task family (docs/tasks.md)")->check(CLI::IsMember(lab::task_family_names()));
-  count("--seq-len", tasks.seq_len, "sequence length T (position_recall, induction, sinusoid; mqar: 2 x --pairs)");
+  count("--seq-len", tasks.seq_len,
+        "sequence length T (mqar: even, default 2 x --pairs; a longer T pads the pairs' slots out to T)")
+      ->each([&ranges](const std::string&) { ranges.seq_len_given = true; });
   count("--classes", tasks.classes, "position_recall: classes C (divides T)");
   count("--keys", tasks.keys, "mqar: key tokens");
   count("--values", tasks.values, "mqar: value tokens (the classes)");
@@ -38,6 +40,7 @@ void apply_task_options(const TaskRanges& ranges, lab::TaskConfig& tasks, lab::M
   tasks.amplitude_min = ranges.amplitude[0], tasks.amplitude_max = ranges.amplitude[1];
   tasks.phase_min = ranges.phase[0], tasks.phase_max = ranges.phase[1];
   tasks.input_min = ranges.inputs[0], tasks.input_max = ranges.inputs[1];
+  if (tasks.family == "mqar" && !ranges.seq_len_given) tasks.seq_len = 2 * tasks.pairs;
   model = lab::fit_model_to(model, lab::make_task_family(tasks, seed)->io());
 }
 

@@ -14,9 +14,11 @@ class App;
 
 namespace theria::cli {
 
-// What the options hold that TaskConfig keeps otherwise: the sinusoid's ranges, given as MIN,MAX.
+// What the options hold that TaskConfig keeps otherwise: the sinusoid's ranges, given as MIN,MAX; whether --seq-len
+// was given (mqar's T is 2 x --pairs unless it was).
 struct TaskRanges {
   std::vector<double> amplitude{0.1, 5.0}, phase{0.0, M_PI}, inputs{-5.0, 5.0};
+  bool seq_len_given = false;
 };
 
 void add_task_options(CLI::App& command, lab::TaskConfig& tasks, lab::ModelConfig& model, TaskRanges& ranges);

@@ -17,7 +17,7 @@ namespace theria::lab {
 
 // Every family's knobs; each family reads its own (docs/tasks.md) and checks them when it is made.
 struct TaskConfig {
-  int64_t seq_len = 8;  // T: position_recall, induction, sinusoid (mqar's is 2 * pairs)
+  int64_t seq_len = 8;  // T (mqar: even, >= 2 * pairs; 2 * pairs holds nothing but the pairs)
   int64_t classes = 4;  // position_recall: C, must divide T
   int64_t support = 16;
   int64_t query = 32;

@@ -143,6 +143,52 @@ TEST(TaskFamilies, GeneratedSequencesFollowTheirFamilysLayout) {
   }
 }
 
+// At seq_len T > 2N the N pairs sit in N random two-token slots of T / 2, pads in the rest, each row its own slots.
+TEST(TaskFamilies, MqarAtALongerSequencePadsTheSlotsAroundItsPairs) {
+  auto c = family_config("mqar");
+  c.seq_len = 22;
+  const auto family = make_task_family(c, 1);
+  const int64_t pad = c.keys + c.values, slots = c.seq_len / 2;
+  const auto io = family->io();
+  EXPECT_EQ(io.seq_len, 22);
+  EXPECT_EQ(io.vocab, pad + 1);
+  EXPECT_DOUBLE_EQ(io.chance, 1.0 / c.pairs);
+  bool slots_differ = false;
+  for (uint64_t i = 0; i < 8; ++i) {
+    const auto t = family->task(i);
+    const auto x = t.query_x;
+    ASSERT_EQ(x.size(1), c.seq_len);
+    const auto keys = x.slice(1, 0, c.seq_len, 2), values = x.slice(1, 1, c.seq_len, 2);  // [n, slots]
+    const auto used = keys.ne(pad);
+    EXPECT_TRUE(at::equal(used, values.ne(pad))) << "a slot holds a pair or two pads";
+    EXPECT_TRUE(used.sum(1).eq(c.pairs).all().item<bool>()) << "N pairs in every sequence";
+    EXPECT_TRUE(keys.masked_select(used).lt(c.keys).all().item<bool>());
+    const auto v = values.masked_select(used);
+    EXPECT_TRUE(v.ge(c.keys).logical_and(v.lt(pad)).all().item<bool>());
+    EXPECT_TRUE(counts(keys.clamp_max(c.keys), c.keys + 1).narrow(1, 0, c.keys).le(1).all().item<bool>());
+    EXPECT_TRUE(counts(keys.clamp_max(c.keys), c.keys + 1).select(1, t.token).eq(1).all().item<bool>())
+        << "k* once in every sequence";
+    // The label is the value in k*'s slot.
+    const auto slot = keys.eq(t.token).to(at::kLong).argmax(1, /*keepdim=*/true);
+    EXPECT_TRUE(at::equal(values.gather(1, slot).squeeze(1) - c.keys, t.query_y));
+    slots_differ = slots_differ || !at::equal(used, used[0].expand_as(used));
+  }
+  EXPECT_TRUE(slots_differ) << "the slots are drawn per sequence";
+  EXPECT_EQ(slots, 11);
+  for (const int64_t bad : {7, 9}) {  // shorter than 2N = 8, or odd
+    auto b = family_config("mqar");
+    b.seq_len = bad;
+    try {
+      make_task_family(b, 0);
+      ADD_FAILURE() << "mqar took seq_len " << bad;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("mqar: seq_len (" + std::to_string(bad) + ") must be even"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // No sequence gives its label away: every value the hidden part can take (a position, a present key, a marker)
 // gives another label, each as likely, so without the hidden part a model is right at most `chance` of the time.
 TEST(TaskFamilies, WithoutTheHiddenPartEveryCandidateGivesAnotherLabel) {

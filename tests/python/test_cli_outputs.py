@@ -122,9 +122,16 @@ def test_inner_gradient_clipping_keeps_the_same_run_finite(tmp_path):
     assert summary["status"] == "ok" and summary["config"]["inner_grad_clip"] == 1e-4
 
 
+@pytest.mark.parametrize("options,seq_len", [(["--pairs", "5"], 10), (["--pairs", "3", "--seq-len", "14"], 14)])
+def test_mqar_sequence_length_is_two_per_pair_unless_given(tmp_path, options, seq_len):
+    r = theria(*TINY_MAML, "--task", "mqar", "--smeared-keys", *options, "--no-plot", "--out", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert strict_json(tmp_path / "summary.json")["config"]["task"]["seq_len"] == seq_len
+
+
 @pytest.mark.parametrize("task,knobs", [
     ("position_recall", {"seq_len": 8, "classes": 4}),
-    ("mqar", {"keys": 8, "values": 8, "pairs": 4}),
+    ("mqar", {"seq_len": 8, "keys": 8, "values": 8, "pairs": 4}),
     ("induction", {"seq_len": 8, "markers": 2, "fillers": 4}),
     ("sinusoid", {"seq_len": 8, "amplitude_min": 0.1, "amplitude_max": 5.0, "phase_min": 0.0, "input_min": -5.0,
                   "input_max": 5.0}),
