@@ -23,14 +23,16 @@ std::string trend_verdict(const Interval& change) {
 
 namespace {
 
-// One value per study seed (NaN where that seed's run is missing or diverged), for pairing.
+// One value per study seed (NaN where that seed's run is missing or diverged), for pairing. A run that diverged
+// anywhere counts as diverged, also one that stopped there with a finite last evaluation (its cell keeps that
+// accuracy and says where it stopped): a run cut short is not compared with complete ones.
 std::vector<double> by_seed(const SweepConfig& c, const SweepRaw& raw, Backend backend, int64_t steps, MamlMode mode,
                             double CurveMetrics::*metric) {
   std::vector<double> out(c.seeds, std::nan(""));
   for (const auto& cell : raw.cells) {
     if (cell.backend == backend && cell.inner_steps == steps && cell.mode == mode &&
         static_cast<int64_t>(cell.seed) < c.seeds) {
-      out[cell.seed] = cell.metrics.*metric;
+      out[cell.seed] = cell.status == "ok" ? cell.metrics.*metric : std::nan("");
     }
   }
   return out;

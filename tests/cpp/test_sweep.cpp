@@ -115,5 +115,29 @@ TEST(SweepRules, ADivergedSeedLeavesItsPairOut) {
   EXPECT_NEAR(summary.gaps[0].final_accuracy.mean, (0.4 + 0.45) / 2, 1e-12);
 }
 
+// A run that stopped where it diverged keeps the finite accuracy of its last evaluation in its cell, but is counted
+// as diverged and left out of the pairs like one that ended in NaN (the MQAR sweep's fused FULL seed 2 at depth 10:
+// stopped at meta-step 40 of 150).
+TEST(SweepRules, ARunStoppedByDivergenceIsDivergedEvenWithAFiniteLastAccuracy) {
+  SweepConfig c;
+  c.inner_steps = {1};
+  c.modes = {MamlMode::Full, MamlMode::FirstOrder};
+  c.backends = {Backend::Explicit};
+  c.seeds = 3;
+  SweepRaw raw;
+  for (uint64_t s = 0; s < 3; ++s) {
+    raw.cells.push_back(cell(1, MamlMode::Full, s, 0.9 + 0.01 * s));
+    raw.cells.push_back(cell(1, MamlMode::FirstOrder, s, 0.5));
+  }
+  raw.cells[2].metrics.final_accuracy = 0.07;  // full, seed 1
+  raw.cells[2].status = "meta-training diverged at meta-step 40: inner loop diverged at step 9 of 10 (task 1)";
+  const auto summary = summarize_sweep(c, raw);
+  EXPECT_EQ(summary.rows[0].diverged, 1);
+  EXPECT_NEAR(summary.rows[0].final_accuracy.mean, 0.91, 1e-12);  // seeds 0 and 2
+  EXPECT_EQ(summary.gaps[0].final_accuracy.n, 2);
+  EXPECT_NEAR(summary.gaps[0].final_accuracy.mean, 0.41, 1e-12);
+  EXPECT_EQ(summary.rows[0].area_under_curve.n, 2);
+}
+
 }  // namespace
 }  // namespace theria::lab
