@@ -42,11 +42,13 @@ struct ContractOptions {
   std::string from, out = "out/contract";
 };
 
-// One study of the contract: where its results go (out/<name>), the file the claims read, and its command.
+// One run of a study in the contract: where its results go (out/<name>, or out/<name>/<run> where a study runs
+// more than once), the file the claims read, and its command. The claims read every result file under out/<name>.
 struct Step {
   std::string name, file;
   std::vector<lab::StudyRuns> lab::ContractInputs::*runs;  // where the claims read its result files
   std::vector<std::string> args;  // after the program name; "{dir}" is replaced by the step's directory
+  std::string run = "";           // a sub-folder of out/<name> for this run ("": out/<name> itself)
 };
 using In = lab::ContractInputs;
 
@@ -62,23 +64,41 @@ std::vector<Step> quick_steps() {
   };
 }
 
+// The full tier's sweep of one task family at T = 256 (docs/sweep.md): both backends, 5 seeds, depths 1 to 20.
+Step sweep_step(const std::string& run, const std::vector<std::string>& family) {
+  std::vector<std::string> args{"study", "sweep", "--device", "cuda"};
+  args.insert(args.end(), family.begin(), family.end());
+  for (const char* a : {"--seq-len", "256", "--smeared-keys", "--seeds", "5", "--meta-steps", "150", "--eval-tasks",
+                        "32", "--meta-batch", "8", "--lr-grid", "0.8,0.3,0.1,0.03", "--search-meta-steps", "100",
+                        "--search-seeds", "1", "--dim", "64", "--heads", "2", "--backends", "reference,fused",
+                        "--inner-steps", "1,5,10,20", "--modes", "full,fo", "--out", "{dir}"}) {
+    args.emplace_back(a);
+  }
+  return {"sweep", "sweep.json", &In::sweep, args, run};
+}
+
 // The full tier: the GPU, the settings of the committed results (docs/results/*, each with its command).
 std::vector<Step> full_steps() {
   return {
       {"verify", "verify.json", &In::verify, {"verify", "--json", "{dir}/verify.json"}},
       {"taxonomy", "taxonomy.json", &In::taxonomy,
        {"study", "taxonomy", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
-      {"sweep", "sweep.json", &In::sweep,
-       {"study", "sweep", "--device", "cuda", "--task", "induction", "--seq-len", "256", "--markers", "4", "--fillers",
-        "8", "--smeared-keys", "--seeds", "5", "--meta-steps", "150", "--eval-tasks", "32", "--meta-batch", "8",
-        "--lr-grid", "0.8,0.3,0.1,0.03", "--search-meta-steps", "100", "--search-seeds", "1", "--dim", "64", "--heads",
-        "2", "--backends", "reference,fused", "--inner-steps", "1,5,10,20", "--modes", "full,fo", "--out", "{dir}"}},
+      sweep_step("induction_T256_reference_fused", {"--task", "induction", "--markers", "4", "--fillers", "8"}),
+      sweep_step("mqar_T256_reference_fused", {"--task", "mqar", "--pairs", "8", "--keys", "16", "--values", "16"}),
       {"metagrad", "metagrad.json", &In::metagrad,
        {"study", "metagrad", "--device", "cuda", "--backend", "fused", "--dtype", "bfloat16", "--out", "{dir}"}},
       {"robustness", "robustness.json", &In::robustness,
        {"study", "robustness", "--device", "cuda", "--seq-lens", "256,1024,2048,4096", "--head-dims", "64,128",
         "--precisions", "float32,bfloat16,float16,autocast_bfloat16,attention_bfloat16", "--seeds", "3", "--tasks", "2",
-        "--support", "4", "--query", "4", "--out", "{dir}"}},
+        "--support", "4", "--query", "4", "--out", "{dir}"},
+       "T256_T4096"},
+      // T = 16384 at head dim 32 with 2 + 2 examples a task: the float64 oracle and PyTorch math's L x S matrices
+      // (129 GiB in float32 on the H200) fit on one 141 GB GPU.
+      {"robustness", "robustness.json", &In::robustness,
+       {"study", "robustness", "--device", "cuda", "--seq-lens", "16384", "--head-dims", "32", "--precisions",
+        "float32,bfloat16,float16,autocast_bfloat16", "--seeds", "3", "--tasks", "2", "--support", "2", "--query", "2",
+        "--out", "{dir}"},
+       "T16384"},
       {"bench", "bench.json", &In::bench,
        {"bench", "--preset", "medium", "--head-dim", "64,128", "--mode", "fwd,fwd_bwd,jvp,hvp", "--impl",
         "theria,flash,math", "--json", "{dir}/bench.json"}},
@@ -180,35 +200,48 @@ int run_contract(const ContractOptions& o) {
   lab::ContractInputs inputs;
   Json studies = Json::object(), ran_on = Json::object();
   std::vector<std::string> missing;  // studies this run started that left no result file
-  for (size_t i = 0; i < steps.size(); ++i) {
+  const fs::path base = o.from.empty() ? out : fs::path(o.from);
+  // 1. Each run whose folder holds no result file yet (a run cut off earlier resumes from its parts); none with --from.
+  for (size_t i = 0; i < steps.size() && o.from.empty(); ++i) {
     const auto& s = steps[i];
-    const fs::path dir = (o.from.empty() ? out : fs::path(o.from)) / s.name;
+    const fs::path dir = s.run.empty() ? base / s.name : base / s.name / s.run;
     auto files = result_files(dir, s.file);
-    if (files.empty() && o.from.empty()) {
+    const std::string label = s.run.empty() ? s.name : s.name + "/" + s.run;
+    if (files.empty()) {
       std::vector<std::string> argv{executable_path()};
       for (const auto& a : s.args) {
         const auto at = a.find("{dir}");
         argv.push_back(at == std::string::npos ? a : a.substr(0, at) + dir.string() + a.substr(at + 5));
       }
       fs::create_directories(dir);
-      std::fprintf(stderr, "[contract] %zu/%zu %s: theria", i + 1, steps.size(), s.name.c_str());
+      std::fprintf(stderr, "[contract] %zu/%zu %s: theria", i + 1, steps.size(), label.c_str());
       for (size_t k = 1; k < argv.size(); ++k) std::fprintf(stderr, " %s", argv[k].c_str());
       std::fprintf(stderr, "\n");
       if (o.shards > 1 && takes_shards(s)) run_shards(argv, o.shards);
       const auto exit = run_program(argv);
       // A study that ran but found a failure (verify's non-zero exit) still wrote its file: the claims judge it. One
       // that wrote nothing is the contract's own failure, not a result: the run ends non-zero.
-      if (!exit.ok()) std::fprintf(stderr, "[contract] %s ended with %s\n", s.name.c_str(), exit.describe().c_str());
-      files = result_files(dir, s.file);
-      if (files.empty()) missing.push_back(s.name + " (" + exit.describe() + ")");
+      if (!exit.ok()) std::fprintf(stderr, "[contract] %s ended with %s\n", label.c_str(), exit.describe().c_str());
+      if (result_files(dir, s.file).empty()) missing.push_back(label + " (" + exit.describe() + ")");
     } else {
-      std::fprintf(stderr, "[contract] %zu/%zu %s: %zu result file(s) %s %s\n", i + 1, steps.size(), s.name.c_str(),
-                   files.size(), o.from.empty() ? "already in" : "reused from", dir.string().c_str());
+      std::fprintf(stderr, "[contract] %zu/%zu %s: %zu result file(s) already in %s\n", i + 1, steps.size(),
+                   label.c_str(), files.size(), dir.string().c_str());
+    }
+  }
+  // 2. Every result file of each study, its runs' and any other run's put beside them (DIR/<study>/...).
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const auto& s = steps[i];
+    if (studies.contains(s.name)) continue;
+    std::string command;
+    for (const auto& t : steps) {
+      if (t.name != s.name) continue;
+      command += command.empty() ? "theria" : "; theria";
+      for (const auto& a : t.args) command += " " + a;
     }
     auto& runs = inputs.*s.runs;
     Json dirs = Json::array();
     std::set<std::string> machines;  // where the study ran, as its files say
-    for (const auto& f : files) {
+    for (const auto& f : result_files(base / s.name, s.file)) {
       runs.push_back({read_json(f), f.string()});
       dirs.push_back(f.parent_path().string());
       const Json& j = runs.back().json;
@@ -216,9 +249,11 @@ int run_contract(const ContractOptions& o) {
       if (j.is_object() && j.contains("device")) machines.insert(j.at("device").get<std::string>());
     }
     ran_on[s.name] = std::vector<std::string>(machines.begin(), machines.end());
-    std::string command = "theria";
-    for (const auto& a : s.args) command += " " + a;
     studies[s.name] = Json{{"file", s.file}, {"directories", dirs}, {"command", command}};
+    if (!o.from.empty()) {
+      std::fprintf(stderr, "[contract] %s: %zu result file(s) reused from %s\n", s.name.c_str(), runs.size(),
+                   (base / s.name).string().c_str());
+    }
   }
   const auto claims = lab::contract_claims(inputs);
   Json claims_json = Json::array();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -129,6 +130,13 @@ std::string family_of(const Json& sweep) {
                                                                          : std::string("?");
 }
 
+// "induction/fused (induction_T256_reference_fused)": a sweep row's family and backend, and the folder of its run
+// (several runs of one family side by side are told apart).
+std::string sweep_label(const StudyRuns& run, const Json& row) {
+  const auto folder = std::filesystem::path(run.path).parent_path().filename().string();
+  return family_of(run.json) + "/" + str(row, "backend") + " (" + folder + ")";
+}
+
 Claim depth_claim(const ContractInputs& in) {
   Claim c = make("signal.depth_brings_accuracy_gains", "12 signal -> behaviour",
                  "As inner depth increases, second-order signal -> measurable accuracy gains (the FULL - FO gap in "
@@ -141,13 +149,13 @@ Claim depth_claim(const ContractInputs& in) {
   std::vector<std::string> seen;
   bool grows = true, shrinks = false;
   for (const auto& run : in.sweep) {
-    const auto family = family_of(run.json);
     for (const auto& t : run.json.at("summary").at("trends")) {
       const auto verdict = str(t, "verdict");
       const auto& change = t.at("gap_change");
-      seen.push_back(family + " vs " + str(t, "versus") + ": " + verdict + " (" + fmt(num(change, "mean")) + " [" +
-                     fmt(num(change, "low")) + ", " + fmt(num(change, "high")) + "])");
-      c.evidence["numbers"][family + "_vs_" + str(t, "versus")] = change;
+      const auto what = sweep_label(run, t) + " vs " + str(t, "versus");
+      seen.push_back(what + ": " + verdict + " (" + fmt(num(change, "mean")) + " [" + fmt(num(change, "low")) + ", " +
+                     fmt(num(change, "high")) + "])");
+      c.evidence["numbers"][what] = change;
       grows = grows && verdict == "gap grows with depth";
       shrinks = shrinks || verdict == "gap shrinks with depth";
     }
@@ -168,13 +176,14 @@ Claim full_beats_fo_claim(const ContractInputs& in) {
   std::vector<std::string> better, worse;
   int64_t n = 0;
   for (const auto& run : in.sweep) {
-    const auto family = family_of(run.json);
     for (const auto& gap : run.json.at("summary").at("gaps")) {
       if (str(gap, "versus") != "fo") continue;
       ++n;
       const auto& d = gap.at("full_minus_versus_final_accuracy");
-      const auto what = family + " at " + std::to_string(gap.at("inner_steps").get<int64_t>()) + " steps: " +
-                        fmt(num(d, "mean")) + " [" + fmt(num(d, "low")) + ", " + fmt(num(d, "high")) + "]";
+      const int64_t diverged = d.value("non_finite", int64_t{0});
+      const auto what = sweep_label(run, gap) + " at " + std::to_string(gap.at("inner_steps").get<int64_t>()) +
+                        " steps: " + fmt(num(d, "mean")) + " [" + fmt(num(d, "low")) + ", " + fmt(num(d, "high")) + "]" +
+                        (diverged > 0 ? " (" + std::to_string(diverged) + " seed(s) diverged, left out)" : "");
       if (str(gap, "regime") == "FULL better") better.push_back(what);
       if (str(gap, "regime") == "FO better") worse.push_back(what);
     }
