@@ -15,6 +15,18 @@ Tensor or_zeros(const OptTensor& t, const Tensor& primal) {
 
 Tensor row_sum(const Tensor& x) { return x.sum(-1, /*keepdim=*/true); }
 
+// a b. On the CPU a 16-bit product runs in float32 with one rounding at the end, which is what a 16-bit GEMM with
+// float32 accumulation computes anyway, because oneDNN's AMX bfloat16 kernels spread a NaN of one row of `a` into a
+// neighbouring row of the product (seen on a Xeon with AMX: a NaN in row 3 of q made row 2 of q k^T NaN), where
+// PyTorch's math SDPA, which upcasts 16-bit inputs, keeps a NaN in its own row (tests/python/test_fuzz.py, seed 937).
+Tensor product(const Tensor& a, const Tensor& b) {
+  const auto t = a.scalar_type();
+  if (a.is_cpu() && (t == at::kBFloat16 || t == at::kHalf)) {
+    return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(t);
+  }
+  return at::matmul(a, b);
+}
+
 // Grouped-query attention: key-side heads repeated to the query's (PyTorch's math SDPA does the same), and a
 // gradient of the repeated tensor summed back over each group of `heads_q / heads_kv` query heads.
 int64_t group_of(const Tensor& q, const Tensor& k) {
@@ -42,22 +54,22 @@ Attention attention(const Tensor& q, const Tensor& k, const Tensor& v, bool caus
                     const OptTensor& mask) {
   Attention a;
   a.p = safe_softmax(logits(q, k, causal, scale, mask));
-  a.out = at::matmul(a.p, v);
+  a.out = product(a.p, v);
   return a;
 }
 
 void add_tangents(Attention& a, const Tensor& q, const Tensor& k, const Tensor& q_dot, const Tensor& k_dot,
                   const Tensor& v, const Tensor& v_dot, double scale) {
-  const Tensor s_dot = (at::matmul(q_dot, k.mT()) + at::matmul(q, k_dot.mT())) * scale;
+  const Tensor s_dot = (product(q_dot, k.mT()) + product(q, k_dot.mT())) * scale;
   a.lse_dot = row_sum(a.p * s_dot);
   a.p_dot = a.p * (s_dot - a.lse_dot);
-  a.out_dot = at::matmul(a.p_dot, v) + at::matmul(a.p, v_dot);
+  a.out_dot = product(a.p_dot, v) + product(a.p, v_dot);
 }
 
 }  // namespace
 
 Tensor logits(const Tensor& q, const Tensor& k, bool causal, double scale, const OptTensor& mask) {
-  Tensor s = at::matmul(q, repeat_heads(k, group_of(q, k)).mT()) * scale;
+  Tensor s = product(q, repeat_heads(k, group_of(q, k)).mT()) * scale;
   if (causal) {
     const auto visible = at::ones({q.size(-2), k.size(-2)}, q.options().dtype(at::kBool)).tril();
     s = s.masked_fill(visible.logical_not(), -std::numeric_limits<double>::infinity());
@@ -70,13 +82,13 @@ Tensor logits(const Tensor& q, const Tensor& k, bool causal, double scale, const
 }
 
 Tensor sdpa_math(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale, const OptTensor& mask) {
-  return at::matmul(safe_softmax(logits(q, k, causal, scale, mask)), repeat_heads(v, group_of(q, v)));
+  return product(safe_softmax(logits(q, k, causal, scale, mask)), repeat_heads(v, group_of(q, v)));
 }
 
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
                                     const OptTensor& mask) {
   const Tensor s = logits(q, k, causal, scale, mask);
-  const Tensor out = at::matmul(safe_softmax(s), repeat_heads(v, group_of(q, v)));
+  const Tensor out = product(safe_softmax(s), repeat_heads(v, group_of(q, v)));
   const Tensor lse = at::logsumexp(s, -1).to(core::stats_dtype(q.scalar_type()));
   return {out, lse};
 }
@@ -98,10 +110,10 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k_in,
   const int64_t group = group_of(q, k_in);
   const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
   const Attention a = attention(q, k, v, causal, scale, mask);
-  const Tensor dp = at::matmul(dout, v.mT());
+  const Tensor dp = product(dout, v.mT());
   const Tensor ds = a.p * (dp - row_sum(dout * a.out));
-  return {at::matmul(ds, k) * scale, sum_groups(at::matmul(ds.mT(), q) * scale, group),
-          sum_groups(at::matmul(a.p.mT(), dout), group)};
+  return {product(ds, k) * scale, sum_groups(product(ds.mT(), q) * scale, group),
+          sum_groups(product(a.p.mT(), dout), group)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
@@ -115,15 +127,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
                vd = repeat_heads(or_zeros(v_dot, v_in), group), dd = or_zeros(dout_dot, dout);
   Attention a = attention(q, k, v, causal, scale, mask);
   add_tangents(a, q, k, qd, kd, v, vd, scale);
-  const Tensor dp = at::matmul(dout, v.mT());
-  const Tensor dp_dot = at::matmul(dd, v.mT()) + at::matmul(dout, vd.mT());
+  const Tensor dp = product(dout, v.mT());
+  const Tensor dp_dot = product(dd, v.mT()) + product(dout, vd.mT());
   const Tensor delta = row_sum(dout * a.out);
   const Tensor delta_dot = row_sum(dd * a.out + dout * a.out_dot);
   const Tensor ds = a.p * (dp - delta);
   const Tensor ds_dot = a.p_dot * (dp - delta) + a.p * (dp_dot - delta_dot);
-  const Tensor dq_dot = (at::matmul(ds_dot, k) + at::matmul(ds, kd)) * scale;
-  const Tensor dk_dot = (at::matmul(ds_dot.mT(), q) + at::matmul(ds.mT(), qd)) * scale;
-  const Tensor dv_dot = at::matmul(a.p_dot.mT(), dout) + at::matmul(a.p.mT(), dd);
+  const Tensor dq_dot = (product(ds_dot, k) + product(ds, kd)) * scale;
+  const Tensor dk_dot = (product(ds_dot.mT(), q) + product(ds.mT(), qd)) * scale;
+  const Tensor dv_dot = product(a.p_dot.mT(), dout) + product(a.p.mT(), dd);
   return {dq_dot, sum_groups(dk_dot, group), sum_groups(dv_dot, group), a.out_dot};
 }
 
