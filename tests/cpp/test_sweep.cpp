@@ -96,12 +96,18 @@ TEST(SweepRules, RegimesFollowTheInterval) {
   EXPECT_EQ(gap_regime(i), "too few seeds");
 }
 
-TEST(SweepRules, ADivergedSeedLeavesItsPairOut) {
+// One depth, FULL and FO, three seeds.
+SweepConfig one_depth_three_seeds() {
   SweepConfig c;
   c.inner_steps = {1};
   c.modes = {MamlMode::Full, MamlMode::FirstOrder};
   c.backends = {Backend::Explicit};
   c.seeds = 3;
+  return c;
+}
+
+TEST(SweepRules, ADivergedSeedLeavesItsPairOut) {
+  const auto c = one_depth_three_seeds();
   SweepRaw raw;
   const double full[] = {0.9, std::nan(""), 1.0}, fo[] = {0.5, 0.6, 0.55};
   for (uint64_t s = 0; s < 3; ++s) {
@@ -119,11 +125,7 @@ TEST(SweepRules, ADivergedSeedLeavesItsPairOut) {
 // as diverged and left out of the pairs like one that ended in NaN (the MQAR sweep's fused FULL seed 2 at depth 10:
 // stopped at meta-step 40 of 150).
 TEST(SweepRules, ARunStoppedByDivergenceIsDivergedEvenWithAFiniteLastAccuracy) {
-  SweepConfig c;
-  c.inner_steps = {1};
-  c.modes = {MamlMode::Full, MamlMode::FirstOrder};
-  c.backends = {Backend::Explicit};
-  c.seeds = 3;
+  const auto c = one_depth_three_seeds();
   SweepRaw raw;
   for (uint64_t s = 0; s < 3; ++s) {
     raw.cells.push_back(cell(1, MamlMode::Full, s, 0.9 + 0.01 * s));
