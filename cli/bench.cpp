@@ -125,9 +125,11 @@ Run add_bench(CLI::App& command) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   command.add_option("--mask", o->mask,
-                     "attn_mask: none, or key-padding (a bool (B, 1, 1, S) mask: the second half of the batch has its "
-                     "last half of keys padded)")
-      ->check(CLI::IsMember({"none", "key-padding"}))
+                     "attn_mask: none; key-padding (a bool (B, 1, 1, S) mask: the second half of the batch has its "
+                     "last half of keys padded); or causal-padding (a bool (B, 1, L, S) mask as a decoder passes a "
+                     "left-padded batch: query i sees keys j <= i, and the second half of the batch has its first "
+                     "quarter of keys padded; FLOPs counted as causal)")
+      ->check(CLI::IsMember({"none", "key-padding", "causal-padding"}))
       ->capture_default_str();
   command.add_option("--json", o->json, "also write the results to FILE as JSON")->type_name("FILE");
   return [o] { return run_bench(*o); };
@@ -250,6 +252,9 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
   if (o.mask == "key-padding") {
     mask = at::ones({s.batch, 1, 1, s.len}, opts.dtype(at::kBool));
     mask.narrow(0, s.batch / 2, s.batch - s.batch / 2).narrow(3, s.len / 2, s.len - s.len / 2).fill_(false);
+  } else if (o.mask == "causal-padding") {
+    mask = at::ones({s.len, s.len}, opts.dtype(at::kBool)).tril().expand({s.batch, 1, s.len, s.len}).contiguous();
+    mask.narrow(0, s.batch / 2, s.batch - s.batch / 2).narrow(3, 0, s.len / 4).fill_(false);
   }
   const Attention f = implementation(impl == "theria_det" ? "theria" : impl, o.causal, mask, kv_heads != s.heads);
   auto run_once = [&](const Inputs& in) {
@@ -309,7 +314,7 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
                           .peak;
     std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
     r.ms = times[times.size() / 2];
-    r.tflops = flops(s, o.causal, mode) / (r.ms * 1e-3) / 1e12;
+    r.tflops = flops(s, o.causal || o.mask == "causal-padding", mode) / (r.ms * 1e-3) / 1e12;
     r.peak_mib = static_cast<double>(peak - base) / (1024.0 * 1024.0);
   } catch (const c10::Error& e) {
     r.error = e.what_without_backtrace();

@@ -32,7 +32,7 @@ namespace {
 using at::Tensor;
 using TensorList = std::vector<Tensor>;
 
-enum class Mask { kNone, kKeyPadding, kBias };
+enum class Mask { kNone, kKeyPadding, kBias, kCausalPadding };
 
 struct Shape {
   std::vector<int64_t> lead;
@@ -43,8 +43,9 @@ struct Shape {
 };
 
 // Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile; the tensor-core head dims;
-// grouped-query heads with a key-padding mask (one batch element sees no key past its first few) and with an
-// additive mask.
+// grouped-query heads with a key-padding mask (one batch element sees no key past its first few), with an
+// additive mask and under the causal mask; a causal mask passed as a tensor with left padding (whole tiles hidden,
+// plain and mixed: the kernels' tile map).
 const std::vector<Shape>& shapes(bool quick) {
   static const std::vector<Shape> all{
       {{2, 3}, 5, 7, 4, 6, false},  {{1, 2}, 1, 9, 8, 8, true},     {{2}, 17, 11, 16, 12, true},
@@ -53,6 +54,8 @@ const std::vector<Shape>& shapes(bool quick) {
       {{2, 2}, 77, 129, 64, 64, false}, {{1, 3}, 100, 100, 128, 128, true},  // tensor-core head dims
       {{2, 4}, 33, 150, 64, 64, false, 2, Mask::kKeyPadding},
       {{1, 6}, 50, 90, 128, 128, false, 3, Mask::kBias},
+      {{2, 4}, 130, 130, 64, 64, true, 2},
+      {{2, 3}, 150, 150, 128, 128, false, 0, Mask::kCausalPadding},
   };
   static const std::vector<Shape> few(all.begin(), all.begin() + 4);
   return quick ? few : all;
@@ -100,6 +103,13 @@ Inputs random_inputs(const Shape& s, uint64_t seed) {
     }
   } else if (s.mask == Mask::kBias) {
     in.mask = at::randn({s.len_q, s.len_kv}, at::kDouble);
+  } else if (s.mask == Mask::kCausalPadding) {  // (lead[0], 1, ..., L, S): query i sees keys j <= i; the last
+    std::vector<int64_t> m(s.lead.size() + 2, 1);  // element's first 40 keys are padding
+    m[0] = s.lead[0];
+    m[m.size() - 2] = s.len_q;
+    m.back() = s.len_kv;
+    in.mask = at::ones({s.len_q, s.len_kv}, at::kBool).tril().expand(m).contiguous();
+    in.mask.select(0, s.lead[0] - 1).narrow(-1, 0, std::min<int64_t>(40, s.len_kv)).fill_(false);
   }
   return in;
 }

@@ -104,6 +104,35 @@ __device__ __forceinline__ bool per_key_mask(const SdpaFwdParams& p) {
   return p.mask.ptr != nullptr && p.mask.row_stride == 0;
 }
 
+// A mask that varies by query (a full (B, H, L, S) mask, a causal or document mask passed as a tensor) comes with
+// a tile map (MaskView::tiles, built by sdpa_mask_tiles): one class per kMaskTile x kMaskTile tile, so a kernel
+// classifies a block of queries x keys from a few bytes, before it loads the block's operands, as FlexAttention's
+// block masks do. The map of batch position b (nullptr without one):
+__device__ __forceinline__ const unsigned char* tiles_base(const MaskView& m, int64_t b) {
+  if (m.tiles == nullptr) return nullptr;
+  const BatchSplit s = split_batch(b, m.heads);
+  return m.tiles + s.outer * m.tiles_batch_stride + s.head * m.tiles_head_stride;
+}
+
+// The class of the block of rows [m0, m0 + kRows) and keys [n0, n0 + kCols) from its tiles: hidden when every tile
+// is, plain (nothing to fold) when every tile is, else terms. Each thread reads the few bytes itself (one address
+// across the CTA, a broadcast from L1), so no barrier; tiles past the map's edge (rows past len_q, keys past len_kv)
+// are not read, as the kernels bound those pairs themselves.
+template <int kRows, int kCols>
+__device__ __forceinline__ KeyBlock tile_class(const MaskView& m, const unsigned char* tiles, int m0, int n0) {
+  const int r1 = min((m0 + kRows - 1) / kMaskTile, m.tile_rows - 1);
+  const int c1 = min((n0 + kCols - 1) / kMaskTile, m.tile_cols - 1);
+  bool visible = false, plain = true;
+  for (int r = m0 / kMaskTile; r <= r1; ++r) {
+    for (int c = n0 / kMaskTile; c <= c1; ++c) {
+      const unsigned char x = tiles[r * m.tile_cols + c];
+      visible |= x != kTileHidden;
+      plain &= x == kTilePlain;
+    }
+  }
+  return !visible ? KeyBlock::kHidden : plain ? KeyBlock::kPlain : KeyBlock::kTerms;
+}
+
 // The term of key kj of a per-key mask (-inf past n_k).
 template <typename T>
 __device__ __forceinline__ float key_term(const SdpaFwdParams& p, const unsigned char* base, int kj, int n_k) {
@@ -134,20 +163,37 @@ __device__ __forceinline__ void fold_key_terms(float (&acc)[kNt][4], const float
   }
 }
 
-// The forward-side passes' view of attn_mask (the masked build): the mask of the CTA's batch position, and under a
-// per-key mask its walk over key blocks — thread tid < kBlockN fetches its key's term a block ahead; step() stages
-// block nb's terms in shared memory (`terms`, kBlockN floats), fetches block nb + 1's, and classifies block nb.
-template <typename T, int kBlockN>
+// The forward-side passes' view of attn_mask (the masked build): the mask of the CTA's batch position (rows from
+// m0, kBlockM of them), and under a per-key mask its walk over key blocks — thread tid < kBlockN fetches its key's
+// term a block ahead; step() stages block nb's terms in shared memory (`terms`, kBlockN floats), fetches block
+// nb + 1's, and classifies block nb. A mask that varies by query is classified from its tile map.
+template <typename T, int kBlockM, int kBlockN>
 struct ForwardMask {
-  const unsigned char* base;  // nullptr: no mask (the other builds)
+  const unsigned char* base;   // nullptr: no mask (the other builds)
+  const unsigned char* tiles;  // the tile map, or nullptr
   float* terms;
+  int m0;
   bool per_key;
   float next = 0.f;
 
-  __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, const unsigned char* base_, float* terms_, int tid,
-                                         int n_k)
-      : base(base_), terms(terms_), per_key(base_ != nullptr && per_key_mask(p)) {
+  __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, int64_t b, int m0_, float* terms_, int tid, int n_k,
+                                         bool masked)
+      : base(masked ? mask_base(p.mask, b) : nullptr),
+        tiles(masked ? tiles_base(p.mask, b) : nullptr),
+        terms(terms_),
+        m0(m0_),
+        per_key(base != nullptr && per_key_mask(p)) {
     if (per_key && tid < kBlockN) next = key_term<T>(p, base, tid, n_k);
+  }
+  // The class of key block nb; kHidden: skip it. Every thread calls it, in order of nb (a per-key mask's step holds
+  // a barrier and fetches the next block's terms).
+  __device__ __forceinline__ KeyBlock classify(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
+    if (per_key) return step(p, nb, n_blocks, tid, n_k);
+    return tiles != nullptr ? tile_class<kBlockM, kBlockN>(p.mask, tiles, m0, nb * kBlockN) : KeyBlock::kTerms;
+  }
+  // Whether key block nb's operands are worth loading: false where the tile map shows every pair hidden.
+  __device__ __forceinline__ bool may_see(const SdpaFwdParams& p, int nb) const {
+    return tiles == nullptr || tile_class<kBlockM, kBlockN>(p.mask, tiles, m0, nb * kBlockN) != KeyBlock::kHidden;
   }
   // Per-key masks only. A CTA-wide barrier: every thread calls it.
   __device__ __forceinline__ KeyBlock step(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
@@ -158,13 +204,13 @@ struct ForwardMask {
     }
     return classify_keys(term, tid < kBlockN);
   }
-  // Folds the mask into a tile of S (rows from row0, keys from n0) of a block that step() did not find hidden.
+  // Folds the mask into a tile of S (rows from row0, keys from n0) of a block that classify() did not find hidden.
   template <int kNt, class Hidden>
   __device__ __forceinline__ void fold(const SdpaFwdParams& p, KeyBlock block, float (&acc)[kNt][4], int row0, int n0,
                                        int n_q, int n_k, int lane, Hidden hidden) const {
     if (per_key) {
       if (block == KeyBlock::kTerms) fold_key_terms<false, kNt>(acc, terms, lane, hidden);
-    } else if (base != nullptr) {
+    } else if (base != nullptr && block != KeyBlock::kPlain) {
       fold_mask<T, false, kNt>(p, base, acc, row0, n0, n_q, n_k, lane, hidden);
     }
   }
@@ -174,11 +220,12 @@ struct ForwardMask {
 // so under a per-key mask it classifies them once, and each thread keeps the terms of its fragment rows (keys
 // first_key + 16 kt + g + 8 r) in registers; taken only where the terms are the same for every query head of the
 // CTA (a grouped-query CTA streams several). Otherwise the mask is read per tile, head by head (the group's query
-// heads are consecutive: their masks lie head_stride elements apart). Construct it in every thread
-// (classify_keys holds a barrier).
+// heads are consecutive: their masks and tile maps lie head_stride and tiles_head_stride apart), and a tile map
+// classifies each query step (step_block). Construct it in every thread (classify_keys holds a barrier).
 template <typename T, int kTiles>
 struct BackwardMask {
-  const unsigned char* base = nullptr;  // the mask of the CTA's first query head; nullptr: none
+  const unsigned char* base = nullptr;   // the mask of the CTA's first query head; nullptr: none
+  const unsigned char* tiles = nullptr;  // its tile map, or nullptr
   bool per_key = false;
   KeyBlock block = KeyBlock::kTerms;
   float terms[kTiles][2];
@@ -186,7 +233,7 @@ struct BackwardMask {
   BackwardMask() = default;  // no mask (the other builds)
   __device__ __forceinline__ BackwardMask(const SdpaFwdParams& p, int64_t b0, int n0, int block_keys, int first_key,
                                           int n_k, int tid, int g)
-      : base(mask_base(p.mask, b0)) {
+      : base(mask_base(p.mask, b0)), tiles(tiles_base(p.mask, b0)) {
     per_key = base != nullptr && per_key_mask(p) && (p.mask.head_stride == 0 || p.group == 1);
     if (!per_key) return;
 #pragma unroll
@@ -199,13 +246,21 @@ struct BackwardMask {
   }
   // No query sees any key of the CTA: it adds nothing.
   __device__ __forceinline__ bool all_hidden() const { return block == KeyBlock::kHidden; }
-  // Folds the mask into this thread's key tile kt of S^T (keys from key0, queries from m) for query head `head`.
+  // The class of query head `head`'s step of kBlockM queries from m against the CTA's kBlockN keys from n0, from the
+  // tile map (kTerms without one; a per-key mask has none). kHidden: the step adds nothing, skip it.
+  template <int kBlockM, int kBlockN>
+  __device__ __forceinline__ KeyBlock step_block(const SdpaFwdParams& p, int head, int m, int n0) const {
+    if (tiles == nullptr) return KeyBlock::kTerms;
+    return tile_class<kBlockM, kBlockN>(p.mask, tiles + head * p.mask.tiles_head_stride, m, n0);
+  }
+  // Folds the mask into this thread's key tile kt of S^T (keys from key0, queries from m) for query head `head`, of a
+  // step that step_block classed `tile`.
   template <int kNt, class Hidden>
-  __device__ __forceinline__ void fold(const SdpaFwdParams& p, int head, int kt, float (&acc)[kNt][4], int key0, int m,
-                                       int n_q, int n_k, int lane, Hidden hidden) const {
+  __device__ __forceinline__ void fold(const SdpaFwdParams& p, int head, KeyBlock tile, int kt, float (&acc)[kNt][4],
+                                       int key0, int m, int n_q, int n_k, int lane, Hidden hidden) const {
     if (per_key) {
       if (block == KeyBlock::kTerms) fold_key_terms<true, kNt>(acc, terms[kt], lane, hidden);
-    } else if (base != nullptr) {
+    } else if (base != nullptr && tile != KeyBlock::kPlain) {
       const unsigned char* head_base = base + head * p.mask.head_stride * mask_element_bytes(p.mask);
       fold_mask<T, true, kNt>(p, head_base, acc, key0, m, n_q, n_k, lane, hidden);
     }

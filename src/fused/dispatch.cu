@@ -25,7 +25,7 @@ namespace {
 // run on the wrong kernel.
 template <typename T, int kHeadDim, class Params, class Fn>
 void build_switch(const Params& p, Fn&& fn) {
-  if constexpr (sizeof(T) == 4 && std::is_same_v<T, Float32Parts<3>> && kHeadDim > 64) {
+  if constexpr (std::is_same_v<T, Float32Parts<3>> && kHeadDim > 64) {
     throw std::invalid_argument("theria fused: the three-part float32 kernels take head dims up to 64");
   } else if constexpr (sizeof(T) == 4) {
     if (p.mask.ptr != nullptr || p.group > 1) {

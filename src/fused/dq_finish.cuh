@@ -81,17 +81,20 @@ struct DqTurn<true> {
   }
 };
 
-// A backward CTA that adds nothing to dQ (every key of its block hidden by the mask) still takes its turns under
-// ordered dQ adds, so that the key blocks after it are not kept waiting. Steps: GroupSteps.
+// A backward CTA that adds nothing to a query block's dQ (the mask hides the pairs) still takes its turn under
+// ordered dQ adds, so that the key blocks after it are not kept waiting: pass_dq_turn for one step skipped,
+// pass_dq_turns for a CTA that runs none (every key of its block hidden). Steps: GroupSteps.
+template <bool kDeterministic>
+__device__ __forceinline__ void pass_dq_turn(const BwdWorkspace& ws, int64_t b, int m) {
+  if constexpr (kDeterministic) {
+    const DqTurn<true> turn(ws, b, m);
+    turn.wait();
+    turn.pass();
+  }
+}
 template <bool kDeterministic, class Steps>
 __device__ __forceinline__ void pass_dq_turns(const BwdWorkspace& ws, int64_t b0, const Steps& steps) {
-  if constexpr (kDeterministic) {
-    for (int step = 0; step < steps.count; ++step) {
-      const DqTurn<true> turn(ws, b0 + steps.head(step), steps.row(step));
-      turn.wait();
-      turn.pass();
-    }
-  }
+  for (int step = 0; step < steps.count; ++step) pass_dq_turn<kDeterministic>(ws, b0 + steps.head(step), steps.row(step));
 }
 
 // scale * buffer as rows of T: a thread writes 8 columns (one 16-byte store of 16-bit values, two of float32) from two 16-byte loads;

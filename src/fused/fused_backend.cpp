@@ -179,12 +179,35 @@ bool supports(int64_t batch, int64_t dim_qk, int64_t dim_v, std::string* why_not
 
 namespace {
 
+// The tile map of a mask that varies by query (row stride != 0: a full, causal or document mask passed as a
+// tensor), built on the stream before the kernels that classify blocks by it (MaskView::tiles): tile_rows x
+// tile_cols bytes per (outer, head) position the mask itself has, so a (1, 1, L, S) mask gets one map. None for a
+// per-key mask (the kernels classify its key blocks from the terms) or no mask. The returned bytes must outlive
+// the launches.
+Tensor attach_mask_tiles(kernels::MaskView& m, const Tensor& q, int64_t len_kv) {
+  const int64_t batch = batch_of(q), len_q = q.size(-2);
+  if (m.ptr == nullptr || m.row_stride == 0 || batch == 0) return {};
+  m.tile_rows = static_cast<int32_t>((len_q + kernels::kMaskTile - 1) / kernels::kMaskTile);
+  m.tile_cols = static_cast<int32_t>((len_kv + kernels::kMaskTile - 1) / kernels::kMaskTile);
+  const int64_t outer = m.batch_stride != 0 ? batch / m.heads : 1, heads = m.head_stride != 0 ? m.heads : 1;
+  const int64_t per_head = static_cast<int64_t>(m.tile_rows) * m.tile_cols;
+  m.tiles_head_stride = m.head_stride != 0 ? per_head : 0;
+  m.tiles_batch_stride = m.batch_stride != 0 ? heads * per_head : 0;
+  Tensor tiles = at::empty({outer * heads * per_head}, q.options().dtype(at::kByte));
+  m.tiles = tiles.data_ptr<uint8_t>();
+  kc::sdpa_mask_tiles(tc_dtype(q), m, tiles.data_ptr<uint8_t>(), outer, heads, len_q, len_kv,
+                      at::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return tiles;
+}
+
 // What sdpa_fwd and sdpa_jvp share: the operands, the new out and lse, held until the launch, and the
 // params that point at them.
 struct FwdLaunch {
   Operand q, k, v, out;
   Tensor lse;
   row_kernels::MaskOperand mask;
+  Tensor mask_tiles;
   kernels::SdpaFwdParams p;
 };
 void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
@@ -195,6 +218,7 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.out = tc_operand(at::empty(out_shape(q, v), q.options()));
   f.lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
   f.mask = row_kernels::mask_operand(mask, q, k.size(-2), std::nullopt);
+  f.mask_tiles = attach_mask_tiles(f.mask.view, q, k.size(-2));
   fill_problem(f.p, q, k, v, causal, scale);
   const Heads h = heads_of(q, k);
   f.p.mask = f.mask.view;
@@ -288,6 +312,7 @@ struct BwdLaunch {
   Operand q, k, v, out, dout;
   Tensor lse, delta, dq_accum, dq_turns;
   row_kernels::MaskOperand mask;
+  Tensor mask_tiles;
   Heads heads;
   kernels::SdpaBwdParams p;
   kc::BwdWorkspace ws;
@@ -314,6 +339,7 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   fill_problem(b.p, q, k, v, causal, scale);
   b.heads = heads_of(q, k);
   b.mask = row_kernels::mask_operand(mask, q, k.size(-2), std::nullopt);
+  b.mask_tiles = attach_mask_tiles(b.mask.view, q, k.size(-2));
   b.p.mask = b.mask.view;
   b.p.q = b.q.view;
   b.p.k = key_side(b.k.view, b.heads);

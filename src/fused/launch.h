@@ -39,6 +39,12 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& w
 // lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; ws as above, for dq_dot.
 void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
 
+// The tile map of a mask that varies by query (MaskView::tiles): mask's tile extents and strides set, `tiles` the
+// caller's outer x heads x tile_rows x tile_cols bytes (outer, heads: the map's leading extents, 1 along the mask's
+// broadcast dims), written on the stream before the attention kernels read it.
+void sdpa_mask_tiles(Dtype dtype, const MaskView& mask, unsigned char* tiles, int64_t outer, int64_t heads,
+                     int64_t len_q, int64_t len_kv, cudaStream_t stream);
+
 // SIMT kernels: float32 or float64, max(E, Ev) <= kSimtMaxHeadDim. With tangents set in the params
 // they compute the JVP / backward-JVP.
 constexpr int64_t kSimtMaxHeadDim = 256;

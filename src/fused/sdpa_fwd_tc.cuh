@@ -169,25 +169,24 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   // attn_mask (the masked build): a per-key mask (key padding) is taken a block of keys at a time, its terms staged
-  // in shared memory past the tiles.
-  ForwardMask<T, kBlockN> mask(p, kMask ? mask_base(p.mask, b) : nullptr,
-                               reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)), tid, S);
+  // in shared memory past the tiles; a mask that varies by query is classified a block at a time from its tile map,
+  // and a hidden block's keys are not even loaded.
+  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)), tid,
+                                        S, kMask);
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
-    if (nb + 1 < n_blocks) {
+    if (nb + 1 < n_blocks && (!kMask || mask.may_see(p, nb + 1))) {
       load_kv(buf ^ 1, (nb + 1) * kBlockN);
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      if (mask.per_key) {
-        key_block = mask.step(p, nb, n_blocks, tid, S);
-        if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
-          cp_async_wait<0>();
-          __syncthreads();
-          continue;
-        }
+      key_block = mask.classify(p, nb, n_blocks, tid, S);
+      if (key_block == KeyBlock::kHidden) {  // no pair of the block is seen: nothing to add
+        cp_async_wait<0>();
+        __syncthreads();
+        continue;
       }
     }
     const E* k_tile = k_tiles + buf * kBlockN * kStride;

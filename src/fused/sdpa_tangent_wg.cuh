@@ -88,9 +88,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  // attn_mask (the masked build), a per-key mask a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  ForwardMask<T, kBlockN> mask(p, kMask ? mask_base(p.mask, b) : nullptr,
-                               reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S);
+  // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
+  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S,
+                                        kMask);
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -99,20 +99,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   using MnMajor = TileDesc<Rows, true>;
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1, n0 = nb * kBlockN;
-    if (nb + 1 < n_blocks) {
+    if (nb + 1 < n_blocks && (!kMask || mask.may_see(p, nb + 1))) {
       load_keys(buf ^ 1, n0 + kBlockN);
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      if (mask.per_key) {
-        key_block = mask.step(p, nb, n_blocks, tid, S);
-        if (key_block == KeyBlock::kHidden) {  // no key of the block is seen: nothing to add
-          cp_async_wait<0>();
-          fence_proxy_async();
-          __syncthreads();
-          continue;
-        }
+      key_block = mask.classify(p, nb, n_blocks, tid, S);
+      if (key_block == KeyBlock::kHidden) {  // no pair of the block is seen: nothing to add
+        cp_async_wait<0>();
+        fence_proxy_async();
+        __syncthreads();
+        continue;
       }
     }
     const uint32_t q_s = smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0);

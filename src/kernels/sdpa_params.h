@@ -32,7 +32,17 @@ struct MaskView {
   MaskKind kind = MaskKind::kNone;
   int64_t batch_stride = 0, head_stride = 0, heads = 1;  // elements, as MatrixView's
   int64_t row_stride = 0, col_stride = 0;                 // elements
+  // The tensor-core kernels' tile map of a mask that varies by query (row_stride != 0), or nullptr: one byte per
+  // kMaskTile x kMaskTile tile of [len_q, len_kv] (MaskTile), tile_rows x tile_cols per (outer, head) position of
+  // the mask, laid out by the tile strides (zero along the mask's broadcast leading dims). The kernels skip a
+  // block whose tiles are all hidden and fold nothing into one whose tiles are all plain.
+  const unsigned char* tiles = nullptr;
+  int64_t tiles_batch_stride = 0, tiles_head_stride = 0;
+  int32_t tile_rows = 0, tile_cols = 0;
 };
+// A tile map's granularity (rows and keys) and its entries.
+constexpr int kMaskTile = 32;
+enum MaskTile : unsigned char { kTileHidden = 0, kTilePlain = 1, kTileTerms = 2 };
 
 // Forward and JVP: out = softmax(scale * q k^T) v, lse = row log-sum-exp of the logits.
 // With tangents set (q_dot.ptr != nullptr) the kernel also produces out_dot and lse_dot.

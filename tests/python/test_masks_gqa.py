@@ -249,7 +249,44 @@ GPU_CASES = {
     "padding-blocks-d64": (2, 2, 2, 150, 333, 64, "half"),
     # A per-key mask that differs per head, under grouped-query attention (the per-element path).
     "head-padding+gqa": (2, 4, 2, 90, 140, 64, "heads"),
+    # Masks that vary by query, classified a block at a time from their tile map: whole blocks hidden (skipped, their
+    # operands not loaded), plain (nothing folded) and mixed, with rows that see no key, and maps per batch element
+    # and per head.
+    "causal-padding": (3, 4, 4, 300, 300, 64, "causal-padding"),
+    "causal-padding-d128": (2, 4, 2, 200, 200, 128, "causal-padding"),
+    "documents+gqa": (2, 8, 2, 257, 257, 128, "documents"),
+    "window-bias+gqa": (1, 4, 2, 333, 290, 32, "window"),
 }
+
+
+def causal_padding(B, L, S, pad):
+    """(B, 1, L, S) bool, as a Hugging Face decoder passes a left-padded batch: query i sees keys j <= i, and batch
+    element b's first pad[b] keys are padding (its first pad[b] queries see no key at all)."""
+    m = torch.ones(L, S, dtype=torch.bool).tril().expand(B, 1, L, S).clone()
+    for b, n in enumerate(pad):
+        m[b, ..., :n] = False
+    return m
+
+
+def documents(B, L, lengths):
+    """(B, 1, L, L) bool, block diagonal: batch element b packs documents of lengths[b] (the rest of L is one more)."""
+    m = torch.zeros(B, 1, L, L, dtype=torch.bool)
+    for b, ls in enumerate(lengths):
+        start = 0
+        for n in list(ls) + [L - sum(ls)]:
+            m[b, 0, start:start + n, start:start + n] = True
+            start += n
+    return m
+
+
+def window(H, L, S, widths, dtype):
+    """(1, H, L, S) additive: a small bias where |i - j| < widths[h], -inf elsewhere (a sliding window per head)."""
+    i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
+    m = torch.full((1, H, L, S), float("-inf"), dtype=torch.float64)
+    for h, w in enumerate(widths):
+        near = (i - j).abs() < w
+        m[0, h][near] = 0.1 * torch.cos((i - j).double()).expand(L, S)[near]
+    return m.to(dtype)
 
 
 def gpu_inputs(case, dtype):
@@ -268,6 +305,12 @@ def gpu_inputs(case, dtype):
     elif kind == "heads":
         m = (torch.rand(B, Hq, 1, S, generator=gen(7)) > 0.3).cuda()
         m[0, 1] = False
+    elif kind == "causal-padding":
+        m = causal_padding(B, L, S, [0, 70, 5][:B]).cuda()
+    elif kind == "documents":
+        m = documents(B, L, [[40, 100, 3], [200]][:B]).cuda()
+    elif kind == "window":
+        m = window(Hq, L, S, [20, 64, 100, 400][:Hq], dtype).cuda()
     return q, k, v, m, dict(enable_gqa=Hq != Hkv, is_causal=kind == "causal")
 
 
@@ -293,10 +336,12 @@ def test_fused_every_order_against_the_float64_reference(case, dtype):
 
 
 @pytest.mark.gpu
-@params("case", ["padding-blocks-d64", "padding-blocks-d128", "gqa+padding-d128"])
+@params("case", ["padding-blocks-d64", "padding-blocks-d128", "gqa+padding-d128", "causal-padding",
+                  "documents+gqa"])
 def test_fused_backward_with_masks_and_groups_is_deterministic_when_asked(case):
-    """Under torch.use_deterministic_algorithms(True) the ordered dQ adds hold with skipped key blocks and grouped
-    heads: two runs agree bit for bit (and with the float64 reference)."""
+    """Under torch.use_deterministic_algorithms(True) the ordered dQ adds hold with skipped key blocks, skipped query
+    steps (a tile map's hidden blocks) and grouped heads: two runs agree bit for bit (and with the float64
+    reference)."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     q, k, v, m, kw = gpu_inputs(case, torch.bfloat16)
