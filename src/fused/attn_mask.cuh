@@ -119,19 +119,48 @@ __device__ __forceinline__ const unsigned char* tiles_base(const MaskView& m, in
 // across the CTA, a broadcast from L1), so no barrier; tiles past the map's edge (rows past len_q, keys past len_kv)
 // are not read, as the kernels bound those pairs themselves.
 template <int kRows, int kCols>
-__device__ __forceinline__ KeyBlock tile_class(const MaskView& m, const unsigned char* tiles, int m0, int n0) {
-  const int r1 = min((m0 + kRows - 1) / kMaskTile, m.tile_rows - 1);
-  const int c1 = min((n0 + kCols - 1) / kMaskTile, m.tile_cols - 1);
+__device__ __forceinline__ KeyBlock tile_class(const unsigned char* tiles, int tile_rows, int tile_cols, int m0,
+                                               int n0) {
+  const int r1 = min((m0 + kRows - 1) / kMaskTile, tile_rows - 1);
+  const int c1 = min((n0 + kCols - 1) / kMaskTile, tile_cols - 1);
   bool visible = false, plain = true;
   for (int r = m0 / kMaskTile; r <= r1; ++r) {
     for (int c = n0 / kMaskTile; c <= c1; ++c) {
-      const unsigned char x = tiles[r * m.tile_cols + c];
+      const unsigned char x = tiles[r * tile_cols + c];
       visible |= x != kTileHidden;
       plain &= x == kTilePlain;
     }
   }
   return !visible ? KeyBlock::kHidden : plain ? KeyBlock::kPlain : KeyBlock::kTerms;
 }
+
+// A CTA's walk over its blocks (forward: key blocks; backward: query steps) with their tile-map classes read one
+// block ahead of where they are needed: the class of block i + 1 decides whether its operands are loaded during
+// block i, so it is fetched during block i - 1, and the map's global-memory latency hides behind a block's products
+// (read where needed, it cost an all-visible mask 80 % of the forward's time: docs/performance.md). class_of(i)
+// gives block i's class (kTerms for every block where there is no map).
+template <class ClassOf>
+struct ClassesAhead {
+  ClassOf class_of;
+  int count;
+  KeyBlock current, next;
+
+  __device__ __forceinline__ ClassesAhead(ClassOf class_of_, int count_)
+      : class_of(class_of_), count(count_),
+        current(count_ > 0 ? class_of_(0) : KeyBlock::kHidden),
+        next(count_ > 1 ? class_of_(1) : KeyBlock::kHidden) {}
+  // Whether block 0 may be seen (before take(0)); whether block i + 1 may be seen, during block i (after
+  // take(i - 1)).
+  __device__ __forceinline__ bool first_seen() const { return current != KeyBlock::kHidden; }
+  __device__ __forceinline__ bool next_seen() const { return next != KeyBlock::kHidden; }
+  // Block i's class; call for i = 0, 1, ... in order. Fetches block i + 2's.
+  __device__ __forceinline__ KeyBlock take(int i) {
+    const KeyBlock c = current;
+    current = next;
+    next = i + 2 < count ? class_of(i + 2) : KeyBlock::kHidden;
+    return c;
+  }
+};
 
 // The term of key kj of a per-key mask (-inf past n_k).
 template <typename T>
@@ -167,34 +196,45 @@ __device__ __forceinline__ void fold_key_terms(float (&acc)[kNt][4], const float
 // m0, kBlockM of them), and under a per-key mask its walk over key blocks — thread tid < kBlockN fetches its key's
 // term a block ahead; step() stages block nb's terms in shared memory (`terms`, kBlockN floats), fetches block
 // nb + 1's, and classifies block nb. A mask that varies by query is classified from its tile map.
+// The class of block nb of a CTA's key blocks (kBlockN keys) for its rows from m0 (kBlockM) from the tile map at
+// `tiles`, or kTerms without one.
+template <int kBlockM, int kBlockN>
+struct KeyBlockClass {
+  const unsigned char* tiles;
+  int tile_rows, tile_cols, m0;
+  __device__ __forceinline__ KeyBlock operator()(int nb) const {
+    return tiles != nullptr ? tile_class<kBlockM, kBlockN>(tiles, tile_rows, tile_cols, m0, nb * kBlockN)
+                            : KeyBlock::kTerms;
+  }
+};
+
 template <typename T, int kBlockM, int kBlockN>
 struct ForwardMask {
-  const unsigned char* base;   // nullptr: no mask (the other builds)
-  const unsigned char* tiles;  // the tile map, or nullptr
+  const unsigned char* base;  // nullptr: no mask (the other builds)
   float* terms;
-  int m0;
   bool per_key;
   float next = 0.f;
+  ClassesAhead<KeyBlockClass<kBlockM, kBlockN>> blocks;  // from the tile map, if any
 
-  __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, int64_t b, int m0_, float* terms_, int tid, int n_k,
-                                         bool masked)
+  __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, float* terms_,
+                                         int tid, int n_k, bool masked)
       : base(masked ? mask_base(p.mask, b) : nullptr),
-        tiles(masked ? tiles_base(p.mask, b) : nullptr),
         terms(terms_),
-        m0(m0_),
-        per_key(base != nullptr && per_key_mask(p)) {
+        per_key(base != nullptr && per_key_mask(p)),
+        blocks(KeyBlockClass<kBlockM, kBlockN>{masked ? tiles_base(p.mask, b) : nullptr, p.mask.tile_rows,
+                                               p.mask.tile_cols, m0},
+               n_blocks) {
     if (per_key && tid < kBlockN) next = key_term<T>(p, base, tid, n_k);
   }
   // The class of key block nb; kHidden: skip it. Every thread calls it, in order of nb (a per-key mask's step holds
-  // a barrier and fetches the next block's terms).
+  // a barrier and fetches the next block's terms; the tile map's classes are read a block ahead).
   __device__ __forceinline__ KeyBlock classify(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
     if (per_key) return step(p, nb, n_blocks, tid, n_k);
-    return tiles != nullptr ? tile_class<kBlockM, kBlockN>(p.mask, tiles, m0, nb * kBlockN) : KeyBlock::kTerms;
+    return blocks.take(nb);
   }
-  // Whether key block nb's operands are worth loading: false where the tile map shows every pair hidden.
-  __device__ __forceinline__ bool may_see(const SdpaFwdParams& p, int nb) const {
-    return tiles == nullptr || tile_class<kBlockM, kBlockN>(p.mask, tiles, m0, nb * kBlockN) != KeyBlock::kHidden;
-  }
+  // During block nb (before classify(nb)): whether block nb + 1's operands are worth loading; false where the tile
+  // map shows every pair hidden.
+  __device__ __forceinline__ bool next_seen() const { return per_key || blocks.next_seen(); }
   // Per-key masks only. A CTA-wide barrier: every thread calls it.
   __device__ __forceinline__ KeyBlock step(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
     const float term = next;
@@ -251,7 +291,8 @@ struct BackwardMask {
   template <int kBlockM, int kBlockN>
   __device__ __forceinline__ KeyBlock step_block(const SdpaFwdParams& p, int head, int m, int n0) const {
     if (tiles == nullptr) return KeyBlock::kTerms;
-    return tile_class<kBlockM, kBlockN>(p.mask, tiles + head * p.mask.tiles_head_stride, m, n0);
+    return tile_class<kBlockM, kBlockN>(tiles + head * p.mask.tiles_head_stride, p.mask.tile_rows, p.mask.tile_cols,
+                                        m, n0);
   }
   // Folds the mask into this thread's key tile kt of S^T (keys from key0, queries from m) for query head `head`, of a
   // step that step_block classed `tile`.

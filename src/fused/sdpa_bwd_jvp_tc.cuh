@@ -113,11 +113,14 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + warp * 16, S, tid, g) : BackwardMask<T, 1>();
   const int n_steps = mask.all_hidden() ? 0 : steps.count;
-  // Under a mask that varies by query, the tile map's class of a step: a hidden one is skipped, rows not loaded.
-  auto step_block = [&](int step) {
-    if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
-    return KeyBlock::kTerms;
-  };
+  // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
+  // skipped, its rows not loaded.
+  ClassesAhead step_classes(
+      [&](int step) {
+        if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
+        return KeyBlock::kTerms;
+      },
+      n_steps);
 
   auto load_rows = [&](int buf, int step) {
     const int64_t head = steps.head(step);
@@ -135,7 +138,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(kd_tile, kd, p.k_dot.row_stride, n0, S, tid);
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
   if (n_steps > 0) {
-    if (step_block(0) != KeyBlock::kHidden) load_rows(0, 0);
+    if (step_classes.first_seen()) load_rows(0, 0);
     stat.store(stats, 0, stat.fetch(m_begin, L));
   }
   cp_async_commit();
@@ -156,7 +159,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (step + 1 < n_steps && step_block(step + 1) != KeyBlock::kHidden) {
+    if (step + 1 < n_steps && step_classes.next_seen()) {
       load_rows(buf ^ 1, step + 1);
       cp_async_commit();
     }
@@ -166,7 +169,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const E* dod_t = row_tiles + (buf * kRows + kRows - 1) * kRowTile;  // used only with kDoutDot
     const float* lse_s = stats + buf * kStats * kBlockM;
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
-    const KeyBlock tile = step_block(step);
+    const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
       pass_dq_turn<kDeterministic>(ws, b, m);

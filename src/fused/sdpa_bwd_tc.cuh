@@ -108,11 +108,14 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const BackwardMask<T, kKTiles> mask =
       kMask ? BackwardMask<T, kKTiles>(p, b0, n0, kBlockN, n0 + warp_key0, S, tid, g) : BackwardMask<T, kKTiles>();
   const int n_steps = mask.all_hidden() ? 0 : steps.count;
-  // Under a mask that varies by query, the tile map's class of a step: a hidden one is skipped, rows not loaded.
-  auto step_block = [&](int step) {
-    if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
-    return KeyBlock::kTerms;
-  };
+  // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
+  // skipped, its rows not loaded.
+  ClassesAhead step_classes(
+      [&](int step) {
+        if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
+        return KeyBlock::kTerms;
+      },
+      n_steps);
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
   // registers early (so the load latency hides behind a step's products) and store them later; the
@@ -143,7 +146,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   load_rows_async<T, kBlockN, kHeadDim, kThreads>(k_tile, k, p.k.row_stride, n0, S, tid);
   load_rows_async<T, kBlockN, kHeadDim, kThreads>(v_tile, v, p.v.row_stride, n0, S, tid);
   if (n_steps > 0) {
-    if (step_block(0) != KeyBlock::kHidden) load_step(0, 0);
+    if (step_classes.first_seen()) load_step(0, 0);
     float lse_row, delta_row;
     fetch_stats(0, lse_row, delta_row);
     store_stats(0, lse_row, delta_row);
@@ -166,7 +169,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int64_t head = steps.head(step), b = b0 + head;
-    if (step + 1 < n_steps && step_block(step + 1) != KeyBlock::kHidden) {
+    if (step + 1 < n_steps && step_classes.next_seen()) {
       load_step(buf ^ 1, step + 1);
       cp_async_commit();
     }
@@ -176,7 +179,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     const float* delta_s = delta + buf * kBlockM;
     float next_lse = 0.f, next_delta = 0.f;
     if (step + 1 < n_steps) fetch_stats(step + 1, next_lse, next_delta);
-    const KeyBlock tile = step_block(step);
+    const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       if (step + 1 < n_steps) store_stats(buf ^ 1, next_lse, next_delta);
       pass_dq_turn<kDeterministic>(ws, b, m);

@@ -99,11 +99,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + key_w, S, tid, g) : BackwardMask<T, 1>();
   const int n_steps = mask.all_hidden() ? 0 : steps.count;
-  // Under a mask that varies by query, the tile map's class of a step: a hidden one is skipped, rows not loaded.
-  auto step_block = [&](int step) {
-    if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
-    return KeyBlock::kTerms;
-  };
+  // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
+  // skipped, its rows not loaded.
+  ClassesAhead step_classes(
+      [&](int step) {
+        if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
+        return KeyBlock::kTerms;
+      },
+      n_steps);
 
   const auto row_view = [&](int i) -> const MatrixView& {
     return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
@@ -118,7 +121,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   OperandBases<T, Tr::kKeyOperands, kGroups>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
                                                                                                   kKeyTile, n0, S, tid);
   if (n_steps > 0) {
-    if (step_block(0) != KeyBlock::kHidden) load_rows(0, 0);
+    if (step_classes.first_seen()) load_rows(0, 0);
     stat.store(stats, 0, stat.fetch(m_begin, L));
   }
   cp_async_commit();
@@ -140,13 +143,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (step + 1 < n_steps && step_block(step + 1) != KeyBlock::kHidden) {
+    if (step + 1 < n_steps && step_classes.next_seen()) {
       load_rows(buf ^ 1, step + 1);
       cp_async_commit();
     }
     const float* stat_s = stats + buf * kStats * kBlockM;
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
-    const KeyBlock tile = step_block(step);
+    const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
       pass_dq_turn<kDeterministic>(ws, b, m);

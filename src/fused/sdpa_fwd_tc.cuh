@@ -171,12 +171,12 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   // attn_mask (the masked build): a per-key mask (key padding) is taken a block of keys at a time, its terms staged
   // in shared memory past the tiles; a mask that varies by query is classified a block at a time from its tile map,
   // and a hidden block's keys are not even loaded.
-  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)), tid,
-                                        S, kMask);
+  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)),
+                                        tid, S, kMask);
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1;
-    if (nb + 1 < n_blocks && (!kMask || mask.may_see(p, nb + 1))) {
+    if (nb + 1 < n_blocks && (!kMask || mask.next_seen())) {
       load_kv(buf ^ 1, (nb + 1) * kBlockN);
       cp_async_commit();
     }

@@ -89,8 +89,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S,
-                                        kMask);
+  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)),
+                                        tid, S, kMask);
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   using MnMajor = TileDesc<Rows, true>;
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int buf = nb & 1, n0 = nb * kBlockN;
-    if (nb + 1 < n_blocks && (!kMask || mask.may_see(p, nb + 1))) {
+    if (nb + 1 < n_blocks && (!kMask || mask.next_seen())) {
       load_keys(buf ^ 1, n0 + kBlockN);
       cp_async_commit();
     }
