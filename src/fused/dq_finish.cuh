@@ -81,6 +81,20 @@ struct DqTurn<true> {
   }
 };
 
+// The end of a backward CTA: its rows of dK or dV (or their tangents) times `scale`, stored in T at the key-side
+// position of query position b0 — or, under grouped heads in the plain build (ws.key_side_adds), added to the
+// zeroed fp32 buffer the view then describes, where the group's query heads meet.
+template <typename T, int kCols, bool kGroups>
+__device__ __forceinline__ void write_key_rows(const BwdWorkspace& ws, const MatrixView& dst, int64_t b0,
+                                               const float (&acc)[kCols / 8][4], int row0, int n_rows, float scale,
+                                               int lane) {
+  if (ws.key_side_adds) {
+    add_acc_rows<kCols>(key_base<float, true>(dst, b0), dst.row_stride, acc, row0, n_rows, scale, lane);
+  } else {
+    store_acc_rows<T, kCols>(key_base<T, kGroups>(dst, b0), dst.row_stride, acc, row0, n_rows, scale, lane);
+  }
+}
+
 // A backward CTA that adds nothing to a query block's dQ (the mask hides the pairs) still takes its turn under
 // ordered dQ adds, so that the key blocks after it are not kept waiting: pass_dq_turn for one step skipped,
 // pass_dq_turns for a CTA that runs none (every key of its block hidden). Steps: GroupSteps.

@@ -350,6 +350,41 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   b.p.delta = b.delta.data_ptr();
 }
 
+// Grouped-query heads without a mask take the backward's plain build, one CTA per query head, as FlashAttention
+// does: key-side operands are read where they lie with the group's addressing (kReadKeysByGroup, tile_io.cuh), and
+// each CTA adds its dK, dV (or their tangents) to zeroed fp32 buffers of the key side's shape with atomics
+// (BwdWorkspace::key_side_adds), so the group is summed inside the kernels, in fp32, and rounded once. The grouped
+// build (one CTA per key/value head streaming the group's heads, summing in registers) ran a quarter of the CTAs
+// with 52 bytes of spills a thread at D = 64: 1.4x the plain backward's time on the same work (Nsight Compute on
+// the H200, docs/performance.md). It stays for deterministic mode (its sums have one order) and under a mask (the
+// masked build is grouped).
+struct KeySideGradients {
+  Tensor dk, dv;  // what the kernels write: in k's and v's dtype, or the fp32 sums
+  Heads heads;
+  bool adds = false;
+
+  KeySideGradients(const Tensor& k, const Tensor& v, Heads h, bool masked) : heads(h) {
+    adds = h.group > 1 && !masked && !at::globalContext().deterministicAlgorithms();
+    const auto options = [&](const Tensor& t) { return adds ? t.options().dtype(at::kFloat) : t.options(); };
+    dk = adds ? at::zeros(k.sizes(), options(k)) : at::empty_like(k, at::MemoryFormat::Contiguous);
+    dv = adds ? at::zeros(v.sizes(), options(v)) : at::empty_like(v, at::MemoryFormat::Contiguous);
+  }
+  // Points the params (p.*dk_view, p.*dv_view) and workspace at the buffers; with adds the launch takes the plain
+  // build (group 1: a CTA per query head).
+  void set(kernels::SdpaBwdParams& p, kc::BwdWorkspace& ws, MatrixView kernels::SdpaBwdParams::*dk_view,
+           MatrixView kernels::SdpaBwdParams::*dv_view) const {
+    if (adds) p.group = 1;
+    ws.key_side_adds = adds;
+    p.*dk_view = key_side(tc_operand(dk).view, heads);
+    p.*dv_view = key_side(tc_operand(dv).view, heads);
+  }
+  // k's and v's gradients (or tangents) in their dtypes.
+  std::pair<Tensor, Tensor> result(const Tensor& k, const Tensor& v) const {
+    if (!adds) return {dk, dv};
+    return {dk.to(k.scalar_type()), dv.to(v.scalar_type())};
+  }
+};
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
@@ -366,15 +401,14 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
   BwdLaunch b;
   prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask);
   Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
-  Tensor dk = at::empty_like(k, at::MemoryFormat::Contiguous);
-  Tensor dv = at::empty_like(v, at::MemoryFormat::Contiguous);
+  const KeySideGradients grads(k, v, b.heads, b.p.mask.ptr != nullptr);
   b.p.dq = tc_operand(dq).view;
-  b.p.dk = key_side(tc_operand(dk).view, b.heads);
-  b.p.dv = key_side(tc_operand(dv).view, b.heads);
+  grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk, &kernels::SdpaBwdParams::dv);
   if (b.p.batch > 0) {
     kc::sdpa_bwd_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+  const auto [dk, dv] = grads.result(k, v);
   return {dq, dk, dv};
 }
 
@@ -406,8 +440,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();
   const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
   Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
-  Tensor dk_dot = at::empty_like(k, at::MemoryFormat::Contiguous);
-  Tensor dv_dot = at::empty_like(v, at::MemoryFormat::Contiguous);
+  const KeySideGradients grads(k, v, b.heads, b.p.mask.ptr != nullptr);
   b.p.q_dot = t.q_dot.view;
   b.p.k_dot = t.k_dot.view;
   b.p.v_dot = t.v_dot.view;
@@ -415,12 +448,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   b.p.lse_dot = tangents.lse_dot.data_ptr();
   if (has_dout_dot) b.p.dout_dot = dod.view;
   b.p.dq_dot = tc_operand(dq_dot).view;
-  b.p.dk_dot = key_side(tc_operand(dk_dot).view, b.heads);
-  b.p.dv_dot = key_side(tc_operand(dv_dot).view, b.heads);
+  grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk_dot, &kernels::SdpaBwdParams::dv_dot);  // after the tangent pass
   if (b.p.batch > 0) {
     kc::sdpa_bwd_jvp_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+  const auto [dk_dot, dv_dot] = grads.result(k, v);
   return {dq_dot, dk_dot, dv_dot, tangents.out_dot};
 }
 

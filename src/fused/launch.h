@@ -23,6 +23,10 @@ struct BwdWorkspace {
   // (DqTurn in dq_finish.cuh).
   int* dq_turns = nullptr;
   int64_t dq_turn_slots = 0;  // ceil(len_q / 16)
+  // Grouped-query heads in the plain build (one CTA per query head): the dK, dV views (dK_dot, dV_dot in the
+  // backward-JVP) are zeroed fp32 buffers of the key side's shape, and each CTA adds its share with atomics, so the
+  // group is summed inside the kernels (write_key_rows).
+  bool key_side_adds = false;
 };
 
 // Tensor-core kernels: 16-bit inputs, or float32 ones split into bfloat16 parts (plain build: no mask, no grouped

@@ -97,10 +97,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
   const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
-  const T* k = key_base<const T, kGroups>(p.k, b0);
-  const T* v = key_base<const T, kGroups>(p.v, b0);
-  const T* kd = key_base<const T, kGroups>(p.k_dot, b0);
-  const T* vd = key_base<const T, kGroups>(p.v_dot, b0);
+  const T* k = key_base<const T, kReadKeysByGroup>(p.k, b0);
+  const T* v = key_base<const T, kReadKeysByGroup>(p.v, b0);
+  const T* kd = key_base<const T, kReadKeysByGroup>(p.k_dot, b0);
+  const T* vd = key_base<const T, kReadKeysByGroup>(p.v_dot, b0);
   const T* row_src[4] = {batch_base<const T>(p.q, b0), batch_base<const T>(p.dout, b0),
                          batch_base<const T>(p.q_dot, b0), kDoutDot ? batch_base<const T>(p.dout_dot, b0) : nullptr};
   const int64_t row_stride[4] = {p.q.row_stride, p.dout.row_stride, p.q_dot.row_stride, p.dout_dot.row_stride};
@@ -313,8 +313,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
   const int key0 = n0 + warp * 16;
-  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dk_dot, b0), p.dk_dot.row_stride, dkd_acc, key0, S, scale, lane);
-  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dv_dot, b0), p.dv_dot.row_stride, dvd_acc, key0, S, 1.f, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, p.dk_dot, b0, dkd_acc, key0, S, scale, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, p.dv_dot, b0, dvd_acc, key0, S, 1.f, lane);
 }
 
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>

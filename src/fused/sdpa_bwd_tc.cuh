@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   const int n0 = blockIdx.x * kBlockN;
   const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
   const T* q = batch_base<const T>(p.q, b0);
-  const T* k = key_base<const T, kGroups>(p.k, b0);
-  const T* v = key_base<const T, kGroups>(p.v, b0);
+  const T* k = key_base<const T, kReadKeysByGroup>(p.k, b0);
+  const T* v = key_base<const T, kReadKeysByGroup>(p.v, b0);
   const T* dout = batch_base<const T>(p.dout, b0);
 
   // Under the top-left causal mask, key j is seen by queries i >= j only.
@@ -317,8 +317,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 #pragma unroll
   for (int kt = 0; kt < kKTiles; ++kt) {
     const int key0 = n0 + warp_key0 + kt * 16;
-    store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dk, b0), p.dk.row_stride, dk_acc[kt], key0, S, scale, lane);
-    store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(p.dv, b0), p.dv.row_stride, dv_acc[kt], key0, S, 1.f, lane);
+    write_key_rows<T, kHeadDim, kGroups>(ws, p.dk, b0, dk_acc[kt], key0, S, scale, lane);
+    write_key_rows<T, kHeadDim, kGroups>(ws, p.dv, b0, dv_acc[kt], key0, S, 1.f, lane);
   }
 }
 

@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   };
 
   const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
-  OperandBases<T, Tr::kKeyOperands, kGroups>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
+  OperandBases<T, Tr::kKeyOperands, kReadKeysByGroup>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
                                                                                                   kKeyTile, n0, S, tid);
   if (n_steps > 0) {
     if (step_classes.first_seen()) load_rows(0, 0);
@@ -327,8 +327,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
-  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(dk, b0), dk.row_stride, dk_acc, n0 + key_w, S, scale, lane);
-  store_acc_rows<T, kHeadDim>(key_base<T, kGroups>(dv, b0), dv.row_stride, dv_acc, n0 + key_w, S, 1.f, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, scale, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, 1.f, lane);
 }
 
 // The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.

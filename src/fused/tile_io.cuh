@@ -72,13 +72,16 @@ __device__ __forceinline__ BatchSplit split_batch(int64_t b, int64_t heads) {
 }
 
 // The same for a key-side view (k, v, their tangents and gradients): under grouped-query attention (kGroups)
-// query position b maps to its key/value head; the plain kernels keep batch_base's arithmetic.
+// query position b maps to its key/value head; the plain kernels keep batch_base's arithmetic. The backward kernels
+// read key-side operands with kGroups true in every build (kReadKeysByGroup): their plain build also serves grouped
+// heads, one query head per CTA (fused_backend.cpp), and with group 1 the two agree.
 template <typename T, bool kGroups>
 __device__ __forceinline__ T* key_base(const MatrixView& m, int64_t b) {
   if constexpr (!kGroups) return batch_base<T>(m, b);
   const BatchSplit s = split_batch(b, m.heads);
   return static_cast<T*>(m.ptr) + s.outer * m.batch_stride + s.head / static_cast<uint32_t>(m.group) * m.head_stride;
 }
+constexpr bool kReadKeysByGroup = true;
 
 // 8 float32 values at src (32-byte aligned) as their bfloat16 parts (T's) at dst, dst + kPartStride, ...
 template <typename T, int kPartStride>
@@ -173,6 +176,29 @@ __device__ __forceinline__ void store_acc_rows(T* gmem, int64_t row_stride, cons
     T* out = gmem + static_cast<int64_t>(row) * row_stride + 2 * t;
 #pragma unroll
     for (int dt = 0; dt < kCols / 8; ++dt) store2<T>(out + dt * 8, acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
+  }
+}
+
+// Adds a warp's 16 x kCols fp32 accumulator tile times `scale` to rows of a row-major fp32 global matrix, each lane's
+// two neighbouring columns as one 8-byte reduction (red.global.add.v2.f32 on sm_90); rows at or past n_rows skipped.
+template <int kCols>
+__device__ __forceinline__ void add_acc_rows(float* gmem, int64_t row_stride, const float (&acc)[kCols / 8][4], int row0,
+                                             int n_rows, float scale, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + g + 8 * r;
+    if (row >= n_rows) continue;
+    float* out = gmem + static_cast<int64_t>(row) * row_stride + 2 * t;
+#pragma unroll
+    for (int dt = 0; dt < kCols / 8; ++dt) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      atomicAdd(reinterpret_cast<float2*>(out + dt * 8), make_float2(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale));
+#else
+      atomicAdd(out + dt * 8, acc[dt][2 * r] * scale);
+      atomicAdd(out + dt * 8 + 1, acc[dt][2 * r + 1] * scale);
+#endif
+    }
   }
 }
 

@@ -337,7 +337,7 @@ def test_fused_every_order_against_the_float64_reference(case, dtype):
 
 @pytest.mark.gpu
 @params("case", ["padding-blocks-d64", "padding-blocks-d128", "gqa+padding-d128", "causal-padding",
-                  "documents+gqa"])
+                  "documents+gqa", "gqa-causal", "gqa-d128"])
 def test_fused_backward_with_masks_and_groups_is_deterministic_when_asked(case):
     """Under torch.use_deterministic_algorithms(True) the ordered dQ adds hold with skipped key blocks, skipped query
     steps (a tile map's hidden blocks) and grouped heads: two runs agree bit for bit (and with the float64
@@ -356,4 +356,22 @@ def test_fused_backward_with_masks_and_groups_is_deterministic_when_asked(case):
     want = orders(lambda a, b, c: theria.sdpa(a, b, c, attn_mask=m, backend="reference", **kw),
                   q.double(), k.double(), v.double())
     for o, g, w in zip([0, 1, 1, 1, 2, 2, 2, 1], runs[0], want):
+        assert max_rel_err(g, w) <= theria.tolerance(torch.bfloat16, o)
+
+
+@pytest.mark.gpu
+@params("head_dim", [64, 128])
+def test_fused_grouped_heads_in_the_layout_models_pass(head_dim):
+    """Grouped-query heads as a decoder passes them, (B, S, H, D) views transposed to (B, H, S, D): the backward reads
+    the key/value heads where they lie (one CTA per query head, dK and dV summed over the group) at every order."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    B, Hq, Hkv, L, D = 2, 8, 2, 190, head_dim
+    q = rand((B, L, Hq, D), 1, torch.bfloat16).cuda().transpose(1, 2)
+    k, v = (rand((B, L, Hkv, D), s, torch.bfloat16).cuda().transpose(1, 2) for s in (2, 3))
+    got = orders(lambda a, b, c: theria.sdpa(a, b, c, enable_gqa=True, is_causal=True, backend="fused"), q, k, v)
+    want = orders(lambda a, b, c: theria.sdpa(a, b, c, enable_gqa=True, is_causal=True, backend="reference"),
+                  q.double(), k.double(), v.double())
+    for o, g, w in zip([0, 1, 1, 1, 2, 2, 2, 1], got, want):
+        assert g.shape == w.shape
         assert max_rel_err(g, w) <= theria.tolerance(torch.bfloat16, o)
