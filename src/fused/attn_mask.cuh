@@ -142,25 +142,66 @@ __device__ __forceinline__ KeyBlock tile_class(const unsigned char* tiles, int t
 template <class ClassOf>
 struct ClassesAhead {
   ClassOf class_of;
-  int count;
+  int end;
   KeyBlock current, next;
 
-  __device__ __forceinline__ ClassesAhead(ClassOf class_of_, int count_)
-      : class_of(class_of_), count(count_),
-        current(count_ > 0 ? class_of_(0) : KeyBlock::kHidden),
-        next(count_ > 1 ? class_of_(1) : KeyBlock::kHidden) {}
-  // Whether block 0 may be seen (before take(0)); whether block i + 1 may be seen, during block i (after
-  // take(i - 1)).
+  // The walk over blocks [begin, end).
+  __device__ __forceinline__ ClassesAhead(ClassOf class_of_, int begin, int end_)
+      : class_of(class_of_), end(end_),
+        current(begin < end_ ? class_of_(begin) : KeyBlock::kHidden),
+        next(begin + 1 < end_ ? class_of_(begin + 1) : KeyBlock::kHidden) {}
+  // Whether the first block may be seen (before the first take); whether block i + 1 may be seen, during block i
+  // (after take(i - 1)).
   __device__ __forceinline__ bool first_seen() const { return current != KeyBlock::kHidden; }
   __device__ __forceinline__ bool next_seen() const { return next != KeyBlock::kHidden; }
-  // Block i's class; call for i = 0, 1, ... in order. Fetches block i + 2's.
+  // Block i's class; call for i = begin, begin + 1, ... in order. Fetches block i + 2's.
   __device__ __forceinline__ KeyBlock take(int i) {
     const KeyBlock c = current;
     current = next;
-    next = i + 2 < count ? class_of(i + 2) : KeyBlock::kHidden;
+    next = i + 2 < end ? class_of(i + 2) : KeyBlock::kHidden;
     return c;
   }
 };
+
+// The key blocks a forward CTA's rows [m0, m0 + kBlockM) may see, [begin, end): from the first to the last key block
+// with a tile the map does not show hidden, found by one pass over the CTA's rows of the map (each thread a few
+// entries; two ints of shared memory at `scratch`, three barriers: every thread calls it). The walk then starts and
+// stops there instead of stepping through the hidden blocks before and after (the causal part of a causal mask, a
+// sliding window, another document), each of which cost a barrier and, in a run, the map's latency. Without a map:
+// [0, n_blocks).
+struct BlockRange {
+  int begin, end;
+};
+template <int kBlockM, int kBlockN, int kThreads>
+__device__ __forceinline__ BlockRange visible_key_blocks(const MaskView& m, const unsigned char* tiles, int m0,
+                                                         int n_blocks, int* scratch, int tid) {
+  if (tiles == nullptr) return {0, n_blocks};
+  static_assert(kBlockN % kMaskTile == 0, "a map column lies in one key block");
+  if (tid == 0) {
+    scratch[0] = n_blocks;
+    scratch[1] = -1;
+  }
+  __syncthreads();
+  constexpr int kRows = (kBlockM + kMaskTile - 1) / kMaskTile;
+  const int r0 = m0 / kMaskTile, rows = min(kRows, m.tile_rows - r0);
+  const int cols = min(m.tile_cols, n_blocks * (kBlockN / kMaskTile));
+  int lo = n_blocks, hi = -1;
+  for (int i = tid; i < rows * cols; i += kThreads) {
+    const int r = i / cols, c = i - r * cols;
+    if (tiles[(r0 + r) * m.tile_cols + c] != kTileHidden) {
+      lo = min(lo, c / (kBlockN / kMaskTile));
+      hi = max(hi, c / (kBlockN / kMaskTile));
+    }
+  }
+  if (hi >= 0) {
+    atomicMin(scratch, lo);
+    atomicMax(scratch + 1, hi);
+  }
+  __syncthreads();
+  const BlockRange range{scratch[0], max(scratch[0], scratch[1] + 1)};
+  __syncthreads();  // the scratch is the per-key terms' staging area: read before anyone writes it
+  return range;
+}
 
 // The term of key kj of a per-key mask (-inf past n_k).
 template <typename T>
@@ -208,26 +249,37 @@ struct KeyBlockClass {
   }
 };
 
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kThreads>
 struct ForwardMask {
   const unsigned char* base;  // nullptr: no mask (the other builds)
   float* terms;
   bool per_key;
   float next = 0.f;
+  BlockRange range;  // the key blocks to walk: every one, or those the tile map leaves (visible_key_blocks)
   ClassesAhead<KeyBlockClass<kBlockM, kBlockN>> blocks;  // from the tile map, if any
 
+  // Every thread constructs it (the range takes barriers), before the first key block is loaded.
   __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, float* terms_,
                                          int tid, int n_k, bool masked)
-      : base(masked ? mask_base(p.mask, b) : nullptr),
+      : ForwardMask(p, b, m0, n_blocks, terms_, tid, n_k, masked ? mask_base(p.mask, b) : nullptr,
+                    masked ? tiles_base(p.mask, b) : nullptr) {}
+
+ private:
+  __device__ __forceinline__ ForwardMask(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, float* terms_,
+                                         int tid, int n_k, const unsigned char* base_, const unsigned char* tiles)
+      : base(base_),
         terms(terms_),
-        per_key(base != nullptr && per_key_mask(p)),
-        blocks(KeyBlockClass<kBlockM, kBlockN>{masked ? tiles_base(p.mask, b) : nullptr, p.mask.tile_rows,
-                                               p.mask.tile_cols, m0},
-               n_blocks) {
+        per_key(base_ != nullptr && per_key_mask(p)),
+        range(visible_key_blocks<kBlockM, kBlockN, kThreads>(p.mask, tiles, m0, n_blocks,
+                                                             reinterpret_cast<int*>(terms_), tid)),
+        blocks(KeyBlockClass<kBlockM, kBlockN>{tiles, p.mask.tile_rows, p.mask.tile_cols, m0}, range.begin, range.end) {
     if (per_key && tid < kBlockN) next = key_term<T>(p, base, tid, n_k);
   }
+
+ public:
   // The class of key block nb; kHidden: skip it. Every thread calls it, in order of nb (a per-key mask's step holds
-  // a barrier and fetches the next block's terms; the tile map's classes are read a block ahead).
+  // a barrier and fetches the next block's terms, from block 0: its range is every block; the tile map's classes
+  // are read a block ahead).
   __device__ __forceinline__ KeyBlock classify(const SdpaFwdParams& p, int nb, int n_blocks, int tid, int n_k) {
     if (per_key) return step(p, nb, n_blocks, tid, n_k);
     return blocks.take(nb);
@@ -255,6 +307,45 @@ struct ForwardMask {
     }
   }
 };
+
+// The query rows a backward CTA's keys [n0, n0 + kBlockN) may be seen from, over the `heads` consecutive query heads
+// it streams, in whole steps of kBlockM from m_begin: [begin, end) from the first to the last step with a tile the
+// map does not show hidden (one pass over the CTA's columns of the map; two ints of shared memory at `scratch`, three
+// barriers: every thread calls it), so that the walk skips the hidden steps before and after instead of stepping
+// through them. Without a map: [m_begin, len_q).
+struct RowRange {
+  int begin, end;
+};
+template <int kBlockM, int kBlockN, int kThreads>
+__device__ __forceinline__ RowRange visible_query_rows(const MaskView& m, const unsigned char* tiles, int heads, int n0,
+                                                       int m_begin, int len_q, int* scratch, int tid) {
+  if (tiles == nullptr) return {m_begin, len_q};
+  const int n_steps = m_begin < len_q ? (len_q - m_begin + kBlockM - 1) / kBlockM : 0;
+  if (tid == 0) {
+    scratch[0] = n_steps;
+    scratch[1] = -1;
+  }
+  __syncthreads();
+  const int c0 = n0 / kMaskTile, cols = min((kBlockN + kMaskTile - 1) / kMaskTile, m.tile_cols - c0);
+  const int r0 = m_begin / kMaskTile, rows = m.tile_rows - r0;
+  int lo = n_steps, hi = -1;
+  for (int i = tid; i < heads * rows * cols; i += kThreads) {
+    const int h = i / (rows * cols), rc = i - h * rows * cols, r = rc / cols, c = rc - r * cols;
+    if (tiles[h * m.tiles_head_stride + (r0 + r) * m.tile_cols + c0 + c] != kTileHidden) {
+      const int row0 = (r0 + r) * kMaskTile;  // the map row's first and last query rows, in steps from m_begin
+      lo = min(lo, (max(row0, m_begin) - m_begin) / kBlockM);
+      hi = max(hi, (min(row0 + kMaskTile, len_q) - 1 - m_begin) / kBlockM);
+    }
+  }
+  if (hi >= 0) {
+    atomicMin(scratch, lo);
+    atomicMax(scratch + 1, hi);
+  }
+  __syncthreads();
+  const int first = scratch[0], last = max(scratch[0] - 1, scratch[1]);
+  __syncthreads();  // the scratch is the CTA's row statistics: read before anyone writes them
+  return {m_begin + first * kBlockM, min(len_q, m_begin + (last + 1) * kBlockM)};
+}
 
 // The backward kernels' view of attn_mask (the masked build). A CTA owns its block of keys for the whole kernel,
 // so under a per-key mask it classifies them once, and each thread keeps the terms of its fragment rows (keys

@@ -110,6 +110,19 @@ template <bool kDeterministic, class Steps>
 __device__ __forceinline__ void pass_dq_turns(const BwdWorkspace& ws, int64_t b0, const Steps& steps) {
   for (int step = 0; step < steps.count; ++step) pass_dq_turn<kDeterministic>(ws, b0 + steps.head(step), steps.row(step));
 }
+// The turns of the query blocks a CTA's walk leaves out, [m_begin, begin) and [end, len_q) of each of its `heads`
+// heads in steps of block_m (a tile map's hidden rows: visible_query_rows).
+template <bool kDeterministic>
+__device__ __forceinline__ void pass_dq_turns_outside(const BwdWorkspace& ws, int64_t b0, int heads, int m_begin,
+                                                      int begin, int end, int len_q, int block_m) {
+  if constexpr (kDeterministic) {
+    for (int h = 0; h < heads; ++h) {
+      for (int m = m_begin; m < len_q; m += block_m) {
+        if (m < begin || m >= end) pass_dq_turn<true>(ws, b0 + h, m);
+      }
+    }
+  }
+}
 
 // scale * buffer as rows of T: a thread writes 8 columns (one 16-byte store of 16-bit values, two of float32) from two 16-byte loads;
 // the batch position comes from the grid, so no thread divides (the element-per-thread form with 64-bit

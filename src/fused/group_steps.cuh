@@ -15,10 +15,10 @@ template <bool kGroups>
 struct GroupSteps {
   int m_begin, block_m, group, per_head, count;
 
-  __device__ __forceinline__ GroupSteps(const SdpaFwdParams& p, int m_begin_, int block_m_)
+  // Each head's query rows [m_begin, m_end) (a tile map can bound them: visible_query_rows).
+  __device__ __forceinline__ GroupSteps(const SdpaFwdParams& p, int m_begin_, int block_m_, int m_end)
       : m_begin(m_begin_), block_m(block_m_), group(kGroups ? static_cast<int>(p.group) : 1) {
-    const int L = static_cast<int>(p.len_q);
-    per_head = m_begin < L ? (L - m_begin + block_m - 1) / block_m : 0;
+    per_head = m_begin < m_end ? (m_end - m_begin + block_m - 1) / block_m : 0;
     count = per_head * group;
   }
   // The query head (0 .. group - 1) and the first row of step s (s < count).

@@ -10,8 +10,9 @@
 //   dq_dot += dS_dot K + dS K_dot through fp32 atomics (both staged transposed in shared memory).
 // lse_dot comes from the tangent pass (sdpa_fwd_tc.cuh), delta and delta_dot from row_terms_tc.cuh (with the
 // tangent pass's fp32 share of delta_dot).
-// At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place. Grouped-query attention:
-// a CTA serves a key-side position and streams its group's query heads in turn (GroupSteps).
+// At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place. Grouped-query attention: as
+// in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding the tangents of dK, dV to fp32 buffers; the
+// grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -108,10 +109,16 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   const RowStatStager<kStats, kBlockM> stat(p, b0, tid);  // the row statistic this thread stages per block
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
   // attn_mask (the masked build; sdpa_bwd_tc.cuh).
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + warp * 16, S, tid, g) : BackwardMask<T, 1>();
+  // Under a mask that varies by query the walk is bounded by the tile map's first and last visible steps (the
+  // row statistics' shared memory is the scratch); the turns of the steps left out are passed first.
+  const int heads = kGroups ? static_cast<int>(p.group) : 1;
+  const RowRange rows = visible_query_rows<kBlockM, kBlockN, kThreads>(p.mask, mask.tiles, heads, n0, m_begin, L,
+                                                                       reinterpret_cast<int*>(stats), tid);
+  const GroupSteps<kGroups> steps(p, rows.begin, kBlockM, rows.end);
+  pass_dq_turns_outside<kDeterministic && kMask>(ws, b0, steps.group, m_begin, rows.begin, rows.end, L, kBlockM);
   const int n_steps = mask.all_hidden() ? 0 : steps.count;
   // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
   // skipped, its rows not loaded.
@@ -120,7 +127,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
         return KeyBlock::kTerms;
       },
-      n_steps);
+      0, n_steps);
 
   auto load_rows = [&](int buf, int step) {
     const int64_t head = steps.head(step);
@@ -139,7 +146,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows>(vd_tile, vd, p.v_dot.row_stride, n0, S, tid);
   if (n_steps > 0) {
     if (step_classes.first_seen()) load_rows(0, 0);
-    stat.store(stats, 0, stat.fetch(m_begin, L));
+    stat.store(stats, 0, stat.fetch(steps.row(0), L));
   }
   cp_async_commit();
   cp_async_wait<0>();

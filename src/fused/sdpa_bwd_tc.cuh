@@ -9,8 +9,9 @@
 //     are deterministic.
 //   row terms (delta) come from row_terms_tc.cuh before, sdpa_dq_finish_kernel after. At head dim 128
 //   the warpgroup kernel of sdpa_bwd_wg.cuh takes the kernel's place.
-//   Grouped-query attention: a CTA serves a key-side position, and its query blocks stream head after head
-//   over the group's query heads (GroupSteps), so dK and dV sum over the group in registers.
+//   Grouped-query attention: the plain build serves one query head per CTA and adds dK, dV to fp32 buffers
+//   (write_key_rows); the grouped build (deterministic mode, masks) serves a key-side position, and its query
+//   blocks stream head after head over the group's query heads (GroupSteps), so dK and dV sum in registers.
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -101,12 +102,18 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
 
   // Under the top-left causal mask, key j is seen by queries i >= j only.
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
   const int warp_key0 = warp * 16 * kKTiles;  // first key of this warp's tiles within the block
   // attn_mask (the masked build): under a per-key mask the CTA's keys are classified once; when none is seen it
   // adds nothing (dK, dV zero, no dQ share) and runs no step.
   const BackwardMask<T, kKTiles> mask =
       kMask ? BackwardMask<T, kKTiles>(p, b0, n0, kBlockN, n0 + warp_key0, S, tid, g) : BackwardMask<T, kKTiles>();
+  // Under a mask that varies by query the walk is bounded by the tile map's first and last visible steps (the
+  // row statistics' shared memory is the scratch); the turns of the steps left out are passed first.
+  const int heads = kGroups ? static_cast<int>(p.group) : 1;
+  const RowRange rows = visible_query_rows<kBlockM, kBlockN, kThreads>(p.mask, mask.tiles, heads, n0, m_begin, L,
+                                                                       reinterpret_cast<int*>(delta), tid);
+  const GroupSteps<kGroups> steps(p, rows.begin, kBlockM, rows.end);
+  pass_dq_turns_outside<kDeterministic && kMask>(ws, b0, steps.group, m_begin, rows.begin, rows.end, L, kBlockM);
   const int n_steps = mask.all_hidden() ? 0 : steps.count;
   // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
   // skipped, its rows not loaded.
@@ -115,7 +122,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
         if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
         return KeyBlock::kTerms;
       },
-      n_steps);
+      0, n_steps);
 
   // Row statistics of a query block: threads tid < kBlockM fetch one row's lse and delta into
   // registers early (so the load latency hides behind a step's products) and store them later; the

@@ -15,8 +15,8 @@
 //   3. dQ^T [dq_dot^T] for this warpgroup's 64 head-dim columns = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]
 //      over all 128 keys: A = K^T MN-major, B = dS^T MN-major, both from shared memory. The tile is
 //      staged as [query][column] and added to the fp32 buffer as rows of 4 columns (v4 reductions).
-// Grouped-query attention: a CTA serves a key-side position and streams its group's query heads in turn
-// (GroupSteps).
+// Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
+// buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -93,11 +93,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const GroupSteps<kGroups> steps(p, m_begin, kBlockM);
   const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   // attn_mask (the masked build; sdpa_bwd_tc.cuh).
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + key_w, S, tid, g) : BackwardMask<T, 1>();
+  // Under a mask that varies by query the walk is bounded by the tile map's first and last visible steps (the
+  // row statistics' shared memory is the scratch); the turns of the steps left out are passed first.
+  const int heads = kGroups ? static_cast<int>(p.group) : 1;
+  const RowRange rows = visible_query_rows<kBlockM, kBlockN, kThreads>(p.mask, mask.tiles, heads, n0, m_begin, L,
+                                                                       reinterpret_cast<int*>(stats), tid);
+  const GroupSteps<kGroups> steps(p, rows.begin, kBlockM, rows.end);
+  pass_dq_turns_outside<kDeterministic && kMask>(ws, b0, steps.group, m_begin, rows.begin, rows.end, L, kBlockM);
   const int n_steps = mask.all_hidden() ? 0 : steps.count;
   // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
   // skipped, its rows not loaded.
@@ -106,7 +112,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
         if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
         return KeyBlock::kTerms;
       },
-      n_steps);
+      0, n_steps);
 
   const auto row_view = [&](int i) -> const MatrixView& {
     return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
@@ -122,7 +128,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
                                                                                                   kKeyTile, n0, S, tid);
   if (n_steps > 0) {
     if (step_classes.first_seen()) load_rows(0, 0);
-    stat.store(stats, 0, stat.fetch(m_begin, L));
+    stat.store(stats, 0, stat.fetch(steps.row(0), L));
   }
   cp_async_commit();
   cp_async_wait<0>();

@@ -112,9 +112,17 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     }
   };
 
+  // attn_mask (the masked build): a per-key mask (key padding) is taken a block of keys at a time, its terms staged
+  // in shared memory past the tiles; a mask that varies by query is classified a block at a time from its tile map,
+  // the walk bounded by its first and last visible blocks, and a hidden block's keys are not even loaded.
+  ForwardMask<T, kBlockM, kBlockN, kThreads> mask(p, b, m0, n_blocks,
+                                                  reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)), tid, S,
+                                                  kMask);
+  const int nb_begin = mask.range.begin, nb_end = mask.range.end;
+
   load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tile, q, p.q.row_stride, m0, L, tid);
   if constexpr (kTangent) load_rows_async<T, kBlockM, kHeadDim, kThreads>(qd_tile, qd, p.q_dot.row_stride, m0, L, tid);
-  load_kv(0, 0);
+  if (nb_begin < nb_end) load_kv(0, nb_begin * kBlockN);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -168,21 +176,15 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  // attn_mask (the masked build): a per-key mask (key padding) is taken a block of keys at a time, its terms staged
-  // in shared memory past the tiles; a mask that varies by query is classified a block at a time from its tile map,
-  // and a hidden block's keys are not even loaded.
-  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)),
-                                        tid, S, kMask);
-
-  for (int nb = 0; nb < n_blocks; ++nb) {
-    const int buf = nb & 1;
-    if (nb + 1 < n_blocks && (!kMask || mask.next_seen())) {
+  for (int nb = nb_begin; nb < nb_end; ++nb) {
+    const int buf = (nb - nb_begin) & 1;
+    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) {
       load_kv(buf ^ 1, (nb + 1) * kBlockN);
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      key_block = mask.classify(p, nb, n_blocks, tid, S);
+      key_block = mask.classify(p, nb, nb_end, tid, S);
       if (key_block == KeyBlock::kHidden) {  // no pair of the block is seen: nothing to add
         cp_async_wait<0>();
         __syncthreads();

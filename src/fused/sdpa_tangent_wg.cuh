@@ -65,10 +65,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     key_ops.template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, key_tiles + buf * kKeyOps * kKeyTile, kKeyTile, row0,
                                                              S, tid);
   };
+  // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
+  ForwardMask<T, kBlockM, kBlockN, kThreads> mask(p, b, m0, n_blocks,
+                                                  reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S,
+                                                  kMask);
+  const int nb_begin = mask.range.begin, nb_end = mask.range.end;
   load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L, tid);
   load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(q_tile + kQTile, batch_base<const T>(p.q_dot, b),
                                                         p.q_dot.row_stride, m0, L, tid);
-  if (n_blocks > 0) load_keys(0, 0);
+  if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN);
   cp_async_commit();
 
   // The saved lse of this thread's rows in log2 units (a row with no visible key, lse -inf, sees only
@@ -88,24 +93,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  ForwardMask<T, kBlockM, kBlockN> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)),
-                                        tid, S, kMask);
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
 
   using KMajor = TileDesc<Rows, false>;
   using MnMajor = TileDesc<Rows, true>;
-  for (int nb = 0; nb < n_blocks; ++nb) {
-    const int buf = nb & 1, n0 = nb * kBlockN;
-    if (nb + 1 < n_blocks && (!kMask || mask.next_seen())) {
+  for (int nb = nb_begin; nb < nb_end; ++nb) {
+    const int buf = (nb - nb_begin) & 1, n0 = nb * kBlockN;
+    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) {
       load_keys(buf ^ 1, n0 + kBlockN);
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
-      key_block = mask.classify(p, nb, n_blocks, tid, S);
+      key_block = mask.classify(p, nb, nb_end, tid, S);
       if (key_block == KeyBlock::kHidden) {  // no pair of the block is seen: nothing to add
         cp_async_wait<0>();
         fence_proxy_async();
