@@ -4,15 +4,7 @@
 # tests: the GPU tests (pytest -m gpu, the CUDA fuzz left to gpu_check.sh) and `theria verify --device cuda`;
 # bench: `theria bench --dtype fp32` at matmul precision "high" and "medium" on the issue's six shapes, theria
 # beside PyTorch's efficient and math backends in the same process, and bf16 at two of them.
-set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-eval "$(bash scripts/device/use_build.sh)"
-export PYTHONPATH=$root/python
-T=build-prebuilt/theria
-out=${OUT:-$root/.device/out}
-mkdir -p "$out"
-what=${1:-all}
+source "$(dirname "$0")/device_env.sh" "$@"
 shapes=(--shape 32,4,256,64 --shape 8,8,1024,64 --shape 2,8,4096,64 --shape 8,8,1024,128 --shape 8,16,2048,64
         --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then

@@ -5,15 +5,7 @@
 # tests: every GPU test (pytest -m gpu, the CUDA fuzz too) and `theria verify --device cuda`;
 # bench: grouped-query attention (H_q 32, H_kv 8) non-causal and causal against PyTorch flash (first order) and
 # math (JVP, HVP), the plain problem against flash, and the earlier library's theria on the same work.
-set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-eval "$(bash scripts/device/use_build.sh)"
-export PYTHONPATH=$root/python
-T=build-prebuilt/theria
-out=${OUT:-$root/.device/out}
-mkdir -p "$out"
-what=${1:-all}
+source "$(dirname "$0")/device_env.sh" "$@"
 gqa=(--shape 4,32,2048,64 --shape 4,32,2048,128 --kv-heads 8)
 plain=(--shape 8,16,2048,64 --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then

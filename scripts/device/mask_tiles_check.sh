@@ -7,15 +7,7 @@
 # bench: a causal mask passed as a (B, 1, L, S) tensor with left padding (--mask causal-padding), theria beside
 # PyTorch's efficient (first order) and math (JVP, HVP) backends, the earlier build's theria on the same work, and
 # the unmasked causal problem (theria, flash) as the floor a skipping kernel approaches.
-set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-eval "$(bash scripts/device/use_build.sh)"
-export PYTHONPATH=$root/python
-T=build-prebuilt/theria
-out=${OUT:-$root/.device/out}
-mkdir -p "$out"
-what=${1:-all}
+source "$(dirname "$0")/device_env.sh" "$@"
 shapes=(--shape 8,16,2048,64 --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then
   python3 -m pytest -q -m gpu tests/python -p no:cacheprovider 2>&1 | tail -n 15

@@ -152,6 +152,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   cp_async_wait<0>();
   __syncthreads();
 
+  // The end of a step: the next step's operands have landed, and every
+  // thread is done with this step's buffers.
+  const auto end_step = [] {
+    cp_async_wait<0>();
+    __syncthreads();
+  };
+
   float dkd_acc[kHeadDim / 8][4], dvd_acc[kHeadDim / 8][4];
 #pragma unroll
   for (int dt = 0; dt < kHeadDim / 8; ++dt) {
@@ -180,8 +187,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
       pass_dq_turn<kDeterministic>(ws, b, m);
-      cp_async_wait<0>();
-      __syncthreads();
+      end_step();
       continue;
     }
     // This thread's row statistics for the step (queries nt * 8 + 2t and + 1), read before the products so
@@ -312,8 +318,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     turn.wait();
     add_dq_tile<kDqCols, kHeadDim>(ws.dq_accum + b * p.len_q * kHeadDim, dq_acc, m + q_tile16, col0, L, lane);
     turn.pass();
-    cp_async_wait<0>();
-    __syncthreads();
+    end_step();
   }
 
   if constexpr (kMask) {

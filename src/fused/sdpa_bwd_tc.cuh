@@ -162,6 +162,13 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   cp_async_wait<0>();
   __syncthreads();
 
+  // The end of a step: the next step's operands have landed, and every
+  // thread is done with this step's buffers.
+  const auto end_step = [] {
+    cp_async_wait<0>();
+    __syncthreads();
+  };
+
   float dk_acc[kKTiles][kHeadDim / 8][4], dv_acc[kKTiles][kHeadDim / 8][4];
 #pragma unroll
   for (int kt = 0; kt < kKTiles; ++kt) {
@@ -190,8 +197,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       if (step + 1 < n_steps) store_stats(buf ^ 1, next_lse, next_delta);
       pass_dq_turn<kDeterministic>(ws, b, m);
-      cp_async_wait<0>();
-      __syncthreads();
+      end_step();
       continue;
     }
 
@@ -313,8 +319,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     turn.wait();
     add_dq_tile<kDqCols, kHeadDim>(ws.dq_accum + b * p.len_q * kHeadDim, dq_acc, m + q_tile16, col0, L, lane);
     turn.pass();
-    cp_async_wait<0>();
-    __syncthreads();
+    end_step();
   }
 
   if constexpr (kMask) {

@@ -135,6 +135,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   fence_proxy_async();
   __syncthreads();
 
+  // The end of a step: the next step's operands have landed (and are visible to wgmma's reads), and every
+  // thread is done with this step's buffers.
+  const auto end_step = [] {
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  };
+
   float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];  // dK, dV or their tangents
 #pragma unroll
   for (int dt = 0; dt < kHeadDim / 8; ++dt) {
@@ -159,9 +167,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
       pass_dq_turn<kDeterministic>(ws, b, m);
-      cp_async_wait<0>();
-      fence_proxy_async();
-      __syncthreads();
+      end_step();
       continue;
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
@@ -323,9 +329,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       }
     }
     turn.pass();
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
+    end_step();
   }
 
   if constexpr (kMask) {

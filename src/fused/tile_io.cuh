@@ -163,43 +163,45 @@ struct OperandBases {
   }
 };
 
-// Writes a warp's 16 x kCols fp32 accumulator tile (mma C fragments; rows row0 + g and row0 + g + 8)
-// times `scale` as rows of T of a row-major global matrix; rows at or past n_rows are skipped.
-template <typename T, int kCols>
-__device__ __forceinline__ void store_acc_rows(T* gmem, int64_t row_stride, const float (&acc)[kCols / 8][4], int row0,
-                                               int n_rows, float scale, int lane) {
+// A warp's 16 x kCols fp32 accumulator tile (mma C fragments; rows row0 + g and row0 + g + 8) pair by pair:
+// fn(offset, x0, x1) for each lane's two neighbouring columns, offset = row * row_stride + column in a row-major
+// matrix; rows at or past n_rows are skipped.
+template <int kCols, class Fn>
+__device__ __forceinline__ void for_acc_pairs(int64_t row_stride, const float (&acc)[kCols / 8][4], int row0, int n_rows,
+                                              int lane, Fn fn) {
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + g + 8 * r;
     if (row >= n_rows) continue;
-    T* out = gmem + static_cast<int64_t>(row) * row_stride + 2 * t;
 #pragma unroll
-    for (int dt = 0; dt < kCols / 8; ++dt) store2<T>(out + dt * 8, acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
+    for (int dt = 0; dt < kCols / 8; ++dt) {
+      fn(static_cast<int64_t>(row) * row_stride + dt * 8 + 2 * t, acc[dt][2 * r], acc[dt][2 * r + 1]);
+    }
   }
 }
 
-// Adds a warp's 16 x kCols fp32 accumulator tile times `scale` to rows of a row-major fp32 global matrix, each lane's
-// two neighbouring columns as one 8-byte reduction (red.global.add.v2.f32 on sm_90); rows at or past n_rows skipped.
+// Writes the tile times `scale` as rows of T of a row-major global matrix.
+template <typename T, int kCols>
+__device__ __forceinline__ void store_acc_rows(T* gmem, int64_t row_stride, const float (&acc)[kCols / 8][4], int row0,
+                                               int n_rows, float scale, int lane) {
+  for_acc_pairs<kCols>(row_stride, acc, row0, n_rows, lane,
+                       [&](int64_t at, float x0, float x1) { store2<T>(gmem + at, x0 * scale, x1 * scale); });
+}
+
+// Adds the tile times `scale` to rows of a row-major fp32 global matrix, each lane's pair as one 8-byte reduction
+// (red.global.add.v2.f32 on sm_90).
 template <int kCols>
 __device__ __forceinline__ void add_acc_rows(float* gmem, int64_t row_stride, const float (&acc)[kCols / 8][4], int row0,
                                              int n_rows, float scale, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row0 + g + 8 * r;
-    if (row >= n_rows) continue;
-    float* out = gmem + static_cast<int64_t>(row) * row_stride + 2 * t;
-#pragma unroll
-    for (int dt = 0; dt < kCols / 8; ++dt) {
+  for_acc_pairs<kCols>(row_stride, acc, row0, n_rows, lane, [&](int64_t at, float x0, float x1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      atomicAdd(reinterpret_cast<float2*>(out + dt * 8), make_float2(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale));
+    atomicAdd(reinterpret_cast<float2*>(gmem + at), make_float2(x0 * scale, x1 * scale));
 #else
-      atomicAdd(out + dt * 8, acc[dt][2 * r] * scale);
-      atomicAdd(out + dt * 8 + 1, acc[dt][2 * r + 1] * scale);
+    atomicAdd(gmem + at, x0 * scale);
+    atomicAdd(gmem + at + 1, x1 * scale);
 #endif
-    }
-  }
+  });
 }
 
 // Launches a tile kernel with `smem` bytes of dynamic shared memory, first raising the kernel's limit
