@@ -106,6 +106,15 @@ __device__ __forceinline__ void pass_dq_turn(const BwdWorkspace& ws, int64_t b, 
     turn.pass();
   }
 }
+// A step the tile map shows hidden, in place of its work: stage_next() stages the next step's row statistics, the
+// step's dQ turn is passed, and end_step() ends it as a computed step ends.
+template <bool kDeterministic, class StageNext, class EndStep>
+__device__ __forceinline__ void skip_step(const BwdWorkspace& ws, int64_t b, int m, StageNext stage_next,
+                                          EndStep end_step) {
+  stage_next();
+  pass_dq_turn<kDeterministic>(ws, b, m);
+  end_step();
+}
 template <bool kDeterministic, class Steps>
 __device__ __forceinline__ void pass_dq_turns(const BwdWorkspace& ws, int64_t b0, const Steps& steps) {
   for (int step = 0; step < steps.count; ++step) pass_dq_turn<kDeterministic>(ws, b0 + steps.head(step), steps.row(step));

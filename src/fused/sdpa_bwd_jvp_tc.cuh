@@ -185,9 +185,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
     const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
-      if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
-      pass_dq_turn<kDeterministic>(ws, b, m);
-      end_step();
+      skip_step<kDeterministic>(
+          ws, b, m, [&] { if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat); }, end_step);
       continue;
     }
     // This thread's row statistics for the step (queries nt * 8 + 2t and + 1), read before the products so

@@ -195,9 +195,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     if (step + 1 < n_steps) fetch_stats(step + 1, next_lse, next_delta);
     const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
-      if (step + 1 < n_steps) store_stats(buf ^ 1, next_lse, next_delta);
-      pass_dq_turn<kDeterministic>(ws, b, m);
-      end_step();
+      skip_step<kDeterministic>(
+          ws, b, m, [&] { if (step + 1 < n_steps) store_stats(buf ^ 1, next_lse, next_delta); }, end_step);
       continue;
     }
 

@@ -165,9 +165,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
     const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
-      if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
-      pass_dq_turn<kDeterministic>(ws, b, m);
-      end_step();
+      skip_step<kDeterministic>(
+          ws, b, m, [&] { if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat); }, end_step);
       continue;
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
