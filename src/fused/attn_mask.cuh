@@ -233,10 +233,6 @@ __device__ __forceinline__ void fold_key_terms(float (&acc)[kNt][4], const float
   }
 }
 
-// The forward-side passes' view of attn_mask (the masked build): the mask of the CTA's batch position (rows from
-// m0, kBlockM of them), and under a per-key mask its walk over key blocks — thread tid < kBlockN fetches its key's
-// term a block ahead; step() stages block nb's terms in shared memory (`terms`, kBlockN floats), fetches block
-// nb + 1's, and classifies block nb. A mask that varies by query is classified from its tile map.
 // The class of block nb of a CTA's key blocks (kBlockN keys) for its rows from m0 (kBlockM) from the tile map at
 // `tiles`, or kTerms without one.
 template <int kBlockM, int kBlockN>
@@ -249,6 +245,10 @@ struct KeyBlockClass {
   }
 };
 
+// The forward-side passes' view of attn_mask (the masked build): the mask of the CTA's batch position (rows from
+// m0, kBlockM of them), and under a per-key mask its walk over key blocks — thread tid < kBlockN fetches its key's
+// term a block ahead; step() stages block nb's terms in shared memory (`terms`, kBlockN floats), fetches block
+// nb + 1's, and classifies block nb. A mask that varies by query is classified from its tile map.
 template <typename T, int kBlockM, int kBlockN, int kThreads>
 struct ForwardMask {
   const unsigned char* base;  // nullptr: no mask (the other builds)
