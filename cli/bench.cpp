@@ -128,8 +128,10 @@ Run add_bench(CLI::App& command) {
                      "attn_mask: none; key-padding (a bool (B, 1, 1, S) mask: the second half of the batch has its "
                      "last half of keys padded); or causal-padding (a bool (B, 1, L, S) mask as a decoder passes a "
                      "left-padded batch: query i sees keys j <= i, and the second half of the batch has its first "
-                     "quarter of keys padded; FLOPs counted as causal)")
-      ->check(CLI::IsMember({"none", "key-padding", "causal-padding"}))
+                     "quarter of keys padded; FLOPs counted as causal); or bias-grad (an additive (1, H, L, S) "
+                     "bias, as a relative-position bias, that requires grad: fwd+bwd also takes its gradient, the "
+                     "JVP a tangent of it, the HVP its row and column too)")
+      ->check(CLI::IsMember({"none", "key-padding", "causal-padding", "bias-grad"}))
       ->capture_default_str();
   command.add_option("--json", o->json, "also write the results to FILE as JSON")->type_name("FILE");
   return [o] { return run_bench(*o); };
@@ -145,7 +147,8 @@ int run_bench(const Options&) {
 #else
 using at::Tensor;
 
-using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+// (q, k, v, attn_mask): the mask undefined without one.
+using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&)>;
 
 // Only PyTorch's named SDPA backend enabled for its lifetime (flash, efficient or math), as before after.
 struct OnlyBackend {
@@ -174,38 +177,38 @@ struct DeterministicScope {
   ~DeterministicScope() { at::globalContext().setDeterministicAlgorithms(was, was_warn_only); }
 };
 
-// mask: undefined, or the bool attn_mask of every call; gqa: key/value have fewer heads than query.
-Attention implementation(const std::string& impl, bool causal, const Tensor& mask, bool gqa) {
+// masked: the calls take an attn_mask; gqa: key/value have fewer heads than query.
+Attention implementation(const std::string& impl, bool causal, bool masked, bool gqa) {
   if (impl == "theria" || impl == "theria_auto") {  // theria_auto: what a call that names no backend gets
     const Backend backend = impl == "theria" ? Backend::Fused : Backend::Auto;
-    return [=](const Tensor& q, const Tensor& k, const Tensor& v) {
+    return [=](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
       SdpaOptions options = SdpaOptions().causal(causal).backend(backend).enable_gqa(gqa);
       if (mask.defined()) options.attn_mask(mask);
       return sdpa(q, k, v, options);
     };
   }
-  if (mask.defined() || gqa) {
+  if (masked || gqa) {
     TORCH_CHECK(impl == "flash" || impl == "efficient" || impl == "math", "--impl takes theria, theria_det, "
                 "theria_auto, flash, efficient, math; got ", impl);
-    return [=](const Tensor& q, const Tensor& k, const Tensor& v) {
+    return [=](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
       const OnlyBackend only(impl);
       return at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<Tensor>(mask) : std::nullopt,
                                               0.0, causal, std::nullopt, gqa);
     };
   }
   if (impl == "efficient") {
-    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
+    return [causal](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&) {
       return std::get<0>(at::_scaled_dot_product_efficient_attention(q, k, v, {}, /*compute_log_sumexp=*/q.requires_grad(),
                                                                      0.0, causal));
     };
   }
   if (impl == "flash") {
-    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
+    return [causal](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&) {
       return std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v, 0.0, causal));
     };
   }
   if (impl == "math") {
-    return [causal](const Tensor& q, const Tensor& k, const Tensor& v) {
+    return [causal](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&) {
       return std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, {}, 0.0, causal));
     };
   }
@@ -256,34 +259,45 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
     mask = at::ones({s.len, s.len}, opts.dtype(at::kBool)).tril().expand({s.batch, 1, s.len, s.len}).contiguous();
     mask.narrow(0, s.batch / 2, s.batch - s.batch / 2).narrow(3, 0, s.len / 4).fill_(false);
   }
-  const Attention f = implementation(impl == "theria_det" ? "theria" : impl, o.causal, mask, kv_heads != s.heads);
+  // A bias that requires grad: a leaf of every call, differentiated like q, k, v (its tangent: t_b).
+  const bool bias_grad = o.mask == "bias-grad";
+  Tensor t_b;
+  if (bias_grad) {
+    mask = at::randn({1, s.heads, s.len, s.len}, opts) * 0.5;
+    t_b = at::randn_like(mask);
+  }
+  const Attention f = implementation(impl == "theria_det" ? "theria" : impl, o.causal, mask.defined(),
+                                     kv_heads != s.heads);
   auto run_once = [&](const Inputs& in) {
     std::optional<DeterministicScope> deterministic;
     if (impl == "theria_det") deterministic.emplace();
     if (mode == "fwd") {
       at::AutoGradMode no_grad(false);
-      f(in.q, in.k, in.v);
+      f(in.q, in.k, in.v, mask);
       return;
     }
     if (mode == "jvp") {
       at::AutoGradMode no_grad(false);
       const ForwardAdLevel level;
+      const Tensor m = bias_grad ? at::_make_dual(mask, t_b, level.index()) : mask;
       const Tensor out = f(at::_make_dual(in.q, in.t_q, level.index()), at::_make_dual(in.k, in.t_k, level.index()),
-                           at::_make_dual(in.v, in.t_v, level.index()));
+                           at::_make_dual(in.v, in.t_v, level.index()), m);
       std::get<1>(at::_unpack_dual(out, level.index()));
       return;
     }
-    const Tensor q = in.q.detach().requires_grad_(), k = in.k.detach().requires_grad_(),
-                 v = in.v.detach().requires_grad_();
-    const Tensor out = f(q, k, v);
+    std::vector<Tensor> x{in.q.detach().requires_grad_(), in.k.detach().requires_grad_(),
+                          in.v.detach().requires_grad_()};
+    if (bias_grad) x.push_back(mask.detach().requires_grad_());
+    const Tensor out = f(x[0], x[1], x[2], bias_grad ? x[3] : mask);
     if (mode == "fwd_bwd") {
-      torch::autograd::grad({out}, {q, k, v}, {in.dout});
+      torch::autograd::grad({out}, x, {in.dout});
       return;
     }
     // HVP as MAML takes it: backward with create_graph, then the gradient of <g, u>.
-    const auto g = torch::autograd::grad({out}, {q, k, v}, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
-    const Tensor gu = (g[0] * in.t_q).sum() + (g[1] * in.t_k).sum() + (g[2] * in.t_v).sum();
-    torch::autograd::grad({gu}, {q, k, v});
+    const auto g = torch::autograd::grad({out}, x, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
+    Tensor gu = (g[0] * in.t_q).sum() + (g[1] * in.t_k).sum() + (g[2] * in.t_v).sum();
+    if (bias_grad) gu = gu + (g[3] * t_b).sum();
+    torch::autograd::grad({gu}, x);
   };
   try {
     for (int i = 0; i < o.warmup; ++i) run_once(sets[i % sets.size()]);

@@ -8,7 +8,7 @@
 // bool (true = take part) or float (added to the logits, query's dtype) tensor broadcastable to (..., L, S).
 // The result (..., L, Ev) equals F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=..., scale=...,
 // enable_gqa=...) and is differentiable at any order (reverse and forward mode) through theria's autograd
-// layer, a float mask that requires grad included (through the reference composition).
+// layer, a float mask that requires grad included (the kernels write its gradient and take its tangent).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,8 +1,8 @@
 // Autograd kernel of theria::sdpa. Reverse mode records one SdpaBackward node whose backward is
 // the explicit sdpa_bwd op (itself differentiable, see sdpa_bwd_autograd.cpp); forward mode computes
-// the output tangent with the explicit sdpa_jvp op. The reference backend is left to PyTorch, and so is a
-// float attn_mask that requires grad: its gradient is L x S by nature, and the reference composition gives it
-// (select_backend says so). A boolean mask, or a float one without grad, rides along as a constant.
+// the output tangent with the explicit sdpa_jvp op. The reference backend is left to PyTorch. A float attn_mask
+// that requires grad is one more input of the node: sdpa_bwd writes its gradient (mask_grad), and a mask's tangent
+// goes to sdpa_jvp (mask_dot). A boolean mask, or a float one without grad or tangent, rides along as a constant.
 #include "autograd/autograd_util.h"
 #include "autograd/kernels.h"
 #include "core/backend.h"
@@ -25,18 +25,24 @@ struct SdpaBackward final : torch::autograd::Node {
 
   variable_list apply(variable_list&& grads) override {
     const Tensor& dout = grads[0];
-    if (!dout.defined()) return {Tensor(), Tensor(), Tensor()};
-    auto [dq, dk, dv] = ops::sdpa_bwd(q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(), dout,
-                                      causal_, scale_, backend_, mask_);
-    return {dq, dk, dv};
+    if (!dout.defined()) return variable_list(num_outputs());
+    const bool mask_grad = mask_is_input_ && should_compute_output(3);
+    auto [dq, dk, dv, dmask] = ops::sdpa_bwd(q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(),
+                                             dout, causal_, scale_, backend_, mask(), mask_grad);
+    if (!mask_is_input_) return {dq, dk, dv};
+    return {dq, dk, dv, mask_grad ? dmask : Tensor()};
   }
 
   void release_variables() override {
-    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_}) saved->reset_data();
+    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_, &mask_saved_}) saved->reset_data();
   }
 
+  OptTensor mask() { return mask_is_input_ ? OptTensor(mask_saved_.unpack()) : mask_; }
+
   SavedVariable q_, k_, v_, out_, lse_;
-  OptTensor mask_;  // a constant (no grad): kept as it is
+  OptTensor mask_;            // a constant (no grad): kept as it is
+  SavedVariable mask_saved_;  // a float mask that requires grad: the node's fourth input
+  bool mask_is_input_ = false;
   bool causal_ = false;
   double scale_ = 1.0;
   std::string backend_;
@@ -57,25 +63,28 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
     return reference::sdpa_math(q, k, v, is_causal, s, mask);
   }
   const std::string name = backend_name(resolved.backend);
-  const bool grad = needs_grad({q, k, v});
-  const bool forward_ad = has_tangent({q, k, v});
+  // A float mask with grad or a tangent is differentiated like q, k, v.
+  const OptTensor diff_mask = core::mask_is_differentiable(mask) ? mask : std::nullopt;
+  const bool grad = needs_grad({q, k, v, diff_mask});
+  const bool forward_ad = has_tangent({q, k, v, diff_mask});
+  const OptTensor mask_dot = tangent_of(diff_mask);
 
   // One forward pass in every mode. Reverse mode alone: sdpa_fwd. Forward mode alone: sdpa_jvp below
   // autograd gives out and its tangent together. Both: sdpa_jvp above autograd, so that out_dot records
   // its own reverse-mode history (a loss of the JVP is differentiable); out takes that call's values,
   // detached, and gets the explicit SdpaBackward node below.
   Tensor out, lse, out_dot;
-  const bool legacy_batched = forward_ad && legacy_batched_tangent({q, k, v});
+  const bool legacy_batched = forward_ad && legacy_batched_tangent({q, k, v, diff_mask});
   if (forward_ad && grad && !legacy_batched) {
     std::tie(out, lse, out_dot) = ops::sdpa_jvp(primal_of(q), primal_of(k), primal_of(v), tangent_of(q), tangent_of(k),
-                                                tangent_of(v), is_causal, s, name, mask);
+                                                tangent_of(v), is_causal, s, name, primal_of(mask), mask_dot);
     out = out.detach();
     lse = lse.detach();
   } else {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     if (forward_ad && !legacy_batched) {
       std::tie(out, lse, out_dot) =
-          ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name, mask);
+          ops::sdpa_jvp(q, k, v, tangent_of(q), tangent_of(k), tangent_of(v), is_causal, s, name, mask, mask_dot);
     } else {
       std::tie(out, lse) = ops::sdpa_fwd(q, k, v, is_causal, s, name, mask);
     }
@@ -83,7 +92,9 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
 
   if (grad) {
     auto node = std::shared_ptr<SdpaBackward>(new SdpaBackward(), torch::autograd::deleteNode);
-    node->set_next_edges(torch::autograd::collect_next_edges(q, k, v));
+    node->mask_is_input_ = needs_grad({diff_mask});
+    node->set_next_edges(node->mask_is_input_ ? torch::autograd::collect_next_edges(q, k, v, *mask)
+                                              : torch::autograd::collect_next_edges(q, k, v));
     node->q_ = SavedVariable(q, false);
     node->k_ = SavedVariable(k, false);
     node->v_ = SavedVariable(v, false);
@@ -91,7 +102,11 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
     // dependence on (q, k, v) analytically, so they must not carry history of their own.
     node->out_ = SavedVariable(out.detach(), false);
     node->lse_ = SavedVariable(lse, false);
-    node->mask_ = mask;
+    if (node->mask_is_input_) {
+      node->mask_saved_ = SavedVariable(*mask, false);
+    } else {
+      node->mask_ = mask;
+    }
     node->causal_ = is_causal;
     node->scale_ = s;
     node->backend_ = name;
@@ -101,7 +116,7 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
   if (forward_ad) {
     if (!out_dot.defined()) {
       out_dot = std::get<2>(ops::sdpa_jvp(primal_of(q), primal_of(k), primal_of(v), tangent_of(q), tangent_of(k),
-                                          tangent_of(v), is_causal, s, name, mask));
+                                          tangent_of(v), is_causal, s, name, primal_of(mask), mask_dot));
     }
     out._set_fw_grad(out_dot, /*level=*/0, /*is_inplace_op=*/false);
   }

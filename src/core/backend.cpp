@@ -128,19 +128,9 @@ MaskUse mask_of(const std::optional<at::Tensor>& mask) {
   return mask_is_differentiable(mask) ? MaskUse::kDifferentiable : MaskUse::kConstant;
 }
 
-ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op,
-                                MaskUse mask) {
-  if (mask == MaskUse::kDifferentiable) {
-    TORCH_CHECK(requested == Backend::Reference || requested == Backend::Auto, op,
-                ": attn_mask requires grad: its gradient is L x S by nature, and the '", backend_name(requested),
-                "' kernels take the mask as a constant; use 'reference' or 'auto' (both differentiate the mask "
-                "through the reference composition), or detach the mask");
-    return {Backend::Reference,
-            requested == Backend::Reference
-                ? "requested: plain ATen composition, differentiated by PyTorch"
-                : "auto: attn_mask requires grad, so the reference composition (PyTorch differentiates the mask; "
-                  "its gradient is L x S by nature, and theria's kernels take the mask as a constant)"};
-  }
+namespace {
+
+ResolvedBackend resolve(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op, MaskUse mask) {
   const bool on_cpu = q.device().is_cpu();
   const bool on_cuda = q.device().is_cuda();
   // Sizes as SymInts: under torch.compile's dynamic shapes they are symbolic, and a comparison becomes a
@@ -194,6 +184,18 @@ ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at
       return {Backend::Reference, "auto: only the reference composition runs on this device"};
   }
   TORCH_CHECK(false, op, ": unhandled backend");
+}
+
+}  // namespace
+
+ResolvedBackend resolve_backend(Backend requested, const at::Tensor& q, const at::Tensor& v, const char* op,
+                                MaskUse mask) {
+  ResolvedBackend r = resolve(requested, q, v, op, mask);
+  if (mask == MaskUse::kDifferentiable && r.backend != Backend::Reference) {
+    r.reason += "; attn_mask requires grad: the kernels write its gradient dS (L x S by nature, summed over the "
+                "dims the mask broadcasts over) and take its tangent";
+  }
+  return r;
 }
 
 ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q, const at::Tensor& v,

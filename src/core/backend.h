@@ -18,8 +18,8 @@ struct ResolvedBackend {
   std::string reason;
 };
 
-// What the choice needs to know of attn_mask: the kernels take a mask as a constant; a float mask that requires
-// grad (its gradient is L x S by nature) is differentiated by PyTorch through the reference composition.
+// What the choice needs to know of attn_mask: none, a constant, or a float mask that requires grad or carries a
+// tangent (every backend serves it; the reason says the kernels write its L x S gradient).
 enum class MaskUse { kNone, kConstant, kDifferentiable };
 MaskUse mask_of(const std::optional<at::Tensor>& mask);
 

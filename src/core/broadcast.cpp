@@ -77,7 +77,7 @@ SdpaCall broadcast_call(const at::Tensor& q, const at::Tensor& k, const at::Tens
   call.v = broadcast(v, kv_lead);
   const auto shape = check_qkv(call.q, call.k, call.v, op);
   call.scale = resolve_scale(scale, shape.dim_qk, op);
-  check_mask(attn_mask, shape, call.q, is_causal, /*constant_only=*/false, op);
+  check_mask(attn_mask, shape, call.q, is_causal, op);
   call.mask = attn_mask;
   return call;
 }

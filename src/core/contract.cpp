@@ -123,7 +123,7 @@ bool mask_is_differentiable(const std::optional<at::Tensor>& mask) {
 }
 
 void check_mask(const std::optional<at::Tensor>& mask, const SdpaShape& shape, const at::Tensor& q, bool is_causal,
-                bool constant_only, const char* op) {
+                const char* op) {
   if (!mask.has_value() || !mask->defined()) return;
   const at::Tensor& m = *mask;
   TORCH_CHECK(!is_causal, op, ": attn_mask must not be set when is_causal=True (PyTorch raises the same); fold the "
@@ -138,9 +138,17 @@ void check_mask(const std::optional<at::Tensor>& mask, const SdpaShape& shape, c
   target.push_back(shape.len_kv);
   TORCH_CHECK(at::is_expandable_to(m.sizes(), target), op, ": attn_mask must be broadcastable to (..., L, S) = ", shape_str(target),
               ", got shape ", shape_str(m.sizes()));
-  TORCH_CHECK(!constant_only || !mask_is_differentiable(mask), op,
-              ": attn_mask requires grad (or carries a tangent), but this op treats it as a constant; theria.sdpa "
-              "differentiates a float mask (through the reference composition)");
+}
+
+void check_mask_derivatives(const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& mask_dot,
+                            bool mask_grad, const char* op) {
+  const bool has_dot = mask_dot.has_value() && mask_dot->defined();
+  if (!has_dot && !mask_grad) return;
+  const bool float_mask = mask.has_value() && mask->defined() && mask->scalar_type() != at::kBool;
+  TORCH_CHECK(float_mask, op, ": ", has_dot ? "mask_dot (a mask's tangent)" : "mask_grad (a mask's gradient)",
+              " needs a float attn_mask, got ",
+              mask.has_value() && mask->defined() ? "a boolean mask (it has no derivative)" : "none");
+  if (has_dot) check_same_as(*mask_dot, "mask_dot", mask->sizes().vec(), *mask, "attn_mask", op);
 }
 
 double resolve_scale(std::optional<double> scale, int64_t dim_qk, const char* op) {
@@ -155,7 +163,7 @@ SdpaShape check_fwd_args(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const OptTensor& mask, const char* op) {
   const auto shape = check_qkv(q, k, v, op);
   resolve_scale(scale, shape.dim_qk, op);
-  check_mask(mask, shape, q, /*is_causal=*/false, /*constant_only=*/true, op);
+  check_mask(mask, shape, q, /*is_causal=*/false, op);
   return shape;
 }
 

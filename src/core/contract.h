@@ -49,11 +49,13 @@ std::string shape_str(at::IntArrayRef sizes);
 SdpaShape check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const char* op);
 
 // attn_mask: absent, or a boolean (true = take part) or additive float tensor of query's dtype, broadcastable to
-// (..., L, S) over query's leading sizes, on query's device. A float mask that requires grad (or carries a
-// tangent) is refused where `constant_only` (the primitive ops treat the mask as a constant; theria.sdpa
-// differentiates it through the reference composition).
+// (..., L, S) over query's leading sizes, on query's device.
 void check_mask(const std::optional<at::Tensor>& mask, const SdpaShape& shape, const at::Tensor& q, bool is_causal,
-                bool constant_only, const char* op);
+                const char* op);
+// A float mask's derivatives asked of a primitive op: its tangent mask_dot (absent, or of the mask's shape, dtype
+// and device) and its gradient (mask_grad); both need a float attn_mask.
+void check_mask_derivatives(const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& mask_dot,
+                            bool mask_grad, const char* op);
 // True when attn_mask is a float tensor that requires grad or has a forward-mode tangent.
 bool mask_is_differentiable(const std::optional<at::Tensor>& mask);
 

@@ -53,4 +53,33 @@ MaskOperand mask_operand(const std::optional<at::Tensor>& mask, const at::Tensor
   return o;
 }
 
+MaskGradOperand mask_grad_operand(const at::Tensor& mask, const at::Tensor& q, int64_t len_kv, at::ScalarType dtype,
+                                  bool may_accumulate) {
+  auto target = q.sizes().vec();
+  target.back() = len_kv;
+  const bool broadcast = mask.sizes() != at::IntArrayRef(target);
+  MaskGradOperand o;
+  kernels::MaskView layout;
+  if (broadcast && may_accumulate) {
+    o.t = at::zeros(mask.sizes(), q.options().dtype(dtype));
+    o.view.accumulate = describe(o.t.expand(target), layout);
+  }
+  if (!o.view.accumulate) {
+    o.t = at::zeros(target, q.options().dtype(dtype));
+    describe(o.t, layout);  // contiguous: its leading dims collapse
+  }
+  o.view.ptr = o.t.data_ptr();
+  o.view.batch_stride = layout.batch_stride;
+  o.view.head_stride = layout.head_stride;
+  o.view.heads = layout.heads;
+  o.view.row_stride = layout.row_stride;
+  o.view.col_stride = layout.col_stride;
+  return o;
+}
+
+at::Tensor MaskGradOperand::result(const std::optional<at::Tensor>& mask, const at::Tensor& q) const {
+  if (!t.defined()) return at::empty({0}, q.options());
+  return (t.sizes() == mask->sizes() ? t : t.sum_to_size(mask->sizes())).to(mask->scalar_type());
+}
+
 }  // namespace theria::row_kernels

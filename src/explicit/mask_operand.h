@@ -22,4 +22,20 @@ struct MaskOperand {
 MaskOperand mask_operand(const std::optional<at::Tensor>& mask, const at::Tensor& q, int64_t len_kv,
                          std::optional<at::ScalarType> bias_dtype);
 
+// The buffer the kernels write a float mask's gradient (or its tangent) into, zeroed, and their view of it. Where the
+// mask has a pair of its own for every (..., L, S) position, the buffer is of that shape and the kernels store. Where
+// the mask is broadcast (a bias shared by the batch, a (1, H, L, S) relative-position bias), several pairs add to one
+// element: with `may_accumulate` the buffer takes the mask's own shape and the kernels add with atomics (the
+// tensor-core kernels, outside deterministic mode); otherwise (the scalar kernels, deterministic mode, leading dims
+// that do not collapse) it is of the full shape, one element per pair, and result() sums it back to the mask's.
+struct MaskGradOperand {
+  at::Tensor t;  // undefined where the gradient was not asked for
+  kernels::MaskGradView view;
+  // The gradient of `mask`, of its shape and dtype; where none was asked for, an empty tensor on q's device (the ops'
+  // result in its place).
+  at::Tensor result(const std::optional<at::Tensor>& mask, const at::Tensor& q) const;
+};
+MaskGradOperand mask_grad_operand(const at::Tensor& mask, const at::Tensor& q, int64_t len_kv, at::ScalarType dtype,
+                                  bool may_accumulate);
+
 }  // namespace theria::row_kernels

@@ -71,17 +71,28 @@ Tensor stats_result(const Tensor& s, const Tensor& q) {
   return s.reshape(shape);
 }
 
-// The operands of one problem: q-side and key-side in the compute dtype, and the mask.
+// The operands of one problem: q-side and key-side in the compute dtype, the mask and its tangent (a float mask's).
 struct Problem {
   Operand q, k, v;
-  MaskOperand mask;
+  MaskOperand mask, mask_dot;
   Heads heads;
 };
-Problem problem(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& mask) {
+Problem problem(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& mask,
+                const OptTensor& mask_dot = std::nullopt) {
   const auto dt = compute_dtype(q);
   const Heads h = heads_of(q, k);
-  return {operand(q, dt), operand(k, dt, h), operand(v, dt, h), mask_operand(mask, q, k.size(-2), dt), h};
+  return {operand(q, dt), operand(k, dt, h), operand(v, dt, h), mask_operand(mask, q, k.size(-2), dt),
+          mask_operand(mask_dot, q, k.size(-2), dt), h};
 }
+
+// A float mask's gradient (or its tangent), when asked: one element per pair (the scalar kernels store).
+MaskGradOperand mask_grad(const OptTensor& mask, bool wanted, const Problem& in, kernels::SdpaBwdParams& p) {
+  if (!wanted) return {};
+  auto o = mask_grad_operand(*mask, in.q.t, in.k.rows, in.q.t.scalar_type(), /*may_accumulate=*/false);
+  p.dmask = o.view;
+  return o;
+}
+
 
 void fill_problem(kernels::SdpaFwdParams& p, const Problem& in, bool causal, double scale) {
   p.batch = in.q.batch;
@@ -94,6 +105,7 @@ void fill_problem(kernels::SdpaFwdParams& p, const Problem& in, bool causal, dou
   p.heads_q = in.heads.q;
   p.group = in.heads.group;
   p.mask = in.mask.view;
+  p.mask_dot = in.mask_dot.view;
   p.q = in.q.view();
   p.k = in.k.view();
   p.v = in.v.view();
@@ -145,8 +157,9 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const RowKernels& kernels, const Tensor& q, 
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale, const OptTensor& mask) {
-  const auto in = problem(q, k, v, mask);
+                                            const OptTensor& v_dot, bool causal, double scale, const OptTensor& mask,
+                                            const OptTensor& mask_dot) {
+  const auto in = problem(q, k, v, mask, mask_dot);
   const auto dt = in.q.t.scalar_type();
   const auto qd = tangent_operand(q_dot, q, dt), kd = tangent_operand(k_dot, k, dt, in.heads),
              vd = tangent_operand(v_dot, v, dt, in.heads);
@@ -181,33 +194,33 @@ kernels::SdpaBwdParams bwd_params(const BwdInputs& b, bool causal, double scale,
 }
 
 BwdInputs bwd_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                     const Tensor& dout, const OptTensor& mask) {
+                     const Tensor& dout, const OptTensor& mask, const OptTensor& mask_dot = std::nullopt) {
   const auto dt = compute_dtype(q);
-  return {problem(q, k, v, mask), operand(out, dt), operand(dout, dt),
+  return {problem(q, k, v, mask, mask_dot), operand(out, dt), operand(dout, dt),
           laid_out(lse.to(dt).reshape({batch_of(q), q.size(-2)}).contiguous(), {})};
 }
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v,
-                                            const Tensor& out, const Tensor& lse, const Tensor& dout, bool causal,
-                                            double scale, const OptTensor& mask) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k,
+                                                    const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                    const Tensor& dout, bool causal, double scale,
+                                                    const OptTensor& mask, bool mask_grad_wanted) {
   const auto b = bwd_inputs(q, k, v, out, lse, dout, mask);
   Operand dq, dk, dv;
   Tensor delta;
-  const auto p = bwd_params(b, causal, scale, dq, dk, dv, delta);
+  auto p = bwd_params(b, causal, scale, dq, dk, dv, delta);
+  const auto dmask = mask_grad(mask, mask_grad_wanted, b.in, p);
   if (p.batch > 0) kernels.bwd(p, b.in.q.t.scalar_type());
   const auto dt = q.scalar_type();
-  return {result(dq, q, dt), result(dk, k, dt), result(dv, v, dt)};
+  return {result(dq, q, dt), result(dk, k, dt), result(dv, v, dt), dmask.result(mask, q)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k,
-                                                        const Tensor& v, const Tensor& out, const Tensor& lse,
-                                                        const Tensor& dout, const OptTensor& q_dot,
-                                                        const OptTensor& k_dot, const OptTensor& v_dot,
-                                                        const OptTensor& dout_dot, bool causal, double scale,
-                                                        const OptTensor& mask) {
-  const auto b = bwd_inputs(q, k, v, out, lse, dout, mask);
+Tensor5 sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                     const Tensor& lse, const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
+                     const OptTensor& v_dot, const OptTensor& dout_dot, bool causal, double scale,
+                     const OptTensor& mask, const OptTensor& mask_dot, bool mask_grad_wanted) {
+  const auto b = bwd_inputs(q, k, v, out, lse, dout, mask, mask_dot);
   const auto dt = b.in.q.t.scalar_type();
   const auto qd = tangent_operand(q_dot, q, dt), kd = tangent_operand(k_dot, k, dt, b.in.heads),
              vd = tangent_operand(v_dot, v, dt, b.in.heads), dod = tangent_operand(dout_dot, dout, dt);
@@ -229,10 +242,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernel
   p.dk_dot = dk_dot.view();
   p.dv_dot = dv_dot.view();
   p.delta_dot = delta_dot.data_ptr();
+  const auto dmask_dot = mask_grad(mask, mask_grad_wanted, b.in, p);
   if (p.batch > 0) kernels.bwd(p, dt);
   const auto out_dt = q.scalar_type();
   return {result(dq_dot, q, out_dt), result(dk_dot, k, out_dt), result(dv_dot, v, out_dt),
-          result(fwd.out_dot, out, out_dt)};
+          result(fwd.out_dot, out, out_dt), dmask_dot.result(mask, q)};
 }
 
 }  // namespace theria::row_kernels

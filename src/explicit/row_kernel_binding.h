@@ -20,6 +20,7 @@ namespace theria::row_kernels {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
+using Tensor5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // The launchers of one family; the dtype is float or double (the compute dtype).
 struct RowKernels {
@@ -33,17 +34,18 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const RowKernels& kernels, const Tensor& q, 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k,
                                             const Tensor& v, const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale,
-                                            const OptTensor& mask);
+                                            const OptTensor& mask, const OptTensor& mask_dot);
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k,
-                                            const Tensor& v, const Tensor& out, const Tensor& lse,
-                                            const Tensor& dout, bool causal, double scale, const OptTensor& mask);
+// With mask_grad the last result is the float mask's gradient (its shape and dtype), else an empty tensor; the
+// backward-JVP's is its tangent.
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const RowKernels& kernels, const Tensor& q, const Tensor& k,
+                                                    const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                    const Tensor& dout, bool causal, double scale,
+                                                    const OptTensor& mask, bool mask_grad);
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q,
-                                                        const Tensor& k, const Tensor& v, const Tensor& out,
-                                                        const Tensor& lse, const Tensor& dout,
-                                                        const OptTensor& q_dot, const OptTensor& k_dot,
-                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale, const OptTensor& mask);
+Tensor5 sdpa_bwd_jvp(const RowKernels& kernels, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                     const Tensor& lse, const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
+                     const OptTensor& v_dot, const OptTensor& dout_dot, bool causal, double scale,
+                     const OptTensor& mask, const OptTensor& mask_dot, bool mask_grad);
 
 }  // namespace theria::row_kernels

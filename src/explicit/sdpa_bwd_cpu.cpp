@@ -3,6 +3,7 @@
 // P is rebuilt from the saved lse, never stored. Three passes, all deterministic:
 //   1. row terms   delta = rowsum(dout * out)       [and delta_dot = rowsum(dout_dot*out + dout*out_dot)]
 //   2. per query-row block: dq     += scale * ds k                [dq_dot += scale (ds_dot k + ds k_dot)]
+//                           and ds [ds_dot] itself where a float mask requires grad (its gradient)
 //   3. per key block:       dv     += p dout,  dk += scale ds q   [and their tangents]
 // Passes 2 and 3 rebuild the same per-pair terms through pair_terms() (kernels/sdpa_scalar.h,
 // shared with the CUDA SIMT kernels), so dq and dk/dv never need atomics.
@@ -45,6 +46,7 @@ void dq_pass(const SdpaBwdParams& p) {
         if constexpr (kTangent) std::fill(dq_dot_i, dq_dot_i + E, T(0));
         for (int64_t j = 0; j < visible_end(p, i); ++j) {
           const auto t = pair_terms<T, kTangent>(p, b, i, j);
+          store_mask_grad<T>(p, b, i, j, kTangent ? t.ds_dot : t.ds);
           axpy(dq_i, scale * t.ds, row<T>(p.k, b, j), E);
           if constexpr (kTangent) {
             axpy(dq_dot_i, scale * t.ds_dot, row<T>(p.k, b, j), E);

@@ -16,7 +16,6 @@ namespace {
 template <typename T, bool kTangent>
 void fwd_block(const SdpaFwdParams& p, int64_t b, int64_t i0, int64_t i1) {
   const int64_t E = p.dim_qk, Ev = p.dim_v, rows = i1 - i0;
-  const T scale = static_cast<T>(p.scale);
   std::vector<T> m(rows, neg_inf<T>()), l(rows, 0), acc(rows * Ev, 0), s(kBlockN);
   std::vector<T> acc_dot(kTangent ? rows * Ev : 0, 0), acc_lse(kTangent ? rows : 0, 0);
   std::vector<T> s_dot(kTangent ? kBlockN : 0);
@@ -34,8 +33,7 @@ void fwd_block(const SdpaFwdParams& p, int64_t b, int64_t i0, int64_t i1) {
         s[j - j0] = logit<T>(p, b, i, j, dot(q_i, row<T>(p.k, b, j), E));
         tile_max = nan_max(tile_max, s[j - j0]);
         if constexpr (kTangent) {
-          s_dot[j - j0] = scale * (dot(row<T>(p.q_dot, b, i), row<T>(p.k, b, j), E) +
-                                   dot(q_i, row<T>(p.k_dot, b, j), E));
+          s_dot[j - j0] = logit_tangent<T>(p, b, i, j, q_i, row<T>(p.k, b, j));
         }
       }
       const T m_new = nan_max(m[r], tile_max);

@@ -54,6 +54,17 @@ __device__ __forceinline__ bool fold_term(float& s, float term) {
   return false;
 }
 
+// The query and key of element e of column tile nt of a warp's 16 x 8 kNt accumulator tile (mma C fragments: this
+// thread's fragment rows row0 + g and row0 + g + 8, columns col0 + 8 nt + 2t (+1)); with kKeysAsRows the tile is S^T.
+struct FragmentPair {
+  int qi, kj;
+};
+template <bool kKeysAsRows>
+__device__ __forceinline__ FragmentPair fragment_pair(int row0, int col0, int nt, int e, int lane) {
+  const int fr = row0 + lane / 4 + (e >> 1) * 8, fc = col0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+  return kKeysAsRows ? FragmentPair{fc, fr} : FragmentPair{fr, fc};
+}
+
 // Folds the mask into a warp's 16 x 8 kNt accumulator tile of raw logits (mma C fragments: this thread's
 // fragment rows row0 + g and row0 + g + 8, columns col0 + 8 nt + 2t (+1)). kKeysAsRows: the tile is S^T (rows
 // are keys, as in the backward kernels), else S. Pairs outside [0, n_q) x [0, n_k) are left alone (the
@@ -86,9 +97,10 @@ __device__ __forceinline__ void fold_mask(const SdpaFwdParams& p, const unsigned
   for (int nt = 0; nt < kNt; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int fr = row0 + g + (e >> 1) * 8, fc = col0 + nt * 8 + 2 * t + (e & 1);
-      const int qi = kKeysAsRows ? fc : fr, kj = kKeysAsRows ? fr : fc;
-      if (qi < n_q && kj < n_k && fold_term(acc[nt][e], mask_term<T>(m, base, inv_scale, qi, kj))) hidden(nt, e);
+      const FragmentPair at = fragment_pair<kKeysAsRows>(row0, col0, nt, e, lane);
+      if (at.qi < n_q && at.kj < n_k && fold_term(acc[nt][e], mask_term<T>(m, base, inv_scale, at.qi, at.kj))) {
+        hidden(nt, e);
+      }
     }
   }
 }

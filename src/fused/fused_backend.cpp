@@ -206,12 +206,12 @@ Tensor attach_mask_tiles(kernels::MaskView& m, const Tensor& q, int64_t len_kv) 
 struct FwdLaunch {
   Operand q, k, v, out;
   Tensor lse;
-  row_kernels::MaskOperand mask;
+  row_kernels::MaskOperand mask, mask_dot;
   Tensor mask_tiles;
   kernels::SdpaFwdParams p;
 };
 void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                 const OptTensor& mask) {
+                 const OptTensor& mask, const OptTensor& mask_dot = std::nullopt) {
   f.q = tc_operand(q);
   f.k = tc_operand(k);
   f.v = tc_operand(v);
@@ -219,9 +219,11 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.lse = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
   f.mask = row_kernels::mask_operand(mask, q, k.size(-2), std::nullopt);
   f.mask_tiles = attach_mask_tiles(f.mask.view, q, k.size(-2));
+  f.mask_dot = row_kernels::mask_operand(mask_dot, q, k.size(-2), std::nullopt);
   fill_problem(f.p, q, k, v, causal, scale);
   const Heads h = heads_of(q, k);
   f.p.mask = f.mask.view;
+  f.p.mask_dot = f.mask_dot.view;
   f.p.q = f.q.view;
   f.p.k = key_side(f.k.view, h);
   f.p.v = key_side(f.v.view, h);
@@ -287,18 +289,18 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale,
-                                            const OptTensor& mask) {
+                                            const OptTensor& mask, const OptTensor& mask_dot) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, k, v, scale, mask)) {
-    return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale, mask);
+    return row_kernels::sdpa_jvp(simt_kernels(), q, k, v, q_dot, k_dot, v_dot, causal, scale, mask, mask_dot);
   }
-  if (via_bfloat16(q)) {
+  if (via_bfloat16(q)) {  // (a float32 mask and its tangent are read as float32: MaskKind::kBias32)
     const auto [out, lse, out_dot] =
-        sdpa_jvp(bf16(q), bf16(k), bf16(v), bf16(q_dot), bf16(k_dot), bf16(v_dot), causal, scale, mask);
+        sdpa_jvp(bf16(q), bf16(k), bf16(v), bf16(q_dot), bf16(k_dot), bf16(v_dot), causal, scale, mask, mask_dot);
     return {f32(out), lse, f32(out_dot)};
   }
   FwdLaunch f;
-  prepare_fwd(f, q, k, v, causal, scale, mask);
+  prepare_fwd(f, q, k, v, causal, scale, mask, mask_dot);
   const auto o = run_tangent_pass(f.p, tc_tangents(q_dot, k_dot, v_dot, q, k, v), q, v, /*given_stats=*/false);
   return {f.out.t, f.lse, o.out_dot};
 }
@@ -311,14 +313,16 @@ namespace {
 struct BwdLaunch {
   Operand q, k, v, out, dout;
   Tensor lse, delta, dq_accum, dq_turns;
-  row_kernels::MaskOperand mask;
+  row_kernels::MaskOperand mask, mask_dot;
+  row_kernels::MaskGradOperand dmask;
   Tensor mask_tiles;
   Heads heads;
   kernels::SdpaBwdParams p;
   kc::BwdWorkspace ws;
 };
 void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                 const Tensor& lse, const Tensor& dout, bool causal, double scale, const OptTensor& mask) {
+                 const Tensor& lse, const Tensor& dout, bool causal, double scale, const OptTensor& mask,
+                 const OptTensor& mask_dot, bool mask_grad) {
   const auto stats = [&] { return at::empty(stats_shape(q), q.options().dtype(at::kFloat)); };
   b.q = tc_operand(q);
   b.k = tc_operand(k);
@@ -341,6 +345,15 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   b.mask = row_kernels::mask_operand(mask, q, k.size(-2), std::nullopt);
   b.mask_tiles = attach_mask_tiles(b.mask.view, q, k.size(-2));
   b.p.mask = b.mask.view;
+  b.mask_dot = row_kernels::mask_operand(mask_dot, q, k.size(-2), std::nullopt);
+  b.p.mask_dot = b.mask_dot.view;
+  // A float mask's gradient (or tangent) in fp32, added with atomics where the mask is broadcast, except in
+  // deterministic mode, where each pair stores its own element and the sum over the broadcast dims follows.
+  if (mask_grad) {
+    b.dmask = row_kernels::mask_grad_operand(*mask, q, k.size(-2), at::kFloat,
+                                             !at::globalContext().deterministicAlgorithms());
+    b.p.dmask = b.dmask.view;
+  }
   b.p.q = b.q.view;
   b.p.k = key_side(b.k.view, b.heads);
   b.p.v = key_side(b.v.view, b.heads);
@@ -387,19 +400,20 @@ struct KeySideGradients {
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                            const Tensor& lse, const Tensor& dout, bool causal, double scale,
-                                            const OptTensor& mask) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                    const Tensor& out, const Tensor& lse, const Tensor& dout,
+                                                    bool causal, double scale, const OptTensor& mask, bool mask_grad) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, k, v, scale, mask)) {
-    return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale, mask);
+    return row_kernels::sdpa_bwd(simt_kernels(), q, k, v, out, lse, dout, causal, scale, mask, mask_grad);
   }
   if (via_bfloat16(q)) {
-    const auto [dq, dk, dv] = sdpa_bwd(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), causal, scale, mask);
-    return {f32(dq), f32(dk), f32(dv)};
+    const auto [dq, dk, dv, dmask] =
+        sdpa_bwd(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), causal, scale, mask, mask_grad);
+    return {f32(dq), f32(dk), f32(dv), dmask};
   }
   BwdLaunch b;
-  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask);
+  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask, std::nullopt, mask_grad);
   Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
   const KeySideGradients grads(k, v, b.heads, b.p.mask.ptr != nullptr);
   b.p.dq = tc_operand(dq).view;
@@ -409,27 +423,26 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, co
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   const auto [dk, dv] = grads.result(k, v);
-  return {dq, dk, dv};
+  return {dq, dk, dv, b.dmask.result(mask, q)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                        const Tensor& out, const Tensor& lse, const Tensor& dout,
-                                                        const OptTensor& q_dot, const OptTensor& k_dot,
-                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale, const OptTensor& mask) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& dout,
+    const OptTensor& q_dot, const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot, bool causal,
+    double scale, const OptTensor& mask, const OptTensor& mask_dot, bool mask_grad) {
   c10::cuda::CUDAGuard guard(q.device());
   if (!use_tensor_cores(q, k, v, scale, mask)) {
     return row_kernels::sdpa_bwd_jvp(simt_kernels(), q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, causal,
-                                     scale, mask);
+                                     scale, mask, mask_dot, mask_grad);
   }
   if (via_bfloat16(q)) {
-    const auto [dq_dot, dk_dot, dv_dot, out_dot] = sdpa_bwd_jvp(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout),
-                                                                bf16(q_dot), bf16(k_dot), bf16(v_dot), bf16(dout_dot),
-                                                                causal, scale, mask);
-    return {f32(dq_dot), f32(dk_dot), f32(dv_dot), f32(out_dot)};
+    const auto [dq_dot, dk_dot, dv_dot, out_dot, dmask_dot] =
+        sdpa_bwd_jvp(bf16(q), bf16(k), bf16(v), bf16(out), lse, bf16(dout), bf16(q_dot), bf16(k_dot), bf16(v_dot),
+                     bf16(dout_dot), causal, scale, mask, mask_dot, mask_grad);
+    return {f32(dq_dot), f32(dk_dot), f32(dv_dot), f32(out_dot), dmask_dot};
   }
   BwdLaunch b;
-  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask);
+  prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask, mask_dot, mask_grad);
   // The tangent pass gives out_dot and lse_dot from the saved out and lse, and rowsum(dout * out_dot)
   // into delta_dot (the row terms add the rest); its operands serve the backward-JVP too.
   Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
@@ -454,7 +467,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   const auto [dk_dot, dv_dot] = grads.result(k, v);
-  return {dq_dot, dk_dot, dv_dot, tangents.out_dot};
+  return {dq_dot, dk_dot, dv_dot, tangents.out_dot, b.dmask.result(mask, q)};
 }
 
 }  // namespace theria::fused

@@ -39,19 +39,20 @@ int64_t device_memory_bytes(c10::DeviceIndex device);
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
                                     const OptTensor& mask);
 
+// mask_dot: a float mask's tangent; mask_grad: also return the float mask's gradient (the backward-JVP: its
+// tangent), else an empty tensor in its place.
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale,
-                                            const OptTensor& mask);
+                                            const OptTensor& mask, const OptTensor& mask_dot);
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                            const Tensor& lse, const Tensor& dout, bool causal, double scale,
-                                            const OptTensor& mask);
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                    const Tensor& out, const Tensor& lse, const Tensor& dout,
+                                                    bool causal, double scale, const OptTensor& mask, bool mask_grad);
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                        const Tensor& out, const Tensor& lse, const Tensor& dout,
-                                                        const OptTensor& q_dot, const OptTensor& k_dot,
-                                                        const OptTensor& v_dot, const OptTensor& dout_dot,
-                                                        bool causal, double scale, const OptTensor& mask);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& dout,
+    const OptTensor& q_dot, const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot, bool causal,
+    double scale, const OptTensor& mask, const OptTensor& mask_dot, bool mask_grad);
 
 }  // namespace theria::fused

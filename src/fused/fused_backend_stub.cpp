@@ -19,17 +19,20 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor&, const Tensor&, const Tensor&,
   unavailable();
 }
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                                            const OptTensor&, const OptTensor&, bool, double, const OptTensor&) {
+                                            const OptTensor&, const OptTensor&, bool, double, const OptTensor&,
+                                            const OptTensor&) {
   unavailable();
 }
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                            const Tensor&, const Tensor&, bool, double, const OptTensor&) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                    const Tensor&, const Tensor&, bool, double, const OptTensor&,
+                                                    bool) {
   unavailable();
 }
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                                        const Tensor&, const Tensor&, const OptTensor&,
-                                                        const OptTensor&, const OptTensor&, const OptTensor&, bool,
-                                                        double, const OptTensor&) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor&, const Tensor&, const Tensor&,
+                                                                const Tensor&, const Tensor&, const Tensor&,
+                                                                const OptTensor&, const OptTensor&, const OptTensor&,
+                                                                const OptTensor&, bool, double, const OptTensor&,
+                                                                const OptTensor&, bool) {
   unavailable();
 }
 

@@ -16,6 +16,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/mask_grad.cuh"
 #include "fused/dq_finish.cuh"
 #include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
@@ -236,6 +237,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
 
     // P^T, P_dot^T, dS^T, dS_dot^T from the row statistics; masked pairs are exact zeros.
     if constexpr (kMask) {
+      add_mask_tangent<T, true>(p, b, sdt, n0 + warp * 16, m, L, S, lane);  // first: a hidden pair's tangent stays 0
       mask.fold(p, head, tile, 0, st, n0 + warp * 16, m, L, S, lane, [&](int nt, int e) { sdt[nt][e] = 0.f; });
     }
 #pragma unroll
@@ -254,6 +256,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         dpdt[nt][e] = pdt * dp_minus + pt * (dpdt[nt][e] - pick(3));
       }
     }
+    if constexpr (kMask) write_mask_grad<true>(p, b, dpdt, n0 + warp * 16, m, L, S, lane);  // the mask's dS_dot
 
     // dv_dot += P_dot^T dO + P^T dO_dot; dk_dot += dS_dot^T Q + dS^T Q_dot; stage dS^T, dS_dot^T.
 #pragma unroll

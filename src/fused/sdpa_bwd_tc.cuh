@@ -15,6 +15,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/mask_grad.cuh"
 #include "fused/dq_finish.cuh"
 #include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
@@ -255,6 +256,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
           dpt[kt][nt][e] = pt * (dpt[kt][nt][e] - delta_s[qi]);
         }
       }
+    }
+    if constexpr (kMask) {  // a float mask's gradient is dS, where asked
+#pragma unroll
+      for (int kt = 0; kt < kKTiles; ++kt) write_mask_grad<true>(p, b, dpt[kt], n0 + warp_key0 + kt * 16, m, L, S, lane);
     }
 
     // dV += P^T dO and dK += dS^T Q (scale applied once at the end); stage dS^T for the dQ product,

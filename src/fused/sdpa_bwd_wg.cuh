@@ -20,6 +20,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/mask_grad.cuh"
 #include "fused/dq_finish.cuh"
 #include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
@@ -191,6 +192,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
     if constexpr (kMask) {
+      if constexpr (kTangent) add_mask_tangent<T, true>(p, b, sdt, n0 + key_w, m, L, S, lane);
       mask.fold(p, head, tile, 0, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
         if constexpr (kTangent) sdt[nt][e] = 0.f;
       });
@@ -233,6 +235,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
         }
         dpt[nt][e] = st[nt][e] * dp_minus;
       }
+    }
+    if constexpr (kMask) {  // a float mask's gradient is dS (its tangent dS_dot), where asked
+      if constexpr (kTangent) write_mask_grad<true>(p, b, dpdt, n0 + key_w, m, L, S, lane);
+      else write_mask_grad<true>(p, b, dpt, n0 + key_w, m, L, S, lane);
     }
     // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
     // tangent), P_dot^T, dS^T, dS_dot^T.

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/mask_grad.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/sdpa_tangent_wg.cuh"
@@ -252,6 +253,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int row_g = m0 + warp_row0 + mt * 16 + g;  // rows row_g and row_g + 8
       if constexpr (kMask) {
+        // A float mask's tangent first, so that a pair the mask hides keeps a zero tangent.
+        if constexpr (kTangent) add_mask_tangent<T, false>(p, b, sd[mt], row_g - g, n0, L, S, lane);
         mask.fold(p, key_block, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
           if constexpr (kTangent) sd[mt][nt][e] = 0.f;
         });

@@ -3,7 +3,8 @@
 // backward-JVP. Same algorithms as the explicit CPU kernels, one warp per row:
 //   forward/JVP:  warp per query row, lanes take 32 keys at a time (online softmax over chunks)
 //   row terms:    warp per query row, delta = rowsum(dout * out) [and delta_dot]
-//   dq pass:      warp per query row, lanes over keys;   dk/dv pass: warp per key row, lanes over queries
+//   dq pass:      warp per query row, lanes over keys (and a float mask's gradient dS where asked);
+//   dk/dv pass:   warp per key row, lanes over queries
 // Lane `lane` owns output columns lane + 32 c, c < kCols. The per-pair terms come from
 // kernels/sdpa_scalar.h, shared with the CPU kernels. No L x S buffer, no atomics.
 #pragma once
@@ -47,7 +48,6 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_fwd_simt_kernel(const Sd
   if (task < 0) return;
   const int lane = threadIdx.x % 32;
   const int64_t b = task / p.len_q, i = task % p.len_q, E = p.dim_qk, Ev = p.dim_v, end = visible_end(p, i);
-  const T scale = static_cast<T>(p.scale);
   const T* q_i = row<T>(p.q, b, i);
   T m = neg_inf<T>(), l = 0, acc_lse = 0, acc[kCols], acc_dot[kCols];
 #pragma unroll
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_fwd_simt_kernel(const Sd
     if (valid) {
       s = logit<T>(p, b, i, j, dot(q_i, row<T>(p.k, b, j), E));
       if constexpr (kTangent) {
-        s_dot = scale * (dot(row<T>(p.q_dot, b, i), row<T>(p.k, b, j), E) + dot(q_i, row<T>(p.k_dot, b, j), E));
+        s_dot = logit_tangent<T>(p, b, i, j, q_i, row<T>(p.k, b, j));
       }
     }
     const T m_new = nan_max(m, warp_nan_max(s));
@@ -149,6 +149,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) sdpa_dq_simt_kernel(const Sdp
   for (int c = 0; c < kCols; ++c) acc[c] = acc_dot[c] = 0;
   for (int64_t j0 = 0; j0 < end; j0 += 32) {
     const PairTerms<T> mine = j0 + lane < end ? pair_terms<T, kTangent>(p, b, i, j0 + lane) : PairTerms<T>{};
+    if (j0 + lane < end) store_mask_grad<T>(p, b, i, j0 + lane, kTangent ? mine.ds_dot : mine.ds);
     const int n = static_cast<int>(end - j0 < 32 ? end - j0 : 32);
     for (int jj = 0; jj < n; ++jj) {
       const T ds = __shfl_sync(0xffffffff, mine.ds, jj);

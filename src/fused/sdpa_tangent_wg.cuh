@@ -15,6 +15,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/mask_grad.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
@@ -135,7 +136,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
         sd[nt][e] = 0.f;
       });
     }
-    if constexpr (kMask) mask.fold(p, key_block, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
+    if constexpr (kMask) {
+      add_mask_tangent<T, false>(p, b, sd, row_g - g, n0, L, S, lane);  // first: a hidden pair's tangent stays 0
+      mask.fold(p, key_block, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
+    }
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {

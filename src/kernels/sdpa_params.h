@@ -40,6 +40,18 @@ struct MaskView {
   int64_t tiles_batch_stride = 0, tiles_head_stride = 0;
   int32_t tile_rows = 0, tile_cols = 0;
 };
+// A float mask's gradient, written only where the mask requires grad (ptr set): the backward writes dS there, the
+// backward-JVP dS's tangent (docs/derivatives.md, M), over [batch, len_q, len_kv] by strides laid out as MaskView's.
+// Elements are float (the tensor-core kernels) or the scalar kernels' compute type. `accumulate`: several pairs share
+// an element (the mask is broadcast over heads, batch, rows or keys), so the kernels add with atomics into a zeroed
+// buffer; else each pair has its own element and the kernels store (the binding zeroes it: skipped pairs are 0).
+struct MaskGradView {
+  void* ptr = nullptr;
+  int64_t batch_stride = 0, head_stride = 0, heads = 1;  // elements, as MatrixView's
+  int64_t row_stride = 0, col_stride = 0;
+  bool accumulate = false;
+};
+
 // A tile map's granularity (rows and keys) and its entries.
 constexpr int kMaskTile = 32;
 enum MaskTile : unsigned char { kTileHidden = 0, kTilePlain = 1, kTileTerms = 2 };
@@ -55,6 +67,9 @@ struct SdpaFwdParams {
   // share one key/value head, so the key side has batch / group positions (MatrixView::group).
   int64_t heads_q = 1, group = 1;
   MaskView mask;
+  // A float mask's tangent (kind kBias*, the mask's type and layout; ptr nullptr without one): the JVP and the
+  // backward-JVP add it to the logits' tangent, as the mask is added to the logits.
+  MaskView mask_dot;
 
   MatrixView q, k, v, out;
   void* lse = nullptr;
@@ -81,6 +96,8 @@ struct SdpaBwdParams : SdpaFwdParams {
 
   MatrixView dout_dot, dq_dot, dk_dot, dv_dot;
   void* delta_dot = nullptr;  // rowsum(dout_dot * out + dout * out_dot), scratch
+
+  MaskGradView dmask;  // dS (backward) or dS_dot (backward-JVP) when the float mask requires grad
 };
 
 }  // namespace theria::kernels

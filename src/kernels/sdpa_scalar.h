@@ -51,6 +51,23 @@ THERIA_HOST_DEVICE T logit(const SdpaFwdParams& p, int64_t b, int64_t i, int64_t
   return static_cast<T>(p.scale) * qk + mask_term<T>(p.mask, b, i, j);
 }
 
+// The float mask's tangent of one pair, in the compute type T as the binding stores it; 0 without one.
+template <typename T>
+THERIA_HOST_DEVICE T mask_tangent(const SdpaFwdParams& p, int64_t b, int64_t i, int64_t j) {
+  if (p.mask_dot.ptr == nullptr) return T(0);
+  return static_cast<const T*>(p.mask_dot.ptr)[mask_offset(p.mask_dot, b, i, j)];
+}
+
+// dS of one pair (or its tangent, in the backward-JVP) into the float mask's gradient where it is asked for. The
+// scalar kernels' binding gives every pair its own element (MaskGradView::accumulate is false there).
+template <typename T>
+THERIA_HOST_DEVICE void store_mask_grad(const SdpaBwdParams& p, int64_t b, int64_t i, int64_t j, T value) {
+  const MaskGradView& d = p.dmask;
+  if (d.ptr == nullptr) return;
+  static_cast<T*>(d.ptr)[(b / d.heads) * d.batch_stride + (b % d.heads) * d.head_stride + i * d.row_stride +
+                         j * d.col_stride] = value;
+}
+
 // Row statistics (lse, delta and their tangents) are contiguous [batch, len_q].
 template <typename T>
 THERIA_HOST_DEVICE T stat(const void* base, const SdpaFwdParams& p, int64_t b, int64_t i) {
@@ -67,6 +84,15 @@ THERIA_HOST_DEVICE T dot(const T* a, const T* b, int64_t n) {
 template <typename T>
 THERIA_HOST_DEVICE void axpy(T* y, T a, const T* x, int64_t n) {
   for (int64_t e = 0; e < n; ++e) y[e] += a * x[e];
+}
+
+// The logit's tangent of query i (row q_i) and key j (row k_j): scale (q_dot_i . k_j + q_i . k_dot_j) plus the float
+// mask's tangent.
+template <typename T>
+THERIA_HOST_DEVICE T logit_tangent(const SdpaFwdParams& p, int64_t b, int64_t i, int64_t j, const T* q_i, const T* k_j) {
+  const int64_t E = p.dim_qk;
+  return static_cast<T>(p.scale) * (dot(row<T>(p.q_dot, b, i), k_j, E) + dot(q_i, row<T>(p.k_dot, b, j), E)) +
+         mask_tangent<T>(p, b, i, j);
 }
 
 // max that keeps a NaN from either side, so a NaN logit poisons its row as in softmax.
@@ -100,7 +126,6 @@ struct PairTerms {
 template <typename T, bool kTangent>
 THERIA_HOST_DEVICE PairTerms<T> pair_terms(const SdpaBwdParams& p, int64_t b, int64_t i, int64_t j) {
   const int64_t E = p.dim_qk, Ev = p.dim_v;
-  const T scale = static_cast<T>(p.scale);
   const T lse = stat<T>(p.lse, p, b, i), delta = stat<T>(p.delta, p, b, i);
   const T* q_i = row<T>(p.q, b, i);
   const T* k_j = row<T>(p.k, b, j);
@@ -111,7 +136,7 @@ THERIA_HOST_DEVICE PairTerms<T> pair_terms(const SdpaBwdParams& p, int64_t b, in
   const T dp = dot(dout_i, v_j, Ev);
   t.ds = t.p * (dp - delta);
   if constexpr (kTangent) {
-    const T s_dot = scale * (dot(row<T>(p.q_dot, b, i), k_j, E) + dot(q_i, row<T>(p.k_dot, b, j), E));
+    const T s_dot = logit_tangent<T>(p, b, i, j, q_i, k_j);
     t.p_dot = t.p * (s_dot - stat<T>(p.lse_dot, p, b, i));
     const T dp_dot = dot(row<T>(p.dout_dot, b, i), v_j, Ev) + dot(dout_i, row<T>(p.v_dot, b, j), Ev);
     t.ds_dot = t.p_dot * (dp - delta) + t.p * (dp_dot - stat<T>(p.delta_dot, p, b, i));

@@ -51,46 +51,55 @@ Tensor2 sdpa_fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, bool 
 
 Tensor3 sdpa_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& q_dot,
                         const OptTensor& k_dot, const OptTensor& v_dot, bool is_causal, double scale,
-                        c10::string_view backend, const OptTensor& m) {
+                        c10::string_view backend, const OptTensor& m, const OptTensor& m_dot) {
   constexpr const char* op = "theria.sdpa_jvp";
   core::check_jvp_args(q, k, v, q_dot, k_dot, v_dot, scale, m, op);
-  return run_backend(
-      op, backend, q, v, m, [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, m); },
-      [&] {
-        return row_kernels::sdpa_jvp(explicit_backend::cpu_kernels(), q, k, v, q_dot, k_dot, v_dot, is_causal, scale,
-                                     m);
-      },
-      [&] { return fused::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, m); });
-}
-
-Tensor3 sdpa_bwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& dout, bool is_causal, double scale, c10::string_view backend,
-                        const OptTensor& m) {
-  constexpr const char* op = "theria.sdpa_bwd";
-  core::check_bwd_args(q, k, v, out, lse, dout, scale, m, op);
-  return run_backend(
-      op, backend, q, v, m, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale, m); },
-      [&] {
-        return row_kernels::sdpa_bwd(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, is_causal, scale, m);
-      },
-      [&] { return fused::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, m); });
-}
-
-Tensor4 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                            const Tensor& lse, const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
-                            const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
-                            c10::string_view backend, const OptTensor& m) {
-  constexpr const char* op = "theria.sdpa_bwd_jvp";
-  core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, m, op);
+  core::check_mask_derivatives(m, m_dot, /*mask_grad=*/false, op);
   return run_backend(
       op, backend, q, v, m,
-      [&] { return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, m); },
+      [&] { return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, m, m_dot); },
       [&] {
-        return row_kernels::sdpa_bwd_jvp(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, q_dot, k_dot,
-                                         v_dot, dout_dot, is_causal, scale, m);
+        return row_kernels::sdpa_jvp(explicit_backend::cpu_kernels(), q, k, v, q_dot, k_dot, v_dot, is_causal, scale,
+                                     m, m_dot);
+      },
+      [&] { return fused::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, m, m_dot); });
+}
+
+Tensor4 sdpa_bwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, bool is_causal, double scale, c10::string_view backend,
+                        const OptTensor& m, bool mask_grad) {
+  constexpr const char* op = "theria.sdpa_bwd";
+  core::check_bwd_args(q, k, v, out, lse, dout, scale, m, op);
+  core::check_mask_derivatives(m, std::nullopt, mask_grad, op);
+  return run_backend(
+      op, backend, q, v, m, [&] { return reference::sdpa_bwd(q, k, v, dout, is_causal, scale, m, mask_grad); },
+      [&] {
+        return row_kernels::sdpa_bwd(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, is_causal, scale, m,
+                                     mask_grad);
+      },
+      [&] { return fused::sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, m, mask_grad); });
+}
+
+Tensor5 sdpa_bwd_jvp_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                            const Tensor& lse, const Tensor& dout, const OptTensor& q_dot, const OptTensor& k_dot,
+                            const OptTensor& v_dot, const OptTensor& dout_dot, bool is_causal, double scale,
+                            c10::string_view backend, const OptTensor& m, const OptTensor& m_dot, bool mask_grad) {
+  constexpr const char* op = "theria.sdpa_bwd_jvp";
+  core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, m, op);
+  core::check_mask_derivatives(m, m_dot, mask_grad, op);
+  return run_backend(
+      op, backend, q, v, m,
+      [&] {
+        return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, m, m_dot,
+                                       mask_grad);
       },
       [&] {
-        return fused::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, m);
+        return row_kernels::sdpa_bwd_jvp(explicit_backend::cpu_kernels(), q, k, v, out, lse, dout, q_dot, k_dot,
+                                         v_dot, dout_dot, is_causal, scale, m, m_dot, mask_grad);
+      },
+      [&] {
+        return fused::sdpa_bwd_jvp(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, m,
+                                   m_dot, mask_grad);
       });
 }
 
@@ -128,15 +137,20 @@ TORCH_LIBRARY(theria, m) {
   m.def("sdpa_fwd(Tensor q, Tensor k, Tensor v, bool is_causal, float scale, str backend, Tensor? attn_mask=None) "
         "-> (Tensor out, Tensor lse)",
         tags);
+  // A float attn_mask's derivatives: mask_dot is its tangent; with mask_grad, sdpa_bwd returns its gradient dmask
+  // (the mask's shape) and sdpa_bwd_jvp that gradient's tangent; without, an empty tensor stands there.
   m.def("sdpa_jvp(Tensor q, Tensor k, Tensor v, Tensor? q_dot, Tensor? k_dot, Tensor? v_dot, bool is_causal, "
-        "float scale, str backend, Tensor? attn_mask=None) -> (Tensor out, Tensor lse, Tensor out_dot)",
+        "float scale, str backend, Tensor? attn_mask=None, Tensor? mask_dot=None) "
+        "-> (Tensor out, Tensor lse, Tensor out_dot)",
         tags);
   m.def("sdpa_bwd(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, bool is_causal, "
-        "float scale, str backend, Tensor? attn_mask=None) -> (Tensor dq, Tensor dk, Tensor dv)",
+        "float scale, str backend, Tensor? attn_mask=None, bool mask_grad=False) "
+        "-> (Tensor dq, Tensor dk, Tensor dv, Tensor dmask)",
         tags);
   m.def("sdpa_bwd_jvp(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, Tensor? q_dot, "
         "Tensor? k_dot, Tensor? v_dot, Tensor? dout_dot, bool is_causal, float scale, str backend, "
-        "Tensor? attn_mask=None) -> (Tensor dq_dot, Tensor dk_dot, Tensor dv_dot, Tensor out_dot)",
+        "Tensor? attn_mask=None, Tensor? mask_dot=None, bool mask_grad=False) "
+        "-> (Tensor dq_dot, Tensor dk_dot, Tensor dv_dot, Tensor out_dot, Tensor dmask_dot)",
         tags);
   m.def("select_backend(Tensor query, Tensor key, Tensor value, bool is_causal=False, str backend='auto', "
         "Tensor? attn_mask=None, bool enable_gqa=False) -> str[]",

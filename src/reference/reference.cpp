@@ -59,11 +59,18 @@ Attention attention(const Tensor& q, const Tensor& k, const Tensor& v, bool caus
 }
 
 void add_tangents(Attention& a, const Tensor& q, const Tensor& k, const Tensor& q_dot, const Tensor& k_dot,
-                  const Tensor& v, const Tensor& v_dot, double scale) {
-  const Tensor s_dot = (product(q_dot, k.mT()) + product(q, k_dot.mT())) * scale;
+                  const Tensor& v, const Tensor& v_dot, double scale, const OptTensor& mask_dot) {
+  Tensor s_dot = (product(q_dot, k.mT()) + product(q, k_dot.mT())) * scale;
+  if (mask_dot.has_value() && mask_dot->defined()) s_dot = s_dot + *mask_dot;
   a.lse_dot = row_sum(a.p * s_dot);
   a.p_dot = a.p * (s_dot - a.lse_dot);
   a.out_dot = product(a.p_dot, v) + product(a.p, v_dot);
+}
+
+// A float mask's gradient (or tangent) from dS (or dS_dot): summed over the dims the mask broadcasts over.
+Tensor mask_grad_of(const Tensor& ds, const OptTensor& mask, bool wanted) {
+  if (!wanted) return at::empty({0}, ds.options());
+  return ds.sum_to_size(mask->sizes());
 }
 
 }  // namespace
@@ -95,38 +102,39 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
 
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
-                                            const OptTensor& v_dot, bool causal, double scale, const OptTensor& mask) {
+                                            const OptTensor& v_dot, bool causal, double scale, const OptTensor& mask,
+                                            const OptTensor& mask_dot) {
   const int64_t group = group_of(q, k_in);
   const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
   Attention a = attention(q, k, v, causal, scale, mask);
   add_tangents(a, q, k, or_zeros(q_dot, q), repeat_heads(or_zeros(k_dot, k_in), group), v,
-               repeat_heads(or_zeros(v_dot, v_in), group), scale);
+               repeat_heads(or_zeros(v_dot, v_in), group), scale, mask_dot);
   const Tensor lse = at::logsumexp(logits(q, k, causal, scale, mask), -1).to(core::stats_dtype(q.scalar_type()));
   return {a.out, lse, a.out_dot};
 }
 
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
-                                            const Tensor& dout, bool causal, double scale, const OptTensor& mask) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
+                                                    const Tensor& dout, bool causal, double scale,
+                                                    const OptTensor& mask, bool mask_grad) {
   const int64_t group = group_of(q, k_in);
   const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
   const Attention a = attention(q, k, v, causal, scale, mask);
   const Tensor dp = product(dout, v.mT());
   const Tensor ds = a.p * (dp - row_sum(dout * a.out));
   return {product(ds, k) * scale, sum_groups(product(ds.mT(), q) * scale, group),
-          sum_groups(product(a.p.mT(), dout), group)};
+          sum_groups(product(a.p.mT(), dout), group), mask_grad_of(ds, mask, mask_grad)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k_in, const Tensor& v_in,
-                                                        const Tensor& dout, const OptTensor& q_dot,
-                                                        const OptTensor& k_dot, const OptTensor& v_dot,
-                                                        const OptTensor& dout_dot, bool causal, double scale,
-                                                        const OptTensor& mask) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
+    const Tensor& q, const Tensor& k_in, const Tensor& v_in, const Tensor& dout, const OptTensor& q_dot,
+    const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot, bool causal, double scale,
+    const OptTensor& mask, const OptTensor& mask_dot, bool mask_grad) {
   const int64_t group = group_of(q, k_in);
   const Tensor k = repeat_heads(k_in, group), v = repeat_heads(v_in, group);
   const Tensor qd = or_zeros(q_dot, q), kd = repeat_heads(or_zeros(k_dot, k_in), group),
                vd = repeat_heads(or_zeros(v_dot, v_in), group), dd = or_zeros(dout_dot, dout);
   Attention a = attention(q, k, v, causal, scale, mask);
-  add_tangents(a, q, k, qd, kd, v, vd, scale);
+  add_tangents(a, q, k, qd, kd, v, vd, scale, mask_dot);
   const Tensor dp = product(dout, v.mT());
   const Tensor dp_dot = product(dd, v.mT()) + product(dout, vd.mT());
   const Tensor delta = row_sum(dout * a.out);
@@ -136,7 +144,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const T
   const Tensor dq_dot = (product(ds_dot, k) + product(ds, kd)) * scale;
   const Tensor dk_dot = (product(ds_dot.mT(), q) + product(ds.mT(), qd)) * scale;
   const Tensor dv_dot = product(a.p_dot.mT(), dout) + product(a.p.mT(), dd);
-  return {dq_dot, sum_groups(dk_dot, group), sum_groups(dv_dot, group), a.out_dot};
+  return {dq_dot, sum_groups(dk_dot, group), sum_groups(dv_dot, group), a.out_dot,
+          mask_grad_of(ds_dot, mask, mask_grad)};
 }
 
 }  // namespace theria::reference

@@ -28,22 +28,25 @@ Tensor sdpa_math(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
                                     const OptTensor& mask = std::nullopt);
 
-// (out, lse, out_dot)
+// (out, lse, out_dot); mask_dot: a float mask's tangent (absent: zero).
 std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const OptTensor& q_dot, const OptTensor& k_dot,
                                             const OptTensor& v_dot, bool causal, double scale,
-                                            const OptTensor& mask = std::nullopt);
+                                            const OptTensor& mask = std::nullopt,
+                                            const OptTensor& mask_dot = std::nullopt);
 
-// (dq, dk, dv) for the cotangent dout. P is recomputed from q and k, so the result stays a
-// differentiable function of (q, k, v, dout).
-std::tuple<Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
-                                            bool causal, double scale, const OptTensor& mask = std::nullopt);
+// (dq, dk, dv, dmask) for the cotangent dout; dmask, a float mask's gradient (dS summed to the mask's shape), only
+// with mask_grad (else an empty tensor). P is recomputed from q and k, so the result stays a differentiable function
+// of (q, k, v, dout, mask).
+std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                    const Tensor& dout, bool causal, double scale,
+                                                    const OptTensor& mask = std::nullopt, bool mask_grad = false);
 
-// (dq_dot, dk_dot, dv_dot, out_dot): tangents of the backward along (q_dot, k_dot, v_dot, dout_dot).
-std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                        const Tensor& dout, const OptTensor& q_dot,
-                                                        const OptTensor& k_dot, const OptTensor& v_dot,
-                                                        const OptTensor& dout_dot, bool causal, double scale,
-                                                        const OptTensor& mask = std::nullopt);
+// (dq_dot, dk_dot, dv_dot, out_dot, dmask_dot): tangents of the backward along (q_dot, k_dot, v_dot, dout_dot,
+// mask_dot); dmask_dot only with mask_grad (else an empty tensor).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const OptTensor& q_dot,
+    const OptTensor& k_dot, const OptTensor& v_dot, const OptTensor& dout_dot, bool causal, double scale,
+    const OptTensor& mask = std::nullopt, const OptTensor& mask_dot = std::nullopt, bool mask_grad = false);
 
 }  // namespace theria::reference

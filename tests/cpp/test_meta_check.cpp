@@ -97,8 +97,8 @@ struct NoGradBackwardAttention : torch::autograd::Function<NoGradBackwardAttenti
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     at::NoGradGuard no_grad;
-    auto [dq, dk, dv] = theria::ops::sdpa_bwd(saved[0], saved[1], saved[2], saved[3], saved[4], grads[0],
-                                              /*is_causal=*/false, kScale, "explicit");
+    auto [dq, dk, dv, dmask] = theria::ops::sdpa_bwd(saved[0], saved[1], saved[2], saved[3], saved[4], grads[0],
+                                                     /*is_causal=*/false, kScale, "explicit");
     return {dq, dk, dv};
   }
 };

@@ -268,14 +268,15 @@ TEST(SdpaShapes, LowLevelOpsExplicitMatchReference) {
       EXPECT_CLOSE(jout, std::get<0>(ref_jvp), dtype, Derivative::Forward);
       EXPECT_CLOSE(jdot, std::get<2>(ref_jvp), dtype, Derivative::FirstOrder);
 
-      const auto [dq, dk, dv] = theria::ops::sdpa_bwd(in.q, in.k, in.v, out, lse, in.dout, c.causal, s, "explicit");
+      const auto [dq, dk, dv, dmask] =
+          theria::ops::sdpa_bwd(in.q, in.k, in.v, out, lse, in.dout, c.causal, s, "explicit");
       const auto ref_bwd = theria::reference::sdpa_bwd(oq, ok, ov, odout, c.causal, s);
       EXPECT_CLOSE(dq, std::get<0>(ref_bwd), dtype, Derivative::FirstOrder);
       EXPECT_CLOSE(dk, std::get<1>(ref_bwd), dtype, Derivative::FirstOrder);
       EXPECT_CLOSE(dv, std::get<2>(ref_bwd), dtype, Derivative::FirstOrder);
 
       // Backward's tangent, with the key tangent absent and a cotangent tangent present.
-      const auto [dq_dot, dk_dot, dv_dot, out_dot] =
+      const auto [dq_dot, dk_dot, dv_dot, out_dot, dmask_dot] =
           theria::ops::sdpa_bwd_jvp(in.q, in.k, in.v, out, lse, in.dout, in.tangents[0], std::nullopt, in.tangents[2],
                                     in.dout_tangent, c.causal, s, "explicit");
       const auto ref_bj = theria::reference::sdpa_bwd_jvp(oq, ok, ov, odout, o.tangents[0], std::nullopt, o.tangents[2],

@@ -228,7 +228,8 @@ def test_op_sdpa_bwd(backend, is_causal, shape):
     q, k, v = (xi.detach() for xi in x)
     scale = shape.E ** -0.5
     out, lse = torch.ops.theria.sdpa_fwd(q, k, v, is_causal, scale, backend)
-    grads = torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, backend)
+    *grads, dmask = torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, backend)
+    assert dmask.numel() == 0  # no mask gradient asked for
     x64 = _leaves64(x)
     ref = torch.autograd.grad(ref_sdpa(*x64, is_causal=is_causal), x64, dout)
     assert_all_within_tolerance(grads, ref, F64, FIRST, [f"d{n}" for n in NAMES])
@@ -270,7 +271,7 @@ def test_op_sdpa_bwd_jvp(backend, is_causal, shape, mask, with_dout_dot):
     dd = randn(shape.out, seed=seed_of(shape, mask, "dd")) if with_dout_dot else None
     out, lse = torch.ops.theria.sdpa_fwd(*x, is_causal, scale, backend)
     tangents = [ti if m else None for ti, m in zip(t, mask)]
-    dq_dot, dk_dot, dv_dot, out_dot = torch.ops.theria.sdpa_bwd_jvp(
+    dq_dot, dk_dot, dv_dot, out_dot, _ = torch.ops.theria.sdpa_bwd_jvp(
         *x, out, lse, dout, *tangents, dd, is_causal, scale, backend)
 
     # oracle: PyTorch forward-over-reverse through F.sdpa (math), absent tangents as zeros

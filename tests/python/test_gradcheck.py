@@ -58,7 +58,7 @@ def _sdpa_bwd_of(backend, is_causal, scale):
     detached (q, k, v) inside: sdpa_bwd treats them as statistics of (q, k, v), not as inputs."""
     def f(q, k, v, dout):
         out, lse = torch.ops.theria.sdpa_fwd(q.detach(), k.detach(), v.detach(), is_causal, scale, backend)
-        return torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, backend)
+        return torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, is_causal, scale, backend)[:3]
     return f
 
 
@@ -112,6 +112,6 @@ def test_gradcheck_op_sdpa_bwd_jvp(backend, is_causal):
 
     def f(q, k, v, dout, qd, kd, vd, dd):
         out, lse = torch.ops.theria.sdpa_fwd(q.detach(), k.detach(), v.detach(), is_causal, 0.5, backend)
-        return torch.ops.theria.sdpa_bwd_jvp(q, k, v, out, lse, dout, qd, kd, vd, dd, is_causal, 0.5, backend)
+        return torch.ops.theria.sdpa_bwd_jvp(q, k, v, out, lse, dout, qd, kd, vd, dd, is_causal, 0.5, backend)[:4]
 
     assert gradcheck(f, (q, k, v, dout, *tangents), check_forward_ad=True)

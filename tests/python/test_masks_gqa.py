@@ -60,6 +60,9 @@ def cases(L=5, S=7, E=8):
                      lambda: rand((B, 1, L, S), 6).masked_fill(key_padding(B, S, [2, S - 1]).logical_not(),
                                                                 float("-inf")),
                      {}),
+        "bias-full": ((B, 3, L, E), (B, 3, S, E), (B, 3, S, E), lambda: rand((B, 3, L, S), 11), {}),
+        "bias-keys+gqa": ((B, Hq, L, E), (B, 2, S, E), (B, 2, S, E), lambda: rand((B, 1, 1, S), 12),
+                          dict(enable_gqa=True)),
         "broadcast": ((2, 4, L, E), (1, 4, S, E), (2, 1, S, E), None, {}),
         "ranks": ((4, L, E), (2, 4, S, E), (2, 4, S, E), None, dict(scale=0.0)),
         "3-leading+mask": ((2, 3, 2, L, E), (2, 3, 1, S, E), (2, 3, 1, S, E),
@@ -131,26 +134,102 @@ def test_a_fully_masked_row_gives_zeros_and_zero_gradients_as_pytorch_math(backe
     assert torch.allclose(out, want, rtol=1e-12, atol=1e-14)
 
 
-@params("case", ["bias-heads", "bias-2d+gqa"])
-def test_a_float_mask_that_requires_grad_is_differentiated_through_the_reference(case):
-    """Its gradient (and the mixed second derivatives) equal the math backend's; auto says why it runs the
-    reference; a kernel backend asked for by name refuses rather than drop the mask's gradient."""
+BIAS_CASES = ["bias-heads", "bias-2d+gqa", "bias-inf", "bias-full", "bias-keys+gqa"]
+
+
+def mask_orders(attn, q, k, v, m, seed=20):
+    """orders() with a float mask among the differentiated inputs: the forward, the gradients of (q, k, v, mask), the
+    double backward along u over all four (the mask's row and column of the Hessian included), the JVP along u."""
+    x = [t.detach().clone().requires_grad_() for t in (q, k, v, m)]
+    out = attn(*x)
+    dout = rand(out.shape, seed, out.dtype).to(out.device)
+    grads = torch.autograd.grad(out, x, dout, create_graph=True)
+    u = [rand(t.shape, seed + 1 + i, t.dtype).to(t.device) for i, t in enumerate(x)]
+    hvp = torch.autograd.grad(grads, x, u)
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(t.detach(), d) for t, d in zip((q, k, v, m), u)]
+        jvp = fwAD.unpack_dual(attn(*duals)).tangent
+    return [out, *grads, *hvp, jvp]
+
+
+MASK_ORDER_LABELS = ["out", "dq", "dk", "dv", "dmask", "hvp_q", "hvp_k", "hvp_v", "hvp_mask", "jvp"]
+
+
+@params("backend", CPU_BACKENDS)
+@params("case", BIAS_CASES)
+def test_a_float_mask_that_requires_grad_every_order_equals_the_math_backend(case, backend):
+    """The mask's gradient dS (summed over the dims it broadcasts over), its tangent folded into the logits' and the
+    mixed second derivatives, from the kernels: equal to PyTorch's math SDPA; auto keeps its backend and says why."""
     q, k, v, m, kw = inputs(case)
+    m.requires_grad_()
+    name, reason = theria.select_backend(q, k, v, attn_mask=m, enable_gqa=kw.get("enable_gqa", False))
+    assert name == "explicit" and "attn_mask requires grad: the kernels write its gradient" in reason
+    got = mask_orders(lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, backend=backend, **kw), q, k, v, m)
+    want = mask_orders(lambda a, b, c, d: math_sdpa(a, b, c, attn_mask=d, **kw), q, k, v, m)
+    for label, g, w in zip(MASK_ORDER_LABELS, got, want):
+        assert g.shape == w.shape, f"{label}: shape {tuple(g.shape)} vs {tuple(w.shape)}"
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12), f"{label}: max error {(g - w).abs().max():.3e}"
+
+
+def test_the_explicit_kernels_differentiate_the_mask_through_theria_nodes():
+    """With a mask that requires grad the explicit backend still records theria's nodes (no L x S graph), and the
+    mask is their input: its gradient comes out of sdpa_bwd, the double backward's out of sdpa_bwd_jvp."""
+    q, k, v, m, kw = inputs("bias-heads")
     x = [t.requires_grad_() for t in (q, k, v, m)]
-    name, reason = theria.select_backend(*x[:3], attn_mask=x[3], enable_gqa=kw.get("enable_gqa", False))
-    assert name == "reference" and "attn_mask requires grad" in reason
-    f = lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, **kw)  # noqa: E731
-    g = lambda a, b, c, d: math_sdpa(a, b, c, attn_mask=d, **kw)  # noqa: E731
-    got, want = f(*x), g(*x)
-    gg = torch.autograd.grad(got.sin().sum(), x, create_graph=True)
-    gw = torch.autograd.grad(want.sin().sum(), x, create_graph=True)
-    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(gg, gw))
-    hg = torch.autograd.grad(gg[3].pow(2).sum(), x[:3])
-    hw = torch.autograd.grad(gw[3].pow(2).sum(), x[:3])
-    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(hg, hw))
+    out = theria.sdpa(*x, backend="explicit", **kw)
+    assert out.grad_fn.name() == "theria::SdpaBackward" and len(out.grad_fn.next_functions) == 4
+    grads = torch.autograd.grad(out.sum(), x, create_graph=True)
+    assert grads[3].grad_fn.name() == "theria::SdpaBwdBackward" and len(grads[3].grad_fn.next_functions) == 5
+
+
+@params("backend", CPU_BACKENDS)
+@params("case", ["bias-heads", "bias-2d+gqa", "bias-keys+gqa"])
+def test_a_float_mask_gradcheck_gradgradcheck_and_forward_ad(case, backend):
+    q, k, v, m, kw = inputs(case, table=SMALL_CASES)
+    x = [t.requires_grad_() for t in (q, k, v, m)]
+    f = lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, backend=backend, **kw)  # noqa: E731
     assert torch.autograd.gradcheck(f, x, check_forward_ad=True, check_batched_grad=False)
-    with pytest.raises(RuntimeError, match=r"attn_mask requires grad.*'explicit' kernels take the mask as a constant"):
-        theria.sdpa(*x[:3], attn_mask=x[3], backend="explicit", **kw)
+    assert torch.autograd.gradgradcheck(f, x, check_fwd_over_rev=True, check_batched_grad=False)
+
+
+def test_third_order_through_a_float_mask():
+    """Beyond second order the exact path (the reference composition) differentiates the mask too."""
+    q, k, v, m, kw = inputs("bias-2d+gqa")
+    x = [t.requires_grad_() for t in (q, k, v, m)]
+
+    def third(attn):
+        g1 = torch.autograd.grad(attn(*x).pow(2).sum(), x, create_graph=True)
+        g2 = torch.autograd.grad(sum((g * g).sum() for g in g1), x, create_graph=True)
+        return torch.autograd.grad(sum(g.sum() for g in g2), x)
+
+    got = third(lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, backend="explicit", **kw))
+    want = third(lambda a, b, c, d: math_sdpa(a, b, c, attn_mask=d, **kw))
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-11) for a, b in zip(got, want))
+
+
+@params("backend", CPU_BACKENDS)
+def test_the_ops_give_the_mask_gradient_and_its_tangent_only_when_asked(backend):
+    """sdpa_bwd(mask_grad=True) returns dS summed to the mask's shape, sdpa_bwd_jvp its tangent along the mask's tangent
+    too; without mask_grad an empty tensor stands there. A vmapped call gives each sample's mask gradient."""
+    q, k, v, m, _ = inputs("bias-heads")
+    out, lse = torch.ops.theria.sdpa_fwd(q, k, v, False, 0.4, backend, m)
+    dout = rand(out.shape, 30)
+    got = torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, False, 0.4, backend, m, True)
+    want = torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, False, 0.4, "reference", m, True)
+    assert got[3].shape == m.shape and all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(got, want))
+    assert torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, False, 0.4, backend, m)[3].numel() == 0
+    m_dot = rand(m.shape, 31)
+    got = torch.ops.theria.sdpa_bwd_jvp(q, k, v, out, lse, dout, None, None, None, None, False, 0.4, backend, m, m_dot,
+                                        True)
+    x = [t.detach().clone().requires_grad_() for t in (q, k, v, m)]
+    grads = torch.autograd.grad(math_sdpa(*x[:3], attn_mask=x[3], scale=0.4), x, dout, create_graph=True)
+    want = torch.autograd.grad(grads[3], x, m_dot)  # the Hessian is symmetric: the mask row is the tangent of all
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(got[:3], want[:3]))
+    assert torch.allclose(got[4], want[3], rtol=1e-10, atol=1e-12)
+    per_sample = torch.vmap(lambda d: torch.ops.theria.sdpa_bwd(q, k, v, out, lse, d, False, 0.4, backend, m, True)[3])
+    ref = torch.ops.theria.sdpa_bwd(q, k, v, out, lse, dout, False, 0.4, "reference", m, True)[3]
+    got = per_sample(torch.stack([dout, 2 * dout, -dout]))  # dS is linear in dout
+    assert torch.allclose(got, torch.stack([ref, 2 * ref, -ref]), rtol=1e-10, atol=1e-12)
 
 
 def test_third_order_with_a_mask_and_grouped_heads():
@@ -198,6 +277,21 @@ def test_opcheck_with_a_mask_and_grouped_heads():
     torch.library.opcheck(torch.ops.theria.sdpa_bwd.default, (q, k, v, out, lse, dout, False, 0.3, "explicit", m))
 
 
+@params("backend", CPU_BACKENDS)
+def test_opcheck_with_a_float_mask_that_requires_grad(backend):
+    q, k, v, m, kw = inputs("bias-keys+gqa")
+    for t in (q, k, v, m):
+        t.requires_grad_()
+    torch.library.opcheck(torch.ops.theria.sdpa.default, (q, k, v, False, None, backend, m, True))
+    out, lse = torch.ops.theria.sdpa_fwd(q.detach(), k.detach(), v.detach(), False, 0.3, backend, m.detach())
+    dout, m_dot = rand(out.shape, 3), rand(m.shape, 4)
+    torch.library.opcheck(torch.ops.theria.sdpa_jvp.default, (q, k, v, None, None, None, False, 0.3, backend, m, m_dot))
+    torch.library.opcheck(torch.ops.theria.sdpa_bwd.default,
+                          (q, k, v, out, lse, dout, False, 0.3, backend, m, True))
+    torch.library.opcheck(torch.ops.theria.sdpa_bwd_jvp.default,
+                          (q, k, v, out, lse, dout, None, None, None, None, False, 0.3, backend, m, m_dot, True))
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 def test_a_mask_with_is_causal_raises_as_pytorch_does():
@@ -218,6 +312,24 @@ def test_a_bad_mask_is_named(bad, message):
     q, k, v, _, _ = inputs("key-padding")
     with pytest.raises(RuntimeError, match=message):
         theria.sdpa(q, k, v, attn_mask=bad(q), backend="explicit")
+
+
+@params("backend", CPU_BACKENDS)
+def test_a_mask_derivative_asked_of_a_boolean_or_absent_mask_is_refused(backend):
+    q, k, v, m, _ = inputs("key-padding")
+    out, lse = torch.ops.theria.sdpa_fwd(q, k, v, False, 0.4, backend, m)
+    with pytest.raises(RuntimeError, match=r"theria\.sdpa_bwd: mask_grad \(a mask's gradient\) needs a float attn_mask, "
+                                           r"got a boolean mask"):
+        torch.ops.theria.sdpa_bwd(q, k, v, out, lse, out, False, 0.4, backend, m, True)
+    with pytest.raises(RuntimeError, match=r"theria\.sdpa_jvp: mask_dot \(a mask's tangent\) needs a float attn_mask, "
+                                           r"got none"):
+        torch.ops.theria.sdpa_jvp(q, k, v, None, None, None, False, 0.4, backend, None, torch.zeros(5, 7,
+                                                                                                   dtype=q.dtype))
+    bias = rand((2, 1, 5, 7), 5)
+    with pytest.raises(RuntimeError, match=r"theria\.sdpa_bwd_jvp: mask_dot must have shape \[2, 1, 5, 7\], got "
+                                           r"\[1, 1, 5, 7\]"):
+        torch.ops.theria.sdpa_bwd_jvp(q, k, v, out, lse, out, None, None, None, None, False, 0.4, backend, bias,
+                                      bias[:1], True)
 
 
 def test_grouped_heads_must_divide_and_need_enable_gqa():
@@ -375,3 +487,65 @@ def test_fused_grouped_heads_in_the_layout_models_pass(head_dim):
     for o, g, w in zip([0, 1, 1, 1, 2, 2, 2, 1], got, want):
         assert g.shape == w.shape
         assert max_rel_err(g, w) <= theria.tolerance(torch.bfloat16, o)
+
+
+# A float mask that requires grad, on the fused kernels: (B, Hq, Hkv, L, S, D, the mask's shape from (B, Hq, L, S)).
+GPU_BIAS_CASES = {
+    # Broadcast over the batch (a relative-position bias): the kernels add dS with atomics into the mask's shape.
+    "heads-bias-d64": (2, 4, 4, 150, 130, 64, lambda B, H, L, S: (1, H, L, S)),
+    # One element per pair: stored; D = 128 runs the warpgroup backward.
+    "full-bias-d128+gqa": (2, 4, 2, 140, 200, 128, lambda B, H, L, S: (B, H, L, S)),
+    # A per-key bias (key padding as a float): every query row of a CTA adds into the same keys.
+    "key-bias-d32+gqa": (3, 6, 2, 70, 150, 32, lambda B, H, L, S: (B, 1, 1, S)),
+    # A shared (L, S) bias with a sliding window of -inf: hidden pairs have zero gradient, whole tiles skipped.
+    "window-bias-d96": (2, 3, 3, 200, 180, 96, None),
+}
+
+
+def gpu_bias_inputs(case, dtype):
+    B, Hq, Hkv, L, S, D, shape = GPU_BIAS_CASES[case]
+    q, k, v = (rand(s, i, dtype).cuda() for i, s in enumerate(((B, Hq, L, D), (B, Hkv, S, D), (B, Hkv, S, D))))
+    m = rand(shape(B, Hq, L, S), 8, dtype) if shape is not None else window(1, L, S, [40], dtype)[0, 0]
+    return q, k, v, m.cuda(), dict(enable_gqa=Hq != Hkv)
+
+
+@pytest.mark.gpu
+@params("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@params("case", list(GPU_BIAS_CASES))
+def test_fused_float_mask_gradient_at_every_order_against_the_float64_reference(case, dtype):
+    """dS written by the fused backward (16-bit: tensor-core kernels; float32: the SIMT kernels), the mask's tangent
+    folded into the JVP and tangent passes, dS's tangent written by the backward-JVP: every order, the mask's row and
+    column of the Hessian included, within the tolerance table of the float64 reference."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    q, k, v, m, kw = gpu_bias_inputs(case, dtype)
+    m.requires_grad_()
+    if dtype != torch.float32:
+        assert theria.select_backend(q, k, v, attn_mask=m, **kw)[0] == "fused"
+    got = mask_orders(lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, backend="fused", **kw), q, k, v, m)
+    want = mask_orders(lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, backend="reference", **kw),
+                       q.double(), k.double(), v.double(), m.double())
+    order = [0, 1, 1, 1, 1, 2, 2, 2, 2, 1]
+    for label, o, g, w in zip(MASK_ORDER_LABELS, order, got, want):
+        assert g.shape == w.shape, label
+        assert torch.isfinite(g).all(), label
+        err = max_rel_err(g, w)
+        assert err <= theria.tolerance(dtype, o), f"{label}: {err:.3e} > {theria.tolerance(dtype, o):.1e}"
+
+
+@pytest.mark.gpu
+@params("case", ["heads-bias-d64", "key-bias-d32+gqa"])
+def test_fused_float_mask_gradient_is_deterministic_when_asked(case):
+    """Under torch.use_deterministic_algorithms(True) a broadcast mask's gradient is stored pair by pair and summed
+    after, not added with atomics: two runs agree bit for bit."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    q, k, v, m, kw = gpu_bias_inputs(case, torch.bfloat16)
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [mask_orders(lambda a, b, c, d: theria.sdpa(a, b, c, attn_mask=d, backend="fused", **kw), q, k, v, m)
+                for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for label, a, b in zip(MASK_ORDER_LABELS, *runs):
+        assert torch.equal(a, b), label
