@@ -54,7 +54,7 @@ MaskOperand mask_operand(const std::optional<at::Tensor>& mask, const at::Tensor
 }
 
 MaskGradOperand mask_grad_operand(const at::Tensor& mask, const at::Tensor& q, int64_t len_kv, at::ScalarType dtype,
-                                  bool may_accumulate) {
+                                  bool may_accumulate, bool may_narrow) {
   auto target = q.sizes().vec();
   target.back() = len_kv;
   const bool broadcast = mask.sizes() != at::IntArrayRef(target);
@@ -65,7 +65,8 @@ MaskGradOperand mask_grad_operand(const at::Tensor& mask, const at::Tensor& q, i
     o.view.accumulate = describe(o.t.expand(target), layout);
   }
   if (!o.view.accumulate) {
-    o.t = at::zeros(target, q.options().dtype(dtype));
+    o.view.narrow = may_narrow && !broadcast && mask.element_size() == 2;
+    o.t = at::zeros(target, q.options().dtype(o.view.narrow ? mask.scalar_type() : dtype));
     describe(o.t, layout);  // contiguous: its leading dims collapse
   }
   o.view.ptr = o.t.data_ptr();

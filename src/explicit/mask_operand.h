@@ -27,7 +27,8 @@ MaskOperand mask_operand(const std::optional<at::Tensor>& mask, const at::Tensor
 // the mask is broadcast (a bias shared by the batch, a (1, H, L, S) relative-position bias), several pairs add to one
 // element: with `may_accumulate` the buffer takes the mask's own shape and the kernels add with atomics (the
 // tensor-core kernels, outside deterministic mode); otherwise (the scalar kernels, deterministic mode, leading dims
-// that do not collapse) it is of the full shape, one element per pair, and result() sums it back to the mask's.
+// that do not collapse) it is of the full shape, one element per pair, and result() sums it back to the mask's. With
+// `may_narrow`, the gradient of a full-size 16-bit mask is written in the mask's dtype (MaskGradView::narrow).
 struct MaskGradOperand {
   at::Tensor t;  // undefined where the gradient was not asked for
   kernels::MaskGradView view;
@@ -36,6 +37,6 @@ struct MaskGradOperand {
   at::Tensor result(const std::optional<at::Tensor>& mask, const at::Tensor& q) const;
 };
 MaskGradOperand mask_grad_operand(const at::Tensor& mask, const at::Tensor& q, int64_t len_kv, at::ScalarType dtype,
-                                  bool may_accumulate);
+                                  bool may_accumulate, bool may_narrow = false);
 
 }  // namespace theria::row_kernels

@@ -347,11 +347,12 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   b.p.mask = b.mask.view;
   b.mask_dot = row_kernels::mask_operand(mask_dot, q, k.size(-2), std::nullopt);
   b.p.mask_dot = b.mask_dot.view;
-  // A float mask's gradient (or tangent) in fp32, added with atomics where the mask is broadcast, except in
-  // deterministic mode, where each pair stores its own element and the sum over the broadcast dims follows.
+  // A float mask's gradient (or tangent) in fp32 (a full-size 16-bit mask's in its dtype), added with atomics where
+  // the mask is broadcast, except in deterministic mode, where each pair stores its own element and the sum over the
+  // broadcast dims follows.
   if (mask_grad) {
     b.dmask = row_kernels::mask_grad_operand(*mask, q, k.size(-2), at::kFloat,
-                                             !at::globalContext().deterministicAlgorithms());
+                                             !at::globalContext().deterministicAlgorithms(), /*may_narrow=*/true);
     b.p.dmask = b.dmask.view;
   }
   b.p.q = b.q.view;

@@ -30,25 +30,28 @@ __device__ __forceinline__ void add_mask_tangent(const SdpaFwdParams& p, int64_t
 }
 
 // Writes a warp's 16 x 8 kNt tile of dS (or dS_dot; S^T's layout with kKeysAsRows) of batch position b to the mask's
-// gradient: added with atomics where the mask is broadcast (MaskGradView::accumulate), else stored.
-template <bool kKeysAsRows, int kNt>
+// gradient: added with atomics where the mask is broadcast (MaskGradView::accumulate), else stored, as T where
+// MaskGradView::narrow says so (half the bytes, and no conversion pass after).
+template <typename T, bool kKeysAsRows, int kNt>
 __device__ __forceinline__ void write_mask_grad(const SdpaBwdParams& p, int64_t b, const float (&acc)[kNt][4],
                                                 int row0, int col0, int n_q, int n_k, int lane) {
   const MaskGradView& d = p.dmask;
   if (d.ptr == nullptr) return;
   const BatchSplit s = split_batch(b, d.heads);
-  float* base = static_cast<float*>(d.ptr) + s.outer * d.batch_stride + s.head * d.head_stride;
+  const int64_t first = s.outer * d.batch_stride + s.head * d.head_stride;
 #pragma unroll
   for (int nt = 0; nt < kNt; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const FragmentPair at = fragment_pair<kKeysAsRows>(row0, col0, nt, e, lane);
       if (at.qi >= n_q || at.kj >= n_k) continue;
-      float* x = base + at.qi * d.row_stride + at.kj * d.col_stride;
+      const int64_t x = first + at.qi * d.row_stride + at.kj * d.col_stride;
       if (d.accumulate) {
-        atomicAdd(x, acc[nt][e]);
+        atomicAdd(static_cast<float*>(d.ptr) + x, acc[nt][e]);
+      } else if (d.narrow) {
+        static_cast<T*>(d.ptr)[x] = static_cast<T>(acc[nt][e]);
       } else {
-        *x = acc[nt][e];
+        static_cast<float*>(d.ptr)[x] = acc[nt][e];
       }
     }
   }

@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
         dpdt[nt][e] = pdt * dp_minus + pt * (dpdt[nt][e] - pick(3));
       }
     }
-    if constexpr (kMask) write_mask_grad<true>(p, b, dpdt, n0 + warp * 16, m, L, S, lane);  // the mask's dS_dot
+    if constexpr (kMask) write_mask_grad<T, true>(p, b, dpdt, n0 + warp * 16, m, L, S, lane);  // the mask's dS_dot
 
     // dv_dot += P_dot^T dO + P^T dO_dot; dk_dot += dS_dot^T Q + dS^T Q_dot; stage dS^T, dS_dot^T.
 #pragma unroll

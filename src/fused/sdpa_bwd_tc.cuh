@@ -259,7 +259,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
     }
     if constexpr (kMask) {  // a float mask's gradient is dS, where asked
 #pragma unroll
-      for (int kt = 0; kt < kKTiles; ++kt) write_mask_grad<true>(p, b, dpt[kt], n0 + warp_key0 + kt * 16, m, L, S, lane);
+      for (int kt = 0; kt < kKTiles; ++kt) {
+        write_mask_grad<T, true>(p, b, dpt[kt], n0 + warp_key0 + kt * 16, m, L, S, lane);
+      }
     }
 
     // dV += P^T dO and dK += dS^T Q (scale applied once at the end); stage dS^T for the dQ product,

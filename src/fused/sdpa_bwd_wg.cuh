@@ -237,8 +237,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       }
     }
     if constexpr (kMask) {  // a float mask's gradient is dS (its tangent dS_dot), where asked
-      if constexpr (kTangent) write_mask_grad<true>(p, b, dpdt, n0 + key_w, m, L, S, lane);
-      else write_mask_grad<true>(p, b, dpt, n0 + key_w, m, L, S, lane);
+      if constexpr (kTangent) write_mask_grad<T, true>(p, b, dpdt, n0 + key_w, m, L, S, lane);
+      else write_mask_grad<T, true>(p, b, dpt, n0 + key_w, m, L, S, lane);
     }
     // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
     // tangent), P_dot^T, dS^T, dS_dot^T.

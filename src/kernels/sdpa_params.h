@@ -44,12 +44,14 @@ struct MaskView {
 // backward-JVP dS's tangent (docs/derivatives.md, M), over [batch, len_q, len_kv] by strides laid out as MaskView's.
 // Elements are float (the tensor-core kernels) or the scalar kernels' compute type. `accumulate`: several pairs share
 // an element (the mask is broadcast over heads, batch, rows or keys), so the kernels add with atomics into a zeroed
-// buffer; else each pair has its own element and the kernels store (the binding zeroes it: skipped pairs are 0).
+// buffer; else each pair has its own element and the kernels store (the binding zeroes it: skipped pairs are 0), in
+// the tensor-core kernels' 16-bit input type where `narrow` (the gradient of a full-size 16-bit mask, written once).
 struct MaskGradView {
   void* ptr = nullptr;
   int64_t batch_stride = 0, head_stride = 0, heads = 1;  // elements, as MatrixView's
   int64_t row_stride = 0, col_stride = 0;
   bool accumulate = false;
+  bool narrow = false;
 };
 
 // A tile map's granularity (rows and keys) and its entries.
