@@ -13,6 +13,7 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/sdpa_tangent_wg.cuh"
+#include "fused/staged_bias.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -120,10 +121,19 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
                                                   reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(E)), tid, S,
                                                   kMask);
   const int nb_begin = mask.range.begin, nb_end = mask.range.end;
+  // A dense 16-bit bias: its blocks copied beside K and V, past the key terms (StagedBias), where two CTAs still fit.
+  using Bias = StagedBias<T, kBlockM, kBlockN, kThreads>;
+  constexpr size_t kUnstagedSmem = Tr::kSmemElems * sizeof(E) + kBlockN * sizeof(float);
+  constexpr bool kStageBias = kMask && kUnstagedSmem + Bias::kSmemBytes <= kStagedBiasMaxSmem;
+  const Bias bias(p, kStageBias ? mask.base : nullptr);
+  T* const bias_tiles = reinterpret_cast<T*>(smem + kUnstagedSmem);
 
   load_rows_async<T, kBlockM, kHeadDim, kThreads>(q_tile, q, p.q.row_stride, m0, L, tid);
   if constexpr (kTangent) load_rows_async<T, kBlockM, kHeadDim, kThreads>(qd_tile, qd, p.q_dot.row_stride, m0, L, tid);
-  if (nb_begin < nb_end) load_kv(0, nb_begin * kBlockN);
+  if (nb_begin < nb_end) {
+    load_kv(0, nb_begin * kBlockN);
+    if constexpr (kStageBias) bias.load(bias_tiles, p, mask.base, 0, nb_begin, m0, L, S, tid);
+  }
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -181,6 +191,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     const int buf = (nb - nb_begin) & 1;
     if (nb + 1 < nb_end && (!kMask || mask.next_seen())) {
       load_kv(buf ^ 1, (nb + 1) * kBlockN);
+      if constexpr (kStageBias) bias.load(bias_tiles, p, mask.base, buf ^ 1, nb + 1, m0, L, S, tid);
       cp_async_commit();
     }
     KeyBlock key_block = KeyBlock::kTerms;
@@ -255,9 +266,14 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       if constexpr (kMask) {
         // A float mask's tangent first, so that a pair the mask hides keeps a zero tangent.
         if constexpr (kTangent) add_mask_tangent<T, false>(p, b, sd[mt], row_g - g, n0, L, S, lane);
-        mask.fold(p, key_block, s[mt], row_g - g, n0, L, S, lane, [&](int nt, int e) {
+        const auto hidden = [&](int nt, int e) {
           if constexpr (kTangent) sd[mt][nt][e] = 0.f;
-        });
+        };
+        if (kStageBias && key_block == KeyBlock::kTerms && bias.covers(nb, S)) {
+          bias.fold(bias_tiles, buf, 1.f / scale, s[mt], row_g - g - m0, L - m0, lane, hidden);
+        } else {
+          mask.fold(p, key_block, s[mt], row_g - g, n0, L, S, lane, hidden);
+        }
       }
       if (needs_mask) {
         for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {
@@ -432,7 +448,12 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   constexpr int kMTiles = kParts > 1 ? 1
                           : kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
   using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass, kParts>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(ElemOf<T>) + (kMask ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
+  // + the key terms and, for a dense 16-bit bias, its two staged blocks
+  size_t smem = Tr::kSmemElems * sizeof(ElemOf<T>) + (kMask ? Tr::kBlockN * sizeof(float) : 0);
+  using Bias = StagedBias<T, Tr::kBlockM, Tr::kBlockN, Tr::kThreads>;
+  if constexpr (kMask) {
+    if (smem + Bias::kSmemBytes <= kStagedBiasMaxSmem && bias_rows_copyable(p.mask)) smem += Bias::kSmemBytes;
+  }
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_fwd_tc_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p);
 }
