@@ -71,16 +71,20 @@ TEST(MasksGqa, AdditiveMaskAndBroadcastLeadingSizes) {
   expect_close(got, want);
 }
 
-TEST(MasksGqa, SelectBackendSaysWhyAMaskThatRequiresGradRunsTheReference) {
+TEST(MasksGqa, AFloatMaskThatRequiresGradIsDifferentiatedByTheKernels) {
   const Tensor q = randn({1, 2, 3, 4}, 8), k = randn({1, 2, 5, 4}, 9), v = randn({1, 2, 5, 4}, 10);
   const Tensor bias = randn({3, 5}, 11).requires_grad_();
   const auto choice = theria::select_backend(q, k, v, theria::SdpaOptions().attn_mask(bias));
-  EXPECT_EQ(choice.backend, theria::Backend::Reference);
-  EXPECT_NE(choice.reason.find("attn_mask requires grad"), std::string::npos) << choice.reason;
-  EXPECT_EQ(theria::select_backend(q, k, v, theria::SdpaOptions().attn_mask(bias.detach())).backend,
-            theria::Backend::Explicit);
-  EXPECT_THROW(theria::sdpa(q, k, v, theria::SdpaOptions().attn_mask(bias).backend(theria::Backend::Explicit)),
-               c10::Error);
+  EXPECT_EQ(choice.backend, theria::Backend::Explicit);
+  EXPECT_NE(choice.reason.find("attn_mask requires grad: the kernels write its gradient"), std::string::npos)
+      << choice.reason;
+  const Tensor out =
+      theria::sdpa(q, k, v, theria::SdpaOptions().attn_mask(bias).backend(theria::Backend::Explicit));
+  const Tensor want = theria::reference::sdpa_math(q, k, v, false, 0.5, bias);
+  const Tensor got_grad = torch::autograd::grad({out.sin().sum()}, {bias})[0];
+  const Tensor want_grad = torch::autograd::grad({want.sin().sum()}, {bias})[0];
+  EXPECT_EQ(got_grad.sizes(), bias.sizes());
+  EXPECT_TRUE(at::allclose(got_grad, want_grad, 1e-10, 1e-12)) << (got_grad - want_grad).abs().max();
 }
 
 TEST(MasksGqa, ErrorsNameTheArgument) {
