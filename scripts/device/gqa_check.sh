@@ -9,8 +9,7 @@ source "$(dirname "$0")/device_env.sh" "$@"
 gqa=(--shape 4,32,2048,64 --shape 4,32,2048,128 --kv-heads 8)
 plain=(--shape 8,16,2048,64 --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  python3 -m pytest -q -m gpu tests/python -p no:cacheprovider 2>&1 | tail -n 6
-  "$T" verify --device cuda --json "$out/verify.json" 2>/dev/null | grep -E "verify:|FAIL"
+  run_gpu_tests
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   run() {  # name, library dir, theria bench arguments

@@ -10,8 +10,7 @@
 source "$(dirname "$0")/device_env.sh" "$@"
 shapes=(--shape 8,16,2048,64 --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  python3 -m pytest -q -m gpu tests/python -p no:cacheprovider 2>&1 | tail -n 15
-  "$T" verify --device cuda --json "$out/verify.json" 2>/dev/null | grep -E "verify:|FAIL"
+  run_gpu_tests
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   "$T" bench "${shapes[@]}" --mask causal-padding --mode fwd,fwd_bwd,jvp,hvp --impl theria,efficient,math \

@@ -84,16 +84,17 @@ def inputs(case, dtype=torch.float64, device="cpu", table=CASES):
     return q, k, v, m, kw
 
 
-def orders(attn, q, k, v, seed=10):
-    """Forward, VJP, HVP (double backward along u) and JVP of attn at (q, k, v), as one flat list."""
-    x = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+def orders(attn, *inputs, seed=10):
+    """Forward, VJP, HVP (double backward along u) and JVP of attn at its inputs (q, k, v, and a float mask where it
+    is differentiated too), as one flat list."""
+    x = [t.detach().clone().requires_grad_() for t in inputs]
     out = attn(*x)
     dout = rand(out.shape, seed, out.dtype).to(out.device)
     grads = torch.autograd.grad(out, x, dout, create_graph=True)
     u = [rand(t.shape, seed + 1 + i, t.dtype).to(t.device) for i, t in enumerate(x)]
     hvp = torch.autograd.grad(grads, x, u)
     with fwAD.dual_level():
-        duals = [fwAD.make_dual(t.detach(), d) for t, d in zip((q, k, v), u)]
+        duals = [fwAD.make_dual(t.detach(), d) for t, d in zip(inputs, u)]
         jvp = fwAD.unpack_dual(attn(*duals)).tangent
     return [out, *grads, *hvp, jvp]
 
@@ -137,19 +138,10 @@ def test_a_fully_masked_row_gives_zeros_and_zero_gradients_as_pytorch_math(backe
 BIAS_CASES = ["bias-heads", "bias-2d+gqa", "bias-inf", "bias-full", "bias-keys+gqa"]
 
 
-def mask_orders(attn, q, k, v, m, seed=20):
-    """orders() with a float mask among the differentiated inputs: the forward, the gradients of (q, k, v, mask), the
-    double backward along u over all four (the mask's row and column of the Hessian included), the JVP along u."""
-    x = [t.detach().clone().requires_grad_() for t in (q, k, v, m)]
-    out = attn(*x)
-    dout = rand(out.shape, seed, out.dtype).to(out.device)
-    grads = torch.autograd.grad(out, x, dout, create_graph=True)
-    u = [rand(t.shape, seed + 1 + i, t.dtype).to(t.device) for i, t in enumerate(x)]
-    hvp = torch.autograd.grad(grads, x, u)
-    with fwAD.dual_level():
-        duals = [fwAD.make_dual(t.detach(), d) for t, d in zip((q, k, v, m), u)]
-        jvp = fwAD.unpack_dual(attn(*duals)).tangent
-    return [out, *grads, *hvp, jvp]
+def mask_orders(attn, q, k, v, m):
+    """orders() with a float mask among the differentiated inputs: the gradients of (q, k, v, mask), the double
+    backward along u over all four (the mask's row and column of the Hessian included), the JVP along u."""
+    return orders(attn, q, k, v, m, seed=20)
 
 
 MASK_ORDER_LABELS = ["out", "dq", "dk", "dv", "dmask", "hvp_q", "hvp_k", "hvp_v", "hvp_mask", "jvp"]
