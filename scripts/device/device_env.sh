@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by the device check scripts (float32_check.sh, gqa_check.sh, mask_tiles_check.sh, mask_grad_check.sh) with
-# their arguments: the build carried by scripts/device/pack_build.sh unpacked and on the library path, the program in $T, results
-# under $out ($OUT on the device tool), the part to run in $what (tests, bench or all), and the working directory
-# the repository's root.
+# their arguments: the build carried by scripts/device/pack_build.sh unpacked and on the library path, the program in
+# $T, results under $out ($OUT on the device tool), the part to run in $what (tests, bench or all), and the working
+# directory the repository's root.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
