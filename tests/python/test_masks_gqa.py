@@ -491,6 +491,10 @@ GPU_BIAS_CASES = {
     "key-bias-d32+gqa": (3, 6, 2, 70, 150, 32, lambda B, H, L, S: (B, 1, 1, S)),
     # A shared (L, S) bias with a sliding window of -inf: hidden pairs have zero gradient, whole tiles skipped.
     "window-bias-d96": (2, 3, 3, 200, 180, 96, None),
+    # Rows of a multiple of 8 elements (16-byte aligned): the forward and tangent passes fold the bias from shared
+    # memory (StagedBias) for whole key blocks, from global memory for the last, partial one (S = 200).
+    "staged-bias-d64+gqa": (2, 4, 2, 150, 200, 64, lambda B, H, L, S: (1, H, L, S)),
+    "staged-bias-d32": (2, 3, 3, 77, 136, 32, lambda B, H, L, S: (B, H, L, S)),
 }
 
 
