@@ -32,7 +32,9 @@ namespace {
 using at::Tensor;
 using TensorList = std::vector<Tensor>;
 
-enum class Mask { kNone, kKeyPadding, kBias, kCausalPadding };
+// kLearnedBias: an additive (H, L, S) bias differentiated with q, k, v (its gradient, its row and column of the
+// Hessian, its tangent and third-order terms checked with theirs).
+enum class Mask { kNone, kKeyPadding, kBias, kCausalPadding, kLearnedBias };
 
 struct Shape {
   std::vector<int64_t> lead;
@@ -45,7 +47,8 @@ struct Shape {
 // Odd sizes on purpose: L = 1, L != S both ways, E != Ev, tails that fill no tile; the tensor-core head dims;
 // grouped-query heads with a key-padding mask (one batch element sees no key past its first few), with an
 // additive mask and under the causal mask; a causal mask passed as a tensor with left padding (whole tiles hidden,
-// plain and mixed: the kernels' tile map).
+// plain and mixed: the kernels' tile map); a learned bias whose rows are 16-byte multiples (the forward folds it from
+// shared memory) beside a partial last key block.
 const std::vector<Shape>& shapes(bool quick) {
   static const std::vector<Shape> all{
       {{2, 3}, 5, 7, 4, 6, false},  {{1, 2}, 1, 9, 8, 8, true},     {{2}, 17, 11, 16, 12, true},
@@ -56,6 +59,7 @@ const std::vector<Shape>& shapes(bool quick) {
       {{1, 6}, 50, 90, 128, 128, false, 3, Mask::kBias},
       {{2, 4}, 130, 130, 64, 64, true, 2},
       {{2, 3}, 150, 150, 128, 128, false, 0, Mask::kCausalPadding},
+      {{2, 4}, 33, 136, 64, 64, false, 0, Mask::kLearnedBias},
   };
   static const std::vector<Shape> few(all.begin(), all.begin() + 4);
   return quick ? few : all;
@@ -71,10 +75,13 @@ constexpr std::array<Derivative, kNumChecks> kCheckOrder{Derivative::Forward, De
 struct Inputs {
   Tensor q, k, v, dout, u_q, u_k, u_v, w_q, w_k, w_v, t_q, t_k, t_v;
   Tensor mask;  // undefined, bool, or additive in the inputs' dtype
+  bool learned = false;  // the mask is differentiated too, along u_m, w_m, t_m
+  Tensor u_m, w_m, t_m;
   Inputs to(at::ScalarType dtype, at::Device device) const {
-    auto c = [&](const Tensor& t) { return t.to(device, dtype); };
+    auto c = [&](const Tensor& t) { return t.defined() ? t.to(device, dtype) : t; };
     const Tensor m = !mask.defined() ? mask : mask.scalar_type() == at::kBool ? mask.to(device) : c(mask);
-    return {c(q), c(k), c(v), c(dout), c(u_q), c(u_k), c(u_v), c(w_q), c(w_k), c(w_v), c(t_q), c(t_k), c(t_v), m};
+    return {c(q), c(k), c(v), c(dout), c(u_q), c(u_k), c(u_v), c(w_q), c(w_k), c(w_v), c(t_q), c(t_k), c(t_v), m,
+            learned, c(u_m), c(w_m), c(t_m)};
   }
 };
 
@@ -91,7 +98,7 @@ Inputs random_inputs(const Shape& s, uint64_t seed) {
   auto kv = [&](int64_t cols) { return at::randn(shape(s.len_kv, cols, true), at::kDouble); };
   Inputs in{r(s.len_q, s.dim_qk), kv(s.dim_qk),         kv(s.dim_v),  r(s.len_q, s.dim_v), r(s.len_q, s.dim_qk),
             kv(s.dim_qk),         kv(s.dim_v),          r(s.len_q, s.dim_qk), kv(s.dim_qk), kv(s.dim_v),
-            r(s.len_q, s.dim_qk), kv(s.dim_qk),         kv(s.dim_v),  Tensor()};
+            r(s.len_q, s.dim_qk), kv(s.dim_qk),         kv(s.dim_v),  Tensor(), false, Tensor(), Tensor(), Tensor()};
   if (s.mask == Mask::kKeyPadding) {  // (lead[0], 1, ..., 1, S): element b keeps its first S - 7 b keys, the last one 3
     std::vector<int64_t> m(s.lead.size() + 2, 1);
     m[0] = s.lead[0];
@@ -103,6 +110,13 @@ Inputs random_inputs(const Shape& s, uint64_t seed) {
     }
   } else if (s.mask == Mask::kBias) {
     in.mask = at::randn({s.len_q, s.len_kv}, at::kDouble);
+  } else if (s.mask == Mask::kLearnedBias) {
+    const auto bias = [&] { return at::randn({s.lead.back(), s.len_q, s.len_kv}, at::kDouble); };
+    in.mask = bias();
+    in.learned = true;
+    in.u_m = bias();
+    in.w_m = bias();
+    in.t_m = bias();
   } else if (s.mask == Mask::kCausalPadding) {  // (lead[0], 1, ..., L, S): query i sees keys j <= i; the last
     std::vector<int64_t> m(s.lead.size() + 2, 1);  // element's first 40 keys are padding
     m[0] = s.lead[0];
@@ -114,7 +128,8 @@ Inputs random_inputs(const Shape& s, uint64_t seed) {
   return in;
 }
 
-using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+// (q, k, v, attn_mask): the mask undefined without one.
+using Attention = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&)>;
 
 Tensor inner(const TensorList& a, const TensorList& b) {
   Tensor s = (a[0] * b[0]).sum();
@@ -122,25 +137,32 @@ Tensor inner(const TensorList& a, const TensorList& b) {
   return s;
 }
 
-// Every derivative the checks compare, computed through `f` on the given inputs.
+// Every derivative the checks compare, computed through `f` on the given inputs (a learned bias differentiated
+// with q, k, v).
 std::array<TensorList, kNumChecks> derivatives(const Attention& f, const Inputs& in) {
   std::array<TensorList, kNumChecks> r;
-  const Tensor q = in.q.detach().requires_grad_(), k = in.k.detach().requires_grad_(),
-               v = in.v.detach().requires_grad_();
-  const Tensor out = f(q, k, v);
+  TensorList x{in.q.detach().requires_grad_(), in.k.detach().requires_grad_(), in.v.detach().requires_grad_()};
+  TensorList u{in.u_q, in.u_k, in.u_v}, w{in.w_q, in.w_k, in.w_v};
+  if (in.learned) {
+    x.push_back(in.mask.detach().requires_grad_());
+    u.push_back(in.u_m);
+    w.push_back(in.w_m);
+  }
+  const Tensor out = f(x[0], x[1], x[2], in.learned ? x[3] : in.mask);
   r[kForward] = {out.detach()};
-  const auto g = torch::autograd::grad({out}, {q, k, v}, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
+  const auto g = torch::autograd::grad({out}, x, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
   r[kBackward] = g;
   // Double backward as an HVP takes it (no graph kept): this is the explicit path. Keeping the
   // graph of the HVP for the third order takes the exact path instead (src/autograd/exact_path.cpp).
-  const Tensor gu = inner(g, {in.u_q, in.u_k, in.u_v});
-  r[kDoubleBackward] = torch::autograd::grad({gu}, {q, k, v}, {}, /*retain_graph=*/true, /*create_graph=*/false);
-  const auto h = torch::autograd::grad({gu}, {q, k, v}, {}, /*retain_graph=*/true, /*create_graph=*/true);
-  r[kThirdOrder] = torch::autograd::grad({inner(h, {in.w_q, in.w_k, in.w_v})}, {q, k, v});
+  const Tensor gu = inner(g, u);
+  r[kDoubleBackward] = torch::autograd::grad({gu}, x, {}, /*retain_graph=*/true, /*create_graph=*/false);
+  const auto h = torch::autograd::grad({gu}, x, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  r[kThirdOrder] = torch::autograd::grad({inner(h, w)}, x);
 
   const ForwardAdLevel level;
   const Tensor dual = f(at::_make_dual(in.q, in.t_q, level.index()), at::_make_dual(in.k, in.t_k, level.index()),
-                        at::_make_dual(in.v, in.t_v, level.index()));
+                        at::_make_dual(in.v, in.t_v, level.index()),
+                        in.learned ? at::_make_dual(in.mask, in.t_m, level.index()) : in.mask);
   r[kJvp] = {std::get<1>(at::_unpack_dual(dual, level.index())).clone()};
   return r;
 }
@@ -248,14 +270,17 @@ int run_verify(const Options& opt) {
         // The oracle sees exactly the rounded inputs the backend sees.
         const Inputs ref_in = in.to(at::kDouble, at::kCPU);
         const double scale = 1.0 / std::sqrt(static_cast<double>(s.dim_qk));
-        auto options = SdpaOptions().causal(s.causal).backend(target.backend).enable_gqa(s.kv_heads > 0);
-        if (in.mask.defined()) options.attn_mask(in.mask);
         const auto got = derivatives(
-            [&](const Tensor& q, const Tensor& k, const Tensor& v) { return sdpa(q, k, v, options); }, in);
-        const std::optional<Tensor> ref_mask = ref_in.mask.defined() ? std::optional<Tensor>(ref_in.mask) : std::nullopt;
+            [&](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& m) {
+              auto options = SdpaOptions().causal(s.causal).backend(target.backend).enable_gqa(s.kv_heads > 0);
+              if (m.defined()) options.attn_mask(m);
+              return sdpa(q, k, v, options);
+            },
+            in);
         const auto want = derivatives(
-            [&](const Tensor& q, const Tensor& k, const Tensor& v) {
-              return reference::sdpa_math(q, k, v, s.causal, scale, ref_mask);
+            [&](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& m) {
+              return reference::sdpa_math(q, k, v, s.causal, scale,
+                                          m.defined() ? std::optional<Tensor>(m) : std::nullopt);
             },
             ref_in);
         for (int ch = 0; ch < kNumChecks; ++ch) {
@@ -295,7 +320,7 @@ int run_verify(const Options& opt) {
 
 Run add_verify(CLI::App& command) {
   auto o = std::make_shared<Options>();
-  command.add_flag("--quick", o->quick, "four shapes instead of eleven");
+  command.add_flag("--quick", o->quick, "four shapes instead of all " + std::to_string(shapes(false).size()));
   command.add_option("--device", o->device, "which devices to check (all: every available one)")
       ->check(CLI::IsMember({"cpu", "cuda", "all"}))
       ->capture_default_str();
