@@ -142,6 +142,26 @@ def test_masks_and_grouped_heads_are_served_and_dropout_falls_back_with_one_warn
     assert len(record) == 1 and routed.fallbacks == {"dropout_p > 0": 2}
 
 
+def test_a_learned_bias_is_served_with_its_gradient_and_double_backward():
+    """A relative-position style bias that is a parameter (requires grad) reaches theria's kernels under the override:
+    the gradients of (q, k, v, bias) and a double backward through them equal the math backend's."""
+    q, k, v = (t.view(3, 7, 2, 8).transpose(1, 2) for t in data()[:3])  # (B, H, L, E)
+    bias = torch.randn(1, 2, 7, 7, dtype=DTYPE, generator=torch.Generator().manual_seed(3))  # (1, H, L, S)
+
+    def second_order(x):
+        out = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=x[3])
+        g = torch.autograd.grad(out.sin().sum(), x, create_graph=True)
+        return [*g, *torch.autograd.grad(sum((t * t).sum() for t in g), x)]
+
+    leaves = lambda: [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]  # noqa: E731
+    with theria.sdpa_override(strict=True, backend="explicit") as routed:
+        got = second_order(leaves())
+    assert routed.served == 1 and not routed.fallbacks
+    with sdpa_kernel(SDPBackend.MATH):
+        want = second_order(leaves())
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(got, want))
+
+
 def test_torch_func_grad_and_compile_under_the_override():
     torch.manual_seed(0)
     model = EncoderLayer(causal=True)
