@@ -22,8 +22,8 @@ __device__ __forceinline__ float term_of(E x, float inv_scale) {
   }
 }
 
-// One warp per tile, eight tiles of a row of tiles per CTA: a lane reads 4 keys of a row, a warp 4 rows of the tile at a
-// time, and the class is two warp votes. (One CTA of 256 threads per tile, voting through barriers, ran at an eighth
+// One warp per tile, eight tiles of a row of tiles per CTA: a lane reads 4 keys of a row, a warp 4 rows of the tile
+// at a time, and the class is two warp votes. (One CTA of 256 threads per tile, voting through barriers, ran at an eighth
 // of the memory's bandwidth: 0.23 ms for a (1, 16, 2048, 2048) bias, docs/performance.md.)
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;

@@ -89,7 +89,8 @@ THERIA_HOST_DEVICE void axpy(T* y, T a, const T* x, int64_t n) {
 // The logit's tangent of query i (row q_i) and key j (row k_j): scale (q_dot_i . k_j + q_i . k_dot_j) plus the float
 // mask's tangent.
 template <typename T>
-THERIA_HOST_DEVICE T logit_tangent(const SdpaFwdParams& p, int64_t b, int64_t i, int64_t j, const T* q_i, const T* k_j) {
+THERIA_HOST_DEVICE T logit_tangent(const SdpaFwdParams& p, int64_t b, int64_t i, int64_t j, const T* q_i,
+                                   const T* k_j) {
   const int64_t E = p.dim_qk;
   return static_cast<T>(p.scale) * (dot(row<T>(p.q_dot, b, i), k_j, E) + dot(q_i, row<T>(p.k_dot, b, j), E)) +
          mask_tangent<T>(p, b, i, j);

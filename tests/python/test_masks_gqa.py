@@ -310,8 +310,8 @@ def test_a_bad_mask_is_named(bad, message):
 def test_a_mask_derivative_asked_of_a_boolean_or_absent_mask_is_refused(backend):
     q, k, v, m, _ = inputs("key-padding")
     out, lse = torch.ops.theria.sdpa_fwd(q, k, v, False, 0.4, backend, m)
-    with pytest.raises(RuntimeError, match=r"theria\.sdpa_bwd: mask_grad \(a mask's gradient\) needs a float attn_mask, "
-                                           r"got a boolean mask"):
+    with pytest.raises(RuntimeError, match=r"theria\.sdpa_bwd: mask_grad \(a mask's gradient\) needs a float "
+                                           r"attn_mask, got a boolean mask"):
         torch.ops.theria.sdpa_bwd(q, k, v, out, lse, out, False, 0.4, backend, m, True)
     with pytest.raises(RuntimeError, match=r"theria\.sdpa_jvp: mask_dot \(a mask's tangent\) needs a float attn_mask, "
                                            r"got none"):
