@@ -1,9 +1,12 @@
 // Small helpers shared by theria's autograd kernels.
 #pragma once
 
+#include "core/contract.h"
+
 #include <ATen/LegacyBatchedTensorImpl.h>
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 
 #include <initializer_list>
 #include <optional>
@@ -58,5 +61,28 @@ inline OptTensor primal_of(const OptTensor& t) {
 }
 
 inline OptTensor defined_or_none(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+// attn_mask where it is differentiated like the operands (a float mask with grad or a tangent), else nullopt.
+inline OptTensor differentiable_mask(const OptTensor& mask) {
+  return core::mask_is_differentiable(mask) ? mask : std::nullopt;
+}
+
+// attn_mask as a node keeps it: a constant, or, where it requires grad, a saved input of the node (its last edge).
+struct SavedMask {
+  OptTensor constant;
+  torch::autograd::SavedVariable saved;
+  bool is_input = false;
+
+  // Call before the node's edges are set: is_input says whether the mask is one of them.
+  void save(const OptTensor& mask) {
+    is_input = needs_grad({differentiable_mask(mask)});
+    if (is_input) {
+      saved = torch::autograd::SavedVariable(*mask, false);
+    } else {
+      constant = mask;
+    }
+  }
+  OptTensor unpack() { return is_input ? OptTensor(saved.unpack()) : constant; }
+};
 
 }  // namespace theria::autograd

@@ -22,16 +22,13 @@ bool use_exact_path(const Tensor& q, const Tensor& v, const OptTensor& mask, c10
   return resolved.backend == Backend::Reference || needs_grad(differentiable) || has_tangent(differentiable);
 }
 
-// A float mask is differentiable like the operands (a boolean one is not).
-OptTensor float_mask(const OptTensor& mask) { return core::mask_is_differentiable(mask) ? mask : std::nullopt; }
-
 }  // namespace
 
 ops::Tensor2 sdpa_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool is_causal, double scale,
                       c10::string_view backend, const OptTensor& mask) {
   constexpr const char* op = "theria.sdpa_fwd";
   core::check_fwd_args(q, k, v, scale, mask, op);
-  if (use_exact_path(q, v, mask, backend, op, {q, k, v, float_mask(mask)})) {
+  if (use_exact_path(q, v, mask, backend, op, {q, k, v, differentiable_mask(mask)})) {
     return reference::sdpa_fwd(q, k, v, is_causal, scale, mask);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -44,7 +41,7 @@ ops::Tensor3 sdpa_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const O
   constexpr const char* op = "theria.sdpa_jvp";
   core::check_jvp_args(q, k, v, q_dot, k_dot, v_dot, scale, mask, op);
   core::check_mask_derivatives(mask, mask_dot, /*mask_grad=*/false, op);
-  if (use_exact_path(q, v, mask, backend, op, {q, k, v, q_dot, k_dot, v_dot, float_mask(mask), mask_dot})) {
+  if (use_exact_path(q, v, mask, backend, op, {q, k, v, q_dot, k_dot, v_dot, differentiable_mask(mask), mask_dot})) {
     return reference::sdpa_jvp(q, k, v, q_dot, k_dot, v_dot, is_causal, scale, mask, mask_dot);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -60,7 +57,7 @@ ops::Tensor5 sdpa_bwd_jvp(const Tensor& q, const Tensor& k, const Tensor& v, con
   core::check_bwd_jvp_args(q, k, v, out, lse, dout, q_dot, k_dot, v_dot, dout_dot, scale, mask, op);
   core::check_mask_derivatives(mask, mask_dot, mask_grad, op);
   if (use_exact_path(q, v, mask, backend, op,
-                     {q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, float_mask(mask), mask_dot})) {
+                     {q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, differentiable_mask(mask), mask_dot})) {
     return reference::sdpa_bwd_jvp(q, k, v, dout, q_dot, k_dot, v_dot, dout_dot, is_causal, scale, mask, mask_dot,
                                    mask_grad);
   }

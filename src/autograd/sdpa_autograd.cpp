@@ -26,23 +26,19 @@ struct SdpaBackward final : torch::autograd::Node {
   variable_list apply(variable_list&& grads) override {
     const Tensor& dout = grads[0];
     if (!dout.defined()) return variable_list(num_outputs());
-    const bool mask_grad = mask_is_input_ && should_compute_output(3);
+    const bool mask_grad = mask_.is_input && should_compute_output(3);
     auto [dq, dk, dv, dmask] = ops::sdpa_bwd(q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(),
-                                             dout, causal_, scale_, backend_, mask(), mask_grad);
-    if (!mask_is_input_) return {dq, dk, dv};
+                                             dout, causal_, scale_, backend_, mask_.unpack(), mask_grad);
+    if (!mask_.is_input) return {dq, dk, dv};
     return {dq, dk, dv, mask_grad ? dmask : Tensor()};
   }
 
   void release_variables() override {
-    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_, &mask_saved_}) saved->reset_data();
+    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_, &mask_.saved}) saved->reset_data();
   }
 
-  OptTensor mask() { return mask_is_input_ ? OptTensor(mask_saved_.unpack()) : mask_; }
-
   SavedVariable q_, k_, v_, out_, lse_;
-  OptTensor mask_;            // a constant (no grad): kept as it is
-  SavedVariable mask_saved_;  // a float mask that requires grad: the node's fourth input
-  bool mask_is_input_ = false;
+  SavedMask mask_;  // a float mask that requires grad is the node's fourth input
   bool causal_ = false;
   double scale_ = 1.0;
   std::string backend_;
@@ -64,7 +60,7 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
   }
   const std::string name = backend_name(resolved.backend);
   // A float mask with grad or a tangent is differentiated like q, k, v.
-  const OptTensor diff_mask = core::mask_is_differentiable(mask) ? mask : std::nullopt;
+  const OptTensor diff_mask = differentiable_mask(mask);
   const bool grad = needs_grad({q, k, v, diff_mask});
   const bool forward_ad = has_tangent({q, k, v, diff_mask});
   const OptTensor mask_dot = tangent_of(diff_mask);
@@ -92,8 +88,8 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
 
   if (grad) {
     auto node = std::shared_ptr<SdpaBackward>(new SdpaBackward(), torch::autograd::deleteNode);
-    node->mask_is_input_ = needs_grad({diff_mask});
-    node->set_next_edges(node->mask_is_input_ ? torch::autograd::collect_next_edges(q, k, v, *mask)
+    node->mask_.save(mask);
+    node->set_next_edges(node->mask_.is_input ? torch::autograd::collect_next_edges(q, k, v, *mask)
                                               : torch::autograd::collect_next_edges(q, k, v));
     node->q_ = SavedVariable(q, false);
     node->k_ = SavedVariable(k, false);
@@ -102,11 +98,6 @@ Tensor sdpa(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool is_
     // dependence on (q, k, v) analytically, so they must not carry history of their own.
     node->out_ = SavedVariable(out.detach(), false);
     node->lse_ = SavedVariable(lse, false);
-    if (node->mask_is_input_) {
-      node->mask_saved_ = SavedVariable(*mask, false);
-    } else {
-      node->mask_ = mask;
-    }
     node->causal_ = is_causal;
     node->scale_ = s;
     node->backend_ = name;

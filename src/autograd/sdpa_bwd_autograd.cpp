@@ -32,25 +32,21 @@ struct SdpaBwdBackward final : torch::autograd::Node {
     const bool any = std::any_of(grads.begin(), grads.end(), [](const Tensor& g) { return g.defined(); });
     if (!any) return variable_list(num_outputs());
     const OptTensor mask_dot = dmask_is_output_ ? defined_or_none(grads[3]) : std::nullopt;
-    const bool mask_grad = mask_is_input_ && should_compute_output(4);
+    const bool mask_grad = mask_.is_input && should_compute_output(4);
     auto [gq, gk, gv, gdout, gmask] = ops::sdpa_bwd_jvp(
         q_.unpack(), k_.unpack(), v_.unpack(), out_.unpack(), lse_.unpack(), dout_.unpack(),
         defined_or_none(grads[0]), defined_or_none(grads[1]), defined_or_none(grads[2]), std::nullopt, causal_,
-        scale_, backend_, mask(), mask_dot, mask_grad);
-    if (!mask_is_input_) return {gq, gk, gv, gdout};
+        scale_, backend_, mask_.unpack(), mask_dot, mask_grad);
+    if (!mask_.is_input) return {gq, gk, gv, gdout};
     return {gq, gk, gv, gdout, mask_grad ? gmask : Tensor()};
   }
 
   void release_variables() override {
-    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_, &dout_, &mask_saved_}) saved->reset_data();
+    for (auto* saved : {&q_, &k_, &v_, &out_, &lse_, &dout_, &mask_.saved}) saved->reset_data();
   }
 
-  OptTensor mask() { return mask_is_input_ ? OptTensor(mask_saved_.unpack()) : mask_; }
-
   SavedVariable q_, k_, v_, out_, lse_, dout_;
-  OptTensor mask_;            // a constant (no grad)
-  SavedVariable mask_saved_;  // a float mask that requires grad: the node's fifth input
-  bool mask_is_input_ = false;
+  SavedMask mask_;  // a float mask that requires grad is the node's fifth input
   bool dmask_is_output_ = false;  // sdpa_bwd returned the mask's gradient (mask_grad), the node's fourth output
   bool causal_ = false;
   double scale_ = 1.0;
@@ -71,7 +67,7 @@ ops::Tensor4 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const T
     return reference::sdpa_bwd(q, k, v, dout, is_causal, scale, mask, mask_grad);
   }
   const std::string name = backend_name(resolved.backend);
-  const OptTensor diff_mask = core::mask_is_differentiable(mask) ? mask : std::nullopt;
+  const OptTensor diff_mask = differentiable_mask(mask);
   const bool grad = needs_grad({q, k, v, dout, diff_mask});
   const bool forward_ad = has_tangent({q, k, v, dout, diff_mask});
 
@@ -83,9 +79,9 @@ ops::Tensor4 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const T
 
   if (grad) {
     auto node = std::shared_ptr<SdpaBwdBackward>(new SdpaBwdBackward(), torch::autograd::deleteNode);
-    node->mask_is_input_ = needs_grad({diff_mask});
+    node->mask_.save(mask);
     node->dmask_is_output_ = mask_grad;
-    node->set_next_edges(node->mask_is_input_ ? torch::autograd::collect_next_edges(q, k, v, dout, *mask)
+    node->set_next_edges(node->mask_.is_input ? torch::autograd::collect_next_edges(q, k, v, dout, *mask)
                                               : torch::autograd::collect_next_edges(q, k, v, dout));
     node->q_ = SavedVariable(q, false);
     node->k_ = SavedVariable(k, false);
@@ -93,11 +89,6 @@ ops::Tensor4 sdpa_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const T
     node->out_ = SavedVariable(out.detach(), false);
     node->lse_ = SavedVariable(lse.detach(), false);
     node->dout_ = SavedVariable(dout, false);
-    if (node->mask_is_input_) {
-      node->mask_saved_ = SavedVariable(*mask, false);
-    } else {
-      node->mask_ = mask;
-    }
     node->causal_ = is_causal;
     node->scale_ = scale;
     node->backend_ = name;
