@@ -9,8 +9,8 @@
 //
 // The row is that of the products: float32 under torch.set_float32_matmul_precision("medium") runs the fused
 // bfloat16 tensor-core kernels (docs/contract.md), so its results are held to the bfloat16 row; at "high" the
-// fused kernels (and cuBLAS) multiply in TF32, and their results are held to the row of those products
-// (Float32Products::kTensorFloat32).
+// fused kernels split each float32 operand into two bfloat16 parts (three products for one), and their results
+// are held to the row of those products (Float32Products::kBFloat16Split).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,9 +36,9 @@ struct Tolerance {
 Tolerance tolerance(c10::ScalarType dtype, Derivative order);
 
 // What float32 products run in on the fused tensor-core kernels, after PyTorch's float32 matmul precision:
-// "highest" float32 (tensor cores on three bfloat16 parts, SIMT kernels or cuBLAS), "high" TF32 (10-bit mantissa,
-// float16's: 2^-11 relative per operand, fp32 accumulation), "medium" bfloat16.
-enum class Float32Products { kFloat32, kTensorFloat32, kBFloat16 };
+// "highest" float32 (SIMT kernels or cuBLAS), "high" bfloat16 pairs (x = hi + lo, 16 significant bits; three
+// products per product, about 2^-17 relative error each), "medium" bfloat16.
+enum class Float32Products { kFloat32, kBFloat16Split, kBFloat16 };
 
 // The row of float32 results computed with `products` (kFloat32: the float32 row).
 Tolerance float32_tolerance(Float32Products products, Derivative order);

@@ -127,7 +127,7 @@ bool use_tensor_cores(const Tensor& q, const Tensor& k, const Tensor& v, double 
 
 // Asked once use_tensor_cores has said yes: float32 at "medium" (bfloat16 products) has the entry points call
 // themselves on bfloat16 copies and return float32 (a cast is exact where the value came from a bfloat16 pass: the
-// saved out); at "high" and "highest" float32 goes to the kernels as it is (TF32 products, or three bfloat16 parts).
+// saved out); at "high" float32 goes to the kernels as it is, which split it into bfloat16 parts.
 bool via_bfloat16(const Tensor& q) {
   return q.scalar_type() == at::kFloat && core::float32_products() == Float32Products::kBFloat16;
 }
@@ -154,7 +154,7 @@ bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v, bool
   if (dtype != at::kFloat) return sixteen_bit && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
   switch (core::float32_products()) {
     case Float32Products::kBFloat16: return kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
-    case Float32Products::kTensorFloat32: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v);
+    case Float32Products::kBFloat16Split: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v);
     case Float32Products::kFloat32: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32x3, dim_qk, dim_v);
   }
   return false;

@@ -12,7 +12,7 @@
 namespace theria::kernels::cuda {
 
 // kFloat32x3: float32 tensors on the tensor-core kernels with three bfloat16 parts per operand (matmul precision
-// "highest"); kFloat32 there means TF32 products ("high"). The SIMT kernels take kFloat32 as float32 products.
+// "highest"); kFloat32 there means two parts ("high"). The SIMT kernels take kFloat32 as float32 products.
 enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64, kFloat32x3 };
 
 // Scratch of the tensor-core backward and backward-JVP, allocated by the binding.

@@ -69,15 +69,6 @@ struct MmaOp<__half> {
   }
 };
 
-// m16n8k8 on TF32 operands (fp32 bits, the low 13 ignored), fp32 accumulation. Layouts (g = lane / 4, t = lane % 4):
-// A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4); B b0 (k=t, n=g) b1 (k=t+4, n=g); C as m16n8k16's.
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 template <typename T>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   MmaOp<T>::run(c, a, b0, b1);
@@ -129,32 +120,24 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
   a[3] = pack2<T>(c1[2], c1[3]);
 }
 
-// The operands of the tensor-core products. A 16-bit dtype is its own operand: one part.
+// The operands of the tensor-core products. A 16-bit dtype is its own operand: one part. float32 at matmul
+// precision "high" (PyTorch: "treat each float32 number as the sum of two bfloat16 numbers") is split into
+// bfloat16 parts, x = hi + lo with hi = bf16(x) and lo = bf16(x - hi), 16 of float32's 24 mantissa bits, and a
+// product a b runs as the three MMAs a_hi b_hi + a_hi b_lo + a_lo b_hi (the dropped a_lo b_lo is 2^-16 of it)
+// with fp32 accumulation: about 2^-17 relative error per product, where a single bfloat16 MMA has 2^-9.
 template <typename T>
 struct MmaOperand {
   using Elem = T;  // what shared memory holds and the tensor cores read
   static constexpr int kParts = 1;
 };
-// float32 at matmul precision "high" (TensorFloat32): PyTorch lets its products run in TF32, as cuBLAS does, so
-// they run on the TF32 MMA (m16n8k8: two per 16-wide k-step, each as long as one bfloat16 m16n8k16) with fp32
-// accumulation; operands staged in shared memory are rounded to TF32's 10-bit mantissa (2^-11 relative, float16's),
-// those built from accumulators (P, dS, W: c_to_a) truncated to it. Shared memory keeps each value's
-// 32 bits as two 16-bit parts, its upper half at column c and its lower half at c + kPartStride: ldmatrix (also
-// .trans) moves 16-bit elements, and each half lands in the register its value's bfloat16 would, so the tiles, the
-// copies and the fragment addresses of the bfloat16 kernels serve unchanged; ld_frag joins the halves again
-// (join_tf32_halves).
 template <>
-struct MmaOperand<TensorFloat32> {
-  using Elem = __nv_bfloat16;  // opaque 16-bit halves, not bfloat16 values
+struct MmaOperand<float> {
+  using Elem = __nv_bfloat16;
   static constexpr int kParts = 2;
 };
-template <typename T>
-inline constexpr bool kIsTf32 = false;
-template <>
-inline constexpr bool kIsTf32<TensorFloat32> = true;
-// float32 at matmul precision "highest" (Float32Parts<3>): x = hi + mid + lo, bfloat16 parts, each holding what the
-// ones before left over: 24 significant bits, and a product runs as the six MMAs whose parts' orders sum below three
-// (hi hi, hi mid, mid hi, hi lo, mid mid, lo hi): float32 accuracy.
+// float32 at matmul precision "highest" (Float32Parts<3>): x = hi + mid + lo, 24 significant bits, and a product
+// runs as the six MMAs whose parts' orders sum below three (hi hi, hi mid, mid hi, hi lo, mid mid, lo hi): float32
+// accuracy.
 template <int kParts_>
 struct MmaOperand<Float32Parts<kParts_>> {
   using Elem = __nv_bfloat16;
@@ -165,69 +148,26 @@ using ElemOf = typename MmaOperand<T>::Elem;
 template <typename T>
 inline constexpr int kPartsOf = MmaOperand<T>::kParts;
 
-// An mma A fragment (16 x 16), or the B fragments of two n-tiles (ldmatrix x4), one register set per part. For
-// TensorFloat32 the registers hold whole TF32 values in the order of the TF32 A operand (tf32_frag_order).
+// An mma A fragment (16 x 16), or the B fragments of two n-tiles (ldmatrix x4), one register set per part.
 template <typename T>
 struct Frag {
   uint32_t r[kPartsOf<T>][4];
 };
 
-// x rounded to TF32 (10 mantissa bits, to nearest, ties away), as float32 bits with the low 13 bits zero.
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
-
-// x, y as kParts registers of two 16-bit values each: part i holds what parts 0 .. i-1 left over; for TensorFloat32
-// the upper halves of x, y (rounded to TF32) and their lower halves.
+// x, y as kParts registers of two 16-bit values each: part i holds what parts 0 .. i-1 left over.
 template <typename T>
 __device__ __forceinline__ void split_pair(uint32_t* parts, float x, float y) {
-  if constexpr (kIsTf32<T>) {
-    const uint32_t xr = to_tf32(x), yr = to_tf32(y);
-    parts[0] = __byte_perm(xr, yr, 0x7632);
-    parts[1] = __byte_perm(xr, yr, 0x5410);
-  } else {
-    using E = ElemOf<T>;
+  using E = ElemOf<T>;
 #pragma unroll
-    for (int i = 0; i < kPartsOf<T>; ++i) {
-      parts[i] = pack2<E>(x, y);
-      if (i + 1 < kPartsOf<T>) {
-        float hx, hy;
-        unpack2<E>(parts[i], hx, hy);
-        x -= hx;
-        y -= hy;
-      }
+  for (int i = 0; i < kPartsOf<T>; ++i) {
+    parts[i] = pack2<E>(x, y);
+    if (i + 1 < kPartsOf<T>) {
+      float hx, hy;
+      unpack2<E>(parts[i], hx, hy);
+      x -= hx;
+      y -= hy;
     }
   }
-}
-
-// The values of a 16-bit fragment's registers, v(2i + s) the s-th of register i's pair, as a TensorFloat32 Frag holds
-// them: r[half] = {v(4 half), v(4 half + 2), v(4 half + 1), v(4 half + 3)}, the operand registers of one m16n8k8 A
-// (rows g, g + 8 at k-slots t, t + 4, see mma) in the order the instruction takes them, so that no copy regroups
-// them; a B operand's pair v(2j), v(2j + 1) lies at r[j / 2][j % 2], r[j / 2][j % 2 + 2] (mma).
-template <typename T>
-__device__ __forceinline__ void tf32_frag_order(Frag<T>& f, const uint32_t (&v)[8]) {
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    f.r[half][0] = v[4 * half];
-    f.r[half][1] = v[4 * half + 2];
-    f.r[half][2] = v[4 * half + 1];
-    f.r[half][3] = v[4 * half + 3];
-  }
-}
-
-// A TensorFloat32 fragment as ldmatrix left it (r[0]: the upper halves of each register's pair, r[1]: the lower),
-// its halves joined into whole values, in tf32_frag_order.
-template <typename T>
-__device__ __forceinline__ void join_tf32_halves(Frag<T>& f) {
-  uint32_t v[8];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __byte_perm(f.r[1][i], f.r[0][i], 0x5410);
-    v[2 * i + 1] = __byte_perm(f.r[1][i], f.r[0][i], 0x7632);
-  }
-  tf32_frag_order(f, v);
 }
 
 // x as the split products see it: the sum of its parts.
@@ -245,33 +185,24 @@ __device__ __forceinline__ float parts_sum(float x) {
   return sum;
 }
 template <>
-__device__ __forceinline__ float rounded_to<TensorFloat32>(float x) {
-  return __uint_as_float(to_tf32(x));
+__device__ __forceinline__ float rounded_to<float>(float x) {
+  return parts_sum<float>(x);
 }
 template <>
 __device__ __forceinline__ float rounded_to<Float32Parts<3>>(float x) {
   return parts_sum<Float32Parts<3>>(x);
 }
 
-// c += a b for n-tile h of b (registers 2h, 2h + 1): one MMA for a 16-bit dtype, two TF32 ones for TensorFloat32, and
-// for bfloat16 parts every pair of parts whose orders sum below kParts (six for three parts).
+// c += a b for n-tile h of b (registers 2h, 2h + 1): every pair of parts whose orders sum below kParts
+// (one MMA for a 16-bit dtype, three for the bfloat16 split, six for three parts).
 // With three parts ("highest") the products of one call are summed in a fresh accumulator, smallest orders first,
 // and added to c by one rounded float add: the tensor cores' fp32 accumulate truncates the aligned sum to about
 // 24 bits of the largest addend, the running c included, so accumulating into c directly loses 2^-23 of |c| per
 // MMA, biased towards zero (the first H200 run of these kernels, accumulating into c, missed the float32 row's
 // forward tolerance at 256 keys: 3.5e-6 against 2e-6); summed per call the loss is 2^-23 of the call's own products.
-// TensorFloat32: the 16-wide k-step as two m16n8k8 MMAs. The k order inside a step is free as long as A and B agree,
-// so k-slot t of the TF32 layout takes column 2t and slot t + 4 column 2t + 1 (8 more in the second MMA): exactly the
-// values the 16-bit layout gives this thread, no shuffle.
 template <typename T>
 __device__ __forceinline__ void mma(float (&c)[4], const Frag<T>& a, const Frag<T>& b, int h) {
-  if constexpr (kIsTf32<T>) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int j = 2 * h + half;  // the 16-bit B layout's register of this n-tile and k half
-      mma_tf32(c, a.r[half], b.r[j / 2][j % 2], b.r[j / 2][j % 2 + 2]);
-    }
-  } else if constexpr (kPartsOf<T> == 3) {
+  if constexpr (kPartsOf<T> == 3) {
     float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int order = kPartsOf<T> - 1; order >= 0; --order) {
@@ -308,20 +239,10 @@ __device__ __forceinline__ void split_eight(uint32_t (&out)[kPartsOf<T>][4], flo
   }
 }
 
-// c_to_a for split operands, and for TF32 ones (whole values, tf32_frag_order).
+// c_to_a for split operands.
 template <typename T>
 __device__ __forceinline__ void c_to_a(Frag<T>& a, const float (&c0)[4], const float (&c1)[4]) {
-  if constexpr (kIsTf32<T>) {
-    // The accumulators' bits as they are: the MMA reads the upper 19 (truncation, 2^-10 relative). Rounded here, the
-    // copies took 8 more registers where the D=128 kernels sit at 255, and their spills grew 0-36 -> 220-408 bytes.
-    const float x[8] = {c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]};
-    uint32_t v[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = __float_as_uint(x[i]);
-    tf32_frag_order(a, v);
-  } else {
-    split_eight<T>(a.r, c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]);
-  }
+  split_eight<T>(a.r, c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]);
 }
 
 // Two neighbouring values of a global row of dtype T (16-bit, or float32 on the split path), as floats.

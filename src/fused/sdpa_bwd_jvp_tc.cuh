@@ -47,7 +47,7 @@ namespace theria::kernels::cuda {
 // 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators fit in
 // registers: 32 up to head dim 96, 16 for 128. Without a dout tangent (the double backward) the
 // dO_dot tile and its two products drop out.
-// Two-part operands (kParts 2: float32 as TF32 halves) take twice the shared memory and fragment registers:
+// Split operands (kParts 2: float32 as bfloat16 parts) take twice the shared memory and fragment registers:
 // 16-query steps at head dims 64 and 128 (at 32 and 96 the dQ product's column slices need 32).
 template <int kHeadDim_, bool kDoutDot_, int kParts = 1>
 struct BwdJvpTraits {

@@ -42,7 +42,7 @@ namespace theria::kernels::cuda {
 #define THERIA_BWD_KTILES 0
 #define THERIA_BWD_BLOCK_M 0
 #endif
-// Two-part operands (kParts 2: float32 as TF32 halves) take twice the shared memory and fragment registers:
+// Split operands (kParts 2: float32 as bfloat16 parts) take twice the shared memory and fragment registers:
 // 4 warps of one key tile over 32-query steps at every head dim.
 template <int kHeadDim, int kParts = 1>
 struct BwdTile {

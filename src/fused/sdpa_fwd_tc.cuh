@@ -48,7 +48,7 @@ namespace theria::kernels::cuda {
 // FwdPass::kTangent knows the softmax already (saved lse): P = exp(S - lse) needs no running max or
 // rescaling, O is not accumulated, and O_dot = W V + P V_dot - lse_dot * out with the saved out:
 // five products per block instead of six, and one accumulator fewer.
-// kParts: parts per operand (mma.cuh's MmaOperand; 2 for float32 as TF32 halves, 3 as bfloat16 parts).
+// kParts: parts per operand (mma.cuh's MmaOperand; 2 for float32 split into bfloat16).
 template <int kHeadDim_, int kWarps_, int kMTiles_, FwdPass kPass_ = FwdPass::kOut, int kParts_ = 1>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;

@@ -29,12 +29,12 @@
     }                                              \
   }()
 
-// The dtypes of the tensor-core kernels: the 16-bit ones and float32, whose products run in TF32 ("high") or on
-// three bfloat16 parts ("highest") (mma.cuh's MmaOperand).
+// The dtypes of the tensor-core kernels: the 16-bit ones and float32, whose products run on bfloat16 parts
+// (mma.cuh's MmaOperand).
 #define THERIA_TC_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...) \
   [&] {                                               \
     if ((DTYPE) == Dtype::kFloat32) {                 \
-      using TYPE_NAME = TensorFloat32;                \
+      using TYPE_NAME = float;                        \
       return __VA_ARGS__();                           \
     }                                                 \
     if ((DTYPE) == Dtype::kFloat32x3) {               \

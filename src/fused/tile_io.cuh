@@ -83,7 +83,7 @@ __device__ __forceinline__ T* key_base(const MatrixView& m, int64_t b) {
 }
 constexpr bool kReadKeysByGroup = true;
 
-// 8 float32 values at src (32-byte aligned) as T's parts (bfloat16 parts, or TF32 halves) at dst, dst + kPartStride, ...
+// 8 float32 values at src (32-byte aligned) as their bfloat16 parts (T's) at dst, dst + kPartStride, ...
 template <typename T, int kPartStride>
 __device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src, bool valid) {
   constexpr int kParts = kPartsOf<T>;
@@ -239,18 +239,15 @@ __device__ __forceinline__ const T* at_frag_addr(const T* tile, int k0, int m0, 
 }
 
 // Fragment loads of every part of an operand (Frag, mma.cuh) at an address from the helpers above.
-// TF32 operands come as their two 16-bit halves and are joined in registers (mma.cuh, join_tf32_halves).
 template <class Layout, typename T>
 __device__ __forceinline__ void ld_frag(Frag<T>& f, const ElemOf<T>* at) {
 #pragma unroll
   for (int i = 0; i < kPartsOf<T>; ++i) ldmatrix_x4(f.r[i], at + i * Layout::kPartStride);
-  if constexpr (kIsTf32<T>) join_tf32_halves(f);
 }
 template <class Layout, typename T>
 __device__ __forceinline__ void ld_frag_trans(Frag<T>& f, const ElemOf<T>* at) {
 #pragma unroll
   for (int i = 0; i < kPartsOf<T>; ++i) ldmatrix_x4_trans(f.r[i], at + i * Layout::kPartStride);
-  if constexpr (kIsTf32<T>) join_tf32_halves(f);
 }
 
 // Two neighbouring fp32 values staged in a shared tile (dS^T for a transposed product), every part.

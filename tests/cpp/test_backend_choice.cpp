@@ -47,7 +47,7 @@ TEST(AutoBackendChoice, BufferEstimateIsTwelveScoreMatrices) {
   EXPECT_EQ(reference_hvp_bytes(2, 10, 1, 8), 12 * 2 * 10 * 1 * 8);
 }
 
-// float32 products follow PyTorch's precision setting: bfloat16 at "medium", TF32 at "high",
+// float32 products follow PyTorch's precision setting: bfloat16 at "medium", bfloat16 split in two at "high",
 // float32 at "highest", and float32 whenever the new API says "ieee" for CUDA matmuls (it has no bfloat16 for CUDA).
 TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
   using theria::Float32Products;
@@ -57,7 +57,7 @@ TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
   ctx.setFloat32MatmulPrecision("medium");
   EXPECT_EQ(float32_products(), Float32Products::kBFloat16);
   ctx.setFloat32MatmulPrecision("high");
-  EXPECT_EQ(float32_products(), Float32Products::kTensorFloat32);
+  EXPECT_EQ(float32_products(), Float32Products::kBFloat16Split);
   ctx.setFloat32MatmulPrecision("highest");
   EXPECT_EQ(float32_products(), Float32Products::kFloat32);
   for (const char* setting : {"medium", "high"}) {
@@ -70,16 +70,16 @@ TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
                                                                               : "highest");
 }
 
-// The TF32 row lies strictly between float32's and bfloat16's at every order, and the other two products give
-// those dtypes' rows.
-TEST(Tolerances, Float32Tf32RowLiesBetweenFloat32AndBfloat16) {
+// The split products' row lies strictly between float32's and bfloat16's at every order, and the other two
+// products give those dtypes' rows.
+TEST(Tolerances, Float32SplitRowLiesBetweenFloat32AndBfloat16) {
   using theria::Derivative;
   using theria::Float32Products;
   for (int i = 0; i <= 3; ++i) {
     const auto order = static_cast<Derivative>(i);
-    const double tf32 = theria::float32_tolerance(Float32Products::kTensorFloat32, order).max_rel_error;
-    EXPECT_GT(tf32, theria::tolerance(at::kFloat, order).max_rel_error) << i;
-    EXPECT_LT(tf32, theria::tolerance(at::kBFloat16, order).max_rel_error) << i;
+    const double split = theria::float32_tolerance(Float32Products::kBFloat16Split, order).max_rel_error;
+    EXPECT_GT(split, theria::tolerance(at::kFloat, order).max_rel_error) << i;
+    EXPECT_LT(split, theria::tolerance(at::kBFloat16, order).max_rel_error) << i;
     EXPECT_EQ(theria::float32_tolerance(Float32Products::kFloat32, order).max_rel_error,
               theria::tolerance(at::kFloat, order).max_rel_error);
     EXPECT_EQ(theria::float32_tolerance(Float32Products::kBFloat16, order).max_rel_error,

@@ -270,16 +270,16 @@ def set_precision():
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lengths", LENGTHS[1:], ids=str)
-def test_float32_at_high_precision_runs_tf32_tensor_cores_at_every_order(set_precision, head_dim, causal, lengths):
-    """At "high" (PyTorch: TF32 products, as cuBLAS) float32 runs the tensor-core kernels on TF32 products: forward,
-    backward, double backward and JVP within the TF32 row of the tolerance table; the forward's error lies above the
-    float32 row's (the products are TF32's, not float32's) and below a quarter of the same inputs' at "medium"
-    (bfloat16 products: 3 mantissa bits fewer, about 8x the roundoff)."""
+def test_float32_at_high_precision_runs_split_bfloat16_tensor_cores_at_every_order(set_precision, head_dim, causal,
+                                                                                   lengths):
+    """At "high" (PyTorch: each float32 as the sum of two bfloat16) float32 runs the tensor-core kernels on
+    bfloat16-split operands: forward, backward, double backward and JVP within the split row of the tolerance
+    table, and far closer to float64 than the same inputs at "medium" (bfloat16 products): the split is real."""
     set_precision("high")
     l, s = lengths
     q, k, v, dout = inputs(2, 3, l, s, head_dim, head_dim, torch.float32, seed=7 * l + s + head_dim)
     reason = theria.select_backend(q, k, v)
-    assert reason[0] == "fused" and "TF32" in reason[1], reason
+    assert reason[0] == "fused" and "split" in reason[1], reason
     tol = lambda order: theria.tolerance(torch.float32, order, float32_precision="high")
     qr, kr, vr, out_ref = reference(q, k, v, causal)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -287,7 +287,7 @@ def test_float32_at_high_precision_runs_tf32_tensor_cores_at_every_order(set_pre
     out = theria.sdpa(q, k, v, is_causal=causal, backend="fused")
     assert out.dtype == torch.float32
     err_high = rel_err([out], [out_ref])
-    assert theria.tolerance(torch.float32, 0) < err_high <= tol(0), err_high
+    assert err_high <= tol(0)
     g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
     gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
     assert all(t.dtype == torch.float32 for t in g)
@@ -299,15 +299,14 @@ def test_float32_at_high_precision_runs_tf32_tensor_cores_at_every_order(set_pre
     set_precision("medium")
     with torch.no_grad():
         err_medium = rel_err([theria.sdpa(q, k, v, is_causal=causal, backend="fused")], [out_ref])
-    assert err_high * 4 <= err_medium, (err_high, err_medium)
+    assert err_high * 30 <= err_medium, (err_high, err_medium)
 
 
 @pytest.mark.parametrize("precision, head_dim", [("high", 64), ("high", 128), ("highest", 64)])
-def test_float32_tensor_core_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, precision,
-                                                                                       head_dim):
-    """The float32 tensor-core kernels' dQ (fp32 atomics by default; TF32 at "high", three bfloat16 parts at
-    "highest") adds in a fixed order under torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two
-    runs agree bit for bit, at first and second order."""
+def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, precision, head_dim):
+    """The split kernels' dQ (fp32 atomics by default; two parts at "high", three at "highest") adds in a fixed order
+    under torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two runs agree bit for bit, at first
+    and second order."""
     set_precision(precision)
     q, k, v, dout = inputs(2, 4, 300, 200, head_dim, head_dim, torch.float32, seed=3)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -329,7 +328,7 @@ def test_float32_tensor_core_dq_is_bitwise_reproducible_under_deterministic_algo
 
 def test_float32_at_highest_precision_and_masked_or_grouped_float32_at_high_keep_float32_products(set_precision):
     """At "highest" float32 runs the three-part tensor-core kernels at head dims 32 and 64 (the float32 row) and the
-    SIMT kernels at 96 and 128 when 'fused' is named, and auto's reason says which. At "high" the TF32 kernels have a
+    SIMT kernels at 96 and 128 when 'fused' is named, and auto's reason says which. At "high" the split kernels have a
     plain build only: an attn_mask or grouped heads take the SIMT kernels (float32 row), and auto says so."""
     q, k, v, _ = inputs(1, 4, 33, 40, 64, 64, torch.float32, seed=5)
     _, _, _, out_ref = reference(q, k, v, False)
