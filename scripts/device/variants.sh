@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kernel variants (compile-time launch shapes, see the THERIA_* macros of src/fused/*.cuh) compared
+# Kernel variants (compile-time launch shapes: the THERIA_* macros of src/fused/tile_policy.h) compared
 # in one device call without building there:
 #   here:    bash scripts/device/variants.sh build NAME "-DTHERIA_BJ_MIN_BLOCKS=3 ..." [NAME FLAGS ...]
 #            rebuilds the CUDA objects of build/ with those flags and packs .device/variants/NAME.tar.xz

@@ -10,7 +10,8 @@
 //   dq_dot += dS_dot K + dS K_dot through fp32 atomics (both staged transposed in shared memory).
 // lse_dot comes from the tangent pass (sdpa_fwd_tc.cuh), delta and delta_dot from row_terms_tc.cuh (with the
 // tangent pass's fp32 share of delta_dot).
-// At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place. Grouped-query attention: as
+// At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place (launch_tc.cuh chooses; tile
+// shapes: tile_policy.h, BwdJvpTile). Grouped-query attention: as
 // in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding the tangents of dK, dV to fp32 buffers; the
 // grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
@@ -22,8 +23,8 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/row_terms_tc.cuh"
-#include "fused/sdpa_bwd_wg.cuh"
 #include "fused/tile_io.cuh"
+#include "fused/tile_policy.h"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime.h>
@@ -31,37 +32,21 @@
 #include <algorithm>
 #include <cmath>
 
-// Launch shape overrides for scripts/device/variants.sh (0: the per-head-dim choice below).
-#ifndef THERIA_BJ_WARPS
-#define THERIA_BJ_WARPS 4
-#endif
-#ifndef THERIA_BJ_BLOCK_M
-#define THERIA_BJ_BLOCK_M 0
-#endif
-#ifndef THERIA_BJ_MIN_BLOCKS
-#define THERIA_BJ_MIN_BLOCKS 1
-#endif
-
 namespace theria::kernels::cuda {
 
-// 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators fit in
-// registers: 32 up to head dim 96, 16 for 128. Without a dout tangent (the double backward) the
-// dO_dot tile and its two products drop out.
-// Split operands (kParts 2: float32 as bfloat16 parts) take twice the shared memory and fragment registers:
-// 16-query steps at head dims 64 and 128 (at 32 and 96 the dQ product's column slices need 32).
+// The tile shape: BwdJvpTile. Without a dout tangent (the double backward) the dO_dot tile and its two products
+// drop out.
 template <int kHeadDim_, bool kDoutDot_, int kParts = 1>
 struct BwdJvpTraits {
+  using Tile = BwdJvpTile<kHeadDim_, kParts>;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kDoutDot = kDoutDot_;
   static constexpr int kRowOperands = kDoutDot ? 4 : 3;  // Q, dO, Q_dot [, dO_dot] per query block
-  static constexpr bool kTunable = (kHeadDim == 64 || kHeadDim == 128) && kParts == 1;  // the overrides leave 32, 96 alone
-  static constexpr int kWarps = kTunable ? THERIA_BJ_WARPS : 4;
+  static constexpr int kWarps = Tile::kWarps;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockN = 16 * kWarps;
-  static constexpr int kBlockM = kTunable && THERIA_BJ_BLOCK_M > 0 ? THERIA_BJ_BLOCK_M
-                                 : kParts > 1 ? (kHeadDim % 64 == 0 ? 16 : 32)  // dQ slices of 16 columns
-                                 : kHeadDim <= 96 ? 32 : 16;
-  static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
+  static constexpr int kBlockM = Tile::kBlockM;
+  static constexpr int kMinBlocks = Tile::kMinBlocks;  // CTAs per SM the registers must allow
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
@@ -331,20 +316,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks) sdpa_bwd_jvp_tc_
   write_key_rows<T, kHeadDim, kGroups>(ws, p.dv_dot, b0, dvd_acc, key0, S, 1.f, lane);
 }
 
+// The mma.sync kernel alone (launch_tc.cuh's launch_sdpa_bwd_jvp_tc runs the row terms before and dQ_dot's finish
+// after).
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
-void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
-  constexpr int kParts = kPartsOf<T>;
-  if constexpr (kHeadDim == 128 && THERIA_WG && kParts == 1) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, true, kDoutDot, 32>, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
-  } else {
-    using Tr = BwdJvpTraits<kHeadDim, kDoutDot, kParts>;
-    constexpr size_t smem = Tr::kSmemBytes(sizeof(ElemOf<T>));
-    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
-                    static_cast<unsigned>(kv_batches(p)));
-    launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
-  }
-  launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);
+void launch_bwd_jvp_tc_kernel(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  using Tr = BwdJvpTraits<kHeadDim, kDoutDot, kPartsOf<T>>;
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(ElemOf<T>));
+  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
+                  static_cast<unsigned>(kv_batches(p)));
+  launch_with_smem(sdpa_bwd_jvp_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
 }
 
 }  // namespace theria::kernels::cuda

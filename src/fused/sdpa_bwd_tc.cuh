@@ -7,8 +7,8 @@
 //     transposed product). Atomic adds make dQ's summation order, and so its last bits, vary
 //     between runs unless the binding asks for ordered adds (DqTurn, deterministic mode); dK and dV
 //     are deterministic.
-//   row terms (delta) come from row_terms_tc.cuh before, sdpa_dq_finish_kernel after. At head dim 128
-//   the warpgroup kernel of sdpa_bwd_wg.cuh takes the kernel's place.
+//   row terms (delta) come from row_terms_tc.cuh before, sdpa_dq_finish_kernel after (launch_tc.cuh). At head
+//   dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes the kernel's place. Tile shapes: tile_policy.h (BwdTile).
 //   Grouped-query attention: the plain build serves one query head per CTA and adds dK, dV to fp32 buffers
 //   (write_key_rows); the grouped build (deterministic mode, masks) serves a key-side position, and its query
 //   blocks stream head after head over the group's query heads (GroupSteps), so dK and dV sum in registers.
@@ -21,8 +21,8 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/row_terms_tc.cuh"
-#include "fused/sdpa_bwd_wg.cuh"
 #include "fused/tile_io.cuh"
+#include "fused/tile_policy.h"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime.h>
@@ -32,38 +32,18 @@
 
 namespace theria::kernels::cuda {
 
-// Tile shape per head dim, as measured fastest on an H100 (docs/performance.md): up to 64, 4 warps
-// of 2 key tiles over 32-query steps (Q/dO fragments feed two MMAs; the accumulators still fit in
-// registers); above, 8 warps of one key tile over 64-query steps. scripts/device/variants.sh times
-// alternatives through the THERIA_BWD_* overrides, which apply to head dim THERIA_BWD_TUNE_DIM only.
-#ifndef THERIA_BWD_TUNE_DIM
-#define THERIA_BWD_TUNE_DIM 0
-#define THERIA_BWD_WARPS 0
-#define THERIA_BWD_KTILES 0
-#define THERIA_BWD_BLOCK_M 0
-#endif
-// Split operands (kParts 2: float32 as bfloat16 parts) take twice the shared memory and fragment registers:
-// 4 warps of one key tile over 32-query steps at every head dim.
-template <int kHeadDim, int kParts = 1>
-struct BwdTile {
-  static constexpr bool kOverride = kHeadDim == THERIA_BWD_TUNE_DIM && kParts == 1;
-  static constexpr bool kSplit = kParts > 1;
-  static constexpr int kWarps = kOverride ? THERIA_BWD_WARPS : kHeadDim <= 64 || kSplit ? 4 : 8;
-  static constexpr int kKTiles = kOverride ? THERIA_BWD_KTILES : kHeadDim <= 64 && !kSplit ? 2 : 1;
-  static constexpr int kBlockM = kOverride ? THERIA_BWD_BLOCK_M : kHeadDim <= 64 || kSplit ? 32 : 64;
-};
-
 // kWarps warps own kKTiles 16-key tiles each and share every Q / dO tile they stream: a Q or dO
 // fragment loaded from shared memory feeds kKTiles MMAs. For the dQ product the warps split the
-// kBlockM x kHeadDim result into 16-row tiles x kHeadDim / kDqSplit column slices.
-template <int kHeadDim_, int kWarps_, int kKTiles_, int kBlockM_, int kParts = 1>
+// kBlockM x kHeadDim result into 16-row tiles x kHeadDim / kDqSplit column slices. The tile shape: BwdTile.
+template <int kHeadDim_, int kParts>
 struct BwdTraits {
+  using Tile = BwdTile<kHeadDim_, kParts>;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarps = kWarps_;
-  static constexpr int kKTiles = kKTiles_;
+  static constexpr int kWarps = Tile::kWarps;
+  static constexpr int kKTiles = Tile::kKTiles;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockN = 16 * kKTiles * kWarps;  // keys per CTA
-  static constexpr int kBlockM = kBlockM_;               // queries per step
+  static constexpr int kBlockM = Tile::kBlockM;          // queries per step
   static constexpr int kDqSplit = kWarps / (kBlockM / 16);  // column slices of the dQ tile
   static constexpr int kDqCols = kHeadDim / kDqSplit;
   static_assert(kDqSplit >= 1 && kDqCols % 16 == 0, "dQ tiles must split into 16-column steps");
@@ -340,21 +320,14 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_bwd_tc_kernel(const SdpaBwd
   }
 }
 
+// The mma.sync kernel alone (launch_tc.cuh's launch_sdpa_bwd_tc runs the row terms before and dQ's finish after).
 template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
-void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
-  constexpr int kParts = kPartsOf<T>;
-  if constexpr (kHeadDim == 128 && THERIA_WG && kParts == 1) {
-    launch_sdpa_bwd_wg<T, BwdWgTraits<kHeadDim, false, false, 32>, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
-  } else {
-    using Tile = BwdTile<kHeadDim, kParts>;
-    using Tr = BwdTraits<kHeadDim, Tile::kWarps, Tile::kKTiles, Tile::kBlockM, kParts>;
-    constexpr size_t smem = Tr::kSmemBytes(sizeof(ElemOf<T>));
-    const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
-                    static_cast<unsigned>(kv_batches(p)));
-    launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
-  }
-  launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);
+void launch_bwd_tc_kernel(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  using Tr = BwdTraits<kHeadDim, kPartsOf<T>>;
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(ElemOf<T>));
+  const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
+                  static_cast<unsigned>(kv_batches(p)));
+  launch_with_smem(sdpa_bwd_tc_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
 }
 
 }  // namespace theria::kernels::cuda

@@ -26,6 +26,7 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
+#include "fused/tile_policy.h"
 #include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -42,7 +43,7 @@ struct BwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kTangent = kTangent_;
   static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
-  static constexpr int kWarpGroups = 2;
+  static constexpr int kWarpGroups = WarpgroupTile::kWarpGroups;
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockM = kBlockM_;          // queries per step

@@ -5,37 +5,22 @@
 // scale * log2(e)). Writes out and the row log-sum-exp (natural log, fp32). No L x S buffer.
 // The same kernel serves three passes (FwdPass): the forward, the JVP, and the tangent pass of the
 // backward-JVP, which reads the saved out and lse instead of recomputing them (at head dim 128 the
-// tangent pass runs the warpgroup kernel of sdpa_tangent_wg.cuh).
+// tangent pass runs the warpgroup kernel of sdpa_tangent_wg.cuh: launch_tc.cuh chooses). Tile shapes:
+// tile_policy.h (FwdTile).
 #pragma once
 
 #include "fused/attn_mask.cuh"
 #include "fused/mask_grad.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
-#include "fused/sdpa_tangent_wg.cuh"
 #include "fused/staged_bias.cuh"
 #include "fused/tile_io.cuh"
+#include "fused/tile_policy.h"
 #include "kernels/sdpa_params.h"
 
 #include <cuda_runtime.h>
 
 #include <cmath>
-
-// Tile shape of the launch (scripts/device/variants.sh times alternatives): 4 warps x 2 m-tiles =
-// 128 query rows per CTA measured fastest on an H100 (docs/performance.md).
-#ifndef THERIA_FWD_WARPS
-#define THERIA_FWD_WARPS 4
-#endif
-#ifndef THERIA_FWD_MTILES
-#define THERIA_FWD_MTILES 2
-#endif
-#ifndef THERIA_TANGENT_MTILES
-#define THERIA_TANGENT_MTILES 1
-#endif
-// Passes with tangents (0: the per-head-dim choice of FwdTraits).
-#ifndef THERIA_TANGENT_BLOCK_N
-#define THERIA_TANGENT_BLOCK_N 0
-#endif
 
 namespace theria::kernels::cuda {
 
@@ -48,25 +33,20 @@ namespace theria::kernels::cuda {
 // FwdPass::kTangent knows the softmax already (saved lse): P = exp(S - lse) needs no running max or
 // rescaling, O is not accumulated, and O_dot = W V + P V_dot - lse_dot * out with the saved out:
 // five products per block instead of six, and one accumulator fewer.
-// kParts: parts per operand (mma.cuh's MmaOperand; 2 for float32 split into bfloat16).
-template <int kHeadDim_, int kWarps_, int kMTiles_, FwdPass kPass_ = FwdPass::kOut, int kParts_ = 1>
+// kParts: parts per operand (mma.cuh's MmaOperand; 2 for float32 split into bfloat16). The tile shape: FwdTile.
+template <int kHeadDim_, FwdPass kPass_, int kParts_>
 struct FwdTraits {
+  using Tile = FwdTile<kHeadDim_, kPass_, kParts_>;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarps = kWarps_;
-  static constexpr int kMTiles = kMTiles_;
+  static constexpr int kWarps = Tile::kWarps;
+  static constexpr int kMTiles = Tile::kMTiles;
   static constexpr FwdPass kPass = kPass_;
   static constexpr bool kTangent = kPass != FwdPass::kOut;         // tangents stream beside Q, K, V
   static constexpr bool kGivenStats = kPass == FwdPass::kTangent;  // out and lse are inputs
   static constexpr int kParts = kParts_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = 16 * kMTiles * kWarps;
-  // Above head dim 64 the passes with tangents take 32-key blocks: with 64 their shared memory (six
-  // operand tiles) leaves one CTA per SM and the JVP spills; measured on an H100 (docs/performance.md):
-  // D=128 JVP 3.63 -> 2.96 ms, while at D=64 32-key blocks cost 1.50 -> 1.94 ms.
-  static constexpr bool kWide = kHeadDim > 64;
-  // Split operands take twice the shared memory: 32-key blocks wherever 64 would leave one CTA per SM.
-  static constexpr int kBlockN = kParts > 1 ? (kTangent || kWide || kParts > 2 ? 32 : 64)
-                                 : !kTangent ? 64 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N : kWide ? 32 : 64;
+  static constexpr int kBlockN = Tile::kBlockN;
   static constexpr int kOperands = kTangent ? 2 : 1;  // (Q, K, V) and, for the JVP, their tangents
   static constexpr bool kQInRegs = kHeadDim * kMTiles * kOperands * kParts <= 128;
   using Rows = PaddedRows<kHeadDim, kParts>;  // Q, K, V tiles
@@ -437,17 +417,10 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   }
 }
 
+// The mma.sync kernel alone (launch_tc.cuh's launch_sdpa_fwd_tc chooses it).
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
-void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
-  constexpr int kParts = kPartsOf<T>;
-  if constexpr (kPass == FwdPass::kTangent && kHeadDim == 128 && THERIA_WG && kParts == 1) {
-    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream);
-    return;
-  }
-  // The JVP carries twice the accumulators: one m-tile per warp; so do split operands (twice the fragments).
-  constexpr int kMTiles = kParts > 1 ? 1
-                          : kPass == FwdPass::kOut ? THERIA_FWD_MTILES : kPass == FwdPass::kJvp ? 1 : THERIA_TANGENT_MTILES;
-  using Tr = FwdTraits<kHeadDim, THERIA_FWD_WARPS, kMTiles, kPass, kParts>;
+void launch_fwd_tc_kernel(const SdpaFwdParams& p, cudaStream_t stream) {
+  using Tr = FwdTraits<kHeadDim, kPass, kPartsOf<T>>;
   // + the key terms and, for a dense 16-bit bias, its two staged blocks
   size_t smem = Tr::kSmemElems * sizeof(ElemOf<T>) + (kMask ? Tr::kBlockN * sizeof(float) : 0);
   using Bias = StagedBias<T, Tr::kBlockM, Tr::kBlockN, Tr::kThreads>;

@@ -19,6 +19,7 @@
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
+#include "fused/tile_policy.h"
 #include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -31,10 +32,10 @@ namespace theria::kernels::cuda {
 template <int kHeadDim_>
 struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarpGroups = 2;
+  static constexpr int kWarpGroups = WarpgroupTile::kWarpGroups;
   static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kBlockM = 64 * kWarpGroups;  // queries per CTA, 64 per warpgroup (the wgmma M)
-  static constexpr int kBlockN = 64;                // keys per step (two 64 x 64 score accumulators)
+  static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
+  static constexpr int kBlockN = WarpgroupTile::kTangentBlockN;  // keys per step (two 64 x 64 score accumulators)
   static constexpr int kKeyOperands = 4;            // K, V, K_dot, V_dot
   using Rows = CoreMatrixRows<kHeadDim>;
   static constexpr int kSmemElems = Rows::tile_elems(2 * kBlockM + 2 * kKeyOperands * kBlockN);  // Q, Q_dot; keys x 2

@@ -19,12 +19,6 @@
 // compiler from touching the accumulators (or reusing A registers) earlier.
 #pragma once
 
-// 1: at head dim 128 the tangent pass, the backward and the backward-JVP run the warpgroup kernels
-// (sdpa_tangent_wg.cuh, sdpa_bwd_wg.cuh); 0: the mma.sync ones, for comparisons (scripts/device/variants.sh).
-#ifndef THERIA_WG
-#define THERIA_WG 1
-#endif
-
 #include "fused/mma.cuh"
 
 #include <cuda_bf16.h>

@@ -1,0 +1,54 @@
+// The family launchers of the tensor-core kernels (declared in kernel_templates.h, instantiated once per combination
+// in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
+// warpgroup_kernels: the wgmma kernels at head dim 128 for 16-bit operands, the mma.sync ones otherwise) and runs the
+// passes around it: the row terms before a backward, dQ's finish after.
+#pragma once
+
+#include "fused/dq_finish.cuh"
+#include "fused/kernel_templates.h"
+#include "fused/row_terms_tc.cuh"
+#include "fused/sdpa_bwd_jvp_tc.cuh"
+#include "fused/sdpa_bwd_tc.cuh"
+#include "fused/sdpa_bwd_wg.cuh"
+#include "fused/sdpa_fwd_tc.cuh"
+#include "fused/sdpa_tangent_wg.cuh"
+#include "fused/tile_policy.h"
+
+#include <cuda_runtime.h>
+
+namespace theria::kernels::cuda {
+
+template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
+void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
+  if constexpr (kPass == FwdPass::kTangent && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream);
+  } else {
+    launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
+  }
+}
+
+template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
+void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
+  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::kBwdBlockM>;
+    launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+  } else {
+    launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+  }
+  launch_dq_finish<T, kHeadDim>(p, p.dq, ws, stream);
+}
+
+template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
+void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
+  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::kBwdBlockM>;
+    launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+  } else {
+    launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
+  }
+  launch_dq_finish<T, kHeadDim>(p, p.dq_dot, ws, stream);
+}
+
+}  // namespace theria::kernels::cuda

@@ -1,0 +1,117 @@
+// The launch policy of the tensor-core kernels, in one file (as FlashAttention-3's tile_size.h): which implementation
+// serves each family at each head dim, and the tile shape it runs (warps, rows per CTA, rows per step). The choices
+// were measured on an H100 / H200; docs/performance.md has the measurements behind each. The kernels' layouts (tiles,
+// strides, shared memory) follow from these in their Traits (sdpa_fwd_tc.cuh, sdpa_bwd_tc.cuh, sdpa_bwd_jvp_tc.cuh,
+// sdpa_bwd_wg.cuh, sdpa_tangent_wg.cuh); the family launchers (launch_tc.cuh) read the implementation choice.
+//
+// The THERIA_* macros below are the only compile-time tuning switches of the kernels: each overrides one choice for
+// scripts/device/variants.sh, which builds and times alternatives in one device call; a normal build defines none.
+#pragma once
+
+#include "fused/kernel_templates.h"
+
+// 1: at head dim 128 the 16-bit tangent pass, backward and backward-JVP run the warpgroup kernels; 0: the mma.sync
+// ones (for comparisons).
+#ifndef THERIA_WG
+#define THERIA_WG 1
+#endif
+// Forward family on mma.sync: warps per CTA and 16-row tiles per warp of the forward, and of the tangent pass;
+// THERIA_TANGENT_BLOCK_N > 0 sets the key block of the passes with tangents (0: FwdTile's choice per head dim).
+#ifndef THERIA_FWD_WARPS
+#define THERIA_FWD_WARPS 4
+#endif
+#ifndef THERIA_FWD_MTILES
+#define THERIA_FWD_MTILES 2
+#endif
+#ifndef THERIA_TANGENT_MTILES
+#define THERIA_TANGENT_MTILES 1
+#endif
+#ifndef THERIA_TANGENT_BLOCK_N
+#define THERIA_TANGENT_BLOCK_N 0
+#endif
+// Backward on mma.sync: warps, 16-key tiles per warp and query rows per step, at head dim THERIA_BWD_TUNE_DIM only.
+#ifndef THERIA_BWD_TUNE_DIM
+#define THERIA_BWD_TUNE_DIM 0
+#define THERIA_BWD_WARPS 0
+#define THERIA_BWD_KTILES 0
+#define THERIA_BWD_BLOCK_M 0
+#endif
+// Backward-JVP on mma.sync at head dims 64 and 128: warps, query rows per step (0: BwdJvpTile's choice), and the
+// CTAs per SM its registers must allow.
+#ifndef THERIA_BJ_WARPS
+#define THERIA_BJ_WARPS 4
+#endif
+#ifndef THERIA_BJ_BLOCK_M
+#define THERIA_BJ_BLOCK_M 0
+#endif
+#ifndef THERIA_BJ_MIN_BLOCKS
+#define THERIA_BJ_MIN_BLOCKS 1
+#endif
+
+namespace theria::kernels::cuda {
+
+// Which kernels serve the tangent pass, the backward and the backward-JVP: the warpgroup (wgmma) ones at head dim
+// 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the wgmma tiles). The
+// forward and the JVP always run on mma.sync.
+constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && head_dim == 128 && parts == 1; }
+
+// Forward, JVP and (mma.sync) tangent pass: kWarps warps per CTA, each owning kMTiles 16-row tiles (a key/value
+// fragment feeds kMTiles MMAs); kBlockN keys per step. kParts: parts per operand (mma.cuh's MmaOperand).
+template <int kHeadDim, FwdPass kPass, int kParts>
+struct FwdTile {
+  static constexpr bool kTangent = kPass != FwdPass::kOut;
+  // 4 warps x 2 m-tiles = 128 query rows per CTA measured fastest on an H100. The JVP carries twice the
+  // accumulators: one m-tile per warp; so do split operands (twice the fragments).
+  static constexpr int kWarps = THERIA_FWD_WARPS;
+  static constexpr int kMTiles = kParts > 1                 ? 1
+                                 : kPass == FwdPass::kOut   ? THERIA_FWD_MTILES
+                                 : kPass == FwdPass::kJvp   ? 1
+                                                            : THERIA_TANGENT_MTILES;
+  // Above head dim 64 the passes with tangents take 32-key blocks: with 64 their shared memory (six operand tiles)
+  // leaves one CTA per SM and the JVP spills; measured on an H100: D=128 JVP 3.63 -> 2.96 ms, while at D=64 32-key
+  // blocks cost 1.50 -> 1.94 ms. Split operands take twice the shared memory: 32-key blocks wherever 64 would leave
+  // one CTA per SM.
+  static constexpr bool kWide = kHeadDim > 64;
+  static constexpr int kBlockN = kParts > 1 ? (kTangent || kWide || kParts > 2 ? 32 : 64)
+                                 : !kTangent                  ? 64
+                                 : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N
+                                 : kWide                      ? 32
+                                                              : 64;
+};
+
+// Backward on mma.sync: up to head dim 64, 4 warps of 2 key tiles over 32-query steps (Q/dO fragments feed two MMAs;
+// the accumulators still fit in registers); above, 8 warps of one key tile over 64-query steps. Two-part operands
+// (float32 split into bfloat16) take twice the shared memory and fragment registers: 4 warps of one key tile over
+// 32-query steps at every head dim.
+template <int kHeadDim, int kParts>
+struct BwdTile {
+  static constexpr bool kOverride = kHeadDim == THERIA_BWD_TUNE_DIM && kParts == 1;
+  static constexpr bool kSplit = kParts > 1;
+  static constexpr int kWarps = kOverride ? THERIA_BWD_WARPS : kHeadDim <= 64 || kSplit ? 4 : 8;
+  static constexpr int kKTiles = kOverride ? THERIA_BWD_KTILES : kHeadDim <= 64 && !kSplit ? 2 : 1;
+  static constexpr int kBlockM = kOverride ? THERIA_BWD_BLOCK_M : kHeadDim <= 64 || kSplit ? 32 : 64;
+};
+
+// Backward-JVP on mma.sync: 4 warps x 16 keys; queries per step chosen so the four score tiles and two accumulators
+// fit in registers: 32 up to head dim 96, 16 for 128. Split operands take twice the shared memory and fragment
+// registers: 16-query steps at head dims 64 and 128 (at 32 and 96 the dQ product's column slices need 32).
+template <int kHeadDim, int kParts>
+struct BwdJvpTile {
+  static constexpr bool kTunable = (kHeadDim == 64 || kHeadDim == 128) && kParts == 1;  // the overrides leave 32, 96
+  static constexpr int kWarps = kTunable ? THERIA_BJ_WARPS : 4;
+  static constexpr int kBlockM = kTunable && THERIA_BJ_BLOCK_M > 0 ? THERIA_BJ_BLOCK_M
+                                 : kParts > 1                      ? (kHeadDim % 64 == 0 ? 16 : 32)
+                                 : kHeadDim <= 96                  ? 32
+                                                                   : 16;
+  static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
+};
+
+// Warpgroup kernels (head dim 128): two warpgroups per CTA, each owning the 64 rows of one wgmma M. The tangent pass
+// streams 64-key steps over 128 query rows; the backward and backward-JVP stream 32-query steps over 128 keys.
+struct WarpgroupTile {
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kTangentBlockN = 64;
+  static constexpr int kBwdBlockM = 32;
+};
+
+}  // namespace theria::kernels::cuda
