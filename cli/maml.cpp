@@ -79,6 +79,9 @@ MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
   d.rel_diff = lab::rel_diff_full_vs_fo(t.model, t.maml, w, tasks, diagnose_steps);
   d.full = lab::time_meta_step(t, lab::MamlMode::Full, w, tasks);
   d.fo = lab::time_meta_step(t, lab::MamlMode::FirstOrder, w, tasks);
+  lab::MamlConfig full = t.maml;
+  full.mode = lab::MamlMode::Full;
+  d.full_gpu = lab::gpu_busy(t.device, [&] { lab::meta_gradient(t.model, full, w, tasks); });
   return d;
 }
 

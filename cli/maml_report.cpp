@@ -100,7 +100,12 @@ Json diagnostics_json(const MamlDiagnostics& d) {
           {"full_meta_step_ms", number_or_null(d.full.ms)},
           {"fo_meta_step_ms", number_or_null(d.fo.ms)},
           {"full_" + d.full.memory_kind, number_or_null(d.full.peak_mib)},
-          {"fo_" + d.fo.memory_kind, number_or_null(d.fo.peak_mib)}};
+          {"fo_" + d.fo.memory_kind, number_or_null(d.fo.peak_mib)},
+          {"full_meta_step_gpu_busy", d.full_gpu ? Json{{"wall_ms", d.full_gpu->wall_ms},
+                                                        {"busy_ms", d.full_gpu->busy_ms},
+                                                        {"share", d.full_gpu->share()},
+                                                        {"gpu_activities", d.full_gpu->activities}}
+                                                  : Json(nullptr)}};
 }
 
 }  // namespace
@@ -215,6 +220,11 @@ void print_summary(const MamlRun& run, const std::string& out_dir) {
   }
   std::printf("\n  meta-step: FULL %.1f ms, FO %.1f ms; peak memory (%s): FULL %.1f MiB, FO %.1f MiB\n", d.full.ms,
               d.fo.ms, d.full.memory_kind.c_str(), d.full.peak_mib, d.fo.peak_mib);
+  if (d.full_gpu) {
+    std::printf("  GPU busy %.0f %% of one profiled FULL meta-step (%.2f of %.2f ms, %lld kernels and copies)\n",
+                100.0 * d.full_gpu->share(), d.full_gpu->busy_ms, d.full_gpu->wall_ms,
+                (long long)d.full_gpu->activities);
+  }
   std::printf("  wrote %s/curve.csv, %s/summary.json, plot: %s\n", out_dir.c_str(), out_dir.c_str(),
               run.plot.status.c_str());
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "json_out.h"
+#include "diagnostics/gpu_busy.h"
 #include "diagnostics/step_cost.h"
 #include "plot_script.h"
 #include "diagnostics/second_order.h"
@@ -19,6 +20,7 @@ struct MamlDiagnostics {
   lab::SecondOrderPath path;
   std::vector<lab::RelDiff> rel_diff;
   lab::StepCost full, fo;
+  std::optional<lab::GpuBusy> full_gpu;  // CUDA runs: how much of the FULL meta-step the GPU is busy
 };
 
 struct MamlRun {
