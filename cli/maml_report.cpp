@@ -81,6 +81,13 @@ Json divergence_json(const lab::TrainResult& r, bool continued) {
 }
 
 
+Json gpu_busy_json(const lab::GpuBusy& g) {
+  Json top = Json::array();
+  for (const auto& k : g.top) top.push_back({{"name", k.name}, {"ms", k.ms}, {"count", k.count}});
+  return {{"wall_ms", g.wall_ms},   {"profiled_wall_ms", g.profiled_wall_ms}, {"busy_ms", g.busy_ms},
+          {"share", g.share()},     {"gpu_activities", g.activities},         {"longest", top}};
+}
+
 Json diagnostics_json(const MamlDiagnostics& d) {
   Json steps = Json::array(), values = Json::array(), cosines = Json::array(), statuses = Json::array();
   for (const auto& r : d.rel_diff) {
@@ -101,11 +108,7 @@ Json diagnostics_json(const MamlDiagnostics& d) {
           {"fo_meta_step_ms", number_or_null(d.fo.ms)},
           {"full_" + d.full.memory_kind, number_or_null(d.full.peak_mib)},
           {"fo_" + d.fo.memory_kind, number_or_null(d.fo.peak_mib)},
-          {"full_meta_step_gpu_busy", d.full_gpu ? Json{{"wall_ms", d.full_gpu->wall_ms},
-                                                        {"busy_ms", d.full_gpu->busy_ms},
-                                                        {"share", d.full_gpu->share()},
-                                                        {"gpu_activities", d.full_gpu->activities}}
-                                                  : Json(nullptr)}};
+          {"full_meta_step_gpu_busy", d.full_gpu ? gpu_busy_json(*d.full_gpu) : Json(nullptr)}};
 }
 
 }  // namespace
@@ -221,9 +224,13 @@ void print_summary(const MamlRun& run, const std::string& out_dir) {
   std::printf("\n  meta-step: FULL %.1f ms, FO %.1f ms; peak memory (%s): FULL %.1f MiB, FO %.1f MiB\n", d.full.ms,
               d.fo.ms, d.full.memory_kind.c_str(), d.full.peak_mib, d.fo.peak_mib);
   if (d.full_gpu) {
-    std::printf("  GPU busy %.0f %% of one profiled FULL meta-step (%.2f of %.2f ms, %lld kernels and copies)\n",
-                100.0 * d.full_gpu->share(), d.full_gpu->busy_ms, d.full_gpu->wall_ms,
-                (long long)d.full_gpu->activities);
+    std::printf("  GPU busy %.0f %% of a FULL meta-step (%.2f ms of kernels and copies, %lld of them, in %.2f ms; "
+                "profiled %.2f ms); longest:\n",
+                100.0 * d.full_gpu->share(), d.full_gpu->busy_ms, (long long)d.full_gpu->activities,
+                d.full_gpu->wall_ms, d.full_gpu->profiled_wall_ms);
+    for (const auto& k : d.full_gpu->top) {
+      std::printf("    %8.3f ms  %5lld x  %.100s\n", k.ms, (long long)k.count, k.name.c_str());
+    }
   }
   std::printf("  wrote %s/curve.csv, %s/summary.json, plot: %s\n", out_dir.c_str(), out_dir.c_str(),
               run.plot.status.c_str());

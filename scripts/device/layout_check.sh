@@ -35,7 +35,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = busy ] || [ "$what" = all ]; then
   common=(--device cuda --meta-steps 4 --eval-every 4 --eval-tasks 8 --no-plot)
-  "$T" maml "${common[@]}" --out "$out/maml_default" 2>/dev/null | grep -E "meta-step|GPU busy"
-  "$T" maml "${common[@]}" --seq-len 256 --classes 4 --dim 128 --heads 4 --blocks 2 --out "$out/maml_t256" \
-    2>/dev/null | grep -E "meta-step|GPU busy"
+  "$T" maml "${common[@]}" --out "$out/maml_default" 2>/dev/null | grep -E -A9 "meta-step:"
+  "$T" maml "${common[@]}" --seq-len 256 --classes 4 --dim 128 --heads 4 --blocks 2 --inner-lr 0.05 \
+    --out "$out/maml_t256" 2>/dev/null | grep -E -A9 "meta-step:"
 fi
