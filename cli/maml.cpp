@@ -47,6 +47,8 @@ void finish(Options& o) {
   if (!t.estimator.empty()) t.estimator = lab::estimator_name(lab::parse_estimator(t.estimator));
   t.model.pooling = o.pooling == "mean" ? lab::Pooling::Mean : lab::Pooling::Attention;
   TORCH_CHECK(o.device == "cpu" || at::hasCUDA(), "--device cuda: no CUDA device available");
+  TORCH_CHECK(!t.cuda_graph || o.device == "cuda", "--cuda-graph needs --device cuda");
+  TORCH_CHECK(!t.cuda_graph || t.estimator.empty(), "--cuda-graph replays MAML's meta-gradient: drop --estimator");
   t.device = lab::rank_device(o.device == "cuda" ? at::kCUDA : at::kCPU);
   t.dtype = o.dtype == "float64" ? at::kDouble : o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   apply_task_options(o.ranges, t.tasks, t.model, t.seed);
@@ -82,6 +84,12 @@ MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
   lab::MamlConfig full = t.maml;
   full.mode = lab::MamlMode::Full;
   d.full_gpu = lab::gpu_busy(t.device, [&] { lab::meta_gradient(t.model, full, w, tasks); });
+  try {
+    d.full_graph = lab::time_graphed_meta_step(t, w, tasks);
+    d.full_graph_status = d.full_graph ? "measured" : "not run (CPU)";
+  } catch (const std::exception& e) {
+    d.full_graph_status = std::string("capture failed: ") + e.what();
+  }
   return d;
 }
 
@@ -89,6 +97,7 @@ MamlDiagnostics diagnose(const lab::TrainConfig& t, const lab::Weights& trained,
 std::string fingerprint(const MamlRun& run) {
   Json j = config_json(run);
   j.erase("resolved_backend");
+  j.erase("cuda_graph");  // how the meta-gradient is launched, not what it is
   j["device"] = c10::DeviceTypeName(run.config.device.type(), /*lower_case=*/true);
   return j.dump();
 }
@@ -214,6 +223,10 @@ Run add_maml(CLI::App& command) {
   command.add_flag("--deterministic", o->deterministic,
                    "torch.use_deterministic_algorithms(True): a run repeats bit for bit on the same machine (the fused "
                    "backward adds in a fixed order; docs/contract.md, \"Determinism\")");
+  command.add_flag("--cuda-graph", t.cuda_graph,
+                   "capture MAML's meta-gradient as a CUDA graph at the first meta-step and replay it after (CUDA, no "
+                   "--estimator): the same meta-gradient without the kernel launches (docs/performance.md, \"The lab's "
+                   "GPU meta-step\")");
   command.add_flag("--check-replicas", o->check_replicas,
                    "debug: after every meta-step, a checksum all-reduce asserts that every rank holds the same weights");
   command.add_flag("--continue-on-divergence", t.continue_on_divergence,

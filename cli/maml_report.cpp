@@ -108,7 +108,13 @@ Json diagnostics_json(const MamlDiagnostics& d) {
           {"fo_meta_step_ms", number_or_null(d.fo.ms)},
           {"full_" + d.full.memory_kind, number_or_null(d.full.peak_mib)},
           {"fo_" + d.fo.memory_kind, number_or_null(d.fo.peak_mib)},
-          {"full_meta_step_gpu_busy", d.full_gpu ? gpu_busy_json(*d.full_gpu) : Json(nullptr)}};
+          {"full_meta_step_gpu_busy", d.full_gpu ? gpu_busy_json(*d.full_gpu) : Json(nullptr)},
+          {"full_meta_gradient_cuda_graph",
+           {{"status", d.full_graph_status},
+            {"eager_ms", d.full_graph ? Json(d.full_graph->eager_ms) : Json(nullptr)},
+            {"graph_ms", d.full_graph ? Json(d.full_graph->graph_ms) : Json(nullptr)},
+            {"max_rel_diff", d.full_graph ? Json(d.full_graph->max_rel_diff) : Json(nullptr)},
+            {"eager_repeat_rel_diff", d.full_graph ? Json(d.full_graph->eager_repeat_rel_diff) : Json(nullptr)}}}};
 }
 
 }  // namespace
@@ -120,6 +126,7 @@ Json config_json(const MamlRun& run) {
           {"resolved_backend", backend_name(run.resolved_backend)},
           {"mode", lab::maml_mode_name(t.maml.mode)},
           {"estimator", t.estimator.empty() ? Json(nullptr) : Json(t.estimator)},
+          {"cuda_graph", t.cuda_graph},
           {"inner_steps", t.maml.inner_steps},
           {"inner_lr", t.maml.inner_lr},
           {"inner_grad_clip", t.maml.inner_grad_clip > 0 ? Json(t.maml.inner_grad_clip) : Json(nullptr)},
@@ -231,6 +238,14 @@ void print_summary(const MamlRun& run, const std::string& out_dir) {
     for (const auto& k : d.full_gpu->top) {
       std::printf("    %8.3f ms  %5lld x  %.100s\n", k.ms, (long long)k.count, k.name.c_str());
     }
+  }
+  if (d.full_graph) {
+    std::printf("  FULL meta-gradient as a CUDA graph: %.2f ms per replay, eager %.2f ms (%.1fx); max rel diff %.1e "
+                "(eager against eager: %.1e)\n",
+                d.full_graph->graph_ms, d.full_graph->eager_ms, d.full_graph->eager_ms / d.full_graph->graph_ms,
+                d.full_graph->max_rel_diff, d.full_graph->eager_repeat_rel_diff);
+  } else if (d.full_graph_status != "not run (CPU)") {
+    std::printf("  FULL meta-gradient as a CUDA graph: %s\n", d.full_graph_status.c_str());
   }
   std::printf("  wrote %s/curve.csv, %s/summary.json, plot: %s\n", out_dir.c_str(), out_dir.c_str(),
               run.plot.status.c_str());

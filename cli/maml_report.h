@@ -5,6 +5,7 @@
 
 #include "json_out.h"
 #include "diagnostics/gpu_busy.h"
+#include "diagnostics/graphed_step.h"
 #include "diagnostics/step_cost.h"
 #include "plot_script.h"
 #include "diagnostics/second_order.h"
@@ -21,6 +22,8 @@ struct MamlDiagnostics {
   std::vector<lab::RelDiff> rel_diff;
   lab::StepCost full, fo;
   std::optional<lab::GpuBusy> full_gpu;  // CUDA runs: how much of the FULL meta-step the GPU is busy
+  std::optional<lab::GraphedStep> full_graph;  // CUDA runs: the FULL meta-gradient as a CUDA graph, beside eager
+  std::string full_graph_status = "not run";   // "measured", or why not (a capture error's message)
 };
 
 struct MamlRun {

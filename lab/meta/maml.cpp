@@ -230,6 +230,20 @@ std::vector<std::string> attention_second_order_nodes(const at::Tensor& loss) {
   return out;
 }
 
+GroupMetaGradient group_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                      const TaskStack& stack, double weight, InnerLoopTrace* trace) {
+  const bool strict = maml.mode == MamlMode::FirstOrderStrict;
+  const Weights fast = adapt(model, maml, w, stack, trace);
+  GroupMetaGradient out;
+  out.losses = task_loss(model, fast, stack.query_x, stack.query_y);
+  out.loss = out.losses.sum() * weight;
+  // FO_STRICT: the query gradient at the adapted copies (leaves, one slice per task), applied to the initial
+  // weights.
+  out.grads = gradients(out.loss, strict ? fast : w, /*retain_graph=*/!strict, /*create_graph=*/false);
+  for (auto& t : out.grads) t = strict ? t.sum(0).detach() : t.detach();
+  return out;
+}
+
 MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                            const std::vector<Task>& tasks) {
   TORCH_CHECK(!tasks.empty(), "meta_gradient: no tasks");
@@ -240,23 +254,15 @@ MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, con
   for (size_t begin = 0; begin < tasks.size(); begin += group) {
     const auto stack = stack_tasks(tasks, begin, std::min(tasks.size(), begin + group));
     InnerLoopTrace trace;
-    const Weights fast = adapt(model, maml, w, stack, &trace);
-    const auto losses = task_loss(model, fast, stack.query_x, stack.query_y);
+    const auto g = group_meta_gradient(model, maml, w, stack, inv, &trace);
     std::vector<double> values;
-    const auto d = first_divergence(trace, losses, stack.offset, &values);
+    const auto d = first_divergence(trace, g.losses, stack.offset, &values);
     if (d.found() && !out.divergence.found()) out.divergence = d;
-    const auto loss = losses.sum() * inv;
-    // FO_STRICT: the query gradient at the adapted copies (leaves, one slice per task), applied to the initial
-    // weights.
-    auto g = gradients(loss, strict ? fast : w, /*retain_graph=*/!strict, /*create_graph=*/false);
-    if (strict) {
-      for (auto& t : g) t = t.sum(0);
-    }
-    if (!strict) out.loss_graph = loss;
+    if (!strict) out.loss_graph = g.loss;
     if (out.grads.empty()) {
-      for (const auto& t : g) out.grads.push_back(t.detach());
+      out.grads = g.grads;
     } else {
-      for (size_t j = 0; j < g.size(); ++j) out.grads[j] = out.grads[j] + g[j].detach();
+      for (size_t j = 0; j < g.grads.size(); ++j) out.grads[j] = out.grads[j] + g.grads[j];
     }
     for (const double v : values) out.query_loss += v * inv;
   }

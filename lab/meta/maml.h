@@ -111,6 +111,16 @@ struct MetaGradient {
   Divergence divergence;          // the first non-finite loss or gradient; grads and loss are unusable then
 };
 
+// One group of tasks' share of the meta-gradient, all on the device with no host synchronization (what a CUDA graph
+// can capture): the adapted query losses per task, their sum times `weight` (with its graph), and its gradient with
+// respect to `w` (detached). meta_gradient checks `trace` and `losses` for divergence after it.
+struct GroupMetaGradient {
+  at::Tensor losses, loss;
+  std::vector<at::Tensor> grads;
+};
+GroupMetaGradient group_meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
+                                      const TaskStack& stack, double weight, InnerLoopTrace* trace = nullptr);
+
 // The meta-gradient of the mean query loss over `tasks` under `maml`; `w` are leaves requiring grad.
 MetaGradient meta_gradient(const ModelConfig& model, const MamlConfig& maml, const Weights& w,
                            const std::vector<Task>& tasks);

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include "distributed/sharded.h"
+#include "meta/graphed_meta_gradient.h"
 #include "train/adam.h"
 #include "train/checkpoint.h"
 
@@ -9,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
 
 namespace theria::lab {
 
@@ -49,8 +51,14 @@ TrainResult meta_train(const TrainConfig& config, const std::function<void(const
   const MamlConfig eval_maml = evaluation_inner_loop(config);
   const std::optional<EstimatorSpec> spec =
       config.estimator.empty() ? std::nullopt : std::optional<EstimatorSpec>(parse_estimator(config.estimator));
-  // The meta-gradient of one meta-batch (this rank's block of it): MAML's, or the estimator's.
+  TORCH_CHECK(!config.cuda_graph || (config.device.is_cuda() && !spec),
+              "meta_train: cuda_graph needs a CUDA device and MAML's meta-gradient (no estimator), got device ",
+              config.device, config.estimator.empty() ? "" : " and estimator " + config.estimator);
+  std::unique_ptr<GraphedMetaGradient> graphed;
+  if (config.cuda_graph) graphed = std::make_unique<GraphedMetaGradient>(config.model, config.maml, w);
+  // The meta-gradient of one meta-batch (this rank's block of it): MAML's (eager, or replayed), or the estimator's.
   auto local_meta_gradient = [&](const std::vector<Task>& batch) {
+    if (graphed) return (*graphed)(batch);
     if (!spec) return meta_gradient(config.model, config.maml, w, batch);
     auto e = estimate_meta_gradient(config.model, config.maml, *spec, w, batch);
     MetaGradient m;

@@ -38,6 +38,9 @@ struct TrainConfig {
   // unrolled, first_order, truncated:K, implicit:..., neumann:...), maml.mode then unused; implicit and neumann
   // adapt on their proximal inner problem in the evaluations too (the inner loop they were meta-trained for).
   std::string estimator;
+  // MAML's meta-gradient as a CUDA graph, captured at the first meta-step and replayed after
+  // (meta/graphed_meta_gradient.h): the same numbers, without the launches the GPU waits on. CUDA, no estimator.
+  bool cuda_graph = false;
 };
 
 // The inner loop of config's evaluations: maml, with the estimator's proximal term where it has one.

@@ -7,8 +7,9 @@
 # tests: every GPU test and `theria verify --device cuda`;
 # bench: bf16 (theria beside flash) and float32 at "high" (theria) at B8 H16 T2048 D64/D128, the build before the
 #        change and after it, each run twice in the order before, after, before, after;
-# busy:  `theria maml --device cuda` for a few meta-steps at the lab's default model and at a larger one: the GPU's
-#        busy share of a profiled FULL meta-step (summary.json, full_meta_step_gpu_busy).
+# busy:  `theria maml --device cuda` for a few meta-steps at the lab's default model and at a larger one (also under
+#        --deterministic): the GPU's busy share of a profiled FULL meta-step (summary.json, full_meta_step_gpu_busy)
+#        and the FULL meta-gradient replayed as a CUDA graph beside eager (full_meta_gradient_cuda_graph).
 source "$(dirname "$0")/device_env.sh" "$@"
 shapes=(--shape 8,16,2048,64 --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then
@@ -35,7 +36,9 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = busy ] || [ "$what" = all ]; then
   common=(--device cuda --meta-steps 4 --eval-every 4 --eval-tasks 8 --no-plot)
-  "$T" maml "${common[@]}" --out "$out/maml_default" 2>/dev/null | grep -E -A9 "meta-step:"
+  "$T" maml "${common[@]}" --out "$out/maml_default" 2>/dev/null | grep -E -A10 "meta-step:"
   "$T" maml "${common[@]}" --seq-len 256 --classes 4 --dim 128 --heads 4 --blocks 2 --inner-lr 0.05 \
-    --out "$out/maml_t256" 2>/dev/null | grep -E -A9 "meta-step:"
+    --out "$out/maml_t256" 2>/dev/null | grep -E -A10 "meta-step:"
+  "$T" maml "${common[@]}" --seq-len 256 --classes 4 --dim 128 --heads 4 --blocks 2 --inner-lr 0.05 --deterministic \
+    --out "$out/maml_t256_deterministic" 2>/dev/null | grep -E "meta-step:|CUDA graph"
 fi
