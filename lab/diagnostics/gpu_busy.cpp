@@ -1,5 +1,7 @@
 #include "diagnostics/gpu_busy.h"
 
+#include "diagnostics/step_cost.h"
+
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
@@ -8,7 +10,6 @@
 #endif
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 #include <set>
 #include <utility>
@@ -43,16 +44,8 @@ std::optional<GpuBusy> gpu_busy(const at::Device& device, const std::function<vo
   namespace profiler = torch::autograd::profiler;
   using torch::profiler::impl::ActivityType;
   const auto sync = [] { at::cuda::getCurrentCUDAStream().synchronize(); };
-  step();  // warm-up: the allocator's blocks, cuBLAS handles and kernel attributes are in place before the measurement
-  sync();
-  std::vector<double> walls;
-  for (int i = 0; i < 3; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    step();
-    sync();
-    walls.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(walls.begin(), walls.end());
+  // Warm-up and the median of 3 (the allocator's blocks, cuBLAS handles and kernel attributes are in place first).
+  const double wall_ms = time_step(device, step).ms;
   const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
   const std::set<ActivityType> activities{ActivityType::CPU, ActivityType::CUDA};
   profiler::prepareProfiler(config, activities);
@@ -81,7 +74,7 @@ std::optional<GpuBusy> gpu_busy(const at::Device& device, const std::function<vo
   }
   TORCH_CHECK(hi > lo, "gpu_busy: the profiler recorded no window for the step");
   GpuBusy busy;
-  busy.wall_ms = walls[1];
+  busy.wall_ms = wall_ms;
   busy.profiled_wall_ms = static_cast<double>(hi - lo) * 1e-6;
   busy.busy_ms = union_ns(spans, lo, hi) * 1e-6;
   busy.activities = static_cast<int64_t>(spans.size());

@@ -1,35 +1,15 @@
 #include "diagnostics/graphed_step.h"
 
+#include "diagnostics/step_cost.h"
 #include "meta/graphed_meta_gradient.h"
 
 #include <ATen/ATen.h>
 
-#ifdef THERIA_WITH_FUSED
-#include <ATen/cuda/CUDAContext.h>
-#endif
-
 #include <algorithm>
-#include <chrono>
-#include <functional>
 #include <vector>
 
 namespace theria::lab {
 namespace {
-
-// Median of 3 timed calls of `run` (each followed by a synchronize of the current stream), after one untimed call.
-double median_ms(const std::function<void()>& run) {
-  std::vector<double> ms;
-  for (int i = 0; i < 4; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-#ifdef THERIA_WITH_FUSED
-    at::cuda::getCurrentCUDAStream().synchronize();
-#endif
-    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[1];
-}
 
 double max_rel_diff(const std::vector<at::Tensor>& x, const std::vector<at::Tensor>& ref) {
   double diff = 0.0, scale = 0.0;
@@ -59,9 +39,9 @@ std::optional<GraphedStep> time_graphed_meta_step(const TrainConfig& t, const We
     return g;
   };
   GraphedStep out;
-  out.eager_ms = median_ms([&] { eager = eager_step(); });
+  out.eager_ms = time_step(t.device, [&] { eager = eager_step(); }).ms;
   eager_again = eager_step();
-  out.graph_ms = median_ms([&] { replayed = graphed(tasks); });
+  out.graph_ms = time_step(t.device, [&] { replayed = graphed(tasks); }).ms;
   out.max_rel_diff = max_rel_diff(replayed.grads, eager.grads);
   out.eager_repeat_rel_diff = max_rel_diff(eager_again.grads, eager.grads);
   return out;

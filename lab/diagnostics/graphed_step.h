@@ -13,6 +13,7 @@ namespace theria::lab {
 struct GraphedStep {
   double eager_ms = 0.0;  // meta_gradient, median of 3 after a warm-up
   double graph_ms = 0.0;  // GraphedMetaGradient: the tasks' copy, one replay, the checks; median of 3 after the capture
+                          // (the warm-up call captures)
   double max_rel_diff = 0.0;  // max |g_graph - g_eager| / max |g_eager| over the weights
   // The same between two eager calls: the run-to-run noise (fp32 atomics of dQ in the fused backward, unless
   // deterministic algorithms are on) that max_rel_diff is to be read against.
