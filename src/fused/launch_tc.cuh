@@ -1,7 +1,7 @@
 // The family launchers of the tensor-core kernels (declared in kernel_templates.h, instantiated once per combination
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
-// warpgroup_kernels: the wgmma kernels at head dim 128 for 16-bit operands, the mma.sync ones otherwise) and runs the
-// passes around it: the row terms before a backward, dQ's finish after.
+// warpgroup_forward and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones otherwise) and runs
+// the passes around it: the row terms before a backward, dQ's finish after.
 #pragma once
 
 #include "fused/dq_finish.cuh"
@@ -11,6 +11,7 @@
 #include "fused/sdpa_bwd_tc.cuh"
 #include "fused/sdpa_bwd_wg.cuh"
 #include "fused/sdpa_fwd_tc.cuh"
+#include "fused/sdpa_fwd_wg.cuh"
 #include "fused/sdpa_tangent_wg.cuh"
 #include "fused/tile_policy.h"
 
@@ -20,7 +21,9 @@ namespace theria::kernels::cuda {
 
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
-  if constexpr (kPass == FwdPass::kTangent && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+  if constexpr (kPass == FwdPass::kOut && warpgroup_forward(kHeadDim, kPartsOf<T>, kMask)) {
+    launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream);
+  } else if constexpr (kPass == FwdPass::kTangent && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream);
   } else {
     launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);

@@ -104,7 +104,10 @@ __device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src
 // contiguous, 16-byte aligned rows) into a tile of the given layout; rows at or past n_rows become zeros.
 // float32 rows (the split path) are split into their bfloat16 parts on the way: cp.async cannot convert, so
 // those copies are plain loads and stores, complete when the function returns.
-template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols, kPartsOf<T>>>
+// kUnrollLong: how far a long copy's index loop unrolls (0: fully; the producer warp of sdpa_fwd_wg.cuh copies whole
+// tiles alone, and fully unrolled its addresses took the registers its kernel's consumers need).
+template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols, kPartsOf<T>>,
+          int kUnrollLong = 0>
 __device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, int64_t row_stride, int row0,
                                                 int n_rows, int tid) {
   constexpr int kChunks = kRows * (kCols / 8);
@@ -133,8 +136,13 @@ __device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, 
   } else {
     // Longer copies keep the index loop: unrolled, their addresses stay live across the caller's loop
     // (the D=128 forward, 8 chunks each of K and V per thread, ran 13 % slower).
+    if constexpr (kUnrollLong > 0) {
+#pragma unroll kUnrollLong
+      for (int c = tid; c < kChunks; c += kThreads) copy(c);
+    } else {
 #pragma unroll
-    for (int c = tid; c < kChunks; c += kThreads) copy(c);
+      for (int c = tid; c < kChunks; c += kThreads) copy(c);
+    }
   }
 }
 

@@ -52,8 +52,23 @@ namespace theria::kernels::cuda {
 
 // Which kernels serve the tangent pass, the backward and the backward-JVP: the warpgroup (wgmma) ones at head dim
 // 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the wgmma tiles). The
-// forward and the JVP always run on mma.sync.
+// JVP always runs on mma.sync; the forward: warpgroup_forward below.
 constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && head_dim == 128 && parts == 1; }
+
+// The forward (FwdPass::kOut) runs the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and 128
+// for 16-bit operands without attn_mask; the mma.sync kernel elsewhere (the masked build keeps it: its per-block
+// mask terms are staged by the same threads that read them).
+constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
+  return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
+}
+
+// Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warp; kBlockN keys per
+// step (the score accumulator is 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread).
+template <int kHeadDim>
+struct FwdWgTile {
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kBlockN = 128;
+};
 
 // Forward, JVP and (mma.sync) tangent pass: kWarps warps per CTA, each owning kMTiles 16-row tiles (a key/value
 // fragment feeds kMTiles MMAs); kBlockN keys per step. kParts: parts per operand (mma.cuh's MmaOperand).

@@ -1,0 +1,262 @@
+// The forward (FwdPass::kOut of sdpa_fwd_tc.cuh: out and the row log-sum-exp) as a warp-specialised pipeline
+// on Hopper warpgroup MMAs, after FlashAttention-3's forward.
+//
+// One CTA per (batch position, block of 64 * kWarpGroups queries): kWarpGroups consumer warpgroups of 64 query
+// rows each, and one producer warp that copies Q once and then blocks of kBlockN keys (K and V, each in a ring
+// of two stages) with cp.async, signalling each copy on its stage's "full" mbarrier (mbarrier.cuh); the
+// consumers hand a stage back on its "empty" barrier as soon as the product that reads it has completed, so
+// neither side ever waits at a CTA-wide barrier.
+//
+// A consumer keeps the next block's score product in flight while it forms the current probabilities:
+//   issue S_j = Q K_j^T;  issue O += P_{j-1} V_{j-1};  wait for S_j;  release K_j;
+//   online softmax of S_j (new running max, P_j)   <- the tensor cores still run P_{j-1} V_{j-1}
+//   wait for the product;  release V_{j-1};  rescale O to the new max.
+// Operands are read by the tensor cores from shared memory as whole 8 x 8 blocks (CoreMatrixRows): Q and K
+// K-major, V MN-major; P goes in from registers. Tile shape: tile_policy.h (FwdWgTile).
+#pragma once
+
+#include "fused/kernel_templates.h"
+#include "fused/mbarrier.cuh"
+#include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
+#include "fused/tile_policy.h"
+#include "fused/wgmma.cuh"
+#include "kernels/sdpa_params.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+namespace theria::kernels::cuda {
+
+template <int kHeadDim_>
+struct FwdWgTraits {
+  using Tile = FwdWgTile<kHeadDim_>;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarpGroups = Tile::kWarpGroups;
+  static constexpr int kConsumerWarps = 4 * kWarpGroups;
+  static constexpr int kThreads = 32 * (kConsumerWarps + 1);  // + the producer warp
+  static constexpr int kBlockM = 64 * kWarpGroups;             // queries per CTA, 64 per warpgroup (the wgmma M)
+  static constexpr int kBlockN = Tile::kBlockN;                // keys per step
+  static constexpr int kStages = 2;                            // K and V each in a ring of two
+  using Rows = CoreMatrixRows<kHeadDim>;
+  static constexpr int kQTile = Rows::tile_elems(kBlockM), kKeyTile = Rows::tile_elems(kBlockN);
+  static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;  // Q; K and V rings
+  // The barriers after the tiles: Q full; K full x 2, V full x 2; K empty x 2, V empty x 2.
+  static constexpr int kBarriers = 1 + 4 * kStages;
+  static constexpr size_t kSmemBytes = kSmemElems * 2 + kBarriers * sizeof(uint64_t);
+};
+
+// The producer warp: Q, then K_j and V_j for every visible block j. Each lane waits for its own copies (cp.async
+// groups complete in order), makes them visible to the tensor cores and arrives; a full barrier expects the 32
+// lanes. Signalling one copy behind the newest keeps two in flight: V_{j-1} is signalled once K_j is issued, K_j
+// once V_j is.
+template <typename T, typename Tr, bool kGroups>
+__device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, T* q_tile,
+                                               T* k_ring, T* v_ring, uint64_t* bars, int lane) {
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kHeadDim = Tr::kHeadDim, kKeyTile = Tr::kKeyTile;
+  using Rows = typename Tr::Rows;
+  uint64_t *full_q = bars, *full_k = bars + 1, *full_v = full_k + 2, *empty_k = full_v + 2, *empty_v = empty_k + 2;
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const T* k = key_base<const T, kGroups>(p.k, b);
+  const T* v = key_base<const T, kGroups>(p.v, b);
+  const auto signal = [&](uint64_t* bar) {
+    cp_async_wait<1>();  // all but the newest group
+    fence_proxy_async();
+    mbarrier_arrive(bar);
+  };
+  load_rows_async<T, kBlockM, kHeadDim, 32, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L, lane);
+  cp_async_commit();
+  for (int j = 0; j < n_blocks; ++j) {
+    const int s = j & 1;
+    const uint32_t reuse_parity = ((j >> 1) - 1) & 1;  // the consumers' release of the stage's previous block
+    if (j >= 2) mbarrier_wait(&empty_k[s], reuse_parity);
+    load_rows_async<T, kBlockN, kHeadDim, 32, Rows, 4>(k_ring + s * kKeyTile, k, p.k.row_stride, j * kBlockN, S, lane);
+    cp_async_commit();
+    signal(j == 0 ? full_q : &full_v[s ^ 1]);
+    if (j >= 2) mbarrier_wait(&empty_v[s], reuse_parity);
+    load_rows_async<T, kBlockN, kHeadDim, 32, Rows, 4>(v_ring + s * kKeyTile, v, p.v.row_stride, j * kBlockN, S, lane);
+    cp_async_commit();
+    signal(&full_k[s]);
+  }
+  cp_async_wait<0>();
+  fence_proxy_async();
+  mbarrier_arrive(n_blocks == 0 ? full_q : &full_v[(n_blocks - 1) & 1]);
+}
+
+template <typename T, typename Tr, bool kCausal, bool kGroups>
+__global__ void __maxnreg__(224) sdpa_fwd_wg_kernel(const SdpaFwdParams p) {
+  constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kKeyTile = Tr::kKeyTile;
+  using Rows = typename Tr::Rows;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* q_tile = reinterpret_cast<T*>(smem);
+  T* k_ring = q_tile + Tr::kQTile;
+  T* v_ring = k_ring + Tr::kStages * kKeyTile;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Tr::kSmemElems * 2);
+  uint64_t *full_q = bars, *full_k = bars + 1, *full_v = full_k + 2, *empty_k = full_v + 2, *empty_v = empty_k + 2;
+
+  const int tid = threadIdx.x, lane = tid % 32;
+  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
+  const int m0 = blockIdx.x * kBlockM;
+  const int64_t b = blockIdx.y;
+  const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
+  const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
+  if (tid == 0) {
+    mbarrier_init(full_q, 32);
+    for (int s = 0; s < 2; ++s) {
+      mbarrier_init(&full_k[s], 32);
+      mbarrier_init(&full_v[s], 32);
+      mbarrier_init(&empty_k[s], Tr::kConsumerWarps);
+      mbarrier_init(&empty_v[s], Tr::kConsumerWarps);
+    }
+  }
+  __syncthreads();  // the last CTA-wide barrier: the producer warp leaves the consumers' code here
+  if (tid / 32 == Tr::kConsumerWarps) {
+    fwd_wg_produce<T, Tr, kGroups>(p, b, m0, n_blocks, q_tile, k_ring, v_ring, bars, lane);
+    return;
+  }
+
+  const int warp = (tid / 32) % 4, g = lane / 4, t = lane % 4;
+  const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
+  const int row_g = m0 + 64 * wg + 16 * warp + g;        // this thread's rows: row_g and row_g + 8
+  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  float o[kHeadDim / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < kHeadDim / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  // Running max of the scaled logits (log2 units) and this thread's part of the row sums of P.
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  uint32_t pa[kBlockN / 16][4];  // P of the block whose product with V is next, as wgmma A fragments
+
+  using KMajor = TileDesc<Rows, false>;
+  using MnMajor = TileDesc<Rows, true>;
+  const KMajor q_d(smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0));
+  const auto release = [&](uint64_t* bar) {
+    if (lane == 0) mbarrier_arrive(bar);
+  };
+  // The descriptors of block j's K and V tiles (stage j & 1 of each ring).
+  const auto k_desc = [&](int j) { return KMajor(smem_addr(k_ring + (j & 1) * kKeyTile)); };
+  const auto v_desc = [&](int j) { return MnMajor(smem_addr(v_ring + (j & 1) * kKeyTile)); };
+  // S = Q K_j^T into s, issued and committed (not waited for).
+  const auto issue_scores = [&](float (&s)[kBlockN / 8][4], const KMajor& k_d) {
+    wgmma_fence();
+    wgmma_product_rule<T, kBlockN, kHeadDim, false, false>(s, s, q_d, q_d, k_d, k_d);
+    wgmma_commit();
+  };
+  // O += P V_j with the P in pa, issued and committed.
+  const auto issue_values = [&](const MnMajor& v_n) {
+    wgmma_fence();
+#pragma unroll
+    for (int kq = 0; kq < kBlockN / 16; ++kq) wgmma_rs<T, 1, kHeadDim>(o, pa[kq], v_n.at(16 * kq, 0), 1);
+    wgmma_commit();
+  };
+  // The online softmax of block j's scores: masks keys past S (and, causal, past the row), moves the running
+  // max, leaves P (unnormalised, against the new max) in s and returns the factor that rescales what was
+  // accumulated against the old max.
+  const auto softmax = [&](float (&s)[kBlockN / 8][4], int j, float (&alpha)[2]) {
+    const int n0 = j * kBlockN;
+    if (n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0 + 64 * wg)) {
+      for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) { s[nt][e] = -INFINITY; });
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = row_max[r];
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
+      mx = quad_max(mx);
+      // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
+      const float m_use = mx == -INFINITY ? 0.f : mx;
+      alpha[r] = fast_exp2(row_max[r] - m_use);
+      row_max[r] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          s[nt][2 * r + c] = fast_exp2(fmaf(s[nt][2 * r + c], scale_log2, -m_use));
+          sum += s[nt][2 * r + c];
+        }
+      }
+      row_sum[r] = row_sum[r] * alpha[r] + sum;  // this thread's part; reduced at the end
+    }
+  };
+
+  if (n_blocks > 0) {
+    mbarrier_wait(full_q, 0);
+    mbarrier_wait(&full_k[0], 0);
+    {
+      float s[kBlockN / 8][4];
+      issue_scores(s, k_desc(0));
+      wgmma_wait<0>();
+      fence_operands(s);
+      release(&empty_k[0]);
+      float alpha[2];
+      softmax(s, 0, alpha);
+#pragma unroll
+      for (int kq = 0; kq < kBlockN / 16; ++kq) c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
+    }
+    for (int j = 1; j < n_blocks; ++j) {
+      const uint32_t parity = (j >> 1) & 1, prev_parity = ((j - 1) >> 1) & 1;
+      float s[kBlockN / 8][4];
+      const KMajor k_d = k_desc(j);
+      const MnMajor v_n = v_desc(j - 1);
+      // O's rescale and P stay before the first product: sunk past it by the compiler, they would define a register
+      // of the in-flight pipeline (and ptxas would serialise the wgmmas).
+      fence_operands(o);
+      fence_operands(pa);
+      mbarrier_wait(&full_k[j & 1], parity);
+      issue_scores(s, k_d);
+      mbarrier_wait(&full_v[(j - 1) & 1], prev_parity);
+      issue_values(v_n);
+      wgmma_wait<1>();  // the scores
+      fence_operands(s);
+      release(&empty_k[j & 1]);
+      float alpha[2];
+      softmax(s, j, alpha);
+      wgmma_wait<0>();  // O += P_{j-1} V_{j-1}
+      fence_operands(o);
+      fence_operands(pa);
+      release(&empty_v[(j - 1) & 1]);
+      // P_j into the operand registers only now: written while P_{j-1} V_{j-1} was in flight, they made ptxas
+      // serialise the wgmmas (the exponentials, the costly part, did overlap the product).
+#pragma unroll
+      for (int kq = 0; kq < kBlockN / 16; ++kq) c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        o[dt][0] *= alpha[0];
+        o[dt][1] *= alpha[0];
+        o[dt][2] *= alpha[1];
+        o[dt][3] *= alpha[1];
+      }
+    }
+    const int last = n_blocks - 1;
+    mbarrier_wait(&full_v[last & 1], (last >> 1) & 1);
+    issue_values(v_desc(last));
+    wgmma_wait<0>();
+    fence_operands(o);
+    fence_operands(pa);
+    release(&empty_v[last & 1]);
+  }
+
+  T* out = batch_base<T>(p.out, b);
+  float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float l = quad_sum(row_sum[r]);
+    const int row = row_g + 8 * r;
+    if (row >= L) continue;  // (after the quad sum, which every lane takes part in)
+    const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+    T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) store2<T>(out_row + dt * 8 + 2 * t, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    if (t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+  }
+}
+
+template <typename T, int kHeadDim, bool kCausal, bool kGroups>
+void launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
+  using Tr = FwdWgTraits<kHeadDim>;
+  const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
+  launch_with_smem(sdpa_fwd_wg_kernel<T, Tr, kCausal, kGroups>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+}
+
+}  // namespace theria::kernels::cuda
