@@ -1,4 +1,4 @@
-// Shared-memory barriers (mbarrier, sm_90) for the warp-specialised pipelines: a producer warp fills a
+// Shared-memory barriers (mbarrier, sm_90) and register hand-over (setmaxnreg) for the warp-specialised pipelines: a producer warp fills a
 // stage and arrives on its "full" barrier; the consumers wait for that phase, read the stage, and arrive on
 // its "empty" barrier, which the producer waits for before filling the stage again. A barrier completes a
 // phase when its expected number of arrivals is reached; waits name the phase by its parity (the k-th use of
@@ -36,6 +36,18 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
         : "r"(addr), "r"(parity)
         : "memory");
   } while (!done);
+}
+
+// Moves registers between the warpgroups of a CTA (setmaxnreg, sm_90a): every warp of a warpgroup executes the same
+// call; an increase waits until decreases elsewhere have freed enough. The kernel's launch bounds fix the count each
+// thread starts with.
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_regs_increase() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_regs_decrease() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
 }
 
 }  // namespace theria::kernels::cuda

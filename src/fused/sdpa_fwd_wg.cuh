@@ -2,10 +2,11 @@
 // on Hopper warpgroup MMAs, after FlashAttention-3's forward.
 //
 // One CTA per (batch position, block of 64 * kWarpGroups queries): kWarpGroups consumer warpgroups of 64 query
-// rows each, and one producer warp that copies Q once and then blocks of kBlockN keys (K and V, each in a ring
-// of two stages) with cp.async, signalling each copy on its stage's "full" mbarrier (mbarrier.cuh); the
+// rows each, and one producer warpgroup that copies Q once and then blocks of kBlockN keys (K and V, each in a
+// ring of two stages) with cp.async, signalling each copy on its stage's "full" mbarrier (mbarrier.cuh); the
 // consumers hand a stage back on its "empty" barrier as soon as the product that reads it has completed, so
-// neither side ever waits at a CTA-wide barrier.
+// neither side ever waits at a CTA-wide barrier. The producer hands most of its registers to the consumers
+// (setmaxnreg), which hold the output, the scores and P.
 //
 // A consumer keeps the next block's score product in flight while it forms the current probabilities:
 //   issue S_j = Q K_j^T;  issue O += P_{j-1} V_{j-1};  wait for S_j;  release K_j;
@@ -35,7 +36,13 @@ struct FwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarpGroups = Tile::kWarpGroups;
   static constexpr int kConsumerWarps = 4 * kWarpGroups;
-  static constexpr int kThreads = 32 * (kConsumerWarps + 1);  // + the producer warp
+  static constexpr int kProducerThreads = 128;  // registers go to whole warpgroups: the producer is one
+  static constexpr int kThreads = 32 * kConsumerWarps + kProducerThreads;
+  // setmaxnreg: the launch bounds start every thread at 65536 / kThreads registers; the producer gives up all but
+  // kProducerRegs and the consumers take them.
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = (65536 / kThreads / 8 * 8 * kThreads - kProducerRegs * kProducerThreads) /
+                                       (32 * kConsumerWarps) / 8 * 8;
   static constexpr int kBlockM = 64 * kWarpGroups;             // queries per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockN = Tile::kBlockN;                // keys per step
   static constexpr int kStages = 2;                            // K and V each in a ring of two
@@ -47,13 +54,13 @@ struct FwdWgTraits {
   static constexpr size_t kSmemBytes = kSmemElems * 2 + kBarriers * sizeof(uint64_t);
 };
 
-// The producer warp: Q, then K_j and V_j for every visible block j. Each lane waits for its own copies (cp.async
-// groups complete in order), makes them visible to the tensor cores and arrives; a full barrier expects the 32
-// lanes. Signalling one copy behind the newest keeps two in flight: V_{j-1} is signalled once K_j is issued, K_j
+// The producer warpgroup: Q, then K_j and V_j for every visible block j. Each thread waits for its own copies
+// (cp.async groups complete in order), makes them visible to the tensor cores and arrives; a full barrier expects
+// every producer thread. Signalling one copy behind the newest keeps two in flight: V_{j-1} is signalled once K_j is issued, K_j
 // once V_j is.
 template <typename T, typename Tr, bool kGroups>
 __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, T* q_tile,
-                                               T* k_ring, T* v_ring, uint64_t* bars, int lane) {
+                                               T* k_ring, T* v_ring, uint64_t* bars, int tid) {
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kHeadDim = Tr::kHeadDim, kKeyTile = Tr::kKeyTile;
   using Rows = typename Tr::Rows;
   uint64_t *full_q = bars, *full_k = bars + 1, *full_v = full_k + 2, *empty_k = full_v + 2, *empty_v = empty_k + 2;
@@ -65,17 +72,21 @@ __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b
     fence_proxy_async();
     mbarrier_arrive(bar);
   };
-  load_rows_async<T, kBlockM, kHeadDim, 32, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L, lane);
+  constexpr int kThreads = Tr::kProducerThreads;
+  load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L,
+                                                          tid);
   cp_async_commit();
   for (int j = 0; j < n_blocks; ++j) {
     const int s = j & 1;
     const uint32_t reuse_parity = ((j >> 1) - 1) & 1;  // the consumers' release of the stage's previous block
     if (j >= 2) mbarrier_wait(&empty_k[s], reuse_parity);
-    load_rows_async<T, kBlockN, kHeadDim, 32, Rows, 4>(k_ring + s * kKeyTile, k, p.k.row_stride, j * kBlockN, S, lane);
+    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(k_ring + s * kKeyTile, k, p.k.row_stride, j * kBlockN, S,
+                                                             tid);
     cp_async_commit();
     signal(j == 0 ? full_q : &full_v[s ^ 1]);
     if (j >= 2) mbarrier_wait(&empty_v[s], reuse_parity);
-    load_rows_async<T, kBlockN, kHeadDim, 32, Rows, 4>(v_ring + s * kKeyTile, v, p.v.row_stride, j * kBlockN, S, lane);
+    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(v_ring + s * kKeyTile, v, p.v.row_stride, j * kBlockN, S,
+                                                             tid);
     cp_async_commit();
     signal(&full_k[s]);
   }
@@ -85,10 +96,10 @@ __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b
 }
 
 template <typename T, typename Tr, bool kCausal, bool kGroups>
-__global__ void __maxnreg__(224) sdpa_fwd_wg_kernel(const SdpaFwdParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const SdpaFwdParams p) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kKeyTile = Tr::kKeyTile;
   using Rows = typename Tr::Rows;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem);
   T* k_ring = q_tile + Tr::kQTile;
   T* v_ring = k_ring + Tr::kStages * kKeyTile;
@@ -102,19 +113,21 @@ __global__ void __maxnreg__(224) sdpa_fwd_wg_kernel(const SdpaFwdParams p) {
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
   if (tid == 0) {
-    mbarrier_init(full_q, 32);
+    mbarrier_init(full_q, Tr::kProducerThreads);
     for (int s = 0; s < 2; ++s) {
-      mbarrier_init(&full_k[s], 32);
-      mbarrier_init(&full_v[s], 32);
+      mbarrier_init(&full_k[s], Tr::kProducerThreads);
+      mbarrier_init(&full_v[s], Tr::kProducerThreads);
       mbarrier_init(&empty_k[s], Tr::kConsumerWarps);
       mbarrier_init(&empty_v[s], Tr::kConsumerWarps);
     }
   }
-  __syncthreads();  // the last CTA-wide barrier: the producer warp leaves the consumers' code here
-  if (tid / 32 == Tr::kConsumerWarps) {
-    fwd_wg_produce<T, Tr, kGroups>(p, b, m0, n_blocks, q_tile, k_ring, v_ring, bars, lane);
+  __syncthreads();  // the last CTA-wide barrier: the producer warpgroup leaves the consumers' code here
+  if (tid >= 32 * Tr::kConsumerWarps) {
+    warpgroup_regs_decrease<Tr::kProducerRegs>();
+    fwd_wg_produce<T, Tr, kGroups>(p, b, m0, n_blocks, q_tile, k_ring, v_ring, bars, tid - 32 * Tr::kConsumerWarps);
     return;
   }
+  warpgroup_regs_increase<Tr::kConsumerRegs>();
 
   const int warp = (tid / 32) % 4, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
