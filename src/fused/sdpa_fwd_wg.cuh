@@ -3,7 +3,7 @@
 //
 // One CTA per (batch position, block of 64 * kWarpGroups queries): kWarpGroups consumer warpgroups of 64 query
 // rows each, and one producer warpgroup that copies Q once and then blocks of kBlockN keys (K and V, each in a
-// ring of two stages) with cp.async, signalling each copy on its stage's "full" mbarrier (mbarrier.cuh); the
+// ring of kStages) with cp.async, signalling each copy on its stage's "full" mbarrier (mbarrier.cuh); the
 // consumers hand a stage back on its "empty" barrier as soon as the product that reads it has completed, so
 // neither side ever waits at a CTA-wide barrier. The producer hands most of its registers to the consumers
 // (setmaxnreg), which hold the output, the scores and P.
@@ -40,59 +40,70 @@ struct FwdWgTraits {
   static constexpr int kThreads = 32 * kConsumerWarps + kProducerThreads;
   // setmaxnreg: the launch bounds start every thread at 65536 / kThreads registers; the producer gives up all but
   // kProducerRegs and the consumers take them.
-  static constexpr int kProducerRegs = 40;
+  static constexpr int kProducerRegs = 56;
   static constexpr int kConsumerRegs = (65536 / kThreads / 8 * 8 * kThreads - kProducerRegs * kProducerThreads) /
                                        (32 * kConsumerWarps) / 8 * 8;
   static constexpr int kBlockM = 64 * kWarpGroups;             // queries per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockN = Tile::kBlockN;                // keys per step
-  static constexpr int kStages = 2;                            // K and V each in a ring of two
+  static constexpr int kStages = Tile::kStages;                // K and V each in a ring of kStages
   using Rows = CoreMatrixRows<kHeadDim>;
   static constexpr int kQTile = Rows::tile_elems(kBlockM), kKeyTile = Rows::tile_elems(kBlockN);
   static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;  // Q; K and V rings
-  // The barriers after the tiles: Q full; K full x 2, V full x 2; K empty x 2, V empty x 2.
-  static constexpr int kBarriers = 1 + 4 * kStages;
-  static constexpr size_t kSmemBytes = kSmemElems * 2 + kBarriers * sizeof(uint64_t);
+  static constexpr size_t kSmemBytes = kSmemElems * 2 + (1 + 4 * kStages) * sizeof(uint64_t);  // + FwdWgBarriers
 };
 
-// The producer warpgroup: Q, then K_j and V_j for every visible block j. Each thread waits for its own copies
-// (cp.async groups complete in order), makes them visible to the tensor cores and arrives; a full barrier expects
-// every producer thread. Signalling one copy behind the newest keeps two in flight: V_{j-1} is signalled once K_j is issued, K_j
-// once V_j is.
+// The pipeline's barriers, after the tiles in shared memory: Q full; per stage of each ring, full (the producer's
+// copy landed) and empty (every consumer warp is done with it). Block j sits in stage j % kStages; its full phase
+// has parity (j / kStages) & 1, and the empty phase it waits for before its copy, the previous block's in that
+// stage, the other parity.
+template <int kStages>
+struct FwdWgBarriers {
+  uint64_t *full_q, *full_k, *full_v, *empty_k, *empty_v;
+  __device__ __forceinline__ explicit FwdWgBarriers(uint64_t* base)
+      : full_q(base), full_k(base + 1), full_v(full_k + kStages), empty_k(full_v + kStages), empty_v(empty_k + kStages) {}
+  static constexpr int kCount = 1 + 4 * kStages;
+  __device__ __forceinline__ static int stage(int j) { return j % kStages; }
+  __device__ __forceinline__ static uint32_t parity(int j) { return (j / kStages) & 1; }
+};
+
+// The producer warpgroup: its first two warps copy Q and then K_j, the other two V_j, for every visible block j,
+// each as soon as the consumers have handed the stage back. Each thread waits for its own copy, makes it visible
+// to the tensor cores and arrives on the stage's full barrier, which expects the 64 threads of its pair of warps.
+// (With K and V from the same threads, cp.async groups completing in order tied K_j's signal to V_j's copy, and so
+// to the consumers' release of V_{j-2}: they waited for K at every step, 16 % of their stall samples.)
 template <typename T, typename Tr, bool kGroups>
 __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, T* q_tile,
-                                               T* k_ring, T* v_ring, uint64_t* bars, int tid) {
+                                               T* k_ring, T* v_ring, const FwdWgBarriers<Tr::kStages>& bar, int tid) {
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kHeadDim = Tr::kHeadDim, kKeyTile = Tr::kKeyTile;
+  constexpr int kThreads = Tr::kProducerThreads / 2;  // per operand
   using Rows = typename Tr::Rows;
-  uint64_t *full_q = bars, *full_k = bars + 1, *full_v = full_k + 2, *empty_k = full_v + 2, *empty_v = empty_k + 2;
+  using Bars = FwdWgBarriers<Tr::kStages>;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
-  const T* k = key_base<const T, kGroups>(p.k, b);
-  const T* v = key_base<const T, kGroups>(p.v, b);
-  const auto signal = [&](uint64_t* bar) {
-    cp_async_wait<1>();  // all but the newest group
+  const bool keys = tid < kThreads;
+  const MatrixView& view = keys ? p.k : p.v;
+  const T* src = key_base<const T, kGroups>(view, b);
+  T* ring = keys ? k_ring : v_ring;
+  uint64_t* full = keys ? bar.full_k : bar.full_v;
+  uint64_t* empty = keys ? bar.empty_k : bar.empty_v;
+  const int t = keys ? tid : tid - kThreads;
+  const auto land = [&](uint64_t* full_bar) {
+    cp_async_commit();
+    cp_async_wait<0>();
     fence_proxy_async();
-    mbarrier_arrive(bar);
+    mbarrier_arrive(full_bar);
   };
-  constexpr int kThreads = Tr::kProducerThreads;
-  load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L,
-                                                          tid);
-  cp_async_commit();
-  for (int j = 0; j < n_blocks; ++j) {
-    const int s = j & 1;
-    const uint32_t reuse_parity = ((j >> 1) - 1) & 1;  // the consumers' release of the stage's previous block
-    if (j >= 2) mbarrier_wait(&empty_k[s], reuse_parity);
-    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(k_ring + s * kKeyTile, k, p.k.row_stride, j * kBlockN, S,
-                                                             tid);
-    cp_async_commit();
-    signal(j == 0 ? full_q : &full_v[s ^ 1]);
-    if (j >= 2) mbarrier_wait(&empty_v[s], reuse_parity);
-    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(v_ring + s * kKeyTile, v, p.v.row_stride, j * kBlockN, S,
-                                                             tid);
-    cp_async_commit();
-    signal(&full_k[s]);
+  if (keys) {
+    load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L,
+                                                            t);
+    land(bar.full_q);
   }
-  cp_async_wait<0>();
-  fence_proxy_async();
-  mbarrier_arrive(n_blocks == 0 ? full_q : &full_v[(n_blocks - 1) & 1]);
+  for (int j = 0; j < n_blocks; ++j) {
+    const int s = Bars::stage(j);
+    if (j >= Tr::kStages) mbarrier_wait(&empty[s], Bars::parity(j) ^ 1);
+    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(ring + s * kKeyTile, src, view.row_stride, j * kBlockN, S,
+                                                             t);
+    land(&full[s]);
+  }
 }
 
 template <typename T, typename Tr, bool kCausal, bool kGroups>
@@ -103,8 +114,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   T* q_tile = reinterpret_cast<T*>(smem);
   T* k_ring = q_tile + Tr::kQTile;
   T* v_ring = k_ring + Tr::kStages * kKeyTile;
-  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Tr::kSmemElems * 2);
-  uint64_t *full_q = bars, *full_k = bars + 1, *full_v = full_k + 2, *empty_k = full_v + 2, *empty_v = empty_k + 2;
+  using Bars = FwdWgBarriers<Tr::kStages>;
+  const Bars bar(reinterpret_cast<uint64_t*>(smem + Tr::kSmemElems * 2));
 
   const int tid = threadIdx.x, lane = tid % 32;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
@@ -113,18 +124,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
   if (tid == 0) {
-    mbarrier_init(full_q, Tr::kProducerThreads);
-    for (int s = 0; s < 2; ++s) {
-      mbarrier_init(&full_k[s], Tr::kProducerThreads);
-      mbarrier_init(&full_v[s], Tr::kProducerThreads);
-      mbarrier_init(&empty_k[s], Tr::kConsumerWarps);
-      mbarrier_init(&empty_v[s], Tr::kConsumerWarps);
+    mbarrier_init(bar.full_q, Tr::kProducerThreads / 2);
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbarrier_init(&bar.full_k[s], Tr::kProducerThreads / 2);
+      mbarrier_init(&bar.full_v[s], Tr::kProducerThreads / 2);
+      mbarrier_init(&bar.empty_k[s], Tr::kConsumerWarps);
+      mbarrier_init(&bar.empty_v[s], Tr::kConsumerWarps);
     }
   }
   __syncthreads();  // the last CTA-wide barrier: the producer warpgroup leaves the consumers' code here
   if (tid >= 32 * Tr::kConsumerWarps) {
     warpgroup_regs_decrease<Tr::kProducerRegs>();
-    fwd_wg_produce<T, Tr, kGroups>(p, b, m0, n_blocks, q_tile, k_ring, v_ring, bars, tid - 32 * Tr::kConsumerWarps);
+    fwd_wg_produce<T, Tr, kGroups>(p, b, m0, n_blocks, q_tile, k_ring, v_ring, bar, tid - 32 * Tr::kConsumerWarps);
     return;
   }
   warpgroup_regs_increase<Tr::kConsumerRegs>();
@@ -143,12 +154,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   using KMajor = TileDesc<Rows, false>;
   using MnMajor = TileDesc<Rows, true>;
   const KMajor q_d(smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0));
-  const auto release = [&](uint64_t* bar) {
-    if (lane == 0) mbarrier_arrive(bar);
+  const auto release = [&](uint64_t* empty) {
+    if (lane == 0) mbarrier_arrive(empty);
   };
-  // The descriptors of block j's K and V tiles (stage j & 1 of each ring).
-  const auto k_desc = [&](int j) { return KMajor(smem_addr(k_ring + (j & 1) * kKeyTile)); };
-  const auto v_desc = [&](int j) { return MnMajor(smem_addr(v_ring + (j & 1) * kKeyTile)); };
+  // The descriptors of block j's K and V tiles.
+  const auto k_desc = [&](int j) { return KMajor(smem_addr(k_ring + Bars::stage(j) * kKeyTile)); };
+  const auto v_desc = [&](int j) { return MnMajor(smem_addr(v_ring + Bars::stage(j) * kKeyTile)); };
   // S = Q K_j^T into s, issued and committed (not waited for).
   const auto issue_scores = [&](float (&s)[kBlockN / 8][4], const KMajor& k_d) {
     wgmma_fence();
@@ -194,21 +205,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   };
 
   if (n_blocks > 0) {
-    mbarrier_wait(full_q, 0);
-    mbarrier_wait(&full_k[0], 0);
+    mbarrier_wait(bar.full_q, 0);
+    mbarrier_wait(&bar.full_k[0], 0);
     {
       float s[kBlockN / 8][4];
       issue_scores(s, k_desc(0));
       wgmma_wait<0>();
       fence_operands(s);
-      release(&empty_k[0]);
+      release(&bar.empty_k[0]);
       float alpha[2];
       softmax(s, 0, alpha);
 #pragma unroll
       for (int kq = 0; kq < kBlockN / 16; ++kq) c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
     }
     for (int j = 1; j < n_blocks; ++j) {
-      const uint32_t parity = (j >> 1) & 1, prev_parity = ((j - 1) >> 1) & 1;
       float s[kBlockN / 8][4];
       const KMajor k_d = k_desc(j);
       const MnMajor v_n = v_desc(j - 1);
@@ -216,19 +226,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
       // of the in-flight pipeline (and ptxas would serialise the wgmmas).
       fence_operands(o);
       fence_operands(pa);
-      mbarrier_wait(&full_k[j & 1], parity);
+      mbarrier_wait(&bar.full_k[Bars::stage(j)], Bars::parity(j));
       issue_scores(s, k_d);
-      mbarrier_wait(&full_v[(j - 1) & 1], prev_parity);
+      mbarrier_wait(&bar.full_v[Bars::stage(j - 1)], Bars::parity(j - 1));
       issue_values(v_n);
       wgmma_wait<1>();  // the scores
       fence_operands(s);
-      release(&empty_k[j & 1]);
+      release(&bar.empty_k[Bars::stage(j)]);
       float alpha[2];
       softmax(s, j, alpha);
       wgmma_wait<0>();  // O += P_{j-1} V_{j-1}
       fence_operands(o);
       fence_operands(pa);
-      release(&empty_v[(j - 1) & 1]);
+      release(&bar.empty_v[Bars::stage(j - 1)]);
       // P_j into the operand registers only now: written while P_{j-1} V_{j-1} was in flight, they made ptxas
       // serialise the wgmmas (the exponentials, the costly part, did overlap the product).
 #pragma unroll
@@ -242,12 +252,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
       }
     }
     const int last = n_blocks - 1;
-    mbarrier_wait(&full_v[last & 1], (last >> 1) & 1);
+    mbarrier_wait(&bar.full_v[Bars::stage(last)], Bars::parity(last));
     issue_values(v_desc(last));
     wgmma_wait<0>();
     fence_operands(o);
     fence_operands(pa);
-    release(&empty_v[last & 1]);
+    release(&bar.empty_v[Bars::stage(last)]);
   }
 
   T* out = batch_base<T>(p.out, b);

@@ -62,12 +62,14 @@ constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
   return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
 }
 
-// Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warp; kBlockN keys per
-// step (the score accumulator is 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread).
+// Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warpgroup; kBlockN keys
+// per step (the score accumulator is 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a
+// ring of kStages blocks (at head dim 128, three fill 224 of the 227 KB of shared memory).
 template <int kHeadDim>
 struct FwdWgTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kBlockN = 128;
+  static constexpr int kStages = 3;
 };
 
 // Forward, JVP and (mma.sync) tangent pass: kWarps warps per CTA, each owning kMTiles 16-row tiles (a key/value
