@@ -83,6 +83,34 @@ def test_fused_forward_backward_match_reference(dtype, head_dim, causal, lengths
     assert rel_err(grads, grads_ref) <= theria.tolerance(dtype, 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(700, 1029), (1029, 700)], ids=str)
+def test_fused_forward_over_many_key_blocks_with_grouped_heads(dtype, head_dim, causal, lengths):
+    """The warp-specialised forward (head dims 64 and 128) streams keys in blocks of 128 through rings of three
+    stages: with S up to 1029 every stage is refilled several times, ragged ends included, and under the causal mask
+    with L != S the CTAs see different numbers of blocks. out and the row log-sum-exp against float64; two query
+    heads share each key/value head."""
+    l, s = lengths
+    g = torch.Generator(device="cuda").manual_seed(l + s + head_dim)
+    r = lambda *shape: torch.randn(*shape, device="cuda", generator=g).to(dtype)
+    q, k, v = r(2, 4, l, head_dim), r(2, 2, s, head_dim), r(2, 2, s, head_dim)
+    poison_allocator()
+    out, lse = torch.ops.theria.sdpa_fwd(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), causal,
+                                         head_dim ** -0.5, "fused")
+    poison_allocator()
+    out_gqa = theria.sdpa(q, k, v, is_causal=causal, enable_gqa=True, backend="fused")
+    logits = (q.double() @ k.double().repeat_interleave(2, 1).transpose(-1, -2)) * head_dim ** -0.5
+    if causal:
+        logits = logits.masked_fill(torch.ones(l, s, dtype=torch.bool, device="cuda").triu(1), float("-inf"))
+    lse_ref = torch.logsumexp(logits, -1)
+    out_ref = torch.softmax(logits, -1) @ v.double().repeat_interleave(2, 1)
+    assert rel_err([out], [out_ref]) <= theria.tolerance(dtype, 0)
+    torch.testing.assert_close(out_gqa, out, rtol=0, atol=0)
+    torch.testing.assert_close(lse.double(), lse_ref, rtol=0, atol=1e-3)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
