@@ -67,10 +67,11 @@ struct FwdWgBarriers {
 };
 
 // The producer warpgroup: its first two warps copy Q and then K_j, the other two V_j, for every visible block j,
-// each as soon as the consumers have handed the stage back. Each thread waits for its own copy, makes it visible
-// to the tensor cores and arrives on the stage's full barrier, which expects the 64 threads of its pair of warps.
-// (With K and V from the same threads, cp.async groups completing in order tied K_j's signal to V_j's copy, and so
-// to the consumers' release of V_{j-2}: they waited for K at every step, 16 % of their stall samples.)
+// each as soon as the consumers have handed the stage back. A thread signals a copy once the next one is issued
+// (cp.async groups complete in order: two stay in flight): it waits for it, makes it visible to the tensor cores
+// and arrives on the stage's full barrier, which expects the 64 threads of its pair of warps. (With K and V from
+// the same threads, K_j's signal waited for V_j's copy and so for the consumers' release of V_{j-2}: they waited
+// for K at every step, 16 % of their stall samples.)
 template <typename T, typename Tr, bool kGroups>
 __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, T* q_tile,
                                                T* k_ring, T* v_ring, const FwdWgBarriers<Tr::kStages>& bar, int tid) {
@@ -86,24 +87,31 @@ __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b
   uint64_t* full = keys ? bar.full_k : bar.full_v;
   uint64_t* empty = keys ? bar.empty_k : bar.empty_v;
   const int t = keys ? tid : tid - kThreads;
-  const auto land = [&](uint64_t* full_bar) {
-    cp_async_commit();
-    cp_async_wait<0>();
+  // Makes a landed copy visible to the tensor cores and signals it (nullptr: nothing to signal).
+  const auto signal = [&](uint64_t* full_bar) {
+    if (full_bar == nullptr) return;
     fence_proxy_async();
     mbarrier_arrive(full_bar);
   };
+  uint64_t* previous = nullptr;  // the full barrier of the copy issued before the newest
   if (keys) {
     load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L,
                                                             t);
-    land(bar.full_q);
+    cp_async_commit();
+    previous = bar.full_q;
   }
   for (int j = 0; j < n_blocks; ++j) {
     const int s = Bars::stage(j);
     if (j >= Tr::kStages) mbarrier_wait(&empty[s], Bars::parity(j) ^ 1);
     load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(ring + s * kKeyTile, src, view.row_stride, j * kBlockN, S,
                                                              t);
-    land(&full[s]);
+    cp_async_commit();
+    cp_async_wait<1>();  // the copy before this one
+    signal(previous);
+    previous = &full[s];
   }
+  cp_async_wait<0>();
+  signal(previous);
 }
 
 template <typename T, typename Tr, bool kCausal, bool kGroups>
