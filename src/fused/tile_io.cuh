@@ -36,8 +36,13 @@ struct PaddedRows {
 
 // Tile of whole 8 x 8 blocks (8 rows of 16 bytes, 128 contiguous bytes), the blocks of 8 rows one after
 // another: the no-swizzle layout wgmma reads (wgmma.cuh), K-major or MN-major. One ldmatrix matrix or
-// one 4-byte store per lane of an accumulator row pair stays within one block, so neither conflicts;
-// copies go block by block, so consecutive threads write consecutive 16-byte chunks.
+// one 4-byte store per lane of an accumulator row pair stays within one block, so neither conflicts.
+// A 16-byte chunk's bank group is its row's index within the block: copies give each pair of neighbouring
+// threads the two chunks of one 32-byte sector of a row, and 8 threads four rows (16 threads cover a block's
+// 8 rows x 2 chunks). Each sector is read whole, at the price of a 2-way conflict on the shared-memory
+// side; copying 8 rows of one chunk column per 8 threads (conflict-free) read each sector twice, as two
+// half-used requests: Nsight Compute counted as many L2 sectors as requests, twice the tile bytes, and the
+// forward's consumers waited for its copies (docs/performance.md).
 template <int kCols>
 struct CoreMatrixRows {
   static constexpr int kPartStride = 0;  // 16-bit operands only
@@ -47,9 +52,10 @@ struct CoreMatrixRows {
   __host__ __device__ __forceinline__ static constexpr int offset(int r, int c) {
     return (r >> 3) * (8 * kCols) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
   }
+  static_assert(kCols % 16 == 0, "rows of whole 32-byte sectors");
   __device__ __forceinline__ static void chunk(int c, int& r, int& col) {
-    r = (c / kCols) * 8 + (c & 7);  // kCols / 8 blocks of 8 chunks per block row
-    col = ((c >> 3) % (kCols / 8)) * 8;
+    r = (c / kCols) * 8 + ((c >> 1) & 7);               // kCols chunks per block row
+    col = (2 * ((c >> 4) % (kCols / 16)) + (c & 1)) * 8;  // chunk pairs of a row at consecutive threads
   }
 };
 
