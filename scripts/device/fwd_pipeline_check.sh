@@ -6,7 +6,10 @@
 # sanitize: compute-sanitizer memcheck and racecheck over scripts/device/sanitizer_case.py (odd sizes, causal,
 #           grouped heads, every order);
 # bench:    bf16 forward and forward+backward, theria beside flash in one process, at the issue's shapes (B8 H16
-#           L2048 and B2 H16 L8192 at D64/D128, B1 H16 L32768 D128 causal, and B8 H16 L2048 causal), twice.
+#           L2048 and B2 H16 L8192 at D64/D128, B1 H16 L32768 D128 causal, and B8 H16 L2048 causal), and the JVP and
+#           HVP at B8 H16 L2048: the build before the change (.device/before_fwd.tar.xz, packed as
+#           scripts/device/pack_build.sh packs) and after it, in the order before, after, before, after; round 2
+#           side by side (scripts/device/compare_bench.py).
 source "$(dirname "$0")/device_env.sh" "$@"
 if [ "$what" = tests ] || [ "$what" = all ]; then
   run_gpu_tests
@@ -20,13 +23,26 @@ if [ "$what" = sanitize ] || [ "$what" = all ]; then
   done
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
+  # The build before the change (its forward on mma.sync) and after it, alternating, each beside flash.
+  mkdir -p build-before && tar -C build-before -xJf .device/before_fwd.tar.xz
   for round in 1 2; do
-    "$T" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 2,16,8192,64 --shape 2,16,8192,128 \
-      --mode fwd,fwd_bwd --impl theria,flash --json "$out/bench_dense_$round.json" >"$out/bench_dense_$round.txt" 2>&1
-    echo "bench dense $round: rc=$?"
-    "$T" bench --dtype bf16 --causal --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 1,16,32768,128 \
-      --mode fwd,fwd_bwd --impl theria,flash --json "$out/bench_causal_$round.json" >"$out/bench_causal_$round.txt" 2>&1
-    echo "bench causal $round: rc=$?"
+    for build in before after; do
+      dir=build-prebuilt
+      [ $build = before ] && dir=build-before
+      (
+        export LD_LIBRARY_PATH="$root/$dir:$LD_LIBRARY_PATH" THERIA_LIBRARY="$root/$dir/libtheria.so"
+        "$dir/theria" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 2,16,8192,64 \
+          --shape 2,16,8192,128 --mode fwd,fwd_bwd --impl theria,flash --json "$out/dense_${build}_$round.json" \
+          >"$out/dense_${build}_$round.txt" 2>&1
+        "$dir/theria" bench --dtype bf16 --causal --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 1,16,32768,128 \
+          --mode fwd,fwd_bwd --impl theria,flash --json "$out/causal_${build}_$round.json" \
+          >"$out/causal_${build}_$round.txt" 2>&1
+        "$dir/theria" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --mode jvp,hvp --impl theria \
+          --iters 20 --warmup 3 --json "$out/higher_${build}_$round.json" >"$out/higher_${build}_$round.txt" 2>&1
+        echo "bench $build $round: rc=$?"
+      )
+    done
   done
-  cat "$out/bench_dense_2.txt" "$out/bench_causal_2.txt"
+  python3 scripts/device/compare_bench.py --before "$out"/{dense,causal,higher}_before_2.json \
+    --after "$out"/{dense,causal,higher}_after_2.json
 fi
