@@ -19,3 +19,22 @@ run_gpu_tests() {
   python3 -m pytest -q -m gpu tests/python -p no:cacheprovider 2>&1 | tail -n 15
   "$T" verify --device cuda --json "$out/verify.json" 2>/dev/null | grep -E "verify:|FAIL"
 }
+
+# Before/after comparisons of a change: `each_build_twice ARCHIVE FUNCTION` unpacks the build before the change from
+# ARCHIVE (packed as scripts/device/pack_build.sh packs) and calls FUNCTION in the order before, after, before, after,
+# each time in a subshell with that build on the library path and $dir (its folder), $build (before / after) and
+# $round (1, 2) set.
+each_build_twice() {
+  local archive=$1 fn=$2
+  mkdir -p build-before && tar -C build-before -xJf "$archive"
+  for round in 1 2; do
+    for build in before after; do
+      dir=build-prebuilt
+      [ "$build" = before ] && dir=build-before
+      (
+        export LD_LIBRARY_PATH="$root/$dir:$LD_LIBRARY_PATH" THERIA_LIBRARY="$root/$dir/libtheria.so"
+        "$fn"
+      )
+    done
+  done
+}

@@ -22,27 +22,19 @@ if [ "$what" = sanitize ] || [ "$what" = all ]; then
     echo "compute-sanitizer $tool: rc=$? $(tail -n 1 "$out/$tool.txt")"
   done
 fi
+# The build before the change (its forward on mma.sync) and after it, each beside flash.
+bench_build() {
+  "$dir/theria" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 2,16,8192,64 \
+    --shape 2,16,8192,128 --mode fwd,fwd_bwd --impl theria,flash --json "$out/dense_${build}_$round.json" \
+    >"$out/dense_${build}_$round.txt" 2>&1
+  "$dir/theria" bench --dtype bf16 --causal --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 1,16,32768,128 \
+    --mode fwd,fwd_bwd --impl theria,flash --json "$out/causal_${build}_$round.json" >"$out/causal_${build}_$round.txt" 2>&1
+  "$dir/theria" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --mode jvp,hvp --impl theria \
+    --iters 20 --warmup 3 --json "$out/higher_${build}_$round.json" >"$out/higher_${build}_$round.txt" 2>&1
+  echo "bench $build $round: rc=$?"
+}
 if [ "$what" = bench ] || [ "$what" = all ]; then
-  # The build before the change (its forward on mma.sync) and after it, alternating, each beside flash.
-  mkdir -p build-before && tar -C build-before -xJf .device/before_fwd.tar.xz
-  for round in 1 2; do
-    for build in before after; do
-      dir=build-prebuilt
-      [ $build = before ] && dir=build-before
-      (
-        export LD_LIBRARY_PATH="$root/$dir:$LD_LIBRARY_PATH" THERIA_LIBRARY="$root/$dir/libtheria.so"
-        "$dir/theria" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 2,16,8192,64 \
-          --shape 2,16,8192,128 --mode fwd,fwd_bwd --impl theria,flash --json "$out/dense_${build}_$round.json" \
-          >"$out/dense_${build}_$round.txt" 2>&1
-        "$dir/theria" bench --dtype bf16 --causal --shape 8,16,2048,64 --shape 8,16,2048,128 --shape 1,16,32768,128 \
-          --mode fwd,fwd_bwd --impl theria,flash --json "$out/causal_${build}_$round.json" \
-          >"$out/causal_${build}_$round.txt" 2>&1
-        "$dir/theria" bench --dtype bf16 --shape 8,16,2048,64 --shape 8,16,2048,128 --mode jvp,hvp --impl theria \
-          --iters 20 --warmup 3 --json "$out/higher_${build}_$round.json" >"$out/higher_${build}_$round.txt" 2>&1
-        echo "bench $build $round: rc=$?"
-      )
-    done
-  done
+  each_build_twice .device/before_fwd.tar.xz bench_build
   python3 scripts/device/compare_bench.py --before "$out"/{dense,causal,higher}_before_2.json \
     --after "$out"/{dense,causal,higher}_after_2.json
 fi

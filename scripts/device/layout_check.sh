@@ -15,24 +15,17 @@ shapes=(--shape 8,16,2048,64 --shape 8,16,2048,128)
 if [ "$what" = tests ] || [ "$what" = all ]; then
   run_gpu_tests
 fi
+bench_build() {
+  "$dir/theria" bench --dtype bf16 "${shapes[@]}" --mode fwd,fwd_bwd,jvp,hvp --impl theria,flash \
+    --json "$out/bench_bf16_${build}_$round.json" >"$out/bench_bf16_${build}_$round.txt" 2>&1
+  echo "bench bf16 $build $round: rc=$?"
+  "$dir/theria" bench --dtype fp32 --float32-precision high "${shapes[@]}" --mode fwd_bwd,hvp --impl theria \
+    --iters 10 --warmup 2 --json "$out/bench_fp32_high_${build}_$round.json" \
+    >"$out/bench_fp32_high_${build}_$round.txt" 2>&1
+  echo "bench fp32 high $build $round: rc=$?"
+}
 if [ "$what" = bench ] || [ "$what" = all ]; then
-  mkdir -p build-before && tar -C build-before -xJf .device/before_layout.tar.xz
-  for round in 1 2; do
-    for build in before after; do
-      dir=build-prebuilt
-      [ $build = before ] && dir=build-before
-      (
-        export LD_LIBRARY_PATH="$root/$dir:$LD_LIBRARY_PATH" THERIA_LIBRARY="$root/$dir/libtheria.so"
-        "$dir/theria" bench --dtype bf16 "${shapes[@]}" --mode fwd,fwd_bwd,jvp,hvp --impl theria,flash \
-          --json "$out/bench_bf16_${build}_$round.json" >"$out/bench_bf16_${build}_$round.txt" 2>&1
-        echo "bench bf16 $build $round: rc=$?"
-        "$dir/theria" bench --dtype fp32 --float32-precision high "${shapes[@]}" --mode fwd_bwd,hvp --impl theria \
-          --iters 10 --warmup 2 --json "$out/bench_fp32_high_${build}_$round.json" \
-          >"$out/bench_fp32_high_${build}_$round.txt" 2>&1
-        echo "bench fp32 high $build $round: rc=$?"
-      )
-    done
-  done
+  each_build_twice .device/before_layout.tar.xz bench_build
 fi
 if [ "$what" = busy ] || [ "$what" = all ]; then
   common=(--device cuda --meta-steps 4 --eval-every 4 --eval-tasks 8 --no-plot)

@@ -1,7 +1,7 @@
 """Small fused cases for compute-sanitizer (memcheck, racecheck): odd sizes, causal and not. First order
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
-backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The warp-specialised forward
-over several key blocks with grouped heads. Then degenerate shapes
+backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The forward over many key blocks
+(from 8192 keys the warp-specialised kernel) with grouped heads. Then degenerate shapes
 (every zero size, L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
 import sys
 
@@ -44,10 +44,10 @@ for dtype, dim in ((torch.bfloat16, 64), (torch.float32, 40)):
             every_order(torch.randn(*lead, L, E, device="cuda", dtype=dtype),
                         torch.randn(*lead, S, E, device="cuda", dtype=dtype),
                         torch.randn(*lead, S, Ev, device="cuda", dtype=dtype), causal)
-# The warp-specialised forward (head dims 64 and 128, 16-bit): several key blocks (the stage rings wrap), ragged
-# ends, L != S under the causal mask, grouped-query heads.
+# The forward over many key blocks (the warp-specialised kernel from 8192 keys at head dims 64 and 128, its stage
+# rings refilled), ragged ends, L != S under the causal mask, grouped-query heads.
 for dim in (64, 128):
-    for L, S in ((300, 461), (461, 300)):
+    for L, S in ((300, 461), (461, 300), (300, 8250)):
         q = torch.randn(1, 4, L, dim, device="cuda", dtype=torch.bfloat16)
         k, v = (torch.randn(1, 2, S, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         for causal in (False, True):

@@ -55,16 +55,22 @@ namespace theria::kernels::cuda {
 // JVP always runs on mma.sync; the forward: warpgroup_forward below.
 constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && head_dim == 128 && parts == 1; }
 
-// The forward (FwdPass::kOut) runs the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and 128
-// for 16-bit operands without attn_mask; the mma.sync kernel elsewhere (the masked build keeps it: its per-block
-// mask terms are staged by the same threads that read them).
+// The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
+// 128 for 16-bit operands without attn_mask (the masked build keeps mma.sync: its per-block mask terms are staged by
+// the same threads that read them). It pays from kWarpgroupForwardMinKeys keys on: measured on an H200 against the
+// mma.sync forward in the same process (docs/performance.md), 2.5-3.5 % faster at 8192 keys (D=64 and 128), 12 %
+// at 32768 causal, but 3.5 % (D=64) and 7 % (D=128) slower at 2048, where each CTA streams only 16 key blocks and
+// the pipeline's fill and drain weigh more.
 constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
   return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
 }
+constexpr int64_t kWarpgroupForwardMinKeys = 8192;
+inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroupForwardMinKeys; }
 
 // Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warpgroup; kBlockN keys
 // per step (the score accumulator is 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a
-// ring of kStages blocks (at head dim 128, three fill 224 of the 227 KB of shared memory).
+// ring of kStages blocks (at head dim 128, three fill 224 of the 227 KB of shared memory; the producer signals a copy
+// once the next is issued, so with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal).
 template <int kHeadDim>
 struct FwdWgTile {
   static constexpr int kWarpGroups = 2;

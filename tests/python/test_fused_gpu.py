@@ -86,16 +86,16 @@ def test_fused_forward_backward_match_reference(dtype, head_dim, causal, lengths
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("lengths", [(700, 1029), (1029, 700)], ids=str)
+@pytest.mark.parametrize("lengths", [(700, 1029), (1029, 700), (700, 8250), (8250, 8203)], ids=str)
 def test_fused_forward_over_many_key_blocks_with_grouped_heads(dtype, head_dim, causal, lengths):
-    """The warp-specialised forward (head dims 64 and 128) streams keys in blocks of 128 through rings of three
-    stages: with S up to 1029 every stage is refilled several times, ragged ends included, and under the causal mask
-    with L != S the CTAs see different numbers of blocks. out and the row log-sum-exp against float64; two query
-    heads share each key/value head."""
+    """Long key sequences (from 8192 keys at head dims 64 and 128) take the warp-specialised forward, which streams
+    keys in blocks of 128 through rings of three stages, refilled many times here, ragged ends included; under the
+    causal mask with L != S its CTAs see different numbers of blocks. Shorter ones take the mma.sync forward. out and
+    the row log-sum-exp against float64; two query heads share each key/value head."""
     l, s = lengths
     g = torch.Generator(device="cuda").manual_seed(l + s + head_dim)
     r = lambda *shape: torch.randn(*shape, device="cuda", generator=g).to(dtype)
-    q, k, v = r(2, 4, l, head_dim), r(2, 2, s, head_dim), r(2, 2, s, head_dim)
+    q, k, v = r(1, 4, l, head_dim), r(1, 2, s, head_dim), r(1, 2, s, head_dim)
     poison_allocator()
     out, lse = torch.ops.theria.sdpa_fwd(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), causal,
                                          head_dim ** -0.5, "fused")
