@@ -1,6 +1,6 @@
-// Shared-memory barriers (mbarrier, sm_90) and register hand-over (setmaxnreg) for the warp-specialised pipelines: a producer warp fills a
-// stage and arrives on its "full" barrier; the consumers wait for that phase, read the stage, and arrive on
-// its "empty" barrier, which the producer waits for before filling the stage again. A barrier completes a
+// Shared-memory barriers (mbarrier, sm_90) and register hand-over (setmaxnreg) for the warp-specialised
+// pipelines: producer threads fill a stage and arrive on its "full" barrier; the consumers wait for that phase,
+// read the stage, and arrive on its "empty" barrier, which the producers wait for before filling it again. A barrier completes a
 // phase when its expected number of arrivals is reached; waits name the phase by its parity (the k-th use of
 // a stage waits for parity k & 1).
 //

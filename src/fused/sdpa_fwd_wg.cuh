@@ -31,6 +31,24 @@
 
 namespace theria::kernels::cuda {
 
+// The pipeline's barriers, after the tiles in shared memory: Q full; per stage of each ring, full (the producer's
+// copy landed) and empty (every consumer warp is done with it). Block j sits in stage j % kStages; its full phase
+// has parity (j / kStages) & 1, and the empty phase it waits for before its copy, the previous block's in that
+// stage, the other parity.
+template <int kStages>
+struct FwdWgBarriers {
+  uint64_t *full_q, *full_k, *full_v, *empty_k, *empty_v;
+  __device__ __forceinline__ explicit FwdWgBarriers(uint64_t* base)
+      : full_q(base),
+        full_k(base + 1),
+        full_v(full_k + kStages),
+        empty_k(full_v + kStages),
+        empty_v(empty_k + kStages) {}
+  static constexpr int kCount = 1 + 4 * kStages;
+  __device__ __forceinline__ static int stage(int j) { return j % kStages; }
+  __device__ __forceinline__ static uint32_t parity(int j) { return (j / kStages) & 1; }
+};
+
 template <int kHeadDim_>
 struct FwdWgTraits {
   using Tile = FwdWgTile<kHeadDim_>;
@@ -50,21 +68,7 @@ struct FwdWgTraits {
   using Rows = CoreMatrixRows<kHeadDim>;
   static constexpr int kQTile = Rows::tile_elems(kBlockM), kKeyTile = Rows::tile_elems(kBlockN);
   static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;  // Q; K and V rings
-  static constexpr size_t kSmemBytes = kSmemElems * 2 + (1 + 4 * kStages) * sizeof(uint64_t);  // + FwdWgBarriers
-};
-
-// The pipeline's barriers, after the tiles in shared memory: Q full; per stage of each ring, full (the producer's
-// copy landed) and empty (every consumer warp is done with it). Block j sits in stage j % kStages; its full phase
-// has parity (j / kStages) & 1, and the empty phase it waits for before its copy, the previous block's in that
-// stage, the other parity.
-template <int kStages>
-struct FwdWgBarriers {
-  uint64_t *full_q, *full_k, *full_v, *empty_k, *empty_v;
-  __device__ __forceinline__ explicit FwdWgBarriers(uint64_t* base)
-      : full_q(base), full_k(base + 1), full_v(full_k + kStages), empty_k(full_v + kStages), empty_v(empty_k + kStages) {}
-  static constexpr int kCount = 1 + 4 * kStages;
-  __device__ __forceinline__ static int stage(int j) { return j % kStages; }
-  __device__ __forceinline__ static uint32_t parity(int j) { return (j / kStages) & 1; }
+  static constexpr size_t kSmemBytes = kSmemElems * 2 + FwdWgBarriers<kStages>::kCount * sizeof(uint64_t);
 };
 
 // The producer warpgroup: its first two warps copy Q and then K_j, the other two V_j, for every visible block j,
@@ -231,8 +235,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
       float s[kBlockN / 8][4];
       const KMajor k_d = k_desc(j);
       const MnMajor v_n = v_desc(j - 1);
-      // O's rescale and P stay before the first product: sunk past it by the compiler, they would define a register
-      // of the in-flight pipeline (and ptxas would serialise the wgmmas).
+      // O's rescale and P are pinned before the first product, so that the compiler cannot sink them into the
+      // window where a wgmma group is in flight.
       fence_operands(o);
       fence_operands(pa);
       mbarrier_wait(&bar.full_k[Bars::stage(j)], Bars::parity(j));

@@ -110,8 +110,8 @@ __device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src
 // contiguous, 16-byte aligned rows) into a tile of the given layout; rows at or past n_rows become zeros.
 // float32 rows (the split path) are split into their bfloat16 parts on the way: cp.async cannot convert, so
 // those copies are plain loads and stores, complete when the function returns.
-// kUnrollLong: how far a long copy's index loop unrolls (0: fully; the producer warp of sdpa_fwd_wg.cuh copies whole
-// tiles alone, and fully unrolled its addresses took the registers its kernel's consumers need).
+// kUnrollLong: how far a long copy's index loop unrolls (0: fully; the producer warps of sdpa_fwd_wg.cuh copy whole
+// tiles, 32 chunks a thread and more, and fully unrolled their addresses took registers the consumers need).
 template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols, kPartsOf<T>>,
           int kUnrollLong = 0>
 __device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, int64_t row_stride, int row0,
