@@ -1,8 +1,8 @@
 // Shared-memory barriers (mbarrier, sm_90) and register hand-over (setmaxnreg) for the warp-specialised
 // pipelines: producer threads fill a stage and arrive on its "full" barrier; the consumers wait for that phase,
-// read the stage, and arrive on its "empty" barrier, which the producers wait for before filling it again. A barrier completes a
-// phase when its expected number of arrivals is reached; waits name the phase by its parity (the k-th use of
-// a stage waits for parity k & 1).
+// read the stage, and arrive on its "empty" barrier, which the producers wait for before filling it again. A
+// barrier completes a phase when its expected number of arrivals is reached; waits name the phase by its parity
+// (the k-th use of a stage waits for parity k & 1).
 //
 // Ordering: an arrive releases and a completed wait acquires at CTA scope, so generic-proxy writes before an
 // arrive are visible after the wait. Tiles copied with cp.async and then read by wgmma (the async proxy) also

@@ -283,7 +283,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
     const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
     T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
 #pragma unroll
-    for (int dt = 0; dt < kHeadDim / 8; ++dt) store2<T>(out_row + dt * 8 + 2 * t, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      store2<T>(out_row + dt * 8 + 2 * t, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    }
     if (t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
   }
 }
