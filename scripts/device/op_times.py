@@ -37,7 +37,7 @@ def rel_err(x, ref):
     return ((x.double() - ref).abs().max() / ref.abs().max().clamp_min(1.0)).item()
 
 
-def check(dtype, d, causal):
+def check(dtype, d, causal, precision):
     # Odd sizes; fresh inputs; fused vs the reference backend in float64.
     q, k, v, dout, qd, kd, vd = make((2, 3, 77, d), dtype, seed=d + causal)
     k, v, kd, vd = (t[:, :, :61].contiguous() for t in (k, v, kd, vd))
@@ -56,7 +56,7 @@ def check(dtype, d, causal):
     got = ops.sdpa_bwd(q, k, v, out, lse, dout, causal, scale, "fused")
     ref = ops.sdpa_bwd(*args64, out64, lse64, dout.double(), causal, scale, "reference")
     errs["bwd"] = max(rel_err(a, b) for a, b in zip(got, ref))
-    tol = ops.tolerance(dtype, 2)
+    tol = ops.float32_tolerance(precision, 2) if dtype == torch.float32 else ops.tolerance(dtype, 2)
     return errs, tol
 
 
@@ -66,13 +66,17 @@ def main():
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--deterministic", action="store_true",
                     help="also time bwd and bwd_jvp under torch.use_deterministic_algorithms(True) (ordered dQ adds)")
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--float32-precision", default="highest", choices=["highest", "high", "medium"],
+                    help="torch.set_float32_matmul_precision for --dtype fp32 (the kernels theria picks follow it)")
     args = ap.parse_args()
     causal = args.causal
-    dtype = torch.bfloat16
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    torch.set_float32_matmul_precision(args.float32_precision)
     worst = 0.0
     for d in (64, 128):
         for causal in (False, True):
-            errs, tol = check(dtype, d, causal)
+            errs, tol = check(dtype, d, causal, args.float32_precision)
             worst = max(worst, max(errs.values()) / tol)
             print(f"check d={d} causal={causal}: " + " ".join(f"{k}={v:.2e}" for k, v in errs.items()) + f" tol={tol:.1e}")
     print(f"check worst error / tolerance = {worst:.2f} ({'ok' if worst <= 1 else 'FAIL'})")

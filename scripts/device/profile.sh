@@ -7,6 +7,7 @@
 #   bash scripts/device/profile.sh source [THERIA_BINARY] [head dims]
 #     per-SASS-instruction stall samples of the backward and the backward-JVP kernels (--page source, CSV under
 #     $OUT); summarise them here with scripts/device/stall_summary.py.
+# A fourth argument adds bench options, e.g. "--dtype fp32 --float32-precision high" (the float32 split kernels).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$root/.device/out}
@@ -14,7 +15,8 @@ mkdir -p "$out"
 mode=${1:-sections}
 bin=${2:-$root/build-prebuilt/theria}
 dims=${3:-64 128}
-hvp=(bench --preset medium --mode hvp --impl theria --iters 1 --warmup 0)
+read -r -a extra <<<"${4:-}"
+hvp=(bench --preset medium --mode hvp --impl theria --iters 1 --warmup 0 "${extra[@]}")
 for d in $dims; do
   if [ "$mode" = source ]; then
     # name:skip -- the warpgroup kernel runs twice in an HVP at D=128: the backward, then the backward-JVP.
