@@ -22,9 +22,8 @@ namespace theria::kernels::cuda {
 template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, bool kMask>
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   if constexpr (kPass == FwdPass::kOut && warpgroup_forward(kHeadDim, kPartsOf<T>, kMask)) {
-    if (warpgroup_forward_pays(p.len_kv)) {
-      launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream);
-    } else {
+    // The warpgroup pipeline declines views its TMA copies cannot address; those run the mma.sync kernel.
+    if (!warpgroup_forward_pays(p.len_kv) || !launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
   } else if constexpr (kPass == FwdPass::kTangent && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {

@@ -3,18 +3,19 @@
 // pays (warpgroup_forward, warpgroup_forward_pays: from 8192 keys at head dims 64 and 128).
 //
 // One CTA per (batch position, block of 64 * kWarpGroups queries): kWarpGroups consumer warpgroups of 64 query
-// rows each, and one producer warpgroup that copies Q once and then blocks of kBlockN keys (K and V, each in a
-// ring of kStages) with cp.async, signalling each copy on its stage's "full" mbarrier (mbarrier.cuh); the
-// consumers hand a stage back on its "empty" barrier as soon as the product that reads it has completed, so
-// neither side ever waits at a CTA-wide barrier. The producer hands most of its registers to the consumers
-// (setmaxnreg), which hold the output, the scores and P.
+// rows each, and one producer warpgroup in which one thread copies Q once and then the K blocks, and another the V
+// blocks (kBlockN keys; K and V each in a ring of kStages), each copy a TMA transfer (tma.cuh) that completes its
+// stage's "full" mbarrier (mbarrier.cuh); the consumers hand a stage back on its "empty" barrier as soon as the
+// product that reads it has completed, so neither side ever waits at a CTA-wide barrier. The producer hands most
+// of its registers to the consumers (setmaxnreg), which hold the output, the scores and P.
 //
 // A consumer keeps the next block's score product in flight while it forms the current probabilities:
 //   issue S_j = Q K_j^T;  issue O += P_{j-1} V_{j-1};  wait for S_j;  release K_j;
 //   online softmax of S_j (new running max, P_j)   <- the tensor cores still run P_{j-1} V_{j-1}
 //   wait for the product;  release V_{j-1};  rescale O to the new max.
-// Operands are read by the tensor cores from shared memory as whole 8 x 8 blocks (CoreMatrixRows): Q and K
-// K-major, V MN-major; P goes in from registers. Tile shape: tile_policy.h (FwdWgTile).
+// Operands are read by the tensor cores from shared memory in the TMA's 128-byte swizzle (Swizzled128Rows): Q and
+// K K-major, V MN-major; P goes in from registers. Tile shape: tile_policy.h (FwdWgTile). A view TMA cannot address
+// (launch_sdpa_fwd_wg returns false) runs the mma.sync forward.
 #pragma once
 
 #include "fused/kernel_templates.h"
@@ -22,6 +23,7 @@
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
+#include "fused/tma.cuh"
 #include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -65,65 +67,60 @@ struct FwdWgTraits {
   static constexpr int kBlockM = 64 * kWarpGroups;             // queries per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockN = Tile::kBlockN;                // keys per step
   static constexpr int kStages = Tile::kStages;                // K and V each in a ring of kStages
-  using Rows = CoreMatrixRows<kHeadDim>;
-  static constexpr int kQTile = Rows::tile_elems(kBlockM), kKeyTile = Rows::tile_elems(kBlockN);
-  static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;  // Q; K and V rings
-  static constexpr size_t kSmemBytes = kSmemElems * 2 + FwdWgBarriers<kStages>::kCount * sizeof(uint64_t);
+  using QRows = Swizzled128Rows<kBlockM>;
+  using KeyRows = Swizzled128Rows<kBlockN>;
+  static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
+  static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;  // Q; K and V rings (tiles of 1024-byte atoms)
+  // 1024 bytes more than the tiles and barriers: the tiles start at the first 1024-byte boundary (the swizzle's).
+  static constexpr size_t kSmemBytes = 1024 + kSmemElems * 2 + FwdWgBarriers<kStages>::kCount * sizeof(uint64_t);
 };
 
-// The producer warpgroup: its first two warps copy Q and then K_j, the other two V_j, for every visible block j,
-// each as soon as the consumers have handed the stage back. A thread signals a copy once the next one is issued
-// (cp.async groups complete in order: two stay in flight): it waits for it, makes it visible to the tensor cores
-// and arrives on the stage's full barrier, which expects the 64 threads of its pair of warps. (With K and V from
-// the same threads, K_j's signal waited for V_j's copy and so for the consumers' release of V_{j-2}: they waited
-// for K at every step, 16 % of their stall samples.)
+// The tensor maps of Q, K and V (tma.cuh): kernel parameters, so that the TMA unit reads them from constant memory.
+struct FwdWgMaps {
+  CUtensorMap q, k, v;
+};
+
+// The producer warpgroup: thread 0 copies Q and then K_j, thread 32 (the next warp) V_j, for every visible block
+// j, each as soon as the consumers have handed the stage back. A copy is one TMA transfer per 64 columns, announced
+// on the stage's full barrier with its byte count (the barrier expects that one arrival); the other threads of the
+// warpgroup only give their registers away.
 template <typename T, typename Tr, bool kGroups>
-__device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, int64_t b, int m0, int n_blocks, T* q_tile,
-                                               T* k_ring, T* v_ring, const FwdWgBarriers<Tr::kStages>& bar, int tid) {
-  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kHeadDim = Tr::kHeadDim, kKeyTile = Tr::kKeyTile;
-  constexpr int kThreads = Tr::kProducerThreads / 2;  // per operand
-  using Rows = typename Tr::Rows;
+__device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, const FwdWgMaps& maps, int64_t b, int m0,
+                                               int n_blocks, T* q_tile, T* k_ring, T* v_ring,
+                                               const FwdWgBarriers<Tr::kStages>& bar, int tid) {
+  constexpr int kHeadDim = Tr::kHeadDim, kKeyTile = Tr::kKeyTile;
   using Bars = FwdWgBarriers<Tr::kStages>;
-  const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
-  const bool keys = tid < kThreads;
+  // (With no key block the consumers wait for nothing: no copy may still be landing when the CTA exits.)
+  if ((tid != 0 && tid != 32) || n_blocks == 0) return;
+  const bool keys = tid == 0;
+  // The matrix coordinates of b: query side (b / heads, b % heads), key side its key/value head.
+  const BatchSplit q_at = split_batch(b, p.q.heads);
   const MatrixView& view = keys ? p.k : p.v;
-  const T* src = key_base<const T, kGroups>(view, b);
+  const BatchSplit key_at = split_batch(b, view.heads);
+  const int key_head = kGroups ? static_cast<int>(key_at.head / static_cast<uint32_t>(view.group)) : key_at.head;
+  const CUtensorMap* map = keys ? &maps.k : &maps.v;
   T* ring = keys ? k_ring : v_ring;
   uint64_t* full = keys ? bar.full_k : bar.full_v;
   uint64_t* empty = keys ? bar.empty_k : bar.empty_v;
-  const int t = keys ? tid : tid - kThreads;
-  // Makes a landed copy visible to the tensor cores and signals it (nullptr: nothing to signal).
-  const auto signal = [&](uint64_t* full_bar) {
-    if (full_bar == nullptr) return;
-    fence_proxy_async();
-    mbarrier_arrive(full_bar);
-  };
-  uint64_t* previous = nullptr;  // the full barrier of the copy issued before the newest
   if (keys) {
-    load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows, 4>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L,
-                                                            t);
-    cp_async_commit();
-    previous = bar.full_q;
+    mbarrier_arrive_expect_tx(bar.full_q, Tr::kQTile * 2);
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at.head, q_at.outer, bar.full_q);
   }
   for (int j = 0; j < n_blocks; ++j) {
     const int s = Bars::stage(j);
     if (j >= Tr::kStages) mbarrier_wait(&empty[s], Bars::parity(j) ^ 1);
-    load_rows_async<T, kBlockN, kHeadDim, kThreads, Rows, 4>(ring + s * kKeyTile, src, view.row_stride, j * kBlockN, S,
-                                                             t);
-    cp_async_commit();
-    cp_async_wait<1>();  // the copy before this one
-    signal(previous);
-    previous = &full[s];
+    mbarrier_arrive_expect_tx(&full[s], kKeyTile * 2);
+    tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(ring + s * kKeyTile, map, j * Tr::kBlockN, key_head, key_at.outer,
+                                                    &full[s]);
   }
-  cp_async_wait<0>();
-  signal(previous);
 }
 
 template <typename T, typename Tr, bool kCausal, bool kGroups>
-__global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const SdpaFwdParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, 1)
+    sdpa_fwd_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ FwdWgMaps maps) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kKeyTile = Tr::kKeyTile;
-  using Rows = typename Tr::Rows;
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   T* q_tile = reinterpret_cast<T*>(smem);
   T* k_ring = q_tile + Tr::kQTile;
   T* v_ring = k_ring + Tr::kStages * kKeyTile;
@@ -137,10 +134,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
   if (tid == 0) {
-    mbarrier_init(bar.full_q, Tr::kProducerThreads / 2);
+    mbarrier_init(bar.full_q, 1);
     for (int s = 0; s < Tr::kStages; ++s) {
-      mbarrier_init(&bar.full_k[s], Tr::kProducerThreads / 2);
-      mbarrier_init(&bar.full_v[s], Tr::kProducerThreads / 2);
+      mbarrier_init(&bar.full_k[s], 1);
+      mbarrier_init(&bar.full_v[s], 1);
       mbarrier_init(&bar.empty_k[s], Tr::kConsumerWarps);
       mbarrier_init(&bar.empty_v[s], Tr::kConsumerWarps);
     }
@@ -148,7 +145,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   __syncthreads();  // the last CTA-wide barrier: the producer warpgroup leaves the consumers' code here
   if (tid >= 32 * Tr::kConsumerWarps) {
     warpgroup_regs_decrease<Tr::kProducerRegs>();
-    fwd_wg_produce<T, Tr, kGroups>(p, b, m0, n_blocks, q_tile, k_ring, v_ring, bar, tid - 32 * Tr::kConsumerWarps);
+    fwd_wg_produce<T, Tr, kGroups>(p, maps, b, m0, n_blocks, q_tile, k_ring, v_ring, bar,
+                                   tid - 32 * Tr::kConsumerWarps);
     return;
   }
   warpgroup_regs_increase<Tr::kConsumerRegs>();
@@ -164,9 +162,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   uint32_t pa[kBlockN / 16][4];  // P of the block whose product with V is next, as wgmma A fragments
 
-  using KMajor = TileDesc<Rows, false>;
-  using MnMajor = TileDesc<Rows, true>;
-  const KMajor q_d(smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0));
+  using QMajor = TileDesc<typename Tr::QRows, false>;
+  using KMajor = TileDesc<typename Tr::KeyRows, false>;
+  using MnMajor = TileDesc<typename Tr::KeyRows, true>;
+  const QMajor q_d(smem_addr(q_tile) + 2 * Tr::QRows::offset(64 * wg, 0));
   const auto release = [&](uint64_t* empty) {
     if (lane == 0) mbarrier_arrive(empty);
   };
@@ -290,11 +289,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_fwd_wg_kernel(const Sdpa
   }
 }
 
+// False (nothing launched) when TMA cannot address one of Q, K, V (tma.cuh, encode_rows_map).
 template <typename T, int kHeadDim, bool kCausal, bool kGroups>
-void launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
+bool launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using Tr = FwdWgTraits<kHeadDim>;
+  FwdWgMaps maps;
+  if (!encode_rows_map<T>(&maps.q, p.q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) ||
+      !encode_rows_map<T>(&maps.k, p.k, p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN) ||
+      !encode_rows_map<T>(&maps.v, p.v, p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN)) {
+    return false;
+  }
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_fwd_wg_kernel<T, Tr, kCausal, kGroups>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  launch_with_smem(sdpa_fwd_wg_kernel<T, Tr, kCausal, kGroups>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p, maps);
+  return true;
 }
 
 }  // namespace theria::kernels::cuda

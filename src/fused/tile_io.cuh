@@ -48,6 +48,13 @@ struct CoreMatrixRows {
   static constexpr int kPartStride = 0;  // 16-bit operands only
   static constexpr int kBlockColBytes = 128;         // between blocks adjacent along the columns
   static constexpr int kBlockRowBytes = 16 * kCols;  // between blocks adjacent along the rows (2-byte elements)
+  // wgmma descriptor fields (wgmma.cuh, TileDesc): no swizzle; the leading offset steps along K, the stride offset
+  // along M or N, for both majors.
+  static constexpr uint32_t kSwizzleMode = 0;
+  template <bool kMnMajor>
+  static constexpr uint32_t lead_bytes() { return kMnMajor ? kBlockRowBytes : kBlockColBytes; }
+  template <bool kMnMajor>
+  static constexpr uint32_t stride_bytes() { return kMnMajor ? kBlockColBytes : kBlockRowBytes; }
   static constexpr int tile_elems(int rows) { return rows * kCols; }
   __host__ __device__ __forceinline__ static constexpr int offset(int r, int c) {
     return (r >> 3) * (8 * kCols) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
@@ -57,6 +64,26 @@ struct CoreMatrixRows {
     r = (c / kCols) * 8 + ((c >> 1) & 7);               // kCols chunks per block row
     col = (2 * ((c >> 4) % (kCols / 16)) + (c & 1)) * 8;  // chunk pairs of a row at consecutive threads
   }
+};
+
+// Tile of kRows rows as the TMA copies it with the 128-byte swizzle (tma.cuh): one box of kRows x 64 columns (128
+// bytes a row) after another, row r of a box at 128 r bytes, its 16-byte chunk i stored at chunk i ^ (r % 8) (the
+// hardware applies the XOR on address bits, so a tile starts on a 1024-byte boundary). offset() is the element where
+// a descriptor starts before the swizzle: the wgmma reads the tile as 8-row atoms of 1024 bytes, K-major (rows M or
+// N, 16 columns a k-step: 32 bytes on within a row, the next box after four) or MN-major (rows K: a k-step is 16
+// rows; N spans boxes at the leading offset).
+template <int kRows>
+struct Swizzled128Rows {
+  static constexpr int kBoxBytes = kRows * 128;
+  static constexpr int tile_elems(int cols) { return kRows * cols; }
+  __host__ __device__ __forceinline__ static constexpr int offset(int r, int c) {
+    return (c / 64) * (kRows * 64) + r * 64 + c % 64;
+  }
+  static constexpr uint32_t kSwizzleMode = 1;  // the descriptor's 128-byte swizzle
+  template <bool kMnMajor>
+  static constexpr uint32_t lead_bytes() { return kMnMajor ? kBoxBytes : 16; }  // K-major: unused
+  template <bool kMnMajor>
+  static constexpr uint32_t stride_bytes() { return 1024; }  // between 8-row atoms
 };
 
 // Base of batch position b (split as b / heads, b % heads) in a strided global matrix.
@@ -110,10 +137,7 @@ __device__ __forceinline__ void split_chunk(__nv_bfloat16* dst, const float* src
 // contiguous, 16-byte aligned rows) into a tile of the given layout; rows at or past n_rows become zeros.
 // float32 rows (the split path) are split into their bfloat16 parts on the way: cp.async cannot convert, so
 // those copies are plain loads and stores, complete when the function returns.
-// kUnrollLong: how far a long copy's index loop unrolls (0: fully; the producer warps of sdpa_fwd_wg.cuh copy whole
-// tiles, 32 chunks a thread and more, and fully unrolled their addresses took registers the consumers need).
-template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols, kPartsOf<T>>,
-          int kUnrollLong = 0>
+template <typename T, int kRows, int kCols, int kThreads, class Layout = PaddedRows<kCols, kPartsOf<T>>>
 __device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, int64_t row_stride, int row0,
                                                 int n_rows, int tid) {
   constexpr int kChunks = kRows * (kCols / 8);
@@ -142,13 +166,8 @@ __device__ __forceinline__ void load_rows_async(ElemOf<T>* tile, const T* gmem, 
   } else {
     // Longer copies keep the index loop: unrolled, their addresses stay live across the caller's loop
     // (the D=128 forward, 8 chunks each of K and V per thread, ran 13 % slower).
-    if constexpr (kUnrollLong > 0) {
-#pragma unroll kUnrollLong
-      for (int c = tid; c < kChunks; c += kThreads) copy(c);
-    } else {
 #pragma unroll
-      for (int c = tid; c < kChunks; c += kThreads) copy(c);
-    }
+    for (int c = tid; c < kChunks; c += kThreads) copy(c);
   }
 }
 

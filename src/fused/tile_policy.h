@@ -64,7 +64,7 @@ constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && 
 constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
   return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
 }
-constexpr int64_t kWarpgroupForwardMinKeys = 8192;
+constexpr int64_t kWarpgroupForwardMinKeys = 0;
 inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroupForwardMinKeys; }
 
 // Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warpgroup; kBlockN keys

@@ -11,7 +11,8 @@
 // epilogues of the mma.sync kernels take it unchanged.
 // Descriptor offsets, no swizzle (checked on an H100: the other reading faults): the leading offset is
 // the distance between 8 x 8 blocks adjacent along K, the stride offset between blocks adjacent along
-// M or N, for both majors.
+// M or N, for both majors. With the 128-byte swizzle (tiles copied by TMA): the stride offset is the
+// distance between 8-row atoms; the leading offset, for MN-major operands only, between 64-column boxes.
 // Ordering: shared memory written by threads (cp.async included) needs fence_proxy_async() in the
 // writing threads before the barrier that precedes the wgmma; wgmma_fence() after registers a wgmma
 // reads (A, accumulators) were written by other instructions; wgmma_commit() closes a group;
@@ -36,15 +37,17 @@ namespace theria::kernels::cuda {
 // loop forms once. The base goes through a shuffle from lane 0: the compiler then neither hoists every
 // k-step's descriptor out of the loop (two registers each) nor loses sight of the base being the same
 // in the whole warp (which keeps the descriptors in uniform registers, with no copy per use).
+// The layout gives the offsets and the swizzle mode (tile_io.cuh: CoreMatrixRows, Swizzled128Rows).
 template <class Layout, bool kMnMajor>
 struct TileDesc {
-  static constexpr uint32_t kLead = kMnMajor ? Layout::kBlockRowBytes : Layout::kBlockColBytes;
-  static constexpr uint32_t kStride = kMnMajor ? Layout::kBlockColBytes : Layout::kBlockRowBytes;
+  static constexpr uint32_t kLead = Layout::template lead_bytes<kMnMajor>();
+  static constexpr uint32_t kStride = Layout::template stride_bytes<kMnMajor>();
+  static constexpr uint32_t kHigh = (kStride >> 4) | (Layout::kSwizzleMode << 30);  // bits 32-45 and 62-63
   uint32_t lo;
   __device__ __forceinline__ explicit TileDesc(uint32_t tile)
       : lo(__shfl_sync(0xffffffff, (tile >> 4) | ((kLead >> 4) << 16), 0)) {}
   __device__ __forceinline__ uint64_t at(int r, int c) const {
-    return (static_cast<uint64_t>(kStride >> 4) << 32) | (lo + ((2 * Layout::offset(r, c)) >> 4));
+    return (static_cast<uint64_t>(kHigh) << 32) | (lo + ((2 * Layout::offset(r, c)) >> 4));
   }
 };
 
@@ -144,9 +147,9 @@ __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (
 // The product and its tangent by the product rule, over kK / 16 k-steps with both operands K-major:
 // acc = A B^T; with kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot]. The first k-step
 // overwrites the accumulators; the caller commits the group.
-template <typename T, int kN, int kK, bool kTangent, bool kBDot, class Desc, class Dot>
-__device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot, const Desc& a,
-                                                   const Desc& a_dot, const Desc& b, const Desc& b_dot) {
+template <typename T, int kN, int kK, bool kTangent, bool kBDot, class DescA, class DescB, class Dot>
+__device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot, const DescA& a,
+                                                   const DescA& a_dot, const DescB& b, const DescB& b_dot) {
 #pragma unroll
   for (int kk = 0; kk < kK / 16; ++kk) {
     const uint64_t ak = a.at(0, 16 * kk), bk = b.at(0, 16 * kk);

@@ -111,6 +111,22 @@ def test_fused_forward_over_many_key_blocks_with_grouped_heads(dtype, head_dim, 
     torch.testing.assert_close(lse.double(), lse_ref, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fused_forward_of_keys_broadcast_over_the_batch(head_dim):
+    """Keys and values expanded over the batch (stride 0, no copy): the warpgroup forward's TMA copies cannot address
+    a zero stride, so such views run the mma.sync forward; out and lse against float64 either way."""
+    g = torch.Generator(device="cuda").manual_seed(head_dim)
+    r = lambda *shape: torch.randn(*shape, device="cuda", generator=g).to(torch.bfloat16)
+    q, k, v = r(3, 2, 300, head_dim), r(1, 2, 333, head_dim), r(1, 2, 333, head_dim)
+    k, v = k.expand(3, -1, -1, -1), v.expand(3, -1, -1, -1)
+    assert k.stride(0) == 0
+    poison_allocator()
+    out, lse = torch.ops.theria.sdpa_fwd(q, k, v, False, head_dim ** -0.5, "fused")
+    logits = (q.double() @ k.double().transpose(-1, -2)) * head_dim ** -0.5
+    assert rel_err([out], [torch.softmax(logits, -1) @ v.double()]) <= theria.tolerance(torch.bfloat16, 0)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(logits, -1), rtol=0, atol=1e-3)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
