@@ -27,7 +27,9 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
   } else if constexpr (kPass == FwdPass::kTangent && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream);
+    if (!launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream)) {
+      launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
+    }
   } else {
     launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
   }

@@ -93,25 +93,20 @@ __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, const Fwd
   // (With no key block the consumers wait for nothing: no copy may still be landing when the CTA exits.)
   if ((tid != 0 && tid != 32) || n_blocks == 0) return;
   const bool keys = tid == 0;
-  // The matrix coordinates of b: query side (b / heads, b % heads), key side its key/value head.
-  const BatchSplit q_at = split_batch(b, p.q.heads);
-  const MatrixView& view = keys ? p.k : p.v;
-  const BatchSplit key_at = split_batch(b, view.heads);
-  const int key_head = kGroups ? static_cast<int>(key_at.head / static_cast<uint32_t>(view.group)) : key_at.head;
+  const TmaBatch key_at = tma_batch<kGroups>(keys ? p.k : p.v, b);
   const CUtensorMap* map = keys ? &maps.k : &maps.v;
   T* ring = keys ? k_ring : v_ring;
   uint64_t* full = keys ? bar.full_k : bar.full_v;
   uint64_t* empty = keys ? bar.empty_k : bar.empty_v;
   if (keys) {
     mbarrier_arrive_expect_tx(bar.full_q, Tr::kQTile * 2);
-    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at.head, q_at.outer, bar.full_q);
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, tma_batch<false>(p.q, b), bar.full_q);
   }
   for (int j = 0; j < n_blocks; ++j) {
     const int s = Bars::stage(j);
     if (j >= Tr::kStages) mbarrier_wait(&empty[s], Bars::parity(j) ^ 1);
     mbarrier_arrive_expect_tx(&full[s], kKeyTile * 2);
-    tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(ring + s * kKeyTile, map, j * Tr::kBlockN, key_head, key_at.outer,
-                                                    &full[s]);
+    tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(ring + s * kKeyTile, map, j * Tr::kBlockN, key_at, &full[s]);
   }
 }
 

@@ -3,23 +3,27 @@
 // Hopper warpgroup MMAs, head dim 128.
 //
 // One CTA per (batch position, block of 128 queries): two warpgroups of 64 query rows each keep out_dot
-// (64 x 128 fp32) in registers while blocks of 64 keys (K, V, K_dot, V_dot) stream through a
-// double-buffered cp.async pipeline. Per block and warpgroup:
+// (64 x 128 fp32) in registers while blocks of 64 keys (K, V, K_dot, V_dot) stream through two buffers, each
+// filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the
+// other is read. Per block and warpgroup:
 //   1. S = Q K^T and S_dot = Q_dot K^T + Q K_dot^T, both operands K-major from shared memory;
 //   2. P = exp(S - lse) with the saved lse (no running max, no rescaling) and W = P * scale * S_dot,
 //      whose row sums give lse_dot;
 //   3. out_dot += W V + P V_dot: A from registers (W, P as mma fragments), B = V, V_dot MN-major.
-// At the end out_dot -= lse_dot * out with the saved out. (The forward in this form, with the online
-// softmax between the two products and nothing to overlap it with, measured slower than the mma.sync
-// forward: docs/performance.md.)
+// At the end out_dot -= lse_dot * out with the saved out. Tiles are in the TMA's 128-byte swizzle
+// (Swizzled128Rows); a view TMA cannot address (launch_sdpa_tangent_wg returns false) runs the mma.sync
+// pass. (The forward in this form, with the online softmax between the two products and nothing to overlap
+// it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
 #pragma once
 
 #include "fused/attn_mask.cuh"
 #include "fused/mask_grad.cuh"
 #include "fused/kernel_templates.h"
+#include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
+#include "fused/tma.cuh"
 #include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -37,20 +41,34 @@ struct TangentWgTraits {
   static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockN = WarpgroupTile::kTangentBlockN;  // keys per step (two 64 x 64 score accumulators)
   static constexpr int kKeyOperands = 4;            // K, V, K_dot, V_dot
-  using Rows = CoreMatrixRows<kHeadDim>;
-  static constexpr int kSmemElems = Rows::tile_elems(2 * kBlockM + 2 * kKeyOperands * kBlockN);  // Q, Q_dot; keys x 2
+  using QRows = Swizzled128Rows<kBlockM>;
+  using KeyRows = Swizzled128Rows<kBlockN>;
+  static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
+  static constexpr int kSmemElems = 2 * kQTile + 2 * kKeyOperands * kKeyTile;  // Q, Q_dot; keys x 2 buffers
+  static constexpr int kBarriers = 3;  // Q and Q_dot; each key buffer
+  // The tiles from the first 1024-byte boundary (the swizzle's), then the barriers, then the masked build's key terms.
+  template <typename T, bool kMask>
+  static constexpr size_t smem_bytes() {
+    return 1024 + kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) + (kMask ? kBlockN * sizeof(float) : 0);
+  }
+};
+
+// The tensor maps of the pass's operands (tma.cuh), kernel parameters; keys in the order of a key buffer.
+struct TangentWgMaps {
+  CUtensorMap q, q_dot, keys[4];  // K, V, K_dot, V_dot
 };
 
 template <typename T, typename Tr, bool kCausal, bool kGroups, bool kMask>
-__global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const SdpaFwdParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, 1)
+    sdpa_tangent_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ TangentWgMaps maps) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
-  constexpr int kKeyOps = Tr::kKeyOperands;
-  using Rows = typename Tr::Rows;
-  constexpr int kQTile = Rows::tile_elems(kBlockM), kKeyTile = Rows::tile_elems(kBlockN);
+  constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile;
   constexpr uint32_t kQBytes = kQTile * sizeof(T), kKeyBytes = kKeyTile * sizeof(T);
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   T* q_tile = reinterpret_cast<T*>(smem);  // then Q_dot
   T* key_tiles = q_tile + 2 * kQTile;     // [2 buffers][K, V, K_dot, V_dot]
+  uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kKeyTile);  // Q; key buffers 0, 1
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
@@ -58,25 +76,39 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
   const int row_g = m0 + 64 * wg + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
+  if (tid == 0) {
+    for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
+  }
+  __syncthreads();
 
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
-  const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
-  const OperandBases<T, kKeyOps, kGroups> key_ops(key_view, b);
+  const TmaBatch key_at = tma_batch<kGroups>(p.k, b);
+  // Block row0's keys into buffer buf (thread 0 issues; bit buf of `loaded` tells every thread to wait for it, on
+  // the parity in bit buf of `phases`; bits, not arrays indexed by buf, which went to the stack).
+  uint32_t loaded = 0, phases = 0;
   auto load_keys = [&](int buf, int row0) {
-    key_ops.template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, key_tiles + buf * kKeyOps * kKeyTile, kKeyTile, row0,
-                                                             S, tid);
+    if (tid == 0) {
+      mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kKeyBytes);
+#pragma unroll
+      for (int i = 0; i < kKeyOps; ++i) {
+        tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + (buf * kKeyOps + i) * kKeyTile, &maps.keys[i],
+                                                        row0, key_at, &full[1 + buf]);
+      }
+    }
+    loaded |= 1u << buf;
   };
   // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
-  ForwardMask<T, kBlockM, kBlockN, kThreads> mask(p, b, m0, n_blocks,
-                                                  reinterpret_cast<float*>(smem + Tr::kSmemElems * sizeof(T)), tid, S,
-                                                  kMask);
+  ForwardMask<T, kBlockM, kBlockN, kThreads> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(full + Tr::kBarriers),
+                                                  tid, S, kMask);
   const int nb_begin = mask.range.begin, nb_end = mask.range.end;
-  load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(q_tile, batch_base<const T>(p.q, b), p.q.row_stride, m0, L, tid);
-  load_rows_async<T, kBlockM, kHeadDim, kThreads, Rows>(q_tile + kQTile, batch_base<const T>(p.q_dot, b),
-                                                        p.q_dot.row_stride, m0, L, tid);
+  if (tid == 0) {
+    const TmaBatch q_at = tma_batch<false>(p.q, b);
+    mbarrier_arrive_expect_tx(&full[0], 2 * kQBytes);
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at, &full[0]);
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + kQTile, &maps.q_dot, m0, q_at, &full[0]);
+  }
   if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN);
-  cp_async_commit();
 
   // The saved lse of this thread's rows in log2 units (a row with no visible key, lse -inf, sees only
   // masked logits, which give exact zeros), and this thread's part of the row sums of W (lse_dot).
@@ -95,31 +127,32 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
-  cp_async_wait<0>();
-  fence_proxy_async();
-  __syncthreads();
+  mbarrier_wait(&full[0], 0);  // (also with no key block: no copy may still be landing when the CTA exits)
 
-  using KMajor = TileDesc<Rows, false>;
-  using MnMajor = TileDesc<Rows, true>;
+  using QMajor = TileDesc<typename Tr::QRows, false>;
+  using KMajor = TileDesc<typename Tr::KeyRows, false>;
+  using MnMajor = TileDesc<typename Tr::KeyRows, true>;
   for (int nb = nb_begin; nb < nb_end; ++nb) {
     const int buf = (nb - nb_begin) & 1, n0 = nb * kBlockN;
-    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) {
-      load_keys(buf ^ 1, n0 + kBlockN);
-      cp_async_commit();
+    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) load_keys(buf ^ 1, n0 + kBlockN);
+    if (loaded >> buf & 1) {  // waited for even where the block turns out hidden, so that the phases stay in step
+      mbarrier_wait(&full[1 + buf], phases >> buf & 1);
+      phases ^= 1u << buf;
+      loaded &= ~(1u << buf);
     }
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
       key_block = mask.classify(p, nb, nb_end, tid, S);
       if (key_block == KeyBlock::kHidden) {  // no pair of the block is seen: nothing to add
         cp_async_wait<0>();
-        fence_proxy_async();
         __syncthreads();
         continue;
       }
     }
-    const uint32_t q_s = smem_addr(q_tile) + 2 * Rows::offset(64 * wg, 0);
+    const uint32_t q_s = smem_addr(q_tile) + 2 * Tr::QRows::offset(64 * wg, 0);
     const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kKeyTile);
-    const KMajor q_d(q_s), qd_d(q_s + kQBytes), k_d(key_s), kd_d(key_s + 2 * kKeyBytes);
+    const QMajor q_d(q_s), qd_d(q_s + kQBytes);
+    const KMajor k_d(key_s), kd_d(key_s + 2 * kKeyBytes);
 
     // 1. S and S_dot; the first k-step overwrites the accumulators.
     float s[kBlockN / 8][4], sd[kBlockN / 8][4];
@@ -172,8 +205,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
     fence_operands(acc);
     fence_operands(pa);
     fence_operands(wa);
+    // Every warp is done with this buffer before the next step refills it (and with the mask's staged terms).
     cp_async_wait<0>();
-    fence_proxy_async();
     __syncthreads();
   }
 
@@ -214,12 +247,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_tangent_wg_kernel(const 
   }
 }
 
+// False (nothing launched) when TMA cannot address one of the operands (tma.cuh, encode_rows_map).
 template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask>
-void launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
+bool launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using Tr = TangentWgTraits<kHeadDim>;
-  constexpr size_t smem = Tr::kSmemElems * sizeof(T) + (kMask ? Tr::kBlockN * sizeof(float) : 0);  // + key terms
+  TangentWgMaps maps;
+  const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
+  bool ok = encode_rows_map<T>(&maps.q, p.q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
+            encode_rows_map<T>(&maps.q_dot, p.q_dot, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
+  for (int i = 0; i < 4 && ok; ++i) {
+    ok = encode_rows_map<T>(&maps.keys[i], *keys[i], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN);
+  }
+  if (!ok) return false;
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p);
+  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads,
+                   Tr::template smem_bytes<T, kMask>(), stream, p, maps);
+  return true;
 }
 
 }  // namespace theria::kernels::cuda

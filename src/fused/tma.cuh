@@ -11,6 +11,7 @@
 #pragma once
 
 #include "fused/mma.cuh"
+#include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
 #include <cuda.h>
@@ -79,16 +80,28 @@ bool encode_rows_map(CUtensorMap* map, const MatrixView& m, int64_t rows, int64_
 
 // ---- device ----
 
+// The coordinates (head, outer batch) of batch position b in a map from encode_rows_map: query side (b / heads,
+// b % heads), key side under grouped-query attention its key/value head ((b % heads) / group).
+struct TmaBatch {
+  int head, outer;
+};
+template <bool kKeyGroups>
+__device__ __forceinline__ TmaBatch tma_batch(const MatrixView& m, int64_t b) {
+  const BatchSplit s = split_batch(b, m.heads);
+  const uint32_t head = kKeyGroups ? s.head / static_cast<uint32_t>(m.group) : s.head;
+  return {static_cast<int>(head), static_cast<int>(s.outer)};
+}
+
 // Arrives on the barrier and adds `bytes` to the transfers its current phase waits for.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
                : "memory");
 }
 
-// Rows [row0, row0 + box rows) of matrix (head, outer) as kCols / 64 boxes, box c at tile + c * box bytes; the
+// Rows [row0, row0 + box rows) of matrix `at` as kCols / 64 boxes, box c at tile + c * box bytes; the
 // copies complete on `bar`, whose phase the caller has told to expect kBoxBytes * kCols / 64 bytes.
 template <int kCols, int kBoxBytes>
-__device__ __forceinline__ void tma_load_rows(void* tile, const CUtensorMap* map, int row0, int head, int outer,
+__device__ __forceinline__ void tma_load_rows(void* tile, const CUtensorMap* map, int row0, TmaBatch at,
                                               uint64_t* bar) {
   const uint32_t dst = smem_addr(tile), mbar = smem_addr(bar);
 #pragma unroll
@@ -96,7 +109,7 @@ __device__ __forceinline__ void tma_load_rows(void* tile, const CUtensorMap* map
     asm volatile(
         "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
         "%5}], [%6];\n" ::"r"(dst + c * kBoxBytes),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(c * kTmaBoxCols), "r"(row0), "r"(head), "r"(outer), "r"(mbar)
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(c * kTmaBoxCols), "r"(row0), "r"(at.head), "r"(at.outer), "r"(mbar)
         : "memory");
   }
 }
