@@ -1,7 +1,7 @@
 """Small fused cases for compute-sanitizer (memcheck, racecheck): odd sizes, causal and not. First order
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
 backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The forward over many key blocks
-(from 8192 keys the warp-specialised kernel) with grouped heads. Then degenerate shapes
+(the warp-specialised kernel) with grouped heads; the warpgroup kernels' grouped and masked builds. Then degenerate shapes
 (every zero size, L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
 import sys
 
@@ -52,6 +52,15 @@ for dim in (64, 128):
         k, v = (torch.randn(1, 2, S, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         for causal in (False, True):
             theria.sdpa(q, k, v, is_causal=causal, enable_gqa=True, backend="fused")
+# The warpgroup kernels' grouped and masked builds at head dim 128 (TMA copies of key-side views addressed by group),
+# through the double backward: grouped heads with a key-padding mask, and a float mask.
+q = torch.randn(1, 4, 77, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+k, v = (torch.randn(1, 2, 61, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+pad = torch.arange(61, device="cuda") < 50
+for mask in (pad.view(1, 1, 1, 61), torch.randn(1, 4, 77, 61, device="cuda", dtype=torch.bfloat16)):
+    out = theria.sdpa(q, k, v, attn_mask=mask, enable_gqa=True, backend="fused")
+    g = torch.autograd.grad(out, (q, k, v), torch.randn_like(out), create_graph=True)
+    torch.autograd.grad(sum((gi * torch.randn_like(gi)).sum() for gi in g), (q, k, v))
 torch.use_deterministic_algorithms(True)
 for dim in (64, 128):
     every_order(*(torch.randn(1, 2, 77, dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)), True)
