@@ -40,9 +40,7 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::kBwdBlockM>;
-    if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
-      launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
-    }
+    launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   } else {
     launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   }
@@ -54,9 +52,7 @@ void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cuda
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::kBwdBlockM>;
-    if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
-      launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
-    }
+    launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   } else {
     launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
   }

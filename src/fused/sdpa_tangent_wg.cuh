@@ -46,10 +46,10 @@ struct TangentWgTraits {
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
   static constexpr int kSmemElems = 2 * kQTile + 2 * kKeyOperands * kKeyTile;  // Q, Q_dot; keys x 2 buffers
   static constexpr int kBarriers = 3;  // Q and Q_dot; each key buffer
-  // The tiles (tma.cuh, swizzled_smem), then the barriers, then the masked build's key terms.
+  // The tiles from the first 1024-byte boundary (the swizzle's), then the barriers, then the masked build's key terms.
   template <typename T, bool kMask>
   static constexpr size_t smem_bytes() {
-    return kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) + (kMask ? kBlockN * sizeof(float) : 0);
+    return 1024 + kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) + (kMask ? kBlockN * sizeof(float) : 0);
   }
 };
 
@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile;
   constexpr uint32_t kQBytes = kQTile * sizeof(T), kKeyBytes = kKeyTile * sizeof(T);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = swizzled_smem(smem_raw);
+  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   T* q_tile = reinterpret_cast<T*>(smem);  // then Q_dot
   T* key_tiles = q_tile + 2 * kQTile;     // [2 buffers][K, V, K_dot, V_dot]
   uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kKeyTile);  // Q; key buffers 0, 1

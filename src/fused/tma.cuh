@@ -92,16 +92,6 @@ __device__ __forceinline__ TmaBatch tma_batch(const MatrixView& m, int64_t b) {
   return {static_cast<int>(head), static_cast<int>(s.outer)};
 }
 
-// The dynamic shared memory of a kernel with swizzled tiles, which the swizzle needs on 1024-byte boundaries. The
-// dynamic shared memory of a kernel without static shared memory starts on one on sm_90 (after the 1 KB the system
-// reserves per CTA), which CUTLASS's and FlashAttention-3's swizzled layouts rely on too; a base off such a boundary
-// stops the kernel (a launch error, never wrong numbers). (A 1024-byte pad to realign it would not fit the
-// backward-JVP with a dout tangent: 227 KB to the byte.)
-__device__ __forceinline__ unsigned char* swizzled_smem(unsigned char* smem) {
-  if (smem_addr(smem) % 1024 != 0) __trap();
-  return smem;
-}
-
 // Arrives on the barrier and adds `bytes` to the transfers its current phase waits for.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
