@@ -1,6 +1,6 @@
 // The forward (FwdPass::kOut of sdpa_fwd_tc.cuh: out and the row log-sum-exp) as a warp-specialised pipeline
 // on Hopper warpgroup MMAs, after FlashAttention-3's forward. launch_tc.cuh runs it where tile_policy.h says it
-// pays (warpgroup_forward, warpgroup_forward_pays: from 8192 keys at head dims 64 and 128).
+// pays (warpgroup_forward, warpgroup_forward_pays: at head dims 64 and 128, every length).
 //
 // One CTA per (batch position, block of 64 * kWarpGroups queries): kWarpGroups consumer warpgroups of 64 query
 // rows each, and one producer warpgroup in which one thread copies Q once and then the K blocks, and another the V

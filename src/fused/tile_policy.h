@@ -57,10 +57,10 @@ constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && 
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
 // 128 for 16-bit operands without attn_mask (the masked build keeps mma.sync: its per-block mask terms are staged by
-// the same threads that read them). It pays from kWarpgroupForwardMinKeys keys on: measured on an H200 against the
-// mma.sync forward in the same process (docs/performance.md), 2.5-3.5 % faster at 8192 keys (D=64 and 128), 12 %
-// at 32768 causal, but 3.5 % (D=64) and 7 % (D=128) slower at 2048, where each CTA streams only 16 key blocks and
-// the pipeline's fill and drain weigh more.
+// the same threads that read them). kWarpgroupForwardMinKeys keys on (0: every length): with its copies on TMA it
+// measured faster than the mma.sync forward at every length tried on an H200, 256 to 32768 keys, D=64 and 128
+// (1.00-1.06x at 256 and 512 keys at D=64, 1.26-1.84x from 2048 on; docs/performance.md). (With cp.async copies it
+// had been slower below 8192 keys; the threshold stays as the place to set one again.)
 constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
   return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
 }

@@ -88,10 +88,10 @@ def test_fused_forward_backward_match_reference(dtype, head_dim, causal, lengths
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lengths", [(700, 1029), (1029, 700), (700, 8250), (8250, 8203)], ids=str)
 def test_fused_forward_over_many_key_blocks_with_grouped_heads(dtype, head_dim, causal, lengths):
-    """Long key sequences (from 8192 keys at head dims 64 and 128) take the warp-specialised forward, which streams
-    keys in blocks of 128 through rings of three stages, refilled many times here, ragged ends included; under the
-    causal mask with L != S its CTAs see different numbers of blocks. Shorter ones take the mma.sync forward. out and
-    the row log-sum-exp against float64; two query heads share each key/value head."""
+    """The warp-specialised forward (head dims 64 and 128) streams keys in blocks of 128 through rings of three
+    stages of TMA copies, refilled many times here at 8250 keys, ragged ends included (rows past the end arrive as
+    zeros); under the causal mask with L != S its CTAs see different numbers of blocks. out and the row log-sum-exp
+    against float64; two query heads share each key/value head."""
     l, s = lengths
     g = torch.Generator(device="cuda").manual_seed(l + s + head_dim)
     r = lambda *shape: torch.randn(*shape, device="cuda", generator=g).to(dtype)
