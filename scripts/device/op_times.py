@@ -34,6 +34,8 @@ def make(shape, dtype, seed):
 
 
 def rel_err(x, ref):
+    if x is None or x.numel() == 0:  # an output the call did not ask for (bwd_jvp's mask gradient)
+        return 0.0
     return ((x.double() - ref).abs().max() / ref.abs().max().clamp_min(1.0)).item()
 
 

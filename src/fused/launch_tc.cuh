@@ -1,7 +1,7 @@
 // The family launchers of the tensor-core kernels (declared in kernel_templates.h, instantiated once per combination
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
-// warpgroup_forward and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones otherwise) and runs
-// the passes around it: the row terms before a backward, dQ's finish after.
+// warpgroup_forward, warpgroup_tangent and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones
+// otherwise) and runs the passes around it: the row terms before a backward, dQ's finish after.
 #pragma once
 
 #include "fused/dq_finish.cuh"
@@ -26,10 +26,18 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
     if (!warpgroup_forward_pays(p.len_kv) || !launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
-  } else if constexpr (kPass == FwdPass::kTangent && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    if (!launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, stream)) {
+  } else if constexpr (kPass != FwdPass::kOut && warpgroup_tangent(kHeadDim, kPartsOf<T>)) {
+    // The tangent pass, and the JVP as the forward followed by it; operands TMA cannot address run the mma.sync
+    // kernel of the pass asked for.
+    TangentWgMaps maps;
+    if (!tangent_wg_maps<T, kHeadDim, kGroups>(p, maps)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
+      return;
     }
+    if constexpr (kPass == FwdPass::kJvp) {
+      launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kOut, kGroups, kMask>(p, stream);
+    }
+    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, maps, stream);
   } else {
     launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
   }
@@ -40,7 +48,9 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::kBwdBlockM>;
-    launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+    if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
+      launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+    }
   } else {
     launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
   }
@@ -52,7 +62,9 @@ void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cuda
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::kBwdBlockM>;
-    launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
+    if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
+      launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
+    }
   } else {
     launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
   }

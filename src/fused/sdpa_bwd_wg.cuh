@@ -4,8 +4,11 @@
 // instead of once per warp (measured: docs/performance.md).
 //
 // One CTA per (batch position, block of 128 keys): two warpgroups of 64 keys each keep their dK, dV
-// (or dk_dot, dv_dot; 64 x 128 fp32 each) in registers while blocks of kBlockM queries stream through a
-// double-buffered cp.async pipeline. Per block and warpgroup (tangent terms in brackets):
+// (or dk_dot, dv_dot; 64 x 128 fp32 each) in registers while blocks of kBlockM queries stream through two
+// buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's
+// mbarrier) while the other is read; operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
+// TMA cannot address (launch_sdpa_bwd_wg returns false) runs the mma.sync kernels. Per block and warpgroup
+// (tangent terms in brackets):
 //   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
 //      (Q, dO [, Q_dot, dO_dot]) both K-major from shared memory, in two commit groups, so that P^T
 //      [and P_dot^T] are formed while the dP products still run;
@@ -24,9 +27,12 @@
 #include "fused/dq_finish.cuh"
 #include "fused/group_steps.cuh"
 #include "fused/kernel_templates.h"
+#include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
+#include "fused/row_terms_tc.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
+#include "fused/tma.cuh"
 #include "fused/wgmma.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -54,34 +60,54 @@ struct BwdWgTraits {
   static constexpr int kDqCols = kHeadDim / kWarpGroups;  // dQ columns per warpgroup (the wgmma M)
   static_assert(kDqCols == 64, "each warpgroup owns 64 columns of dQ");
   static_assert(kStats * kBlockM <= kThreads, "one thread per row statistic of a block");
-  using Rows = CoreMatrixRows<kHeadDim>;  // the key-side and query-side tiles
-  using DsRows = CoreMatrixRows<kBlockM>;  // dS^T as [key][query]
-  static constexpr int kDqPitch = kDqCols + 4;  // floats per staged dQ row (conflict-free stores)
-  static constexpr int kTileElems = Rows::tile_elems(kKeyOperands * kBlockN + 2 * kRowOperands * kBlockM) +
-                                    kDsTiles * DsRows::tile_elems(kBlockN);
+  using KeyRows = Swizzled128Rows<kBlockN>;  // the key-side tiles (TMA)
+  using RowRows = Swizzled128Rows<kBlockM>;  // the query-side tiles (TMA)
+  using DsRows = CoreMatrixRows<kBlockM>;    // dS^T as [key][query] (written by the threads)
+  static constexpr int kKeyTile = KeyRows::tile_elems(kHeadDim), kRowTile = RowRows::tile_elems(kHeadDim);
+  // Floats per staged dQ row, both warpgroups' columns side by side (conflict-free stores: 4 more than a multiple
+  // of 32 banks would do; a row per warpgroup of kDqCols + 4 took 512 bytes more, which the D=128 backward-JVP with
+  // a dout tangent does not have beside the swizzle's pad).
+  static constexpr int kDqPitch = kHeadDim + 4;
+  static constexpr int kTileElems =
+      kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN);
+  static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
+  // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
+  // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
-    return kTileElems * elem + (2 * kStats * kBlockM + kWarpGroups * kBlockM * kDqPitch) * sizeof(float);
+    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + kBlockM * kDqPitch) * sizeof(float) +
+           kBarriers * sizeof(uint64_t);
   }
+  static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");
+};
+
+// The tensor maps of the kernel's operands (tma.cuh), kernel parameters, in the order of the tiles.
+struct BwdWgMaps {
+  CUtensorMap keys[4];  // K, V [, K_dot, V_dot]
+  CUtensorMap rows[4];  // Q, dO [, Q_dot [, dO_dot]]
 };
 
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
-__global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const SdpaBwdParams p, const BwdWorkspace ws) {
+__global__ void __launch_bounds__(Tr::kThreads, 1)
+    sdpa_bwd_wg_kernel(const __grid_constant__ SdpaBwdParams p, const __grid_constant__ BwdWorkspace ws,
+                       const __grid_constant__ BwdWgMaps maps) {
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
   constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads, kDqPitch = Tr::kDqPitch;
   constexpr int kMt = kBlockM / 8, kKq = kBlockM / 16;  // accumulator column tiles, k-steps of a block
-  using Rows = typename Tr::Rows;
+  using KeyRows = typename Tr::KeyRows;
+  using RowRows = typename Tr::RowRows;
   using DsRows = typename Tr::DsRows;
-  constexpr int kRowTile = Rows::tile_elems(kBlockM);
-  constexpr int kKeyTile = Rows::tile_elems(kBlockN);
+  constexpr int kRowTile = Tr::kRowTile, kKeyTile = Tr::kKeyTile;
   constexpr int kDsTile = DsRows::tile_elems(kBlockN);
   constexpr uint32_t kKeyBytes = kKeyTile * sizeof(T), kRowBytes = kRowTile * sizeof(T), kDsBytes = kDsTile * sizeof(T);
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = swizzled_smem(smem_raw);
   T* k_tile = reinterpret_cast<T*>(smem);  // then V [, K_dot, V_dot]
   T* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
   T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
   float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kDsTile);  // [2][kStats][kBlockM]
-  float* dq_stage = stats + 2 * kStats * kBlockM;  // [warpgroup][kBlockM][kDqPitch]
+  float* dq_stage = stats + 2 * kStats * kBlockM;  // [kBlockM][kDqPitch]: warpgroup w's columns from kDqCols * w
+  uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + kBlockM * kDqPitch);  // keys; query-side buffers 0, 1
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
@@ -90,6 +116,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int n0 = blockIdx.x * kBlockN;
   const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
+  if (tid == 0) {
+    for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
+  }
+  __syncthreads();
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
   const RowStatStager<kStats, kBlockM> stat(p, b0, tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
@@ -116,32 +146,39 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       },
       0, n_steps);
 
-  const auto row_view = [&](int i) -> const MatrixView& {
-    return i == 0 ? p.q : i == 1 ? p.dout : i == 2 ? p.q_dot : p.dout_dot;
-  };
-  const OperandBases<T, kRows> row_ops(row_view, b0);
+  // A step's query-side tiles into buffer buf (thread 0 issues; bit buf of `loaded` tells every thread to wait for
+  // them, on the parity in bit buf of `phases`).
+  uint32_t loaded = 0, phases = 0;
   auto load_rows = [&](int buf, int step) {
-    row_ops.template load<kBlockM, kHeadDim, kThreads, Rows>(row_view, row_tiles + buf * kRows * kRowTile, kRowTile,
-                                                             steps.row(step), L, tid, steps.head(step));
+    if (tid == 0) {
+      const TmaBatch at = tma_batch<false>(p.q, b0 + steps.head(step));
+      mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kRowBytes);
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        tma_load_rows<kHeadDim, RowRows::kBoxBytes>(row_tiles + (buf * kRows + i) * kRowTile, &maps.rows[i],
+                                                    steps.row(step), at, &full[1 + buf]);
+      }
+    }
+    loaded |= 1u << buf;
   };
-
-  const auto key_view = [&](int i) -> const MatrixView& { return i == 0 ? p.k : i == 1 ? p.v : i == 2 ? p.k_dot : p.v_dot; };
-  OperandBases<T, Tr::kKeyOperands, kReadKeysByGroup>(key_view, b0).template load<kBlockN, kHeadDim, kThreads, Rows>(key_view, k_tile,
-                                                                                                  kKeyTile, n0, S, tid);
+  if (tid == 0) {
+    const TmaBatch at = tma_batch<kReadKeysByGroup>(p.k, b0);
+    mbarrier_arrive_expect_tx(&full[0], Tr::kKeyOperands * kKeyBytes);
+#pragma unroll
+    for (int i = 0; i < Tr::kKeyOperands; ++i) {
+      tma_load_rows<kHeadDim, KeyRows::kBoxBytes>(k_tile + i * kKeyTile, &maps.keys[i], n0, at, &full[0]);
+    }
+  }
   if (n_steps > 0) {
     if (step_classes.first_seen()) load_rows(0, 0);
     stat.store(stats, 0, stat.fetch(steps.row(0), L));
   }
-  cp_async_commit();
-  cp_async_wait<0>();
-  fence_proxy_async();
+  mbarrier_wait(&full[0], 0);  // (also with no step: no copy may still be landing when the CTA exits)
   __syncthreads();
 
-  // The end of a step: the next step's operands have landed (and are visible to wgmma's reads), and every
-  // thread is done with this step's buffers.
+  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics).
   const auto end_step = [] {
-    cp_async_wait<0>();
-    fence_proxy_async();
+    cp_async_wait<0>();  // (the masked build's staged terms)
     __syncthreads();
   };
 
@@ -159,9 +196,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (step + 1 < n_steps && step_classes.next_seen()) {
-      load_rows(buf ^ 1, step + 1);
-      cp_async_commit();
+    if (step + 1 < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, step + 1);
+    if (loaded >> buf & 1) {  // waited for even where the step turns out hidden, so that the phases stay in step
+      mbarrier_wait(&full[1 + buf], phases >> buf & 1);
+      phases ^= 1u << buf;
+      loaded &= ~(1u << buf);
     }
     const float* stat_s = stats + buf * kStats * kBlockM;
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
@@ -172,12 +211,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
       continue;
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
-    using KMajor = TileDesc<Rows, false>;
-    using MnMajor = TileDesc<Rows, true>;
-    const uint32_t key_s = smem_addr(k_tile) + 2 * Rows::offset(wg_key0, 0);
+    using KeyMajor = TileDesc<KeyRows, false>;
+    using RowMajor = TileDesc<RowRows, false>;
+    using RowMnMajor = TileDesc<RowRows, true>;
+    const uint32_t key_s = smem_addr(k_tile) + 2 * KeyRows::offset(wg_key0, 0);
     const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kRowTile);
-    const KMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
-    const KMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
+    const KeyMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
+    const RowMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
 
     // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
     float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
@@ -256,7 +296,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     }
 
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
-    const MnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
+    const RowMnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {
@@ -288,8 +328,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
 
     // 3. dQ^T [dq_dot^T] for this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys.
     float dq_acc[kMt][4];
-    const uint32_t key_cols = smem_addr(k_tile) + 2 * Rows::offset(0, kDqCols * wg);
-    const MnMajor kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
+    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(0, kDqCols * wg);
+    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
     const TileDesc<DsRows, true> ds_n(smem_addr(ds_tile)), dsd_n(smem_addr(ds_tile) + kDsBytes);
     wgmma_fence();
 #pragma unroll
@@ -315,7 +355,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
     }
 
     // Stage the tile as [query][column] and add rows of 4 columns.
-    float* stage = dq_stage + wg * kBlockM * kDqPitch;
+    float* stage = dq_stage + kDqCols * wg;
 #pragma unroll
     for (int nt = 0; nt < kMt; ++nt) {
 #pragma unroll
@@ -347,13 +387,27 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) sdpa_bwd_wg_kernel(const Sdpa
   write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, 1.f, lane);
 }
 
-// The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after.
+// The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after. False (nothing launched) when TMA
+// cannot address one of the operands (tma.cuh, encode_rows_map).
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
-void launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  BwdWgMaps maps;
+  const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
+  const MatrixView* rows[4] = {&p.q, &p.dout, &p.q_dot, &p.dout_dot};
+  bool ok = true;
+  for (int i = 0; i < Tr::kKeyOperands && ok; ++i) {
+    ok = encode_rows_map<T>(&maps.keys[i], *keys[i], p.len_kv, Tr::kHeadDim, p.batch, kReadKeysByGroup, Tr::kBlockN);
+  }
+  for (int i = 0; i < Tr::kRowOperands && ok; ++i) {
+    ok = encode_rows_map<T>(&maps.rows[i], *rows[i], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
+  }
+  if (!ok) return false;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(kv_batches(p)));
-  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream, p, ws);
+  launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream,
+                   p, ws, maps);
+  return true;
 }
 
 }  // namespace theria::kernels::cuda

@@ -71,8 +71,9 @@ struct FwdWgTraits {
   using KeyRows = Swizzled128Rows<kBlockN>;
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
   static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;  // Q; K and V rings (tiles of 1024-byte atoms)
-  // 1024 bytes more than the tiles and barriers: the tiles start at the first 1024-byte boundary (the swizzle's).
-  static constexpr size_t kSmemBytes = 1024 + kSmemElems * 2 + FwdWgBarriers<kStages>::kCount * sizeof(uint64_t);
+  // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers.
+  static constexpr size_t kSmemBytes =
+      kSwizzlePad + kSmemElems * 2 + FwdWgBarriers<kStages>::kCount * sizeof(uint64_t);
 };
 
 // The tensor maps of Q, K and V (tma.cuh): kernel parameters, so that the TMA unit reads them from constant memory.
@@ -115,7 +116,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_fwd_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ FwdWgMaps maps) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kKeyTile = Tr::kKeyTile;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
+  unsigned char* smem = swizzled_smem(smem_raw);
   T* q_tile = reinterpret_cast<T*>(smem);
   T* k_ring = q_tile + Tr::kQTile;
   T* v_ring = k_ring + Tr::kStages * kKeyTile;

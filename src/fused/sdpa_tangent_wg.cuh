@@ -1,17 +1,18 @@
 // The tangent pass (FwdPass::kTangent of sdpa_fwd_tc.cuh: out_dot and lse_dot from the saved out and
 // lse, the first step of the backward-JVP and so of the double backward; docs/derivatives.md, BJ) on
-// Hopper warpgroup MMAs, head dim 128.
+// Hopper warpgroup MMAs, head dims 64 and 128. It is also the second half of the JVP there (launch_tc.cuh: the
+// forward, then this pass from its out and lse).
 //
 // One CTA per (batch position, block of 128 queries): two warpgroups of 64 query rows each keep out_dot
-// (64 x 128 fp32) in registers while blocks of 64 keys (K, V, K_dot, V_dot) stream through two buffers, each
-// filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the
-// other is read. Per block and warpgroup:
+// (64 x head dim, fp32) in registers while blocks of kBlockN keys (K, V, K_dot, V_dot; WarpgroupTile) stream
+// through two buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the
+// buffer's mbarrier) while the other is read. Per block and warpgroup:
 //   1. S = Q K^T and S_dot = Q_dot K^T + Q K_dot^T, both operands K-major from shared memory;
 //   2. P = exp(S - lse) with the saved lse (no running max, no rescaling) and W = P * scale * S_dot,
 //      whose row sums give lse_dot;
 //   3. out_dot += W V + P V_dot: A from registers (W, P as mma fragments), B = V, V_dot MN-major.
 // At the end out_dot -= lse_dot * out with the saved out. Tiles are in the TMA's 128-byte swizzle
-// (Swizzled128Rows); a view TMA cannot address (launch_sdpa_tangent_wg returns false) runs the mma.sync
+// (Swizzled128Rows); a view TMA cannot address (tangent_wg_maps returns false) runs the mma.sync
 // pass. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
 #pragma once
@@ -46,10 +47,12 @@ struct TangentWgTraits {
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
   static constexpr int kSmemElems = 2 * kQTile + 2 * kKeyOperands * kKeyTile;  // Q, Q_dot; keys x 2 buffers
   static constexpr int kBarriers = 3;  // Q and Q_dot; each key buffer
-  // The tiles from the first 1024-byte boundary (the swizzle's), then the barriers, then the masked build's key terms.
+  // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then the masked
+  // build's key terms.
   template <typename T, bool kMask>
   static constexpr size_t smem_bytes() {
-    return 1024 + kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) + (kMask ? kBlockN * sizeof(float) : 0);
+    return kSwizzlePad + kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) +
+           (kMask ? kBlockN * sizeof(float) : 0);
   }
 };
 
@@ -65,7 +68,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile;
   constexpr uint32_t kQBytes = kQTile * sizeof(T), kKeyBytes = kKeyTile * sizeof(T);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
+  unsigned char* smem = swizzled_smem(smem_raw);
   T* q_tile = reinterpret_cast<T*>(smem);  // then Q_dot
   T* key_tiles = q_tile + 2 * kQTile;     // [2 buffers][K, V, K_dot, V_dot]
   uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kKeyTile);  // Q; key buffers 0, 1
@@ -247,22 +250,25 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 }
 
-// False (nothing launched) when TMA cannot address one of the operands (tma.cuh, encode_rows_map).
-template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask>
-bool launch_sdpa_tangent_wg(const SdpaFwdParams& p, cudaStream_t stream) {
+// The tensor maps of the pass's operands; false when TMA cannot address one of them (tma.cuh, encode_rows_map).
+template <typename T, int kHeadDim, bool kGroups>
+bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps) {
   using Tr = TangentWgTraits<kHeadDim>;
-  TangentWgMaps maps;
   const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
   bool ok = encode_rows_map<T>(&maps.q, p.q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
             encode_rows_map<T>(&maps.q_dot, p.q_dot, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
   for (int i = 0; i < 4 && ok; ++i) {
     ok = encode_rows_map<T>(&maps.keys[i], *keys[i], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN);
   }
-  if (!ok) return false;
+  return ok;
+}
+
+template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask>
+void launch_sdpa_tangent_wg(const SdpaFwdParams& p, const TangentWgMaps& maps, cudaStream_t stream) {
+  using Tr = TangentWgTraits<kHeadDim>;
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads,
                    Tr::template smem_bytes<T, kMask>(), stream, p, maps);
-  return true;
 }
 
 }  // namespace theria::kernels::cuda

@@ -50,10 +50,17 @@
 
 namespace theria::kernels::cuda {
 
-// Which kernels serve the tangent pass, the backward and the backward-JVP: the warpgroup (wgmma) ones at head dim
-// 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the wgmma tiles). The
-// JVP always runs on mma.sync; the forward: warpgroup_forward below.
+// Which kernels serve the backward and the backward-JVP: the warpgroup (wgmma) ones at head dim 128 for 16-bit
+// operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the wgmma tiles). The forward:
+// warpgroup_forward below; the tangent pass and the JVP: warpgroup_tangent.
 constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && head_dim == 128 && parts == 1; }
+
+// The tangent pass on warpgroup MMAs (sdpa_tangent_wg.cuh) at head dims 64 and 128 for 16-bit operands; there the JVP
+// runs as the forward (out, lse) and then this pass from them, in place of the one-pass mma.sync JVP (FwdPass::kJvp),
+// which issues six products per step on warps that each load their own copy of the shared operands.
+constexpr bool warpgroup_tangent(int head_dim, int parts) {
+  return THERIA_WG && (head_dim == 64 || head_dim == 128) && parts == 1;
+}
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
 // 128 for 16-bit operands without attn_mask (the masked build keeps mma.sync: its per-block mask terms are staged by
@@ -129,8 +136,9 @@ struct BwdJvpTile {
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
 };
 
-// Warpgroup kernels (head dim 128): two warpgroups per CTA, each owning the 64 rows of one wgmma M. The tangent pass
-// streams 64-key steps over 128 query rows; the backward and backward-JVP stream 32-query steps over 128 keys.
+// Warpgroup kernels: two warpgroups per CTA, each owning the 64 rows of one wgmma M. The tangent pass streams 64-key
+// steps over 128 query rows (at head dim 64 too: 128-key steps spill there, the two score accumulators taking 128
+// registers a thread); the backward and backward-JVP (head dim 128) stream 32-query steps over 128 keys.
 struct WarpgroupTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;

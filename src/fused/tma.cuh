@@ -92,6 +92,14 @@ __device__ __forceinline__ TmaBatch tma_batch(const MatrixView& m, int64_t b) {
   return {static_cast<int>(head), static_cast<int>(s.outer)};
 }
 
+// The dynamic shared memory of a kernel with swizzled tiles, which the swizzle needs on 1024-byte boundaries: its
+// first such boundary. The base of dynamic shared memory is not one on the H200 (measured: a check that trapped
+// otherwise stopped the kernels), so each such kernel asks kSwizzlePad bytes more than its tiles need.
+constexpr int kSwizzlePad = 1024;
+__device__ __forceinline__ unsigned char* swizzled_smem(unsigned char* smem) {
+  return smem + ((kSwizzlePad - smem_addr(smem) % kSwizzlePad) % kSwizzlePad);
+}
+
 // Arrives on the barrier and adds `bytes` to the transfers its current phase waits for.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
