@@ -77,10 +77,11 @@ def main():
     torch.set_float32_matmul_precision(args.float32_precision)
     worst = 0.0
     for d in (64, 128):
-        for causal in (False, True):
-            errs, tol = check(dtype, d, causal, args.float32_precision)
+        for check_causal in (False, True):  # (its own name: the timings below use --causal)
+            errs, tol = check(dtype, d, check_causal, args.float32_precision)
             worst = max(worst, max(errs.values()) / tol)
-            print(f"check d={d} causal={causal}: " + " ".join(f"{k}={v:.2e}" for k, v in errs.items()) + f" tol={tol:.1e}")
+            print(f"check d={d} causal={check_causal}: " + " ".join(f"{k}={v:.2e}" for k, v in errs.items())
+                  + f" tol={tol:.1e}")
     print(f"check worst error / tolerance = {worst:.2f} ({'ok' if worst <= 1 else 'FAIL'})")
     for s in args.shapes:
         b, h, l, d = map(int, s.split(","))
