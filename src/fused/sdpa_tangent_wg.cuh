@@ -46,7 +46,7 @@ struct TangentWgTraits {
   using KeyRows = Swizzled128Rows<kBlockN>;
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
   static constexpr int kSmemElems = 2 * kQTile + 2 * kKeyOperands * kKeyTile;  // Q, Q_dot; keys x 2 buffers
-  static constexpr int kBarriers = 3;  // Q and Q_dot; each key buffer
+  static constexpr int kBarriers = 5;  // Q and Q_dot; each key buffer full; each key buffer empty
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then the masked
   // build's key terms.
   template <typename T, bool kMask>
@@ -72,6 +72,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   T* q_tile = reinterpret_cast<T*>(smem);  // then Q_dot
   T* key_tiles = q_tile + 2 * kQTile;     // [2 buffers][K, V, K_dot, V_dot]
   uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kKeyTile);  // Q; key buffers 0, 1
+  uint64_t* empty = full + 3;  // key buffers 0, 1: every warp is done with it (the unmasked build)
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
@@ -80,7 +81,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int64_t b = blockIdx.y;
   const int row_g = m0 + 64 * wg + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
   if (tid == 0) {
-    for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
+    for (int i = 0; i < 3; ++i) mbarrier_init(&full[i], 1);
+    for (int i = 0; i < 2; ++i) mbarrier_init(&empty[i], kThreads / 32);
   }
   __syncthreads();
 
@@ -88,10 +90,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;
   const TmaBatch key_at = tma_batch<kGroups>(p.k, b);
   // Block row0's keys into buffer buf (thread 0 issues; bit buf of `loaded` tells every thread to wait for it, on
-  // the parity in bit buf of `phases`; bits, not arrays indexed by buf, which went to the stack).
+  // the parity in bit buf of `phases`; bits, not arrays indexed by buf, which went to the stack). In the unmasked
+  // build the j-th block of the walk waits first until every warp has released the buffer's previous block (block
+  // j - 2) on its empty barrier: no CTA-wide barrier per step, so one warpgroup's products run while the other forms
+  // its probabilities. (The masked build skips hidden blocks and stages per-block key terms that all threads read:
+  // it keeps a __syncthreads per step.)
   uint32_t loaded = 0, phases = 0;
-  auto load_keys = [&](int buf, int row0) {
+  auto load_keys = [&](int buf, int row0, int j) {
     if (tid == 0) {
+      if (!kMask && j >= 2) mbarrier_wait(&empty[buf], ((j - 2) >> 1) & 1);
       mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kKeyBytes);
 #pragma unroll
       for (int i = 0; i < kKeyOps; ++i) {
@@ -111,7 +118,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at, &full[0]);
     tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + kQTile, &maps.q_dot, m0, q_at, &full[0]);
   }
-  if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN);
+  if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN, 0);
 
   // The saved lse of this thread's rows in log2 units (a row with no visible key, lse -inf, sees only
   // masked logits, which give exact zeros), and this thread's part of the row sums of W (lse_dot).
@@ -137,7 +144,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   using MnMajor = TileDesc<typename Tr::KeyRows, true>;
   for (int nb = nb_begin; nb < nb_end; ++nb) {
     const int buf = (nb - nb_begin) & 1, n0 = nb * kBlockN;
-    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) load_keys(buf ^ 1, n0 + kBlockN);
+    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
     if (loaded >> buf & 1) {  // waited for even where the block turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
@@ -209,8 +216,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     fence_operands(pa);
     fence_operands(wa);
     // Every warp is done with this buffer before the next step refills it (and with the mask's staged terms).
-    cp_async_wait<0>();
-    __syncthreads();
+    if constexpr (kMask) {
+      cp_async_wait<0>();
+      __syncthreads();
+    } else {
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(&empty[buf]);
+    }
   }
 
   const T* out = batch_base<const T>(p.out, b);
