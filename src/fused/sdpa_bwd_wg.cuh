@@ -56,9 +56,6 @@ struct BwdWgTraits {
   static constexpr int kKeyOperands = kTangent ? 4 : 2;               // K, V [, K_dot, V_dot]
   static constexpr int kRowOperands = kTangent ? (kDoutDot ? 4 : 3) : 2;  // Q, dO [, Q_dot [, dO_dot]]
   static constexpr int kDsTiles = kTangent ? 2 : 1;                   // dS^T [, dS_dot^T]
-  // dS^T in two buffers, a step's in each (DecoupledSteps below), except in the backward-JVP with a dout tangent:
-  // its shared memory holds no second one.
-  static constexpr int kDsBuffers = kDoutDot ? 1 : 2;
   static constexpr int kStats = kTangent ? 4 : 2;  // lse (log2 units), [lse_dot,] delta [, delta_dot]
   static constexpr int kDqCols = kHeadDim / kWarpGroups;  // dQ columns per warpgroup (the wgmma M)
   static_assert(kDqCols == 64, "each warpgroup owns 64 columns of dQ");
@@ -72,8 +69,8 @@ struct BwdWgTraits {
   // a dout tangent does not have beside the swizzle's pad).
   static constexpr int kDqPitch = kHeadDim + 4;
   static constexpr int kTileElems =
-      kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsBuffers * kDsTiles * DsRows::tile_elems(kBlockN);
-  static constexpr int kBarriers = 5;  // the key tiles; each query-side buffer full; each query-side buffer empty
+      kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN);
+  static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
@@ -88,15 +85,6 @@ struct BwdWgMaps {
   CUtensorMap keys[4];  // K, V [, K_dot, V_dot]
   CUtensorMap rows[4];  // Q, dO [, Q_dot [, dO_dot]]
 };
-
-// Whether a build's steps meet at one CTA-wide barrier per step instead of two: the one between staging dS^T and
-// the dQ product that reads both warpgroups' rows of it stays; the one at the end of a step goes where dS^T has two
-// buffers, the query-side buffers are handed back on "empty" mbarriers (each warp once its products have read them)
-// and every step is loaded in order (not the masked build, which skips hidden steps, nor the deterministic one,
-// whose ordered dQ turns stay as tested). A warpgroup then starts the next step's score products while the other
-// still adds its dQ share.
-template <typename Tr, bool kDeterministic, bool kMask>
-constexpr bool kDecoupledSteps = Tr::kDsBuffers == 2 && !kDeterministic && !kMask;
 
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
@@ -116,12 +104,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   unsigned char* smem = swizzled_smem(smem_raw);
   T* k_tile = reinterpret_cast<T*>(smem);  // then V [, K_dot, V_dot]
   T* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
-  T* ds_tiles = row_tiles + 2 * kRows * kRowTile;  // [kDsBuffers][dS^T [, then dS_dot^T]]
-  float* stats = reinterpret_cast<float*>(ds_tiles + Tr::kDsBuffers * Tr::kDsTiles * kDsTile);  // [2][kStats][kBlockM]
+  T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kDsTile);  // [2][kStats][kBlockM]
   float* dq_stage = stats + 2 * kStats * kBlockM;  // [kBlockM][kDqPitch]: warpgroup w's columns from kDqCols * w
   uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + kBlockM * kDqPitch);  // keys; query-side buffers 0, 1
-  uint64_t* empty = full + 3;  // query-side buffers 0, 1 (kDecoupled)
-  constexpr bool kDecoupled = kDecoupledSteps<Tr, kDeterministic, kMask>;
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
@@ -131,8 +117,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int n0 = blockIdx.x * kBlockN;
   const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
   if (tid == 0) {
-    for (int i = 0; i < 3; ++i) mbarrier_init(&full[i], 1);
-    for (int i = 0; i < 2; ++i) mbarrier_init(&empty[i], kThreads / 32);
+    for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
   }
   __syncthreads();
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
@@ -166,8 +151,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   uint32_t loaded = 0, phases = 0;
   auto load_rows = [&](int buf, int step) {
     if (tid == 0) {
-      // (decoupled: step - 2 used the buffer; its release completes the buffer's empty phase (step - 2) / 2)
-      if (kDecoupled && step >= 2) mbarrier_wait(&empty[buf], ((step - 2) >> 1) & 1);
       const TmaBatch at = tma_batch<false>(p.q, b0 + steps.head(step));
       mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kRowBytes);
 #pragma unroll
@@ -193,10 +176,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   mbarrier_wait(&full[0], 0);  // (also with no step: no copy may still be landing when the CTA exits)
   __syncthreads();
 
-  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics); the
-  // decoupled build's next step overwrites none of them before its mid-step barrier or an empty barrier.
+  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics).
   const auto end_step = [] {
-    if constexpr (!kDecoupled) __syncthreads();
+    cp_async_wait<0>();  // (the masked build's staged terms)
+    __syncthreads();
   };
 
   float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];  // dK, dV or their tangents
@@ -233,7 +216,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     using RowMnMajor = TileDesc<RowRows, true>;
     const uint32_t key_s = smem_addr(k_tile) + 2 * KeyRows::offset(wg_key0, 0);
     const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kRowTile);
-    T* ds_tile = ds_tiles + (Tr::kDsBuffers == 2 ? buf : 0) * Tr::kDsTiles * kDsTile;
     const KeyMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
     const RowMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
 
@@ -361,10 +343,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     wgmma_commit();
     wgmma_wait<0>();
-    if constexpr (kDecoupled) {  // this warp's products have read the step's query-side buffer
-      __syncwarp();
-      if (lane == 0) mbarrier_arrive(&empty[buf]);
-    }
     fence_operands(dq_acc);
     fence_operands(dk_acc);
     fence_operands(dv_acc);
