@@ -3,7 +3,8 @@
 # carried here (scripts/device/pack_build.sh):
 #   device:  bash scripts/device/fwd_pipeline_check.sh [tests|sanitize|ops|bench|all]   (device tool, carry .device)
 # tests:    every GPU test and `theria verify --device cuda`;
-# ops:      each pass alone before and after (op_times.py);
+# ops:      each pass alone before and after (op_times.py), and in a variant of the change where .device/alt.tar.xz
+#           holds one;
 # sanitize: compute-sanitizer memcheck and racecheck over scripts/device/sanitizer_case.py (odd sizes, causal,
 #           grouped heads, every order);
 # bench:    bf16 forward and forward+backward, theria beside flash in one process, at the shapes (B8 H16
@@ -46,6 +47,12 @@ op_times_build() {
 }
 if [ "$what" = ops ] || [ "$what" = all ]; then
   each_build_twice .device/before_fwd.tar.xz op_times_build
+  # A variant of the change, where one is carried (.device/alt.tar.xz, packed the same way).
+  if [ -f .device/alt.tar.xz ]; then
+    mkdir -p build-alt && tar -C build-alt -xJf .device/alt.tar.xz
+    (export LD_LIBRARY_PATH="$root/build-alt:$LD_LIBRARY_PATH" THERIA_LIBRARY="$root/build-alt/libtheria.so"
+     build=alt round=1 op_times_build)
+  fi
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   each_build_twice .device/before_fwd.tar.xz bench_build

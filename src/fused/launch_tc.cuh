@@ -1,7 +1,7 @@
 // The family launchers of the tensor-core kernels (declared in kernel_templates.h, instantiated once per combination
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
-// warpgroup_forward, warpgroup_tangent and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones
-// otherwise) and runs the passes around it: the row terms before a backward, dQ's finish after.
+// warpgroup_forward and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones otherwise) and runs
+// the passes around it: the row terms before a backward, dQ's finish after.
 #pragma once
 
 #include "fused/dq_finish.cuh"
@@ -26,7 +26,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
     if (!warpgroup_forward_pays(p.len_kv) || !launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
-  } else if constexpr (kPass != FwdPass::kOut && warpgroup_tangent(kHeadDim, kPartsOf<T>)) {
+  } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     // The tangent pass, and the JVP as the forward followed by it; operands TMA cannot address run the mma.sync
     // kernel of the pass asked for.
     TangentWgMaps maps;
@@ -47,7 +47,7 @@ template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGro
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::kBwdBlockM>;
+    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::bwd_block_m(kHeadDim, false)>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
     }
@@ -61,7 +61,7 @@ template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDetermini
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::kBwdBlockM>;
+    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::bwd_block_m(kHeadDim, true)>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
     }

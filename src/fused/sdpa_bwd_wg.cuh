@@ -1,10 +1,10 @@
-// Fused backward and backward-JVP on Hopper warpgroup MMAs (wgmma), head dim 128: the quantities of
+// Fused backward and backward-JVP on Hopper warpgroup MMAs (wgmma), head dims 64 and 128: the quantities of
 // sdpa_bwd_tc.cuh (docs/derivatives.md, B) and sdpa_bwd_jvp_tc.cuh (BJ), with the products that the
 // mma.sync kernels run out of shared-memory bandwidth on read by the tensor cores once per warpgroup
 // instead of once per warp (measured: docs/performance.md).
 //
 // One CTA per (batch position, block of 128 keys): two warpgroups of 64 keys each keep their dK, dV
-// (or dk_dot, dv_dot; 64 x 128 fp32 each) in registers while blocks of kBlockM queries stream through two
+// (or dk_dot, dv_dot; 64 x head dim fp32 each) in registers while blocks of kBlockM queries stream through two
 // buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's
 // mbarrier) while the other is read; operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
 // TMA cannot address (launch_sdpa_bwd_wg returns false) runs the mma.sync kernels. Per block and warpgroup
@@ -15,9 +15,11 @@
 //   2. dV += P^T dO, dK += dS^T Q  [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot]:
 //      A from registers (the accumulators of 1 as mma fragments), B MN-major from the query-side
 //      tiles; dS^T [and dS_dot^T] go to shared memory meanwhile;
-//   3. dQ^T [dq_dot^T] for this warpgroup's 64 head-dim columns = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]
-//      over all 128 keys: A = K^T MN-major, B = dS^T MN-major, both from shared memory. The tile is
-//      staged as [query][column] and added to the fp32 buffer as rows of 4 columns (v4 reductions).
+//   3. dQ^T [dq_dot^T] = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]: A = K^T MN-major, B = dS^T MN-major, both
+//      from shared memory; at head dim 128 for this warpgroup's 64 head-dim columns over all 128 keys, at 64
+//      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
+//      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the two warpgroups' partial
+//      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
@@ -57,8 +59,12 @@ struct BwdWgTraits {
   static constexpr int kRowOperands = kTangent ? (kDoutDot ? 4 : 3) : 2;  // Q, dO [, Q_dot [, dO_dot]]
   static constexpr int kDsTiles = kTangent ? 2 : 1;                   // dS^T [, dS_dot^T]
   static constexpr int kStats = kTangent ? 4 : 2;  // lse (log2 units), [lse_dot,] delta [, delta_dot]
-  static constexpr int kDqCols = kHeadDim / kWarpGroups;  // dQ columns per warpgroup (the wgmma M)
-  static_assert(kDqCols == 64, "each warpgroup owns 64 columns of dQ");
+  // dQ^T per warpgroup (3. above): its head-dim columns over all the block's keys, or at head dim 64 all columns
+  // over its own keys.
+  static constexpr bool kDqSplitKeys = kHeadDim == 64;
+  static constexpr int kDqCols = kDqSplitKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
+  static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                       // its K
+  static_assert(kDqCols == 64, "a warpgroup's dQ^T tile has 64 columns");
   static_assert(kStats * kBlockM <= kThreads, "one thread per row statistic of a block");
   using KeyRows = Swizzled128Rows<kBlockN>;  // the key-side tiles (TMA)
   using RowRows = Swizzled128Rows<kBlockM>;  // the query-side tiles (TMA)
@@ -67,7 +73,7 @@ struct BwdWgTraits {
   // Floats per staged dQ row, both warpgroups' columns side by side (conflict-free stores: 4 more than a multiple
   // of 32 banks would do; a row per warpgroup of kDqCols + 4 took 512 bytes more, which the D=128 backward-JVP with
   // a dout tangent does not have beside the swizzle's pad).
-  static constexpr int kDqPitch = kHeadDim + 4;
+  static constexpr int kDqPitch = kWarpGroups * kDqCols + 4;
   static constexpr int kTileElems =
       kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN);
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
@@ -106,7 +112,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   T* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
   T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
   float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kDsTile);  // [2][kStats][kBlockM]
-  float* dq_stage = stats + 2 * kStats * kBlockM;  // [kBlockM][kDqPitch]: warpgroup w's columns from kDqCols * w
+  float* dq_stage = stats + 2 * kStats * kBlockM;  // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w
   uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + kBlockM * kDqPitch);  // keys; query-side buffers 0, 1
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
@@ -326,14 +332,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     fence_proxy_async();
     __syncthreads();
 
-    // 3. dQ^T [dq_dot^T] for this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys.
+    // 3. dQ^T [dq_dot^T]: this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or (kDqSplitKeys)
+    // every column over its keys.
+    constexpr bool kSplit = Tr::kDqSplitKeys;
     float dq_acc[kMt][4];
-    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(0, kDqCols * wg);
+    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg);
+    const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
     const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
-    const TileDesc<DsRows, true> ds_n(smem_addr(ds_tile)), dsd_n(smem_addr(ds_tile) + kDsBytes);
+    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
       if constexpr (kTangent) {
         wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
         wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
@@ -363,15 +372,26 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 16 * warp + g + 8 * (e >> 1)] = dq_acc[nt][e];
       }
     }
-    named_barrier_sync(1 + wg, 128);
+    // Each warpgroup adds its own tile, or (kSplit) all threads add the sum of both.
+    if constexpr (kSplit) {
+      __syncthreads();
+    } else {
+      named_barrier_sync(1 + wg, 128);
+    }
     const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
+    const float* from = kSplit ? dq_stage : stage;
+    const int col0 = kSplit ? 0 : kDqCols * wg;
 #pragma unroll
-    for (int i = tid % 128; i < kBlockM * kDqCols / 4; i += 128) {
+    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
       const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
       if (m + qi < L) {
-        const float4 x = *reinterpret_cast<const float4*>(stage + qi * kDqPitch + c4);
-        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + kDqCols * wg + c4), x);
+        float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
+        if constexpr (kSplit) {
+          const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + kDqCols + c4);
+          x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+        }
+        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + col0 + c4), x);
       }
     }
     turn.pass();

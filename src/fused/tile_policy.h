@@ -50,15 +50,12 @@
 
 namespace theria::kernels::cuda {
 
-// Which kernels serve the backward and the backward-JVP: the warpgroup (wgmma) ones at head dim 128 for 16-bit
-// operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the wgmma tiles). The forward:
-// warpgroup_forward below; the tangent pass and the JVP: warpgroup_tangent.
-constexpr bool warpgroup_kernels(int head_dim, int parts) { return THERIA_WG && head_dim == 128 && parts == 1; }
-
-// The tangent pass on warpgroup MMAs (sdpa_tangent_wg.cuh) at head dims 64 and 128 for 16-bit operands; there the JVP
-// runs as the forward (out, lse) and then this pass from them, in place of the one-pass mma.sync JVP (FwdPass::kJvp),
-// which issues six products per step on warps that each load their own copy of the shared operands.
-constexpr bool warpgroup_tangent(int head_dim, int parts) {
+// Which kernels serve the tangent pass, the JVP, the backward and the backward-JVP: the warpgroup (wgmma) ones at
+// head dims 64 and 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the
+// wgmma tiles). There the JVP runs as the forward (out, lse) and then the tangent pass from them, in place of the
+// one-pass mma.sync JVP (FwdPass::kJvp), which issues six products per step on warps that each load their own copy
+// of the shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
+constexpr bool warpgroup_kernels(int head_dim, int parts) {
   return THERIA_WG && (head_dim == 64 || head_dim == 128) && parts == 1;
 }
 
@@ -138,11 +135,13 @@ struct BwdJvpTile {
 
 // Warpgroup kernels: two warpgroups per CTA, each owning the 64 rows of one wgmma M. The tangent pass streams 64-key
 // steps over 128 query rows (at head dim 64 too: 128-key steps spill there, the two score accumulators taking 128
-// registers a thread); the backward and backward-JVP (head dim 128) stream 32-query steps over 128 keys.
+// registers a thread); the backward and backward-JVP stream query steps (bwd_block_m) over 128 keys.
 struct WarpgroupTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;
-  static constexpr int kBwdBlockM = 32;
+  // Queries per backward step: 64 for the backward at head dim 64 (its registers allow it: 185 a thread), 32
+  // elsewhere (the backward-JVP at 64 and everything at 128 spill with 64).
+  static constexpr int bwd_block_m(int head_dim, bool tangent) { return head_dim == 64 && !tangent ? 64 : 32; }
 };
 
 }  // namespace theria::kernels::cuda
