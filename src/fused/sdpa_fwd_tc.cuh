@@ -4,8 +4,9 @@
 // accumulation; the online softmax works in log2 units (exp2 of logits pre-multiplied by
 // scale * log2(e)). Writes out and the row log-sum-exp (natural log, fp32). No L x S buffer.
 // The same kernel serves three passes (FwdPass): the forward, the JVP, and the tangent pass of the
-// backward-JVP, which reads the saved out and lse instead of recomputing them (at head dim 128 the
-// tangent pass runs the warpgroup kernel of sdpa_tangent_wg.cuh: launch_tc.cuh chooses). Tile shapes:
+// backward-JVP, which reads the saved out and lse instead of recomputing them (for 16-bit operands at head
+// dims 64 and 128 the forward, the tangent pass and the JVP run the warpgroup kernels of sdpa_fwd_wg.cuh and
+// sdpa_tangent_wg.cuh instead, where TMA can address the operands: launch_tc.cuh chooses). Tile shapes:
 // tile_policy.h (FwdTile).
 #pragma once
 

@@ -10,8 +10,8 @@
 
 #include "fused/kernel_templates.h"
 
-// 1: at head dim 128 the 16-bit tangent pass, backward and backward-JVP run the warpgroup kernels; 0: the mma.sync
-// ones (for comparisons).
+// 1: at head dims 64 and 128 the 16-bit tangent pass, JVP, backward and backward-JVP run the warpgroup kernels
+// (warpgroup_kernels below); 0: the mma.sync ones (for comparisons).
 #ifndef THERIA_WG
 #define THERIA_WG 1
 #endif
