@@ -139,9 +139,10 @@ struct BwdJvpTile {
 struct WarpgroupTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;
-  // Queries per backward step: 64 for the backward at head dim 64 (its registers allow it: 185 a thread), 32
-  // elsewhere (the backward-JVP at 64 and everything at 128 spill with 64).
-  static constexpr int bwd_block_m(int head_dim, bool tangent) { return head_dim == 64 && !tangent ? 64 : 32; }
+  // Queries per backward step: 64 for the backward (at head dim 64 185 registers a thread; at 128 255, with a few
+  // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP (64
+  // spills at 64 and does not fit the shared memory at 128).
+  static constexpr int bwd_block_m(int head_dim, bool tangent) { return tangent ? 32 : 64; }
 };
 
 }  // namespace theria::kernels::cuda
