@@ -70,7 +70,7 @@ struct BwdWgTraits {
   using RowRows = Swizzled128Rows<kBlockM>;  // the query-side tiles (TMA)
   using DsRows = CoreMatrixRows<kBlockM>;    // dS^T as [key][query] (written by the threads)
   static constexpr int kKeyTile = KeyRows::tile_elems(kHeadDim), kRowTile = RowRows::tile_elems(kHeadDim);
-  // Floats per staged dQ row, both warpgroups' columns side by side (conflict-free stores: 4 more than a multiple
+  // Floats per staged dQ row, both warpgroups' tiles side by side (conflict-free stores: 4 more than a multiple
   // of 32 banks would do; a row per warpgroup of kDqCols + 4 took 512 bytes more, which the D=128 backward-JVP with
   // a dout tangent does not have beside the swizzle's pad).
   static constexpr int kDqPitch = kWarpGroups * kDqCols + 4;
