@@ -20,9 +20,6 @@
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the two warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
-//      Where registers allow (BwdWgTraits::kDeferDq), a step's dQ^T products run at the top of the next step,
-//      ahead of its score products, and the tile is added while those run: the adds no longer leave the tensor
-//      cores idle, and one CTA-wide barrier a step goes.
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
@@ -77,10 +74,6 @@ struct BwdWgTraits {
   // of 32 banks would do; a row per warpgroup of kDqCols + 4 took 512 bytes more, which the D=128 backward-JVP with
   // a dout tangent does not have beside the swizzle's pad).
   static constexpr int kDqPitch = kWarpGroups * kDqCols + 4;
-  // dQ^T of a step is formed at the top of the next one and added under its score products (sdpa_bwd_wg_kernel,
-  // issue_dq), where its accumulator fits beside theirs: not in the backward at head dim 128, at 255 registers a
-  // thread already (deferred, 236 bytes of spill).
-  static constexpr bool kDeferDq = kTangent || kHeadDim == 64;
   static constexpr int kTileElems =
       kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN);
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
@@ -205,77 +198,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + key_w + g;
 
-  // 3. below, dQ^T [dq_dot^T] of a step: this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or
-  // (kDqSplitKeys) every column over its keys, from the staged dS^T [dS_dot^T]. Deferred (kDeferDq), it is issued
-  // at the top of the next step (or after the last), so that no product is in flight across the loop's turn, and
-  // its tile is added under that step's score products.
-  // (Not in the masked builds at head dim 128: 50-90 bytes of spill there.)
-  constexpr bool kSplit = Tr::kDqSplitKeys, kDeferDq = Tr::kDeferDq && !(kMask && kHeadDim == 128);
-  float dq_acc[kMt][4];
-  const auto issue_dq = [&] {
-    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg);
-    const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
-    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
-    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
-      if constexpr (kTangent) {
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
-      } else {
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
-      }
-    }
-    wgmma_commit();
-  };
-  // The tile of query block m of batch b, once its product is done: staged as [query][column] and added as rows of
-  // 4 columns, each warpgroup its own tile or (kSplit) all threads the sum of both. Deferred, the first barrier is
-  // CTA-wide: after it no warpgroup's product still reads the dS^T tile, which the step rewrites.
-  int64_t dq_b = 0;
-  int dq_m = -1;  // the query block whose dQ^T tile the next issue_dq forms; -1: none (a hidden step's, the first)
-  const auto add_dq = [&] {
-    fence_operands(dq_acc);
-    if (dq_m < 0) return;
-    float* stage = dq_stage + kDqCols * wg;
-#pragma unroll
-    for (int nt = 0; nt < kMt; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 16 * warp + g + 8 * (e >> 1)] = dq_acc[nt][e];
-      }
-    }
-    if constexpr (kSplit || kDeferDq) {
-      __syncthreads();
-    } else {
-      named_barrier_sync(1 + wg, 128);
-    }
-    const DqTurn<kDeterministic> turn(ws, dq_b, dq_m);
-    turn.wait();
-    const float* from = kSplit ? dq_stage : stage;
-    const int col0 = kSplit ? 0 : kDqCols * wg;
-#pragma unroll
-    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
-      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
-      if (dq_m + qi < L) {
-        float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
-        if constexpr (kSplit) {
-          const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + kDqCols + c4);
-          x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
-        }
-        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (dq_b * p.len_q + dq_m + qi) * kHeadDim + col0 + c4), x);
-      }
-    }
-    turn.pass();
-    dq_m = -1;
-  };
-
   for (int step = 0; step < n_steps; ++step) {
     const int buf = step & 1, m = steps.row(step);
     const int head = steps.head(step);
     const int64_t b = b0 + head;
     if (step + 1 < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, step + 1);
-    if constexpr (kDeferDq) issue_dq();  // the step before's (unused at the first and after a hidden step)
     if (loaded >> buf & 1) {  // waited for even where the step turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
@@ -285,10 +212,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
     const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
-      if constexpr (kDeferDq) {
-        wgmma_wait<0>();
-        add_dq();
-      }
       skip_step<kDeterministic>(
           ws, b, m, [&] { if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat); }, end_step);
       continue;
@@ -309,10 +232,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     wgmma_commit();
     wgmma_product_rule<T, kBlockM, kHeadDim, kTangent, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);  // dP^T = V dO^T
     wgmma_commit();
-    if constexpr (kDeferDq) {
-      wgmma_wait<2>();  // the step before's dQ^T tile, added while these products run
-      add_dq();
-    }
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
     // visible region (all of them but the edges and, causal, the diagonal) skip the test.
@@ -411,11 +330,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
     fence_proxy_async();
-    if constexpr (!kDeferDq) {  // 3. now, once every warpgroup's dS^T is in
-      __syncthreads();
-      issue_dq();
+    __syncthreads();
+
+    // 3. dQ^T [dq_dot^T]: this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or (kDqSplitKeys)
+    // every column over its keys.
+    constexpr bool kSplit = Tr::kDqSplitKeys;
+    float dq_acc[kMt][4];
+    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg);
+    const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
+    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
+    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
+      if constexpr (kTangent) {
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
+      } else {
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
+      }
     }
+    wgmma_commit();
     wgmma_wait<0>();
+    fence_operands(dq_acc);
     fence_operands(dk_acc);
     fence_operands(dv_acc);
     // The A registers of 2 stay untouched until its wgmmas are done.
@@ -425,15 +362,40 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       fence_operands(pda);
       fence_operands(dsda);
     }
-    dq_b = b;
-    dq_m = m;
-    if constexpr (!kDeferDq) add_dq();
-    end_step();  // (deferred, also makes the dS^T tile visible to the next issue_dq)
-  }
-  if constexpr (kDeferDq) {
-    issue_dq();
-    wgmma_wait<0>();
-    add_dq();
+
+    // Stage the tile as [query][column] and add rows of 4 columns.
+    float* stage = dq_stage + kDqCols * wg;
+#pragma unroll
+    for (int nt = 0; nt < kMt; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 16 * warp + g + 8 * (e >> 1)] = dq_acc[nt][e];
+      }
+    }
+    // Each warpgroup adds its own tile, or (kSplit) all threads add the sum of both.
+    if constexpr (kSplit) {
+      __syncthreads();
+    } else {
+      named_barrier_sync(1 + wg, 128);
+    }
+    const DqTurn<kDeterministic> turn(ws, b, m);
+    turn.wait();
+    const float* from = kSplit ? dq_stage : stage;
+    const int col0 = kSplit ? 0 : kDqCols * wg;
+#pragma unroll
+    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
+      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
+      if (m + qi < L) {
+        float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
+        if constexpr (kSplit) {
+          const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + kDqCols + c4);
+          x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+        }
+        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + col0 + c4), x);
+      }
+    }
+    turn.pass();
+    end_step();
   }
 
   if constexpr (kMask) {
