@@ -30,7 +30,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
     // The tangent pass, and the JVP as the forward followed by it; operands TMA cannot address run the mma.sync
     // kernel of the pass asked for.
     TangentWgMaps maps;
-    if (!tangent_wg_maps<T, kHeadDim, kGroups>(p, maps)) {
+    if (!tangent_wg_maps<T, kHeadDim, kGroups, kMask>(p, maps)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
       return;
     }

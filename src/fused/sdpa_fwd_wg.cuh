@@ -60,8 +60,9 @@ struct FwdWgTraits {
   static constexpr int kProducerThreads = 128;  // registers go to whole warpgroups: the producer is one
   static constexpr int kThreads = 32 * kConsumerWarps + kProducerThreads;
   // setmaxnreg: the launch bounds start every thread at 65536 / kThreads registers; the producer gives up all but
-  // kProducerRegs and the consumers take them.
-  static constexpr int kProducerRegs = 56;
+  // kProducerRegs and the consumers take them (ptxas allocates each side within its own limit). Three consumer
+  // warpgroups need the producer at the minimum, 24: at 56 they get 152 registers and spill.
+  static constexpr int kProducerRegs = kWarpGroups > 2 ? 24 : 56;
   static constexpr int kConsumerRegs = (65536 / kThreads / 8 * 8 * kThreads - kProducerRegs * kProducerThreads) /
                                        (32 * kConsumerWarps) / 8 * 8;
   static constexpr int kBlockM = 64 * kWarpGroups;             // queries per CTA, 64 per warpgroup (the wgmma M)

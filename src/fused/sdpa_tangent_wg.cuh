@@ -3,7 +3,7 @@
 // Hopper warpgroup MMAs, head dims 64 and 128. It is also the second half of the JVP there (launch_tc.cuh: the
 // forward, then this pass from its out and lse).
 //
-// One CTA per (batch position, block of 128 queries): two warpgroups of 64 query rows each keep out_dot
+// One CTA per (batch position, block of 64 queries per warpgroup: WarpgroupTile): each warpgroup keeps out_dot
 // (64 x head dim, fp32) in registers while blocks of kBlockN keys (K, V, K_dot, V_dot; WarpgroupTile) stream
 // through two buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the
 // buffer's mbarrier) while the other is read. Per block and warpgroup:
@@ -34,10 +34,10 @@
 
 namespace theria::kernels::cuda {
 
-template <int kHeadDim_>
+template <int kHeadDim_, bool kMask>
 struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarpGroups = WarpgroupTile::kWarpGroups;
+  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockN = WarpgroupTile::kTangentBlockN;  // keys per step (two 64 x 64 score accumulators)
@@ -49,7 +49,7 @@ struct TangentWgTraits {
   static constexpr int kBarriers = 5;  // Q and Q_dot; each key buffer full; each key buffer empty
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then the masked
   // build's key terms.
-  template <typename T, bool kMask>
+  template <typename T>
   static constexpr size_t smem_bytes() {
     return kSwizzlePad + kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) +
            (kMask ? kBlockN * sizeof(float) : 0);
@@ -263,9 +263,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 }
 
 // The tensor maps of the pass's operands; false when TMA cannot address one of them (tma.cuh, encode_rows_map).
-template <typename T, int kHeadDim, bool kGroups>
+template <typename T, int kHeadDim, bool kGroups, bool kMask>
 bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps) {
-  using Tr = TangentWgTraits<kHeadDim>;
+  using Tr = TangentWgTraits<kHeadDim, kMask>;
   const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
   bool ok = encode_rows_map<T>(&maps.q, p.q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
             encode_rows_map<T>(&maps.q_dot, p.q_dot, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
@@ -277,10 +277,10 @@ bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps) {
 
 template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, const TangentWgMaps& maps, cudaStream_t stream) {
-  using Tr = TangentWgTraits<kHeadDim>;
+  using Tr = TangentWgTraits<kHeadDim, kMask>;
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads,
-                   Tr::template smem_bytes<T, kMask>(), stream, p, maps);
+                   Tr::template smem_bytes<T>(), stream, p, maps);
 }
 
 }  // namespace theria::kernels::cuda

@@ -71,13 +71,15 @@ constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
 constexpr int64_t kWarpgroupForwardMinKeys = 0;
 inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroupForwardMinKeys; }
 
-// Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warpgroup; kBlockN keys
+// Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warpgroup (three at head
+// dim 64, as FlashAttention-3: there a step's exponentials take as long as its products, and a third warpgroup gives
+// the tensor cores more work to switch to while two compute theirs); kBlockN keys
 // per step (the score accumulator is 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a
 // ring of kStages blocks (at head dim 128, three fill 224 of the 227 KB of shared memory; the producer signals a copy
 // once the next is issued, so with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal).
 template <int kHeadDim>
 struct FwdWgTile {
-  static constexpr int kWarpGroups = 2;
+  static constexpr int kWarpGroups = kHeadDim == 64 ? 3 : 2;
   static constexpr int kBlockN = 128;
   static constexpr int kStages = 3;
 };
@@ -139,6 +141,10 @@ struct BwdJvpTile {
 struct WarpgroupTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;
+  // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
+  // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
+  // 170 registers a thread they spill).
+  static constexpr int tangent_warpgroups(int head_dim, bool mask) { return head_dim == 64 && !mask ? 3 : 2; }
   // Queries per backward step: 64 for the backward (at head dim 64 185 registers a thread; at 128 255, with a few
   // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP (64
   // spills at 64 and does not fit the shared memory at 128).
