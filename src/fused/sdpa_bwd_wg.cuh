@@ -232,32 +232,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     wgmma_commit();
     wgmma_product_rule<T, kBlockM, kHeadDim, kTangent, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);  // dP^T = V dO^T
     wgmma_commit();
-    // The step's row statistics are loaded a phase ahead of their use where registers allow (kLseEarly, kDeltaEarly):
-    // lse while the score products run, delta while the probabilities are formed. A wait is a memory clobber, so a
-    // load after it stalls its first use (profiled: a tenth of the backward-JVP's stall samples at D=128); the
-    // D=128 backward (both) and backward-JVP (delta) spill with them.
-    constexpr bool kLseEarly = kHeadDim == 64 || kTangent, kDeltaEarly = kHeadDim == 64;
-    const auto stat_of = [&](int which, int nt) {
-      return *reinterpret_cast<const float2*>(stat_s + which * kBlockM + nt * 8 + 2 * t);
-    };
-    float2 lse2[kMt], delta2[kMt], deltad2[kTangent ? kMt : 1];
-#pragma unroll
-    for (int nt = 0; nt < kMt; ++nt) {
-      if constexpr (kLseEarly) lse2[nt] = stat_of(kLse, nt);
-    }
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
     // visible region (all of them but the edges and, causal, the diagonal) skip the test.
     wgmma_wait<1>();
     fence_operands(st);
     if constexpr (kTangent) fence_operands(sdt);
-#pragma unroll
-    for (int nt = 0; nt < kMt; ++nt) {
-      if constexpr (kDeltaEarly) {
-        delta2[nt] = stat_of(kDelta, nt);
-        if constexpr (kTangent) deltad2[nt] = stat_of(kDeltaDot, nt);
-      }
-    }
     if constexpr (kMask) {
       if constexpr (kTangent) add_mask_tangent<T, true>(p, b, sdt, n0 + key_w, m, L, S, lane);
       mask.fold(p, head, tile, 0, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
@@ -267,16 +247,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     auto probabilities = [&](auto masked) {
 #pragma unroll
       for (int nt = 0; nt < kMt; ++nt) {
-        const float2 lse = kLseEarly ? lse2[nt] : stat_of(kLse, nt);
-        [[maybe_unused]] float2 lse_dot = {0.f, 0.f};
-        if constexpr (kTangent) lse_dot = stat_of(kLseDot, nt);
+        const float2 lse2 = *reinterpret_cast<const float2*>(stat_s + kLse * kBlockM + nt * 8 + 2 * t);
+        [[maybe_unused]] float2 lsed2 = {0.f, 0.f};
+        if constexpr (kTangent) lsed2 = *reinterpret_cast<const float2*>(stat_s + kLseDot * kBlockM + nt * 8 + 2 * t);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int qi = nt * 8 + 2 * t + (e & 1), key = key_g + (e >> 1) * 8;
           const bool visible = !masked || (key < S && m + qi < L && (!kCausal || key <= m + qi));
-          const float pt = visible ? fast_exp2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse.y : lse.x))) : 0.f;
+          const float pt = visible ? fast_exp2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x))) : 0.f;
           st[nt][e] = pt;
-          if constexpr (kTangent) sdt[nt][e] = pt * fmaf(sdt[nt][e], scale, -((e & 1) ? lse_dot.y : lse_dot.x));
+          if constexpr (kTangent) sdt[nt][e] = pt * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
         }
       }
     };
@@ -291,14 +271,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // dS^T = P^T (dP^T - delta) [, dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)].
 #pragma unroll
     for (int nt = 0; nt < kMt; ++nt) {
-      const float2 delta = kDeltaEarly ? delta2[nt] : stat_of(kDelta, nt);
-      [[maybe_unused]] float2 delta_dot = {0.f, 0.f};
-      if constexpr (kTangent) delta_dot = kDeltaEarly ? deltad2[nt] : stat_of(kDeltaDot, nt);
+      const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
+      [[maybe_unused]] float2 deltad2 = {0.f, 0.f};
+      if constexpr (kTangent) deltad2 = *reinterpret_cast<const float2*>(stat_s + kDeltaDot * kBlockM + nt * 8 + 2 * t);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float dp_minus = dpt[nt][e] - ((e & 1) ? delta.y : delta.x);
+        const float dp_minus = dpt[nt][e] - ((e & 1) ? delta2.y : delta2.x);
         if constexpr (kTangent) {
-          dpdt[nt][e] = sdt[nt][e] * dp_minus + st[nt][e] * (dpdt[nt][e] - ((e & 1) ? delta_dot.y : delta_dot.x));
+          dpdt[nt][e] = sdt[nt][e] * dp_minus + st[nt][e] * (dpdt[nt][e] - ((e & 1) ? deltad2.y : deltad2.x));
         }
         dpt[nt][e] = st[nt][e] * dp_minus;
       }
