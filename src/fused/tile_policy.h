@@ -135,9 +135,10 @@ struct BwdJvpTile {
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
 };
 
-// Warpgroup kernels: two warpgroups per CTA, each owning the 64 rows of one wgmma M. The tangent pass streams 64-key
-// steps over 128 query rows (at head dim 64 too: 128-key steps spill there, the two score accumulators taking 128
-// registers a thread); the backward and backward-JVP stream query steps (bwd_block_m) over 128 keys.
+// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two per CTA for the backward and backward-JVP, two or
+// three for the tangent pass (tangent_warpgroups). The tangent pass streams 64-key steps over its query rows (at head
+// dim 64 too: 128-key steps spill there, the two score accumulators taking 128 registers a thread); the backward and
+// backward-JVP stream query steps (bwd_block_m) over 128 keys.
 struct WarpgroupTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;
