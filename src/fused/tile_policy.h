@@ -73,10 +73,10 @@ inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroup
 
 // Warp-specialised forward: kWarpGroups consumer warpgroups of 64 query rows and one producer warpgroup (three at head
 // dim 64, as FlashAttention-3: there a step's exponentials take as long as its products, and a third warpgroup gives
-// the tensor cores more work to switch to while two compute theirs); kBlockN keys
-// per step (the score accumulator is 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a
-// ring of kStages blocks (at head dim 128, three fill 224 of the 227 KB of shared memory; the producer signals a copy
-// once the next is issued, so with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal).
+// the tensor cores more work to switch to while two compute theirs); kBlockN keys per step (the score accumulator is
+// 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a ring of kStages blocks (at head
+// dim 128, three fill 224 of the 227 KB of shared memory; the producer signals a copy once the next is issued, so
+// with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal).
 template <int kHeadDim>
 struct FwdWgTile {
   static constexpr int kWarpGroups = kHeadDim == 64 ? 3 : 2;
