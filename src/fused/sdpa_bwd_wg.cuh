@@ -74,6 +74,10 @@ struct BwdWgTraits {
   // of 32 banks would do; a row per warpgroup of kDqCols + 4 took 512 bytes more, which the D=128 backward-JVP with
   // a dout tangent does not have beside the swizzle's pad).
   static constexpr int kDqPitch = kWarpGroups * kDqCols + 4;
+  // The backward-JVP with 64-query steps forms its tangents in phases (S^T and dP^T; S_dot^T; dP_dot^T, each its
+  // own commit group) and turns each tile into operand fragments as soon as it is final, so that the four score
+  // tiles are never all live beside the fragments.
+  static constexpr bool kPhased = kTangent && kBlockM == 64;
   static constexpr int kTileElems =
       kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN);
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
@@ -226,18 +230,31 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const RowMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
 
     // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
+    constexpr bool kPhased = Tr::kPhased;
+    static_assert(!(kPhased && kMask), "the phased backward-JVP has no mask terms");
+    constexpr bool kTangentNow = kTangent && !kPhased;  // the tangent tiles formed with S^T, dP^T
     float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
     wgmma_fence();
-    wgmma_product_rule<T, kBlockM, kHeadDim, kTangent, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T = K Q^T
+    wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T = K Q^T
     wgmma_commit();
-    wgmma_product_rule<T, kBlockM, kHeadDim, kTangent, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);  // dP^T = V dO^T
+    wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);  // dP^T = V dO^T
     wgmma_commit();
+    if constexpr (kPhased) {  // S_dot^T = K_dot Q^T + K Q_dot^T
+      wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d, kd_d, q_d, qd_d);
+      wgmma_commit();
+    }
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
     // visible region (all of them but the edges and, causal, the diagonal) skip the test.
-    wgmma_wait<1>();
-    fence_operands(st);
-    if constexpr (kTangent) fence_operands(sdt);
+    if constexpr (kPhased) {
+      wgmma_wait<1>();  // S^T and dP^T
+      fence_operands(st);
+      fence_operands(dpt);
+    } else {
+      wgmma_wait<1>();
+      fence_operands(st);
+      if constexpr (kTangent) fence_operands(sdt);
+    }
     if constexpr (kMask) {
       if constexpr (kTangent) add_mask_tangent<T, true>(p, b, sdt, n0 + key_w, m, L, S, lane);
       mask.fold(p, head, tile, 0, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
@@ -256,7 +273,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           const bool visible = !masked || (key < S && m + qi < L && (!kCausal || key <= m + qi));
           const float pt = visible ? fast_exp2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x))) : 0.f;
           st[nt][e] = pt;
-          if constexpr (kTangent) sdt[nt][e] = pt * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
+          if constexpr (kTangentNow) sdt[nt][e] = pt * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
         }
       }
     };
@@ -265,6 +282,55 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     } else {
       probabilities(std::false_type{});
     }
+    // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
+    // tangent), P_dot^T, dS^T, dS_dot^T.
+    constexpr bool kNeedP = !kTangent || kDoutDot;
+    uint32_t pa[kNeedP ? kKq : 1][4], dsa[kKq][4], pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
+    if constexpr (kPhased) {
+      // dP_dot^T = V_dot dO^T [+ V dO_dot^T] while P_dot^T is formed: P_dot^T = P^T (S_dot^T scale - lse_dot), as
+      // fragments at once; its part of dS_dot^T, P_dot^T (dP^T - delta), in its place; then dS^T = P^T (dP^T - delta)
+      // in dP^T's place.
+      wgmma_fence();
+      wgmma_product_tangent<T, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d, vd_d, do_d, dod_d);
+      wgmma_commit();
+      wgmma_wait<1>();  // S_dot^T
+      fence_operands(sdt);
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+        const float2 lsed2 = *reinterpret_cast<const float2*>(stat_s + kLseDot * kBlockM + nt * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sdt[nt][e] = st[nt][e] * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
+      }
+#pragma unroll
+      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+        const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float dp_minus = dpt[nt][e] - ((e & 1) ? delta2.y : delta2.x);
+          sdt[nt][e] *= dp_minus;
+          dpt[nt][e] = st[nt][e] * dp_minus;
+        }
+      }
+#pragma unroll
+      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
+      wgmma_wait<0>();  // dP_dot^T: dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)
+      fence_operands(dpdt);
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+        const float2 deltad2 = *reinterpret_cast<const float2*>(stat_s + kDeltaDot * kBlockM + nt * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          dpdt[nt][e] = sdt[nt][e] + st[nt][e] * (dpdt[nt][e] - ((e & 1) ? deltad2.y : deltad2.x));
+        }
+      }
+#pragma unroll
+      for (int kq = 0; kq < kKq; ++kq) {
+        if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
+        c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+      }
+    } else {
     wgmma_wait<0>();
     fence_operands(dpt);
     if constexpr (kTangent) fence_operands(dpdt);
@@ -287,10 +353,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if constexpr (kTangent) write_mask_grad<T, true>(p, b, dpdt, n0 + key_w, m, L, S, lane);
       else write_mask_grad<T, true>(p, b, dpt, n0 + key_w, m, L, S, lane);
     }
-    // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
-    // tangent), P_dot^T, dS^T, dS_dot^T.
-    constexpr bool kNeedP = !kTangent || kDoutDot;
-    uint32_t pa[kNeedP ? kKq : 1][4], dsa[kKq][4], pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {
       if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
@@ -299,6 +361,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
         c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
       }
+    }
     }
 
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].

@@ -149,7 +149,11 @@ struct WarpgroupTile {
   // Queries per backward step: 64 for the backward (at head dim 64 185 registers a thread; at 128 255, with a few
   // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP (64
   // spills at 64 and does not fit the shared memory at 128).
-  static constexpr int bwd_block_m(int head_dim, bool tangent) { return tangent ? 32 : 64; }
+  // WIP (branch wip/bwd-jvp-phased): the backward-JVP at head dim 64 without a mask, in phases (BwdWgTraits::kPhased),
+  // fits 64-query steps (249-252 registers, no spill); not yet measured.
+  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask) {
+    return !tangent ? 64 : head_dim == 64 && !mask ? 64 : 32;
+  }
 };
 
 }  // namespace theria::kernels::cuda

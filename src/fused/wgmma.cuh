@@ -161,4 +161,16 @@ __device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot&
   }
 }
 
+// The tangent alone: acc_dot = A_dot B^T [+ A B_dot^T when kBDot], for a caller that forms the product itself in
+// another commit group (the phased backward-JVP, sdpa_bwd_wg.cuh).
+template <typename T, int kN, int kK, bool kBDot, class DescA, class DescB>
+__device__ __forceinline__ void wgmma_product_tangent(float (&acc_dot)[kN / 8][4], const DescA& a, const DescA& a_dot,
+                                                      const DescB& b, const DescB& b_dot) {
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    wgmma_ss<T, 0, 0, kN>(acc_dot, a_dot.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
+    if constexpr (kBDot) wgmma_ss<T, 0, 0, kN>(acc_dot, a.at(0, 16 * kk), b_dot.at(0, 16 * kk), 1);
+  }
+}
+
 }  // namespace theria::kernels::cuda
