@@ -147,10 +147,11 @@ struct WarpgroupTile {
   // 170 registers a thread they spill).
   static constexpr int tangent_warpgroups(int head_dim, bool mask) { return head_dim == 64 && !mask ? 3 : 2; }
   // Queries per backward step: 64 for the backward (at head dim 64 185 registers a thread; at 128 255, with a few
-  // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP (64
-  // spills at 64 and does not fit the shared memory at 128).
-  // WIP (branch wip/bwd-jvp-phased): the backward-JVP at head dim 64 without a mask, in phases (BwdWgTraits::kPhased),
-  // fits 64-query steps (249-252 registers, no spill); not yet measured.
+  // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP formed in
+  // one phase (64 spills at 64 and does not fit the shared memory at 128).
+  // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
+  // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
+  // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask) {
     return !tangent ? 64 : head_dim == 64 && !mask ? 64 : 32;
   }
