@@ -27,17 +27,19 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
   } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    // The tangent pass, and the JVP as the forward followed by it; operands TMA cannot address run the mma.sync
-    // kernel of the pass asked for.
+    // The tangent pass, and the JVP: in one pass of the same kernel (kOnline) or as the forward followed by the
+    // tangent pass (WarpgroupTile::one_pass_jvp); operands TMA cannot address run the mma.sync kernel of the pass
+    // asked for.
+    constexpr bool kOnline = kPass == FwdPass::kJvp && WarpgroupTile::one_pass_jvp(kHeadDim, kMask);
     TangentWgMaps maps;
-    if (!tangent_wg_maps<T, kHeadDim, kGroups, kMask>(p, maps)) {
+    if (!tangent_wg_maps<T, kHeadDim, kGroups, kMask, kOnline>(p, maps)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
       return;
     }
-    if constexpr (kPass == FwdPass::kJvp) {
+    if constexpr (kPass == FwdPass::kJvp && !kOnline) {
       launch_sdpa_fwd_tc<T, kHeadDim, kCausal, FwdPass::kOut, kGroups, kMask>(p, stream);
     }
-    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask>(p, maps, stream);
+    launch_sdpa_tangent_wg<T, kHeadDim, kCausal, kGroups, kMask, kOnline>(p, maps, stream);
   } else {
     launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
   }

@@ -13,7 +13,11 @@
 //   3. out_dot += W V + P V_dot: A from registers (W, P as mma fragments), B = V, V_dot MN-major.
 // At the end out_dot -= lse_dot * out with the saved out. Tiles are in the TMA's 128-byte swizzle
 // (Swizzled128Rows); a view TMA cannot address (tangent_wg_maps returns false) runs the mma.sync
-// pass. (The forward in this form, with the online softmax between the two products and nothing to overlap
+// pass.
+// kOnline: the JVP in one pass, with no saved out and lse: P = exp(S - m) against a running row max m, as the
+// forward's online softmax, with out += P V a third product beside the two of 3., out, out_dot and the row sums
+// of P and W rescaled when m moves, and out, lse written at the end. One pass instead of the forward and then the
+// tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
 #pragma once
 
@@ -34,9 +38,10 @@
 
 namespace theria::kernels::cuda {
 
-template <int kHeadDim_, bool kMask>
+template <int kHeadDim_, bool kMask, bool kOnline_>
 struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kOnline = kOnline_;
   static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
@@ -66,6 +71,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_tangent_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ TangentWgMaps maps) {
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile;
+  constexpr bool kOnline = Tr::kOnline;
   constexpr uint32_t kQBytes = kQTile * sizeof(T), kKeyBytes = kKeyTile * sizeof(T);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
@@ -120,21 +126,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN, 0);
 
-  // The saved lse of this thread's rows in log2 units (a row with no visible key, lse -inf, sees only
-  // masked logits, which give exact zeros), and this thread's part of the row sums of W (lse_dot).
-  // row_w sums W as computed (lse_dot); row_w16 sums W as rounded for the W V product, so that out_dot =
-  // W V - rowsum(W) out cancels nothing between a rounded and an unrounded W (one-key rows: exactly 0).
-  float row_lse[2], row_w[2] = {0.f, 0.f}, row_w16[2] = {0.f, 0.f};
-  const float* lse = static_cast<const float*>(p.lse) + b * p.len_q;
+  // row_lse: what the exponentials subtract from this thread's rows' scaled logits, in log2 units: the saved lse
+  // (a row with no visible key, lse -inf, sees only masked logits, which give exact zeros), or (kOnline) the
+  // running max, 0 while the row has seen only -inf. row_w: this thread's part of the row sums of W as computed
+  // (lse_dot); row_w16 of W as rounded for the W V product, so that out_dot = W V - rowsum(W) out cancels nothing
+  // between a rounded and an unrounded W. kOnline: row_max, row_sum, the running max and this thread's part of the
+  // row sums of P (sdpa_fwd_wg.cuh), the sums of W against the same max.
+  float row_lse[2] = {0.f, 0.f}, row_w[2] = {0.f, 0.f}, row_w16[2] = {0.f, 0.f};
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+  if constexpr (!kOnline) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row_g + 8 * r;
-    const float l = row < L ? lse[row] : 0.f;
-    row_lse[r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
+    for (int r = 0; r < 2; ++r) {
+      const int row = row_g + 8 * r;
+      const float l = row < L ? lse[row] : 0.f;
+      row_lse[r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
+    }
   }
-  float acc[kHeadDim / 8][4];  // out_dot before the lse_dot * out term
+  float acc[kHeadDim / 8][4];               // out_dot before the lse_dot * out term (kOnline: unnormalised)
+  float o[kOnline ? kHeadDim / 8 : 1][4];  // kOnline: out, unnormalised
 #pragma unroll
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+#pragma unroll
+  for (int dt = 0; dt < (kOnline ? kHeadDim / 8 : 1); ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   mbarrier_wait(&full[0], 0);  // (also with no key block: no copy may still be landing when the CTA exits)
@@ -184,6 +198,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       add_mask_tangent<T, false>(p, b, sd, row_g - g, n0, L, S, lane);  // first: a hidden pair's tangent stays 0
       mask.fold(p, key_block, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
     }
+    if constexpr (kOnline) {  // move the running max; rescale what was summed against the old one
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[r];
+#pragma unroll
+        for (int nt = 0; nt < kBlockN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
+        mx = quad_max(mx);
+        row_lse[r] = mx == -INFINITY ? 0.f : mx;
+        const float alpha = fast_exp2(row_max[r] - row_lse[r]);
+        row_max[r] = mx;
+        row_sum[r] *= alpha;
+        row_w[r] *= alpha;
+        row_w16[r] *= alpha;
+#pragma unroll
+        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            acc[dt][2 * r + c] *= alpha;
+            o[dt][2 * r + c] *= alpha;
+          }
+        }
+      }
+    }
     uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
@@ -194,6 +231,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         sd[nt][e] = rounded_to<T>(w);
         row_w[e >> 1] += w;
         row_w16[e >> 1] += sd[nt][e];
+        if constexpr (kOnline) row_sum[e >> 1] += s[nt][e];
       }
     }
 #pragma unroll
@@ -202,17 +240,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       c_to_a<T>(wa[kq], sd[2 * kq], sd[2 * kq + 1]);
     }
 
-    // 3. out_dot += W V + P V_dot.
+    // 3. out_dot += W V + P V_dot [, out += P V].
     const MnMajor v_n(key_s + kKeyBytes), vd_n(key_s + 3 * kKeyBytes);
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
       wgmma_rs<T, 1, kHeadDim>(acc, wa[kq], v_n.at(16 * kq, 0), 1);
       wgmma_rs<T, 1, kHeadDim>(acc, pa[kq], vd_n.at(16 * kq, 0), 1);
+      if constexpr (kOnline) wgmma_rs<T, 1, kHeadDim>(o, pa[kq], v_n.at(16 * kq, 0), 1);
     }
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(acc);
+    fence_operands(o);
     fence_operands(pa);
     fence_operands(wa);
     // Every warp is done with this buffer before the next step refills it (and with the mask's staged terms).
@@ -225,7 +265,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
   }
 
-  const T* out = batch_base<const T>(p.out, b);
+  T* out = batch_base<T>(p.out, b);
   T* out_dot = batch_base<T>(p.out_dot, b);
   float* lse_dot = static_cast<float*>(p.lse_dot) + b * p.len_q;
   // The tangent pass's share of delta_dot, rowsum(dout * out_dot), from the unrounded out_dot.
@@ -234,18 +274,32 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row_g + 8 * r;
-    const float ld = quad_sum(row_w[r]);      // P is normalised already: the row sum of W is lse_dot
-    const float ld16 = quad_sum(row_w16[r]);  // the same from the rounded W
-    float row_term = 0.f;                 // this thread's part of rowsum(dout * out_dot)
+    // The tangent pass's P is normalised already: the row sum of W is lse_dot. kOnline divides by the row sum of P
+    // (a row with no visible key: out, out_dot, lse_dot 0, lse -inf, as the forward).
+    float inv = 1.f;
+    if constexpr (kOnline) {
+      const float l = quad_sum(row_sum[r]);
+      inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+      if (row < L && t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+    }
+    const float ld = quad_sum(row_w[r]) * inv;
+    const float ld16 = quad_sum(row_w16[r]) * inv;  // the same from the rounded W
+    float row_term = 0.f;                           // this thread's part of rowsum(dout * out_dot)
     if (row < L) {  // (no early exit: the quad below sums across lanes)
-      const T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
+      T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
       T* od_row = out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride;
       const T* dout_row = dout != nullptr ? dout + static_cast<int64_t>(row) * p.dout.row_stride : nullptr;
 #pragma unroll
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
         float o0, o1;
-        unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
-        const float od0 = acc[dt][2 * r] - ld16 * o0, od1 = acc[dt][2 * r + 1] - ld16 * o1;
+        if constexpr (kOnline) {
+          o0 = o[dt][2 * r] * inv;
+          o1 = o[dt][2 * r + 1] * inv;
+          store2<T>(out_row + dt * 8 + 2 * t, o0, o1);
+        } else {
+          unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
+        }
+        const float od0 = acc[dt][2 * r] * inv - ld16 * o0, od1 = acc[dt][2 * r + 1] * inv - ld16 * o1;
         *reinterpret_cast<uint32_t*>(od_row + dt * 8 + 2 * t) = pack2<T>(od0, od1);
         if (dout_row != nullptr) {
           float d0, d1;
@@ -263,9 +317,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 }
 
 // The tensor maps of the pass's operands; false when TMA cannot address one of them (tma.cuh, encode_rows_map).
-template <typename T, int kHeadDim, bool kGroups, bool kMask>
+template <typename T, int kHeadDim, bool kGroups, bool kMask, bool kOnline>
 bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps) {
-  using Tr = TangentWgTraits<kHeadDim, kMask>;
+  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline>;
   const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
   bool ok = encode_rows_map<T>(&maps.q, p.q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
             encode_rows_map<T>(&maps.q_dot, p.q_dot, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
@@ -275,9 +329,9 @@ bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps) {
   return ok;
 }
 
-template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask>
+template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask, bool kOnline>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, const TangentWgMaps& maps, cudaStream_t stream) {
-  using Tr = TangentWgTraits<kHeadDim, kMask>;
+  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline>;
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads,
                    Tr::template smem_bytes<T>(), stream, p, maps);

@@ -146,6 +146,10 @@ struct WarpgroupTile {
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
   // 170 registers a thread they spill).
   static constexpr int tangent_warpgroups(int head_dim, bool mask) { return head_dim == 64 && !mask ? 3 : 2; }
+  // The JVP as one pass of the tangent kernel (sdpa_tangent_wg.cuh, kOnline: out and lse formed beside out_dot)
+  // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator
+  // spills (255 registers and 284 bytes of spill; 253 without a mask, 168 with three warpgroups at 64).
+  static constexpr bool one_pass_jvp(int head_dim, bool mask) { return !(head_dim == 128 && mask); }
   // Queries per backward step: 64 for the backward (at head dim 64 185 registers a thread; at 128 255, with a few
   // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP formed in
   // one phase (64 spills at 64 and does not fit the shared memory at 128).
