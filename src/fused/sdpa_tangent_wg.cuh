@@ -1,7 +1,6 @@
 // The tangent pass (FwdPass::kTangent of sdpa_fwd_tc.cuh: out_dot and lse_dot from the saved out and
 // lse, the first step of the backward-JVP and so of the double backward; docs/derivatives.md, BJ) on
-// Hopper warpgroup MMAs, head dims 64 and 128. It is also the second half of the JVP there (launch_tc.cuh: the
-// forward, then this pass from its out and lse).
+// Hopper warpgroup MMAs, head dims 64 and 128. With kOnline (below) it is also the JVP there.
 //
 // One CTA per (batch position, block of 64 queries per warpgroup: WarpgroupTile): each warpgroup keeps out_dot
 // (64 x head dim, fp32) in registers while blocks of kBlockN keys (K, V, K_dot, V_dot; WarpgroupTile) stream

@@ -52,9 +52,9 @@ namespace theria::kernels::cuda {
 
 // Which kernels serve the tangent pass, the JVP, the backward and the backward-JVP: the warpgroup (wgmma) ones at
 // head dims 64 and 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the
-// wgmma tiles). There the JVP runs as the forward (out, lse) and then the tangent pass from them, in place of the
-// one-pass mma.sync JVP (FwdPass::kJvp), which issues six products per step on warps that each load their own copy
-// of the shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
+// wgmma tiles). There the JVP runs as one pass of the warpgroup tangent kernel (WarpgroupTile::one_pass_jvp), not
+// the mma.sync JVP (FwdPass::kJvp), whose warps each load their own copy of the shared operands (measured:
+// docs/performance.md). The forward: warpgroup_forward below.
 constexpr bool warpgroup_kernels(int head_dim, int parts) {
   return THERIA_WG && (head_dim == 64 || head_dim == 128) && parts == 1;
 }
