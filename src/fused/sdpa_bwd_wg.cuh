@@ -3,7 +3,8 @@
 // mma.sync kernels run out of shared-memory bandwidth on read by the tensor cores once per warpgroup
 // instead of once per warp (measured: docs/performance.md).
 //
-// One CTA per (batch position, block of 128 keys): two warpgroups of 64 keys each keep their dK, dV
+// One CTA per (batch position, block of 64 keys per warpgroup: two, or three for the backward at head dim 64,
+// WarpgroupTile::bwd_warpgroups): warpgroups of 64 keys each keep their dK, dV
 // (or dk_dot, dv_dot; 64 x head dim fp32 each) in registers while blocks of kBlockM queries stream through two
 // buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's
 // mbarrier) while the other is read; operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
@@ -51,7 +52,7 @@ struct BwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kTangent = kTangent_;
   static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
-  static constexpr int kWarpGroups = WarpgroupTile::kWarpGroups;
+  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockM = kBlockM_;          // queries per step
@@ -450,9 +451,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
       if (m + qi < L) {
         float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
-        if constexpr (kSplit) {
-          const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + kDqCols + c4);
-          x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+        if constexpr (kSplit) {  // the warpgroups' tiles in their order
+#pragma unroll
+          for (int w = 1; w < Tr::kWarpGroups; ++w) {
+            const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + w * kDqCols + c4);
+            x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+          }
         }
         atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + col0 + c4), x);
       }

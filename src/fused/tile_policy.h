@@ -142,6 +142,8 @@ struct BwdJvpTile {
 struct WarpgroupTile {
   static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;
+  // The backward: three warpgroups (192 keys a CTA) at head dim 64, two otherwise.
+  static constexpr int bwd_warpgroups(int head_dim, bool tangent) { return head_dim == 64 && !tangent ? 3 : 2; }
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
   // 170 registers a thread they spill).
