@@ -19,7 +19,7 @@
 //   3. dQ^T [dq_dot^T] = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]: A = K^T MN-major, B = dS^T MN-major, both
 //      from shared memory; at head dim 128 for this warpgroup's 64 head-dim columns over all 128 keys, at 64
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
-//      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the two warpgroups' partial
+//      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
