@@ -135,14 +135,15 @@ struct BwdJvpTile {
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
 };
 
-// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two per CTA for the backward and backward-JVP, two or
-// three for the tangent pass (tangent_warpgroups). The tangent pass streams 64-key steps over its query rows (at head
+// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA (bwd_warpgroups,
+// tangent_warpgroups). The tangent pass streams 64-key steps over its query rows (at head
 // dim 64 too: 128-key steps spill there, the two score accumulators taking 128 registers a thread); the backward and
-// backward-JVP stream query steps (bwd_block_m) over 128 keys.
+// backward-JVP stream query steps (bwd_block_m) over the CTA's 128 or 192 keys.
 struct WarpgroupTile {
-  static constexpr int kWarpGroups = 2;
   static constexpr int kTangentBlockN = 64;
-  // The backward: three warpgroups (192 keys a CTA) at head dim 64, two otherwise.
+  // The backward: three warpgroups (192 keys a CTA) at head dim 64 (166-168 registers a thread, no spill; its
+  // backward alone 5-6 % faster than with two, docs/results/bwd_d64_three_wg), two otherwise (the backward-JVP's and
+  // head dim 128's accumulators do not fit the 168 registers of three).
   static constexpr int bwd_warpgroups(int head_dim, bool tangent) { return head_dim == 64 && !tangent ? 3 : 2; }
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
@@ -152,7 +153,7 @@ struct WarpgroupTile {
   // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator
   // spills (255 registers and 284 bytes of spill; 253 without a mask, 168 with three warpgroups at 64).
   static constexpr bool one_pass_jvp(int head_dim, bool mask) { return !(head_dim == 128 && mask); }
-  // Queries per backward step: 64 for the backward (at head dim 64 185 registers a thread; at 128 255, with a few
+  // Queries per backward step: 64 for the backward (at head dim 64 168 registers a thread; at 128 255, with a few
   // bytes of spill in the causal and masked builds since its copies moved to TMA), 32 for the backward-JVP formed in
   // one phase (64 spills at 64 and does not fit the shared memory at 128).
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
