@@ -301,4 +301,21 @@ __device__ __forceinline__ float quad_max(float x) {
   return x;
 }
 
+// The online softmax's running max of row r (0: the fragment's row g, 1: g + 8) of a score tile s of kNt 8-column
+// tiles, in log2 units (of s * scale_log2), moved over the tile; m_use is what the exponentials subtract, 0 while
+// the row has seen only -inf (exp2 of -inf - 0 is 0: a zero state). Returns the factor that rescales what was
+// accumulated against the old max.
+template <int kNt>
+__device__ __forceinline__ float move_row_max(const float (&s)[kNt][4], int r, float scale_log2, float& row_max,
+                                              float& m_use) {
+  float mx = row_max;
+#pragma unroll
+  for (int nt = 0; nt < kNt; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
+  mx = quad_max(mx);
+  m_use = mx == -INFINITY ? 0.f : mx;
+  const float alpha = fast_exp2(row_max - m_use);
+  row_max = mx;
+  return alpha;
+}
+
 }  // namespace theria::kernels::cuda

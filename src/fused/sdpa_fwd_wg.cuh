@@ -192,14 +192,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = row_max[r];
-#pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
-      mx = quad_max(mx);
-      // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
-      const float m_use = mx == -INFINITY ? 0.f : mx;
-      alpha[r] = fast_exp2(row_max[r] - m_use);
-      row_max[r] = mx;
+      float m_use;
+      alpha[r] = move_row_max(s, r, scale_log2, row_max[r], m_use);
       float sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < kBlockN / 8; ++nt) {

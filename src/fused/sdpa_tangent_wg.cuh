@@ -200,13 +200,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kOnline) {  // move the running max; rescale what was summed against the old one
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = row_max[r];
-#pragma unroll
-        for (int nt = 0; nt < kBlockN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
-        mx = quad_max(mx);
-        row_lse[r] = mx == -INFINITY ? 0.f : mx;
-        const float alpha = fast_exp2(row_max[r] - row_lse[r]);
-        row_max[r] = mx;
+        const float alpha = move_row_max(s, r, scale_log2, row_max[r], row_lse[r]);
         row_sum[r] *= alpha;
         row_w[r] *= alpha;
         row_w16[r] *= alpha;
