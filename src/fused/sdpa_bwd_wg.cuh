@@ -238,7 +238,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     wgmma_fence();
     wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T = K Q^T
     wgmma_commit();
-    wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);  // dP^T = V dO^T
+    // dP^T = V dO^T
+    wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
     wgmma_commit();
     if constexpr (kPhased) {  // S_dot^T = K_dot Q^T + K Q_dot^T
       wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d, kd_d, q_d, qd_d);
@@ -247,15 +248,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
     // visible region (all of them but the edges and, causal, the diagonal) skip the test.
-    if constexpr (kPhased) {
-      wgmma_wait<1>();  // S^T and dP^T
-      fence_operands(st);
-      fence_operands(dpt);
-    } else {
-      wgmma_wait<1>();
-      fence_operands(st);
-      if constexpr (kTangent) fence_operands(sdt);
-    }
+    wgmma_wait<1>();  // S^T [, S_dot^T] (phased: S^T and dP^T; S_dot^T may still run)
+    fence_operands(st);
+    if constexpr (kPhased) fence_operands(dpt);
+    else if constexpr (kTangent) fence_operands(sdt);
     if constexpr (kMask) {
       if constexpr (kTangent) add_mask_tangent<T, true>(p, b, sdt, n0 + key_w, m, L, S, lane);
       mask.fold(p, head, tile, 0, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
@@ -332,37 +328,39 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
       }
     } else {
-    wgmma_wait<0>();
-    fence_operands(dpt);
-    if constexpr (kTangent) fence_operands(dpdt);
-    // dS^T = P^T (dP^T - delta) [, dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)].
+      wgmma_wait<0>();
+      fence_operands(dpt);
+      if constexpr (kTangent) fence_operands(dpdt);
+      // dS^T = P^T (dP^T - delta) [, dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)].
 #pragma unroll
-    for (int nt = 0; nt < kMt; ++nt) {
-      const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
-      [[maybe_unused]] float2 deltad2 = {0.f, 0.f};
-      if constexpr (kTangent) deltad2 = *reinterpret_cast<const float2*>(stat_s + kDeltaDot * kBlockM + nt * 8 + 2 * t);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float dp_minus = dpt[nt][e] - ((e & 1) ? delta2.y : delta2.x);
+      for (int nt = 0; nt < kMt; ++nt) {
+        const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
+        [[maybe_unused]] float2 deltad2 = {0.f, 0.f};
         if constexpr (kTangent) {
-          dpdt[nt][e] = sdt[nt][e] * dp_minus + st[nt][e] * (dpdt[nt][e] - ((e & 1) ? deltad2.y : deltad2.x));
+          deltad2 = *reinterpret_cast<const float2*>(stat_s + kDeltaDot * kBlockM + nt * 8 + 2 * t);
         }
-        dpt[nt][e] = st[nt][e] * dp_minus;
-      }
-    }
-    if constexpr (kMask) {  // a float mask's gradient is dS (its tangent dS_dot), where asked
-      if constexpr (kTangent) write_mask_grad<T, true>(p, b, dpdt, n0 + key_w, m, L, S, lane);
-      else write_mask_grad<T, true>(p, b, dpt, n0 + key_w, m, L, S, lane);
-    }
 #pragma unroll
-    for (int kq = 0; kq < kKq; ++kq) {
-      if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
-      c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
-      if constexpr (kTangent) {
-        c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
-        c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+        for (int e = 0; e < 4; ++e) {
+          const float dp_minus = dpt[nt][e] - ((e & 1) ? delta2.y : delta2.x);
+          if constexpr (kTangent) {
+            dpdt[nt][e] = sdt[nt][e] * dp_minus + st[nt][e] * (dpdt[nt][e] - ((e & 1) ? deltad2.y : deltad2.x));
+          }
+          dpt[nt][e] = st[nt][e] * dp_minus;
+        }
       }
-    }
+      if constexpr (kMask) {  // a float mask's gradient is dS (its tangent dS_dot), where asked
+        if constexpr (kTangent) write_mask_grad<T, true>(p, b, dpdt, n0 + key_w, m, L, S, lane);
+        else write_mask_grad<T, true>(p, b, dpt, n0 + key_w, m, L, S, lane);
+      }
+#pragma unroll
+      for (int kq = 0; kq < kKq; ++kq) {
+        if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
+        c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
+        if constexpr (kTangent) {
+          c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
+          c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+        }
+      }
     }
 
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].

@@ -144,33 +144,35 @@ __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (
   Wgmma<T, kN>::template rs<kTransB>(c, a, b, accumulate);
 }
 
-// The product and its tangent by the product rule, over kK / 16 k-steps with both operands K-major:
-// acc = A B^T; with kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot]. The first k-step
-// overwrites the accumulators; the caller commits the group.
+// k-step kk of a product's tangent by the product rule, both operands K-major: acc_dot (+)= A_dot B^T [+ A B_dot^T
+// when kBDot]; the first k-step overwrites acc_dot.
+template <typename T, int kN, bool kBDot, class DescA, class DescB, class Dot>
+__device__ __forceinline__ void wgmma_tangent_step(Dot& acc_dot, const DescA& a, const DescA& a_dot, const DescB& b,
+                                                   const DescB& b_dot, int kk) {
+  wgmma_ss<T, 0, 0, kN>(acc_dot, a_dot.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
+  if constexpr (kBDot) wgmma_ss<T, 0, 0, kN>(acc_dot, a.at(0, 16 * kk), b_dot.at(0, 16 * kk), 1);
+}
+
+// The product and its tangent, over kK / 16 k-steps with both operands K-major: acc = A B^T; with kTangent also
+// acc_dot = A_dot B^T [+ A B_dot^T when kBDot], interleaved by k-step. The first k-step overwrites the
+// accumulators; the caller commits the group.
 template <typename T, int kN, int kK, bool kTangent, bool kBDot, class DescA, class DescB, class Dot>
 __device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot, const DescA& a,
                                                    const DescA& a_dot, const DescB& b, const DescB& b_dot) {
 #pragma unroll
   for (int kk = 0; kk < kK / 16; ++kk) {
-    const uint64_t ak = a.at(0, 16 * kk), bk = b.at(0, 16 * kk);
-    wgmma_ss<T, 0, 0, kN>(acc, ak, bk, kk > 0);
-    if constexpr (kTangent) {
-      wgmma_ss<T, 0, 0, kN>(acc_dot, a_dot.at(0, 16 * kk), bk, kk > 0);
-      if constexpr (kBDot) wgmma_ss<T, 0, 0, kN>(acc_dot, ak, b_dot.at(0, 16 * kk), 1);
-    }
+    wgmma_ss<T, 0, 0, kN>(acc, a.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
+    if constexpr (kTangent) wgmma_tangent_step<T, kN, kBDot>(acc_dot, a, a_dot, b, b_dot, kk);
   }
 }
 
-// The tangent alone: acc_dot = A_dot B^T [+ A B_dot^T when kBDot], for a caller that forms the product itself in
-// another commit group (the phased backward-JVP, sdpa_bwd_wg.cuh).
+// The tangent alone, for a caller that forms the product itself in another commit group (the phased
+// backward-JVP, sdpa_bwd_wg.cuh).
 template <typename T, int kN, int kK, bool kBDot, class DescA, class DescB>
 __device__ __forceinline__ void wgmma_product_tangent(float (&acc_dot)[kN / 8][4], const DescA& a, const DescA& a_dot,
                                                       const DescB& b, const DescB& b_dot) {
 #pragma unroll
-  for (int kk = 0; kk < kK / 16; ++kk) {
-    wgmma_ss<T, 0, 0, kN>(acc_dot, a_dot.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
-    if constexpr (kBDot) wgmma_ss<T, 0, 0, kN>(acc_dot, a.at(0, 16 * kk), b_dot.at(0, 16 * kk), 1);
-  }
+  for (int kk = 0; kk < kK / 16; ++kk) wgmma_tangent_step<T, kN, kBDot>(acc_dot, a, a_dot, b, b_dot, kk);
 }
 
 }  // namespace theria::kernels::cuda
