@@ -52,7 +52,7 @@ struct BwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kTangent = kTangent_;
   static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
-  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_);
+  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockM = kBlockM_;          // queries per step
