@@ -158,9 +158,10 @@ struct WarpgroupTile {
   static constexpr bool one_pass_jvp(int head_dim, bool mask) { return !(head_dim == 128 && mask); }
   // Queries per backward step: for the backward 128 at head dim 64 without a mask (two warpgroups, 243-244
   // registers, no spill; as FlashAttention-3's 128 x 128 blocks there; the backward alone 1.5-8.8 % faster than 64
-  // with three, docs/results/bwd_d64_128q; the masked build keeps 64, see docs/results/bwd_d64_mask_128q), 64 otherwise (at 128 255 registers, with a few bytes of spill in the causal and masked
-  // builds since its copies moved to TMA); 32 for the backward-JVP formed in one phase (64 spills at 64 and does not
-  // fit the shared memory at 128).
+  // with three, docs/results/bwd_d64_128q; the masked build keeps 64, see docs/results/bwd_d64_mask_128q), 64
+  // otherwise (at 128 255 registers, with a few bytes of spill in the causal and masked builds since its copies
+  // moved to TMA); 32 for the backward-JVP formed in one phase (64 spills at 64 and does not fit the shared memory at
+  // 128).
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
