@@ -5,6 +5,7 @@
 #   device:  bash scripts/device/rounds.sh A.tar.xz B.tar.xz ROUNDS LABEL BENCH_ARGS...   (device tool, carry .device)
 # LABEL names the JSON files under $OUT (rounds_LABEL_<build>_<round>.json); the builds print as A's and B's file
 # names without .tar.xz.
+# (device_env.sh reads a part name from its first argument; "tests" keeps it from reading this script's)
 source "$(dirname "$0")/device_env.sh" tests
 archive_a=$1 archive_b=$2 rounds=$3 label=$4
 shift 4
@@ -14,7 +15,8 @@ for archive in "$archive_a" "$archive_b"; do
 done
 for round in $(seq 1 "$rounds"); do
   for archive in "$archive_a" "$archive_b"; do
-    name=$(basename "$archive" .tar.xz) dir=build-$(basename "$archive" .tar.xz)
+    name=$(basename "$archive" .tar.xz)
+    dir=build-$name
     json="$out/rounds_${label}_${name}_$round.json"
     LD_LIBRARY_PATH="$root/$dir:$LD_LIBRARY_PATH" THERIA_LIBRARY="$root/$dir/libtheria.so" "$dir/theria" bench "$@" \
       --json "$json" >/dev/null 2>&1
