@@ -1,8 +1,10 @@
 """Where an HVP's time goes: every CUDA kernel of one HVP as `theria bench --mode hvp` takes it (backward with
 create_graph, then the gradient of <g, u>), from torch.profiler's CUDA activity records, summed per kernel name and
 divided by the iterations; beside it the iteration's wall time (CUDA events) and the GPU's idle share, and flash's
-forward+backward the same way for the issue-18 ratio.
+forward+backward the same way for the issue-18 ratio (or, with --compare math, PyTorch math's HVP: issue 19's
+float32 floors).
     THERIA_LIBRARY=... python3 scripts/device/hvp_timeline.py [--shapes 8,16,2048,64 ...] [--iters 5]
+        [--dtype bf16|fp32] [--float32-precision highest|high|medium] [--backend fused|auto] [--compare flash|math]
 """
 import argparse
 import collections
@@ -16,12 +18,19 @@ from torch.profiler import ProfilerActivity, profile
 import theria
 
 
-def hvp_once(q, k, v, dout, u):
-    x = [t.detach().requires_grad_() for t in (q, k, v)]
-    out = theria.sdpa(*x, backend="fused")
-    g = torch.autograd.grad(out, x, dout, create_graph=True)
-    gu = sum((gi * ui).sum() for gi, ui in zip(g, u))
-    torch.autograd.grad(gu, x)
+def hvp_of(attention):
+    def hvp_once(q, k, v, dout, u):
+        x = [t.detach().requires_grad_() for t in (q, k, v)]
+        out = attention(*x)
+        g = torch.autograd.grad(out, x, dout, create_graph=True)
+        gu = sum((gi * ui).sum() for gi, ui in zip(g, u))
+        torch.autograd.grad(gu, x)
+    return hvp_once
+
+
+def math_sdpa(q, k, v):
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 def flash_fwd_bwd_once(q, k, v, dout, u):
@@ -60,14 +69,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["8,16,2048,64", "8,16,2048,128"])
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--float32-precision", choices=["highest", "high", "medium"], default="highest")
+    ap.add_argument("--backend", default="fused", help="theria's backend argument")
+    ap.add_argument("--compare", choices=["flash", "math"], default="flash")
     a = ap.parse_args()
+    torch.set_float32_matmul_precision(a.float32_precision)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    theria_hvp = hvp_of(lambda q, k, v: theria.sdpa(q, k, v, backend=a.backend))
+    other = ("flash fwd+bwd", flash_fwd_bwd_once) if a.compare == "flash" else ("math HVP", hvp_of(math_sdpa))
     for shape in a.shapes:
         b, h, l, d = map(int, shape.split(","))
         g = torch.Generator(device="cuda").manual_seed(d)
-        q, k, v, dout, uq, uk, uv = (torch.randn((b, h, l, d), device="cuda", dtype=torch.bfloat16, generator=g)
+        q, k, v, dout, uq, uk, uv = (torch.randn((b, h, l, d), device="cuda", dtype=dtype, generator=g)
                                      for _ in range(7))
         inputs = (q, k, v, dout, (uq, uk, uv))
-        for label, fn in (("theria HVP", hvp_once), ("flash fwd+bwd", flash_fwd_bwd_once)):
+        for label, fn in ((f"theria HVP ({a.backend})", theria_hvp), other):
             for _ in range(3):
                 fn(*inputs)
             wall = wall_ms(fn, inputs, a.iters)
