@@ -165,7 +165,7 @@ struct WarpgroupTile {
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask) {
-    if (!tangent) return head_dim == 64 && !mask ? 128 : 64;
+    if (!tangent) return head_dim == 64 ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }
 };
