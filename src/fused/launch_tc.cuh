@@ -49,7 +49,7 @@ template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGro
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::bwd_block_m(kHeadDim, false, kMask)>;
+    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic)>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
     }
@@ -63,7 +63,7 @@ template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDetermini
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::bwd_block_m(kHeadDim, true, kMask)>;
+    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::bwd_block_m(kHeadDim, true, kMask, kDeterministic)>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
     }

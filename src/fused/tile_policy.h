@@ -141,9 +141,9 @@ struct BwdJvpTile {
 // backward-JVP stream query steps (bwd_block_m) over the CTA's 128 or 192 keys.
 struct WarpgroupTile {
   static constexpr int kTangentBlockN = 64;
-  // The backward: at head dim 64 with 64-query steps (the masked build) three warpgroups (192 keys a CTA; 168
-  // registers a thread, no spill, 76 bytes masked; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two: with
-  // 128-query steps at 64 (243 registers), and where the accumulators do not fit the 168 registers of three (the
+  // The backward: at head dim 64 with 64-query steps (the masked build in deterministic mode) three warpgroups (192
+  // keys a CTA; 168 registers a thread; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two otherwise: with
+  // 128-query steps at 64 (bwd_block_m), and where the accumulators do not fit the 168 registers of three (the
   // backward-JVP, head dim 128).
   static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m) {
     return head_dim == 64 && !tangent && block_m == 64 ? 3 : 2;
@@ -156,17 +156,17 @@ struct WarpgroupTile {
   // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator
   // spills (255 registers and 284 bytes of spill; 253 without a mask, 168 with three warpgroups at 64).
   static constexpr bool one_pass_jvp(int head_dim, bool mask) { return !(head_dim == 128 && mask); }
-  // Queries per backward step: for the backward 128 at head dim 64 without a mask (two warpgroups, 243-244
-  // registers, no spill; as FlashAttention-3's 128 x 128 blocks there; the backward alone 1.5-8.8 % faster than 64
-  // with three, docs/results/bwd_d64_128q; the masked build keeps 64, see docs/results/bwd_d64_mask_128q), 64
-  // otherwise (at 128 255 registers, with a few bytes of spill in the causal and masked builds since its copies
-  // moved to TMA); 32 for the backward-JVP formed in one phase (64 spills at 64 and does not fit the shared memory at
-  // 128).
+  // Queries per backward step: for the backward 128 at head dim 64 (two warpgroups; as FlashAttention-3's 128 x 128
+  // blocks there; 243-244 registers, no spill, 255 and 20 bytes of spill in the masked build, whose 64-query steps
+  // with three warpgroups spill 76): 1.5-8.8 % faster than 64 with three, masked 7-13 %, except the masked build in
+  // deterministic mode, 6-8 % slower, which keeps 64 (docs/results/bwd_d64_128q, bwd_d64_mask_128q); 64 otherwise
+  // (at 128 255 registers, with a few bytes of spill in the causal and masked builds since its copies moved to TMA);
+  // 32 for the backward-JVP formed in one phase (64 spills at 64 and does not fit the shared memory at 128).
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
-  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask) {
-    if (!tangent) return head_dim == 64 && !mask ? 128 : 64;
+  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic) {
+    if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }
 };
