@@ -231,6 +231,16 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.p.lse = f.lse.data_ptr();
 }
 
+// The scratch the forward asks for (float32 at precision "high": its operands' bfloat16 parts for the warpgroup
+// forward; kc::sdpa_fwd_tc_scratch_bytes), set in p; undefined where it asks for none.
+Tensor attach_fwd_scratch(kernels::SdpaFwdParams& p, const Tensor& q) {
+  const size_t bytes = kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p);
+  if (bytes == 0) return {};
+  Tensor scratch = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
+  p.scratch = scratch.data_ptr();
+  return scratch;
+}
+
 // The tangents of a pass, an absent one as zeros of its primal's shape.
 struct TangentOperands {
   Operand q_dot, k_dot, v_dot;
@@ -280,6 +290,7 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale, mask);
   if (f.p.batch > 0) {
+    const Tensor scratch = attach_fwd_scratch(f.p, q);  // held until the launch
     kc::sdpa_fwd_tc(tc_dtype(q), f.p, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

@@ -60,13 +60,14 @@ constexpr bool warpgroup_kernels(int head_dim, int parts) {
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
-// 128 for 16-bit operands without attn_mask (the masked build keeps mma.sync: its per-block mask terms are staged by
-// the same threads that read them). kWarpgroupForwardMinKeys keys on (0: every length): with its copies on TMA it
+// 128 for 16-bit operands, and for float32 at precision "high" (two bfloat16 parts, split into scratch before the
+// copies: split_parts.cuh), without attn_mask (the masked build keeps mma.sync: its per-block mask terms are staged
+// by the same threads that read them). kWarpgroupForwardMinKeys keys on (0: every length): with its copies on TMA it
 // measured faster than the mma.sync forward at every length tried on an H200, 256 to 32768 keys, D=64 and 128
 // (1.00-1.06x at 256 and 512 keys at D=64, 1.26-1.84x from 2048 on; docs/performance.md). (With cp.async copies it
 // had been slower below 8192 keys; the threshold stays as the place to set one again.)
 constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
-  return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
+  return (head_dim == 64 || head_dim == 128) && parts <= 2 && !mask;
 }
 constexpr int64_t kWarpgroupForwardMinKeys = 0;
 inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroupForwardMinKeys; }
@@ -76,12 +77,14 @@ inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroup
 // the tensor cores more work to switch to while two compute theirs); kBlockN keys per step (the score accumulator is
 // 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a ring of kStages blocks (at head
 // dim 128, three fill 224 of the 227 KB of shared memory; the producer signals a copy once the next is issued, so
-// with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal).
-template <int kHeadDim>
+// with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal). float32's two parts (kParts 2)
+// take twice the shared memory of every tile, and P's parts twice its operand registers: two warpgroups, rings of
+// two stages, and at head dim 128 64-key steps (Q, K and V parts 192 KB; 128-key steps would need 320).
+template <int kHeadDim, int kParts = 1>
 struct FwdWgTile {
-  static constexpr int kWarpGroups = kHeadDim == 64 ? 3 : 2;
-  static constexpr int kBlockN = 128;
-  static constexpr int kStages = 3;
+  static constexpr int kWarpGroups = kHeadDim == 64 && kParts == 1 ? 3 : 2;
+  static constexpr int kBlockN = kHeadDim == 128 && kParts > 1 ? 64 : 128;
+  static constexpr int kStages = kParts > 1 ? 2 : 3;
 };
 
 // Forward, JVP and (mma.sync) tangent pass: kWarps warps per CTA, each owning kMTiles 16-row tiles (a key/value

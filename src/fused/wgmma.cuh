@@ -44,6 +44,7 @@ struct TileDesc {
   static constexpr uint32_t kStride = Layout::template stride_bytes<kMnMajor>();
   static constexpr uint32_t kHigh = (kStride >> 4) | (Layout::kSwizzleMode << 30);  // bits 32-45 and 62-63
   uint32_t lo;
+  TileDesc() = default;  // (for arrays of descriptors, one per operand part)
   __device__ __forceinline__ explicit TileDesc(uint32_t tile)
       : lo(__shfl_sync(0xffffffff, (tile >> 4) | ((kLead >> 4) << 16), 0)) {}
   __device__ __forceinline__ uint64_t at(int r, int c) const {
@@ -142,6 +143,24 @@ __device__ __forceinline__ void wgmma_ss(float (&c)[kN / 8][4], uint64_t a, uint
 template <typename T, int kTransB, int kN>
 __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (&a)[4], uint64_t b, int accumulate) {
   Wgmma<T, kN>::template rs<kTransB>(c, a, b, accumulate);
+}
+
+// acc = A B^T over kK / 16 k-steps, both operands K-major, each as kParts parts (mma.cuh's MmaOperand): every pair
+// of parts whose orders sum below kParts, as the mma.sync kernels' mma() (one product for a 16-bit dtype; a_hi b_hi +
+// a_hi b_lo + a_lo b_hi for float32's two bfloat16 parts). The first product overwrites acc; the caller commits.
+template <typename E, int kN, int kK, int kParts, class DescA, class DescB>
+__device__ __forceinline__ void wgmma_parts_product(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
+                                                    const DescB (&b)[kParts]) {
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+      for (int j = 0; i + j < kParts; ++j) {
+        wgmma_ss<E, 0, 0, kN>(acc, a[i].at(0, 16 * kk), b[j].at(0, 16 * kk), kk > 0 || i + j > 0);
+      }
+    }
+  }
 }
 
 // k-step kk of a product's tangent by the product rule, both operands K-major: acc_dot (+)= A_dot B^T [+ A B_dot^T
