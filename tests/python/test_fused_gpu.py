@@ -346,6 +346,32 @@ def test_float32_at_high_precision_runs_split_bfloat16_tensor_cores_at_every_ord
     assert err_high * 30 <= err_medium, (err_high, err_medium)
 
 
+def cuda_kernel_names(fn):
+    """The names of the CUDA kernels that fn() launches (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_float32_forward_at_high_runs_the_warpgroup_pipeline_on_split_parts(set_precision, head_dim):
+    """At "high" the float32 forward at head dims 64 and 128 runs the warp-specialised warpgroup kernel on bfloat16
+    parts formed first (split_rows_kernel), not the mma.sync one: the results alone cannot tell (both are within the
+    split row), so the kernels' names do. At "highest" neither runs."""
+    q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
+    set_precision("high")
+    names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
+    assert any("split_rows_kernel<float>" in n for n in names), names
+    assert any("sdpa_fwd_wg_kernel<float" in n for n in names), names
+    assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
+    set_precision("highest")
+    if head_dim == 64:  # (at 128 "highest" has no tensor-core kernel)
+        names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
+        assert not any("split_rows_kernel" in n or "sdpa_fwd_wg_kernel" in n for n in names), names
+
+
 @pytest.mark.parametrize("precision, head_dim", [("high", 64), ("high", 128), ("highest", 64)])
 def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, precision, head_dim):
     """The split kernels' dQ (fp32 atomics by default; two parts at "high", three at "highest") adds in a fixed order
