@@ -56,12 +56,15 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
 }
 
 size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
-  const bool split_forward = dtype == Dtype::kFloat32 && !p.with_tangent() && p.dim_v == p.dim_qk &&
-                             warpgroup_forward(static_cast<int>(p.dim_qk), 2, p.mask.ptr != nullptr) &&
-                             warpgroup_forward_pays(p.len_kv) && p.group == 1;
-  if (!split_forward) return 0;
-  const int64_t elems = (p.batch * p.len_q + 2 * p.batch * p.len_kv) * p.dim_qk;  // q; k and v
-  return static_cast<size_t>(elems) * 2 * 2;                                       // two bfloat16 parts
+  if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1) return 0;
+  const int dim = static_cast<int>(p.dim_qk);
+  const bool mask = p.mask.ptr != nullptr;
+  // The forward's q, k, v; the tangent pass's and JVP's also their tangents.
+  const bool split = p.with_tangent() ? warpgroup_tangent(dim, 2, mask)
+                                      : warpgroup_forward(dim, 2, mask) && warpgroup_forward_pays(p.len_kv);
+  if (!split) return 0;
+  const int64_t elems = (p.batch * p.len_q + 2 * p.batch * p.len_kv) * p.dim_qk * (p.with_tangent() ? 2 : 1);
+  return static_cast<size_t>(elems) * 2 * 2;  // two bfloat16 parts
 }
 
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {

@@ -231,8 +231,8 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.p.lse = f.lse.data_ptr();
 }
 
-// The scratch the forward asks for (float32 at precision "high": its operands' bfloat16 parts for the warpgroup
-// forward; kc::sdpa_fwd_tc_scratch_bytes), set in p; undefined where it asks for none.
+// The scratch a forward, JVP or tangent pass asks for (float32 at precision "high": its operands' bfloat16 parts for
+// the warpgroup kernels; kc::sdpa_fwd_tc_scratch_bytes), set in p; undefined where it asks for none.
 Tensor attach_fwd_scratch(kernels::SdpaFwdParams& p, const Tensor& q) {
   const size_t bytes = kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p);
   if (bytes == 0) return {};
@@ -269,6 +269,7 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
   p.out_dot = tc_operand(o.out_dot).view;
   p.lse_dot = o.lse_dot.data_ptr();
   if (p.batch > 0) {
+    const Tensor scratch = attach_fwd_scratch(p, q);  // held until the launch
     const auto stream = at::cuda::getCurrentCUDAStream();
     if (given_stats) kc::sdpa_tangent_tc(tc_dtype(q), p, stream);
     else kc::sdpa_fwd_tc(tc_dtype(q), p, stream);

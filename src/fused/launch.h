@@ -35,9 +35,9 @@ struct BwdWorkspace {
 // sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
-// The bytes of params.scratch that sdpa_fwd_tc needs for these params (0: none): float32 at precision "high" on the
-// warpgroup forward, whose copies read q, k and v as bfloat16 parts formed first (split_parts.cuh). Without the
-// scratch that forward runs the mma.sync kernel.
+// The bytes of params.scratch that sdpa_fwd_tc or sdpa_tangent_tc needs for these params (0: none): float32 at
+// precision "high" on the warpgroup forward and tangent kernels, whose copies read q, k, v (and their tangents) as
+// bfloat16 parts formed first (split_parts.cuh). Without the scratch those passes run the mma.sync kernels.
 size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& params);
 // The tangent pass of the backward-JVP: params.out and params.lse are read (the saved forward), only
 // out_dot and lse_dot are written.

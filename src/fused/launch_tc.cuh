@@ -1,6 +1,7 @@
 // The family launchers of the tensor-core kernels (declared in kernel_templates.h, instantiated once per combination
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
-// warpgroup_forward and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones otherwise) and runs
+// warpgroup_forward, warpgroup_tangent and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones
+// otherwise) and runs
 // the passes around it: the row terms before a backward, dQ's finish after.
 #pragma once
 
@@ -26,13 +27,13 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
     if (!warpgroup_forward_pays(p.len_kv) || !launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
-  } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+  } else if constexpr (kPass != FwdPass::kOut && warpgroup_tangent(kHeadDim, kPartsOf<T>, kMask)) {
     // The tangent pass, and the JVP: in one pass of the same kernel (kOnline) or as the forward followed by the
     // tangent pass (WarpgroupTile::one_pass_jvp); operands TMA cannot address run the mma.sync kernel of the pass
     // asked for.
     constexpr bool kOnline = kPass == FwdPass::kJvp && WarpgroupTile::one_pass_jvp(kHeadDim, kMask);
     TangentWgMaps maps;
-    if (!tangent_wg_maps<T, kHeadDim, kGroups, kMask, kOnline>(p, maps)) {
+    if (!tangent_wg_maps<T, kHeadDim, kGroups, kMask, kOnline>(p, maps, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
       return;
     }

@@ -18,6 +18,9 @@
 // of P and W rescaled when m moves, and out, lse written at the end. One pass instead of the forward and then the
 // tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
+// float32 at precision "high" (T = float, head dim 64: tile_policy.h's warpgroup_tangent): as in sdpa_fwd_wg.cuh,
+// the copies read the six operands' bfloat16 parts, formed into the scratch first (split_parts.cuh); every tile is
+// held as its two parts, P and W are split in registers, and each product runs as three.
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -25,6 +28,7 @@
 #include "fused/kernel_templates.h"
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
+#include "fused/split_parts.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
 #include "fused/tma.cuh"
@@ -37,11 +41,12 @@
 
 namespace theria::kernels::cuda {
 
-template <int kHeadDim_, bool kMask, bool kOnline_>
+template <int kHeadDim_, bool kMask, bool kOnline_, int kParts_>
 struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kOnline = kOnline_;
-  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask);
+  static constexpr int kParts = kParts_;  // per operand (one for 16-bit dtypes)
+  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockN = WarpgroupTile::kTangentBlockN;  // keys per step (two 64 x 64 score accumulators)
@@ -49,34 +54,36 @@ struct TangentWgTraits {
   using QRows = Swizzled128Rows<kBlockM>;
   using KeyRows = Swizzled128Rows<kBlockN>;
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
-  static constexpr int kSmemElems = 2 * kQTile + 2 * kKeyOperands * kKeyTile;  // Q, Q_dot; keys x 2 buffers
+  // Q, Q_dot; keys x 2 buffers; each tile as its kParts parts side by side.
+  static constexpr int kSmemElems = kParts * (2 * kQTile + 2 * kKeyOperands * kKeyTile);
   static constexpr int kBarriers = 5;  // Q and Q_dot; each key buffer full; each key buffer empty
-  // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then the masked
-  // build's key terms.
-  template <typename T>
-  static constexpr size_t smem_bytes() {
-    return kSwizzlePad + kSmemElems * sizeof(T) + kBarriers * sizeof(uint64_t) +
-           (kMask ? kBlockN * sizeof(float) : 0);
-  }
+  // The tiles (16-bit elements) from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then
+  // the masked build's key terms.
+  static constexpr size_t kSmemBytes =
+      kSwizzlePad + kSmemElems * 2 + kBarriers * sizeof(uint64_t) + (kMask ? kBlockN * sizeof(float) : 0);
+  static_assert(kSmemBytes <= 232448, "227 KB of shared memory per CTA");
 };
 
-// The tensor maps of the pass's operands (tma.cuh), kernel parameters; keys in the order of a key buffer.
+// The tensor maps of the pass's operands (tma.cuh), one per part (the first only for 16-bit dtypes), kernel
+// parameters; keys in the order of a key buffer.
 struct TangentWgMaps {
-  CUtensorMap q, q_dot, keys[4];  // K, V, K_dot, V_dot
+  CUtensorMap q[2], q_dot[2], keys[4][2];  // keys: K, V, K_dot, V_dot
 };
 
+// T: the dtype of the operands and results (float: two bfloat16 parts per operand); the tiles hold E = ElemOf<T>.
 template <typename T, typename Tr, bool kCausal, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_tangent_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ TangentWgMaps maps) {
+  using E = ElemOf<T>;
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
-  constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile;
+  constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile, kParts = Tr::kParts;
   constexpr bool kOnline = Tr::kOnline;
-  constexpr uint32_t kQBytes = kQTile * sizeof(T), kKeyBytes = kKeyTile * sizeof(T);
+  constexpr uint32_t kQBytes = kQTile * sizeof(E), kKeyBytes = kKeyTile * sizeof(E);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
-  T* q_tile = reinterpret_cast<T*>(smem);  // then Q_dot
-  T* key_tiles = q_tile + 2 * kQTile;     // [2 buffers][K, V, K_dot, V_dot]
-  uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kKeyTile);  // Q; key buffers 0, 1
+  E* q_tile = reinterpret_cast<E*>(smem);       // [Q, Q_dot][part]
+  E* key_tiles = q_tile + 2 * kParts * kQTile;  // [2 buffers][K, V, K_dot, V_dot][part]
+  uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kParts * kKeyTile);  // Q; key buffers 0, 1
   uint64_t* empty = full + 3;  // key buffers 0, 1: every warp is done with it (the unmasked build)
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
@@ -104,11 +111,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   auto load_keys = [&](int buf, int row0, int j) {
     if (tid == 0) {
       if (!kMask && j >= 2) mbarrier_wait(&empty[buf], ((j - 2) >> 1) & 1);
-      mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kKeyBytes);
+      mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kParts * kKeyBytes);
 #pragma unroll
-      for (int i = 0; i < kKeyOps; ++i) {
-        tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + (buf * kKeyOps + i) * kKeyTile, &maps.keys[i],
-                                                        row0, key_at, &full[1 + buf]);
+      for (int i = 0; i < kKeyOps * kParts; ++i) {
+        tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + (buf * kKeyOps * kParts + i) * kKeyTile,
+                                                        &maps.keys[i / kParts][i % kParts], row0, key_at,
+                                                        &full[1 + buf]);
       }
     }
     loaded |= 1u << buf;
@@ -119,9 +127,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int nb_begin = mask.range.begin, nb_end = mask.range.end;
   if (tid == 0) {
     const TmaBatch q_at = tma_batch<false>(p.q, b);
-    mbarrier_arrive_expect_tx(&full[0], 2 * kQBytes);
-    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at, &full[0]);
-    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + kQTile, &maps.q_dot, m0, q_at, &full[0]);
+    mbarrier_arrive_expect_tx(&full[0], 2 * kParts * kQBytes);
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+      tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + i * kQTile, &maps.q[i], m0, q_at, &full[0]);
+      tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + (kParts + i) * kQTile, &maps.q_dot[i], m0, q_at,
+                                                    &full[0]);
+    }
   }
   if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN, 0);
 
@@ -173,14 +185,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     const uint32_t q_s = smem_addr(q_tile) + 2 * Tr::QRows::offset(64 * wg, 0);
-    const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kKeyTile);
-    const QMajor q_d(q_s), qd_d(q_s + kQBytes);
-    const KMajor k_d(key_s), kd_d(key_s + 2 * kKeyBytes);
+    const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kParts * kKeyTile);
+    // Key operand i's part j at key_s + (i * kParts + j) * kKeyBytes.
+    QMajor q_d[kParts], qd_d[kParts];
+    KMajor k_d[kParts], kd_d[kParts];
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) {
+      q_d[j] = QMajor(q_s + j * kQBytes);
+      qd_d[j] = QMajor(q_s + (kParts + j) * kQBytes);
+      k_d[j] = KMajor(key_s + j * kKeyBytes);
+      kd_d[j] = KMajor(key_s + (2 * kParts + j) * kKeyBytes);
+    }
 
     // 1. S and S_dot; the first k-step overwrites the accumulators.
     float s[kBlockN / 8][4], sd[kBlockN / 8][4];
     wgmma_fence();
-    wgmma_product_rule<T, kBlockN, kHeadDim, true, true>(s, sd, q_d, qd_d, k_d, kd_d);
+    wgmma_parts_product_rule<E, kBlockN, kHeadDim, kParts, true, true>(s, sd, q_d, qd_d, k_d, kd_d);
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(s);
@@ -214,7 +234,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
     }
-    uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];
+    uint32_t pa[kParts][kBlockN / 16][4], wa[kParts][kBlockN / 16][4];  // P, W as A fragments, by part
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
 #pragma unroll
@@ -229,25 +249,53 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
-      c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
-      c_to_a<T>(wa[kq], sd[2 * kq], sd[2 * kq + 1]);
+      if constexpr (kParts == 1) {
+        c_to_a<E>(pa[0][kq], s[2 * kq], s[2 * kq + 1]);
+        c_to_a<E>(wa[0][kq], sd[2 * kq], sd[2 * kq + 1]);
+      } else {
+        Frag<T> pf, wf;
+        c_to_a<T>(pf, s[2 * kq], s[2 * kq + 1]);
+        c_to_a<T>(wf, sd[2 * kq], sd[2 * kq + 1]);
+#pragma unroll
+        for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            pa[i][kq][e] = pf.r[i][e];
+            wa[i][kq][e] = wf.r[i][e];
+          }
+        }
+      }
     }
 
-    // 3. out_dot += W V + P V_dot [, out += P V].
-    const MnMajor v_n(key_s + kKeyBytes), vd_n(key_s + 3 * kKeyBytes);
+    // 3. out_dot += W V + P V_dot [, out += P V], every pair of parts whose orders sum below kParts.
+    MnMajor v_n[kParts], vd_n[kParts];
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) {
+      v_n[j] = MnMajor(key_s + (kParts + j) * kKeyBytes);
+      vd_n[j] = MnMajor(key_s + (3 * kParts + j) * kKeyBytes);
+    }
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
-      wgmma_rs<T, 1, kHeadDim>(acc, wa[kq], v_n.at(16 * kq, 0), 1);
-      wgmma_rs<T, 1, kHeadDim>(acc, pa[kq], vd_n.at(16 * kq, 0), 1);
-      if constexpr (kOnline) wgmma_rs<T, 1, kHeadDim>(o, pa[kq], v_n.at(16 * kq, 0), 1);
+#pragma unroll
+      for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+        for (int j = 0; i + j < kParts; ++j) {
+          wgmma_rs<E, 1, kHeadDim>(acc, wa[i][kq], v_n[j].at(16 * kq, 0), 1);
+          wgmma_rs<E, 1, kHeadDim>(acc, pa[i][kq], vd_n[j].at(16 * kq, 0), 1);
+          if constexpr (kOnline) wgmma_rs<E, 1, kHeadDim>(o, pa[i][kq], v_n[j].at(16 * kq, 0), 1);
+        }
+      }
     }
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(acc);
     fence_operands(o);
-    fence_operands(pa);
-    fence_operands(wa);
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+      fence_operands(pa[i]);
+      fence_operands(wa[i]);
+    }
     // Every warp is done with this buffer before the next step refills it (and with the mask's staged terms).
     if constexpr (kMask) {
       cp_async_wait<0>();
@@ -290,13 +338,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           o1 = o[dt][2 * r + 1] * inv;
           store2<T>(out_row + dt * 8 + 2 * t, o0, o1);
         } else {
-          unpack2<T>(*reinterpret_cast<const uint32_t*>(out_row + dt * 8 + 2 * t), o0, o1);
+          load2<T>(out_row + dt * 8 + 2 * t, o0, o1);
         }
         const float od0 = acc[dt][2 * r] * inv - ld16 * o0, od1 = acc[dt][2 * r + 1] * inv - ld16 * o1;
-        *reinterpret_cast<uint32_t*>(od_row + dt * 8 + 2 * t) = pack2<T>(od0, od1);
+        store2<T>(od_row + dt * 8 + 2 * t, od0, od1);
         if (dout_row != nullptr) {
           float d0, d1;
-          unpack2<T>(*reinterpret_cast<const uint32_t*>(dout_row + dt * 8 + 2 * t), d0, d1);
+          load2<T>(dout_row + dt * 8 + 2 * t, d0, d1);
           row_term = fmaf(od0, d0, fmaf(od1, d1, row_term));
         }
       }
@@ -309,25 +357,46 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 }
 
-// The tensor maps of the pass's operands; false when TMA cannot address one of them (tma.cuh, encode_rows_map).
+// The tensor maps of the pass's operands; false when TMA cannot address one of them (tma.cuh, encode_rows_map), or,
+// for float32, without the scratch of their parts (sdpa_fwd_tc_scratch_bytes), which this forms on the stream.
 template <typename T, int kHeadDim, bool kGroups, bool kMask, bool kOnline>
-bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps) {
-  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline>;
-  const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
-  bool ok = encode_rows_map<T>(&maps.q, p.q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
-            encode_rows_map<T>(&maps.q_dot, p.q_dot, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
-  for (int i = 0; i < 4 && ok; ++i) {
-    ok = encode_rows_map<T>(&maps.keys[i], *keys[i], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN);
+bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps, cudaStream_t stream) {
+  using E = ElemOf<T>;
+  constexpr int kParts = kPartsOf<T>;
+  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline, kParts>;
+  // What the copies read: a 16-bit operand as it is; float32 as its parts (Q, Q_dot, then the keys' order).
+  const MatrixView* views[6] = {&p.q, &p.q_dot, &p.k, &p.v, &p.k_dot, &p.v_dot};
+  MatrixView parts[6][2];
+  for (int i = 0; i < 6; ++i) parts[i][0] = *views[i];
+  if constexpr (kParts > 1) {
+    static_assert(kParts == 2 && !kGroups && !kMask, "float32 (two parts) in the plain build");
+    if (p.scratch == nullptr || p.group != 1) return false;
+    auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
+    for (int i = 0; i < 6; ++i) {
+      const int64_t rows = i < 2 ? p.len_q : p.len_kv;
+      const SplitParts s = split_rows<T>(*views[i], p.batch, rows, kHeadDim, dst, stream);
+      dst += 2 * p.batch * rows * kHeadDim;
+      parts[i][0] = s.part[0];
+      parts[i][1] = s.part[1];
+    }
+  }
+  bool ok = true;
+  for (int j = 0; j < kParts && ok; ++j) {
+    ok = encode_rows_map<E>(&maps.q[j], parts[0][j], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
+         encode_rows_map<E>(&maps.q_dot[j], parts[1][j], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
+    for (int i = 0; i < 4 && ok; ++i) {
+      ok = encode_rows_map<E>(&maps.keys[i][j], parts[2 + i][j], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN);
+    }
   }
   return ok;
 }
 
 template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask, bool kOnline>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, const TangentWgMaps& maps, cudaStream_t stream) {
-  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline>;
+  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline, kPartsOf<T>>;
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
-  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads,
-                   Tr::template smem_bytes<T>(), stream, p, maps);
+  launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, Tr::kSmemBytes,
+                   stream, p, maps);
 }
 
 }  // namespace theria::kernels::cuda

@@ -58,6 +58,12 @@ namespace theria::kernels::cuda {
 constexpr bool warpgroup_kernels(int head_dim, int parts) {
   return THERIA_WG && (head_dim == 64 || head_dim == 128) && parts == 1;
 }
+// The tangent pass and the JVP also for float32 at precision "high" at head dim 64 without a mask (two bfloat16
+// parts, split into scratch before the copies, as the forward's: split_parts.cuh). At 128 the parts of Q, Q_dot and
+// two buffers of four key tiles do not fit shared memory with two warpgroups (256 KB at 32-key steps).
+constexpr bool warpgroup_tangent(int head_dim, int parts, bool mask) {
+  return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !mask);
+}
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
 // 128 for 16-bit operands, and for float32 at precision "high" (two bfloat16 parts, split into scratch before the
@@ -154,7 +160,11 @@ struct WarpgroupTile {
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
   // 170 registers a thread they spill).
-  static constexpr int tangent_warpgroups(int head_dim, bool mask) { return head_dim == 64 && !mask ? 3 : 2; }
+  // float32's two parts (kParts 2) take twice the operand registers and shared memory: two warpgroups (Q and Q_dot
+  // parts 64 KB, two buffers of the four key tiles' parts 128 KB).
+  static constexpr int tangent_warpgroups(int head_dim, bool mask, int parts = 1) {
+    return head_dim == 64 && !mask && parts == 1 ? 3 : 2;
+  }
   // The JVP as one pass of the tangent kernel (sdpa_tangent_wg.cuh, kOnline: out and lse formed beside out_dot)
   // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator
   // spills (255 registers and 284 bytes of spill; 253 without a mask, 168 with three warpgroups at 64).

@@ -163,6 +163,43 @@ __device__ __forceinline__ void wgmma_parts_product(float (&acc)[kN / 8][4], con
   }
 }
 
+// The product and its tangent over kK / 16 k-steps with operands of kParts parts (wgmma_parts_product), both
+// K-major: acc = A B^T; with kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot], by k-step, in the order of
+// wgmma_product_rule. The first product into each accumulator overwrites it; the caller commits the group.
+template <typename E, int kN, int kK, int kParts, bool kTangent, bool kBDot, class DescA, class DescB, class Dot>
+__device__ __forceinline__ void wgmma_parts_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot,
+                                                         const DescA (&a)[kParts], const DescA (&a_dot)[kParts],
+                                                         const DescB (&b)[kParts], const DescB (&b_dot)[kParts]) {
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+      for (int j = 0; i + j < kParts; ++j) {
+        wgmma_ss<E, 0, 0, kN>(acc, a[i].at(0, 16 * kk), b[j].at(0, 16 * kk), kk > 0 || i + j > 0);
+      }
+    }
+    if constexpr (kTangent) {
+#pragma unroll
+      for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+        for (int j = 0; i + j < kParts; ++j) {
+          wgmma_ss<E, 0, 0, kN>(acc_dot, a_dot[i].at(0, 16 * kk), b[j].at(0, 16 * kk), kk > 0 || i + j > 0);
+        }
+      }
+      if constexpr (kBDot) {
+#pragma unroll
+        for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+          for (int j = 0; i + j < kParts; ++j) {
+            wgmma_ss<E, 0, 0, kN>(acc_dot, a[i].at(0, 16 * kk), b_dot[j].at(0, 16 * kk), 1);
+          }
+        }
+      }
+    }
+  }
+}
+
 // k-step kk of a product's tangent by the product rule, both operands K-major: acc_dot (+)= A_dot B^T [+ A B_dot^T
 // when kBDot]; the first k-step overwrites acc_dot.
 template <typename T, int kN, bool kBDot, class DescA, class DescB, class Dot>

@@ -86,8 +86,8 @@ struct SdpaFwdParams {
   MatrixView dout;
   void* dout_out_dot = nullptr;
 
-  // The forward's scratch where sdpa_fwd_tc_scratch_bytes (src/fused/launch.h) asks for one: float32 at precision
-  // "high" on the warpgroup forward, its operands' bfloat16 parts.
+  // Scratch where sdpa_fwd_tc_scratch_bytes (src/fused/launch.h) asks for one: float32 at precision "high" on the
+  // warpgroup forward and tangent kernels, their operands' bfloat16 parts.
   void* scratch = nullptr;
 
   bool with_tangent() const { return q_dot.ptr != nullptr; }
