@@ -356,16 +356,24 @@ def cuda_kernel_names(fn):
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
-def test_float32_forward_at_high_runs_the_warpgroup_pipeline_on_split_parts(set_precision, head_dim):
+def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision, head_dim):
     """At "high" the float32 forward at head dims 64 and 128 runs the warp-specialised warpgroup kernel on bfloat16
-    parts formed first (split_rows_kernel), not the mma.sync one: the results alone cannot tell (both are within the
-    split row), so the kernels' names do. At "highest" neither runs."""
+    parts formed first (split_rows_kernel), and the JVP at 64 the warpgroup tangent kernel, not the mma.sync ones: the
+    results alone cannot tell (both are within the split row), so the kernels' names do. At "highest" neither runs."""
     q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
     set_precision("high")
     names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
     assert any("split_rows_kernel<float>" in n for n in names), names
     assert any("sdpa_fwd_wg_kernel<float" in n for n in names), names
     assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
+    if head_dim == 64:  # the JVP (one pass of the tangent kernel) too; at 128 its parts do not fit shared memory
+        def jvp():
+            with torch.autograd.forward_ad.dual_level():
+                dual = [torch.autograd.forward_ad.make_dual(x, torch.randn_like(x)) for x in (q, k, v)]
+                torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, backend="fused"))
+        names = cuda_kernel_names(jvp)
+        assert any("sdpa_tangent_wg_kernel<float" in n for n in names), names
+        assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
     set_precision("highest")
     if head_dim == 64:  # (at 128 "highest" has no tensor-core kernel)
         names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
