@@ -190,7 +190,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   };
   QMajor q_d[kParts];
 #pragma unroll
-  for (int i = 0; i < kParts; ++i) q_d[i] = QMajor(smem_addr(q_tile + i * Tr::kQTile) + 2 * Tr::QRows::offset(64 * wg, 0));
+  for (int i = 0; i < kParts; ++i) {
+    q_d[i] = QMajor(smem_addr(q_tile + i * Tr::kQTile) + 2 * Tr::QRows::offset(64 * wg, 0));
+  }
   const auto release = [&](uint64_t* empty) {
     if (lane == 0) mbarrier_arrive(empty);
   };
@@ -217,13 +219,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const auto issue_values = [&](const VDescs& v_n) {
     wgmma_fence();
 #pragma unroll
-    for (int kq = 0; kq < kBlockN / 16; ++kq) {
-#pragma unroll
-      for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-        for (int j = 0; i + j < kParts; ++j) wgmma_rs<E, 1, kHeadDim>(o, pa[i][kq], v_n.d[j].at(16 * kq, 0), 1);
-      }
-    }
+    for (int kq = 0; kq < kBlockN / 16; ++kq) wgmma_parts_rs<E, kHeadDim, kParts>(o, pa, v_n.d, kq);
     wgmma_commit();
   };
   // P (the scores after the softmax) into the operand registers, split into parts.

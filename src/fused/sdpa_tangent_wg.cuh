@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
 
-    // 3. out_dot += W V + P V_dot [, out += P V], every pair of parts whose orders sum below kParts.
+    // 3. out_dot += W V + P V_dot [, out += P V].
     MnMajor v_n[kParts], vd_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
@@ -277,15 +277,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
-#pragma unroll
-      for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-        for (int j = 0; i + j < kParts; ++j) {
-          wgmma_rs<E, 1, kHeadDim>(acc, wa[i][kq], v_n[j].at(16 * kq, 0), 1);
-          wgmma_rs<E, 1, kHeadDim>(acc, pa[i][kq], vd_n[j].at(16 * kq, 0), 1);
-          if constexpr (kOnline) wgmma_rs<E, 1, kHeadDim>(o, pa[i][kq], v_n[j].at(16 * kq, 0), 1);
-        }
-      }
+      wgmma_parts_rs<E, kHeadDim, kParts>(acc, wa, v_n, kq);
+      wgmma_parts_rs<E, kHeadDim, kParts>(acc, pa, vd_n, kq);
+      if constexpr (kOnline) wgmma_parts_rs<E, kHeadDim, kParts>(o, pa, v_n, kq);
     }
     wgmma_commit();
     wgmma_wait<0>();

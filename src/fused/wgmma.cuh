@@ -145,59 +145,52 @@ __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (
   Wgmma<T, kN>::template rs<kTransB>(c, a, b, accumulate);
 }
 
-// acc = A B^T over kK / 16 k-steps, both operands K-major, each as kParts parts (mma.cuh's MmaOperand): every pair
-// of parts whose orders sum below kParts, as the mma.sync kernels' mma() (one product for a 16-bit dtype; a_hi b_hi +
-// a_hi b_lo + a_lo b_hi for float32's two bfloat16 parts). The first product overwrites acc; the caller commits.
-template <typename E, int kN, int kK, int kParts, class DescA, class DescB>
-__device__ __forceinline__ void wgmma_parts_product(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
-                                                    const DescB (&b)[kParts]) {
+// Operands as kParts parts each (mma.cuh's MmaOperand: one for a 16-bit dtype, float32's two bfloat16 parts at
+// precision "high"): a product runs as every pair of parts whose orders sum below kParts, as the mma.sync kernels'
+// mma() (a_hi b_hi + a_hi b_lo + a_lo b_hi for two parts).
+// One k-step, from column k0, of acc (+)= A B^T, both K-major from shared memory; `first`: the first of its products
+// overwrites acc.
+template <typename E, int kN, int kParts, class DescA, class DescB>
+__device__ __forceinline__ void wgmma_parts_ss(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
+                                               const DescB (&b)[kParts], int k0, bool first) {
 #pragma unroll
-  for (int kk = 0; kk < kK / 16; ++kk) {
+  for (int i = 0; i < kParts; ++i) {
 #pragma unroll
-    for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-      for (int j = 0; i + j < kParts; ++j) {
-        wgmma_ss<E, 0, 0, kN>(acc, a[i].at(0, 16 * kk), b[j].at(0, 16 * kk), kk > 0 || i + j > 0);
-      }
+    for (int j = 0; i + j < kParts; ++j) {
+      wgmma_ss<E, 0, 0, kN>(acc, a[i].at(0, k0), b[j].at(0, k0), !first || i + j > 0);
     }
   }
 }
+// One k-step kq (16 rows of B, MN-major) of acc += A B with A from registers (a[part][kq]).
+template <typename E, int kN, int kParts, int kKq, class DescB>
+__device__ __forceinline__ void wgmma_parts_rs(float (&acc)[kN / 8][4], const uint32_t (&a)[kParts][kKq][4],
+                                               const DescB (&b)[kParts], int kq) {
+#pragma unroll
+  for (int i = 0; i < kParts; ++i) {
+#pragma unroll
+    for (int j = 0; i + j < kParts; ++j) wgmma_rs<E, 1, kN>(acc, a[i][kq], b[j].at(16 * kq, 0), 1);
+  }
+}
 
-// The product and its tangent over kK / 16 k-steps with operands of kParts parts (wgmma_parts_product), both
-// K-major: acc = A B^T; with kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot], by k-step, in the order of
-// wgmma_product_rule. The first product into each accumulator overwrites it; the caller commits the group.
+// The product and its tangent over kK / 16 k-steps, operands of kParts parts, both K-major: acc = A B^T; with
+// kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot], by k-step, in the order of wgmma_product_rule. The
+// first product into each accumulator overwrites it; the caller commits the group.
 template <typename E, int kN, int kK, int kParts, bool kTangent, bool kBDot, class DescA, class DescB, class Dot>
 __device__ __forceinline__ void wgmma_parts_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot,
                                                          const DescA (&a)[kParts], const DescA (&a_dot)[kParts],
                                                          const DescB (&b)[kParts], const DescB (&b_dot)[kParts]) {
 #pragma unroll
   for (int kk = 0; kk < kK / 16; ++kk) {
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-      for (int j = 0; i + j < kParts; ++j) {
-        wgmma_ss<E, 0, 0, kN>(acc, a[i].at(0, 16 * kk), b[j].at(0, 16 * kk), kk > 0 || i + j > 0);
-      }
-    }
-    if constexpr (kTangent) {
-#pragma unroll
-      for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-        for (int j = 0; i + j < kParts; ++j) {
-          wgmma_ss<E, 0, 0, kN>(acc_dot, a_dot[i].at(0, 16 * kk), b[j].at(0, 16 * kk), kk > 0 || i + j > 0);
-        }
-      }
-      if constexpr (kBDot) {
-#pragma unroll
-        for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-          for (int j = 0; i + j < kParts; ++j) {
-            wgmma_ss<E, 0, 0, kN>(acc_dot, a[i].at(0, 16 * kk), b_dot[j].at(0, 16 * kk), 1);
-          }
-        }
-      }
-    }
+    wgmma_parts_ss<E, kN, kParts>(acc, a, b, 16 * kk, kk == 0);
+    if constexpr (kTangent) wgmma_parts_ss<E, kN, kParts>(acc_dot, a_dot, b, 16 * kk, kk == 0);
+    if constexpr (kTangent && kBDot) wgmma_parts_ss<E, kN, kParts>(acc_dot, a, b_dot, 16 * kk, false);
   }
+}
+// The product alone: acc = A B^T.
+template <typename E, int kN, int kK, int kParts, class DescA, class DescB>
+__device__ __forceinline__ void wgmma_parts_product(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
+                                                    const DescB (&b)[kParts]) {
+  wgmma_parts_product_rule<E, kN, kK, kParts, false, false>(acc, acc, a, a, b, b);
 }
 
 // k-step kk of a product's tangent by the product rule, both operands K-major: acc_dot (+)= A_dot B^T [+ A B_dot^T
