@@ -67,6 +67,13 @@ size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
   return static_cast<size_t>(elems) * 2 * 2;  // two bfloat16 parts
 }
 
+size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& p) {
+  if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1 || p.with_tangent()) return 0;
+  if (!warpgroup_backward(static_cast<int>(p.dim_qk), 2, false, p.mask.ptr != nullptr)) return 0;
+  const int64_t elems = 2 * (p.batch * p.len_q + p.batch * p.len_kv) * p.dim_qk;  // q, dout; k, v
+  return static_cast<size_t>(elems) * 2 * 2;                                     // two bfloat16 parts
+}
+
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {

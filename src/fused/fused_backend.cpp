@@ -432,6 +432,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tenso
   b.p.dq = tc_operand(dq).view;
   grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk, &kernels::SdpaBwdParams::dv);
   if (b.p.batch > 0) {
+    // Scratch the backward asks for (float32 at "high": its operands' bfloat16 parts), held until the launch.
+    Tensor scratch;
+    if (const size_t bytes = kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p); bytes > 0) {
+      scratch = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
+      b.p.scratch = scratch.data_ptr();
+    }
     kc::sdpa_bwd_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

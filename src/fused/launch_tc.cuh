@@ -1,7 +1,7 @@
 // The family launchers of the tensor-core kernels (declared in kernel_templates.h, instantiated once per combination
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
-// warpgroup_forward, warpgroup_tangent and warpgroup_kernels: the wgmma kernels where they serve, the mma.sync ones
-// otherwise) and runs
+// warpgroup_forward, warpgroup_tangent, warpgroup_backward and warpgroup_kernels: the wgmma kernels where they serve,
+// the mma.sync ones otherwise) and runs
 // the passes around it: the row terms before a backward, dQ's finish after.
 #pragma once
 
@@ -49,8 +49,10 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
 template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
-  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic)>;
+  if constexpr (warpgroup_backward(kHeadDim, kPartsOf<T>, false, kMask)) {
+    constexpr int kParts = kPartsOf<T>;
+    using Tr = BwdWgTraits<kHeadDim, false, false,
+                           WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic, kParts), kParts>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       launch_bwd_tc_kernel<T, kHeadDim, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream);
     }

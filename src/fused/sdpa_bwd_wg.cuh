@@ -21,6 +21,9 @@
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
+// float32 at precision "high" (T = float, the backward at head dim 64: tile_policy.h's warpgroup_backward): the
+// copies read q, dout, k and v as bfloat16 parts formed into the scratch first (split_parts.cuh); every tile, and dS^T,
+// is held as its two parts, P^T and dS^T are split in registers, and each product runs as three.
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
@@ -33,6 +36,7 @@
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
 #include "fused/row_terms_tc.cuh"
+#include "fused/split_parts.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
 #include "fused/tma.cuh"
@@ -46,13 +50,16 @@
 
 namespace theria::kernels::cuda {
 
-// kTangent: the backward-JVP (with kDoutDot: along a dout tangent too); else the backward.
-template <int kHeadDim_, bool kTangent_, bool kDoutDot_, int kBlockM_>
+// kTangent: the backward-JVP (with kDoutDot: along a dout tangent too); else the backward. kParts: per operand (one
+// for 16-bit dtypes, two for float32 at "high", the backward only).
+template <int kHeadDim_, bool kTangent_, bool kDoutDot_, int kBlockM_, int kParts_ = 1>
 struct BwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kTangent = kTangent_;
   static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
-  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_);
+  static constexpr int kParts = kParts_;
+  static_assert(kParts == 1 || !kTangent, "the backward-JVP on 16-bit operands only");
+  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_, kParts_);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
   static constexpr int kBlockM = kBlockM_;          // queries per step
@@ -80,7 +87,7 @@ struct BwdWgTraits {
   // tiles are never all live beside the fragments.
   static constexpr bool kPhased = kTangent && kBlockM == 64;
   static constexpr int kTileElems =
-      kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN);
+      kParts * (kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN));
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
@@ -91,16 +98,19 @@ struct BwdWgTraits {
   static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");
 };
 
-// The tensor maps of the kernel's operands (tma.cuh), kernel parameters, in the order of the tiles.
+// The tensor maps of the kernel's operands (tma.cuh), kernel parameters, in the order of the tiles, one per part.
+template <int kParts>
 struct BwdWgMaps {
-  CUtensorMap keys[4];  // K, V [, K_dot, V_dot]
-  CUtensorMap rows[4];  // Q, dO [, Q_dot [, dO_dot]]
+  CUtensorMap keys[4][kParts];  // K, V [, K_dot, V_dot]
+  CUtensorMap rows[4][kParts];  // Q, dO [, Q_dot [, dO_dot]]
 };
 
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_bwd_wg_kernel(const __grid_constant__ SdpaBwdParams p, const __grid_constant__ BwdWorkspace ws,
-                       const __grid_constant__ BwdWgMaps maps) {
+                       const __grid_constant__ BwdWgMaps<Tr::kParts> maps) {
+  using E = ElemOf<T>;  // what the tiles hold
+  constexpr int kParts = Tr::kParts;
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
   constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads, kDqPitch = Tr::kDqPitch;
@@ -110,13 +120,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   using DsRows = typename Tr::DsRows;
   constexpr int kRowTile = Tr::kRowTile, kKeyTile = Tr::kKeyTile;
   constexpr int kDsTile = DsRows::tile_elems(kBlockN);
-  constexpr uint32_t kKeyBytes = kKeyTile * sizeof(T), kRowBytes = kRowTile * sizeof(T), kDsBytes = kDsTile * sizeof(T);
+  constexpr uint32_t kKeyBytes = kKeyTile * sizeof(E), kRowBytes = kRowTile * sizeof(E), kDsBytes = kDsTile * sizeof(E);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
-  T* k_tile = reinterpret_cast<T*>(smem);  // then V [, K_dot, V_dot]
-  T* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
-  T* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
-  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kDsTile);  // [2][kStats][kBlockM]
+  // Each tile as its kParts parts side by side.
+  E* k_tile = reinterpret_cast<E*>(smem);  // then V [, K_dot, V_dot]
+  E* row_tiles = k_tile + Tr::kKeyOperands * kParts * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
+  E* ds_tile = row_tiles + 2 * kRows * kParts * kRowTile;  // dS^T [, then dS_dot^T]
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kParts * kDsTile);  // [2][kStats][kBlockM]
   float* dq_stage = stats + 2 * kStats * kBlockM;  // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w
   uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + kBlockM * kDqPitch);  // keys; query-side buffers 0, 1
 
@@ -163,21 +174,23 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   auto load_rows = [&](int buf, int step) {
     if (tid == 0) {
       const TmaBatch at = tma_batch<false>(p.q, b0 + steps.head(step));
-      mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kRowBytes);
+      mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kParts * kRowBytes);
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) {
-        tma_load_rows<kHeadDim, RowRows::kBoxBytes>(row_tiles + (buf * kRows + i) * kRowTile, &maps.rows[i],
-                                                    steps.row(step), at, &full[1 + buf]);
+      for (int i = 0; i < kRows * kParts; ++i) {
+        tma_load_rows<kHeadDim, RowRows::kBoxBytes>(row_tiles + (buf * kRows * kParts + i) * kRowTile,
+                                                    &maps.rows[i / kParts][i % kParts], steps.row(step), at,
+                                                    &full[1 + buf]);
       }
     }
     loaded |= 1u << buf;
   };
   if (tid == 0) {
     const TmaBatch at = tma_batch<kReadKeysByGroup>(p.k, b0);
-    mbarrier_arrive_expect_tx(&full[0], Tr::kKeyOperands * kKeyBytes);
+    mbarrier_arrive_expect_tx(&full[0], Tr::kKeyOperands * kParts * kKeyBytes);
 #pragma unroll
-    for (int i = 0; i < Tr::kKeyOperands; ++i) {
-      tma_load_rows<kHeadDim, KeyRows::kBoxBytes>(k_tile + i * kKeyTile, &maps.keys[i], n0, at, &full[0]);
+    for (int i = 0; i < Tr::kKeyOperands * kParts; ++i) {
+      tma_load_rows<kHeadDim, KeyRows::kBoxBytes>(k_tile + i * kKeyTile, &maps.keys[i / kParts][i % kParts], n0, at,
+                                                  &full[0]);
     }
   }
   if (n_steps > 0) {
@@ -226,9 +239,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     using RowMajor = TileDesc<RowRows, false>;
     using RowMnMajor = TileDesc<RowRows, true>;
     const uint32_t key_s = smem_addr(k_tile) + 2 * KeyRows::offset(wg_key0, 0);
-    const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kRowTile);
-    const KeyMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
-    const RowMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
+    const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kParts * kRowTile);
+    // Operand i's part j at (i * kParts + j) tiles from the first.
+    KeyMajor k_d[kParts], v_d[kParts], kd_d[kParts], vd_d[kParts];
+    RowMajor q_d[kParts], do_d[kParts], qd_d[kParts], dod_d[kParts];
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) {
+      k_d[j] = KeyMajor(key_s + j * kKeyBytes);
+      v_d[j] = KeyMajor(key_s + (kParts + j) * kKeyBytes);
+      kd_d[j] = KeyMajor(key_s + (2 * kParts + j) * kKeyBytes);
+      vd_d[j] = KeyMajor(key_s + (3 * kParts + j) * kKeyBytes);
+      q_d[j] = RowMajor(row_s + j * kRowBytes);
+      do_d[j] = RowMajor(row_s + (kParts + j) * kRowBytes);
+      qd_d[j] = RowMajor(row_s + (2 * kParts + j) * kRowBytes);
+      dod_d[j] = RowMajor(row_s + (3 * kParts + j) * kRowBytes);
+    }
 
     // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
     constexpr bool kPhased = Tr::kPhased;
@@ -236,13 +261,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     constexpr bool kTangentNow = kTangent && !kPhased;  // the tangent tiles formed with S^T, dP^T
     float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
     wgmma_fence();
-    wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T = K Q^T
+    wgmma_parts_product_rule<E, kBlockM, kHeadDim, kParts, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T
     wgmma_commit();
     // dP^T = V dO^T
-    wgmma_product_rule<T, kBlockM, kHeadDim, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
+    wgmma_parts_product_rule<E, kBlockM, kHeadDim, kParts, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
     wgmma_commit();
     if constexpr (kPhased) {  // S_dot^T = K_dot Q^T + K Q_dot^T
-      wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d, kd_d, q_d, qd_d);
+      wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d[0], kd_d[0], q_d[0], qd_d[0]);
       wgmma_commit();
     }
 
@@ -282,13 +307,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
     // tangent), P_dot^T, dS^T, dS_dot^T.
     constexpr bool kNeedP = !kTangent || kDoutDot;
-    uint32_t pa[kNeedP ? kKq : 1][4], dsa[kKq][4], pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
+    uint32_t pa[kParts][kNeedP ? kKq : 1][4], dsa[kParts][kKq][4];  // by part
+    uint32_t pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
     if constexpr (kPhased) {
       // dP_dot^T = V_dot dO^T [+ V dO_dot^T] while P_dot^T is formed: P_dot^T = P^T (S_dot^T scale - lse_dot), as
       // fragments at once; its part of dS_dot^T, P_dot^T (dP^T - delta), in its place; then dS^T = P^T (dP^T - delta)
       // in dP^T's place.
       wgmma_fence();
-      wgmma_product_tangent<T, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d, vd_d, do_d, dod_d);
+      wgmma_product_tangent<T, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d[0], vd_d[0], do_d[0], dod_d[0]);
       wgmma_commit();
       wgmma_wait<1>();  // S_dot^T
       fence_operands(sdt);
@@ -311,7 +337,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
 #pragma unroll
-      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
+      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(dsa[0][kq], dpt[2 * kq], dpt[2 * kq + 1]);
       wgmma_wait<0>();  // dP_dot^T: dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)
       fence_operands(dpdt);
 #pragma unroll
@@ -324,7 +350,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
 #pragma unroll
       for (int kq = 0; kq < kKq; ++kq) {
-        if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
+        if constexpr (kNeedP) c_to_a<T>(pa[0][kq], st[2 * kq], st[2 * kq + 1]);
         c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
       }
     } else {
@@ -354,8 +380,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
 #pragma unroll
       for (int kq = 0; kq < kKq; ++kq) {
-        if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
-        c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
+        if constexpr (kNeedP) c_to_a_parts<T>(pa, kq, st[2 * kq], st[2 * kq + 1]);
+        c_to_a_parts<T>(dsa, kq, dpt[2 * kq], dpt[2 * kq + 1]);
         if constexpr (kTangent) {
           c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
           c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
@@ -364,19 +390,25 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
 
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
-    const RowMnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
+    RowMnMajor q_n[kParts], do_n[kParts];
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) {
+      q_n[j] = RowMnMajor(row_s + j * kRowBytes);
+      do_n[j] = RowMnMajor(row_s + (kParts + j) * kRowBytes);
+    }
+    const RowMnMajor qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);  // (the backward-JVP: one part)
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {
-      const uint64_t ob = do_n.at(16 * kq, 0), qb = q_n.at(16 * kq, 0);
       if constexpr (kTangent) {
+        const uint64_t ob = do_n[0].at(16 * kq, 0), qb = q_n[0].at(16 * kq, 0);
         wgmma_rs<T, 1, kHeadDim>(dv_acc, pda[kq], ob, 1);
-        if constexpr (kDoutDot) wgmma_rs<T, 1, kHeadDim>(dv_acc, pa[kq], dod_n.at(16 * kq, 0), 1);
+        if constexpr (kDoutDot) wgmma_rs<T, 1, kHeadDim>(dv_acc, pa[0][kq], dod_n.at(16 * kq, 0), 1);
         wgmma_rs<T, 1, kHeadDim>(dk_acc, dsda[kq], qb, 1);
-        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsa[kq], qd_n.at(16 * kq, 0), 1);
+        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsa[0][kq], qd_n.at(16 * kq, 0), 1);
       } else {
-        wgmma_rs<T, 1, kHeadDim>(dv_acc, pa[kq], ob, 1);
-        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsa[kq], qb, 1);
+        wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pa, do_n, kq);
+        wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsa, q_n, kq);
       }
     }
     wgmma_commit();
@@ -386,7 +418,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int at = DsRows::offset(key_w + g + 8 * (i & 1), 16 * kq + 8 * (i >> 1) + 2 * t);
-        *reinterpret_cast<uint32_t*>(ds_tile + at) = dsa[kq][i];
+#pragma unroll
+        for (int j = 0; j < kParts; ++j) *reinterpret_cast<uint32_t*>(ds_tile + j * kDsTile + at) = dsa[j][kq][i];
         if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
       }
     }
@@ -400,16 +433,23 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     float dq_acc[kMt][4];
     const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg);
     const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
-    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
-    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
+    TileDesc<KeyRows, true> kt_n[kParts];
+    TileDesc<DsRows, true> ds_n[kParts];
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) {
+      kt_n[j] = TileDesc<KeyRows, true>(key_cols + j * kKeyBytes);
+      ds_n[j] = TileDesc<DsRows, true>(ds_keys + j * kDsBytes);
+    }
+    const TileDesc<KeyRows, true> kdt_n(key_cols + 2 * kKeyBytes);  // (the backward-JVP: one part)
+    const TileDesc<DsRows, true> dsd_n(ds_keys + kDsBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
       if constexpr (kTangent) {
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n[0].at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
+        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n[0].at(16 * kk, 0), 1);
       } else {
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
+        wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kt_n, ds_n, 16 * kk, kk == 0);
       }
     }
     wgmma_commit();
@@ -418,8 +458,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     fence_operands(dk_acc);
     fence_operands(dv_acc);
     // The A registers of 2 stay untouched until its wgmmas are done.
-    fence_operands(dsa);
-    if constexpr (kNeedP) fence_operands(pa);
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) {
+      fence_operands(dsa[j]);
+      if constexpr (kNeedP) fence_operands(pa[j]);
+    }
     if constexpr (kTangent) {
       fence_operands(pda);
       fence_operands(dsda);
@@ -476,18 +519,45 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 // cannot address one of the operands (tma.cuh, encode_rows_map).
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  BwdWgMaps maps;
+  using E = ElemOf<T>;
+  constexpr int kParts = Tr::kParts;
+  static_assert(kParts == kPartsOf<T>, "the traits' parts are the dtype's");
+  BwdWgMaps<kParts> maps;
   const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
   const MatrixView* rows[4] = {&p.q, &p.dout, &p.q_dot, &p.dout_dot};
-  bool ok = true;
-  for (int i = 0; i < Tr::kKeyOperands && ok; ++i) {
-    ok = encode_rows_map<T>(&maps.keys[i], *keys[i], p.len_kv, Tr::kHeadDim, p.batch, kReadKeysByGroup, Tr::kBlockN);
+  // What the copies read: a 16-bit operand as it is; float32 (the backward) as its parts, formed into the scratch.
+  MatrixView key_parts[4][kParts], row_parts[4][kParts];
+  for (int i = 0; i < 4; ++i) {
+    key_parts[i][0] = *keys[i];
+    row_parts[i][0] = *rows[i];
   }
-  for (int i = 0; i < Tr::kRowOperands && ok; ++i) {
-    ok = encode_rows_map<T>(&maps.rows[i], *rows[i], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
+  if constexpr (kParts > 1) {
+    static_assert(!kGroups && !kMask, "float32 (two parts) in the plain build");
+    if (p.scratch == nullptr || p.group != 1) return false;
+    auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
+    for (int i = 0; i < 2; ++i) {
+      const SplitParts r = split_rows<T>(*rows[i], p.batch, p.len_q, Tr::kHeadDim, dst, stream);
+      dst += 2 * p.batch * p.len_q * Tr::kHeadDim;
+      const SplitParts k = split_rows<T>(*keys[i], p.batch, p.len_kv, Tr::kHeadDim, dst, stream);
+      dst += 2 * p.batch * p.len_kv * Tr::kHeadDim;
+      for (int j = 0; j < kParts; ++j) {
+        row_parts[i][j] = r.part[j];
+        key_parts[i][j] = k.part[j];
+      }
+    }
+  }
+  bool ok = true;
+  for (int j = 0; j < kParts && ok; ++j) {
+    for (int i = 0; i < Tr::kKeyOperands && ok; ++i) {
+      ok = encode_rows_map<E>(&maps.keys[i][j], key_parts[i][j], p.len_kv, Tr::kHeadDim, p.batch, kReadKeysByGroup,
+                              Tr::kBlockN);
+    }
+    for (int i = 0; i < Tr::kRowOperands && ok; ++i) {
+      ok = encode_rows_map<E>(&maps.rows[i][j], row_parts[i][j], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
+    }
   }
   if (!ok) return false;
-  constexpr size_t smem = Tr::kSmemBytes(sizeof(T));
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(E));
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(kv_batches(p)));
   launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream,

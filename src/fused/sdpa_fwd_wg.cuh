@@ -225,19 +225,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // P (the scores after the softmax) into the operand registers, split into parts.
   const auto p_to_operands = [&](const float (&s)[kBlockN / 8][4]) {
 #pragma unroll
-    for (int kq = 0; kq < kBlockN / 16; ++kq) {
-      if constexpr (kParts == 1) {
-        c_to_a<E>(pa[0][kq], s[2 * kq], s[2 * kq + 1]);
-      } else {
-        Frag<T> f;
-        c_to_a<T>(f, s[2 * kq], s[2 * kq + 1]);
-#pragma unroll
-        for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) pa[i][kq][e] = f.r[i][e];
-        }
-      }
-    }
+    for (int kq = 0; kq < kBlockN / 16; ++kq) c_to_a_parts<T>(pa, kq, s[2 * kq], s[2 * kq + 1]);
   };
   const auto fence_pa = [&] {
 #pragma unroll

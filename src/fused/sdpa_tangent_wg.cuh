@@ -249,22 +249,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
-      if constexpr (kParts == 1) {
-        c_to_a<E>(pa[0][kq], s[2 * kq], s[2 * kq + 1]);
-        c_to_a<E>(wa[0][kq], sd[2 * kq], sd[2 * kq + 1]);
-      } else {
-        Frag<T> pf, wf;
-        c_to_a<T>(pf, s[2 * kq], s[2 * kq + 1]);
-        c_to_a<T>(wf, sd[2 * kq], sd[2 * kq + 1]);
-#pragma unroll
-        for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            pa[i][kq][e] = pf.r[i][e];
-            wa[i][kq][e] = wf.r[i][e];
-          }
-        }
-      }
+      c_to_a_parts<T>(pa, kq, s[2 * kq], s[2 * kq + 1]);
+      c_to_a_parts<T>(wa, kq, sd[2 * kq], sd[2 * kq + 1]);
     }
 
     // 3. out_dot += W V + P V_dot [, out += P V].

@@ -64,6 +64,12 @@ constexpr bool warpgroup_kernels(int head_dim, int parts) {
 constexpr bool warpgroup_tangent(int head_dim, int parts, bool mask) {
   return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !mask);
 }
+// The backward too (not the backward-JVP, whose eight operand tiles in two parts would need 32-query steps), in
+// 64-query steps with two warpgroups (WarpgroupTile): key tiles' parts 64 KB, query tiles' 64 KB, dS^T's 32 KB and
+// the dQ stage 34 KB.
+constexpr bool warpgroup_backward(int head_dim, int parts, bool tangent, bool mask) {
+  return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !tangent && !mask);
+}
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
 // 128 for 16-bit operands, and for float32 at precision "high" (two bfloat16 parts, split into scratch before the
@@ -154,8 +160,8 @@ struct WarpgroupTile {
   // keys a CTA; 168 registers a thread; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two otherwise: with
   // 128-query steps at 64 (bwd_block_m), and where the accumulators do not fit the 168 registers of three (the
   // backward-JVP, head dim 128).
-  static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m) {
-    return head_dim == 64 && !tangent && block_m == 64 ? 3 : 2;
+  static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m, int parts = 1) {
+    return head_dim == 64 && !tangent && block_m == 64 && parts == 1 ? 3 : 2;
   }
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
@@ -178,7 +184,9 @@ struct WarpgroupTile {
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
-  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic) {
+  // float32's two parts (parts 2): 64 with two warpgroups (warpgroup_backward).
+  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
+    if (parts > 1) return 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }

@@ -148,16 +148,17 @@ __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (
 // Operands as kParts parts each (mma.cuh's MmaOperand: one for a 16-bit dtype, float32's two bfloat16 parts at
 // precision "high"): a product runs as every pair of parts whose orders sum below kParts, as the mma.sync kernels'
 // mma() (a_hi b_hi + a_hi b_lo + a_lo b_hi for two parts).
-// One k-step, from column k0, of acc (+)= A B^T, both K-major from shared memory; `first`: the first of its products
-// overwrites acc.
-template <typename E, int kN, int kParts, class DescA, class DescB>
+// One k-step, from k0, of acc (+)= A B from shared memory, both K-major (kMn 0: A B^T of row-major tiles) or both
+// MN-major (kMn 1); `first`: the first of its products overwrites acc.
+template <typename E, int kN, int kParts, int kMn = 0, class DescA, class DescB>
 __device__ __forceinline__ void wgmma_parts_ss(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
                                                const DescB (&b)[kParts], int k0, bool first) {
+  const int r = kMn ? k0 : 0, c = kMn ? 0 : k0;
 #pragma unroll
   for (int i = 0; i < kParts; ++i) {
 #pragma unroll
     for (int j = 0; i + j < kParts; ++j) {
-      wgmma_ss<E, 0, 0, kN>(acc, a[i].at(0, k0), b[j].at(0, k0), !first || i + j > 0);
+      wgmma_ss<E, kMn, kMn, kN>(acc, a[i].at(r, c), b[j].at(r, c), !first || i + j > 0);
     }
   }
 }
