@@ -68,10 +68,13 @@ size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
 }
 
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& p) {
-  if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1 || p.with_tangent()) return 0;
-  if (!warpgroup_backward(static_cast<int>(p.dim_qk), 2, false, p.mask.ptr != nullptr)) return 0;
-  const int64_t elems = 2 * (p.batch * p.len_q + p.batch * p.len_kv) * p.dim_qk;  // q, dout; k, v
-  return static_cast<size_t>(elems) * 2 * 2;                                     // two bfloat16 parts
+  if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1) return 0;
+  if (!warpgroup_backward(static_cast<int>(p.dim_qk), 2, p.mask.ptr != nullptr)) return 0;
+  // q, dout [, q_dot [, dout_dot]]; k, v [, k_dot, v_dot].
+  const bool tangent = p.with_tangent();
+  const int64_t rows = tangent ? (p.dout_dot.ptr != nullptr ? 4 : 3) : 2, keys = tangent ? 4 : 2;
+  const int64_t elems = (rows * p.len_q + keys * p.len_kv) * p.batch * p.dim_qk;
+  return static_cast<size_t>(elems) * 2 * 2;  // two bfloat16 parts
 }
 
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {

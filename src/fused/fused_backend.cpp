@@ -231,10 +231,10 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.p.lse = f.lse.data_ptr();
 }
 
-// The scratch a forward, JVP or tangent pass asks for (float32 at precision "high": its operands' bfloat16 parts for
-// the warpgroup kernels; kc::sdpa_fwd_tc_scratch_bytes), set in p; undefined where it asks for none.
-Tensor attach_fwd_scratch(kernels::SdpaFwdParams& p, const Tensor& q) {
-  const size_t bytes = kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p);
+// The scratch a pass asks for (float32 at precision "high": its operands' bfloat16 parts for the warpgroup kernels;
+// kc::sdpa_fwd_tc_scratch_bytes, kc::sdpa_bwd_tc_scratch_bytes), set in p; undefined where it asks for none. The
+// caller holds it until the launch.
+Tensor attach_scratch(kernels::SdpaFwdParams& p, size_t bytes, const Tensor& q) {
   if (bytes == 0) return {};
   Tensor scratch = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
   p.scratch = scratch.data_ptr();
@@ -269,7 +269,7 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
   p.out_dot = tc_operand(o.out_dot).view;
   p.lse_dot = o.lse_dot.data_ptr();
   if (p.batch > 0) {
-    const Tensor scratch = attach_fwd_scratch(p, q);  // held until the launch
+    const Tensor scratch = attach_scratch(p, kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p), q);
     const auto stream = at::cuda::getCurrentCUDAStream();
     if (given_stats) kc::sdpa_tangent_tc(tc_dtype(q), p, stream);
     else kc::sdpa_fwd_tc(tc_dtype(q), p, stream);
@@ -291,7 +291,7 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
   FwdLaunch f;
   prepare_fwd(f, q, k, v, causal, scale, mask);
   if (f.p.batch > 0) {
-    const Tensor scratch = attach_fwd_scratch(f.p, q);  // held until the launch
+    const Tensor scratch = attach_scratch(f.p, kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), f.p), q);
     kc::sdpa_fwd_tc(tc_dtype(q), f.p, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -432,12 +432,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tenso
   b.p.dq = tc_operand(dq).view;
   grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk, &kernels::SdpaBwdParams::dv);
   if (b.p.batch > 0) {
-    // Scratch the backward asks for (float32 at "high": its operands' bfloat16 parts), held until the launch.
-    Tensor scratch;
-    if (const size_t bytes = kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p); bytes > 0) {
-      scratch = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
-      b.p.scratch = scratch.data_ptr();
-    }
+    const Tensor scratch = attach_scratch(b.p, kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p), q);
     kc::sdpa_bwd_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -482,6 +477,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
   b.p.dq_dot = tc_operand(dq_dot).view;
   grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk_dot, &kernels::SdpaBwdParams::dv_dot);  // after the tangent pass
   if (b.p.batch > 0) {
+    const Tensor scratch = attach_scratch(b.p, kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p), q);
     kc::sdpa_bwd_jvp_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

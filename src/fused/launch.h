@@ -44,8 +44,9 @@ size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& params);
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // params.delta: fp32 [batch, len_q] scratch.
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
-// The bytes of params.scratch that sdpa_bwd_tc needs (0: none): float32 at "high" on the warpgroup backward (head dim
-// 64), whose copies read q, dout, k and v as bfloat16 parts formed first. Without it that backward runs mma.sync.
+// The bytes of params.scratch that sdpa_bwd_tc or sdpa_bwd_jvp_tc needs (0: none): float32 at "high" on the warpgroup
+// backward and backward-JVP (head dim 64), whose copies read q, dout, k and v (and their tangents) as bfloat16 parts
+// formed first. Without it those passes run mma.sync.
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& params);
 // The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and
 // lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; ws as above, for dq_dot.

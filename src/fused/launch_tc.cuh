@@ -49,7 +49,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
 template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
-  if constexpr (warpgroup_backward(kHeadDim, kPartsOf<T>, false, kMask)) {
+  if constexpr (warpgroup_backward(kHeadDim, kPartsOf<T>, kMask)) {
     constexpr int kParts = kPartsOf<T>;
     using Tr = BwdWgTraits<kHeadDim, false, false,
                            WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic, kParts), kParts>;
@@ -65,8 +65,10 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
-  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
-    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::bwd_block_m(kHeadDim, true, kMask, kDeterministic)>;
+  if constexpr (warpgroup_backward(kHeadDim, kPartsOf<T>, kMask)) {
+    constexpr int kParts = kPartsOf<T>;
+    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot,
+                           WarpgroupTile::bwd_block_m(kHeadDim, true, kMask, kDeterministic, kParts), kParts>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       launch_bwd_jvp_tc_kernel<T, kHeadDim, kCausal, kDoutDot, kDeterministic, kGroups, kMask>(p, ws, stream);
     }

@@ -21,9 +21,10 @@
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
-// float32 at precision "high" (T = float, the backward at head dim 64: tile_policy.h's warpgroup_backward): the
-// copies read q, dout, k and v as bfloat16 parts formed into the scratch first (split_parts.cuh); every tile, and dS^T,
-// is held as its two parts, P^T and dS^T are split in registers, and each product runs as three.
+// float32 at precision "high" (T = float, the backward and the backward-JVP at head dim 64: tile_policy.h's
+// warpgroup_backward): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
+// scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
+// dS_dot^T] are split in registers, and each product runs as three.
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
 #pragma once
@@ -51,14 +52,13 @@
 namespace theria::kernels::cuda {
 
 // kTangent: the backward-JVP (with kDoutDot: along a dout tangent too); else the backward. kParts: per operand (one
-// for 16-bit dtypes, two for float32 at "high", the backward only).
+// for 16-bit dtypes, two for float32 at "high").
 template <int kHeadDim_, bool kTangent_, bool kDoutDot_, int kBlockM_, int kParts_ = 1>
 struct BwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kTangent = kTangent_;
   static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
   static constexpr int kParts = kParts_;
-  static_assert(kParts == 1 || !kTangent, "the backward-JVP on 16-bit operands only");
   static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_, kParts_);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
@@ -85,14 +85,19 @@ struct BwdWgTraits {
   // The backward-JVP with 64-query steps forms its tangents in phases (S^T and dP^T; S_dot^T; dP_dot^T, each its
   // own commit group) and turns each tile into operand fragments as soon as it is final, so that the four score
   // tiles are never all live beside the fragments.
-  static constexpr bool kPhased = kTangent && kBlockM == 64;
-  static constexpr int kTileElems =
-      kParts * (kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsTiles * DsRows::tile_elems(kBlockN));
+  static constexpr bool kPhased = kTangent && kBlockM == 64 && kParts == 1;
+  static constexpr int kDsElems = kParts * kDsTiles * DsRows::tile_elems(kBlockN);
+  static constexpr int kTileElems = kParts * (kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile) + kDsElems;
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
+  // The dQ stage in the dS^T tiles' place (read by the dQ product before the stage is written: one barrier more a
+  // step) where shared memory has no room for both: float32's backward-JVP (eight operand tiles in two parts).
+  static constexpr bool kDqStageInDs = kParts > 1 && kTangent;
+  static constexpr int kDqStageFloats = kBlockM * kDqPitch;
+  static_assert(!kDqStageInDs || kDqStageFloats * sizeof(float) <= kDsElems * 2, "the dQ stage fits the dS^T tiles");
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
-    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + kBlockM * kDqPitch) * sizeof(float) +
+    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + (kDqStageInDs ? 0 : kDqStageFloats)) * sizeof(float) +
            kBarriers * sizeof(uint64_t);
   }
   static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");
@@ -127,9 +132,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   E* k_tile = reinterpret_cast<E*>(smem);  // then V [, K_dot, V_dot]
   E* row_tiles = k_tile + Tr::kKeyOperands * kParts * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
   E* ds_tile = row_tiles + 2 * kRows * kParts * kRowTile;  // dS^T [, then dS_dot^T]
-  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsTiles * kParts * kDsTile);  // [2][kStats][kBlockM]
-  float* dq_stage = stats + 2 * kStats * kBlockM;  // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w
-  uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + kBlockM * kDqPitch);  // keys; query-side buffers 0, 1
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [2][kStats][kBlockM]
+  float* after_stats = stats + 2 * kStats * kBlockM;
+  // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w.
+  float* dq_stage = Tr::kDqStageInDs ? reinterpret_cast<float*>(ds_tile) : after_stats;
+  // The key tiles' barrier, the query-side buffers'.
+  uint64_t* full = reinterpret_cast<uint64_t*>(after_stats + (Tr::kDqStageInDs ? 0 : Tr::kDqStageFloats));
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
@@ -308,7 +316,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // tangent), P_dot^T, dS^T, dS_dot^T.
     constexpr bool kNeedP = !kTangent || kDoutDot;
     uint32_t pa[kParts][kNeedP ? kKq : 1][4], dsa[kParts][kKq][4];  // by part
-    uint32_t pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
+    uint32_t pda[kParts][kTangent ? kKq : 1][4], dsda[kParts][kTangent ? kKq : 1][4];
     if constexpr (kPhased) {
       // dP_dot^T = V_dot dO^T [+ V dO_dot^T] while P_dot^T is formed: P_dot^T = P^T (S_dot^T scale - lse_dot), as
       // fragments at once; its part of dS_dot^T, P_dot^T (dP^T - delta), in its place; then dS^T = P^T (dP^T - delta)
@@ -325,7 +333,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         for (int e = 0; e < 4; ++e) sdt[nt][e] = st[nt][e] * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
       }
 #pragma unroll
-      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
+      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(pda[0][kq], sdt[2 * kq], sdt[2 * kq + 1]);
 #pragma unroll
       for (int nt = 0; nt < kMt; ++nt) {
         const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
@@ -351,7 +359,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
       for (int kq = 0; kq < kKq; ++kq) {
         if constexpr (kNeedP) c_to_a<T>(pa[0][kq], st[2 * kq], st[2 * kq + 1]);
-        c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+        c_to_a<T>(dsda[0][kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
       }
     } else {
       wgmma_wait<0>();
@@ -383,29 +391,29 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         if constexpr (kNeedP) c_to_a_parts<T>(pa, kq, st[2 * kq], st[2 * kq + 1]);
         c_to_a_parts<T>(dsa, kq, dpt[2 * kq], dpt[2 * kq + 1]);
         if constexpr (kTangent) {
-          c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
-          c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+          c_to_a_parts<T>(pda, kq, sdt[2 * kq], sdt[2 * kq + 1]);
+          c_to_a_parts<T>(dsda, kq, dpdt[2 * kq], dpdt[2 * kq + 1]);
         }
       }
     }
 
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
-    RowMnMajor q_n[kParts], do_n[kParts];
+    RowMnMajor q_n[kParts], do_n[kParts], qd_n[kParts], dod_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
       q_n[j] = RowMnMajor(row_s + j * kRowBytes);
       do_n[j] = RowMnMajor(row_s + (kParts + j) * kRowBytes);
+      qd_n[j] = RowMnMajor(row_s + (2 * kParts + j) * kRowBytes);
+      dod_n[j] = RowMnMajor(row_s + (3 * kParts + j) * kRowBytes);
     }
-    const RowMnMajor qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);  // (the backward-JVP: one part)
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {
       if constexpr (kTangent) {
-        const uint64_t ob = do_n[0].at(16 * kq, 0), qb = q_n[0].at(16 * kq, 0);
-        wgmma_rs<T, 1, kHeadDim>(dv_acc, pda[kq], ob, 1);
-        if constexpr (kDoutDot) wgmma_rs<T, 1, kHeadDim>(dv_acc, pa[0][kq], dod_n.at(16 * kq, 0), 1);
-        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsda[kq], qb, 1);
-        wgmma_rs<T, 1, kHeadDim>(dk_acc, dsa[0][kq], qd_n.at(16 * kq, 0), 1);
+        wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pda, do_n, kq);
+        if constexpr (kDoutDot) wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pa, dod_n, kq);
+        wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsda, q_n, kq);
+        wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsa, qd_n, kq);
       } else {
         wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pa, do_n, kq);
         wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsa, q_n, kq);
@@ -419,8 +427,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int i = 0; i < 4; ++i) {
         const int at = DsRows::offset(key_w + g + 8 * (i & 1), 16 * kq + 8 * (i >> 1) + 2 * t);
 #pragma unroll
-        for (int j = 0; j < kParts; ++j) *reinterpret_cast<uint32_t*>(ds_tile + j * kDsTile + at) = dsa[j][kq][i];
-        if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
+        for (int j = 0; j < kParts; ++j) {
+          *reinterpret_cast<uint32_t*>(ds_tile + j * kDsTile + at) = dsa[j][kq][i];
+          if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + (kParts + j) * kDsTile + at) = dsda[j][kq][i];
+        }
       }
     }
     if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
@@ -433,21 +443,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     float dq_acc[kMt][4];
     const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg);
     const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
-    TileDesc<KeyRows, true> kt_n[kParts];
-    TileDesc<DsRows, true> ds_n[kParts];
+    TileDesc<KeyRows, true> kt_n[kParts], kdt_n[kParts];
+    TileDesc<DsRows, true> ds_n[kParts], dsd_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
       kt_n[j] = TileDesc<KeyRows, true>(key_cols + j * kKeyBytes);
+      kdt_n[j] = TileDesc<KeyRows, true>(key_cols + (2 * kParts + j) * kKeyBytes);
       ds_n[j] = TileDesc<DsRows, true>(ds_keys + j * kDsBytes);
+      dsd_n[j] = TileDesc<DsRows, true>(ds_keys + (kParts + j) * kDsBytes);
     }
-    const TileDesc<KeyRows, true> kdt_n(key_cols + 2 * kKeyBytes);  // (the backward-JVP: one part)
-    const TileDesc<DsRows, true> dsd_n(ds_keys + kDsBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
       if constexpr (kTangent) {
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kt_n[0].at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
-        wgmma_ss<T, 1, 1, kBlockM>(dq_acc, kdt_n.at(16 * kk, 0), ds_n[0].at(16 * kk, 0), 1);
+        wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kt_n, dsd_n, 16 * kk, kk == 0);
+        wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kdt_n, ds_n, 16 * kk, false);
       } else {
         wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kt_n, ds_n, 16 * kk, kk == 0);
       }
@@ -462,11 +472,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int j = 0; j < kParts; ++j) {
       fence_operands(dsa[j]);
       if constexpr (kNeedP) fence_operands(pa[j]);
+      if constexpr (kTangent) {
+        fence_operands(pda[j]);
+        fence_operands(dsda[j]);
+      }
     }
-    if constexpr (kTangent) {
-      fence_operands(pda);
-      fence_operands(dsda);
-    }
+    if constexpr (Tr::kDqStageInDs) __syncthreads();  // every warpgroup's dQ products have read dS^T
 
     // Stage the tile as [query][column] and add rows of 4 columns.
     float* stage = dq_stage + kDqCols * wg;
@@ -535,15 +546,13 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
     static_assert(!kGroups && !kMask, "float32 (two parts) in the plain build");
     if (p.scratch == nullptr || p.group != 1) return false;
     auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < Tr::kRowOperands; ++i) {
       const SplitParts r = split_rows<T>(*rows[i], p.batch, p.len_q, Tr::kHeadDim, dst, stream);
-      dst += 2 * p.batch * p.len_q * Tr::kHeadDim;
+      for (int j = 0; j < kParts; ++j) row_parts[i][j] = r.part[j];
+    }
+    for (int i = 0; i < Tr::kKeyOperands; ++i) {
       const SplitParts k = split_rows<T>(*keys[i], p.batch, p.len_kv, Tr::kHeadDim, dst, stream);
-      dst += 2 * p.batch * p.len_kv * Tr::kHeadDim;
-      for (int j = 0; j < kParts; ++j) {
-        row_parts[i][j] = r.part[j];
-        key_parts[i][j] = k.part[j];
-      }
+      for (int j = 0; j < kParts; ++j) key_parts[i][j] = k.part[j];
     }
   }
   bool ok = true;

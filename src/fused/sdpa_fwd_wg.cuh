@@ -341,9 +341,7 @@ bool launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
     if (p.scratch == nullptr || p.group != 1) return false;
     auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
     const SplitParts qs = split_rows<T>(p.q, p.batch, p.len_q, kHeadDim, dst, stream);
-    dst += 2 * p.batch * p.len_q * kHeadDim;
     const SplitParts ks = split_rows<T>(p.k, p.batch, p.len_kv, kHeadDim, dst, stream);
-    dst += 2 * p.batch * p.len_kv * kHeadDim;
     const SplitParts vs = split_rows<T>(p.v, p.batch, p.len_kv, kHeadDim, dst, stream);
     for (int i = 0; i < 2; ++i) {
       q[i] = qs.part[i];

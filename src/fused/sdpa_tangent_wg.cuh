@@ -355,7 +355,6 @@ bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps, cudaStream_t s
     for (int i = 0; i < 6; ++i) {
       const int64_t rows = i < 2 ? p.len_q : p.len_kv;
       const SplitParts s = split_rows<T>(*views[i], p.batch, rows, kHeadDim, dst, stream);
-      dst += 2 * p.batch * rows * kHeadDim;
       parts[i][0] = s.part[0];
       parts[i][1] = s.part[1];
     }

@@ -36,13 +36,14 @@ __global__ void split_rows_kernel(const MatrixView m, int64_t rows, int cols, in
   reinterpret_cast<uint32_t*>(dst + part_elems)[pair] = parts[1];
 }
 
-// m's parts in `dst` (2 * batch * rows * cols bfloat16 elements) and their views, addressed by the same batch
-// positions as m (whose group must be 1: the float32 build has no grouped heads).
+// m's parts at `dst` (2 * batch * rows * cols bfloat16 elements), and their views, addressed by the same batch
+// positions as m (whose group must be 1: the float32 build has no grouped heads); dst moves past them, so that a
+// launcher splits its operands one after the other into one scratch.
 struct SplitParts {
   MatrixView part[2];
 };
 template <typename T>
-SplitParts split_rows(const MatrixView& m, int64_t batch, int64_t rows, int cols, __nv_bfloat16* dst,
+SplitParts split_rows(const MatrixView& m, int64_t batch, int64_t rows, int cols, __nv_bfloat16*& dst,
                       cudaStream_t stream) {
   const int64_t part_elems = batch * rows * cols;
   constexpr int kThreads = 256;
@@ -58,6 +59,7 @@ SplitParts split_rows(const MatrixView& m, int64_t batch, int64_t rows, int cols
     v.batch_stride = m.heads * rows * cols;
     v.group = 1;
   }
+  dst += 2 * part_elems;
   return s;
 }
 

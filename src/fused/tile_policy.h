@@ -64,11 +64,11 @@ constexpr bool warpgroup_kernels(int head_dim, int parts) {
 constexpr bool warpgroup_tangent(int head_dim, int parts, bool mask) {
   return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !mask);
 }
-// The backward too (not the backward-JVP, whose eight operand tiles in two parts would need 32-query steps), in
-// 64-query steps with two warpgroups (WarpgroupTile): key tiles' parts 64 KB, query tiles' 64 KB, dS^T's 32 KB and
-// the dQ stage 34 KB.
-constexpr bool warpgroup_backward(int head_dim, int parts, bool tangent, bool mask) {
-  return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !tangent && !mask);
+// The backward and the backward-JVP too, with two warpgroups (WarpgroupTile): the backward in 64-query steps (key
+// tiles' parts 64 KB, query tiles' 64 KB, dS^T's 32 KB and the dQ stage 34 KB), the backward-JVP in 32-query steps
+// (its eight operand tiles' parts 128 + 64 KB, dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses).
+constexpr bool warpgroup_backward(int head_dim, int parts, bool mask) {
+  return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !mask);
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
@@ -184,9 +184,10 @@ struct WarpgroupTile {
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
-  // float32's two parts (parts 2): 64 with two warpgroups (warpgroup_backward).
+  // float32's two parts (parts 2): 64 with two warpgroups for the backward, 32 for the backward-JVP
+  // (warpgroup_backward).
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
-    if (parts > 1) return 64;
+    if (parts > 1) return tangent ? 32 : 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }

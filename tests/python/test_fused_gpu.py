@@ -358,9 +358,9 @@ def cuda_kernel_names(fn):
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision, head_dim):
     """At "high" the float32 forward at head dims 64 and 128 runs the warp-specialised warpgroup kernel on bfloat16
-    parts formed first (split_rows_kernel), and the JVP and the backward at 64 the warpgroup tangent and backward
-    kernels, not the mma.sync ones: the results alone cannot tell (both are within the split row), so the kernels'
-    names do. At "highest" neither runs."""
+    parts formed first (split_rows_kernel), and the JVP, the backward and the double backward's backward-JVP at 64
+    the warpgroup tangent and backward kernels, not the mma.sync ones: the results alone cannot tell (both are within
+    the split row), so the kernels' names do. At "highest" neither runs."""
     q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
     set_precision("high")
     names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
@@ -375,12 +375,23 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
         names = cuda_kernel_names(jvp)
         assert any("sdpa_tangent_wg_kernel<float" in n for n in names), names
         assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-        # and the backward (not the backward-JVP: its operand tiles in two parts do not fit)
+        # and the backward
         x = [t.detach().requires_grad_() for t in (q, k, v)]
         out = theria.sdpa(*x, backend="fused")
         names = cuda_kernel_names(lambda: torch.autograd.grad(out, x, torch.ones_like(out)))
         assert any("sdpa_bwd_wg_kernel<float" in n for n in names), names
         assert not any("sdpa_bwd_tc_kernel" in n for n in names), names
+        # and the double backward's backward-JVP (BwdWgTraits<64, true, ...>), without and with a dout tangent
+        for dout_tangent in (False, True):
+            dout = torch.randn_like(out).requires_grad_(dout_tangent)
+
+            def double_backward():
+                grads = torch.autograd.grad(theria.sdpa(*x, backend="fused"), x, dout, create_graph=True)
+                torch.autograd.grad(grads, x + ([dout] if dout_tangent else []), [torch.randn_like(g) for g in grads])
+
+            names = cuda_kernel_names(double_backward)
+            assert any("sdpa_bwd_wg_kernel<float" in n and "BwdWgTraits<64, true" in n for n in names), names
+            assert not any("sdpa_bwd_jvp_tc_kernel" in n for n in names), names
     set_precision("highest")
     if head_dim == 64:  # (at 128 "highest" has no tensor-core kernel)
         names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
