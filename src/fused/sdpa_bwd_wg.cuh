@@ -22,7 +22,7 @@
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
 // float32 at precision "high" (T = float, the backward and the backward-JVP at head dim 64: tile_policy.h's
-// warpgroup_backward): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
+// warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
 // scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
 // dS_dot^T] are split in registers, and each product runs as three.
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
@@ -97,7 +97,8 @@ struct BwdWgTraits {
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
-    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + (kDqStageInDs ? 0 : kDqStageFloats)) * sizeof(float) +
+    const int stage_floats = kDqStageInDs ? 0 : kDqStageFloats;
+    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + stage_floats) * sizeof(float) +
            kBarriers * sizeof(uint64_t);
   }
   static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");

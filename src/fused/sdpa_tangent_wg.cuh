@@ -18,7 +18,7 @@
 // of P and W rescaled when m moves, and out, lse written at the end. One pass instead of the forward and then the
 // tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
-// float32 at precision "high" (T = float, head dim 64: tile_policy.h's warpgroup_tangent): as in sdpa_fwd_wg.cuh,
+// float32 at precision "high" (T = float, head dim 64: tile_policy.h's warpgroup_kernels): as in sdpa_fwd_wg.cuh,
 // the copies read the six operands' bfloat16 parts, formed into the scratch first (split_parts.cuh); every tile is
 // held as its two parts, P and W are split in registers, and each product runs as three.
 #pragma once

@@ -51,24 +51,16 @@
 namespace theria::kernels::cuda {
 
 // Which kernels serve the tangent pass, the JVP, the backward and the backward-JVP: the warpgroup (wgmma) ones at
-// head dims 64 and 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere (float32's parts do not fit the
-// wgmma tiles). There the JVP runs as one pass of the warpgroup tangent kernel (WarpgroupTile::one_pass_jvp), not
-// the mma.sync JVP (FwdPass::kJvp), whose warps each load their own copy of the shared operands (measured:
-// docs/performance.md). The forward: warpgroup_forward below.
-constexpr bool warpgroup_kernels(int head_dim, int parts) {
-  return THERIA_WG && (head_dim == 64 || head_dim == 128) && parts == 1;
-}
-// The tangent pass and the JVP also for float32 at precision "high" at head dim 64 without a mask (two bfloat16
-// parts, split into scratch before the copies, as the forward's: split_parts.cuh). At 128 the parts of Q, Q_dot and
-// two buffers of four key tiles do not fit shared memory with two warpgroups (256 KB at 32-key steps).
-constexpr bool warpgroup_tangent(int head_dim, int parts, bool mask) {
-  return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !mask);
-}
-// The backward and the backward-JVP too, with two warpgroups (WarpgroupTile): the backward in 64-query steps (key
-// tiles' parts 64 KB, query tiles' 64 KB, dS^T's 32 KB and the dQ stage 34 KB), the backward-JVP in 32-query steps
-// (its eight operand tiles' parts 128 + 64 KB, dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses).
-constexpr bool warpgroup_backward(int head_dim, int parts, bool mask) {
-  return warpgroup_kernels(head_dim, parts) || (THERIA_WG && head_dim == 64 && parts == 2 && !mask);
+// head dims 64 and 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere. There the JVP runs as one pass of
+// the warpgroup tangent kernel (WarpgroupTile::one_pass_jvp), not the mma.sync JVP (FwdPass::kJvp), whose warps each
+// load their own copy of the shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
+// float32 at precision "high" (two bfloat16 parts, split into scratch before the copies: split_parts.cuh) at head
+// dim 64 without a mask too, with two warpgroups: the tangent pass (Q and Q_dot parts 64 KB, two buffers of the four
+// key tiles' parts 128 KB), the backward in 64-query steps (key tiles' parts 64 KB, query tiles' 64 KB, dS^T's 32 KB,
+// the dQ stage 34 KB), the backward-JVP in 32-query steps (its eight operand tiles' parts 128 + 64 KB, dS^T's and
+// dS_dot^T's 32 KB, which the dQ stage reuses). At 128 the tangent pass's parts would take 256 KB at 32-key steps.
+constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask) {
+  return THERIA_WG && (((head_dim == 64 || head_dim == 128) && parts == 1) || (head_dim == 64 && parts == 2 && !mask));
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
@@ -185,7 +177,7 @@ struct WarpgroupTile {
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
   // float32's two parts (parts 2): 64 with two warpgroups for the backward, 32 for the backward-JVP
-  // (warpgroup_backward).
+  // (warpgroup_kernels).
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
     if (parts > 1) return tangent ? 32 : 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
