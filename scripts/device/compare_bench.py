@@ -1,8 +1,10 @@
 """Two builds' `theria bench --json` files side by side: per shape, mode and causal flag, theria's median ms before
-and after, after / before speed, and each build's speed against flash from its own process. Then, where the files
+and after, after / before speed, and each build's speed against flash (or --against efficient|math) from its own
+process. Then, where the files
 hold them, each build's JVP against flash's forward and HVP against flash's forward+backward at the same shape (flash
 serves neither; issue 18 asks for at most 2.0x).
     python3 scripts/device/compare_bench.py --before BEFORE.json ... --after AFTER.json ... [--markdown]
+        [--against flash|efficient|math]
 """
 import argparse
 import json
@@ -51,10 +53,13 @@ def main():
     ap.add_argument("--before", nargs="+", required=True)
     ap.add_argument("--after", nargs="+", required=True)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--against", default="flash", choices=["flash", "efficient", "math"],
+                    help="whose time the last two columns divide by theria's (same process)")
     args = ap.parse_args()
+    vs = f"vs_{args.against}"
     before, after = rows(args.before), rows(args.after)
-    head = ["shape B·H·L·D", "causal", "mode", "before ms", "after ms", "after / before speed", "before vs flash",
-            "after vs flash"]
+    head = ["shape B·H·L·D", "causal", "mode", "before ms", "after ms", "after / before speed",
+            f"before vs {args.against}", f"after vs {args.against}"]
     lines = []
     for key in sorted(after, key=lambda k: (k[4], k[2], k[3], k[5])):
         if key not in before:
@@ -63,7 +68,7 @@ def main():
         if b["ms"] is None or a["ms"] is None:
             lines.append(["·".join(map(str, key[:4])), str(key[4]), key[5], "error", "error", "", "", ""])
             continue
-        flash = lambda r: f"{r['vs_flash']:.2f}x" if r["vs_flash"] is not None else "—"
+        flash = lambda r: f"{r[vs]:.2f}x" if r.get(vs) is not None else "—"
         lines.append(["·".join(map(str, key[:4])), "yes" if key[4] else "no", key[5], f"{b['ms']:.3f}", f"{a['ms']:.3f}",
                       f"{b['ms'] / a['ms']:.3f}x", flash(b), flash(a)])
     print_table(head, lines, args.markdown)

@@ -2,13 +2,16 @@
 create_graph, then the gradient of <g, u>), from torch.profiler's CUDA activity records, summed per kernel name and
 divided by the iterations; beside it the iteration's wall time (CUDA events) and the GPU's idle share, and flash's
 forward+backward the same way for the issue-18 ratio (or, with --compare math, PyTorch math's HVP: issue 19's
-float32 floors).
+float32 floors). With --host, where a host-bound HVP's issue time goes: the host time to enqueue one HVP (no
+synchronisation inside) and the operators and CUDA runtime calls per iteration by self CPU time.
     THERIA_LIBRARY=... python3 scripts/device/hvp_timeline.py [--shapes 8,16,2048,64 ...] [--iters 5]
         [--dtype bf16|fp32] [--float32-precision highest|high|medium] [--backend fused|auto] [--compare flash|math]
+        [--host]
 """
 import argparse
 import collections
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +55,27 @@ def wall_ms(fn, inputs, iters):
     return statistics.median(times)
 
 
+def host_ms(fn, inputs, iters):
+    """Host time to enqueue one call, the GPU idle at its start (synchronised before, not inside)."""
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(*inputs)
+        times.append((time.perf_counter() - start) * 1000.0)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+def host_table(fn, inputs, iters):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            fn(*inputs)
+        torch.cuda.synchronize()
+    rows = [(e.self_cpu_time_total / 1000.0 / iters, e.count // iters, e.key) for e in prof.key_averages()]
+    return sorted(rows, reverse=True)
+
+
 def kernel_table(fn, inputs, iters):
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
@@ -73,6 +97,7 @@ def main():
     ap.add_argument("--float32-precision", choices=["highest", "high", "medium"], default="highest")
     ap.add_argument("--backend", default="fused", help="theria's backend argument")
     ap.add_argument("--compare", choices=["flash", "math"], default="flash")
+    ap.add_argument("--host", action="store_true", help="also the host's issue time and its operators")
     a = ap.parse_args()
     torch.set_float32_matmul_precision(a.float32_precision)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
@@ -93,6 +118,11 @@ def main():
             print(f"\n{label} {shape}: wall {wall:.3f} ms, kernels {busy:.3f} ms ({100 * busy / wall:.0f} % busy)")
             for ms, n, name in table:
                 print(f"  {ms:8.3f} ms  x{n:<3d} {name[:150]}")
+            if a.host:
+                print(f"  host: {host_ms(fn, inputs, a.iters):.3f} ms to enqueue; self CPU per iteration "
+                      "(profiled, so inflated):")
+                for ms, n, name in host_table(fn, inputs, a.iters)[:25]:
+                    print(f"  {ms:8.3f} ms  x{n:<3d} {name[:100]}")
 
 
 if __name__ == "__main__":

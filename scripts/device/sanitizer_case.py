@@ -1,8 +1,8 @@
 """Small fused cases for compute-sanitizer (memcheck, racecheck): odd sizes, causal and not. First order
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
 backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The forward over many key blocks
-(the warp-specialised kernel) with grouped heads, and float32 at "high" on the warpgroup forward and tangent
-kernels; the warpgroup kernels' grouped and masked builds. Then degenerate shapes (every zero size, L = 1, S = 1)
+(the warp-specialised kernel) with grouped heads, and float32 at "high" on the warpgroup forward, backward, tangent
+and backward-JVP kernels; the warpgroup kernels' grouped and masked builds. Then degenerate shapes (every zero size, L = 1, S = 1)
 through every order, and the deterministic (ordered dQ) path."""
 import sys
 
@@ -53,18 +53,21 @@ for dim in (64, 128):
         k, v = (torch.randn(1, 2, S, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         for causal in (False, True):
             theria.sdpa(q, k, v, is_causal=causal, enable_gqa=True, backend="fused")
-# float32 at precision "high" on the warpgroup forward (its operands split into bfloat16 parts in scratch first), and
-# at head dim 64 on the warpgroup tangent kernel (the double backward's tangent pass, the one-pass JVP); ragged ends,
-# more queries than keys and fewer.
+# float32 at precision "high" on the warpgroup forward and backward (their operands split into bfloat16 parts in
+# scratch first), and at head dim 64 on the warpgroup tangent and backward-JVP kernels (the double backward, the
+# one-pass JVP); ragged ends, more queries than keys and fewer.
 torch.set_float32_matmul_precision("high")
 for dim in (64, 128):
     for L, S in ((300, 461), (461, 300)):
         q = torch.randn(1, 2, L, dim, device="cuda")
         k, v = (torch.randn(1, 2, S, dim, device="cuda") for _ in range(2))
         for causal in (False, True):
-            theria.sdpa(q, k, v, is_causal=causal, backend="fused")
             if dim == 64:
                 every_order(q, k, v, causal)
+            else:
+                x = [t.detach().requires_grad_() for t in (q, k, v)]
+                out = theria.sdpa(*x, is_causal=causal, backend="fused")
+                torch.autograd.grad(out, x, torch.randn_like(out))
 torch.set_float32_matmul_precision("highest")
 # The warpgroup kernels' grouped and masked builds at head dim 128 (TMA copies of key-side views addressed by group),
 # through the double backward: grouped heads with a key-padding mask, and a float mask.

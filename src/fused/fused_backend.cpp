@@ -12,6 +12,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace theria::fused {
@@ -260,6 +261,7 @@ TangentOperands tc_tangents(const OptTensor& q_dot, const OptTensor& k_dot, cons
 struct TangentOutputs {
   Tensor out_dot, lse_dot;
 };
+// A scratch already in p (the backward-JVP's, shared with this pass) is used as it is.
 TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands& t, const Tensor& q, const Tensor& v,
                                 bool given_stats) {
   TangentOutputs o{at::empty(out_shape(q, v), q.options()), at::empty(stats_shape(q), q.options().dtype(at::kFloat))};
@@ -269,7 +271,8 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
   p.out_dot = tc_operand(o.out_dot).view;
   p.lse_dot = o.lse_dot.data_ptr();
   if (p.batch > 0) {
-    const Tensor scratch = attach_scratch(p, kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p), q);
+    const Tensor scratch =
+        p.scratch != nullptr ? Tensor() : attach_scratch(p, kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p), q);
     const auto stream = at::cuda::getCurrentCUDAStream();
     if (given_stats) kc::sdpa_tangent_tc(tc_dtype(q), p, stream);
     else kc::sdpa_fwd_tc(tc_dtype(q), p, stream);
@@ -462,22 +465,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
   Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
   b.p.delta_dot = b.p.dout_out_dot = delta_dot.data_ptr();
   const TangentOperands t = tc_tangents(q_dot, k_dot, v_dot, q, k, v);
-  const auto tangents = run_tangent_pass(b.p, t, q, v, /*given_stats=*/true);
   // Without a dout tangent (the double backward) the kernels skip its terms instead of reading zeros.
   const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();
   const Operand dod = has_dout_dot ? tc_operand(*dout_dot) : Operand{};
-  Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
-  const KeySideGradients grads(k, v, b.heads, b.p.mask.ptr != nullptr);
   b.p.q_dot = t.q_dot.view;
   b.p.k_dot = t.k_dot.view;
   b.p.v_dot = t.v_dot.view;
+  if (has_dout_dot) b.p.dout_dot = dod.view;
+  // float32 at "high": one scratch for both passes, where the backward-JVP finds the parts of the six operands it
+  // shares with the tangent pass as that pass formed them (SdpaBwdParams::tangent_parts_formed).
+  Tensor scratch;
+  if (b.p.batch > 0) {
+    const size_t tangent_bytes = kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), b.p);
+    const size_t bwd_jvp_bytes = kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p);
+    scratch = attach_scratch(b.p, std::max(tangent_bytes, bwd_jvp_bytes), q);
+    b.p.tangent_parts_formed = tangent_bytes > 0 && bwd_jvp_bytes > 0;
+  }
+  const auto tangents = run_tangent_pass(b.p, t, q, v, /*given_stats=*/true);
+  Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);
+  const KeySideGradients grads(k, v, b.heads, b.p.mask.ptr != nullptr);
   b.p.out_dot = tc_operand(tangents.out_dot).view;
   b.p.lse_dot = tangents.lse_dot.data_ptr();
-  if (has_dout_dot) b.p.dout_dot = dod.view;
   b.p.dq_dot = tc_operand(dq_dot).view;
   grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk_dot, &kernels::SdpaBwdParams::dv_dot);  // after the tangent pass
   if (b.p.batch > 0) {
-    const Tensor scratch = attach_scratch(b.p, kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p), q);
     kc::sdpa_bwd_jvp_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

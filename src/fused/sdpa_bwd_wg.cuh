@@ -21,7 +21,7 @@
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
-// float32 at precision "high" (T = float, the backward and the backward-JVP at head dim 64: tile_policy.h's
+// float32 at precision "high" (T = float, the backward at head dims 64 and 128, the backward-JVP at 64: tile_policy.h's
 // warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
 // scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
 // dS_dot^T] are split in registers, and each product runs as three.
@@ -546,15 +546,27 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   if constexpr (kParts > 1) {
     static_assert(!kGroups && !kMask, "float32 (two parts) in the plain build");
     if (p.scratch == nullptr || p.group != 1) return false;
-    auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
-    for (int i = 0; i < Tr::kRowOperands; ++i) {
-      const SplitParts r = split_rows<T>(*rows[i], p.batch, p.len_q, Tr::kHeadDim, dst, stream);
-      for (int j = 0; j < kParts; ++j) row_parts[i][j] = r.part[j];
+    // In the scratch's order (split_parts.cuh): Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot, those the pass has; the
+    // first six may be the tangent pass's already (p.tangent_parts_formed).
+    struct Slot {
+      const MatrixView* view;
+      bool query_side, present;
+      MatrixView* parts;
+    };
+    constexpr bool kTan = Tr::kTangent;
+    const Slot slots[8] = {{&p.q, true, true, row_parts[0]},       {&p.q_dot, true, kTan, row_parts[2]},
+                           {&p.k, false, true, key_parts[0]},      {&p.v, false, true, key_parts[1]},
+                           {&p.k_dot, false, kTan, key_parts[2]},  {&p.v_dot, false, kTan, key_parts[3]},
+                           {&p.dout, true, true, row_parts[1]},    {&p.dout_dot, true, Tr::kDoutDot, row_parts[3]}};
+    SplitLaunch<T> split(p.scratch, p.batch, Tr::kHeadDim);
+    for (int i = 0; i < 8; ++i) {
+      const Slot& s = slots[i];
+      if (!s.present) continue;
+      const bool formed = kTan && p.tangent_parts_formed && i < 6;
+      const SplitParts sp = split.add(*s.view, s.query_side ? p.len_q : p.len_kv, formed);
+      for (int j = 0; j < kParts; ++j) s.parts[j] = sp.part[j];
     }
-    for (int i = 0; i < Tr::kKeyOperands; ++i) {
-      const SplitParts k = split_rows<T>(*keys[i], p.batch, p.len_kv, Tr::kHeadDim, dst, stream);
-      for (int j = 0; j < kParts; ++j) key_parts[i][j] = k.part[j];
-    }
+    split.launch(stream);
   }
   bool ok = true;
   for (int j = 0; j < kParts && ok; ++j) {

@@ -339,10 +339,9 @@ bool launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   if constexpr (kParts > 1) {
     static_assert(kParts == 2 && !kGroups, "float32 (two parts) in the plain build");
     if (p.scratch == nullptr || p.group != 1) return false;
-    auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
-    const SplitParts qs = split_rows<T>(p.q, p.batch, p.len_q, kHeadDim, dst, stream);
-    const SplitParts ks = split_rows<T>(p.k, p.batch, p.len_kv, kHeadDim, dst, stream);
-    const SplitParts vs = split_rows<T>(p.v, p.batch, p.len_kv, kHeadDim, dst, stream);
+    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim);
+    const SplitParts qs = split.add(p.q, p.len_q), ks = split.add(p.k, p.len_kv), vs = split.add(p.v, p.len_kv);
+    split.launch(stream);
     for (int i = 0; i < 2; ++i) {
       q[i] = qs.part[i];
       k[i] = ks.part[i];

@@ -344,20 +344,21 @@ bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps, cudaStream_t s
   using E = ElemOf<T>;
   constexpr int kParts = kPartsOf<T>;
   using Tr = TangentWgTraits<kHeadDim, kMask, kOnline, kParts>;
-  // What the copies read: a 16-bit operand as it is; float32 as its parts (Q, Q_dot, then the keys' order).
+  // What the copies read: a 16-bit operand as it is; float32 as its parts (Q, Q_dot, then the keys' order: the
+  // scratch's order, split_parts.cuh, in which a backward-JVP run after this pass finds them).
   const MatrixView* views[6] = {&p.q, &p.q_dot, &p.k, &p.v, &p.k_dot, &p.v_dot};
   MatrixView parts[6][2];
   for (int i = 0; i < 6; ++i) parts[i][0] = *views[i];
   if constexpr (kParts > 1) {
     static_assert(kParts == 2 && !kGroups && !kMask, "float32 (two parts) in the plain build");
     if (p.scratch == nullptr || p.group != 1) return false;
-    auto* dst = static_cast<__nv_bfloat16*>(p.scratch);
+    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim);
     for (int i = 0; i < 6; ++i) {
-      const int64_t rows = i < 2 ? p.len_q : p.len_kv;
-      const SplitParts s = split_rows<T>(*views[i], p.batch, rows, kHeadDim, dst, stream);
+      const SplitParts s = split.add(*views[i], i < 2 ? p.len_q : p.len_kv);
       parts[i][0] = s.part[0];
       parts[i][1] = s.part[1];
     }
+    split.launch(stream);
   }
   bool ok = true;
   for (int j = 0; j < kParts && ok; ++j) {

@@ -11,56 +11,101 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace theria::kernels::cuda {
 
-// The parts of m's `rows` x `cols` rows at every batch position, packed: part i of position b, row r at
-// dst + i * part_elems + (b * rows + r) * cols. Two columns a thread (m's rows are 8-byte aligned on the
-// tensor-core path). T: the split operand type (float: two parts).
+// One operand to split: its view, its rows a batch position, where its parts go (part i of position b, row r at
+// dst + i * batch * rows * cols + (b * rows + r) * cols).
+struct SplitOperand {
+  MatrixView m;
+  int64_t rows = 0;
+  __nv_bfloat16* dst = nullptr;
+};
+
+// Every operand of a pass, split in one launch (blockIdx.z: the operand): one launch each had cost a small HVP more
+// host time than its kernels took (docs/performance.md). Eight: the backward-JVP's with a dout tangent.
+constexpr int kMaxSplitOperands = 8;
+struct SplitBatch {
+  SplitOperand op[kMaxSplitOperands];
+  int count = 0;
+  int cols = 0;
+  int64_t batch = 0;
+};
+
+// Two columns a thread (the views' rows are 8-byte aligned on the tensor-core path). T: the split operand type
+// (float: two parts).
 template <typename T>
-__global__ void split_rows_kernel(const MatrixView m, int64_t rows, int cols, int64_t part_elems,
-                                  __nv_bfloat16* dst) {
+__global__ void split_rows_kernel(const __grid_constant__ SplitBatch s) {
   static_assert(kPartsOf<T> == 2, "two bfloat16 parts");
-  const int64_t b = blockIdx.y;
+  const SplitOperand& o = s.op[blockIdx.z];
+  const int64_t b = blockIdx.y, elems = o.rows * s.cols;
   const int64_t i = 2 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
-  if (i >= rows * cols) return;
-  const int64_t r = i / cols;
-  const int c = static_cast<int>(i - r * cols);
+  if (i >= elems) return;
+  const int64_t r = i / s.cols;
+  const int c = static_cast<int>(i - r * s.cols);
   float x, y;
-  load2<float>(batch_base<float>(m, b) + r * m.row_stride + c, x, y);
+  load2<float>(batch_base<float>(o.m, b) + r * o.m.row_stride + c, x, y);
   uint32_t parts[2];
   split_pair<T>(parts, x, y);
-  const int64_t pair = (b * rows * cols + i) / 2;
-  reinterpret_cast<uint32_t*>(dst)[pair] = parts[0];
-  reinterpret_cast<uint32_t*>(dst + part_elems)[pair] = parts[1];
+  const int64_t pair = (b * elems + i) / 2;
+  reinterpret_cast<uint32_t*>(o.dst)[pair] = parts[0];
+  reinterpret_cast<uint32_t*>(o.dst + s.batch * elems)[pair] = parts[1];
 }
 
-// m's parts at `dst` (2 * batch * rows * cols bfloat16 elements), and their views, addressed by the same batch
-// positions as m (whose group must be 1: the float32 build has no grouped heads); dst moves past them, so that a
-// launcher splits its operands one after the other into one scratch.
+// The views of one operand's two parts, addressed by the same batch positions as the operand (whose group must be
+// 1: the float32 build has no grouped heads).
 struct SplitParts {
   MatrixView part[2];
 };
+
+// A pass's operands, added one after the other into its scratch (packed: 2 * batch * rows * cols bfloat16 elements
+// each), then split in one launch. The passes add them in one order, Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot (those
+// they have), so that the backward-JVP finds the six it shares with the tangent pass where that pass formed them
+// (SdpaBwdParams::tangent_parts_formed).
 template <typename T>
-SplitParts split_rows(const MatrixView& m, int64_t batch, int64_t rows, int cols, __nv_bfloat16*& dst,
-                      cudaStream_t stream) {
-  const int64_t part_elems = batch * rows * cols;
-  constexpr int kThreads = 256;
-  const dim3 grid(static_cast<unsigned>((rows * cols / 2 + kThreads - 1) / kThreads), static_cast<unsigned>(batch));
-  split_rows_kernel<T><<<grid, kThreads, 0, stream>>>(m, rows, cols, part_elems, dst);
-  SplitParts s;
-  for (int i = 0; i < 2; ++i) {
-    MatrixView& v = s.part[i];
-    v.ptr = dst + i * part_elems;
-    v.row_stride = cols;
-    v.head_stride = rows * cols;
-    v.heads = m.heads;
-    v.batch_stride = m.heads * rows * cols;
-    v.group = 1;
+class SplitLaunch {
+ public:
+  SplitLaunch(void* scratch, int64_t batch, int cols) : dst_(static_cast<__nv_bfloat16*>(scratch)) {
+    s_.batch = batch;
+    s_.cols = cols;
   }
-  dst += 2 * part_elems;
-  return s;
-}
+
+  // The views of m's parts, formed once launch() has run, or already there (`formed`: an earlier pass formed them in
+  // the same place of the same scratch). At most kMaxSplitOperands operands: the launchers add fixed lists of at most
+  // eight.
+  SplitParts add(const MatrixView& m, int64_t rows, bool formed = false) {
+    const int64_t part_elems = s_.batch * rows * s_.cols;
+    if (!formed) s_.op[s_.count++] = {m, rows, dst_};
+    SplitParts s;
+    for (int i = 0; i < 2; ++i) {
+      MatrixView& v = s.part[i];
+      v.ptr = dst_ + i * part_elems;
+      v.row_stride = s_.cols;
+      v.head_stride = rows * s_.cols;
+      v.heads = m.heads;
+      v.batch_stride = m.heads * rows * s_.cols;
+      v.group = 1;
+    }
+    dst_ += 2 * part_elems;
+    return s;
+  }
+
+  void launch(cudaStream_t stream) const {
+    constexpr int kThreads = 256;
+    int64_t blocks = 0;
+    for (int i = 0; i < s_.count; ++i) {
+      blocks = std::max(blocks, (s_.op[i].rows * s_.cols / 2 + kThreads - 1) / kThreads);
+    }
+    if (blocks == 0 || s_.batch == 0) return;
+    const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(s_.batch), static_cast<unsigned>(s_.count));
+    split_rows_kernel<T><<<grid, kThreads, 0, stream>>>(s_);
+  }
+
+ private:
+  SplitBatch s_;
+  __nv_bfloat16* dst_;
+};
 
 }  // namespace theria::kernels::cuda

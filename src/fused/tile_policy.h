@@ -54,13 +54,19 @@ namespace theria::kernels::cuda {
 // head dims 64 and 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere. There the JVP runs as one pass of
 // the warpgroup tangent kernel (WarpgroupTile::one_pass_jvp), not the mma.sync JVP (FwdPass::kJvp), whose warps each
 // load their own copy of the shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
-// float32 at precision "high" (two bfloat16 parts, split into scratch before the copies: split_parts.cuh) at head
-// dim 64 without a mask too, with two warpgroups: the tangent pass (Q and Q_dot parts 64 KB, two buffers of the four
-// key tiles' parts 128 KB), the backward in 64-query steps (key tiles' parts 64 KB, query tiles' 64 KB, dS^T's 32 KB,
-// the dQ stage 34 KB), the backward-JVP in 32-query steps (its eight operand tiles' parts 128 + 64 KB, dS^T's and
-// dS_dot^T's 32 KB, which the dQ stage reuses). At 128 the tangent pass's parts would take 256 KB at 32-key steps.
-constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask) {
-  return THERIA_WG && (((head_dim == 64 || head_dim == 128) && parts == 1) || (head_dim == 64 && parts == 2 && !mask));
+// float32 at precision "high" (two bfloat16 parts, split into scratch before the copies: split_parts.cuh) without a
+// mask too, with two warpgroups: at head dim 64 every family: the tangent pass (Q and Q_dot parts 64 KB, two buffers
+// of the four key tiles' parts 128 KB), the backward in 64-query steps (key tiles' parts 64 KB, query tiles' 64 KB,
+// dS^T's 32 KB, the dQ stage 34 KB), the backward-JVP in 32-query steps (its eight operand tiles' parts 128 + 64 KB,
+// dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward alone (`tangents` false), in 32-query
+// steps (key tiles' parts 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of
+// the 232,448 bytes; 226-227 registers, no spill). At 128 the passes with tangents do not fit: the tangent pass's
+// query tiles' parts take 128 KB and a buffer of its key tiles' 256 KB at 64-key steps, the backward-JVP's four key
+// tiles' parts 256 KB.
+constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask, bool tangents) {
+  if (!THERIA_WG) return false;
+  if (parts == 1) return head_dim == 64 || head_dim == 128;
+  return parts == 2 && !mask && (head_dim == 64 || (head_dim == 128 && !tangents));
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
@@ -176,10 +182,10 @@ struct WarpgroupTile {
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
-  // float32's two parts (parts 2): 64 with two warpgroups for the backward, 32 for the backward-JVP
-  // (warpgroup_kernels).
+  // float32's two parts (parts 2): 64 with two warpgroups for the backward at head dim 64, 32 at 128 and for the
+  // backward-JVP (shared memory: warpgroup_kernels).
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
-    if (parts > 1) return tangent ? 32 : 64;
+    if (parts > 1) return tangent || head_dim == 128 ? 32 : 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }

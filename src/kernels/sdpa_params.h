@@ -104,6 +104,11 @@ struct SdpaBwdParams : SdpaFwdParams {
   void* delta_dot = nullptr;  // rowsum(dout_dot * out + dout * out_dot), scratch
 
   MaskGradView dmask;  // dS (backward) or dS_dot (backward-JVP) when the float mask requires grad
+
+  // The backward-JVP at float32 "high" on the warpgroup kernel: the scratch already holds the bfloat16 parts of q,
+  // q_dot, k, v, k_dot, v_dot, formed there by the tangent pass that ran before it (split_parts.cuh, the scratch's
+  // order), so only dout's [and dout_dot's] are formed.
+  bool tangent_parts_formed = false;
 };
 
 }  // namespace theria::kernels

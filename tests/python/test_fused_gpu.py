@@ -200,13 +200,21 @@ def test_fused_jvp_matches_reference(dtype, head_dim, causal, lengths):
     assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float16, None), (torch.float32, "high")],
+                         ids=["bfloat16", "float16", "float32-high"])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lengths", LENGTHS[1:], ids=str)
-def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, head_dim, causal, lengths):
+def test_fused_double_backward_and_forward_over_reverse_match_reference(set_precision, dtype, precision, head_dim,
+                                                                        causal, lengths):
     """The tensor-core backward-JVP, as the double backward (HVP, dout_dot absent) and as the tangent of the
-    backward (forward-over-reverse, with a dout tangent), against float64."""
+    backward (forward-over-reverse, with a dout tangent), against float64; float32 at "high" too (at head dim 64
+    the backward-JVP reuses the parts of q, k, v and their tangents that the tangent pass formed, and forms dout's
+    and dout_dot's)."""
+    if precision is not None:
+        set_precision(precision)
+    tolerance = lambda order: (theria.tolerance(dtype, order, float32_precision=precision) if precision
+                               else theria.tolerance(dtype, order))
     l, s = lengths
     q, k, v, dout = inputs(2, 3, l, s, head_dim, head_dim, dtype, seed=l * 11 + s + head_dim)
     u = [torch.randn_like(t) for t in (q, k, v)]
@@ -219,7 +227,7 @@ def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, h
     g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
     poison_allocator()
     h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
-    assert rel_err(h, hr) <= theria.tolerance(dtype, 2)
+    assert rel_err(h, hr) <= tolerance(2)
 
     # Forward-over-reverse: the tangent of the backward along (u, dout_dot) straight from the op.
     dout_dot = torch.randn_like(dout)
@@ -235,9 +243,9 @@ def test_fused_double_backward_and_forward_over_reverse_match_reference(dtype, h
             grads = torch.autograd.grad(o, primals, fwd.make_dual(dout.double(), dout_dot.double()), create_graph=True)
         ref_tangents = [fwd.unpack_dual(x).tangent for x in grads]
         ref_out_dot = fwd.unpack_dual(o).tangent
-    assert rel_err(tangents[:3], ref_tangents) <= theria.tolerance(dtype, 2)
+    assert rel_err(tangents[:3], ref_tangents) <= tolerance(2)
     # The fourth output, out_dot, comes from the tangent pass over the saved out and lse.
-    assert rel_err(tangents[3:4], [ref_out_dot]) <= theria.tolerance(dtype, 1)
+    assert rel_err(tangents[3:4], [ref_out_dot]) <= tolerance(1)
     assert tangents[4].numel() == 0  # no mask, no mask gradient
 
 
@@ -357,16 +365,23 @@ def cuda_kernel_names(fn):
 
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision, head_dim):
-    """At "high" the float32 forward at head dims 64 and 128 runs the warp-specialised warpgroup kernel on bfloat16
-    parts formed first (split_rows_kernel), and the JVP, the backward and the double backward's backward-JVP at 64
-    the warpgroup tangent and backward kernels, not the mma.sync ones: the results alone cannot tell (both are within
-    the split row), so the kernels' names do. At "highest" neither runs."""
+    """At "high" the float32 forward and backward at head dims 64 and 128 run the warpgroup kernels on bfloat16
+    parts formed first (split_rows_kernel), and the JVP and the double backward's backward-JVP at 64 the warpgroup
+    tangent and backward kernels, not the mma.sync ones: the results alone cannot tell (both are within the split
+    row), so the kernels' names do. At "highest" neither runs."""
     q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
     set_precision("high")
     names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
     assert any("split_rows_kernel<float>" in n for n in names), names
     assert any("sdpa_fwd_wg_kernel<float" in n for n in names), names
     assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
+    # the backward: 64-query steps at 64, 32 at 128 (tile_policy.h, bwd_block_m)
+    x = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = theria.sdpa(*x, backend="fused")
+    names = cuda_kernel_names(lambda: torch.autograd.grad(out, x, torch.ones_like(out)))
+    traits = f"BwdWgTraits<{head_dim}, false, false, {64 if head_dim == 64 else 32}, 2>"
+    assert any("sdpa_bwd_wg_kernel<float" in n and traits in n for n in names), names
+    assert not any("sdpa_bwd_tc_kernel" in n for n in names), names
     if head_dim == 64:  # the JVP (one pass of the tangent kernel) too; at 128 its parts do not fit shared memory
         def jvp():
             with torch.autograd.forward_ad.dual_level():
@@ -375,12 +390,6 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
         names = cuda_kernel_names(jvp)
         assert any("sdpa_tangent_wg_kernel<float" in n for n in names), names
         assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-        # and the backward
-        x = [t.detach().requires_grad_() for t in (q, k, v)]
-        out = theria.sdpa(*x, backend="fused")
-        names = cuda_kernel_names(lambda: torch.autograd.grad(out, x, torch.ones_like(out)))
-        assert any("sdpa_bwd_wg_kernel<float" in n for n in names), names
-        assert not any("sdpa_bwd_tc_kernel" in n for n in names), names
         # and the double backward's backward-JVP (BwdWgTraits<64, true, ...>), without and with a dout tangent
         for dout_tangent in (False, True):
             dout = torch.randn_like(out).requires_grad_(dout_tangent)
