@@ -1,5 +1,5 @@
-"""Host time to enqueue each fused op (the GPU idle before each call: synchronised before, not inside), median of
-many calls, per dtype and float32 precision: where a small, host-bound HVP spends its issue time.
+"""Host time to enqueue each fused op, median of many calls, per dtype and float32 precision: where a small,
+host-bound HVP spends its issue time (the GPU idle before each call: synchronised before, not inside).
     THERIA_LIBRARY=... python3 scripts/device/host_costs.py [--shape 32,4,256,64] [--iters 50]
 """
 import argparse
@@ -26,6 +26,12 @@ def host_us(fn, iters):
     return statistics.median(times)
 
 
+def hvp(x, dout, u):
+    """One HVP as theria bench --mode hvp takes it: the backward with create_graph, then the gradient of <g, u>."""
+    g = torch.autograd.grad(theria.sdpa(*x, backend="fused"), x, dout, create_graph=True)
+    torch.autograd.grad(sum((gi * ui).sum() for gi, ui in zip(g, u)), x)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="32,4,256,64")
@@ -50,6 +56,7 @@ def main():
             "sdpa_bwd_jvp": lambda: ops.sdpa_bwd_jvp(q, k, v, out, lse, dout, qd, kd, vd, None, False, scale,
                                                      "fused"),
             "theria.sdpa (grad)": lambda: theria.sdpa(*x, backend="fused"),
+            "HVP": lambda: hvp(x, dout, (qd, kd, vd)),
         }
         print(f"{label} {a.shape}: " + ", ".join(f"{name} {host_us(fn, a.iters):.1f} us" for name, fn in rows.items()))
 
