@@ -3,12 +3,11 @@ host-bound HVP spends its issue time (the GPU idle before each call: synchronise
     THERIA_LIBRARY=... python3 scripts/device/host_costs.py [--shape 32,4,256,64] [--iters 50]
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 import theria  # noqa: F401  (loads libtheria: torch.ops.theria)
+from hvp_timeline import host_ms, hvp_of  # (this folder is the script's: first on sys.path)
 
 ops = torch.ops.theria
 
@@ -16,20 +15,7 @@ ops = torch.ops.theria
 def host_us(fn, iters):
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e6)
-    torch.cuda.synchronize()
-    return statistics.median(times)
-
-
-def hvp(x, dout, u):
-    """One HVP as theria bench --mode hvp takes it: the backward with create_graph, then the gradient of <g, u>."""
-    g = torch.autograd.grad(theria.sdpa(*x, backend="fused"), x, dout, create_graph=True)
-    torch.autograd.grad(sum((gi * ui).sum() for gi, ui in zip(g, u)), x)
+    return 1000.0 * host_ms(fn, (), iters)
 
 
 def main():
@@ -46,6 +32,7 @@ def main():
         scale = shape[-1] ** -0.5
         out, lse = ops.sdpa_fwd(q, k, v, False, scale, "fused")
         x = [t.detach().requires_grad_() for t in (q, k, v)]
+        theria_hvp = hvp_of(lambda *qkv: theria.sdpa(*qkv, backend="fused"))
         rows = {
             "get_float32_matmul_precision": lambda: torch.get_float32_matmul_precision(),
             "empty_like x1": lambda: torch.empty_like(q),
@@ -55,8 +42,8 @@ def main():
             "sdpa_jvp": lambda: ops.sdpa_jvp(q, k, v, qd, kd, vd, False, scale, "fused"),
             "sdpa_bwd_jvp": lambda: ops.sdpa_bwd_jvp(q, k, v, out, lse, dout, qd, kd, vd, None, False, scale,
                                                      "fused"),
-            "theria.sdpa (grad)": lambda: theria.sdpa(*x, backend="fused"),
-            "HVP": lambda: hvp(x, dout, (qd, kd, vd)),
+            "theria.sdpa (grad)": lambda: theria.sdpa(*x, backend="fused"),  # the op with its autograd node
+            "HVP": lambda: theria_hvp(q, k, v, dout, (qd, kd, vd)),
         }
         print(f"{label} {a.shape}: " + ", ".join(f"{name} {host_us(fn, a.iters):.1f} us" for name, fn in rows.items()))
 

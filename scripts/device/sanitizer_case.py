@@ -2,8 +2,8 @@
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
 backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The forward over many key blocks
 (the warp-specialised kernel) with grouped heads, and float32 at "high" on the warpgroup forward, backward, tangent
-and backward-JVP kernels; the warpgroup kernels' grouped and masked builds. Then degenerate shapes (every zero size, L = 1, S = 1)
-through every order, and the deterministic (ordered dQ) path."""
+and backward-JVP kernels; the warpgroup kernels' grouped and masked builds. Then degenerate shapes (every zero size,
+L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
 import sys
 
 import torch

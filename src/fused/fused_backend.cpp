@@ -476,8 +476,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
   // shares with the tangent pass as that pass formed them (SdpaBwdParams::tangent_parts_formed).
   Tensor scratch;
   if (b.p.batch > 0) {
-    const size_t tangent_bytes = kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), b.p);
-    const size_t bwd_jvp_bytes = kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p);
+    const kc::Dtype dtype = tc_dtype(q);
+    const size_t tangent_bytes = kc::sdpa_fwd_tc_scratch_bytes(dtype, b.p);
+    const size_t bwd_jvp_bytes = kc::sdpa_bwd_tc_scratch_bytes(dtype, b.p);
     scratch = attach_scratch(b.p, std::max(tangent_bytes, bwd_jvp_bytes), q);
     b.p.tangent_parts_formed = tangent_bytes > 0 && bwd_jvp_bytes > 0;
   }
