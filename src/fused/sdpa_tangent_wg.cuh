@@ -18,9 +18,10 @@
 // of P and W rescaled when m moves, and out, lse written at the end. One pass instead of the forward and then the
 // tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
-// float32 at precision "high" (T = float, head dim 64: tile_policy.h's warpgroup_kernels): as in sdpa_fwd_wg.cuh,
-// the copies read the six operands' bfloat16 parts, formed into the scratch first (split_parts.cuh); every tile is
-// held as its two parts, P and W are split in registers, and each product runs as three.
+// float32 at precision "high" (T = float, head dims 64 and 128: tile_policy.h's warpgroup_kernels; at 128 one
+// warpgroup in 32-key steps): as in sdpa_fwd_wg.cuh, the copies read the six operands' bfloat16 parts, formed into
+// the scratch first (split_parts.cuh); every tile is held as its two parts, P and W are split in registers, and each
+// product runs as three.
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -49,7 +50,7 @@ struct TangentWgTraits {
   static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts);
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
-  static constexpr int kBlockN = WarpgroupTile::kTangentBlockN;  // keys per step (two 64 x 64 score accumulators)
+  static constexpr int kBlockN = WarpgroupTile::tangent_block_n(kHeadDim, kParts);  // keys per step
   static constexpr int kKeyOperands = 4;            // K, V, K_dot, V_dot
   using QRows = Swizzled128Rows<kBlockM>;
   using KeyRows = Swizzled128Rows<kBlockN>;

@@ -50,23 +50,27 @@
 
 namespace theria::kernels::cuda {
 
-// Which kernels serve the tangent pass, the JVP, the backward and the backward-JVP: the warpgroup (wgmma) ones at
-// head dims 64 and 128 for 16-bit operands (kParts 1), the mma.sync ones elsewhere. There the JVP runs as one pass of
-// the warpgroup tangent kernel (WarpgroupTile::one_pass_jvp), not the mma.sync JVP (FwdPass::kJvp), whose warps each
-// load their own copy of the shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
+// The families the warpgroup kernels serve besides the forward: the tangent pass and the JVP (sdpa_tangent_wg.cuh),
+// the backward and the backward-JVP (sdpa_bwd_wg.cuh).
+enum class WgFamily { kTangent, kBackward, kBackwardJvp };
+
+// Which kernels serve those families: the warpgroup (wgmma) ones at head dims 64 and 128 for 16-bit operands
+// (kParts 1), the mma.sync ones elsewhere. There the JVP runs as one pass of the warpgroup tangent kernel
+// (WarpgroupTile::one_pass_jvp), not the mma.sync JVP (FwdPass::kJvp), whose warps each load their own copy of the
+// shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
 // float32 at precision "high" (two bfloat16 parts, split into scratch before the copies: split_parts.cuh) without a
-// mask too, with two warpgroups: at head dim 64 every family: the tangent pass (Q and Q_dot parts 64 KB, two buffers
+// mask too: at head dim 64 every family with two warpgroups: the tangent pass (Q and Q_dot parts 64 KB, two buffers
 // of the four key tiles' parts 128 KB), the backward in 64-query steps (key tiles' parts 64 KB, query tiles' 64 KB,
 // dS^T's 32 KB, the dQ stage 34 KB), the backward-JVP in 32-query steps (its eight operand tiles' parts 128 + 64 KB,
-// dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward alone (`tangents` false), in 32-query
-// steps (key tiles' parts 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of
-// the 232,448 bytes; 226-227 registers, no spill). At 128 the passes with tangents do not fit: the tangent pass's
-// query tiles' parts take 128 KB and a buffer of its key tiles' 256 KB at 64-key steps, the backward-JVP's four key
-// tiles' parts 256 KB.
-constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask, bool tangents) {
+// dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward in 32-query steps (key tiles' parts
+// 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of the 232,448 bytes; 226-227
+// registers, no spill), and the tangent pass with one warpgroup in 32-key steps (Q and Q_dot parts 64 KB, two buffers
+// of the key tiles' parts 128 KB; tangent_warpgroups, tangent_block_n). Not the backward-JVP at 128: its four key
+// tiles' parts alone take 256 KB at two warpgroups, and one warpgroup's four 64 x 128 accumulators 256 registers.
+constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask, WgFamily family) {
   if (!THERIA_WG) return false;
   if (parts == 1) return head_dim == 64 || head_dim == 128;
-  return parts == 2 && !mask && (head_dim == 64 || (head_dim == 128 && !tangents));
+  return parts == 2 && !mask && (head_dim == 64 || (head_dim == 128 && family != WgFamily::kBackwardJvp));
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
@@ -153,7 +157,9 @@ struct BwdJvpTile {
 // dim 64 too: 128-key steps spill there, the two score accumulators taking 128 registers a thread); the backward and
 // backward-JVP stream query steps (bwd_block_m) over the CTA's 128 or 192 keys.
 struct WarpgroupTile {
-  static constexpr int kTangentBlockN = 64;
+  // Keys per step of the tangent pass: 64, and 32 for float32's parts at head dim 128 (shared memory:
+  // warpgroup_kernels).
+  static constexpr int tangent_block_n(int head_dim, int parts = 1) { return head_dim == 128 && parts > 1 ? 32 : 64; }
   // The backward: at head dim 64 with 64-query steps (the masked build in deterministic mode) three warpgroups (192
   // keys a CTA; 168 registers a thread; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two otherwise: with
   // 128-query steps at 64 (bwd_block_m), and where the accumulators do not fit the 168 registers of three (the
@@ -164,10 +170,11 @@ struct WarpgroupTile {
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
   // 170 registers a thread they spill).
-  // float32's two parts (kParts 2) take twice the operand registers and shared memory: two warpgroups (Q and Q_dot
-  // parts 64 KB, two buffers of the four key tiles' parts 128 KB).
+  // float32's two parts (kParts 2) take twice the operand registers and shared memory: two warpgroups at head dim 64
+  // (Q and Q_dot parts 64 KB, two buffers of the four key tiles' parts 128 KB), one at 128 (warpgroup_kernels).
   static constexpr int tangent_warpgroups(int head_dim, bool mask, int parts = 1) {
-    return head_dim == 64 && !mask && parts == 1 ? 3 : 2;
+    if (parts > 1) return head_dim == 128 ? 1 : 2;
+    return head_dim == 64 && !mask ? 3 : 2;
   }
   // The JVP as one pass of the tangent kernel (sdpa_tangent_wg.cuh, kOnline: out and lse formed beside out_dot)
   // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator

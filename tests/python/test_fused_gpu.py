@@ -365,10 +365,10 @@ def cuda_kernel_names(fn):
 
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision, head_dim):
-    """At "high" the float32 forward and backward at head dims 64 and 128 run the warpgroup kernels on bfloat16
-    parts formed first (split_rows_kernel), and the JVP and the double backward's backward-JVP at 64 the warpgroup
-    tangent and backward kernels, not the mma.sync ones: the results alone cannot tell (both are within the split
-    row), so the kernels' names do. At "highest" neither runs."""
+    """At "high" the float32 forward, backward, JVP and the double backward's tangent pass at head dims 64 and 128,
+    and its backward-JVP at 64, run the warpgroup kernels on bfloat16 parts formed first (split_rows_kernel), not the
+    mma.sync ones: the results alone cannot tell (both are within the split row), so the kernels' names do. At
+    "highest" neither runs."""
     q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
     set_precision("high")
     names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
@@ -382,23 +382,29 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
     traits = f"BwdWgTraits<{head_dim}, false, false, {64 if head_dim == 64 else 32}, 2>"
     assert any("sdpa_bwd_wg_kernel<float" in n and traits in n for n in names), names
     assert not any("sdpa_bwd_tc_kernel" in n for n in names), names
-    if head_dim == 64:  # the JVP (one pass of the tangent kernel) too; at 128 its parts do not fit shared memory
-        def jvp():
-            with torch.autograd.forward_ad.dual_level():
-                dual = [torch.autograd.forward_ad.make_dual(x, torch.randn_like(x)) for x in (q, k, v)]
-                torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, backend="fused"))
-        names = cuda_kernel_names(jvp)
-        assert any("sdpa_tangent_wg_kernel<float" in n for n in names), names
+    # the JVP, one pass of the tangent kernel (at 128 one warpgroup in 32-key steps: tile_policy.h)
+    def jvp():
+        with torch.autograd.forward_ad.dual_level():
+            dual = [torch.autograd.forward_ad.make_dual(x, torch.randn_like(x)) for x in (q, k, v)]
+            torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, backend="fused"))
+    names = cuda_kernel_names(jvp)
+    assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, true, 2>" in n
+               for n in names), names
+    assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
+    # the double backward, without and with a dout tangent: its tangent pass, and at 64 its backward-JVP
+    # (BwdWgTraits<64, true, ...>; at 128 the backward-JVP's parts do not fit shared memory)
+    for dout_tangent in (False, True):
+        dout = torch.randn_like(out).requires_grad_(dout_tangent)
+
+        def double_backward():
+            grads = torch.autograd.grad(theria.sdpa(*x, backend="fused"), x, dout, create_graph=True)
+            torch.autograd.grad(grads, x + ([dout] if dout_tangent else []), [torch.randn_like(g) for g in grads])
+
+        names = cuda_kernel_names(double_backward)
+        assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, false, 2>" in n
+                   for n in names), names
         assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-        # and the double backward's backward-JVP (BwdWgTraits<64, true, ...>), without and with a dout tangent
-        for dout_tangent in (False, True):
-            dout = torch.randn_like(out).requires_grad_(dout_tangent)
-
-            def double_backward():
-                grads = torch.autograd.grad(theria.sdpa(*x, backend="fused"), x, dout, create_graph=True)
-                torch.autograd.grad(grads, x + ([dout] if dout_tangent else []), [torch.randn_like(g) for g in grads])
-
-            names = cuda_kernel_names(double_backward)
+        if head_dim == 64:
             assert any("sdpa_bwd_wg_kernel<float" in n and "BwdWgTraits<64, true" in n for n in names), names
             assert not any("sdpa_bwd_jvp_tc_kernel" in n for n in names), names
     set_precision("highest")
