@@ -59,6 +59,7 @@ struct Options {
   std::string float32_precision = "highest";  // torch.set_float32_matmul_precision for the whole run
   int64_t kv_heads = 0;                        // key/value heads (grouped-query attention); 0: as many as query
   std::string mask = "none";                   // none, or key-padding: half the batch has its last half of keys padded
+  std::string hvp_form = "vjp";                // how the HVP hands autograd its direction u (--hvp-form)
 
   std::vector<Shape> shapes() const {
     std::vector<Shape> s;
@@ -100,7 +101,8 @@ Run add_bench(CLI::App& command) {
       ->capture_default_str();
   command.add_flag("--causal", o->causal, "causal attention (top-left aligned)");
   command.add_option("--mode", o->modes,
-                     "fwd; fwd_bwd; jvp (forward AD); hvp (backward with create_graph, then grad of <g, u>)")
+                     "fwd; fwd_bwd; jvp (forward AD); hvp (backward with create_graph, then the gradient of g "
+                     "along u: --hvp-form)")
       ->delimiter(',')
       ->check(CLI::IsMember({"fwd", "fwd_bwd", "jvp", "hvp"}))
       ->default_str("fwd,fwd_bwd");
@@ -132,6 +134,12 @@ Run add_bench(CLI::App& command) {
                      "bias, as a relative-position bias, that requires grad: fwd+bwd also takes its gradient, the "
                      "JVP a tangent of it, the HVP its row and column too)")
       ->check(CLI::IsMember({"none", "key-padding", "causal-padding", "bias-grad"}))
+      ->capture_default_str();
+  command.add_option("--hvp-form", o->hvp_form,
+                     "how the HVP hands autograd its direction u: vjp (the backward of g = dL/dx with grad_outputs "
+                     "u, as torch.autograd.functional.hvp and a MAML meta-gradient do) or dot (the gradient of the "
+                     "scalar <g, u>: PyTorch's element-wise products, sums and their backward besides)")
+      ->check(CLI::IsMember({"vjp", "dot"}))
       ->capture_default_str();
   command.add_option("--json", o->json, "also write the results to FILE as JSON")->type_name("FILE");
   return [o] { return run_bench(*o); };
@@ -293,10 +301,16 @@ Result measure(const Options& o, const Shape& s, const std::string& mode, const 
       torch::autograd::grad({out}, x, {in.dout});
       return;
     }
-    // HVP as MAML takes it: backward with create_graph, then the gradient of <g, u>.
+    // HVP: backward with create_graph, then the gradient of g along u (the same product H u either way).
     const auto g = torch::autograd::grad({out}, x, {in.dout}, /*retain_graph=*/true, /*create_graph=*/true);
-    Tensor gu = (g[0] * in.t_q).sum() + (g[1] * in.t_k).sum() + (g[2] * in.t_v).sum();
-    if (bias_grad) gu = gu + (g[3] * t_b).sum();
+    std::vector<Tensor> u{in.t_q, in.t_k, in.t_v};
+    if (bias_grad) u.push_back(t_b);
+    if (o.hvp_form == "vjp") {
+      torch::autograd::grad(g, x, u);
+      return;
+    }
+    Tensor gu = (g[0] * u[0]).sum();
+    for (size_t i = 1; i < g.size(); ++i) gu = gu + (g[i] * u[i]).sum();
     torch::autograd::grad({gu}, x);
   };
   try {
@@ -399,9 +413,11 @@ int run_bench(const Options& o) {
   }
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, at::cuda::current_device());
+  const bool hvp = std::find(o.modes.begin(), o.modes.end(), "hvp") != o.modes.end();
   const std::string work = (o.kv_heads > 0 ? ", " + std::to_string(o.kv_heads) + " key/value heads (GQA)" : "") +
                            (o.mask == "none" ? "" : ", attn_mask " + o.mask) +
-                           (dtype == at::kFloat ? ", float32 matmul precision " + o.float32_precision : "");
+                           (dtype == at::kFloat ? ", float32 matmul precision " + o.float32_precision : "") +
+                           (hvp ? ", HVP form " + o.hvp_form : "");
   std::printf("theria bench on %s: %s, %s, median of %d iterations after %d warm-up, %d input sets%s\n\n", prop.name,
               dtype_name(dtype), o.causal ? "causal" : "non-causal", o.iters, o.warmup, o.input_sets, work.c_str());
   std::printf("%-24s %-8s %-10s %10s %9s %11s %10s %9s %9s\n", "shape (B,H,L=S,D)", "mode", "impl", "ms", "TFLOP/s",
@@ -433,6 +449,7 @@ int run_bench(const Options& o) {
                             {"float32_matmul_precision", o.float32_precision},
                             {"kv_heads", o.kv_heads},
                             {"mask", o.mask},
+                            {"hvp_form", o.hvp_form},
                             {"results", rows}});
   }
   return 0;

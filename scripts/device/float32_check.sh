@@ -41,7 +41,10 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = compare ]; then
   high_bench() {
-    "$dir/theria" bench --dtype fp32 --float32-precision high "${shapes[@]}" --mode fwd_bwd,hvp \
+    # One HVP form for both builds: builds from before --hvp-form differentiate <g, u> (hvp_forms.sh has both).
+    local form=()
+    "$dir/theria" bench --help 2>&1 | grep -q -- --hvp-form && form=(--hvp-form dot)
+    "$dir/theria" bench --dtype fp32 --float32-precision high "${shapes[@]}" --mode fwd_bwd,hvp "${form[@]}" \
       --impl theria,efficient,math --iters 10 --warmup 2 --json "$out/compare_${build}_$round.json" \
       >"$out/compare_${build}_$round.txt" 2>&1
     echo "bench $build round $round: rc=$?"

@@ -21,13 +21,17 @@ from torch.profiler import ProfilerActivity, profile
 import theria
 
 
-def hvp_of(attention):
+def hvp_of(attention, form="vjp"):
+    """One HVP as `theria bench --mode hvp --hvp-form FORM` takes it: vjp hands u to the backward of g as its
+    grad_outputs (as torch.autograd.functional.hvp does), dot differentiates the scalar <g, u>."""
     def hvp_once(q, k, v, dout, u):
         x = [t.detach().requires_grad_() for t in (q, k, v)]
         out = attention(*x)
         g = torch.autograd.grad(out, x, dout, create_graph=True)
-        gu = sum((gi * ui).sum() for gi, ui in zip(g, u))
-        torch.autograd.grad(gu, x)
+        if form == "vjp":
+            torch.autograd.grad(g, x, u)
+        else:
+            torch.autograd.grad(sum((gi * ui).sum() for gi, ui in zip(g, u)), x)
     return hvp_once
 
 
@@ -97,12 +101,14 @@ def main():
     ap.add_argument("--float32-precision", choices=["highest", "high", "medium"], default="highest")
     ap.add_argument("--backend", default="fused", help="theria's backend argument")
     ap.add_argument("--compare", choices=["flash", "math"], default="flash")
+    ap.add_argument("--hvp-form", choices=["vjp", "dot"], default="vjp", help="as theria bench's --hvp-form")
     ap.add_argument("--host", action="store_true", help="also the host's issue time and its operators")
     a = ap.parse_args()
     torch.set_float32_matmul_precision(a.float32_precision)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    theria_hvp = hvp_of(lambda q, k, v: theria.sdpa(q, k, v, backend=a.backend))
-    other = ("flash fwd+bwd", flash_fwd_bwd_once) if a.compare == "flash" else ("math HVP", hvp_of(math_sdpa))
+    theria_hvp = hvp_of(lambda q, k, v: theria.sdpa(q, k, v, backend=a.backend), a.hvp_form)
+    math_hvp = ("math HVP", hvp_of(math_sdpa, a.hvp_form))
+    other = ("flash fwd+bwd", flash_fwd_bwd_once) if a.compare == "flash" else math_hvp
     for shape in a.shapes:
         b, h, l, d = map(int, shape.split(","))
         g = torch.Generator(device="cuda").manual_seed(d)
