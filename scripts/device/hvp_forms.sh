@@ -34,3 +34,5 @@ for round in 1 2; do
   python3 scripts/device/compare_bench.py --before "$out/fp32_dot_$round.json" --after "$out/fp32_vjp_$round.json" \
     --against math
 done
+# The device tool brings back a few files a call: the JSON and text files in one archive.
+(cd "$out" && tar -cJf hvp_forms.tar.xz ./*_[12].json ./*_[12].txt && rm -f ./*_[12].json ./*_[12].txt)
