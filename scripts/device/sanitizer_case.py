@@ -53,9 +53,9 @@ for dim in (64, 128):
         k, v = (torch.randn(1, 2, S, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         for causal in (False, True):
             theria.sdpa(q, k, v, is_causal=causal, enable_gqa=True, backend="fused")
-# float32 at precision "high" on the warpgroup forward, backward and tangent kernels (their operands split into
-# bfloat16 parts in scratch first), and at head dim 64 the backward-JVP too, through every order (the double
-# backward, the one-pass JVP); ragged ends, more queries than keys and fewer.
+# float32 at precision "high" on the warpgroup forward, backward, tangent and backward-JVP kernels (their operands
+# split into bfloat16 parts in scratch first), through every order (the double backward, the one-pass JVP), and the
+# backward-JVP along a dout tangent; ragged ends, more queries than keys and fewer.
 torch.set_float32_matmul_precision("high")
 for dim in (64, 128):
     for L, S in ((300, 461), (461, 300)):
@@ -63,6 +63,9 @@ for dim in (64, 128):
         k, v = (torch.randn(1, 2, S, dim, device="cuda") for _ in range(2))
         for causal in (False, True):
             every_order(q, k, v, causal)
+            o, lse = ops.sdpa_fwd(q, k, v, causal, dim ** -0.5, "fused")
+            t = [torch.randn_like(x) for x in (q, q, k, v, q)]  # dout, q_dot, k_dot, v_dot, dout_dot
+            ops.sdpa_bwd_jvp(q, k, v, o, lse, t[0], t[1], t[2], t[3], t[4], causal, dim ** -0.5, "fused")
 torch.set_float32_matmul_precision("highest")
 # The warpgroup kernels' grouped and masked builds at head dim 128 (TMA copies of key-side views addressed by group),
 # through the double backward: grouped heads with a key-padding mask, and a float mask.

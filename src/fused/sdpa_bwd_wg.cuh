@@ -3,8 +3,8 @@
 // mma.sync kernels run out of shared-memory bandwidth on read by the tensor cores once per warpgroup
 // instead of once per warp (measured: docs/performance.md).
 //
-// One CTA per (batch position, block of 64 keys per warpgroup: two, or three for the backward at head dim 64,
-// WarpgroupTile::bwd_warpgroups): warpgroups of 64 keys each keep their dK, dV
+// One CTA per (batch position, block of 64 keys per warpgroup: two, three for the backward at head dim 64, one for
+// float32's backward-JVP at 128; WarpgroupTile::bwd_warpgroups): warpgroups of 64 keys each keep their dK, dV
 // (or dk_dot, dv_dot; 64 x head dim fp32 each) in registers while blocks of kBlockM queries stream through two
 // buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's
 // mbarrier) while the other is read; operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
@@ -17,11 +17,12 @@
 //      A from registers (the accumulators of 1 as mma fragments), B MN-major from the query-side
 //      tiles; dS^T [and dS_dot^T] go to shared memory meanwhile;
 //   3. dQ^T [dq_dot^T] = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]: A = K^T MN-major, B = dS^T MN-major, both
-//      from shared memory; at head dim 128 for this warpgroup's 64 head-dim columns over all 128 keys, at 64
+//      from shared memory; at head dim 128 for this warpgroup's 64 head-dim columns over all 128 keys (one
+//      warpgroup: all 128 columns, as two 64-column tiles, over its 64 keys), at 64
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
-// float32 at precision "high" (T = float, the backward at head dims 64 and 128, the backward-JVP at 64: tile_policy.h's
+// float32 at precision "high" (T = float, the backward and backward-JVP at head dims 64 and 128: tile_policy.h's
 // warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
 // scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
 // dS_dot^T] are split in registers, and each product runs as three.
@@ -72,7 +73,8 @@ struct BwdWgTraits {
   static constexpr bool kDqSplitKeys = kHeadDim == 64;
   static constexpr int kDqCols = kDqSplitKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
   static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                       // its K
-  static_assert(kDqCols == 64, "a warpgroup's dQ^T tile has 64 columns");
+  static_assert(kDqCols % 64 == 0, "a warpgroup's dQ^T tile is whole 64-column wgmma tiles");
+  static constexpr int kDqTiles = kDqCols / 64;  // one warpgroup a CTA (float32's backward-JVP at 128): two
   static_assert(kStats * kBlockM <= kThreads, "one thread per row statistic of a block");
   using KeyRows = Swizzled128Rows<kBlockN>;  // the key-side tiles (TMA)
   using RowRows = Swizzled128Rows<kBlockM>;  // the query-side tiles (TMA)
@@ -90,8 +92,10 @@ struct BwdWgTraits {
   static constexpr int kTileElems = kParts * (kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile) + kDsElems;
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
   // The dQ stage in the dS^T tiles' place (read by the dQ product before the stage is written: one barrier more a
-  // step) where shared memory has no room for both: float32's backward-JVP (eight operand tiles in two parts).
-  static constexpr bool kDqStageInDs = kParts > 1 && kTangent;
+  // step) where shared memory has no room for both: float32's backward-JVP (eight operand tiles in two parts) at
+  // two warpgroups. (At one, head dim 128, its 16-query steps leave room, and dS^T's tiles are smaller than the
+  // stage's 128 columns.)
+  static constexpr bool kDqStageInDs = kParts > 1 && kTangent && kWarpGroups > 1;
   static constexpr int kDqStageFloats = kBlockM * kDqPitch;
   static_assert(!kDqStageInDs || kDqStageFloats * sizeof(float) <= kDsElems * 2, "the dQ stage fits the dS^T tiles");
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
@@ -440,32 +444,42 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
     // 3. dQ^T [dq_dot^T]: this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or (kDqSplitKeys)
     // every column over its keys.
+    // (kDqTiles 64-column tiles: two where one warpgroup forms all 128 columns.)
     constexpr bool kSplit = Tr::kDqSplitKeys;
-    float dq_acc[kMt][4];
-    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg);
+    constexpr int kDqTiles = Tr::kDqTiles;
+    float dq_acc[kDqTiles][kMt][4];
     const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
-    TileDesc<KeyRows, true> kt_n[kParts], kdt_n[kParts];
     TileDesc<DsRows, true> ds_n[kParts], dsd_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
-      kt_n[j] = TileDesc<KeyRows, true>(key_cols + j * kKeyBytes);
-      kdt_n[j] = TileDesc<KeyRows, true>(key_cols + (2 * kParts + j) * kKeyBytes);
       ds_n[j] = TileDesc<DsRows, true>(ds_keys + j * kDsBytes);
       dsd_n[j] = TileDesc<DsRows, true>(ds_keys + (kParts + j) * kDsBytes);
     }
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
-      if constexpr (kTangent) {
-        wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kt_n, dsd_n, 16 * kk, kk == 0);
-        wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kdt_n, ds_n, 16 * kk, false);
-      } else {
-        wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc, kt_n, ds_n, 16 * kk, kk == 0);
+    for (int h = 0; h < kDqTiles; ++h) {
+      const uint32_t key_cols =
+          smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg + 64 * h);
+      TileDesc<KeyRows, true> kt_n[kParts], kdt_n[kParts];
+#pragma unroll
+      for (int j = 0; j < kParts; ++j) {
+        kt_n[j] = TileDesc<KeyRows, true>(key_cols + j * kKeyBytes);
+        kdt_n[j] = TileDesc<KeyRows, true>(key_cols + (2 * kParts + j) * kKeyBytes);
+      }
+#pragma unroll
+      for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
+        if constexpr (kTangent) {
+          wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc[h], kt_n, dsd_n, 16 * kk, kk == 0);
+          wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc[h], kdt_n, ds_n, 16 * kk, false);
+        } else {
+          wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc[h], kt_n, ds_n, 16 * kk, kk == 0);
+        }
       }
     }
     wgmma_commit();
     wgmma_wait<0>();
-    fence_operands(dq_acc);
+#pragma unroll
+    for (int h = 0; h < kDqTiles; ++h) fence_operands(dq_acc[h]);
     fence_operands(dk_acc);
     fence_operands(dv_acc);
     // The A registers of 2 stay untouched until its wgmmas are done.
@@ -483,10 +497,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // Stage the tile as [query][column] and add rows of 4 columns.
     float* stage = dq_stage + kDqCols * wg;
 #pragma unroll
-    for (int nt = 0; nt < kMt; ++nt) {
+    for (int h = 0; h < kDqTiles; ++h) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 16 * warp + g + 8 * (e >> 1)] = dq_acc[nt][e];
+      for (int nt = 0; nt < kMt; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = dq_acc[h][nt][e];
+        }
       }
     }
     // Each warpgroup adds its own tile, or (kSplit) all threads add the sum of both.

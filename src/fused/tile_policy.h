@@ -64,13 +64,15 @@ enum class WgFamily { kTangent, kBackward, kBackwardJvp };
 // dS^T's 32 KB, the dQ stage 34 KB), the backward-JVP in 32-query steps (its eight operand tiles' parts 128 + 64 KB,
 // dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward in 32-query steps (key tiles' parts
 // 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of the 232,448 bytes; 226-227
-// registers, no spill), and the tangent pass with one warpgroup in 32-key steps (Q and Q_dot parts 64 KB, two buffers
-// of the key tiles' parts 128 KB; tangent_warpgroups, tangent_block_n). Not the backward-JVP at 128: its four key
-// tiles' parts alone take 256 KB at two warpgroups, and one warpgroup's four 64 x 128 accumulators 256 registers.
+// registers, no spill), the tangent pass with one warpgroup in 32-key steps (Q and Q_dot parts 64 KB, two buffers
+// of the key tiles' parts 128 KB; tangent_warpgroups, tangent_block_n), and the backward-JVP with one warpgroup in
+// 16-query steps (its four key tiles' parts would take 256 KB at two: at one 128 KB, two buffers of the query-side
+// tiles' 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 8 KB, the dQ stage 8 KB: 214,808 bytes; 234-248
+// registers, no spill; bwd_warpgroups, bwd_block_m).
 constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask, WgFamily family) {
   if (!THERIA_WG) return false;
   if (parts == 1) return head_dim == 64 || head_dim == 128;
-  return parts == 2 && !mask && (head_dim == 64 || (head_dim == 128 && family != WgFamily::kBackwardJvp));
+  return parts == 2 && !mask && (head_dim == 64 || head_dim == 128);
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
@@ -152,8 +154,8 @@ struct BwdJvpTile {
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
 };
 
-// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA (bwd_warpgroups,
-// tangent_warpgroups). The tangent pass streams 64-key steps over its query rows (at head
+// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA, one for some of float32's
+// (bwd_warpgroups, tangent_warpgroups). The tangent pass streams 64-key steps over its query rows (at head
 // dim 64 too: 128-key steps spill there, the two score accumulators taking 128 registers a thread); the backward and
 // backward-JVP stream query steps (bwd_block_m) over the CTA's 128 or 192 keys.
 struct WarpgroupTile {
@@ -163,8 +165,9 @@ struct WarpgroupTile {
   // The backward: at head dim 64 with 64-query steps (the masked build in deterministic mode) three warpgroups (192
   // keys a CTA; 168 registers a thread; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two otherwise: with
   // 128-query steps at 64 (bwd_block_m), and where the accumulators do not fit the 168 registers of three (the
-  // backward-JVP, head dim 128).
+  // backward-JVP, head dim 128). float32's backward-JVP at head dim 128: one (warpgroup_kernels).
   static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m, int parts = 1) {
+    if (parts > 1 && tangent && head_dim == 128) return 1;
     return head_dim == 64 && !tangent && block_m == 64 && parts == 1 ? 3 : 2;
   }
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
@@ -190,9 +193,9 @@ struct WarpgroupTile {
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
   // float32's two parts (parts 2): 64 with two warpgroups for the backward at head dim 64, 32 at 128 and for the
-  // backward-JVP (shared memory: warpgroup_kernels).
+  // backward-JVP at 64, 16 for the backward-JVP at 128 (shared memory: warpgroup_kernels).
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
-    if (parts > 1) return tangent || head_dim == 128 ? 32 : 64;
+    if (parts > 1) return tangent ? (head_dim == 128 ? 16 : 32) : head_dim == 128 ? 32 : 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }

@@ -87,11 +87,13 @@ struct Wgmma;
 
 // The accumulator operand lists, 4 registers per 8-column tile.
 #define THERIA_WG_C4(i) "+f"(c[i][0]), "+f"(c[i][1]), "+f"(c[i][2]), "+f"(c[i][3])
-#define THERIA_WG_C_N32 THERIA_WG_C4(0), THERIA_WG_C4(1), THERIA_WG_C4(2), THERIA_WG_C4(3)
+#define THERIA_WG_C_N16 THERIA_WG_C4(0), THERIA_WG_C4(1)
+#define THERIA_WG_C_N32 THERIA_WG_C_N16, THERIA_WG_C4(2), THERIA_WG_C4(3)
 #define THERIA_WG_C_N64 THERIA_WG_C_N32, THERIA_WG_C4(4), THERIA_WG_C4(5), THERIA_WG_C4(6), THERIA_WG_C4(7)
 #define THERIA_WG_C_N128                                                                                   \
   THERIA_WG_C_N64, THERIA_WG_C4(8), THERIA_WG_C4(9), THERIA_WG_C4(10), THERIA_WG_C4(11), THERIA_WG_C4(12), \
       THERIA_WG_C4(13), THERIA_WG_C4(14), THERIA_WG_C4(15)
+#define THERIA_WG_R_N16 "{%0, %1, %2, %3, %4, %5, %6, %7}"
 #define THERIA_WG_R_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define THERIA_WG_R_N64                                                                                    \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
@@ -126,9 +128,11 @@ struct Wgmma;
                    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(kTransB));     \
     }                                                                                                         \
   };
+THERIA_WGMMA(__nv_bfloat16, "bf16.bf16", 16, "%8", "%9", "%10", "%11", "%12", "%13", "%14")
 THERIA_WGMMA(__nv_bfloat16, "bf16.bf16", 32, "%16", "%17", "%18", "%19", "%20", "%21", "%22")
 THERIA_WGMMA(__nv_bfloat16, "bf16.bf16", 64, "%32", "%33", "%34", "%35", "%36", "%37", "%38")
 THERIA_WGMMA(__nv_bfloat16, "bf16.bf16", 128, "%64", "%65", "%66", "%67", "%68", "%69", "%70")
+THERIA_WGMMA(__half, "f16.f16", 16, "%8", "%9", "%10", "%11", "%12", "%13", "%14")
 THERIA_WGMMA(__half, "f16.f16", 32, "%16", "%17", "%18", "%19", "%20", "%21", "%22")
 THERIA_WGMMA(__half, "f16.f16", 64, "%32", "%33", "%34", "%35", "%36", "%37", "%38")
 THERIA_WGMMA(__half, "f16.f16", 128, "%64", "%65", "%66", "%67", "%68", "%69", "%70")

@@ -208,9 +208,9 @@ def test_fused_jvp_matches_reference(dtype, head_dim, causal, lengths):
 def test_fused_double_backward_and_forward_over_reverse_match_reference(set_precision, dtype, precision, head_dim,
                                                                         causal, lengths):
     """The tensor-core backward-JVP, as the double backward (HVP, dout_dot absent) and as the tangent of the
-    backward (forward-over-reverse, with a dout tangent), against float64; float32 at "high" too (at head dim 64
-    the backward-JVP reuses the parts of q, k, v and their tangents that the tangent pass formed, and forms dout's
-    and dout_dot's)."""
+    backward (forward-over-reverse, with a dout tangent), against float64; float32 at "high" too (at head dims
+    64 and 128 the backward-JVP reuses the parts of q, k, v and their tangents that the tangent pass formed, and
+    forms dout's and dout_dot's)."""
     if precision is not None:
         set_precision(precision)
     tolerance = lambda order: (theria.tolerance(dtype, order, float32_precision=precision) if precision
@@ -365,9 +365,9 @@ def cuda_kernel_names(fn):
 
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision, head_dim):
-    """At "high" the float32 forward, backward, JVP and the double backward's tangent pass at head dims 64 and 128,
-    and its backward-JVP at 64, run the warpgroup kernels on bfloat16 parts formed first (split_rows_kernel), not the
-    mma.sync ones: the results alone cannot tell (both are within the split row), so the kernels' names do. At
+    """At "high" the float32 forward, backward, JVP and the double backward's tangent pass and backward-JVP at head
+    dims 64 and 128 run the warpgroup kernels on bfloat16 parts formed first (split_rows_kernel), not the mma.sync
+    ones: the results alone cannot tell (both are within the split row), so the kernels' names do. At
     "highest" neither runs."""
     q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
     set_precision("high")
@@ -391,8 +391,8 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
     assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, true, 2>" in n
                for n in names), names
     assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-    # the double backward, without and with a dout tangent: its tangent pass, and at 64 its backward-JVP
-    # (BwdWgTraits<64, true, ...>; at 128 the backward-JVP's parts do not fit shared memory)
+    # the double backward, without and with a dout tangent: its tangent pass and its backward-JVP (32-query steps at
+    # 64; at 128 one warpgroup in 16-query steps: tile_policy.h)
     for dout_tangent in (False, True):
         dout = torch.randn_like(out).requires_grad_(dout_tangent)
 
@@ -404,9 +404,9 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
         assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, false, 2>" in n
                    for n in names), names
         assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-        if head_dim == 64:
-            assert any("sdpa_bwd_wg_kernel<float" in n and "BwdWgTraits<64, true" in n for n in names), names
-            assert not any("sdpa_bwd_jvp_tc_kernel" in n for n in names), names
+        traits = f"BwdWgTraits<{head_dim}, true, {str(dout_tangent).lower()}, {32 if head_dim == 64 else 16}, 2>"
+        assert any("sdpa_bwd_wg_kernel<float" in n and traits in n for n in names), names
+        assert not any("sdpa_bwd_jvp_tc_kernel" in n for n in names), names
     set_precision("highest")
     if head_dim == 64:  # (at 128 "highest" has no tensor-core kernel)
         names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
