@@ -391,8 +391,9 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
     assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, true, 2>" in n
                for n in names), names
     assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-    # the double backward, without and with a dout tangent: its tangent pass and its backward-JVP (32-query steps at
-    # 64; at 128 one warpgroup in 16-query steps: tile_policy.h)
+    # the double backward, with dout a leaf or not: its tangent pass and its backward-JVP (32-query steps at 64; at
+    # 128 one warpgroup in 16-query steps: tile_policy.h), without a dout tangent either way (dout's gradient is one
+    # of the backward-JVP's outputs)
     for dout_tangent in (False, True):
         dout = torch.randn_like(out).requires_grad_(dout_tangent)
 
@@ -404,7 +405,7 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
         assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, false, 2>" in n
                    for n in names), names
         assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-        traits = f"BwdWgTraits<{head_dim}, true, {str(dout_tangent).lower()}, {32 if head_dim == 64 else 16}, 2>"
+        traits = f"BwdWgTraits<{head_dim}, true, false, {32 if head_dim == 64 else 16}, 2>"
         assert any("sdpa_bwd_wg_kernel<float" in n and traits in n for n in names), names
         assert not any("sdpa_bwd_jvp_tc_kernel" in n for n in names), names
     set_precision("highest")
