@@ -60,7 +60,7 @@ size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
   const int dim = static_cast<int>(p.dim_qk);
   const bool mask = p.mask.ptr != nullptr;
   // The forward's q, k, v; the tangent pass's and JVP's also their tangents.
-  const bool split = p.with_tangent() ? warpgroup_kernels(dim, 2, mask, WgFamily::kTangent)
+  const bool split = p.with_tangent() ? warpgroup_kernels(dim, 2, mask)
                                       : warpgroup_forward(dim, 2, mask) && warpgroup_forward_pays(p.len_kv);
   if (!split) return 0;
   const int64_t elems = (p.batch * p.len_q + 2 * p.batch * p.len_kv) * p.dim_qk * (p.with_tangent() ? 2 : 1);
@@ -69,8 +69,7 @@ size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
 
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& p) {
   if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1) return 0;
-  const WgFamily family = p.with_tangent() ? WgFamily::kBackwardJvp : WgFamily::kBackward;
-  if (!warpgroup_kernels(static_cast<int>(p.dim_qk), 2, p.mask.ptr != nullptr, family)) return 0;
+  if (!warpgroup_kernels(static_cast<int>(p.dim_qk), 2, p.mask.ptr != nullptr)) return 0;
   // q, dout [, q_dot [, dout_dot]]; k, v [, k_dot, v_dot].
   const bool tangent = p.with_tangent();
   const int64_t rows = tangent ? (p.dout_dot.ptr != nullptr ? 4 : 3) : 2, keys = tangent ? 4 : 2;

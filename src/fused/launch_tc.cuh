@@ -27,7 +27,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
     if (!warpgroup_forward_pays(p.len_kv) || !launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
-  } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask, WgFamily::kTangent)) {
+  } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
     // The tangent pass, and the JVP: in one pass of the same kernel (kOnline) or as the forward followed by the
     // tangent pass (WarpgroupTile::one_pass_jvp); operands TMA cannot address run the mma.sync kernel of the pass
     // asked for.
@@ -49,7 +49,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
 template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
-  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask, WgFamily::kBackward)) {
+  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
     constexpr int kParts = kPartsOf<T>;
     using Tr = BwdWgTraits<kHeadDim, false, false,
                            WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic, kParts), kParts>;
@@ -65,7 +65,7 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
-  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask, WgFamily::kBackwardJvp)) {
+  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
     constexpr int kParts = kPartsOf<T>;
     using Tr = BwdWgTraits<kHeadDim, true, kDoutDot,
                            WarpgroupTile::bwd_block_m(kHeadDim, true, kMask, kDeterministic, kParts), kParts>;

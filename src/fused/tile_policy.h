@@ -50,11 +50,8 @@
 
 namespace theria::kernels::cuda {
 
-// The families the warpgroup kernels serve besides the forward: the tangent pass and the JVP (sdpa_tangent_wg.cuh),
-// the backward and the backward-JVP (sdpa_bwd_wg.cuh).
-enum class WgFamily { kTangent, kBackward, kBackwardJvp };
-
-// Which kernels serve those families: the warpgroup (wgmma) ones at head dims 64 and 128 for 16-bit operands
+// Which kernels serve the tangent pass and the JVP (sdpa_tangent_wg.cuh), the backward and the backward-JVP
+// (sdpa_bwd_wg.cuh), all four alike: the warpgroup (wgmma) ones at head dims 64 and 128 for 16-bit operands
 // (kParts 1), the mma.sync ones elsewhere. There the JVP runs as one pass of the warpgroup tangent kernel
 // (WarpgroupTile::one_pass_jvp), not the mma.sync JVP (FwdPass::kJvp), whose warps each load their own copy of the
 // shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
@@ -69,7 +66,7 @@ enum class WgFamily { kTangent, kBackward, kBackwardJvp };
 // 16-query steps (its four key tiles' parts would take 256 KB at two: at one 128 KB, two buffers of the query-side
 // tiles' 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 8 KB, the dQ stage 8 KB: 214,808 bytes; 234-248
 // registers, no spill; bwd_warpgroups, bwd_block_m).
-constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask, WgFamily family) {
+constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask) {
   if (!THERIA_WG) return false;
   if (parts == 1) return head_dim == 64 || head_dim == 128;
   return parts == 2 && !mask && (head_dim == 64 || head_dim == 128);
