@@ -4,6 +4,10 @@
 #   here:    bash scripts/device/variants.sh build NAME "-DTHERIA_BJ_MIN_BLOCKS=3 ..." [NAME FLAGS ...]
 #            rebuilds the CUDA objects of build/ with those flags and packs .device/variants/NAME.tar.xz
 #            (the same torch 2.11.0+cu130 as the GPU machine); build/ is left with the default flags.
+#   here:    bash scripts/device/variants.sh objects NAME "-DTHERIA_DQ_BY_TMA=0" sdpa_bwd_tc_hdim64.cu ...
+#            a variant of a built build/ in which only the named generated kernel sources (build/src/fused/) are
+#            compiled again with those flags, in a copy (build-var-NAME), relinked and packed as NAME.tar.xz: minutes
+#            where `build` recompiles every kernel. Only for flags that the named sources alone read.
 #   device:  bash scripts/device/variants.sh run [op_times.py args]
 #            per packed variant: the per-op times and errors of scripts/device/op_times.py, then
 #            `theria bench --mode jvp,hvp`.
@@ -23,6 +27,22 @@ case ${1:-} in
       echo "packed $name ($flags)"
     done
     cmake -S . -B build -DCMAKE_CUDA_FLAGS="" >/dev/null && cmake --build build -j "${THERIA_JOBS:-2}" >/dev/null
+    ;;
+  objects)
+    name=$2 flags=$3; shift 3
+    copy=build-var-$name
+    rm -rf "$copy" && cp -a build "$copy" || exit 1
+    for tu in "$@"; do
+      obj=src/CMakeFiles/theria_fused_kernels.dir/fused/$tu.o
+      cmd=$(ninja -C build -t commands "$obj" | tail -n 1)
+      [[ "$cmd" == *nvcc* ]] || { echo "no nvcc command for $obj"; exit 1; }
+      (cd "$copy" && eval "${cmd/nvcc /nvcc $flags }") || { echo "variant $name: $tu failed"; exit 1; }
+    done
+    link=$(ninja -C build -t commands libtheria.so | tail -n 1)
+    (cd "$copy" && eval "$link") || exit 1
+    mkdir -p .device/variants
+    tar -C "$copy" -cJf ".device/variants/$name.tar.xz" libtheria.so theria
+    echo "packed $name ($flags: $*)"
     ;;
   run)
     shift
