@@ -19,12 +19,9 @@
 //   3. dQ^T [dq_dot^T] = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]: A = K^T MN-major, B = dS^T MN-major, both
 //      from shared memory; at head dim 128 for this warpgroup's 64 head-dim columns over all 128 keys (one
 //      warpgroup: all 128 columns, as two 64-column tiles, over its 64 keys), at 64
-//      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. Each warpgroup stages its tile in boxes
-//      of 32 columns in the 128-byte swizzle and one of its threads adds them to the fp32 buffer by TMA
-//      reductions, which run on while the next step starts (FlashAttention-3's dQ accumulation); in deterministic
-//      mode, and where the stage takes dS^T's place, the tile is staged as [query][column] and added by every thread
-//      as rows of 4 columns (v4 atomics) in the block's turn, at 64 the warpgroups' partial tiles summed first,
-//      always in the same order.
+//      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
+//      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
+//      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
 // float32 at precision "high" (T = float, the backward and backward-JVP at head dims 64 and 128: tile_policy.h's
 // warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
 // scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
@@ -100,15 +97,9 @@ struct BwdWgTraits {
   // stage's 128 columns.)
   static constexpr bool kDqStageInDs = kParts > 1 && kTangent && kWarpGroups > 1;
   static constexpr int kDqStageFloats = kBlockM * kDqPitch;
-  // The stage as TMA reductions read it: per warpgroup kDqTiles x 2 boxes of kBlockM rows x 32 floats (fewer
-  // floats than the pitched stage: it fits the same place), each on a 1024-byte boundary.
-  static constexpr int kDqBoxFloats = kBlockM * kTmaAccumBoxCols;
-  static_assert(kWarpGroups * kDqCols * kBlockM <= kDqStageFloats, "the boxed stage fits the pitched one");
-  static_assert((kDqBoxFloats * 4) % 1024 == 0, "every box of the stage on a 1024-byte boundary");
   static_assert(!kDqStageInDs || kDqStageFloats * sizeof(float) <= kDsElems * 2, "the dQ stage fits the dS^T tiles");
-  // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the dQ stage (where the tiles end: on
-  // a 1024-byte boundary), the row statistics, the barriers.
-  static_assert((kTileElems * 2) % 1024 == 0, "the tiles end on a 1024-byte boundary");
+  // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
+  // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
     const int stage_floats = kDqStageInDs ? 0 : kDqStageFloats;
     return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + stage_floats) * sizeof(float) +
@@ -122,103 +113,7 @@ template <int kParts>
 struct BwdWgMaps {
   CUtensorMap keys[4][kParts];  // K, V [, K_dot, V_dot]
   CUtensorMap rows[4][kParts];  // Q, dO [, Q_dot [, dO_dot]]
-  CUtensorMap dq_accum;         // ws.dq_accum, where dQ^T tiles are added by TMA reductions
 };
-
-// Whether a build adds its dQ^T tiles by TMA reductions (add_dq_by_tma; tile_policy.h, THERIA_DQ_BY_TMA): not in
-// deterministic mode (the blocks' turns order the adds), nor where the stage takes dS^T's place (float32's
-// backward-JVP at two warpgroups: the reductions would still read it when dS^T is written), nor in the masked
-// builds, which sit at their register limit (the boxes' four store addresses took the D=64 masked backward's
-// spill from 40 to 172 bytes).
-template <typename Tr, bool kDeterministic, bool kMask>
-constexpr bool dq_by_tma() {
-  return THERIA_DQ_BY_TMA && !kDeterministic && !kMask && !Tr::kDqStageInDs;
-}
-
-// A step's dQ^T tile (the warpgroup's kDqTiles 64-column accumulators, queries as columns) added to ws.dq_accum at
-// rows [m, m + kBlockM) of matrix b, columns from col0.
-// By TMA reductions: staged into this warpgroup's boxes (32 columns each, swizzled: conflict-free stores), then
-// one thread (`issuer`) adds them; its tma_reduce_wait_read() precedes the next step's stores.
-template <typename Tr>
-__device__ __forceinline__ void add_dq_by_tma(const CUtensorMap& map, float* boxes,
-                                              const float (&dq_acc)[Tr::kDqTiles][Tr::kBlockM / 8][4], int col0, int m,
-                                              int64_t b, int wg, int warp, int g, int t, bool issuer) {
-  // Element (nt, e) of tile h is (query nt 8 + 2t + (e & 1), column 64h + 16 warp + g + 8 (e >> 1)): box
-  // 2h + warp / 2, row 2t + (e & 1) of its 8-row atom, 16-byte chunk (4 (warp & 1) + g / 4 + 2 (e >> 1)) XOR that
-  // row, which is (4 (warp & 1) + g / 4) ^ 2t ^ e (tma.cuh, swizzled_accum_index): one address per e, the rest
-  // constant offsets (the index formed per element kept 32 addresses live and spilled).
-  float* at[4];
-#pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    at[e] = boxes + (warp >> 1) * Tr::kDqBoxFloats + (2 * t + (e & 1)) * kTmaAccumBoxCols +
-            ((((4 * (warp & 1) + (g >> 2)) ^ (2 * t)) ^ e) << 2) + (g & 3);
-  }
-#pragma unroll
-  for (int h = 0; h < Tr::kDqTiles; ++h) {
-#pragma unroll
-    for (int nt = 0; nt < Tr::kBlockM / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) at[e][2 * h * Tr::kDqBoxFloats + 8 * nt * kTmaAccumBoxCols] = dq_acc[h][nt][e];
-    }
-  }
-  fence_proxy_async();
-  named_barrier_sync(1 + wg, 128);
-  if (issuer) {
-#pragma unroll
-    for (int j = 0; j < 2 * Tr::kDqTiles; ++j) {
-      tma_reduce_add_box(&map, boxes + j * Tr::kDqBoxFloats, col0 + kTmaAccumBoxCols * j, m, static_cast<int>(b));
-    }
-    tma_reduce_commit();
-  }
-}
-
-// By atomics, in the block's turn in deterministic mode: staged as [query][column] (kDqPitch) and added by every
-// thread as rows of 4 columns; at head dim 64 (kDqSplitKeys) the warpgroups' partial tiles summed first, always in
-// the same order.
-template <typename Tr, bool kDeterministic>
-__device__ __forceinline__ void add_dq_by_atomics(const SdpaBwdParams& p, const BwdWorkspace& ws, float* dq_stage,
-                                                  const float (&dq_acc)[Tr::kDqTiles][Tr::kBlockM / 8][4], int m,
-                                                  int64_t b, int L, int wg, int warp, int g, int t, int tid) {
-  constexpr bool kSplit = Tr::kDqSplitKeys;
-  constexpr int kBlockM = Tr::kBlockM, kDqCols = Tr::kDqCols, kDqPitch = Tr::kDqPitch;
-  float* stage = dq_stage + kDqCols * wg;
-#pragma unroll
-  for (int h = 0; h < Tr::kDqTiles; ++h) {
-#pragma unroll
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = dq_acc[h][nt][e];
-      }
-    }
-  }
-  // Each warpgroup adds its own tile, or (kSplit) all threads add the sum of both.
-  if constexpr (kSplit) {
-    __syncthreads();
-  } else {
-    named_barrier_sync(1 + wg, 128);
-  }
-  const DqTurn<kDeterministic> turn(ws, b, m);
-  turn.wait();
-  const float* from = kSplit ? dq_stage : stage;
-  const int col0 = kSplit ? 0 : kDqCols * wg;
-#pragma unroll
-  for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? Tr::kThreads : 128) {
-    const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
-    if (m + qi < L) {
-      float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
-      if constexpr (kSplit) {  // the warpgroups' tiles in their order
-#pragma unroll
-        for (int w = 1; w < Tr::kWarpGroups; ++w) {
-          const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + w * kDqCols + c4);
-          x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
-        }
-      }
-      atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * Tr::kHeadDim + col0 + c4), x);
-    }
-  }
-  turn.pass();
-}
 
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
@@ -228,7 +123,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   constexpr int kParts = Tr::kParts;
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
   constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
-  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads, kDqPitch = Tr::kDqPitch;
   constexpr int kMt = kBlockM / 8, kKq = kBlockM / 16;  // accumulator column tiles, k-steps of a block
   using KeyRows = typename Tr::KeyRows;
   using RowRows = typename Tr::RowRows;
@@ -242,14 +137,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   E* k_tile = reinterpret_cast<E*>(smem);  // then V [, K_dot, V_dot]
   E* row_tiles = k_tile + Tr::kKeyOperands * kParts * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
   E* ds_tile = row_tiles + 2 * kRows * kParts * kRowTile;  // dS^T [, then dS_dot^T]
-  float* after_tiles = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);
-  // Added by TMA reductions: warpgroup w's boxes from float kDqCols kBlockM w. Else [kBlockM][kDqPitch], warpgroup
-  // w's tile from column kDqCols w.
-  constexpr bool kDqByTma = dq_by_tma<Tr, kDeterministic, kMask>();
-  float* dq_stage = Tr::kDqStageInDs ? reinterpret_cast<float*>(ds_tile) : after_tiles;
-  float* stats = after_tiles + (Tr::kDqStageInDs ? 0 : Tr::kDqStageFloats);  // [2][kStats][kBlockM]
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [2][kStats][kBlockM]
+  float* after_stats = stats + 2 * kStats * kBlockM;
+  // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w.
+  float* dq_stage = Tr::kDqStageInDs ? reinterpret_cast<float*>(ds_tile) : after_stats;
   // The key tiles' barrier, the query-side buffers'.
-  uint64_t* full = reinterpret_cast<uint64_t*>(stats + 2 * kStats * kBlockM);
+  uint64_t* full = reinterpret_cast<uint64_t*>(after_stats + (Tr::kDqStageInDs ? 0 : Tr::kDqStageFloats));
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
@@ -546,9 +439,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
-    // The last step's reductions have read the stage (long since: a step's products ran meanwhile) before anyone
-    // writes it again, after the barrier.
-    if (kDqByTma && tid % 128 == 0) tma_reduce_wait_read();
     fence_proxy_async();
     __syncthreads();
 
@@ -604,19 +494,50 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     if constexpr (Tr::kDqStageInDs) __syncthreads();  // every warpgroup's dQ products have read dS^T
 
-    if constexpr (kDqByTma) {
-      add_dq_by_tma<Tr>(maps.dq_accum, dq_stage + kDqCols * kBlockM * wg, dq_acc, kSplit ? 0 : kDqCols * wg, m, b,
-                        wg, warp, g, t, tid % 128 == 0);
-    } else {
-      add_dq_by_atomics<Tr, kDeterministic>(p, ws, dq_stage, dq_acc, m, b, L, wg, warp, g, t, tid);
+    // Stage the tile as [query][column] and add rows of 4 columns.
+    float* stage = dq_stage + kDqCols * wg;
+#pragma unroll
+    for (int h = 0; h < kDqTiles; ++h) {
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = dq_acc[h][nt][e];
+        }
+      }
     }
+    // Each warpgroup adds its own tile, or (kSplit) all threads add the sum of both.
+    if constexpr (kSplit) {
+      __syncthreads();
+    } else {
+      named_barrier_sync(1 + wg, 128);
+    }
+    const DqTurn<kDeterministic> turn(ws, b, m);
+    turn.wait();
+    const float* from = kSplit ? dq_stage : stage;
+    const int col0 = kSplit ? 0 : kDqCols * wg;
+#pragma unroll
+    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
+      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
+      if (m + qi < L) {
+        float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
+        if constexpr (kSplit) {  // the warpgroups' tiles in their order
+#pragma unroll
+          for (int w = 1; w < Tr::kWarpGroups; ++w) {
+            const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + w * kDqCols + c4);
+            x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+          }
+        }
+        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + col0 + c4), x);
+      }
+    }
+    turn.pass();
     end_step();
   }
 
   if constexpr (kMask) {
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
-  if (kDqByTma && tid % 128 == 0) tma_reduce_wait_all();  // no reduction may still read the stage at exit
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
   write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, scale, lane);
@@ -673,9 +594,6 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
     for (int i = 0; i < Tr::kRowOperands && ok; ++i) {
       ok = encode_rows_map<E>(&maps.rows[i][j], row_parts[i][j], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
     }
-  }
-  if (dq_by_tma<Tr, kDeterministic, kMask>() && ok) {  // the kernel adds dQ^T by TMA reductions
-    ok = encode_accum_map(&maps.dq_accum, ws.dq_accum, p.len_q, Tr::kHeadDim, p.batch, Tr::kBlockM);
   }
   if (!ok) return false;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(E));

@@ -47,12 +47,6 @@
 #ifndef THERIA_BJ_MIN_BLOCKS
 #define THERIA_BJ_MIN_BLOCKS 1
 #endif
-// Warpgroup backward and backward-JVP outside deterministic mode: 1 adds each step's dQ^T tile to the fp32 buffer
-// by TMA reductions issued by one thread of each warpgroup (sdpa_bwd_wg.cuh, add_dq_by_tma); 0 by every thread's
-// v4 atomics, as deterministic mode does (add_dq_by_atomics).
-#ifndef THERIA_DQ_BY_TMA
-#define THERIA_DQ_BY_TMA 1
-#endif
 
 namespace theria::kernels::cuda {
 

@@ -8,9 +8,6 @@
 // Device: one thread issues a tile's copies (a box per 64 columns) and announces their bytes on the stage's "full"
 // mbarrier (arrive.expect_tx); the copies complete the barrier's phase when the bytes have landed, visible to the
 // tensor cores with no fence. Rows past the tensor's end arrive as zeros.
-// The other way, shared -> global: fp32 accumulator tiles (the backward's dQ^T) added into a global fp32 buffer by
-// TMA reductions (cp.reduce.async.bulk.tensor ... add), in boxes of 32 floats (128 bytes) per row in the same
-// swizzle; rows past the buffer's end are left out.
 #pragma once
 
 #include "fused/mma.cuh"
@@ -29,7 +26,6 @@
 namespace theria::kernels::cuda {
 
 constexpr int kTmaBoxCols = 64;  // 16-bit columns of one box: the 128 bytes the swizzle spans
-constexpr int kTmaAccumBoxCols = 32;  // fp32 columns of one reduction box: the same 128 bytes
 
 // ---- host ----
 
@@ -82,21 +78,6 @@ bool encode_rows_map(CUtensorMap* map, const MatrixView& m, int64_t rows, int64_
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// The map of an fp32 accumulator of `batch` contiguous [rows][cols] matrices (the backward's dQ buffer), reduced
-// into in boxes of 32 columns (the 128 bytes the swizzle spans) x box_rows rows from shared memory
-// (tma_reduce_add_box). Rows past `rows` are left out of a reduction, so a box may overhang a matrix's end.
-inline bool encode_accum_map(CUtensorMap* map, float* ptr, int64_t rows, int64_t cols, int64_t batch, int box_rows) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (encode == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 != 0 || cols % kTmaAccumBoxCols != 0) return false;
-  cuuint64_t dims[3] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows), static_cast<cuuint64_t>(batch)};
-  cuuint64_t byte_strides[2] = {static_cast<cuuint64_t>(cols * 4), static_cast<cuuint64_t>(rows * cols * 4)};
-  cuuint32_t box[3] = {kTmaAccumBoxCols, static_cast<cuuint32_t>(box_rows), 1};
-  cuuint32_t unit[3] = {1, 1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, ptr, dims, byte_strides, box, unit,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 // ---- device ----
 
 // The coordinates (head, outer batch) of batch position b in a map from encode_rows_map: query side (b / heads,
@@ -140,29 +121,5 @@ __device__ __forceinline__ void tma_load_rows(void* tile, const CUtensorMap* map
         : "memory");
   }
 }
-
-// Float index, from a 1024-byte aligned box of [rows][32] floats in the 128-byte swizzle (encode_accum_map), of
-// (row, col): the 16-byte chunk index XOR the row's position in its 8-row atom, as the TMA unit reads it.
-__device__ __forceinline__ int swizzled_accum_index(int row, int col) {
-  return row * kTmaAccumBoxCols + ((((col >> 2) ^ row) & 7) << 2) + (col & 3);
-}
-
-// Adds a box of the shared-memory accumulator tile (encode_accum_map's layout) into the global one at (col0, row0)
-// of matrix b, asynchronously (the bulk group of the issuing thread; tma_reduce_commit, tma_reduce_wait_read). The
-// writing threads' fence_proxy_async() and a barrier come first.
-__device__ __forceinline__ void tma_reduce_add_box(const CUtensorMap* map, const float* box, int col0, int row0,
-                                                   int b) {
-  asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::
-                   "l"(reinterpret_cast<uint64_t>(map)),
-               "r"(smem_addr(box)), "r"(col0), "r"(row0), "r"(b)
-               : "memory");
-}
-__device__ __forceinline__ void tma_reduce_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-// Until this thread's committed reductions have read their shared memory (it may be written again).
-__device__ __forceinline__ void tma_reduce_wait_read() {
-  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-}
-// Until they have completed (before the CTA exits).
-__device__ __forceinline__ void tma_reduce_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
 }  // namespace theria::kernels::cuda
