@@ -3,11 +3,12 @@
 // mma.sync kernels run out of shared-memory bandwidth on read by the tensor cores once per warpgroup
 // instead of once per warp (measured: docs/performance.md).
 //
-// One CTA per (batch position, block of 64 keys per warpgroup: two, three for the backward at head dim 64, one for
-// float32's backward-JVP at 128; WarpgroupTile::bwd_warpgroups): warpgroups of 64 keys each keep their dK, dV
-// (or dk_dot, dv_dot; 64 x head dim fp32 each) in registers while blocks of kBlockM queries stream through two
-// buffers, each filled by TMA copies (tma.cuh: one thread issues them, every thread waits on the buffer's
-// mbarrier) while the other is read; operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
+// One CTA per (batch position, block of 64 keys per warpgroup: two, three for the backward at head dim 64;
+// WarpgroupTile::bwd_warpgroups): warpgroups of 64 keys each keep their dK, dV (or dk_dot, dv_dot; 64 x head dim
+// fp32 each) in registers while blocks of kBlockM queries stream through two buffers, each filled by TMA copies
+// (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the other is read. (float32's
+// backward-JVP at head dim 128 has the shared memory for 64 keys only: its two warpgroups share them and take the
+// query blocks in turn, each with its own buffer, summing their dk_dot, dv_dot at the end: kSharedKeys.) operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
 // TMA cannot address (launch_sdpa_bwd_wg returns false) runs the mma.sync kernels. Per block and warpgroup
 // (tangent terms in brackets):
 //   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
@@ -62,7 +63,14 @@ struct BwdWgTraits {
   static constexpr int kParts = kParts_;
   static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_, kParts_);
   static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (the wgmma M)
+  // The warpgroups over the same 64 keys, taking the steps in turn (warpgroup w steps w, w + kWarpGroups, ...),
+  // each with its own query-side buffer, row statistics, dS^T tiles and dQ stage and its own barriers, their dK, dV
+  // summed at the end (WarpgroupTile::bwd_shared_keys: float32's backward-JVP at head dim 128, which has the shared
+  // memory for one warpgroup's 64 keys only).
+  static constexpr bool kSharedKeys = WarpgroupTile::bwd_shared_keys(kHeadDim_, kTangent_, kParts_);
+  static constexpr int kBlockN = kSharedKeys ? 64 : 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (wgmma M)
+  static constexpr int kStepStride = kSharedKeys ? kWarpGroups : 1;
+  static constexpr int kOwnTiles = kSharedKeys ? kWarpGroups : 1;  // sets of dS^T tiles and row statistics
   static constexpr int kBlockM = kBlockM_;          // queries per step
   static constexpr int kKeyOperands = kTangent ? 4 : 2;               // K, V [, K_dot, V_dot]
   static constexpr int kRowOperands = kTangent ? (kDoutDot ? 4 : 3) : 2;  // Q, dO [, Q_dot [, dO_dot]]
@@ -71,11 +79,11 @@ struct BwdWgTraits {
   // dQ^T per warpgroup (3. above): its head-dim columns over all the block's keys, or at head dim 64 all columns
   // over its own keys.
   static constexpr bool kDqSplitKeys = kHeadDim == 64;
-  static constexpr int kDqCols = kDqSplitKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
+  static constexpr int kDqCols = kDqSplitKeys || kSharedKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
   static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                       // its K
   static_assert(kDqCols % 64 == 0, "a warpgroup's dQ^T tile is whole 64-column wgmma tiles");
-  static constexpr int kDqTiles = kDqCols / 64;  // one warpgroup a CTA (float32's backward-JVP at 128): two
-  static_assert(kStats * kBlockM <= kThreads, "one thread per row statistic of a block");
+  static constexpr int kDqTiles = kDqCols / 64;  // all 128 columns (float32's backward-JVP at 128): two
+  static_assert(kStats * kBlockM <= kThreads / kOwnTiles, "one thread (of the warpgroup) per row statistic of a block");
   using KeyRows = Swizzled128Rows<kBlockN>;  // the key-side tiles (TMA)
   using RowRows = Swizzled128Rows<kBlockM>;  // the query-side tiles (TMA)
   using DsRows = CoreMatrixRows<kBlockM>;    // dS^T as [key][query] (written by the threads)
@@ -88,21 +96,20 @@ struct BwdWgTraits {
   // own commit group) and turns each tile into operand fragments as soon as it is final, so that the four score
   // tiles are never all live beside the fragments.
   static constexpr bool kPhased = kTangent && kBlockM == 64 && kParts == 1;
-  static constexpr int kDsElems = kParts * kDsTiles * DsRows::tile_elems(kBlockN);
+  static constexpr int kDsElems = kOwnTiles * kParts * kDsTiles * DsRows::tile_elems(kBlockN);
   static constexpr int kTileElems = kParts * (kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile) + kDsElems;
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
   // The dQ stage in the dS^T tiles' place (read by the dQ product before the stage is written: one barrier more a
   // step) where shared memory has no room for both: float32's backward-JVP (eight operand tiles in two parts) at
-  // two warpgroups. (At one, head dim 128, its 16-query steps leave room, and dS^T's tiles are smaller than the
-  // stage's 128 columns.)
-  static constexpr bool kDqStageInDs = kParts > 1 && kTangent && kWarpGroups > 1;
+  // head dim 64. (At 128, with its warpgroups over shared keys, its 16-query steps leave room.)
+  static constexpr bool kDqStageInDs = kParts > 1 && kTangent && kWarpGroups > 1 && !kSharedKeys;
   static constexpr int kDqStageFloats = kBlockM * kDqPitch;
   static_assert(!kDqStageInDs || kDqStageFloats * sizeof(float) <= kDsElems * 2, "the dQ stage fits the dS^T tiles");
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
     const int stage_floats = kDqStageInDs ? 0 : kDqStageFloats;
-    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + stage_floats) * sizeof(float) +
+    return kSwizzlePad + kTileElems * elem + (2 * kOwnTiles * kStats * kBlockM + stage_floats) * sizeof(float) +
            kBarriers * sizeof(uint64_t);
   }
   static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");
@@ -122,7 +129,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   using E = ElemOf<T>;  // what the tiles hold
   constexpr int kParts = Tr::kParts;
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
-  constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
+  constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot, kSharedKeys = Tr::kSharedKeys;
+  static_assert(!kSharedKeys || (!kMask && !kGroups), "shared keys: the plain build");
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads, kDqPitch = Tr::kDqPitch;
   constexpr int kMt = kBlockM / 8, kKq = kBlockM / 16;  // accumulator column tiles, k-steps of a block
   using KeyRows = typename Tr::KeyRows;
@@ -137,8 +145,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   E* k_tile = reinterpret_cast<E*>(smem);  // then V [, K_dot, V_dot]
   E* row_tiles = k_tile + Tr::kKeyOperands * kParts * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
   E* ds_tile = row_tiles + 2 * kRows * kParts * kRowTile;  // dS^T [, then dS_dot^T]
-  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [2][kStats][kBlockM]
-  float* after_stats = stats + 2 * kStats * kBlockM;
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [kOwnTiles][2][kStats][kBlockM]
+  float* after_stats = stats + 2 * Tr::kOwnTiles * kStats * kBlockM;
   // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w.
   float* dq_stage = Tr::kDqStageInDs ? reinterpret_cast<float*>(ds_tile) : after_stats;
   // The key tiles' barrier, the query-side buffers'.
@@ -156,11 +164,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   __syncthreads();
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
-  const RowStatStager<kStats, kBlockM> stat(p, b0, tid);
+  const RowStatStager<kStats, kBlockM> stat(p, b0, kSharedKeys ? tid % 128 : tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
+  const int wg_key0 = kSharedKeys ? 0 : 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
+  // This warpgroup's dS^T tiles, its row statistics' two buffers (with shared keys its own), its first step.
+  E* const ds_own = ds_tile + (kSharedKeys ? wg * (Tr::kDsElems / Tr::kOwnTiles) : 0);
+  float* const stats_own = stats + (kSharedKeys ? wg * 2 * kStats * kBlockM : 0);
+  const int first_step = kSharedKeys ? wg : 0;
+  // The thread that issues the query-side copies: the CTA's first, with shared keys each warpgroup's first.
+  const bool issuer = kSharedKeys ? tid % 128 == 0 : tid == 0;
   // attn_mask (the masked build; sdpa_bwd_tc.cuh).
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + key_w, S, tid, g) : BackwardMask<T, 1>();
@@ -181,11 +195,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       },
       0, n_steps);
 
-  // A step's query-side tiles into buffer buf (thread 0 issues; bit buf of `loaded` tells every thread to wait for
-  // them, on the parity in bit buf of `phases`).
+  // A step's query-side tiles into buffer buf (`issuer` issues; bit buf of `loaded` tells every thread that reads it
+  // to wait for them, on the parity in bit buf of `phases`).
   uint32_t loaded = 0, phases = 0;
   auto load_rows = [&](int buf, int step) {
-    if (tid == 0) {
+    if (issuer) {
       const TmaBatch at = tma_batch<false>(p.q, b0 + steps.head(step));
       mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kParts * kRowBytes);
 #pragma unroll
@@ -206,17 +220,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
                                                   &full[0]);
     }
   }
-  if (n_steps > 0) {
-    if (step_classes.first_seen()) load_rows(0, 0);
-    stat.store(stats, 0, stat.fetch(steps.row(0), L));
+  if (first_step < n_steps) {  // (with shared keys each warpgroup its first step, into its own buffer)
+    if (kSharedKeys || step_classes.first_seen()) load_rows(first_step, first_step);
+    stat.store(stats_own, 0, stat.fetch(steps.row(first_step), L));
   }
   mbarrier_wait(&full[0], 0);  // (also with no step: no copy may still be landing when the CTA exits)
   __syncthreads();
 
-  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics).
-  const auto end_step = [] {
+  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics); with
+  // shared keys every thread of the warpgroup, whose buffers they are.
+  const auto end_step = [wg] {
     cp_async_wait<0>();  // (the masked build's staged terms)
-    __syncthreads();
+    if constexpr (kSharedKeys) {
+      named_barrier_sync(1 + wg, 128);
+    } else {
+      __syncthreads();
+    }
   };
 
   float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];  // dK, dV or their tangents
@@ -229,22 +248,25 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + key_w + g;
 
-  for (int step = 0; step < n_steps; ++step) {
-    const int buf = step & 1, m = steps.row(step);
+  for (int step = first_step; step < n_steps; step += Tr::kStepStride) {
+    // The query-side buffer: in turn, or with shared keys the warpgroup's own (its next step's copies issued once the
+    // step is done with it, below); the row statistics' buffer in turn.
+    const int buf = kSharedKeys ? wg : step & 1, stat_buf = (step / Tr::kStepStride) & 1, m = steps.row(step);
+    const int next = step + Tr::kStepStride;
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (step + 1 < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, step + 1);
+    if (!kSharedKeys && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
     if (loaded >> buf & 1) {  // waited for even where the step turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
       loaded &= ~(1u << buf);
     }
-    const float* stat_s = stats + buf * kStats * kBlockM;
-    const float next_stat = step + 1 < n_steps ? stat.fetch(steps.row(step + 1), L, steps.head(step + 1)) : 0.f;
-    const KeyBlock tile = step_classes.take(step);
+    const float* stat_s = stats_own + stat_buf * kStats * kBlockM;
+    const float next_stat = next < n_steps ? stat.fetch(steps.row(next), L, steps.head(next)) : 0.f;
+    const KeyBlock tile = kSharedKeys ? KeyBlock::kTerms : step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       skip_step<kDeterministic>(
-          ws, b, m, [&] { if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat); }, end_step);
+          ws, b, m, [&] { if (next < n_steps) stat.store(stats_own, stat_buf ^ 1, next_stat); }, end_step);
       continue;
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
@@ -433,22 +455,28 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         const int at = DsRows::offset(key_w + g + 8 * (i & 1), 16 * kq + 8 * (i >> 1) + 2 * t);
 #pragma unroll
         for (int j = 0; j < kParts; ++j) {
-          *reinterpret_cast<uint32_t*>(ds_tile + j * kDsTile + at) = dsa[j][kq][i];
-          if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + (kParts + j) * kDsTile + at) = dsda[j][kq][i];
+          *reinterpret_cast<uint32_t*>(ds_own + j * kDsTile + at) = dsa[j][kq][i];
+          if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_own + (kParts + j) * kDsTile + at) = dsda[j][kq][i];
         }
       }
     }
-    if (step + 1 < n_steps) stat.store(stats, buf ^ 1, next_stat);
+    if (next < n_steps) stat.store(stats_own, stat_buf ^ 1, next_stat);
     fence_proxy_async();
-    __syncthreads();
+    if constexpr (kSharedKeys) {  // its dQ^T products read its own dS^T
+      named_barrier_sync(1 + wg, 128);
+    } else {
+      __syncthreads();
+    }
 
     // 3. dQ^T [dq_dot^T]: this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or (kDqSplitKeys)
     // every column over its keys.
-    // (kDqTiles 64-column tiles: two where one warpgroup forms all 128 columns.)
+    // (kDqTiles 64-column tiles: two where a warpgroup forms all 128 columns.)
     constexpr bool kSplit = Tr::kDqSplitKeys;
     constexpr int kDqTiles = Tr::kDqTiles;
     float dq_acc[kDqTiles][kMt][4];
-    const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
+    const uint32_t ds_keys = smem_addr(ds_own) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
+    // The first head-dim column of this warpgroup's dQ^T tile (every column: at head dim 64, and with shared keys).
+    const int dq_col0 = kSplit || kSharedKeys ? 0 : kDqCols * wg;
     TileDesc<DsRows, true> ds_n[kParts], dsd_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
@@ -459,7 +487,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
     for (int h = 0; h < kDqTiles; ++h) {
       const uint32_t key_cols =
-          smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, kSplit ? 0 : kDqCols * wg + 64 * h);
+          smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, dq_col0 + 64 * h);
       TileDesc<KeyRows, true> kt_n[kParts], kdt_n[kParts];
 #pragma unroll
       for (int j = 0; j < kParts; ++j) {
@@ -512,10 +540,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     } else {
       named_barrier_sync(1 + wg, 128);
     }
-    const DqTurn<kDeterministic> turn(ws, b, m);
+    const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
     turn.wait();
     const float* from = kSplit ? dq_stage : stage;
-    const int col0 = kSplit ? 0 : kDqCols * wg;
 #pragma unroll
     for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
       const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
@@ -528,15 +555,45 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
             x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
           }
         }
-        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + col0 + c4), x);
+        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + dq_col0 + c4), x);
       }
     }
     turn.pass();
     end_step();
+    if (kSharedKeys && next < n_steps) load_rows(buf, next);  // the warpgroup's next step, into its own buffer
   }
 
   if constexpr (kMask) {
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
+  }
+  if constexpr (kSharedKeys) {  // warpgroup 0 adds the others' dK, dV (same keys) and writes them
+    __syncthreads();  // every tile read: the key tiles' space takes the accumulators (2 x kHeadDim / 2 floats a thread)
+    float* sum = reinterpret_cast<float*>(k_tile);
+    static_assert((Tr::kWarpGroups - 1) * 2 * kHeadDim / 2 * 128 * sizeof(float) <= Tr::kKeyOperands * kParts * kKeyBytes,
+                  "the accumulators fit the key tiles");
+    constexpr int kAcc = kHeadDim / 8 * 4;  // each accumulator's floats a thread
+    if (wg > 0) {
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          sum[((wg - 1) * 2 * kAcc + dt * 4 + e) * 128 + tid % 128] = dk_acc[dt][e];
+          sum[((wg - 1) * 2 * kAcc + kAcc + dt * 4 + e) * 128 + tid % 128] = dv_acc[dt][e];
+        }
+      }
+    }
+    __syncthreads();
+    if (wg > 0) return;
+    for (int w = 0; w < Tr::kWarpGroups - 1; ++w) {  // in the warpgroups' order
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          dk_acc[dt][e] += sum[(w * 2 * kAcc + dt * 4 + e) * 128 + tid];
+          dv_acc[dt][e] += sum[(w * 2 * kAcc + kAcc + dt * 4 + e) * 128 + tid];
+        }
+      }
+    }
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;

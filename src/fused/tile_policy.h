@@ -62,10 +62,10 @@ namespace theria::kernels::cuda {
 // dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward in 32-query steps (key tiles' parts
 // 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of the 232,448 bytes; 226-227
 // registers, no spill), the tangent pass with one warpgroup in 32-key steps (Q and Q_dot parts 64 KB, two buffers
-// of the key tiles' parts 128 KB; tangent_warpgroups, tangent_block_n), and the backward-JVP with one warpgroup in
-// 16-query steps (its four key tiles' parts would take 256 KB at two: at one 128 KB, two buffers of the query-side
-// tiles' 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 8 KB, the dQ stage 8 KB: 214,808 bytes; 234-248
-// registers, no spill; bwd_warpgroups, bwd_block_m).
+// of the key tiles' parts 128 KB; tangent_warpgroups, tangent_block_n), and the backward-JVP in 16-query steps over
+// 64 keys that its two warpgroups share (its four key tiles' parts would take 256 KB for 128 keys: for 64 128 KB, a
+// query-side buffer per warpgroup 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 16 KB, the dQ stage 16 KB:
+// 231,704 bytes with a dout tangent; 233-245 registers, no spill; bwd_warpgroups, bwd_shared_keys, bwd_block_m).
 constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask) {
   if (!THERIA_WG) return false;
   if (parts == 1) return head_dim == 64 || head_dim == 128;
@@ -151,8 +151,8 @@ struct BwdJvpTile {
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
 };
 
-// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA, one for some of float32's
-// (bwd_warpgroups, tangent_warpgroups). The tangent pass streams 64-key steps over its query rows (at head
+// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA, one for float32's tangent pass
+// at head dim 128 (tangent_warpgroups), two over shared keys for its backward-JVP (bwd_shared_keys). The tangent pass streams 64-key steps over its query rows (at head
 // dim 64 too: 128-key steps spill there, the two score accumulators taking 128 registers a thread); the backward and
 // backward-JVP stream query steps (bwd_block_m) over the CTA's 128 or 192 keys.
 struct WarpgroupTile {
@@ -162,10 +162,17 @@ struct WarpgroupTile {
   // The backward: at head dim 64 with 64-query steps (the masked build in deterministic mode) three warpgroups (192
   // keys a CTA; 168 registers a thread; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two otherwise: with
   // 128-query steps at 64 (bwd_block_m), and where the accumulators do not fit the 168 registers of three (the
-  // backward-JVP, head dim 128). float32's backward-JVP at head dim 128: one (warpgroup_kernels).
+  // backward-JVP, head dim 128). float32's backward-JVP at head dim 128: two over the same 64 keys (bwd_shared_keys).
   static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m, int parts = 1) {
-    if (parts > 1 && tangent && head_dim == 128) return 1;
+    if (bwd_shared_keys(head_dim, tangent, parts)) return 2;
     return head_dim == 64 && !tangent && block_m == 64 && parts == 1 ? 3 : 2;
+  }
+  // float32's backward-JVP at head dim 128: its key tiles' parts take the shared memory of one warpgroup's 64 keys
+  // (warpgroup_kernels), so its two warpgroups share them and take the 16-query steps in turn, each with its own
+  // query-side buffer and barriers (sdpa_bwd_wg.cuh, kSharedKeys): with one warpgroup a CTA, one warp a scheduler
+  // left the tensor pipe 68 % idle (docs/results/profile_bwd_issue).
+  static constexpr bool bwd_shared_keys(int head_dim, bool tangent, int parts) {
+    return parts > 1 && tangent && head_dim == 128;
   }
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
