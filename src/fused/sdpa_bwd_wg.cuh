@@ -8,9 +8,9 @@
 // fp32 each) in registers while blocks of kBlockM queries stream through two buffers, each filled by TMA copies
 // (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the other is read. (float32's
 // backward-JVP at head dim 128 has the shared memory for 64 keys only: its two warpgroups share them and take the
-// query blocks in turn, each with its own buffer, summing their dk_dot, dv_dot at the end: kSharedKeys.) operand tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view
-// TMA cannot address (launch_sdpa_bwd_wg returns false) runs the mma.sync kernels. Per block and warpgroup
-// (tangent terms in brackets):
+// query blocks in turn, each with its own buffer, summing their dk_dot, dv_dot at the end: kSharedKeys.) Operand
+// tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view TMA cannot address (launch_sdpa_bwd_wg
+// returns false) runs the mma.sync kernels. Per block and warpgroup (tangent terms in brackets):
 //   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
 //      (Q, dO [, Q_dot, dO_dot]) both K-major from shared memory, in two commit groups, so that P^T
 //      [and P_dot^T] are formed while the dP products still run;
@@ -569,7 +569,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   if constexpr (kSharedKeys) {  // warpgroup 0 adds the others' dK, dV (same keys) and writes them
     __syncthreads();  // every tile read: the key tiles' space takes the accumulators (2 x kHeadDim / 2 floats a thread)
     float* sum = reinterpret_cast<float*>(k_tile);
-    static_assert((Tr::kWarpGroups - 1) * 2 * kHeadDim / 2 * 128 * sizeof(float) <= Tr::kKeyOperands * kParts * kKeyBytes,
+    static_assert((Tr::kWarpGroups - 1) * 2 * kHeadDim / 2 * 128 * sizeof(float) <=
+                      Tr::kKeyOperands * kParts * kKeyBytes,
                   "the accumulators fit the key tiles");
     constexpr int kAcc = kHeadDim / 8 * 4;  // each accumulator's floats a thread
     if (wg > 0) {

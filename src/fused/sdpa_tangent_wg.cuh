@@ -18,8 +18,9 @@
 // of P and W rescaled when m moves, and out, lse written at the end. One pass instead of the forward and then the
 // tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
-// float32 at precision "high" (T = float, head dims 64 and 128: tile_policy.h's warpgroup_kernels; at 128 one
-// warpgroup in 32-key steps): as in sdpa_fwd_wg.cuh, the copies read the six operands' bfloat16 parts, formed into
+// float32 at precision "high" (T = float, head dims 64 and 128: tile_policy.h's warpgroup_kernels; at 128 in 32-key
+// steps, the tangent pass with two warpgroups over the same 64 rows taking the key blocks in turn: kSharedRows, the
+// JVP with one): as in sdpa_fwd_wg.cuh, the copies read the six operands' bfloat16 parts, formed into
 // the scratch first (split_parts.cuh); every tile is held as its two parts, P and W are split in registers, and each
 // product runs as three.
 #pragma once
@@ -47,9 +48,14 @@ struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kOnline = kOnline_;
   static constexpr int kParts = kParts_;  // per operand (one for 16-bit dtypes)
-  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts);
+  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts, kOnline);
   static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kBlockM = 64 * kWarpGroups;               // queries per CTA, 64 per warpgroup (the wgmma M)
+  // The warpgroups over the same 64 query rows, taking the key blocks in turn (warpgroup w blocks w, w + 2, ...),
+  // each with its own key buffer, their out_dot and row sums summed at the end (WarpgroupTile::tangent_shared_rows:
+  // float32's tangent pass at head dim 128, which has the shared memory for one warpgroup's rows only).
+  static constexpr bool kSharedRows = WarpgroupTile::tangent_shared_rows(kHeadDim, kMask, kParts, kOnline);
+  static constexpr int kBlockM = kSharedRows ? 64 : 64 * kWarpGroups;  // queries per CTA, 64 per warpgroup (wgmma M)
+  static constexpr int kStepStride = kSharedRows ? kWarpGroups : 1;
   static constexpr int kBlockN = WarpgroupTile::tangent_block_n(kHeadDim, kParts);  // keys per step
   static constexpr int kKeyOperands = 4;            // K, V, K_dot, V_dot
   using QRows = Swizzled128Rows<kBlockM>;
@@ -78,7 +84,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   using E = ElemOf<T>;
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile, kParts = Tr::kParts;
-  constexpr bool kOnline = Tr::kOnline;
+  constexpr bool kOnline = Tr::kOnline, kSharedRows = Tr::kSharedRows;
+  static_assert(!kSharedRows || (!kMask && !kOnline), "shared rows: the unmasked tangent pass");
   constexpr uint32_t kQBytes = kQTile * sizeof(E), kKeyBytes = kKeyTile * sizeof(E);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
@@ -92,7 +99,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
-  const int row_g = m0 + 64 * wg + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
+  const int wg_row0 = kSharedRows ? 0 : 64 * wg;         // this warpgroup's first row within the CTA's
+  const int row_g = m0 + wg_row0 + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
+  // The thread that issues the key copies: the CTA's first, with shared rows each warpgroup's first (its own buffer).
+  const bool issuer = kSharedRows ? tid % 128 == 0 : tid == 0;
   if (tid == 0) {
     for (int i = 0; i < 3; ++i) mbarrier_init(&full[i], 1);
     for (int i = 0; i < 2; ++i) mbarrier_init(&empty[i], kThreads / 32);
@@ -110,8 +120,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // it keeps a __syncthreads per step.)
   uint32_t loaded = 0, phases = 0;
   auto load_keys = [&](int buf, int row0, int j) {
-    if (tid == 0) {
-      if (!kMask && j >= 2) mbarrier_wait(&empty[buf], ((j - 2) >> 1) & 1);
+    if (issuer) {
+      if (!kMask && !kSharedRows && j >= 2) mbarrier_wait(&empty[buf], ((j - 2) >> 1) & 1);
       mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kParts * kKeyBytes);
 #pragma unroll
       for (int i = 0; i < kKeyOps * kParts; ++i) {
@@ -136,7 +146,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
                                                     &full[0]);
     }
   }
-  if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN, 0);
+  // The first block (with shared rows each warpgroup's first, into its own buffer).
+  const int first_block = nb_begin + (kSharedRows ? wg : 0);
+  if (first_block < nb_end) load_keys(kSharedRows ? wg : 0, first_block * kBlockN, 0);
 
   // row_lse: what the exponentials subtract from this thread's rows' scaled logits, in log2 units: the saved lse
   // (a row with no visible key, lse -inf, sees only masked logits, which give exact zeros), or (kOnline) the
@@ -168,9 +180,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   using QMajor = TileDesc<typename Tr::QRows, false>;
   using KMajor = TileDesc<typename Tr::KeyRows, false>;
   using MnMajor = TileDesc<typename Tr::KeyRows, true>;
-  for (int nb = nb_begin; nb < nb_end; ++nb) {
-    const int buf = (nb - nb_begin) & 1, n0 = nb * kBlockN;
-    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
+  for (int nb = first_block; nb < nb_end; nb += Tr::kStepStride) {
+    // The key buffer: in turn, or with shared rows the warpgroup's own (its next block's copies issued once the
+    // step is done with it, below).
+    const int buf = kSharedRows ? wg : (nb - nb_begin) & 1, n0 = nb * kBlockN;
+    if (!kSharedRows && nb + 1 < nb_end && (!kMask || mask.next_seen())) {
+      load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
+    }
     if (loaded >> buf & 1) {  // waited for even where the block turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
@@ -185,7 +201,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         continue;
       }
     }
-    const uint32_t q_s = smem_addr(q_tile) + 2 * Tr::QRows::offset(64 * wg, 0);
+    const uint32_t q_s = smem_addr(q_tile) + 2 * Tr::QRows::offset(wg_row0, 0);
     const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kParts * kKeyTile);
     // Key operand i's part j at key_s + (i * kParts + j) * kKeyBytes.
     QMajor q_d[kParts], qd_d[kParts];
@@ -208,7 +224,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     fence_operands(sd);
 
     // 2. P and W. Keys past S, and under the causal mask keys past the row, are -inf (P = W = 0).
-    if (n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0 + 64 * wg)) {
+    if (n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0 + wg_row0)) {
       for_masked_pairs<kCausal, kBlockN / 8>(n0, row_g, S, t, [&](int nt, int e) {
         s[nt][e] = -INFINITY;
         sd[nt][e] = 0.f;
@@ -281,9 +297,47 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kMask) {
       cp_async_wait<0>();
       __syncthreads();
+    } else if constexpr (kSharedRows) {  // the warpgroup's next block into its buffer
+      named_barrier_sync(1 + wg, 128);
+      if (nb + Tr::kStepStride < nb_end) load_keys(buf, n0 + Tr::kStepStride * kBlockN, 0);
     } else {
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&empty[buf]);
+    }
+  }
+  if constexpr (kSharedRows) {  // warpgroup 0 adds the others' out_dot and row sums (same rows) and writes them
+    __syncthreads();  // every key block read: the key buffers' space takes them
+    float* sum = reinterpret_cast<float*>(key_tiles);
+    constexpr int kAcc = kHeadDim / 8 * 4, kFloats = kAcc + 4;  // each thread's: out_dot's part, row_w, row_w16
+    static_assert((Tr::kWarpGroups - 1) * kFloats * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes,
+                  "the partial sums fit the key buffers");
+    if (wg > 0) {
+      float* mine = sum + (wg - 1) * kFloats * 128 + tid % 128;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mine[(dt * 4 + e) * 128] = acc[dt][e];
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mine[(kAcc + r) * 128] = row_w[r];
+        mine[(kAcc + 2 + r) * 128] = row_w16[r];
+      }
+    }
+    __syncthreads();
+    if (wg > 0) return;
+    for (int w = 0; w < Tr::kWarpGroups - 1; ++w) {  // in the warpgroups' order
+      const float* theirs = sum + w * kFloats * 128 + tid;
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[dt][e] += theirs[(dt * 4 + e) * 128];
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        row_w[r] += theirs[(kAcc + r) * 128];
+        row_w16[r] += theirs[(kAcc + 2 + r) * 128];
+      }
     }
   }
 
