@@ -566,35 +566,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   if constexpr (kMask) {
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
-  if constexpr (kSharedKeys) {  // warpgroup 0 adds the others' dK, dV (same keys) and writes them
-    __syncthreads();  // every tile read: the key tiles' space takes the accumulators (2 x kHeadDim / 2 floats a thread)
-    float* sum = reinterpret_cast<float*>(k_tile);
-    static_assert((Tr::kWarpGroups - 1) * 2 * kHeadDim / 2 * 128 * sizeof(float) <=
-                      Tr::kKeyOperands * kParts * kKeyBytes,
+  if constexpr (kSharedKeys) {  // warpgroup 0 adds the others' dK, dV (same keys; the key tiles' space) and writes
+    constexpr int kValues = 2 * kHeadDim / 2;
+    static_assert((Tr::kWarpGroups - 1) * kValues * 128 * sizeof(float) <= Tr::kKeyOperands * kParts * kKeyBytes,
                   "the accumulators fit the key tiles");
-    constexpr int kAcc = kHeadDim / 8 * 4;  // each accumulator's floats a thread
-    if (wg > 0) {
+    const bool first = sum_into_warpgroup0<Tr::kWarpGroups, kValues>(
+        reinterpret_cast<float*>(k_tile), tid, [&](auto f) {
 #pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+          for (int dt = 0; dt < kHeadDim / 8; ++dt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          sum[((wg - 1) * 2 * kAcc + dt * 4 + e) * 128 + tid % 128] = dk_acc[dt][e];
-          sum[((wg - 1) * 2 * kAcc + kAcc + dt * 4 + e) * 128 + tid % 128] = dv_acc[dt][e];
-        }
-      }
-    }
-    __syncthreads();
-    if (wg > 0) return;
-    for (int w = 0; w < Tr::kWarpGroups - 1; ++w) {  // in the warpgroups' order
-#pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          dk_acc[dt][e] += sum[(w * 2 * kAcc + dt * 4 + e) * 128 + tid];
-          dv_acc[dt][e] += sum[(w * 2 * kAcc + kAcc + dt * 4 + e) * 128 + tid];
-        }
-      }
-    }
+            for (int e = 0; e < 4; ++e) {
+              f(dk_acc[dt][e]);
+              f(dv_acc[dt][e]);
+            }
+          }
+        });
+    if (!first) return;
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;

@@ -305,40 +305,25 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if (lane == 0) mbarrier_arrive(&empty[buf]);
     }
   }
-  if constexpr (kSharedRows) {  // warpgroup 0 adds the others' out_dot and row sums (same rows) and writes them
-    __syncthreads();  // every key block read: the key buffers' space takes them
-    float* sum = reinterpret_cast<float*>(key_tiles);
-    constexpr int kAcc = kHeadDim / 8 * 4, kFloats = kAcc + 4;  // each thread's: out_dot's part, row_w, row_w16
-    static_assert((Tr::kWarpGroups - 1) * kFloats * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes,
+  if constexpr (kSharedRows) {  // warpgroup 0 adds the others' out_dot and row sums (same rows; the key buffers'
+                                // space) and writes them
+    constexpr int kValues = kHeadDim / 8 * 4 + 4;  // out_dot's part, row_w, row_w16
+    static_assert((Tr::kWarpGroups - 1) * kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes,
                   "the partial sums fit the key buffers");
-    if (wg > 0) {
-      float* mine = sum + (wg - 1) * kFloats * 128 + tid % 128;
+    const bool first = sum_into_warpgroup0<Tr::kWarpGroups, kValues>(
+        reinterpret_cast<float*>(key_tiles), tid, [&](auto f) {
 #pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+          for (int dt = 0; dt < kHeadDim / 8; ++dt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) mine[(dt * 4 + e) * 128] = acc[dt][e];
-      }
+            for (int e = 0; e < 4; ++e) f(acc[dt][e]);
+          }
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mine[(kAcc + r) * 128] = row_w[r];
-        mine[(kAcc + 2 + r) * 128] = row_w16[r];
-      }
-    }
-    __syncthreads();
-    if (wg > 0) return;
-    for (int w = 0; w < Tr::kWarpGroups - 1; ++w) {  // in the warpgroups' order
-      const float* theirs = sum + w * kFloats * 128 + tid;
-#pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[dt][e] += theirs[(dt * 4 + e) * 128];
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        row_w[r] += theirs[(kAcc + r) * 128];
-        row_w16[r] += theirs[(kAcc + 2 + r) * 128];
-      }
-    }
+          for (int r = 0; r < 2; ++r) {
+            f(row_w[r]);
+            f(row_w16[r]);
+          }
+        });
+    if (!first) return;
   }
 
   T* out = batch_base<T>(p.out, b);

@@ -63,10 +63,10 @@ namespace theria::kernels::cuda {
 // 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of the 232,448 bytes; 226-227
 // registers, no spill), the tangent pass and JVP in 32-key steps over 64 rows (Q and Q_dot parts 64 KB, two buffers
 // of the key tiles' parts 128 KB; the tangent pass's two warpgroups a buffer each: tangent_warpgroups,
-// tangent_shared_rows, tangent_block_n), and the backward-JVP in 16-query steps over
-// 64 keys that its two warpgroups share (its four key tiles' parts would take 256 KB for 128 keys: for 64 128 KB, a
-// query-side buffer per warpgroup 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 16 KB, the dQ stage 16 KB:
-// 231,704 bytes with a dout tangent; 233-245 registers, no spill; bwd_warpgroups, bwd_shared_keys, bwd_block_m).
+// tangent_shared_rows, tangent_block_n), and the backward-JVP in 16-query steps over 64 keys that its two warpgroups
+// share (its four key tiles' parts would take 256 KB for 128 keys: for 64 128 KB, a query-side buffer per warpgroup
+// 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 16 KB, the dQ stage 16 KB: 231,704 bytes with a dout
+// tangent; 233-245 registers, no spill; bwd_warpgroups, bwd_shared_keys, bwd_block_m).
 constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask) {
   if (!THERIA_WG) return false;
   if (parts == 1) return head_dim == 64 || head_dim == 128;

@@ -66,6 +66,30 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// For kernels whose warpgroups share their tiles and take the steps in turn (sdpa_bwd_wg.cuh kSharedKeys,
+// sdpa_tangent_wg.cuh kSharedRows), so that each holds a part of the same accumulators, laid out alike: adds the
+// other warpgroups' kValues floats a thread into warpgroup 0's, through `scratch` (free shared memory of
+// (kWarpGroups - 1) * kValues * 128 floats, [value][thread]: conflict-free). visit(f) calls f(x) on each of this
+// thread's values, in one order. Every thread of the CTA calls it; true in warpgroup 0, whose values are then the
+// sums (the others' are left as they were).
+template <int kWarpGroups, int kValues, class Visit>
+__device__ __forceinline__ bool sum_into_warpgroup0(float* scratch, int tid, Visit visit) {
+  const int wg = tid / 128, lane = tid % 128;
+  __syncthreads();  // every tile read: the caller's scratch is free
+  if (wg > 0) {
+    int i = 0;
+    visit([&](float& x) { scratch[((wg - 1) * kValues + i++) * 128 + lane] = x; });
+  }
+  __syncthreads();
+  if (wg > 0) return false;
+#pragma unroll
+  for (int w = 0; w < kWarpGroups - 1; ++w) {  // in the warpgroups' order
+    int i = 0;
+    visit([&](float& x) { x += scratch[(w * kValues + i++) * 128 + lane]; });
+  }
+  return true;
+}
+
 // Pins registers at this point of the program: the compiler must assume they change here.
 template <int kRows, int kCols, typename V>
 __device__ __forceinline__ void fence_operands(V (&x)[kRows][kCols]) {
