@@ -12,7 +12,6 @@
 
 #include "fused/attn_mask.cuh"
 #include "fused/mask_grad.cuh"
-#include "fused/block_order.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
 #include "fused/staged_bias.cuh"
@@ -74,7 +73,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
-  const int m0 = query_block_start<kCausal, kBlockM>();
+  const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
   const T* q = batch_base<const T>(p.q, b);
   const T* k = key_base<const T, kGroups>(p.k, b);

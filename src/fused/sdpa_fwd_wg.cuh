@@ -21,7 +21,6 @@
 // registers, and each product runs as three (hi hi, hi lo, lo hi: wgmma_parts_product).
 #pragma once
 
-#include "fused/block_order.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
@@ -146,7 +145,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   const int tid = threadIdx.x, lane = tid % 32;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
-  const int m0 = query_block_start<kCausal, kBlockM>();
+  const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
   const int kv_end = kCausal ? min(S, m0 + kBlockM) : S;
   const int n_blocks = (kv_end + kBlockN - 1) / kBlockN;

@@ -27,7 +27,6 @@
 
 #include "fused/attn_mask.cuh"
 #include "fused/mask_grad.cuh"
-#include "fused/block_order.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
@@ -98,7 +97,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
-  const int m0 = query_block_start<kCausal, kBlockM>();
+  const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
   const int wg_row0 = kSharedRows ? 0 : 64 * wg;         // this warpgroup's first row within the CTA's
   const int row_g = m0 + wg_row0 + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
