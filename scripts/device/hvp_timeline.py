@@ -3,10 +3,12 @@ create_graph, then the gradient of <g, u>), from torch.profiler's CUDA activity 
 divided by the iterations; beside it the iteration's wall time (CUDA events) and the GPU's idle share, and flash's
 forward+backward the same way for the issue-18 ratio (or, with --compare math, PyTorch math's HVP: issue 19's
 float32 floors). With --host, where a host-bound HVP's issue time goes: the host time to enqueue one HVP (no
-synchronisation inside) and the operators and CUDA runtime calls per iteration by self CPU time.
+synchronisation inside) and the operators and CUDA runtime calls per iteration by self CPU time. With --gaps, where
+the GPU idles inside one iteration (synchronised before it, as the benchmark's CUDA events are): every kernel in
+launch order with the idle time before it, from a marker kernel launched just before the call (medians of --iters).
     THERIA_LIBRARY=... python3 scripts/device/hvp_timeline.py [--shapes 8,16,2048,64 ...] [--iters 5]
         [--dtype bf16|fp32] [--float32-precision highest|high|medium] [--backend fused|auto] [--compare flash|math]
-        [--host]
+        [--host] [--gaps]
 """
 import argparse
 import collections
@@ -93,6 +95,29 @@ def kernel_table(fn, inputs, iters):
     return sorted(((ms, n // iters, name) for name, (ms, n) in per_name.items()), reverse=True)
 
 
+def gap_table(fn, inputs, iters):
+    """Per kernel of one iteration, in order: (idle before it, its own time, name), ms; medians over iterations.
+    The first row's idle runs from the end of a marker kernel enqueued just before the call."""
+    marker = torch.zeros(1, device="cuda")
+    runs = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            marker.zero_()
+            fn(*inputs)
+            torch.cuda.synchronize()
+        kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                         if e.device_type == torch.autograd.DeviceType.CUDA)
+        rows, previous_end = [], kernels[0][1]
+        for start, end, name in kernels[1:]:
+            rows.append((max(0.0, start - previous_end) / 1000.0, (end - start) / 1000.0, name))
+            previous_end = max(previous_end, end)
+        runs.append(rows)
+    count = min(len(r) for r in runs)
+    return [(statistics.median(r[i][0] for r in runs), statistics.median(r[i][1] for r in runs), runs[0][i][2])
+            for i in range(count)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["8,16,2048,64", "8,16,2048,128"])
@@ -103,6 +128,7 @@ def main():
     ap.add_argument("--compare", choices=["flash", "math"], default="flash")
     ap.add_argument("--hvp-form", choices=["vjp", "dot"], default="vjp", help="as theria bench's --hvp-form")
     ap.add_argument("--host", action="store_true", help="also the host's issue time and its operators")
+    ap.add_argument("--gaps", action="store_true", help="also the GPU's idle time before each kernel of an iteration")
     a = ap.parse_args()
     torch.set_float32_matmul_precision(a.float32_precision)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
@@ -124,6 +150,11 @@ def main():
             print(f"\n{label} {shape}: wall {wall:.3f} ms, kernels {busy:.3f} ms ({100 * busy / wall:.0f} % busy)")
             for ms, n, name in table:
                 print(f"  {ms:8.3f} ms  x{n:<3d} {name[:150]}")
+            if a.gaps:
+                rows = gap_table(fn, inputs, a.iters)
+                print(f"  idle before each kernel, in launch order (total idle {sum(r[0] for r in rows):.3f} ms):")
+                for idle, ms, name in rows:
+                    print(f"  idle {idle:7.3f}  run {ms:7.3f} ms  {name[:110]}")
             if a.host:
                 print(f"  host: {host_ms(fn, inputs, a.iters):.3f} ms to enqueue; self CPU per iteration "
                       "(profiled, so inflated):")
