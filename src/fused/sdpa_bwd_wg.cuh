@@ -228,7 +228,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   __syncthreads();
 
   // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics); with
-  // shared keys every thread of the warpgroup, whose buffers they are.
+  // shared keys every thread of the warpgroup, whose buffers they are (only where a step is skipped: a step that
+  // runs needs no closing barrier there, see the end of the loop).
   const auto end_step = [wg] {
     cp_async_wait<0>();  // (the masked build's staged terms)
     if constexpr (kSharedKeys) {
@@ -540,6 +541,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     } else {
       named_barrier_sync(1 + wg, 128);
     }
+    // With shared keys every product that read the warpgroup's query-side buffer completed before that barrier: its
+    // next step's copies go now, under the adds, rather than after them.
+    if (kSharedKeys && next < n_steps) load_rows(buf, next);
     const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
     turn.wait();
     const float* from = kSplit ? dq_stage : stage;
@@ -559,8 +563,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     turn.pass();
-    end_step();
-    if (kSharedKeys && next < n_steps) load_rows(buf, next);  // the warpgroup's next step, into its own buffer
+    // With shared keys the step needs no closing barrier: what the next step writes over (dS^T, the dQ stage, the
+    // statistics' other buffer) this one has read before its last barrier, and the next step writes it only after
+    // barriers that wait for every warp of the warpgroup.
+    if constexpr (!kSharedKeys) end_step();
   }
 
   if constexpr (kMask) {

@@ -63,7 +63,9 @@ struct TangentWgTraits {
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
   // Q, Q_dot; keys x 2 buffers; each tile as its kParts parts side by side.
   static constexpr int kSmemElems = kParts * (2 * kQTile + 2 * kKeyOperands * kKeyTile);
-  static constexpr int kBarriers = 5;  // Q and Q_dot; each key buffer full; each key buffer empty
+  // Q and Q_dot; each key buffer full; each key buffer empty; with shared rows each buffer's V, V_dot half full (the
+  // full barrier then stands for its K, K_dot half).
+  static constexpr int kBarriers = kSharedRows ? 7 : 5;
   // The tiles (16-bit elements) from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then
   // the masked build's key terms.
   static constexpr size_t kSmemBytes =
@@ -93,6 +95,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   E* key_tiles = q_tile + 2 * kParts * kQTile;  // [2 buffers][K, V, K_dot, V_dot][part]
   uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kParts * kKeyTile);  // Q; key buffers 0, 1
   uint64_t* empty = full + 3;  // key buffers 0, 1: every warp is done with it (the unmasked build)
+  uint64_t* v_full = full + 5;  // shared rows: key buffers 0, 1's V and V_dot
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
@@ -106,6 +109,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   if (tid == 0) {
     for (int i = 0; i < 3; ++i) mbarrier_init(&full[i], 1);
     for (int i = 0; i < 2; ++i) mbarrier_init(&empty[i], kThreads / 32);
+    if constexpr (kSharedRows) {
+      for (int i = 0; i < 2; ++i) mbarrier_init(&v_full[i], 1);
+    }
   }
   __syncthreads();
 
@@ -132,6 +138,25 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     loaded |= 1u << buf;
   };
+  // With shared rows a warpgroup's buffer fills in halves, each on its own barrier: K and K_dot (full[1 + buf]), which
+  // the score products read, and V and V_dot (v_full[buf], bit 2 + buf), which the out_dot products read; each half
+  // of the warpgroup's next block is copied once the step is done with it, so that the copies run under the rest of
+  // the step instead of between steps.
+  auto load_key_half = [&](int buf, int row0, int half) {
+    uint64_t* bar = half == 0 ? &full[1 + buf] : &v_full[buf];
+    if (issuer) {
+      mbarrier_arrive_expect_tx(bar, 2 * kParts * kKeyBytes);
+#pragma unroll
+      for (int op = half; op < kKeyOps; op += 2) {  // K, K_dot or V, V_dot
+#pragma unroll
+        for (int j = 0; j < kParts; ++j) {
+          tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + ((buf * kKeyOps + op) * kParts + j) * kKeyTile,
+                                                          &maps.keys[op][j], row0, key_at, bar);
+        }
+      }
+    }
+    loaded |= 1u << (2 * half + buf);
+  };
   // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
   ForwardMask<T, kBlockM, kBlockN, kThreads> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(full + Tr::kBarriers),
                                                   tid, S, kMask);
@@ -148,7 +173,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   // The first block (with shared rows each warpgroup's first, into its own buffer).
   const int first_block = nb_begin + (kSharedRows ? wg : 0);
-  if (first_block < nb_end) load_keys(kSharedRows ? wg : 0, first_block * kBlockN, 0);
+  if (first_block < nb_end) {
+    if constexpr (kSharedRows) {
+      load_key_half(wg, first_block * kBlockN, 0);
+      load_key_half(wg, first_block * kBlockN, 1);
+    } else {
+      load_keys(0, first_block * kBlockN, 0);
+    }
+  }
 
   // row_lse: what the exponentials subtract from this thread's rows' scaled logits, in log2 units: the saved lse
   // (a row with no visible key, lse -inf, sees only masked logits, which give exact zeros), or (kOnline) the
@@ -181,8 +213,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   using KMajor = TileDesc<typename Tr::KeyRows, false>;
   using MnMajor = TileDesc<typename Tr::KeyRows, true>;
   for (int nb = first_block; nb < nb_end; nb += Tr::kStepStride) {
-    // The key buffer: in turn, or with shared rows the warpgroup's own (its next block's copies issued once the
-    // step is done with it, below).
+    // The key buffer: in turn, or with shared rows the warpgroup's own (its next block's copies issued half by half
+    // once the step is done with each: load_key_half). Its K, K_dot [with shared rows: that half] first.
     const int buf = kSharedRows ? wg : (nb - nb_begin) & 1, n0 = nb * kBlockN;
     if (!kSharedRows && nb + 1 < nb_end && (!kMask || mask.next_seen())) {
       load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
@@ -222,6 +254,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     wgmma_wait<0>();
     fence_operands(s);
     fence_operands(sd);
+    if constexpr (kSharedRows) {  // the warpgroup is done with K, K_dot: its next block's go now
+      named_barrier_sync(1 + wg, 128);
+      if (nb + Tr::kStepStride < nb_end) load_key_half(buf, n0 + Tr::kStepStride * kBlockN, 0);
+    }
 
     // 2. P and W. Keys past S, and under the causal mask keys past the row, are -inf (P = W = 0).
     if (n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0 + wg_row0)) {
@@ -277,6 +313,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       v_n[j] = MnMajor(key_s + (kParts + j) * kKeyBytes);
       vd_n[j] = MnMajor(key_s + (3 * kParts + j) * kKeyBytes);
     }
+    if constexpr (kSharedRows) {
+      if (loaded >> (2 + buf) & 1) {
+        mbarrier_wait(&v_full[buf], phases >> (2 + buf) & 1);
+        phases ^= 1u << (2 + buf);
+        loaded &= ~(1u << (2 + buf));
+      }
+    }
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
@@ -297,9 +340,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kMask) {
       cp_async_wait<0>();
       __syncthreads();
-    } else if constexpr (kSharedRows) {  // the warpgroup's next block into its buffer
+    } else if constexpr (kSharedRows) {  // the warpgroup is done with V, V_dot: its next block's go now
       named_barrier_sync(1 + wg, 128);
-      if (nb + Tr::kStepStride < nb_end) load_keys(buf, n0 + Tr::kStepStride * kBlockN, 0);
+      if (nb + Tr::kStepStride < nb_end) load_key_half(buf, n0 + Tr::kStepStride * kBlockN, 1);
     } else {
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&empty[buf]);
