@@ -506,6 +506,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     wgmma_commit();
+    if constexpr (kSharedKeys) {
+      // The products of 2 were the last to read the warpgroup's query-side buffer: once every warp has seen them done,
+      // its next step's copies go, under the dQ^T products, the stage and the adds.
+      wgmma_wait<1>();
+      named_barrier_sync(1 + wg, 128);
+      if (next < n_steps) load_rows(buf, next);
+    }
     wgmma_wait<0>();
 #pragma unroll
     for (int h = 0; h < kDqTiles; ++h) fence_operands(dq_acc[h]);
@@ -541,9 +548,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     } else {
       named_barrier_sync(1 + wg, 128);
     }
-    // With shared keys every product that read the warpgroup's query-side buffer completed before that barrier: its
-    // next step's copies go now, under the adds, rather than after them.
-    if (kSharedKeys && next < n_steps) load_rows(buf, next);
     const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
     turn.wait();
     const float* from = kSplit ? dq_stage : stage;
