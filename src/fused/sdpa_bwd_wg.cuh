@@ -8,7 +8,8 @@
 // fp32 each) in registers while blocks of kBlockM queries stream through two buffers, each filled by TMA copies
 // (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the other is read. (float32's
 // backward-JVP at head dim 128 has the shared memory for 64 keys only: its two warpgroups share them and take the
-// query blocks in turn, each with its own buffer, summing their dk_dot, dv_dot at the end: kSharedKeys.) Operand
+// query blocks in turn, each with its own buffer, refilled for its next block once 2's products are done, while 3
+// runs; summing their dk_dot, dv_dot at the end: kSharedKeys.) Operand
 // tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view TMA cannot address (launch_sdpa_bwd_wg
 // returns false) runs the mma.sync kernels. Per block and warpgroup (tangent terms in brackets):
 //   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
