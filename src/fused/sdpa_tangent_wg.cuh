@@ -19,8 +19,8 @@
 // tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
 // float32 at precision "high" (T = float, head dims 64 and 128: tile_policy.h's warpgroup_kernels; at 128 in 32-key
-// steps, the tangent pass with two warpgroups over the same 64 rows taking the key blocks in turn: kSharedRows, the
-// JVP with one): as in sdpa_fwd_wg.cuh, the copies read the six operands' bfloat16 parts, formed into
+// steps, with two warpgroups over the same 64 rows taking the key blocks in turn: kSharedRows, the JVP's running
+// maxima merged at the end): as in sdpa_fwd_wg.cuh, the copies read the six operands' bfloat16 parts, formed into
 // the scratch first (split_parts.cuh); every tile is held as its two parts, P and W are split in registers, and each
 // product runs as three.
 #pragma once
@@ -48,12 +48,13 @@ struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kOnline = kOnline_;
   static constexpr int kParts = kParts_;  // per operand (one for 16-bit dtypes)
-  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts, kOnline);
+  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts);
   static constexpr int kThreads = 128 * kWarpGroups;
   // The warpgroups over the same 64 query rows, taking the key blocks in turn (warpgroup w blocks w, w + 2, ...),
-  // each with its own key buffer, their out_dot and row sums summed at the end (WarpgroupTile::tangent_shared_rows:
-  // float32's tangent pass at head dim 128, which has the shared memory for one warpgroup's rows only).
-  static constexpr bool kSharedRows = WarpgroupTile::tangent_shared_rows(kHeadDim, kMask, kParts, kOnline);
+  // each with its own key buffer, their out_dot [kOnline: out] and row sums summed at the end
+  // (WarpgroupTile::tangent_shared_rows: float32 at head dim 128, which has the shared memory for one warpgroup's
+  // rows only).
+  static constexpr bool kSharedRows = WarpgroupTile::tangent_shared_rows(kHeadDim, kMask, kParts);
   static constexpr int kBlockM = kSharedRows ? 64 : 64 * kWarpGroups;  // queries per CTA, 64 per warpgroup (wgmma M)
   static constexpr int kStepStride = kSharedRows ? kWarpGroups : 1;
   static constexpr int kBlockN = WarpgroupTile::tangent_block_n(kHeadDim, kParts);  // keys per step
@@ -87,7 +88,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile, kParts = Tr::kParts;
   constexpr bool kOnline = Tr::kOnline, kSharedRows = Tr::kSharedRows;
-  static_assert(!kSharedRows || (!kMask && !kOnline), "shared rows: the unmasked tangent pass");
+  static_assert(!kSharedRows || !kMask, "shared rows: the unmasked build");
   constexpr uint32_t kQBytes = kQTile * sizeof(E), kKeyBytes = kKeyTile * sizeof(E);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
@@ -350,23 +351,73 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   if constexpr (kSharedRows) {  // warpgroup 0 adds the others' out_dot and row sums (same rows; the key buffers'
                                 // space) and writes them
-    constexpr int kValues = kHeadDim / 8 * 4 + 4;  // out_dot's part, row_w, row_w16
-    static_assert((Tr::kWarpGroups - 1) * kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes,
-                  "the partial sums fit the key buffers");
-    const bool first = sum_into_warpgroup0<Tr::kWarpGroups, kValues>(
-        reinterpret_cast<float*>(key_tiles), tid, [&](auto f) {
+    if constexpr (kOnline) {
+      // The JVP's sums are each against its warpgroup's running max: warpgroup 1 hands over its max with them, and
+      // warpgroup 0 rescales both to the rows' common max as it adds (flash-decoding's merge).
+      static_assert(Tr::kWarpGroups == 2, "the JVP's merge takes two warpgroups");
+      constexpr int kValues = 2 * kHeadDim / 8 * 4 + 8;  // out_dot's and out's parts; row_max, row_sum, row_w, row_w16
+      static_assert(kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes, "the parts fit the key buffers");
+      float* other = reinterpret_cast<float*>(key_tiles);  // [value][thread]: conflict-free
+      const int lane128 = tid % 128;
+      __syncthreads();  // every tile read: the key buffers are free
+      if (wg == 1) {
 #pragma unroll
-          for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        for (int r = 0; r < 2; ++r) {
+          other[(4 * r + 0) * 128 + lane128] = row_max[r];
+          other[(4 * r + 1) * 128 + lane128] = row_sum[r];
+          other[(4 * r + 2) * 128 + lane128] = row_w[r];
+          other[(4 * r + 3) * 128 + lane128] = row_w16[r];
+        }
 #pragma unroll
-            for (int e = 0; e < 4; ++e) f(acc[dt][e]);
+        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            other[(8 + 8 * dt + e) * 128 + lane128] = acc[dt][e];
+            other[(8 + 8 * dt + 4 + e) * 128 + lane128] = o[dt][e];
           }
+        }
+      }
+      __syncthreads();
+      if (wg == 1) return;
+      float a0[2], a1[2];  // warpgroup 0's and 1's factors a row
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            f(row_w[r]);
-            f(row_w16[r]);
-          }
-        });
-    if (!first) return;
+      for (int r = 0; r < 2; ++r) {
+        const float m1 = other[(4 * r) * 128 + lane128];
+        const float m = fmaxf(row_max[r], m1), base = m == -INFINITY ? 0.f : m;
+        a0[r] = fast_exp2(row_max[r] - base);  // 0 where that warpgroup saw no key of the row
+        a1[r] = fast_exp2(m1 - base);
+        row_max[r] = m;
+        row_sum[r] = a0[r] * row_sum[r] + a1[r] * other[(4 * r + 1) * 128 + lane128];
+        row_w[r] = a0[r] * row_w[r] + a1[r] * other[(4 * r + 2) * 128 + lane128];
+        row_w16[r] = a0[r] * row_w16[r] + a1[r] * other[(4 * r + 3) * 128 + lane128];
+      }
+#pragma unroll
+      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[dt][e] = a0[e >> 1] * acc[dt][e] + a1[e >> 1] * other[(8 + 8 * dt + e) * 128 + lane128];
+          o[dt][e] = a0[e >> 1] * o[dt][e] + a1[e >> 1] * other[(8 + 8 * dt + 4 + e) * 128 + lane128];
+        }
+      }
+    } else {
+      constexpr int kValues = kHeadDim / 8 * 4 + 4;  // out_dot's part, row_w, row_w16
+      static_assert((Tr::kWarpGroups - 1) * kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes,
+                    "the partial sums fit the key buffers");
+      const bool first = sum_into_warpgroup0<Tr::kWarpGroups, kValues>(
+          reinterpret_cast<float*>(key_tiles), tid, [&](auto f) {
+#pragma unroll
+            for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) f(acc[dt][e]);
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              f(row_w[r]);
+              f(row_w16[r]);
+            }
+          });
+      if (!first) return;
+    }
   }
 
   T* out = batch_base<T>(p.out, b);

@@ -62,7 +62,7 @@ namespace theria::kernels::cuda {
 // dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward in 32-query steps (key tiles' parts
 // 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of the 232,448 bytes; 226-227
 // registers, no spill), the tangent pass and JVP in 32-key steps over 64 rows (Q and Q_dot parts 64 KB, two buffers
-// of the key tiles' parts 128 KB; the tangent pass's two warpgroups a buffer each: tangent_warpgroups,
+// of the key tiles' parts 128 KB; their two warpgroups a buffer each: tangent_warpgroups,
 // tangent_shared_rows, tangent_block_n), and the backward-JVP in 16-query steps over 64 keys that its two warpgroups
 // share (its four key tiles' parts would take 256 KB for 128 keys: for 64 128 KB, a query-side buffer per warpgroup
 // 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 16 KB, the dQ stage 16 KB: 231,704 bytes with a dout
@@ -153,7 +153,7 @@ struct BwdJvpTile {
 };
 
 // Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA; float32's at head dim 128: the
-// JVP one, the tangent pass two over shared rows (tangent_shared_rows), the backward-JVP two over shared keys
+// tangent pass and JVP two over shared rows (tangent_shared_rows), the backward-JVP two over shared keys
 // (bwd_shared_keys). The tangent pass streams 64-key steps over its query rows (at head dim 64 too: 128-key steps
 // spill there, the two score accumulators taking 128 registers a thread); the backward and backward-JVP stream query
 // steps (bwd_block_m) over the CTA's 128 or 192 keys.
@@ -181,18 +181,18 @@ struct WarpgroupTile {
   // 170 registers a thread they spill).
   // float32's two parts (kParts 2) take twice the operand registers and shared memory: two warpgroups at head dim 64
   // (Q and Q_dot parts 64 KB, two buffers of the four key tiles' parts 128 KB); at 128 the shared memory of one
-  // warpgroup's rows (warpgroup_kernels): the JVP one, the tangent pass two over them (tangent_shared_rows).
-  static constexpr int tangent_warpgroups(int head_dim, bool mask, int parts = 1, bool online = false) {
-    if (tangent_shared_rows(head_dim, mask, parts, online)) return 2;
+  // warpgroup's rows (warpgroup_kernels): two over them (tangent_shared_rows).
+  static constexpr int tangent_warpgroups(int head_dim, bool mask, int parts = 1) {
+    if (tangent_shared_rows(head_dim, mask, parts)) return 2;
     if (parts > 1) return head_dim == 128 ? 1 : 2;
     return head_dim == 64 && !mask ? 3 : 2;
   }
-  // float32's tangent pass at head dim 128 (not the one-pass JVP, whose running max would have to be merged): its
-  // two warpgroups share one warpgroup's 64 rows and take the key blocks in turn, each with its own key buffer
-  // (sdpa_tangent_wg.cuh, kSharedRows): with one warpgroup a CTA, one warp a scheduler left the tensor pipe 62 %
-  // idle (docs/results/profile_bwd_issue).
-  static constexpr bool tangent_shared_rows(int head_dim, bool mask, int parts, bool online) {
-    return parts > 1 && head_dim == 128 && !mask && !online;
+  // float32's tangent pass and one-pass JVP at head dim 128: two warpgroups share one warpgroup's 64 rows and take
+  // the key blocks in turn, each with its own key buffer (sdpa_tangent_wg.cuh, kSharedRows; the JVP's running maxima
+  // merged at the end): with one warpgroup a CTA, one warp a scheduler left the tensor pipe 62 % idle
+  // (docs/results/profile_bwd_issue).
+  static constexpr bool tangent_shared_rows(int head_dim, bool mask, int parts) {
+    return parts > 1 && head_dim == 128 && !mask;
   }
   // The JVP as one pass of the tangent kernel (sdpa_tangent_wg.cuh, kOnline: out and lse formed beside out_dot)
   // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator
