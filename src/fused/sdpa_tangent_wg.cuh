@@ -139,6 +139,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     loaded |= 1u << buf;
   };
+  // Waits for the copies of bit `bit` of `loaded` on `bar` if they were issued.
+  auto await_copy = [&](uint64_t* bar, int bit) {
+    if (loaded >> bit & 1) {
+      mbarrier_wait(bar, phases >> bit & 1);
+      phases ^= 1u << bit;
+      loaded &= ~(1u << bit);
+    }
+  };
   // With shared rows a warpgroup's buffer fills in halves, each on its own barrier: K and K_dot (full[1 + buf]), which
   // the score products read, and V and V_dot (v_full[buf], bit 2 + buf), which the out_dot products read; each half
   // of the warpgroup's next block is copied once the step is done with it, so that the copies run under the rest of
@@ -220,11 +228,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if (!kSharedRows && nb + 1 < nb_end && (!kMask || mask.next_seen())) {
       load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
     }
-    if (loaded >> buf & 1) {  // waited for even where the block turns out hidden, so that the phases stay in step
-      mbarrier_wait(&full[1 + buf], phases >> buf & 1);
-      phases ^= 1u << buf;
-      loaded &= ~(1u << buf);
-    }
+    await_copy(&full[1 + buf], buf);  // waited for even where the block turns out hidden: the phases stay in step
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
       key_block = mask.classify(p, nb, nb_end, tid, S);
@@ -314,13 +318,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       v_n[j] = MnMajor(key_s + (kParts + j) * kKeyBytes);
       vd_n[j] = MnMajor(key_s + (3 * kParts + j) * kKeyBytes);
     }
-    if constexpr (kSharedRows) {
-      if (loaded >> (2 + buf) & 1) {
-        mbarrier_wait(&v_full[buf], phases >> (2 + buf) & 1);
-        phases ^= 1u << (2 + buf);
-        loaded &= ~(1u << (2 + buf));
-      }
-    }
+    if constexpr (kSharedRows) await_copy(&v_full[buf], 2 + buf);
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
@@ -355,48 +353,46 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       // The JVP's sums are each against its warpgroup's running max: warpgroup 1 hands over its max with them, and
       // warpgroup 0 rescales both to the rows' common max as it adds (flash-decoding's merge).
       static_assert(Tr::kWarpGroups == 2, "the JVP's merge takes two warpgroups");
-      constexpr int kValues = 2 * kHeadDim / 8 * 4 + 8;  // out_dot's and out's parts; row_max, row_sum, row_w, row_w16
+      // Value 4 r + (0, 1, 2, 3): row r's max, sum, row_w, row_w16; 8 + 8 dt + e, 12 + 8 dt + e: out_dot's, out's parts.
+      constexpr int kValues = 2 * kHeadDim / 8 * 4 + 8;
       static_assert(kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes, "the parts fit the key buffers");
-      float* other = reinterpret_cast<float*>(key_tiles);  // [value][thread]: conflict-free
-      const int lane128 = tid % 128;
-      __syncthreads();  // every tile read: the key buffers are free
-      if (wg == 1) {
+      float* scratch = reinterpret_cast<float*>(key_tiles);
+      const bool first = hand_to_warpgroup0<Tr::kWarpGroups, kValues>(scratch, tid, [&](auto f) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          other[(4 * r + 0) * 128 + lane128] = row_max[r];
-          other[(4 * r + 1) * 128 + lane128] = row_sum[r];
-          other[(4 * r + 2) * 128 + lane128] = row_w[r];
-          other[(4 * r + 3) * 128 + lane128] = row_w16[r];
+          f(row_max[r]);
+          f(row_sum[r]);
+          f(row_w[r]);
+          f(row_w16[r]);
         }
 #pragma unroll
         for (int dt = 0; dt < kHeadDim / 8; ++dt) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            other[(8 + 8 * dt + e) * 128 + lane128] = acc[dt][e];
-            other[(8 + 8 * dt + 4 + e) * 128 + lane128] = o[dt][e];
-          }
+          for (int e = 0; e < 4; ++e) f(acc[dt][e]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) f(o[dt][e]);
         }
-      }
-      __syncthreads();
-      if (wg == 1) return;
+      });
+      if (!first) return;
+      const auto theirs = [&](int i) { return handed<kValues>(scratch, 0, i, tid); };
       float a0[2], a1[2];  // warpgroup 0's and 1's factors a row
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const float m1 = other[(4 * r) * 128 + lane128];
+        const float m1 = theirs(4 * r);
         const float m = fmaxf(row_max[r], m1), base = m == -INFINITY ? 0.f : m;
         a0[r] = fast_exp2(row_max[r] - base);  // 0 where that warpgroup saw no key of the row
         a1[r] = fast_exp2(m1 - base);
         row_max[r] = m;
-        row_sum[r] = a0[r] * row_sum[r] + a1[r] * other[(4 * r + 1) * 128 + lane128];
-        row_w[r] = a0[r] * row_w[r] + a1[r] * other[(4 * r + 2) * 128 + lane128];
-        row_w16[r] = a0[r] * row_w16[r] + a1[r] * other[(4 * r + 3) * 128 + lane128];
+        row_sum[r] = a0[r] * row_sum[r] + a1[r] * theirs(4 * r + 1);
+        row_w[r] = a0[r] * row_w[r] + a1[r] * theirs(4 * r + 2);
+        row_w16[r] = a0[r] * row_w16[r] + a1[r] * theirs(4 * r + 3);
       }
 #pragma unroll
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          acc[dt][e] = a0[e >> 1] * acc[dt][e] + a1[e >> 1] * other[(8 + 8 * dt + e) * 128 + lane128];
-          o[dt][e] = a0[e >> 1] * o[dt][e] + a1[e >> 1] * other[(8 + 8 * dt + 4 + e) * 128 + lane128];
+          acc[dt][e] = a0[e >> 1] * acc[dt][e] + a1[e >> 1] * theirs(8 + 8 * dt + e);
+          o[dt][e] = a0[e >> 1] * o[dt][e] + a1[e >> 1] * theirs(12 + 8 * dt + e);
         }
       }
     } else {

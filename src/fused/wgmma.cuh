@@ -67,13 +67,13 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 }
 
 // For kernels whose warpgroups share their tiles and take the steps in turn (sdpa_bwd_wg.cuh kSharedKeys,
-// sdpa_tangent_wg.cuh kSharedRows), so that each holds a part of the same accumulators, laid out alike: adds the
-// other warpgroups' kValues floats a thread into warpgroup 0's, through `scratch` (free shared memory of
-// (kWarpGroups - 1) * kValues * 128 floats, [value][thread]: conflict-free). visit(f) calls f(x) on each of this
-// thread's values, in one order. Every thread of the CTA calls it; true in warpgroup 0, whose values are then the
-// sums (the others' are left as they were).
+// sdpa_tangent_wg.cuh kSharedRows), so that each holds a part of the same accumulators, laid out alike: hands the
+// other warpgroups' kValues floats a thread to warpgroup 0 through `scratch` (free shared memory of
+// (kWarpGroups - 1) * kValues * 128 floats, [value][thread]: conflict-free), where handed() reads them. visit(f)
+// calls f(x) on each of this thread's values, in one order: value i is the i-th it visits. Every thread of the CTA
+// calls it; true in warpgroup 0.
 template <int kWarpGroups, int kValues, class Visit>
-__device__ __forceinline__ bool sum_into_warpgroup0(float* scratch, int tid, Visit visit) {
+__device__ __forceinline__ bool hand_to_warpgroup0(float* scratch, int tid, Visit visit) {
   const int wg = tid / 128, lane = tid % 128;
   __syncthreads();  // every tile read: the caller's scratch is free
   if (wg > 0) {
@@ -81,11 +81,22 @@ __device__ __forceinline__ bool sum_into_warpgroup0(float* scratch, int tid, Vis
     visit([&](float& x) { scratch[((wg - 1) * kValues + i++) * 128 + lane] = x; });
   }
   __syncthreads();
-  if (wg > 0) return false;
+  return wg == 0;
+}
+// Value i of warpgroup w + 1, as hand_to_warpgroup0 handed it to this thread of warpgroup 0.
+template <int kValues>
+__device__ __forceinline__ float handed(const float* scratch, int w, int i, int tid) {
+  return scratch[(w * kValues + i) * 128 + tid % 128];
+}
+// The sum over the warpgroups, in their order, in warpgroup 0's values (true there; the others' are left as they
+// were).
+template <int kWarpGroups, int kValues, class Visit>
+__device__ __forceinline__ bool sum_into_warpgroup0(float* scratch, int tid, Visit visit) {
+  if (!hand_to_warpgroup0<kWarpGroups, kValues>(scratch, tid, visit)) return false;
 #pragma unroll
-  for (int w = 0; w < kWarpGroups - 1; ++w) {  // in the warpgroups' order
+  for (int w = 0; w < kWarpGroups - 1; ++w) {
     int i = 0;
-    visit([&](float& x) { x += scratch[(w * kValues + i++) * 128 + lane]; });
+    visit([&](float& x) { x += handed<kValues>(scratch, w, i++, tid); });
   }
   return true;
 }
