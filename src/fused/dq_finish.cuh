@@ -40,6 +40,20 @@ __device__ __forceinline__ void add_dq_tile(float* dq_accum, const float (&acc)[
   }
 }
 
+// The buffer's start: rows [row0, row0 + kRows) of batch position b that lie below len_q zeroed by the kCtaThreads
+// threads of a CTA that runs before the backward anyway (the row terms; the backward-JVP's tangent pass:
+// SdpaFwdParams::zero_dq_accum), in 16-byte stores, instead of a fill launch of its own.
+template <int kRows, int kHeadDim, int kCtaThreads>
+__device__ __forceinline__ void zero_dq_rows(float* dq_accum, int64_t b, int row0, int len_q, int tid) {
+  static_assert(kHeadDim % 4 == 0, "rows of whole float4s");
+  float4* rows = reinterpret_cast<float4*>(dq_accum + (b * len_q + row0) * kHeadDim);
+  const int vecs = min(kRows, len_q - row0) * (kHeadDim / 4);
+#pragma unroll 4
+  for (int i = tid; i < kRows * (kHeadDim / 4); i += kCtaThreads) {
+    if (i < vecs) rows[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
 // Ordered dQ adds for deterministic mode: key block n adds its share of the query block at row m only
 // after key blocks 0 .. n-1 have added theirs. The blocks that reach a query block are always 0 .. N
 // (the causal mask hides a key block from the queries before it, never from the ones after), each

@@ -323,8 +323,9 @@ std::tuple<Tensor, Tensor, Tensor> sdpa_jvp(const Tensor& q, const Tensor& k, co
 namespace {
 
 // What sdpa_bwd and sdpa_bwd_jvp share: the primal operands, the saved statistics, the fp32 row terms
-// and the zeroed dQ (or dQ tangent) accumulation buffer, held until the launch, and the params that
-// point at them.
+// and the dQ (or dQ tangent) accumulation buffer, held until the launch, and the params that point at
+// them. The buffer is zeroed by the first kernel on the stream: the row terms, or the backward-JVP's tangent pass
+// (SdpaFwdParams::zero_dq_accum).
 struct BwdLaunch {
   Operand q, k, v, out, dout;
   Tensor lse, delta, dq_accum, dq_turns;
@@ -346,8 +347,8 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   b.dout = tc_operand(dout);
   b.lse = lse.contiguous();
   b.delta = stats();
-  b.dq_accum = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-  b.ws.dq_accum = b.dq_accum.data_ptr<float>();
+  b.dq_accum = at::empty(q.sizes(), q.options().dtype(at::kFloat));
+  b.ws.dq_accum = b.p.zero_dq_accum = b.dq_accum.data_ptr<float>();
   // PyTorch's determinism contract: under torch.use_deterministic_algorithms(True) the key blocks add
   // their dQ shares in a fixed order (docs/contract.md, "Determinism"), so dQ is bit-wise reproducible.
   if (at::globalContext().deterministicAlgorithms()) {
@@ -460,10 +461,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
   }
   BwdLaunch b;
   prepare_bwd(b, q, k, v, out, lse, dout, causal, scale, mask, mask_dot, mask_grad);
-  // The tangent pass gives out_dot and lse_dot from the saved out and lse, and rowsum(dout * out_dot)
-  // into delta_dot (the row terms add the rest); its operands serve the backward-JVP too.
+  // The tangent pass gives out_dot and lse_dot from the saved out and lse, rowsum(dout * out_dot) into delta_dot
+  // and rowsum(dout * out) into delta (the row terms, run only with a dout tangent, add dout_dot * out); it zeroes
+  // the dQ-tangent buffer; its operands serve the backward-JVP too.
   Tensor delta_dot = at::empty(stats_shape(q), q.options().dtype(at::kFloat));
   b.p.delta_dot = b.p.dout_out_dot = delta_dot.data_ptr();
+  b.p.dout_out = b.p.delta;
   const TangentOperands t = tc_tangents(q_dot, k_dot, v_dot, q, k, v);
   // Without a dout tangent (the double backward) the kernels skip its terms instead of reading zeros.
   const bool has_dout_dot = dout_dot.has_value() && dout_dot->defined();

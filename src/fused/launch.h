@@ -18,7 +18,10 @@ enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64, kFloat32x3 };
 
 // Scratch of the tensor-core backward and backward-JVP, allocated by the binding.
 struct BwdWorkspace {
-  float* dq_accum = nullptr;  // [batch, len_q, dim_qk] fp32, zeroed before the launch (dq or dq_dot)
+  // [batch, len_q, dim_qk] fp32 (dq or dq_dot), zero when the backward kernel runs: zeroed by the pass's first kernel
+  // where the params name it (SdpaFwdParams::zero_dq_accum: the row terms, or the backward-JVP's tangent pass), else
+  // by the caller.
+  float* dq_accum = nullptr;
   // Deterministic mode only (else nullptr): [batch, dq_turn_slots] int32, zeroed before the launch; slot
   // m / 16 counts the key blocks that have added their share of the query block starting at row m
   // (DqTurn in dq_finish.cuh).

@@ -2,7 +2,8 @@
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
 // warpgroup_forward and warpgroup_kernels: the wgmma kernels where they serve,
 // the mma.sync ones otherwise) and runs
-// the passes around it: the row terms before a backward, dQ's finish after.
+// the passes around it: the row terms before a backward (the backward-JVP's, where it has no dout tangent, in its
+// tangent pass), dQ's finish after.
 #pragma once
 
 #include "fused/dq_finish.cuh"
@@ -64,7 +65,9 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
 
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
+  // Without a dout tangent the tangent pass has written delta (SdpaFwdParams::dout_out) beside its share of
+  // delta_dot, which is then all of it: no row terms to add.
+  if (kDoutDot || p.dout_out != p.delta) launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
     constexpr int kParts = kPartsOf<T>;
     using Tr = BwdWgTraits<kHeadDim, true, kDoutDot,

@@ -1,13 +1,16 @@
 // Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ):
 // delta = rowsum(dout * out) and, with kTangent, delta_dot = rowsum(dout_dot * out + dout * out_dot),
 // in fp32; the tangent pass has written rowsum(dout * out_dot) into delta_dot already, from the out_dot
-// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out).
+// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out). (Without a
+// dout tangent the tangent pass writes delta too and this kernel does not run: launch_tc.cuh.) Where
+// zero_dq_accum is set, each block also zeroes its rows of the dQ buffer (dq_finish.cuh, zero_dq_rows).
 // A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them); rows start
 // on 16-byte boundaries on this path. The batch position comes from the grid, so no thread divides by
 // the row count (the warp-per-row SIMT kernel spent about three times as long at the
 // benchmark shapes on its divisions and 2-byte loads).
 #pragma once
 
+#include "fused/dq_finish.cuh"
 #include "fused/mma.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
@@ -81,6 +84,11 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
   const int i = blockIdx.x * (kRowTermsThreads / 4) + threadIdx.x / 4, quad_lane = threadIdx.x % 4;
   const bool dout_dot = kTangent && p.dout_dot.ptr != nullptr;  // absent in the double backward
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    if (p.zero_dq_accum != nullptr) {
+      zero_dq_rows<kRowTermsThreads / 4, kHeadDim, kRowTermsThreads>(p.zero_dq_accum, b,
+                                                                     blockIdx.x * (kRowTermsThreads / 4),
+                                                                     static_cast<int>(p.len_q), threadIdx.x);
+    }
     float delta = 0.f, delta_dot = 0.f;
     if (i < p.len_q) {
       const auto at = [&](const MatrixView& m) { return batch_base<const T>(m, b) + static_cast<int64_t>(i) * m.row_stride; };

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/dq_finish.cuh"
 #include "fused/mask_grad.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mma.cuh"
@@ -116,6 +117,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
     if constexpr (kStageBias) bias.load(bias_tiles, p, mask.base, 0, nb_begin, m0, L, S, tid);
   }
   cp_async_commit();
+  // The backward-JVP's dQ-tangent buffer, these rows zeroed while the first copies land
+  // (SdpaFwdParams::zero_dq_accum).
+  if constexpr (kGivenStats) {
+    if (p.zero_dq_accum != nullptr) zero_dq_rows<kBlockM, kHeadDim, kThreads>(p.zero_dq_accum, b, m0, L, tid);
+  }
   cp_async_wait<0>();
   __syncthreads();
 
@@ -362,6 +368,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
   // The tangent pass's share of delta_dot, rowsum(dout * out_dot), from the unrounded out_dot.
   float* dout_out_dot = kGivenStats && p.dout_out_dot != nullptr ? static_cast<float*>(p.dout_out_dot) + b * p.len_q
                                                                  : nullptr;
+  // and (where asked) delta, rowsum(dout * out), from the saved out.
+  float* dout_out = dout_out_dot != nullptr && p.dout_out != nullptr ? static_cast<float*>(p.dout_out) + b * p.len_q
+                                                                     : nullptr;
   const T* dout = dout_out_dot != nullptr ? batch_base<const T>(p.dout, b) : nullptr;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
@@ -378,7 +387,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       [[maybe_unused]] const float ld16 = lw16 * inv;  // the same from the rounded W
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
       const T* dout_row = dout != nullptr ? dout + static_cast<int64_t>(row) * p.dout.row_stride : nullptr;
-      [[maybe_unused]] float row_term = 0.f;  // this thread's part of rowsum(dout * out_dot)
+      // this thread's parts of rowsum(dout * out_dot), rowsum(dout * out)
+      [[maybe_unused]] float row_term = 0.f, out_term = 0.f;
       if (in_range) {
 #pragma unroll
         for (int dt = 0; dt < kHeadDim / 8; ++dt) {
@@ -400,13 +410,16 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
               float d0, d1;
               load2<T>(dout_row + dt * 8 + 2 * t, d0, d1);
               row_term = fmaf(od0, d0, fmaf(od1, d1, row_term));
+              out_term = fmaf(o0, d0, fmaf(o1, d1, out_term));
             }
           }
         }
       }
       if constexpr (kGivenStats) {
         row_term = quad_sum(row_term);
+        if (dout_out != nullptr) out_term = quad_sum(out_term);
         if (in_range && dout_out_dot != nullptr && t == 0) dout_out_dot[row] = row_term;
+        if (in_range && dout_out != nullptr && t == 0) dout_out[row] = out_term;
       }
       if (in_range && t == 0) {
         if constexpr (!kGivenStats) {

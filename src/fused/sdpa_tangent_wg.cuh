@@ -26,6 +26,7 @@
 #pragma once
 
 #include "fused/attn_mask.cuh"
+#include "fused/dq_finish.cuh"
 #include "fused/mask_grad.cuh"
 #include "fused/kernel_templates.h"
 #include "fused/mbarrier.cuh"
@@ -190,6 +191,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       load_keys(0, first_block * kBlockN, 0);
     }
   }
+  // The backward-JVP's dQ-tangent buffer, these rows zeroed under the first copies (SdpaFwdParams::zero_dq_accum).
+  if (p.zero_dq_accum != nullptr) zero_dq_rows<kBlockM, kHeadDim, kThreads>(p.zero_dq_accum, b, m0, L, tid);
 
   // row_lse: what the exponentials subtract from this thread's rows' scaled logits, in log2 units: the saved lse
   // (a row with no visible key, lse -inf, sees only masked logits, which give exact zeros), or (kOnline) the
@@ -419,8 +422,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   T* out = batch_base<T>(p.out, b);
   T* out_dot = batch_base<T>(p.out_dot, b);
   float* lse_dot = static_cast<float*>(p.lse_dot) + b * p.len_q;
-  // The tangent pass's share of delta_dot, rowsum(dout * out_dot), from the unrounded out_dot.
+  // The tangent pass's share of delta_dot, rowsum(dout * out_dot), from the unrounded out_dot, and (where asked)
+  // delta, rowsum(dout * out), from the saved out.
   float* dout_out_dot = p.dout_out_dot != nullptr ? static_cast<float*>(p.dout_out_dot) + b * p.len_q : nullptr;
+  float* dout_out = dout_out_dot != nullptr && p.dout_out != nullptr ? static_cast<float*>(p.dout_out) + b * p.len_q
+                                                                     : nullptr;
   const T* dout = dout_out_dot != nullptr ? batch_base<const T>(p.dout, b) : nullptr;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -435,7 +441,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     const float ld = quad_sum(row_w[r]) * inv;
     const float ld16 = quad_sum(row_w16[r]) * inv;  // the same from the rounded W
-    float row_term = 0.f;                           // this thread's part of rowsum(dout * out_dot)
+    float row_term = 0.f, out_term = 0.f;  // this thread's parts of rowsum(dout * out_dot), rowsum(dout * out)
     if (row < L) {  // (no early exit: the quad below sums across lanes)
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
       T* od_row = out_dot + static_cast<int64_t>(row) * p.out_dot.row_stride;
@@ -456,13 +462,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           float d0, d1;
           load2<T>(dout_row + dt * 8 + 2 * t, d0, d1);
           row_term = fmaf(od0, d0, fmaf(od1, d1, row_term));
+          out_term = fmaf(o0, d0, fmaf(o1, d1, out_term));
         }
       }
     }
     row_term = quad_sum(row_term);
+    if (dout_out != nullptr) out_term = quad_sum(out_term);
     if (row < L && t == 0) {
       lse_dot[row] = ld;
       if (dout_out_dot != nullptr) dout_out_dot[row] = row_term;
+      if (dout_out != nullptr) dout_out[row] = out_term;
     }
   }
 }

@@ -85,6 +85,12 @@ struct SdpaFwdParams {
   // out_dot, dP_dot - delta_dot cancelled to bf16 noise: 8e-2 in a double backward with one key.)
   MatrixView dout;
   void* dout_out_dot = nullptr;
+  // The same tangent pass also writes, where these are set, dout_out = rowsum(dout * out) (the backward-JVP's delta,
+  // from the saved out it reads anyway) and zeroes its query rows of zero_dq_accum (fp32 [batch, len_q, dim_qk]: the
+  // backward-JVP's dQ-tangent buffer), so that neither takes a launch of its own (the row terms kernel zeroes the
+  // backward's buffer the same way).
+  void* dout_out = nullptr;
+  float* zero_dq_accum = nullptr;
 
   // Scratch where sdpa_fwd_tc_scratch_bytes (src/fused/launch.h) asks for one: float32 at precision "high" on the
   // warpgroup forward and tangent kernels, their operands' bfloat16 parts.
