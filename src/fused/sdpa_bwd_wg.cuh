@@ -24,6 +24,8 @@
 //      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
+//      Where WarpgroupTile::bwd_defer_dq_adds says, a step's tile is added in the next step, under that step's
+//      products 1 (kDeferAdds).
 // float32 at precision "high" (T = float, the backward and backward-JVP at head dims 64 and 128: tile_policy.h's
 // warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
 // scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
@@ -106,6 +108,11 @@ struct BwdWgTraits {
   static constexpr bool kDqStageInDs = kParts > 1 && kTangent && kWarpGroups > 1 && !kSharedKeys;
   static constexpr int kDqStageFloats = kBlockM * kDqPitch;
   static_assert(!kDqStageInDs || kDqStageFloats * sizeof(float) <= kDsElems * 2, "the dQ stage fits the dS^T tiles");
+  // A step's dQ^T tile staged at the step's end and added (the warpgroups' sum, the atomics) in the next step, under
+  // that step's score products (WarpgroupTile::bwd_defer_dq_adds; not in the kernel's deterministic, masked and
+  // grouped builds).
+  static constexpr bool kDeferAdds =
+      WarpgroupTile::bwd_defer_dq_adds(kHeadDim_, kTangent_, kDoutDot, kParts_) && !kSharedKeys && !kDqStageInDs;
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
@@ -249,6 +256,60 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + key_w + g;
+  // (Deterministic mode's turns count one add per query block and key block: they stay in their step.)
+  constexpr bool kDeferAdds = Tr::kDeferAdds && !kDeterministic && !kMask && !kGroups;
+
+  // 3. below: dQ^T [dq_dot^T], this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or
+  // (kDqSplitKeys) every column over its keys; kDqTiles 64-column tiles (two where a warpgroup forms all 128).
+  constexpr bool kSplit = Tr::kDqSplitKeys;
+  constexpr int kDqTiles = Tr::kDqTiles;
+  // The first head-dim column of this warpgroup's dQ^T tile (every column: at head dim 64, and with shared keys).
+  const int dq_col0 = kSplit || kSharedKeys ? 0 : kDqCols * wg;
+  // A step's tile staged as [query][column] (each warpgroup its columns of the stage's rows) ...
+  auto stage_dq = [&](const float (&acc)[kDqTiles][kMt][4]) {
+    float* stage = dq_stage + kDqCols * wg;
+#pragma unroll
+    for (int h = 0; h < kDqTiles; ++h) {
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = acc[h][nt][e];
+        }
+      }
+    }
+  };
+  // ... and added (query block m of batch position b) to the fp32 buffer in rows of 4 columns: each warpgroup its own
+  // tile, or (kSplit) all threads the sum of the warpgroups' tiles.
+  auto add_staged_dq = [&](int64_t b, int m) {
+    if constexpr (kSplit || kDeferAdds) {  // (deferred: also every warp done with the step before)
+      __syncthreads();
+    } else {
+      named_barrier_sync(1 + wg, 128);
+    }
+    const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
+    turn.wait();
+    const float* from = kSplit ? dq_stage : dq_stage + kDqCols * wg;
+#pragma unroll
+    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
+      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
+      if (m + qi < L) {
+        float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
+        if constexpr (kSplit) {  // the warpgroups' tiles in their order
+#pragma unroll
+          for (int w = 1; w < Tr::kWarpGroups; ++w) {
+            const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + w * kDqCols + c4);
+            x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+          }
+        }
+        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + dq_col0 + c4), x);
+      }
+    }
+    turn.pass();
+  };
+  // kDeferAdds: the query block of the staged tile.
+  [[maybe_unused]] int64_t b_prev = 0;
+  [[maybe_unused]] int m_prev = 0;
 
   for (int step = first_step; step < n_steps; step += Tr::kStepStride) {
     // The query-side buffer: in turn, or with shared keys the warpgroup's own (its next step's copies issued once the
@@ -257,7 +318,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const int next = step + Tr::kStepStride;
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (!kSharedKeys && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
+    if (!kSharedKeys && !kDeferAdds && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
     if (loaded >> buf & 1) {  // waited for even where the step turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
@@ -306,6 +367,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kPhased) {  // S_dot^T = K_dot Q^T + K Q_dot^T
       wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d[0], kd_d[0], q_d[0], qd_d[0]);
       wgmma_commit();
+    }
+    if constexpr (kDeferAdds) {  // the step before's dQ^T tile while these run; then the next step's copies
+      if (step > first_step) add_staged_dq(b_prev, m_prev);
+      if (next < n_steps) load_rows(buf ^ 1, next);
     }
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
@@ -470,15 +535,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       __syncthreads();
     }
 
-    // 3. dQ^T [dq_dot^T]: this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or (kDqSplitKeys)
-    // every column over its keys.
-    // (kDqTiles 64-column tiles: two where a warpgroup forms all 128 columns.)
-    constexpr bool kSplit = Tr::kDqSplitKeys;
-    constexpr int kDqTiles = Tr::kDqTiles;
+    // 3. dQ^T [dq_dot^T] (above).
     float dq_acc[kDqTiles][kMt][4];
     const uint32_t ds_keys = smem_addr(ds_own) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
-    // The first head-dim column of this warpgroup's dQ^T tile (every column: at head dim 64, and with shared keys).
-    const int dq_col0 = kSplit || kSharedKeys ? 0 : kDqCols * wg;
     TileDesc<DsRows, true> ds_n[kParts], dsd_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
@@ -530,50 +589,26 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     if constexpr (Tr::kDqStageInDs) __syncthreads();  // every warpgroup's dQ products have read dS^T
-
-    // Stage the tile as [query][column] and add rows of 4 columns.
-    float* stage = dq_stage + kDqCols * wg;
-#pragma unroll
-    for (int h = 0; h < kDqTiles; ++h) {
-#pragma unroll
-      for (int nt = 0; nt < kMt; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = dq_acc[h][nt][e];
-        }
-      }
+    stage_dq(dq_acc);
+    if constexpr (kDeferAdds) {
+      // Added in the next step, or after the last. No closing barrier: the next step writes its dS^T rows (each
+      // warpgroup's dQ^T products read only its own) and the statistics' other buffer only after this step's
+      // barrier, the dQ stage after the next step's barrier, and copies into this step's query-side buffer only after
+      // the adds' barrier, which each warp reaches once done with this step.
+      b_prev = b;
+      m_prev = m;
+      continue;
     }
-    // Each warpgroup adds its own tile, or (kSplit) all threads add the sum of both.
-    if constexpr (kSplit) {
-      __syncthreads();
-    } else {
-      named_barrier_sync(1 + wg, 128);
-    }
-    const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
-    turn.wait();
-    const float* from = kSplit ? dq_stage : stage;
-#pragma unroll
-    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
-      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
-      if (m + qi < L) {
-        float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
-        if constexpr (kSplit) {  // the warpgroups' tiles in their order
-#pragma unroll
-          for (int w = 1; w < Tr::kWarpGroups; ++w) {
-            const float4 y = *reinterpret_cast<const float4*>(from + qi * kDqPitch + w * kDqCols + c4);
-            x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
-          }
-        }
-        atomicAdd(reinterpret_cast<float4*>(ws.dq_accum + (b * p.len_q + m + qi) * kHeadDim + dq_col0 + c4), x);
-      }
-    }
-    turn.pass();
+    add_staged_dq(b, m);
     // With shared keys the step needs no closing barrier: what the next step writes over (dS^T, the dQ stage, the
     // statistics' other buffer) this one has read before its last barrier, and the next step writes it only after
     // barriers that wait for every warp of the warpgroup.
     if constexpr (!kSharedKeys) end_step();
   }
 
+  if constexpr (kDeferAdds) {
+    if (n_steps > first_step) add_staged_dq(b_prev, m_prev);
+  }
   if constexpr (kMask) {
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }

@@ -209,6 +209,17 @@ struct WarpgroupTile {
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
   // float32's two parts (parts 2): 64 with two warpgroups for the backward at head dim 64, 32 at 128 and for the
   // backward-JVP at 64, 16 for the backward-JVP at 128 (shared memory: warpgroup_kernels).
+  // A step's dQ^T tile staged at its end and added (the warpgroups' sum, the atomics) in the next step, under that
+  // step's score products, instead of with the tensor cores idle; the adds' CTA-wide barrier, which every warp reaches
+  // only once done with the step before, also frees that step's query-side buffer for the copies of the step after
+  // (no end-of-step barrier). Where it measured faster on an H200 (docs/performance.md, "issue 18, item 1, tenth
+  // pass"): the 16-bit backward-JVP at head dim 64 (phased: without a dout tangent, with which it spills 4-8 bytes)
+  // and the 16-bit backward at 128 (forward+backward -2 to -4 %); the 16-bit backward at 64 (+1 to +4 %) and the
+  // float32 backward (+0.5 to +3 %) keep their adds in the step, and the backward-JVP at 128 measured level.
+  static constexpr bool bwd_defer_dq_adds(int head_dim, bool tangent, bool dout_dot, int parts) {
+    if (parts != 1) return false;
+    return tangent ? head_dim == 64 && !dout_dot : head_dim == 128;
+  }
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
     if (parts > 1) return tangent ? (head_dim == 128 ? 16 : 32) : head_dim == 128 ? 32 : 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
