@@ -113,6 +113,8 @@ struct BwdWgTraits {
   // grouped builds).
   static constexpr bool kDeferAdds =
       WarpgroupTile::bwd_defer_dq_adds(kHeadDim_, kTangent_, kDoutDot, kParts_) && !kSharedKeys && !kDqStageInDs;
+  // ... and the next step's copies issued right after the adds' barrier, or after the adds.
+  static constexpr bool kCopiesBeforeAdds = WarpgroupTile::bwd_copies_before_adds(kHeadDim_);
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
@@ -281,12 +283,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   };
   // ... and added (query block m of batch position b) to the fp32 buffer in rows of 4 columns: each warpgroup its own
   // tile, or (kSplit) all threads the sum of the warpgroups' tiles.
-  auto add_staged_dq = [&](int64_t b, int m) {
+  auto add_staged_dq = [&](int64_t b, int m, auto&& after_barrier) {
     if constexpr (kSplit || kDeferAdds) {  // (deferred: also every warp done with the step before)
       __syncthreads();
     } else {
       named_barrier_sync(1 + wg, 128);
     }
+    after_barrier();
     const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
     turn.wait();
     const float* from = kSplit ? dq_stage : dq_stage + kDqCols * wg;
@@ -369,8 +372,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       wgmma_commit();
     }
     if constexpr (kDeferAdds) {  // the step before's dQ^T tile while these run; then the next step's copies
-      if (step > first_step) add_staged_dq(b_prev, m_prev);
-      if (next < n_steps) load_rows(buf ^ 1, next);
+      const auto load_next = [&] {
+        if (next < n_steps) load_rows(buf ^ 1, next);
+      };
+      if (step == first_step) {
+        load_next();
+      } else if constexpr (Tr::kCopiesBeforeAdds) {
+        add_staged_dq(b_prev, m_prev, load_next);
+      } else {
+        add_staged_dq(b_prev, m_prev, [] {});
+        load_next();
+      }
     }
 
     // P^T [and P_dot^T] while the dP products run; masked pairs are exact zeros. Blocks inside the
@@ -599,7 +611,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       m_prev = m;
       continue;
     }
-    add_staged_dq(b, m);
+    add_staged_dq(b, m, [] {});
     // With shared keys the step needs no closing barrier: what the next step writes over (dS^T, the dQ stage, the
     // statistics' other buffer) this one has read before its last barrier, and the next step writes it only after
     // barriers that wait for every warp of the warpgroup.
@@ -607,7 +619,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 
   if constexpr (kDeferAdds) {
-    if (n_steps > first_step) add_staged_dq(b_prev, m_prev);
+    if (n_steps > first_step) add_staged_dq(b_prev, m_prev, [] {});
   }
   if constexpr (kMask) {
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);

@@ -214,12 +214,16 @@ struct WarpgroupTile {
   // only once done with the step before, also frees that step's query-side buffer for the copies of the step after
   // (no end-of-step barrier). Where it measured faster on an H200 (docs/performance.md, "issue 18, item 1, tenth
   // pass"): the 16-bit backward-JVP at head dim 64 (phased: without a dout tangent, with which it spills 4-8 bytes)
-  // and the 16-bit backward at 128 (forward+backward -2 to -4 %); the 16-bit backward at 64 (+1 to +4 %) and the
-  // float32 backward (+0.5 to +3 %) keep their adds in the step, and the backward-JVP at 128 measured level.
+  // and the 16-bit backward (at 128 forward+backward -2 to -5 %; at 64 -1 %, only with the copies issued before the
+  // adds: bwd_copies_before_adds); the float32 backward (+0.5 to +3 %) keeps its adds in the step, and the
+  // backward-JVP at 128 measured level.
   static constexpr bool bwd_defer_dq_adds(int head_dim, bool tangent, bool dout_dot, int parts) {
     if (parts != 1) return false;
-    return tangent ? head_dim == 64 && !dout_dot : head_dim == 128;
+    return tangent ? head_dim == 64 && !dout_dot : head_dim == 64 || head_dim == 128;
   }
+  // With the adds deferred, the next step's copies go right after the adds' barrier (head dim 64: HVP -2 %, the
+  // backward -1 %) or after the adds themselves (128, where the earlier copies measured +0.3 to +2 % on the backward).
+  static constexpr bool bwd_copies_before_adds(int head_dim) { return head_dim == 64; }
   static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
     if (parts > 1) return tangent ? (head_dim == 128 ? 16 : 32) : head_dim == 128 ? 32 : 64;
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
