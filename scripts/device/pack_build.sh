@@ -11,16 +11,8 @@ if grep -q '^THERIA_CUDA_ARCHITECTURES:STRING=.*virtual' "$build/CMakeCache.txt"
   echo "pack_build: $build compiles the kernels to PTX only; configure with -DTHERIA_CUDA_ARCHITECTURES=90a-real" >&2
   exit 1
 fi
-# An object whose compile left ninja no dependency record (`ninja -t deps`: "#deps 0") is not rebuilt when a header
-# it includes changes: six kernel objects stood so for a day, built from an older SdpaFwdParams, and a packed build
-# ran them with the new one (wrong double backward under masks and grouped heads; docs/performance.md, "issue 18,
-# item 1, tenth pass"). Refuse to pack such a build.
-stale=$(ninja -C "$build" -t deps 2>/dev/null | grep -E '^[^ ].*\.o: #deps 0' | cut -d: -f1 || true)
-if [ -n "$stale" ]; then
-  echo "pack_build: objects with no recorded dependencies (delete them and build again):" >&2
-  echo "$stale" >&2
-  exit 1
-fi
+# Objects ninja holds no dependencies for would be stale after a header change: refuse such a build.
+bash "$root/scripts/device/check_build_deps.sh" "$build" || exit 1
 mkdir -p "$root/.device"
 tar -C "$build" -cJf "$root/.device/prebuilt.tar.xz" libtheria.so theria
 ls -la "$root/.device/prebuilt.tar.xz"

@@ -31,6 +31,7 @@ case ${1:-} in
   objects)
     name=$2 flags=$3; shift 3
     copy=build-var-$name
+    bash scripts/device/check_build_deps.sh build || exit 1  # (stale objects would be copied into the variant)
     rm -rf "$copy" && cp -a build "$copy" || exit 1
     for tu in "$@"; do
       obj=src/CMakeFiles/theria_fused_kernels.dir/fused/$tu.o
