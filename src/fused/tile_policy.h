@@ -209,6 +209,11 @@ struct WarpgroupTile {
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
   // float32's two parts (parts 2): 64 with two warpgroups for the backward at head dim 64, 32 at 128 and for the
   // backward-JVP at 64, 16 for the backward-JVP at 128 (shared memory: warpgroup_kernels).
+  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
+    if (parts > 1) return tangent ? (head_dim == 128 ? 16 : 32) : head_dim == 128 ? 32 : 64;
+    if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
+    return head_dim == 64 && !mask ? 64 : 32;
+  }
   // A step's dQ^T tile staged at its end and added (the warpgroups' sum, the atomics) in the next step, under that
   // step's score products, instead of with the tensor cores idle; the adds' CTA-wide barrier, which every warp reaches
   // only once done with the step before, also frees that step's query-side buffer for the copies of the step after
@@ -224,11 +229,6 @@ struct WarpgroupTile {
   // With the adds deferred, the next step's copies go right after the adds' barrier (head dim 64: HVP -2 %, the
   // backward -1 %) or after the adds themselves (128, where the earlier copies measured +0.3 to +2 % on the backward).
   static constexpr bool bwd_copies_before_adds(int head_dim) { return head_dim == 64; }
-  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
-    if (parts > 1) return tangent ? (head_dim == 128 ? 16 : 32) : head_dim == 128 ? 32 : 64;
-    if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
-    return head_dim == 64 && !mask ? 64 : 32;
-  }
 };
 
 }  // namespace theria::kernels::cuda
