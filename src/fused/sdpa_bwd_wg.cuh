@@ -25,7 +25,7 @@
 //      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
 //      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
 //      Where WarpgroupTile::bwd_defer_dq_adds says, a step's tile is added in the next step, under that step's
-//      products 1 (kDeferAdds).
+//      score products (1. above; BwdWgTraits::kDeferAdds).
 // float32 at precision "high" (T = float, the backward and backward-JVP at head dims 64 and 128: tile_policy.h's
 // warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
 // scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
@@ -258,8 +258,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
   const float scale = static_cast<float>(p.scale);
   const int key_g = n0 + key_w + g;
-  // (Deterministic mode's turns count one add per query block and key block: they stay in their step.)
-  constexpr bool kDeferAdds = Tr::kDeferAdds && !kDeterministic && !kMask && !kGroups;
+  // The traits' choice, less the builds that keep their adds in the step: deterministic mode (its turns count one add
+  // per query block and key block), the masked and grouped builds.
+  constexpr bool kDefer = Tr::kDeferAdds && !kDeterministic && !kMask && !kGroups;
 
   // 3. below: dQ^T [dq_dot^T], this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or
   // (kDqSplitKeys) every column over its keys; kDqTiles 64-column tiles (two where a warpgroup forms all 128).
@@ -284,7 +285,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // ... and added (query block m of batch position b) to the fp32 buffer in rows of 4 columns: each warpgroup its own
   // tile, or (kSplit) all threads the sum of the warpgroups' tiles.
   auto add_staged_dq = [&](int64_t b, int m, auto&& after_barrier) {
-    if constexpr (kSplit || kDeferAdds) {  // (deferred: also every warp done with the step before)
+    if constexpr (kSplit || kDefer) {  // (deferred: also every warp done with the step before)
       __syncthreads();
     } else {
       named_barrier_sync(1 + wg, 128);
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     turn.pass();
   };
-  // kDeferAdds: the query block of the staged tile.
+  // kDefer: the query block of the staged tile.
   [[maybe_unused]] int64_t b_prev = 0;
   [[maybe_unused]] int m_prev = 0;
 
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const int next = step + Tr::kStepStride;
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (!kSharedKeys && !kDeferAdds && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
+    if (!kSharedKeys && !kDefer && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
     if (loaded >> buf & 1) {  // waited for even where the step turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
@@ -371,7 +372,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d[0], kd_d[0], q_d[0], qd_d[0]);
       wgmma_commit();
     }
-    if constexpr (kDeferAdds) {  // the step before's dQ^T tile while these run; then the next step's copies
+    if constexpr (kDefer) {  // the step before's dQ^T tile while these run; then the next step's copies
       const auto load_next = [&] {
         if (next < n_steps) load_rows(buf ^ 1, next);
       };
@@ -602,7 +603,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     if constexpr (Tr::kDqStageInDs) __syncthreads();  // every warpgroup's dQ products have read dS^T
     stage_dq(dq_acc);
-    if constexpr (kDeferAdds) {
+    if constexpr (kDefer) {
       // Added in the next step, or after the last. No closing barrier: the next step writes its dS^T rows (each
       // warpgroup's dQ^T products read only its own) and the statistics' other buffer only after this step's
       // barrier, the dQ stage after the next step's barrier, and copies into this step's query-side buffer only after
@@ -618,7 +619,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (!kSharedKeys) end_step();
   }
 
-  if constexpr (kDeferAdds) {
+  if constexpr (kDefer) {
     if (n_steps > first_step) add_staged_dq(b_prev, m_prev, [] {});
   }
   if constexpr (kMask) {
