@@ -65,8 +65,8 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
 
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  // Without a dout tangent the tangent pass has written delta (SdpaFwdParams::dout_out) beside its share of
-  // delta_dot, which is then all of it: no row terms to add.
+  // The tangent pass has written delta (SdpaFwdParams::dout_out) beside its share of delta_dot, and zeroed the
+  // dQ-tangent buffer: the row terms only add a dout tangent's share, rowsum(dout_dot * out).
   if (kDoutDot || p.dout_out != p.delta) launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
     constexpr int kParts = kPartsOf<T>;

@@ -83,8 +83,11 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
   constexpr int kChunks = kHeadDim * static_cast<int>(sizeof(T)) / 16 / 4;  // 16-byte chunks per thread
   const int i = blockIdx.x * (kRowTermsThreads / 4) + threadIdx.x / 4, quad_lane = threadIdx.x % 4;
   const bool dout_dot = kTangent && p.dout_dot.ptr != nullptr;  // absent in the double backward
+  // The backward-JVP's tangent pass has written delta (SdpaFwdParams::dout_out) and zeroed the dQ-tangent buffer:
+  // what is left here is the dout tangent's term of delta_dot.
+  const bool delta_done = kTangent && p.dout_out == p.delta;
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    if (p.zero_dq_accum != nullptr) {
+    if (p.zero_dq_accum != nullptr && !delta_done) {
       zero_dq_rows<kRowTermsThreads / 4, kHeadDim, kRowTermsThreads>(p.zero_dq_accum, b,
                                                                      blockIdx.x * (kRowTermsThreads / 4),
                                                                      static_cast<int>(p.len_q), threadIdx.x);
@@ -98,15 +101,15 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
         const int chunk = quad_lane + 4 * c;
-        const uint4 o = out[chunk], d = dout[chunk];
-        delta += dot_chunk<T>(d, o);
+        const uint4 o = out[chunk];
+        if (!delta_done) delta += dot_chunk<T>(dout[chunk], o);
         if (kTangent && dout_dot) delta_dot += dot_chunk<T>(dout_dot_row[chunk], o);
       }
     }
     delta = quad_sum(delta);
     if constexpr (kTangent) delta_dot = quad_sum(delta_dot);
     if (i < p.len_q && quad_lane == 0) {
-      static_cast<float*>(p.delta)[b * p.len_q + i] = delta;
+      if (!delta_done) static_cast<float*>(p.delta)[b * p.len_q + i] = delta;
       if constexpr (kTangent) static_cast<float*>(p.delta_dot)[b * p.len_q + i] += delta_dot;
     }
   }
