@@ -8,7 +8,7 @@ the GPU idles inside one iteration (synchronised before it, as the benchmark's C
 launch order with the idle time before it, from a marker kernel launched just before the call (medians of --iters).
     THERIA_LIBRARY=... python3 scripts/device/hvp_timeline.py [--shapes 8,16,2048,64 ...] [--iters 5]
         [--dtype bf16|fp32] [--float32-precision highest|high|medium] [--backend fused|auto] [--compare flash|math]
-        [--host] [--gaps]
+        [--host] [--gaps] [--causal]
 """
 import argparse
 import collections
@@ -37,16 +37,20 @@ def hvp_of(attention, form="vjp"):
     return hvp_once
 
 
-def math_sdpa(q, k, v):
-    with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v)
+def math_of(causal):
+    def math_sdpa(q, k, v):
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return math_sdpa
 
 
-def flash_fwd_bwd_once(q, k, v, dout, u):
-    x = [t.detach().requires_grad_() for t in (q, k, v)]
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        out = F.scaled_dot_product_attention(*x)
-    torch.autograd.grad(out, x, dout)
+def flash_fwd_bwd_of(causal):
+    def flash_fwd_bwd_once(q, k, v, dout, u):
+        x = [t.detach().requires_grad_() for t in (q, k, v)]
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            out = F.scaled_dot_product_attention(*x, is_causal=causal)
+        torch.autograd.grad(out, x, dout)
+    return flash_fwd_bwd_once
 
 
 def wall_ms(fn, inputs, iters):
@@ -129,12 +133,13 @@ def main():
     ap.add_argument("--hvp-form", choices=["vjp", "dot"], default="vjp", help="as theria bench's --hvp-form")
     ap.add_argument("--host", action="store_true", help="also the host's issue time and its operators")
     ap.add_argument("--gaps", action="store_true", help="also the GPU's idle time before each kernel of an iteration")
+    ap.add_argument("--causal", action="store_true", help="causal masking (is_causal) for every implementation")
     a = ap.parse_args()
     torch.set_float32_matmul_precision(a.float32_precision)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    theria_hvp = hvp_of(lambda q, k, v: theria.sdpa(q, k, v, backend=a.backend), a.hvp_form)
-    math_hvp = ("math HVP", hvp_of(math_sdpa, a.hvp_form))
-    other = ("flash fwd+bwd", flash_fwd_bwd_once) if a.compare == "flash" else math_hvp
+    theria_hvp = hvp_of(lambda q, k, v: theria.sdpa(q, k, v, is_causal=a.causal, backend=a.backend), a.hvp_form)
+    math_hvp = ("math HVP", hvp_of(math_of(a.causal), a.hvp_form))
+    other = ("flash fwd+bwd", flash_fwd_bwd_of(a.causal)) if a.compare == "flash" else math_hvp
     for shape in a.shapes:
         b, h, l, d = map(int, shape.split(","))
         g = torch.Generator(device="cuda").manual_seed(d)
