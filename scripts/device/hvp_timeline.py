@@ -152,7 +152,8 @@ def main():
             wall = wall_ms(fn, inputs, a.iters)
             table = kernel_table(fn, inputs, a.iters)
             busy = sum(ms for ms, _, _ in table)
-            print(f"\n{label} {shape}: wall {wall:.3f} ms, kernels {busy:.3f} ms ({100 * busy / wall:.0f} % busy)")
+            causal = " causal" if a.causal else ""
+            print(f"\n{label} {shape}{causal}: wall {wall:.3f} ms, kernels {busy:.3f} ms ({100 * busy / wall:.0f} % busy)")
             for ms, n, name in table:
                 print(f"  {ms:8.3f} ms  x{n:<3d} {name[:150]}")
             if a.gaps:
