@@ -1,8 +1,9 @@
 // Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ):
 // delta = rowsum(dout * out) and, with kTangent, delta_dot = rowsum(dout_dot * out + dout * out_dot),
 // in fp32; the tangent pass has written rowsum(dout * out_dot) into delta_dot already, from the out_dot
-// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out). (Without a
-// dout tangent the tangent pass writes delta too and this kernel does not run: launch_tc.cuh.) Where
+// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out). The tangent
+// pass also writes delta and zeroes the dQ-tangent buffer (SdpaFwdParams::dout_out, zero_dq_accum): with a dout
+// tangent this kernel then only adds its term, without one it does not run (launch_tc.cuh). In the backward, where
 // zero_dq_accum is set, each block also zeroes its rows of the dQ buffer (dq_finish.cuh, zero_dq_rows).
 // A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them); rows start
 // on 16-byte boundaries on this path. The batch position comes from the grid, so no thread divides by
