@@ -12,7 +12,8 @@ import re
 # a dout tangent; flash's forward 2 and backward 5); anything else is glue.
 PASSES = [
     ("forward", re.compile(r"sdpa_fwd_wg_kernel|sdpa_fwd_tc_kernel"), 2),
-    ("backward-JVP", re.compile(r"sdpa_bwd_wg_kernel<[^,]+, theria::kernels::cuda::BwdWgTraits<\d+, true"), 10),
+    ("backward-JVP", re.compile(r"sdpa_bwd_wg_kernel<[^,]+, theria::kernels::cuda::BwdWgTraits<\d+, true|"
+                                r"sdpa_bwd_jvp_tc_kernel"), 10),
     ("backward", re.compile(r"sdpa_bwd_wg_kernel|sdpa_bwd_tc_kernel"), 5),
     ("tangent pass", re.compile(r"sdpa_tangent_wg_kernel"), 5),
     ("flash forward", re.compile(r"flash_fwd_kernel"), 2),
