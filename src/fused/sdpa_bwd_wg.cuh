@@ -604,10 +604,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (Tr::kDqStageInDs) __syncthreads();  // every warpgroup's dQ products have read dS^T
     stage_dq(dq_acc);
     if constexpr (kDefer) {
-      // Added in the next step, or after the last. No closing barrier: the next step writes its dS^T rows (each
-      // warpgroup's dQ^T products read only its own) and the statistics' other buffer only after this step's
-      // barrier, the dQ stage after the next step's barrier, and copies into this step's query-side buffer only after
-      // the adds' barrier, which each warp reaches once done with this step.
+      // Added in the next step, or after the last. No closing barrier: the adds' barrier in the next step, which each
+      // warp reaches only once done with this step (its dQ^T products waited for above), comes before that step
+      // writes its dS^T rows (at head dim 128 the other warpgroup's dQ^T products read them too), the dQ stage and
+      // (copies) this step's query-side buffer; the statistics' other buffer is written after this step's barrier.
       b_prev = b;
       m_prev = m;
       continue;
