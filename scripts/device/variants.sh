@@ -33,12 +33,22 @@ case ${1:-} in
     copy=build-var-$name
     bash scripts/device/check_build_deps.sh build || exit 1  # (stale objects would be copied into the variant)
     rm -rf "$copy" && cp -a build "$copy" || exit 1
-    for tu in "$@"; do
-      obj=src/CMakeFiles/theria_fused_kernels.dir/fused/$tu.o
+    # THERIA_JOBS (default 2) sources at a time; each one's ptxas report in build-var-NAME/TU.log.
+    jobs=${THERIA_JOBS:-2} failed=0
+    compile() {
+      local obj=src/CMakeFiles/theria_fused_kernels.dir/fused/$1.o cmd
       cmd=$(ninja -C build -t commands "$obj" | tail -n 1)
-      [[ "$cmd" == *nvcc* ]] || { echo "no nvcc command for $obj"; exit 1; }
-      (cd "$copy" && eval "${cmd/nvcc /nvcc $flags }") || { echo "variant $name: $tu failed"; exit 1; }
+      [[ "$cmd" == *nvcc* ]] || { echo "no nvcc command for $obj"; return 1; }
+      (cd "$copy" && eval "${cmd/nvcc /nvcc $flags }") >"$copy/$1.log" 2>&1 || { echo "variant $name: $1 failed"; return 1; }
+    }
+    for tu in "$@"; do
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed=1; done
+      compile "$tu" &
     done
+    while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
+    wait || failed=1
+    cat "$copy"/*.cu.log
+    [ "$failed" = 0 ] || exit 1
     link=$(ninja -C build -t commands libtheria.so | tail -n 1)
     (cd "$copy" && eval "$link") || exit 1
     mkdir -p .device/variants
