@@ -5,6 +5,9 @@
 // len_q x head dim apart (first_query_batch: the group's query positions are consecutive heads).
 #pragma once
 
+#include "fused/attn_mask.cuh"
+#include "fused/dq_finish.cuh"
+#include "fused/launch.h"
 #include "kernels/sdpa_params.h"
 #include "kernels/sdpa_scalar.h"
 
@@ -30,6 +33,35 @@ struct GroupSteps {
 template <bool kGroups>
 __device__ __forceinline__ int64_t first_query_of_block(const SdpaFwdParams& p) {
   return kGroups ? first_query_batch(p, blockIdx.y) : static_cast<int64_t>(blockIdx.y);
+}
+
+// A backward CTA's walk over the query steps past its keys [n0, n0 + kBlockN), as the three backward kernels take it:
+// under a mask that varies by query bounded by the tile map's first and last visible steps (visible_query_rows;
+// `scratch`, two ints of shared memory, is the CTA's row statistics before it writes them), the deterministic turns of
+// the steps left out passed first; no step where the mask hides every key of the block. Every thread calls it.
+template <bool kGroups>
+struct BackwardWalk {
+  GroupSteps<kGroups> steps;
+  int count;  // the steps to take
+
+  // Step s's class in the tile map of a mask that varies by query (the masked build), for ClassesAhead to read a step
+  // ahead: a hidden step is skipped, its rows not loaded. (The other builds' steps are all KeyBlock::kTerms: the
+  // kernels' lambdas say so without naming the walk, so that they capture nothing.)
+  template <int kBlockM, int kBlockN, class Mask>
+  __device__ __forceinline__ KeyBlock step_class(const SdpaFwdParams& p, const Mask& mask, int n0, int s) const {
+    return mask.template step_block<kBlockM, kBlockN>(p, steps.head(s), steps.row(s), n0);
+  }
+};
+template <int kBlockM, int kBlockN, int kThreads, bool kGroups, bool kDeterministic, bool kMask, class Mask>
+__device__ __forceinline__ BackwardWalk<kGroups> backward_walk(const SdpaFwdParams& p, const BwdWorkspace& ws,
+                                                               const Mask& mask, int64_t b0, int n0, int m_begin,
+                                                               int len_q, int* scratch, int tid) {
+  const int heads = kGroups ? static_cast<int>(p.group) : 1;
+  const RowRange rows =
+      visible_query_rows<kBlockM, kBlockN, kThreads>(p.mask, mask.tiles, heads, n0, m_begin, len_q, scratch, tid);
+  const GroupSteps<kGroups> steps(p, rows.begin, kBlockM, rows.end);
+  pass_dq_turns_outside<kDeterministic && kMask>(ws, b0, steps.group, m_begin, rows.begin, rows.end, len_q, kBlockM);
+  return {steps, mask.all_hidden() ? 0 : steps.count};
 }
 
 }  // namespace theria::kernels::cuda

@@ -188,19 +188,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // attn_mask (the masked build; sdpa_bwd_tc.cuh).
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + key_w, S, tid, g) : BackwardMask<T, 1>();
-  // Under a mask that varies by query the walk is bounded by the tile map's first and last visible steps (the
-  // row statistics' shared memory is the scratch); the turns of the steps left out are passed first.
-  const int heads = kGroups ? static_cast<int>(p.group) : 1;
-  const RowRange rows = visible_query_rows<kBlockM, kBlockN, kThreads>(p.mask, mask.tiles, heads, n0, m_begin, L,
-                                                                       reinterpret_cast<int*>(stats), tid);
-  const GroupSteps<kGroups> steps(p, rows.begin, kBlockM, rows.end);
-  pass_dq_turns_outside<kDeterministic && kMask>(ws, b0, steps.group, m_begin, rows.begin, rows.end, L, kBlockM);
-  const int n_steps = mask.all_hidden() ? 0 : steps.count;
-  // Under a mask that varies by query, the tile map's class of each step, read a step ahead: a hidden step is
-  // skipped, its rows not loaded.
+  // The walk over query steps (the row statistics' shared memory is its scratch).
+  const BackwardWalk<kGroups> walk = backward_walk<kBlockM, kBlockN, kThreads, kGroups, kDeterministic, kMask>(
+      p, ws, mask, b0, n0, m_begin, L, reinterpret_cast<int*>(stats), tid);
+  const GroupSteps<kGroups>& steps = walk.steps;
+  const int n_steps = walk.count;
   ClassesAhead step_classes(
-      [&](int step) {
-        if constexpr (kMask) return mask.template step_block<kBlockM, kBlockN>(p, steps.head(step), steps.row(step), n0);
+      [&](int s) {
+        if constexpr (kMask) return walk.template step_class<kBlockM, kBlockN>(p, mask, n0, s);
         return KeyBlock::kTerms;
       },
       0, n_steps);
