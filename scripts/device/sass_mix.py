@@ -26,7 +26,7 @@ CUOBJDUMP_CANDIDATES = [
 
 # Opcode classes in the order printed; anything else is counted under its own opcode in "other".
 CLASSES = [
-    ("wgmma", ("HGMMA", "WARPGROUP")),
+    ("wgmma", ("HGMMA", "WARPGROUP")),  # (WARPGROUP.ARRIVE, .DEPBAR: its fences and waits)
     ("mma.sync", ("HMMA",)),
     ("shared load", ("LDS", "LDSM")),
     ("shared store", ("STS", "STSM")),
@@ -44,7 +44,7 @@ CLASSES = [
                            "UIADD3", "UIMAD", "ULEA", "USHF", "ULOP3", "UISETP", "USEL", "UMOV", "UPRMT", "S2UR",
                            "R2UR", "UFLO", "UPOPC", "USGXT", "VIMNMX", "VOTEU", "VOTE", "ELECT")),
     ("move", ("MOV", "S2R", "CS2R", "R2P", "P2R", "PLOP3")),
-    ("branch", ("BRA", "BSSY", "BSYNC", "EXIT", "RET", "CALL", "YIELD", "NOP", "WARPGROUP.ARRIVE", "BMOV")),
+    ("branch", ("BRA", "BSSY", "BSYNC", "EXIT", "RET", "CALL", "YIELD", "NOP", "BMOV")),
 ]
 
 
