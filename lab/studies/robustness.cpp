@@ -179,12 +179,12 @@ RobustnessCost cost(const RobustnessConfig& c, const RobustnessCellKey& key) {
 }  // namespace
 
 Precision parse_precision(const std::string& name) {
-  if (name == "float32") return {name, at::kFloat, std::nullopt};
-  if (name == "float64") return {name, at::kDouble, std::nullopt};
-  if (name == "bfloat16") return {name, at::kBFloat16, std::nullopt};
-  if (name == "float16") return {name, at::kHalf, std::nullopt};
-  if (name == "autocast_bfloat16") return {name, at::kFloat, at::kBFloat16};
-  if (name == "autocast_float16") return {name, at::kFloat, at::kHalf};
+  if (name == "float32") return {name, at::kFloat, std::nullopt, std::nullopt};
+  if (name == "float64") return {name, at::kDouble, std::nullopt, std::nullopt};
+  if (name == "bfloat16") return {name, at::kBFloat16, std::nullopt, std::nullopt};
+  if (name == "float16") return {name, at::kHalf, std::nullopt, std::nullopt};
+  if (name == "autocast_bfloat16") return {name, at::kFloat, at::kBFloat16, std::nullopt};
+  if (name == "autocast_float16") return {name, at::kFloat, at::kHalf, std::nullopt};
   if (name == "attention_bfloat16") return {name, at::kFloat, std::nullopt, at::kBFloat16};
   if (name == "attention_float16") return {name, at::kFloat, std::nullopt, at::kHalf};
   TORCH_CHECK(false, "robustness: unknown precision '", name, "': expected one of float32, float64, bfloat16, float16, ",
