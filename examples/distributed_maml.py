@@ -13,6 +13,7 @@ result is the one-process result up to the order of a floating-point sum.
 """
 import argparse
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -128,6 +129,13 @@ def main():
     if dist.is_initialized():
         dist.barrier()  # every rank done (rank 0 has saved) before any rank takes its connections down
         dist.destroy_process_group()
+        # A Gloo worker thread can still be freeing the last all-reduce's tensors when the interpreter shuts down; the
+        # GIL it then takes ends the thread and aborts the process ("terminate called without an active exception";
+        # seen here under load, and pytorch/pytorch PR 179291). Everything is written by now: leave without the
+        # interpreter's shutdown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
