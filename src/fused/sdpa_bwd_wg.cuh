@@ -81,9 +81,15 @@ struct BwdWgTraits {
   static constexpr int kStats = kTangent ? 4 : 2;  // lse (log2 units), [lse_dot,] delta [, delta_dot]
   // dQ^T per warpgroup (3. above): its head-dim columns over all the block's keys, or at head dim 64 all columns
   // over its own keys.
-  static constexpr bool kDqSplitKeys = kHeadDim == 64;
-  static constexpr int kDqCols = kDqSplitKeys || kSharedKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
-  static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                       // its K
+  // Or (kDqSplitQueries: WarpgroupTile::bwd_dq_split_queries) all columns of its share of the step's queries over
+  // all the block's keys.
+  static constexpr bool kDqSplitQueries =
+      WarpgroupTile::bwd_dq_split_queries(kHeadDim_, kParts_) && kWarpGroups == 2 && !kSharedKeys;
+  static constexpr bool kDqSplitKeys = kHeadDim == 64 && !kDqSplitQueries;
+  static constexpr int kDqCols =
+      kDqSplitKeys || kDqSplitQueries || kSharedKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
+  static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                             // its K
+  static constexpr int kDqQueries = kDqSplitQueries ? kBlockM / kWarpGroups : kBlockM;    // its N
   static_assert(kDqCols % 64 == 0, "a warpgroup's dQ^T tile is whole 64-column wgmma tiles");
   static constexpr int kDqTiles = kDqCols / 64;  // all 128 columns (float32's backward-JVP at 128): two
   static_assert(kStats * kBlockM <= kThreads / kOwnTiles, "one thread (of the warpgroup) per row statistic of a block");
@@ -94,7 +100,7 @@ struct BwdWgTraits {
   // Floats per staged dQ row, both warpgroups' tiles side by side (conflict-free stores: 4 more than a multiple
   // of 32 banks would do; a row per warpgroup of kDqCols + 4 took 512 bytes more, which the D=128 backward-JVP with
   // a dout tangent does not have beside the swizzle's pad).
-  static constexpr int kDqPitch = kWarpGroups * kDqCols + 4;
+  static constexpr int kDqPitch = (kDqSplitQueries ? 1 : kWarpGroups) * kDqCols + 4;  // (split queries: own rows)
   // The backward-JVP with 64-query steps forms its tangents in phases (S^T and dP^T; S_dot^T; dP_dot^T, each its
   // own commit group) and turns each tile into operand fragments as soon as it is final, so that the four score
   // tiles are never all live beside the fragments.
@@ -259,17 +265,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   // 3. below: dQ^T [dq_dot^T], this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or
   // (kDqSplitKeys) every column over its keys; kDqTiles 64-column tiles (two where a warpgroup forms all 128).
-  constexpr bool kSplit = Tr::kDqSplitKeys;
-  constexpr int kDqTiles = Tr::kDqTiles;
+  constexpr bool kSplit = Tr::kDqSplitKeys, kSplitQ = Tr::kDqSplitQueries;
+  constexpr int kDqTiles = Tr::kDqTiles, kDqN = Tr::kDqQueries;
   // The first head-dim column of this warpgroup's dQ^T tile (every column: at head dim 64, and with shared keys).
-  const int dq_col0 = kSplit || kSharedKeys ? 0 : kDqCols * wg;
+  const int dq_col0 = kSplit || kSplitQ || kSharedKeys ? 0 : kDqCols * wg;
+  const int dq_q0 = kSplitQ ? kDqN * wg : 0;  // (split queries: the first query of this warpgroup's share)
   // A step's tile staged as [query][column] (each warpgroup its columns of the stage's rows) ...
-  auto stage_dq = [&](const float (&acc)[kDqTiles][kMt][4]) {
-    float* stage = dq_stage + kDqCols * wg;
+  auto stage_dq = [&](const float (&acc)[kDqTiles][kDqN / 8][4]) {
+    float* stage = kSplitQ ? dq_stage + dq_q0 * kDqPitch : dq_stage + kDqCols * wg;
 #pragma unroll
     for (int h = 0; h < kDqTiles; ++h) {
 #pragma unroll
-      for (int nt = 0; nt < kMt; ++nt) {
+      for (int nt = 0; nt < kDqN / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = acc[h][nt][e];
@@ -288,10 +295,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     after_barrier();
     const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
     turn.wait();
-    const float* from = kSplit ? dq_stage : dq_stage + kDqCols * wg;
+    const float* from = kSplit || kSplitQ ? dq_stage : dq_stage + kDqCols * wg;
 #pragma unroll
-    for (int i = kSplit ? tid : tid % 128; i < kBlockM * kDqCols / 4; i += kSplit ? kThreads : 128) {
-      const int qi = i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
+    for (int i = kSplit ? tid : tid % 128; i < kDqN * kDqCols / 4; i += kSplit ? kThreads : 128) {
+      const int qi = dq_q0 + i / (kDqCols / 4), c4 = (i % (kDqCols / 4)) * 4;
       if (m + qi < L) {
         float4 x = *reinterpret_cast<const float4*>(from + qi * kDqPitch + c4);
         if constexpr (kSplit) {  // the warpgroups' tiles in their order
@@ -544,8 +551,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
 
     // 3. dQ^T [dq_dot^T] (above).
-    float dq_acc[kDqTiles][kMt][4];
-    const uint32_t ds_keys = smem_addr(ds_own) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, 0);
+    float dq_acc[kDqTiles][kDqN / 8][4];
+    const uint32_t ds_keys = smem_addr(ds_own) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, dq_q0);
     TileDesc<DsRows, true> ds_n[kParts], dsd_n[kParts];
 #pragma unroll
     for (int j = 0; j < kParts; ++j) {
@@ -566,10 +573,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
       for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
         if constexpr (kTangent) {
-          wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc[h], kt_n, dsd_n, 16 * kk, kk == 0);
-          wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc[h], kdt_n, ds_n, 16 * kk, false);
+          wgmma_parts_ss<E, kDqN, kParts, 1>(dq_acc[h], kt_n, dsd_n, 16 * kk, kk == 0);
+          wgmma_parts_ss<E, kDqN, kParts, 1>(dq_acc[h], kdt_n, ds_n, 16 * kk, false);
         } else {
-          wgmma_parts_ss<E, kBlockM, kParts, 1>(dq_acc[h], kt_n, ds_n, 16 * kk, kk == 0);
+          wgmma_parts_ss<E, kDqN, kParts, 1>(dq_acc[h], kt_n, ds_n, 16 * kk, kk == 0);
         }
       }
     }

@@ -48,6 +48,11 @@
 #define THERIA_BJ_MIN_BLOCKS 1
 #endif
 
+// Experiment of issue 18's eleventh pass (0 in a normal build): WarpgroupTile::bwd_dq_split_queries.
+#ifndef THERIA_DQ_SPLIT_QUERIES
+#define THERIA_DQ_SPLIT_QUERIES 0
+#endif
+
 namespace theria::kernels::cuda {
 
 // Which kernels serve the tangent pass and the JVP (sdpa_tangent_wg.cuh), the backward and the backward-JVP
@@ -229,6 +234,12 @@ struct WarpgroupTile {
   // With the adds deferred, the next step's copies go right after the adds' barrier (head dim 64: HVP -2 %, the
   // backward -1 %) or after the adds themselves (128, where the earlier copies measured +0.3 to +2 % on the backward).
   static constexpr bool bwd_copies_before_adds(int head_dim) { return head_dim == 64; }
+  // dQ^T at head dim 64 with two warpgroups (16-bit): each warpgroup all 64 columns of its half of the step's
+  // queries over all the block's keys (as FlashAttention-3's dQ, split over queries), instead of every query over its
+  // own keys with the two partial tiles summed through the stage.
+  static constexpr bool bwd_dq_split_queries(int head_dim, int parts) {
+    return THERIA_DQ_SPLIT_QUERIES && head_dim == 64 && parts == 1;
+  }
 };
 
 }  // namespace theria::kernels::cuda
