@@ -106,6 +106,12 @@ void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cu
 }
 
 void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  // Its row terms count on the tangent pass run on the same params before it (sdpa_tangent_tc) for delta
+  // (launch_tc.cuh); params that did not ask that pass for it would leave delta unset.
+  if (p.delta == nullptr || p.dout_out != p.delta) {
+    throw std::invalid_argument("theria fused: sdpa_bwd_jvp_tc takes params whose tangent pass wrote delta "
+                                "(dout_out == delta)");
+  }
   THERIA_TC_DTYPE_SWITCH(dtype, T, [&] {
     THERIA_HEADDIM_SWITCH(p.dim_qk, kHeadDim, [&] {
       THERIA_BOOL_SWITCH(p.causal, kCausal, [&] {

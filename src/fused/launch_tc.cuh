@@ -2,8 +2,8 @@
 // in instantiations/, called by dispatch.cu): each picks the kernel that serves its family here (tile_policy.h's
 // warpgroup_forward and warpgroup_kernels: the wgmma kernels where they serve,
 // the mma.sync ones otherwise) and runs
-// the passes around it: the row terms before a backward (the backward-JVP's, where it has no dout tangent, in its
-// tangent pass), dQ's finish after.
+// the passes around it: the row terms before a backward (the backward-JVP's in its tangent pass, but for a dout
+// tangent's term), dQ's finish after.
 #pragma once
 
 #include "fused/dq_finish.cuh"
@@ -66,8 +66,9 @@ void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
 template <typename T, int kHeadDim, bool kCausal, bool kDoutDot, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   // The tangent pass has written delta (SdpaFwdParams::dout_out) beside its share of delta_dot, and zeroed the
-  // dQ-tangent buffer: the row terms only add a dout tangent's share, rowsum(dout_dot * out).
-  if (kDoutDot || p.dout_out != p.delta) launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
+  // dQ-tangent buffer (sdpa_bwd_jvp_tc in dispatch.cu refuses params that do not say so): the row terms only add a
+  // dout tangent's share, rowsum(dout_dot * out).
+  if constexpr (kDoutDot) launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
   if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
     constexpr int kParts = kPartsOf<T>;
     using Tr = BwdWgTraits<kHeadDim, true, kDoutDot,

@@ -1,10 +1,9 @@
-// Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ):
-// delta = rowsum(dout * out) and, with kTangent, delta_dot = rowsum(dout_dot * out + dout * out_dot),
-// in fp32; the tangent pass has written rowsum(dout * out_dot) into delta_dot already, from the out_dot
-// it had before rounding (SdpaFwdParams::dout_out_dot), and this kernel adds rowsum(dout_dot * out). The tangent
-// pass also writes delta and zeroes the dQ-tangent buffer (SdpaFwdParams::dout_out, zero_dq_accum): with a dout
-// tangent this kernel then only adds its term, without one it does not run (launch_tc.cuh). In the backward, where
-// zero_dq_accum is set, each block also zeroes its rows of the dQ buffer (dq_finish.cuh, zero_dq_rows).
+// Row terms of the tensor-core backward and backward-JVP (docs/derivatives.md, B and BJ), in fp32. The backward's:
+// delta = rowsum(dout * out), each block also zeroing its rows of the dQ buffer (SdpaFwdParams::zero_dq_accum;
+// dq_finish.cuh, zero_dq_rows) instead of a fill launch of its own. The backward-JVP's tangent pass writes delta
+// (SdpaFwdParams::dout_out), rowsum(dout * out_dot) into delta_dot from the out_dot it had before rounding
+// (dout_out_dot), and zeroes the dQ-tangent buffer; what is left is a dout tangent's term, which kDoutDot adds:
+// delta_dot += rowsum(dout_dot * out) (without a dout tangent this kernel does not run: launch_tc.cuh).
 // A quad of threads takes a row, each thread 16-byte chunks of it (kHeadDim / 32 of them); rows start
 // on 16-byte boundaries on this path. The batch position comes from the grid, so no thread divides by
 // the row count (the warp-per-row SIMT kernel spent about three times as long at the
@@ -79,49 +78,45 @@ struct RowStatStager {
 
 constexpr int kRowTermsThreads = 256;  // 64 rows per block
 
-template <typename T, int kHeadDim, bool kTangent>
+template <typename T, int kHeadDim, bool kDoutDot>
 __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(const SdpaBwdParams p) {
   constexpr int kChunks = kHeadDim * static_cast<int>(sizeof(T)) / 16 / 4;  // 16-byte chunks per thread
   const int i = blockIdx.x * (kRowTermsThreads / 4) + threadIdx.x / 4, quad_lane = threadIdx.x % 4;
-  const bool dout_dot = kTangent && p.dout_dot.ptr != nullptr;  // absent in the double backward
-  // The backward-JVP's tangent pass has written delta (SdpaFwdParams::dout_out) and zeroed the dQ-tangent buffer:
-  // what is left here is the dout tangent's term of delta_dot.
-  const bool delta_done = kTangent && p.dout_out == p.delta;
+  // rowsum(x * out) into the row's term: the backward's delta, or the dout tangent's share of delta_dot.
+  const MatrixView& x_view = kDoutDot ? p.dout_dot : p.dout;
+  float* const term = static_cast<float*>(kDoutDot ? p.delta_dot : p.delta);
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    if (p.zero_dq_accum != nullptr && !delta_done) {
+    if (!kDoutDot && p.zero_dq_accum != nullptr) {
       zero_dq_rows<kRowTermsThreads / 4, kHeadDim, kRowTermsThreads>(p.zero_dq_accum, b,
                                                                      blockIdx.x * (kRowTermsThreads / 4),
                                                                      static_cast<int>(p.len_q), threadIdx.x);
     }
-    float delta = 0.f, delta_dot = 0.f;
+    float sum = 0.f;
     if (i < p.len_q) {
       const auto at = [&](const MatrixView& m) { return batch_base<const T>(m, b) + static_cast<int64_t>(i) * m.row_stride; };
-      const uint4* dout = reinterpret_cast<const uint4*>(at(p.dout));
+      const uint4* x = reinterpret_cast<const uint4*>(at(x_view));
       const uint4* out = reinterpret_cast<const uint4*>(at(p.out));
-      const uint4* dout_dot_row = dout_dot ? reinterpret_cast<const uint4*>(at(p.dout_dot)) : nullptr;
 #pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        const int chunk = quad_lane + 4 * c;
-        const uint4 o = out[chunk];
-        if (!delta_done) delta += dot_chunk<T>(dout[chunk], o);
-        if (kTangent && dout_dot) delta_dot += dot_chunk<T>(dout_dot_row[chunk], o);
-      }
+      for (int c = 0; c < kChunks; ++c) sum += dot_chunk<T>(x[quad_lane + 4 * c], out[quad_lane + 4 * c]);
     }
-    delta = quad_sum(delta);
-    if constexpr (kTangent) delta_dot = quad_sum(delta_dot);
+    sum = quad_sum(sum);
     if (i < p.len_q && quad_lane == 0) {
-      if (!delta_done) static_cast<float*>(p.delta)[b * p.len_q + i] = delta;
-      if constexpr (kTangent) static_cast<float*>(p.delta_dot)[b * p.len_q + i] += delta_dot;
+      float& dst = term[b * p.len_q + i];
+      if constexpr (kDoutDot) {
+        dst += sum;
+      } else {
+        dst = sum;
+      }
     }
   }
 }
 
-template <typename T, int kHeadDim, bool kTangent>
+template <typename T, int kHeadDim, bool kDoutDot>
 void launch_sdpa_row_terms_tc(const SdpaBwdParams& p, cudaStream_t stream) {
   constexpr int kRows = kRowTermsThreads / 4;
   const dim3 grid(static_cast<unsigned>((p.len_q + kRows - 1) / kRows), static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
   if (grid.x == 0 || grid.y == 0) return;
-  sdpa_row_terms_tc_kernel<T, kHeadDim, kTangent><<<grid, kRowTermsThreads, 0, stream>>>(p);
+  sdpa_row_terms_tc_kernel<T, kHeadDim, kDoutDot><<<grid, kRowTermsThreads, 0, stream>>>(p);
 }
 
 }  // namespace theria::kernels::cuda

@@ -8,8 +8,8 @@
 //   dS^T = P^T (dP^T - delta), dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot),
 //   dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot (scale at the end),
 //   dq_dot += dS_dot K + dS K_dot through fp32 atomics (both staged transposed in shared memory).
-// lse_dot comes from the tangent pass (sdpa_fwd_tc.cuh), delta and delta_dot from it too without a dout tangent,
-// else from row_terms_tc.cuh (with the tangent pass's fp32 share of delta_dot).
+// lse_dot, delta and delta_dot come from the tangent pass (sdpa_fwd_tc.cuh), to which row_terms_tc.cuh adds a dout
+// tangent's share of delta_dot.
 // At head dim 128 the warpgroup kernel of sdpa_bwd_wg.cuh takes this kernel's place (launch_tc.cuh chooses; tile
 // shapes: tile_policy.h, BwdJvpTile). Grouped-query attention: as
 // in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding the tangents of dK, dV to fp32 buffers; the
