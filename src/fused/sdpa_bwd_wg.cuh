@@ -20,10 +20,12 @@
 //      tiles; dS^T [and dS_dot^T] go to shared memory meanwhile;
 //   3. dQ^T [dq_dot^T] = K^T dS^T [K^T dS_dot^T + K_dot^T dS^T]: A = K^T MN-major, B = dS^T MN-major, both
 //      from shared memory; at head dim 128 for this warpgroup's 64 head-dim columns over all 128 keys (one
-//      warpgroup: all 128 columns, as two 64-column tiles, over its 64 keys), at 64
-//      (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as [query][column]
-//      and added to the fp32 buffer as rows of 4 columns (v4 reductions); at 64 the warpgroups' partial
-//      tiles are summed first, always in the same order (so that the deterministic mode stays deterministic).
+//      warpgroup: all 128 columns, as two 64-column tiles, over its 64 keys), at 64 with two warpgroups
+//      (kDqSplitQueries) for all 64 columns of this warpgroup's half of the step's queries over all 128 keys, and
+//      with three (kDqSplitKeys) for all 64 columns over this warpgroup's 64 keys. The tiles are staged as
+//      [query][column] and added to the fp32 buffer as rows of 4 columns (v4 reductions); split over keys, the
+//      warpgroups' partial tiles are summed first, always in the same order (so that the deterministic mode stays
+//      deterministic).
 //      Where WarpgroupTile::bwd_defer_dq_adds says, a step's tile is added in the next step, under that step's
 //      score products (1. above; BwdWgTraits::kDeferAdds).
 // float32 at precision "high" (T = float, the backward and backward-JVP at head dims 64 and 128: tile_policy.h's
