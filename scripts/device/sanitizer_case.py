@@ -2,8 +2,8 @@
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
 backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The forward over many key blocks
 (the warp-specialised kernel) with grouped heads, and float32 at "high" on the warpgroup forward, backward, tangent
-and backward-JVP kernels; the warpgroup kernels' grouped and masked builds. Then degenerate shapes (every zero size,
-L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
+and backward-JVP kernels; the warpgroup kernels' grouped and masked builds, and their split last wave. Then
+degenerate shapes (every zero size, L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
 import sys
 
 import torch
@@ -76,6 +76,15 @@ for mask in (pad.view(1, 1, 1, 61), torch.randn(1, 4, 77, 61, device="cuda", dty
     out = theria.sdpa(q, k, v, attn_mask=mask, enable_gqa=True, backend="fused")
     g = torch.autograd.grad(out, (q, k, v), torch.randn_like(out), create_graph=True)
     torch.autograd.grad(sum((gi * torch.randn_like(gi)).sum() for gi in g), (q, k, v))
+# The warpgroup backward kernels' split last wave (tile_policy.h, plan_bwd_tail): a wave of key blocks and a few
+# more (three blocks a head, the last ragged), their walks split, through the double backward.
+heads = torch.cuda.get_device_properties(0).multi_processor_count // 3 + 1
+for dim in (64, 128):
+    q = torch.randn(1, heads, 2048, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(1, heads, 300, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    out = theria.sdpa(q, k, v, backend="fused")
+    g = torch.autograd.grad(out, (q, k, v), torch.randn_like(out), create_graph=True)
+    torch.autograd.grad(g, (q, k, v), [torch.randn_like(gi) for gi in g])
 torch.use_deterministic_algorithms(True)
 for dim in (64, 128):
     every_order(*(torch.randn(1, 2, 77, dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)), True)

@@ -5,6 +5,7 @@
 #include "fused/static_switch.h"
 #include "fused/tile_policy.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <type_traits>
 
@@ -75,6 +76,27 @@ size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& p) {
   const int64_t rows = tangent ? (p.dout_dot.ptr != nullptr ? 4 : 3) : 2, keys = tangent ? 4 : 2;
   const int64_t elems = (rows * p.len_q + keys * p.len_kv) * p.batch * p.dim_qk;
   return static_cast<size_t>(elems) * 2 * 2;  // two bfloat16 parts
+}
+
+size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& p) {
+  // The builds whose walks may split (sdpa_bwd_wg.cuh, kBwdTailSplits): 16-bit, plain, not causal.
+  if (dtype != Dtype::kFloat16 && dtype != Dtype::kBFloat16) return 0;
+  if (p.causal || p.mask.ptr != nullptr || p.group != 1 || p.dim_v != p.dim_qk) return 0;
+  const int head_dim = static_cast<int>(p.dim_qk);
+  if (!warpgroup_kernels(head_dim, 1, false)) return 0;
+  // Their key blocks (64 keys a warpgroup) and the SMs, one CTA each (their shared memory): at most a wave less one
+  // of those blocks split.
+  const auto block_n = [&](bool tangent) {
+    return 64 * WarpgroupTile::bwd_warpgroups(head_dim, tangent,
+                                              WarpgroupTile::bwd_block_m(head_dim, tangent, false, false));
+  };
+  const int64_t keys = std::max(block_n(false), block_n(true));
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int64_t units = (p.len_kv + keys - 1) / keys * p.batch;  // (group 1: a key-side position per batch one)
+  if (sms <= 0 || units <= sms) return 0;
+  return static_cast<size_t>(units % sms) * 2 * keys * head_dim * sizeof(float);
 }
 
 void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {

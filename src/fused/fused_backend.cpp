@@ -328,7 +328,7 @@ namespace {
 // (SdpaFwdParams::zero_dq_accum).
 struct BwdLaunch {
   Operand q, k, v, out, dout;
-  Tensor lse, delta, dq_accum, dq_turns;
+  Tensor lse, delta, dq_accum, dq_turns, tail_part;
   row_kernels::MaskOperand mask, mask_dot;
   row_kernels::MaskGradOperand dmask;
   Tensor mask_tiles;
@@ -378,6 +378,16 @@ void prepare_bwd(BwdLaunch& b, const Tensor& q, const Tensor& k, const Tensor& v
   b.p.lse = b.lse.data_ptr();
   b.p.dout = b.dout.view;
   b.p.delta = b.delta.data_ptr();
+  // The warpgroup kernels' split last wave (tile_policy.h, plan_bwd_tail): fp32 scratch for the partial dK, dV of
+  // the key blocks whose walks are split; not in deterministic mode, where no walk is split.
+  if (!at::globalContext().deterministicAlgorithms()) {
+    const size_t bytes = kc::sdpa_bwd_tail_bytes(tc_dtype(q), b.p);
+    if (bytes > 0) {
+      b.tail_part = at::empty({static_cast<int64_t>(bytes / sizeof(float))}, q.options().dtype(at::kFloat));
+      b.ws.tail_part = b.tail_part.data_ptr<float>();
+      b.ws.tail_part_bytes = bytes;
+    }
+  }
 }
 
 // Grouped-query heads without a mask take the backward's plain build, one CTA per query head, as FlashAttention

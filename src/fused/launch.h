@@ -31,6 +31,14 @@ struct BwdWorkspace {
   // backward-JVP) are zeroed fp32 buffers of the key side's shape, and each CTA adds its share with atomics, so the
   // group is summed inside the kernels (write_key_rows).
   bool key_side_adds = false;
+  // The warpgroup backward kernels' split last wave (tile_policy.h, plan_bwd_tail): fp32 scratch for the dK, dV (or
+  // dK_dot, dV_dot) partial sums of the key blocks whose walks are split, allocated by the binding
+  // (sdpa_bwd_tail_bytes) where a split may serve, else nullptr. The launcher sets the plan's fields below.
+  float* tail_part = nullptr;
+  size_t tail_part_bytes = 0;
+  int64_t tail_first = -1;  // the first key block (linear over the grid) whose walk is split; -1: none
+  int tail_parts = 1;       // parts a split walk takes
+  int tail_chunk = 0;       // query steps per part (even: the buffers' and statistics' turns start at 0)
 };
 
 // Tensor-core kernels: 16-bit inputs, or float32 ones split into bfloat16 parts (plain build: no mask, no grouped
@@ -54,6 +62,9 @@ size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& params);
 // The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and
 // lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; ws as above, for dq_dot.
 void sdpa_bwd_jvp_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
+// The bytes of BwdWorkspace::tail_part that sdpa_bwd_tc and sdpa_bwd_jvp_tc can use for these params outside
+// deterministic mode (0: their kernels never split a walk here), on the current device.
+size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& params);
 
 // The tile map of a mask that varies by query (MaskView::tiles): mask's tile extents and strides set, `tiles` the
 // caller's outer x heads x tile_rows x tile_cols bytes (outer, heads: the map's leading extents, 1 along the mask's

@@ -140,7 +140,14 @@ struct BwdWgMaps {
   CUtensorMap rows[4][kParts];  // Q, dO [, Q_dot [, dO_dot]]
 };
 
+// Whether a build may split its last wave's walks (tile_policy.h, plan_bwd_tail).
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
+constexpr bool kBwdTailSplits = !kCausal && !kDeterministic && !kGroups && !kMask && Tr::kParts == 1 && !Tr::kSharedKeys;
+
+// kTail: the launch of the split walks (BwdWorkspace::tail_*): CTA i takes steps [chunk (i % parts), + chunk) of key
+// block tail_first + i / parts and adds its dK, dV to the fp32 scratch; the main launch's CTAs of those blocks leave
+// at once.
+template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask, bool kTail = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_bwd_wg_kernel(const __grid_constant__ SdpaBwdParams p, const __grid_constant__ BwdWorkspace ws,
                        const __grid_constant__ BwdWgMaps<Tr::kParts> maps) {
@@ -175,8 +182,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // and keeps the wgmma descriptors derived from it in uniform registers.
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
-  const int n0 = blockIdx.x * kBlockN;
-  const int64_t b0 = first_query_of_block<kGroups>(p);  // the key-side position's first query position
+  constexpr bool kTailSplits = kBwdTailSplits<T, Tr, kCausal, kDeterministic, kGroups, kMask>;
+  static_assert(!kTail || kTailSplits, "the split walks: a build that splits");
+  // This CTA's key block (n0, b0): from the grid, or in the split walks' launch from the tail's units.
+  const int64_t tail_unit = kTail ? blockIdx.x / ws.tail_parts : 0;
+  const int n_key_blocks = (S + kBlockN - 1) / kBlockN;
+  if constexpr (kTailSplits && !kTail) {
+    if (ws.tail_first >= 0 && blockIdx.y * static_cast<int64_t>(n_key_blocks) + blockIdx.x >= ws.tail_first) return;
+  }
+  const int n0 = kTail ? static_cast<int>((ws.tail_first + tail_unit) % n_key_blocks) * kBlockN : blockIdx.x * kBlockN;
+  // the key-side position's first query position
+  const int64_t b0 = kTail ? (ws.tail_first + tail_unit) / n_key_blocks : first_query_of_block<kGroups>(p);
   if (tid == 0) {
     for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
   }
@@ -190,7 +206,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // This warpgroup's dS^T tiles, its row statistics' two buffers (with shared keys its own), its first step.
   E* const ds_own = ds_tile + (kSharedKeys ? wg * (Tr::kDsElems / Tr::kOwnTiles) : 0);
   float* const stats_own = stats + (kSharedKeys ? wg * 2 * kStats * kBlockM : 0);
-  const int first_step = kSharedKeys ? wg : 0;
+  const int first_walk_step = kSharedKeys ? wg : 0;
   // The thread that issues the query-side copies: the CTA's first, with shared keys each warpgroup's first.
   const bool issuer = kSharedKeys ? tid % 128 == 0 : tid == 0;
   // attn_mask (the masked build; sdpa_bwd_tc.cuh).
@@ -200,13 +216,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const BackwardWalk<kGroups> walk = backward_walk<kBlockM, kBlockN, kThreads, kGroups, kDeterministic, kMask>(
       p, ws, mask, b0, n0, m_begin, L, reinterpret_cast<int*>(stats), tid);
   const GroupSteps<kGroups>& steps = walk.steps;
-  const int n_steps = walk.count;
+  // The steps this CTA takes, [first_step, n_steps): the whole walk, or a split walk's part (an even first step: the
+  // query-side buffers and the statistics' turns start at 0).
+  const int part_begin = kTail ? static_cast<int>(blockIdx.x % ws.tail_parts) * ws.tail_chunk : 0;
+  const int first_step = kTail ? part_begin : first_walk_step;
+  const int n_steps = kTail ? min(walk.count, part_begin + ws.tail_chunk) : walk.count;
   ClassesAhead step_classes(
       [&](int s) {
         if constexpr (kMask) return walk.template step_class<kBlockM, kBlockN>(p, mask, n0, s);
         return KeyBlock::kTerms;
       },
-      0, n_steps);
+      first_step - first_walk_step, n_steps);
 
   // A step's query-side tiles into buffer buf (`issuer` issues; bit buf of `loaded` tells every thread that reads it
   // to wait for them, on the parity in bit buf of `phases`).
@@ -234,7 +254,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
   }
   if (first_step < n_steps) {  // (with shared keys each warpgroup its first step, into its own buffer)
-    if (kSharedKeys || step_classes.first_seen()) load_rows(first_step, first_step);
+    if (kSharedKeys || step_classes.first_seen()) load_rows(first_walk_step, first_step);
     stat.store(stats_own, 0, stat.fetch(steps.row(first_step), L));
   }
   mbarrier_wait(&full[0], 0);  // (also with no step: no copy may still be landing when the CTA exits)
@@ -646,10 +666,50 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         });
     if (!first) return;
   }
+  if constexpr (kTail) {  // the part's sums into the scratch: [split key block][dK, dV][key][column]
+    float* const part = ws.tail_part + tail_unit * 2 * kBlockN * kHeadDim;
+    add_acc_rows<kHeadDim>(part, kHeadDim, dk_acc, key_w, S - n0, scale, lane);
+    add_acc_rows<kHeadDim>(part + kBlockN * kHeadDim, kHeadDim, dv_acc, key_w, S - n0, 1.f, lane);
+    return;
+  }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
   write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, scale, lane);
   write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, 1.f, lane);
+}
+
+// The split walks' sums (BwdWorkspace::tail_part, fp32, dK already scaled) written out as the main launch writes its
+// key blocks' rows: one CTA per split key block and gradient (y: dK, dV), 8 columns a thread.
+template <typename T, int kHeadDim, int kBlockN>
+__global__ void __launch_bounds__(256) sdpa_bwd_tail_finish_kernel(const MatrixView dk, const MatrixView dv,
+                                                                   const __grid_constant__ BwdWorkspace ws,
+                                                                   int len_kv) {
+  constexpr int kChunks = kHeadDim / 8;  // per row
+  const int n_key_blocks = (len_kv + kBlockN - 1) / kBlockN;
+  const int64_t unit = ws.tail_first + blockIdx.x;
+  const int n0 = static_cast<int>(unit % n_key_blocks) * kBlockN;
+  const MatrixView& dst = blockIdx.y == 0 ? dk : dv;
+  T* const rows = batch_base<T>(dst, unit / n_key_blocks);
+  const float* const src = ws.tail_part + (blockIdx.x * 2 + blockIdx.y) * kBlockN * kHeadDim;
+  for (int i = threadIdx.x; i < kBlockN * kChunks; i += 256) {
+    const int r = i / kChunks, col = (i % kChunks) * 8;
+    if (n0 + r >= len_kv) break;  // (rows in order)
+    const float4 x = *reinterpret_cast<const float4*>(src + r * kHeadDim + col);
+    const float4 y = *reinterpret_cast<const float4*>(src + r * kHeadDim + col + 4);
+    *reinterpret_cast<uint4*>(rows + static_cast<int64_t>(n0 + r) * dst.row_stride + col) = {
+        pack2<T>(x.x, x.y), pack2<T>(x.z, x.w), pack2<T>(y.x, y.y), pack2<T>(y.z, y.w)};
+  }
+}
+
+// The CTAs of `kernel` that run at once on the device (its SMs times the CTAs an SM holds): the slots of a wave.
+template <typename Kernel>
+int64_t wave_slots(Kernel kernel, int threads, size_t smem) {
+  int device = 0, sms = 0, per_sm = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
+  return static_cast<int64_t>(sms) * per_sm;
 }
 
 // The kernel alone; the caller zeroes ws.dq_accum before and finishes dQ after. False (nothing launched) when TMA
@@ -707,8 +767,35 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   constexpr size_t smem = Tr::kSmemBytes(sizeof(E));
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(kv_batches(p)));
+  // The last wave's walks split where the plan says so and the binding gave the scratch (tile_policy.h).
+  BwdWorkspace run = ws;
+  constexpr bool kTailSplits = kBwdTailSplits<T, Tr, kCausal, kDeterministic, kGroups, kMask>;
+  if constexpr (kTailSplits) {
+    if (ws.tail_part != nullptr && !ws.key_side_adds) {
+      static const int64_t slots =
+          wave_slots(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, Tr::kThreads, smem);
+      const BwdTailPlan plan = plan_bwd_tail(static_cast<int64_t>(grid.x) * grid.y, slots,
+                                             static_cast<int>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM));
+      const size_t bytes = static_cast<size_t>(plan.units) * 2 * Tr::kBlockN * Tr::kHeadDim * sizeof(float);
+      if (plan.parts > 1 && bytes <= ws.tail_part_bytes) {
+        run.tail_first = plan.first;
+        run.tail_parts = plan.parts;
+        run.tail_chunk = plan.chunk;
+        cudaMemsetAsync(ws.tail_part, 0, bytes, stream);
+      }
+    }
+  }
   launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask>, grid, Tr::kThreads, smem, stream,
-                   p, ws, maps);
+                   p, run, maps);
+  if constexpr (kTailSplits) {
+    if (run.tail_first >= 0) {
+      const int64_t units = static_cast<int64_t>(grid.x) * grid.y - run.tail_first;
+      launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask, true>,
+                       dim3(static_cast<unsigned>(units * run.tail_parts)), Tr::kThreads, smem, stream, p, run, maps);
+      sdpa_bwd_tail_finish_kernel<T, Tr::kHeadDim, Tr::kBlockN><<<dim3(static_cast<unsigned>(units), 2), 256, 0, stream>>>(
+          Tr::kTangent ? p.dk_dot : p.dk, Tr::kTangent ? p.dv_dot : p.dv, run, static_cast<int>(p.len_kv));
+    }
+  }
   return true;
 }
 

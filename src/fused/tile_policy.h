@@ -243,4 +243,37 @@ struct WarpgroupTile {
   }
 };
 
+// The warpgroup backward kernels' last wave. They run one CTA per SM (their shared memory), each walking all query
+// steps of one key block; with `units` key blocks over `slots` SMs the last wave holds units % slots of them and
+// leaves the other SMs idle for a whole walk (2048 key blocks on an H200's 132 SMs: 15.5 walks of work take 16).
+// Where that pays, those key blocks run after the others as a second launch in which `parts` CTAs each take `chunk`
+// consecutive steps of one walk and add their dK, dV to fp32 scratch, a third launch writing them out
+// (sdpa_bwd_wg.cuh). The plan picks the parts (2 to 8) whose waves finish the tail soonest, each part counted
+// kTailSetupSteps steps more for its set-up (its key tiles' copies, its fp32 adds, its share of the two launches; an
+// estimate); a split that would not save a tenth of a walk is not made. Not in deterministic mode (the partial sums' order), nor for causal walks
+// (their lengths differ, and the longest go first), masks, grouped heads or float32.
+struct BwdTailPlan {
+  int64_t first = -1;  // the first split key block (linear over the grid); -1: none
+  int64_t units = 0;   // key blocks split
+  int parts = 1, chunk = 0;
+};
+constexpr int kTailSetupSteps = 2;
+inline BwdTailPlan plan_bwd_tail(int64_t units, int64_t slots, int steps) {
+  BwdTailPlan plan;
+  const int64_t tail = slots > 0 ? units % slots : 0;
+  if (units <= slots || tail == 0 || steps < 4) return plan;
+  double best = 0.9;  // in walks: the tail's walks whole take one
+  for (int parts = 2; parts <= 8; ++parts) {
+    const int chunk = 2 * ((steps + 2 * parts - 1) / (2 * parts));
+    const int taken = (steps + chunk - 1) / chunk;
+    const int64_t waves = (tail * taken + slots - 1) / slots;
+    const double cost = static_cast<double>(waves * chunk + taken * kTailSetupSteps) / steps;
+    if (cost < best) {
+      best = cost;
+      plan = {units - tail, tail, taken, chunk};
+    }
+  }
+  return plan;
+}
+
 }  // namespace theria::kernels::cuda

@@ -273,6 +273,53 @@ def test_fused_bwd_jvp_reads_strided_saved_out_and_lse(dtype, head_dim):
         assert rel_err(got[:1], want[:1]) <= 1e-2, name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fused_backward_with_its_last_wave_split_matches_reference(dtype, head_dim):
+    """The warpgroup backward and backward-JVP split the walks of the key blocks in their last wave over several
+    CTAs, which add their dK, dV (dK_dot, dV_dot) to fp32 scratch written out by one more kernel
+    (tile_policy.h, plan_bwd_tail). Here the key blocks exceed the SMs by a partial wave whose last block is a
+    ragged one (4001 keys), L != S: the split runs (its finishing kernel is launched, by both passes) and the
+    gradients and the double backward match float64, with NaN in the allocator's free memory; in deterministic
+    mode nothing splits."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    l, s = 4059, 4001  # 32 key blocks of 128 keys
+    heads = sms // 32 + 1  # 32 x heads key blocks: a wave and a part of one
+    q, k, v, dout = inputs(1, heads, l, s, head_dim, head_dim, dtype, seed=head_dim + heads)
+    u = [torch.randn_like(t) for t in (q, k, v)]
+    qr, kr, vr, out_ref = reference(q, k, v, False)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    hr = torch.autograd.grad(gr, (qr, kr, vr), [w.double() for w in u])
+
+    x = [t.requires_grad_() for t in (q, k, v)]
+    out = theria.sdpa(*x, backend="fused")
+    result = {}
+
+    def backward():
+        poison_allocator()
+        result["g"] = torch.autograd.grad(out, x, dout, create_graph=True)
+
+    def double_backward():
+        poison_allocator()
+        result["h"] = torch.autograd.grad(result["g"], x, u)
+
+    for step in (backward, double_backward):
+        names = cuda_kernel_names(step)
+        assert any("sdpa_bwd_tail_finish_kernel" in n for n in names), names
+    assert rel_err(result["g"], gr) <= theria.tolerance(dtype, 1)
+    assert rel_err(result["h"], hr) <= theria.tolerance(dtype, 2)
+
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        names = cuda_kernel_names(backward)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert any("sdpa_bwd_wg_kernel" in n for n in names), names
+    assert not any("sdpa_bwd_tail_finish_kernel" in n for n in names), names
+    assert rel_err(result["g"], gr) <= theria.tolerance(dtype, 1)
+
+
 @pytest.fixture
 def medium_precision():
     """torch.set_float32_matmul_precision("medium") for one test: float32 products may use bfloat16."""
