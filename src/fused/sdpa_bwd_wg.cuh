@@ -34,6 +34,9 @@
 // dS_dot^T] are split in registers, and each product runs as three.
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
+// The last wave (tile_policy.h, plan_bwd_tail): the key blocks past the last whole wave of CTAs may leave the main
+// launch at once and run as a second one (kTail) in which several CTAs each take a run of one block's query steps,
+// adding their dK, dV to fp32 scratch that sdpa_bwd_tail_finish_kernel then writes out.
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -142,7 +145,8 @@ struct BwdWgMaps {
 
 // Whether a build may split its last wave's walks (tile_policy.h, plan_bwd_tail).
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
-constexpr bool kBwdTailSplits = !kCausal && !kDeterministic && !kGroups && !kMask && Tr::kParts == 1 && !Tr::kSharedKeys;
+constexpr bool kBwdTailSplits =
+    !kCausal && !kDeterministic && !kGroups && !kMask && Tr::kParts == 1 && !Tr::kSharedKeys;
 
 // kTail: the launch of the split walks (BwdWorkspace::tail_*): CTA i takes steps [chunk (i % parts), + chunk) of key
 // block tail_first + i / parts and adds its dK, dV to the fp32 scratch; the main launch's CTAs of those blocks leave
@@ -792,7 +796,8 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
       const int64_t units = static_cast<int64_t>(grid.x) * grid.y - run.tail_first;
       launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask, true>,
                        dim3(static_cast<unsigned>(units * run.tail_parts)), Tr::kThreads, smem, stream, p, run, maps);
-      sdpa_bwd_tail_finish_kernel<T, Tr::kHeadDim, Tr::kBlockN><<<dim3(static_cast<unsigned>(units), 2), 256, 0, stream>>>(
+      const dim3 finish_grid(static_cast<unsigned>(units), 2);
+      sdpa_bwd_tail_finish_kernel<T, Tr::kHeadDim, Tr::kBlockN><<<finish_grid, 256, 0, stream>>>(
           Tr::kTangent ? p.dk_dot : p.dk, Tr::kTangent ? p.dv_dot : p.dv, run, static_cast<int>(p.len_kv));
     }
   }
