@@ -157,9 +157,23 @@ __device__ __forceinline__ void pass_dq_turns_outside(const BwdWorkspace& ws, in
   }
 }
 
-// scale * buffer as rows of T: a thread writes 8 columns (one 16-byte store of 16-bit values, two of float32) from two 16-byte loads;
-// the batch position comes from the grid, so no thread divides (the element-per-thread form with 64-bit
-// divisions took three times as long as its memory traffic at the benchmark shapes).
+// scale * 8 fp32 values at src (32-byte aligned) stored as T at dst: one 16-byte store of 16-bit values, two of
+// float32, from two 16-byte loads. An fp32 buffer's row chunk written out (dQ's finish, the split backward walks').
+template <typename T>
+__device__ __forceinline__ void store_scaled_chunk8(T* dst, const float* src, float scale) {
+  const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
+  if constexpr (sizeof(T) == 4) {  // float32 (the split path): two 16-byte stores
+    reinterpret_cast<float4*>(dst)[0] = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
+    reinterpret_cast<float4*>(dst)[1] = make_float4(y.x * scale, y.y * scale, y.z * scale, y.w * scale);
+  } else {
+    *reinterpret_cast<uint4*>(dst) = {pack2<T>(x.x * scale, x.y * scale), pack2<T>(x.z * scale, x.w * scale),
+                                      pack2<T>(y.x * scale, y.y * scale), pack2<T>(y.z * scale, y.w * scale)};
+  }
+}
+
+// scale * buffer as rows of T: a thread writes 8 columns (store_scaled_chunk8); the batch position comes from the
+// grid, so no thread divides (the element-per-thread form with 64-bit divisions took three times as long as its
+// memory traffic at the benchmark shapes).
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst, const BwdWorkspace ws) {
   constexpr int kChunks = kHeadDim / 8;  // per row
@@ -167,16 +181,8 @@ __global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams
   if (i >= p.len_q) return;
   const float scale = static_cast<float>(p.scale);
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    const float4* src = reinterpret_cast<const float4*>(ws.dq_accum + (b * p.len_q + i) * kHeadDim + col);
-    const float4 x = src[0], y = src[1];
-    T* out = batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col;
-    if constexpr (sizeof(T) == 4) {  // float32 (the split path): two 16-byte stores
-      reinterpret_cast<float4*>(out)[0] = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
-      reinterpret_cast<float4*>(out)[1] = make_float4(y.x * scale, y.y * scale, y.z * scale, y.w * scale);
-    } else {
-      *reinterpret_cast<uint4*>(out) = {pack2<T>(x.x * scale, x.y * scale), pack2<T>(x.z * scale, x.w * scale),
-                                        pack2<T>(y.x * scale, y.y * scale), pack2<T>(y.z * scale, y.w * scale)};
-    }
+    store_scaled_chunk8(batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col,
+                        ws.dq_accum + (b * p.len_q + i) * kHeadDim + col, scale);
   }
 }
 

@@ -143,6 +143,19 @@ struct BwdWgMaps {
   CUtensorMap rows[4][kParts];  // Q, dO [, Q_dot [, dO_dot]]
 };
 
+// Split key block i of the last wave (BwdWorkspace::tail_first + i, linear over the main launch's grid of
+// ceil(len_kv / kBlockN) key blocks by batch positions): its first key and its batch position.
+struct TailBlock {
+  int n0;
+  int64_t b;
+};
+template <int kBlockN>
+__device__ __forceinline__ TailBlock tail_block(const BwdWorkspace& ws, int64_t i, int len_kv) {
+  const int n_key_blocks = (len_kv + kBlockN - 1) / kBlockN;
+  const int64_t unit = ws.tail_first + i;
+  return {static_cast<int>(unit % n_key_blocks) * kBlockN, unit / n_key_blocks};
+}
+
 // Whether a build may split its last wave's walks (tile_policy.h, plan_bwd_tail).
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 constexpr bool kBwdTailSplits =
@@ -190,13 +203,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   static_assert(!kTail || kTailSplits, "the split walks: a build that splits");
   // This CTA's key block (n0, b0): from the grid, or in the split walks' launch from the tail's units.
   const int64_t tail_unit = kTail ? blockIdx.x / ws.tail_parts : 0;
-  const int n_key_blocks = (S + kBlockN - 1) / kBlockN;
-  if constexpr (kTailSplits && !kTail) {
-    if (ws.tail_first >= 0 && blockIdx.y * static_cast<int64_t>(n_key_blocks) + blockIdx.x >= ws.tail_first) return;
+  if constexpr (kTailSplits && !kTail) {  // (a split block: its walk is the split launch's)
+    if (ws.tail_first >= 0 && blockIdx.y * static_cast<int64_t>(gridDim.x) + blockIdx.x >= ws.tail_first) return;
   }
-  const int n0 = kTail ? static_cast<int>((ws.tail_first + tail_unit) % n_key_blocks) * kBlockN : blockIdx.x * kBlockN;
-  // the key-side position's first query position
-  const int64_t b0 = kTail ? (ws.tail_first + tail_unit) / n_key_blocks : first_query_of_block<kGroups>(p);
+  const TailBlock split = kTail ? tail_block<kBlockN>(ws, tail_unit, S) : TailBlock{};
+  const int n0 = kTail ? split.n0 : blockIdx.x * kBlockN;
+  const int64_t b0 = kTail ? split.b : first_query_of_block<kGroups>(p);  // the key-side position's first query
   if (tid == 0) {
     for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
   }
@@ -689,19 +701,15 @@ __global__ void __launch_bounds__(256) sdpa_bwd_tail_finish_kernel(const MatrixV
                                                                    const __grid_constant__ BwdWorkspace ws,
                                                                    int len_kv) {
   constexpr int kChunks = kHeadDim / 8;  // per row
-  const int n_key_blocks = (len_kv + kBlockN - 1) / kBlockN;
-  const int64_t unit = ws.tail_first + blockIdx.x;
-  const int n0 = static_cast<int>(unit % n_key_blocks) * kBlockN;
+  const TailBlock split = tail_block<kBlockN>(ws, blockIdx.x, len_kv);
+  const int n0 = split.n0;
   const MatrixView& dst = blockIdx.y == 0 ? dk : dv;
-  T* const rows = batch_base<T>(dst, unit / n_key_blocks);
+  T* const rows = batch_base<T>(dst, split.b);
   const float* const src = ws.tail_part + (blockIdx.x * 2 + blockIdx.y) * kBlockN * kHeadDim;
   for (int i = threadIdx.x; i < kBlockN * kChunks; i += 256) {
     const int r = i / kChunks, col = (i % kChunks) * 8;
     if (n0 + r >= len_kv) break;  // (rows in order)
-    const float4 x = *reinterpret_cast<const float4*>(src + r * kHeadDim + col);
-    const float4 y = *reinterpret_cast<const float4*>(src + r * kHeadDim + col + 4);
-    *reinterpret_cast<uint4*>(rows + static_cast<int64_t>(n0 + r) * dst.row_stride + col) = {
-        pack2<T>(x.x, x.y), pack2<T>(x.z, x.w), pack2<T>(y.x, y.y), pack2<T>(y.z, y.w)};
+    store_scaled_chunk8(rows + static_cast<int64_t>(n0 + r) * dst.row_stride + col, src + r * kHeadDim + col, 1.f);
   }
 }
 
