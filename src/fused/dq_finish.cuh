@@ -7,6 +7,7 @@
 #pragma once
 
 #include "fused/kernel_templates.h"
+#include "fused/operand_scales.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -174,12 +175,17 @@ __device__ __forceinline__ void store_scaled_chunk8(T* dst, const float* src, fl
 // scale * buffer as rows of T: a thread writes 8 columns (store_scaled_chunk8); the batch position comes from the
 // grid, so no thread divides (the element-per-thread form with 64-bit divisions took three times as long as its
 // memory traffic at the benchmark shapes).
+// (Float32Half: the scale that also takes the copies' powers of two off, of dQ or, `tangent`, its tangent.)
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst, const BwdWorkspace ws) {
+__global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst,
+                                                             const BwdWorkspace ws, bool tangent) {
   constexpr int kChunks = kHeadDim / 8;  // per row
   const int idx = blockIdx.x * 256 + threadIdx.x, i = idx / kChunks, col = (idx % kChunks) * 8;
   if (i >= p.len_q) return;
-  const float scale = static_cast<float>(p.scale);
+  float scale = static_cast<float>(p.scale);
+  if constexpr (kIsFloat32Half<T>) {
+    scale = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, tangent).dq;
+  }
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
     store_scaled_chunk8(batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col,
                         ws.dq_accum + (b * p.len_q + i) * kHeadDim + col, scale);
@@ -187,11 +193,12 @@ __global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams
 }
 
 template <typename T, int kHeadDim>
-void launch_dq_finish(const SdpaBwdParams& p, const MatrixView& dst, const BwdWorkspace& ws, cudaStream_t stream) {
+void launch_dq_finish(const SdpaBwdParams& p, const MatrixView& dst, const BwdWorkspace& ws, bool tangent,
+                      cudaStream_t stream) {
   const int64_t threads = p.len_q * (kHeadDim / 8);
   const dim3 grid(static_cast<unsigned>((threads + 255) / 256), static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
   if (grid.x == 0 || grid.y == 0) return;
-  sdpa_dq_finish_kernel<T, kHeadDim><<<grid, 256, 0, stream>>>(p, dst, ws);
+  sdpa_dq_finish_kernel<T, kHeadDim><<<grid, 256, 0, stream>>>(p, dst, ws, tangent);
 }
 
 }  // namespace theria::kernels::cuda

@@ -13,8 +13,9 @@
 namespace theria::kernels::cuda {
 
 // kFloat32x3: float32 tensors on the tensor-core kernels with three bfloat16 parts per operand (matmul precision
-// "highest"); kFloat32 there means two parts ("high"). The SIMT kernels take kFloat32 as float32 products.
-enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64, kFloat32x3 };
+// "highest"); kFloat32 there means two parts ("high"); kFloat32Half float16 copies scaled by powers of two ("high" at
+// head dims 64 and 128: operand_scales.cuh). The SIMT kernels take kFloat32 as float32 products.
+enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64, kFloat32x3, kFloat32Half };
 
 // Scratch of the tensor-core backward and backward-JVP, allocated by the binding.
 struct BwdWorkspace {
@@ -71,6 +72,29 @@ size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& params);
 // broadcast dims), written on the stream before the attention kernels read it.
 void sdpa_mask_tiles(Dtype dtype, const MaskView& mask, unsigned char* tiles, int64_t outer, int64_t heads,
                      int64_t len_q, int64_t len_kv, cudaStream_t stream);
+
+// kFloat32Half: the operands' places in SdpaFwdParams::operand_amax (max |X| of each, 0 for an absent one).
+enum OperandSlot : int {
+  kSlotQ,
+  kSlotK,
+  kSlotV,
+  kSlotDout,
+  kSlotQDot,
+  kSlotKDot,
+  kSlotVDot,
+  kSlotDoutDot,
+  kOperandSlots
+};
+
+// kFloat32Half: max|X| of each operand into amax[slot] (operand_scales.cuh's kOperandSlots floats, zeroed here first:
+// an operand not listed reads 0), on the stream before the passes that read SdpaFwdParams::operand_amax. rows 0: an
+// absent operand. Every operand of one call: passes that share copies (the double backward's) share exponents.
+struct AmaxOperand {
+  MatrixView view;
+  int64_t rows = 0;
+  int slot = 0;
+};
+void sdpa_operand_amax(const AmaxOperand* ops, int count, int64_t batch, int cols, float* amax, cudaStream_t stream);
 
 // SIMT kernels: float32 or float64, max(E, Ev) <= kSimtMaxHeadDim. With tangents set in the params
 // they compute the JVP / backward-JVP.

@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   __syncthreads();
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
-  const RowStatStager<kStats, kBlockM> stat(p, b0, kSharedKeys ? tid % 128 : tid);
+  const RowStatStager<kStats, kBlockM, kIsFloat32Half<T>> stat(p, b0, kSharedKeys ? tid % 128 : tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
@@ -294,8 +294,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.f;
   }
-  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const float scale = static_cast<float>(p.scale);
+  // The logits' scale (S_dot's too). Float32Half (operand_scales.cuh): it takes Q's and K's powers of two off; the
+  // row statistics come in the products' units (RowStatStager; delta, lse_dot, delta_dot as their passes wrote
+  // them), and the output factors, formed after the walk (no register held through it), take the rest off.
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E), scale = static_cast<float>(p.scale);
+  if constexpr (kIsFloat32Half<T>) {
+    scale = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kTangent).logits;
+    scale_log2 = scale * static_cast<float>(M_LOG2E);
+  }
   const int key_g = n0 + key_w + g;
   // The traits' choice, less the builds that keep their adds in the step: deterministic mode (its turns count one add
   // per query block and key block), the masked and grouped builds.
@@ -409,7 +415,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     wgmma_parts_product_rule<E, kBlockM, kHeadDim, kParts, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
     wgmma_commit();
     if constexpr (kPhased) {  // S_dot^T = K_dot Q^T + K Q_dot^T
-      wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d[0], kd_d[0], q_d[0], qd_d[0]);
+      wgmma_product_tangent<E, kBlockM, kHeadDim, true>(sdt, k_d[0], kd_d[0], q_d[0], qd_d[0]);
       wgmma_commit();
     }
     if constexpr (kDefer) {  // the step before's dQ^T tile while these run; then the next step's copies
@@ -469,7 +475,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       // fragments at once; its part of dS_dot^T, P_dot^T (dP^T - delta), in its place; then dS^T = P^T (dP^T - delta)
       // in dP^T's place.
       wgmma_fence();
-      wgmma_product_tangent<T, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d[0], vd_d[0], do_d[0], dod_d[0]);
+      wgmma_product_tangent<E, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d[0], vd_d[0], do_d[0], dod_d[0]);
       wgmma_commit();
       wgmma_wait<1>();  // S_dot^T
       fence_operands(sdt);
@@ -682,16 +688,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         });
     if (!first) return;
   }
+  float dk_factor = scale, dv_factor = 1.f;
+  if constexpr (kIsFloat32Half<T>) {
+    const ScaleFactors f = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kTangent);
+    dk_factor = f.dk;
+    dv_factor = f.dv;
+  }
   if constexpr (kTail) {  // the part's sums into the scratch: [split key block][dK, dV][key][column]
     float* const part = ws.tail_part + tail_unit * 2 * kBlockN * kHeadDim;
-    add_acc_rows<kHeadDim>(part, kHeadDim, dk_acc, key_w, S - n0, scale, lane);
-    add_acc_rows<kHeadDim>(part + kBlockN * kHeadDim, kHeadDim, dv_acc, key_w, S - n0, 1.f, lane);
+    add_acc_rows<kHeadDim>(part, kHeadDim, dk_acc, key_w, S - n0, dk_factor, lane);
+    add_acc_rows<kHeadDim>(part + kBlockN * kHeadDim, kHeadDim, dv_acc, key_w, S - n0, dv_factor, lane);
     return;
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
-  write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, scale, lane);
-  write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, 1.f, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, dk_factor, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, dv_factor, lane);
 }
 
 // The split walks' sums (BwdWorkspace::tail_part, fp32, dK already scaled) written out as the main launch writes its
@@ -740,27 +752,32 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
     key_parts[i][0] = *keys[i];
     row_parts[i][0] = *rows[i];
   }
-  if constexpr (kParts > 1) {
-    static_assert(!kGroups && !kMask, "float32 (two parts) in the plain build");
-    if (p.scratch == nullptr || p.group != 1) return false;
+  if constexpr (kFormsCopies<T>) {
+    static_assert(!kGroups && !kMask, "float32 in the plain build");
+    if (p.scratch == nullptr || p.group != 1 || (kIsFloat32Half<T> && p.operand_amax == nullptr)) return false;
     // In the scratch's order (split_parts.cuh): Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot, those the pass has; the
     // first six may be the tangent pass's already (p.tangent_parts_formed).
     struct Slot {
       const MatrixView* view;
       bool query_side, present;
       MatrixView* parts;
+      int slot;  // operand_scales.cuh
     };
     constexpr bool kTan = Tr::kTangent;
-    const Slot slots[8] = {{&p.q, true, true, row_parts[0]},       {&p.q_dot, true, kTan, row_parts[2]},
-                           {&p.k, false, true, key_parts[0]},      {&p.v, false, true, key_parts[1]},
-                           {&p.k_dot, false, kTan, key_parts[2]},  {&p.v_dot, false, kTan, key_parts[3]},
-                           {&p.dout, true, true, row_parts[1]},    {&p.dout_dot, true, Tr::kDoutDot, row_parts[3]}};
-    SplitLaunch<T> split(p.scratch, p.batch, Tr::kHeadDim);
+    const Slot slots[8] = {{&p.q, true, true, row_parts[0], kSlotQ},
+                           {&p.q_dot, true, kTan, row_parts[2], kSlotQDot},
+                           {&p.k, false, true, key_parts[0], kSlotK},
+                           {&p.v, false, true, key_parts[1], kSlotV},
+                           {&p.k_dot, false, kTan, key_parts[2], kSlotKDot},
+                           {&p.v_dot, false, kTan, key_parts[3], kSlotVDot},
+                           {&p.dout, true, true, row_parts[1], kSlotDout},
+                           {&p.dout_dot, true, Tr::kDoutDot, row_parts[3], kSlotDoutDot}};
+    SplitLaunch<T> split(p.scratch, p.batch, Tr::kHeadDim, p.operand_amax);
     for (int i = 0; i < 8; ++i) {
       const Slot& s = slots[i];
       if (!s.present) continue;
       const bool formed = kTan && p.tangent_parts_formed && i < 6;
-      const SplitParts sp = split.add(*s.view, s.query_side ? p.len_q : p.len_kv, formed);
+      const SplitParts sp = split.add(*s.view, s.query_side ? p.len_q : p.len_kv, s.slot, formed);
       for (int j = 0; j < kParts; ++j) s.parts[j] = sp.part[j];
     }
     split.launch(stream);

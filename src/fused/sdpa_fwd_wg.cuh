@@ -170,7 +170,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int warp = (tid / 32) % 4, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
   const int row_g = m0 + 64 * wg + 16 * warp + g;        // this thread's rows: row_g and row_g + 8
-  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  // (Float32Half: the logits' scale takes Q's and K's powers of two off, and out's factor, formed at the end, V's:
+  // operand_scales.cuh.)
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  if constexpr (kIsFloat32Half<T>) {
+    scale_log2 = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, false).logits *
+                 static_cast<float>(M_LOG2E);
+  }
   float o[kHeadDim / 8][4];
 #pragma unroll
   for (int dt = 0; dt < kHeadDim / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
@@ -312,12 +318,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   T* out = batch_base<T>(p.out, b);
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+  [[maybe_unused]] float out_factor = 1.f;
+  if constexpr (kIsFloat32Half<T>) out_factor = pow2f(-OperandScales::from(p.operand_amax).v);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(row_sum[r]);
     const int row = row_g + 8 * r;
     if (row >= L) continue;  // (after the quad sum, which every lane takes part in)
-    const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+    float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+    if constexpr (kIsFloat32Half<T>) inv *= out_factor;
     T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
 #pragma unroll
     for (int dt = 0; dt < kHeadDim / 8; ++dt) {
@@ -334,15 +343,17 @@ bool launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using E = ElemOf<T>;
   constexpr int kParts = kPartsOf<T>;
   using Tr = FwdWgTraits<kHeadDim, kParts>;
-  // What the copies read: a 16-bit operand as it is; float32 as its parts, formed into the scratch first.
+  // What the copies read: a 16-bit operand as it is; float32 as its parts (or float16 copy), formed into the scratch
+  // first.
   MatrixView q[2] = {p.q, {}}, k[2] = {p.k, {}}, v[2] = {p.v, {}};
-  if constexpr (kParts > 1) {
-    static_assert(kParts == 2 && !kGroups, "float32 (two parts) in the plain build");
-    if (p.scratch == nullptr || p.group != 1) return false;
-    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim);
-    const SplitParts qs = split.add(p.q, p.len_q), ks = split.add(p.k, p.len_kv), vs = split.add(p.v, p.len_kv);
+  if constexpr (kFormsCopies<T>) {
+    static_assert(!kGroups, "float32 in the plain build");
+    if (p.scratch == nullptr || p.group != 1 || (kIsFloat32Half<T> && p.operand_amax == nullptr)) return false;
+    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim, p.operand_amax);
+    const SplitParts qs = split.add(p.q, p.len_q, kSlotQ), ks = split.add(p.k, p.len_kv, kSlotK),
+                     vs = split.add(p.v, p.len_kv, kSlotV);
     split.launch(stream);
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kParts; ++i) {
       q[i] = qs.part[i];
       k[i] = ks.part[i];
       v[i] = vs.part[i];

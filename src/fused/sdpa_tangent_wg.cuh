@@ -203,12 +203,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   float row_lse[2] = {0.f, 0.f}, row_w[2] = {0.f, 0.f}, row_w16[2] = {0.f, 0.f};
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+  // (Float32Half, operand_scales.cuh: P carries 2^kProbExp, in what the exponentials subtract.)
   if constexpr (!kOnline) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row_g + 8 * r;
       const float l = row < L ? lse[row] : 0.f;
       row_lse[r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
+      if constexpr (kIsFloat32Half<T>) row_lse[r] -= static_cast<float>(kProbExp);
     }
   }
   float acc[kHeadDim / 8][4];               // out_dot before the lse_dot * out term (kOnline: unnormalised)
@@ -217,8 +219,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
 #pragma unroll
   for (int dt = 0; dt < (kOnline ? kHeadDim / 8 : 1); ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const float scale = static_cast<float>(p.scale);
+  // Float32Half: the logits' scale takes Q's and K's powers of two off; W carries P's 2^kProbExp and the tangents'
+  // 2^t, out_dot's products V's too; the factors at the end take them off (kOnline's division by the row sum of P
+  // takes P's).
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E), scale = static_cast<float>(p.scale);
+  if constexpr (kIsFloat32Half<T>) {
+    scale = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, false).logits;
+    scale_log2 = scale * static_cast<float>(M_LOG2E);
+  }
   mbarrier_wait(&full[0], 0);  // (also with no key block: no copy may still be landing when the CTA exits)
 
   using QMajor = TileDesc<typename Tr::QRows, false>;
@@ -300,7 +308,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
+        if constexpr (kOnline && kIsFloat32Half<T>) {  // (P's exponent against the running max)
+          s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, static_cast<float>(kProbExp) - row_lse[e >> 1]));
+        } else {
+          s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
+        }
         const float w = sd[nt][e] * s[nt][e] * scale;  // W = P * scale * S_dot
         sd[nt][e] = rounded_to<T>(w);
         row_w[e >> 1] += w;
@@ -419,6 +431,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
   }
 
+  // Float32Half: what takes the scales off (formed here, after the walk: no register held through it): W's
+  // (2^t, and P's 2^kProbExp where the division by the row sum of P does not), out_dot's products' (also V's),
+  // out's (V's); and what puts the backward-JVP's units on the statistics this pass writes for it (lse_dot 2^t,
+  // delta 2^(dout + v), its share of delta_dot also 2^t), which only that pass reads.
+  [[maybe_unused]] float w_factor = 1.f, acc_factor = 1.f, out_factor = 1.f, lse_dot_units = 1.f, delta_units = 1.f,
+                         delta_dot_units = 1.f;
+  if constexpr (kIsFloat32Half<T>) {
+    const OperandScales e = OperandScales::from(p.operand_amax);
+    const ScaleFactors f = ScaleFactors::of(e, p.scale, true);
+    w_factor = pow2f(-(e.tangent + (kOnline ? 0 : kProbExp)));
+    acc_factor = w_factor * pow2f(-e.v);
+    out_factor = pow2f(-e.v);
+    lse_dot_units = f.lse_dot;
+    delta_units = f.delta;
+    delta_dot_units = f.delta_dot;
+  }
   T* out = batch_base<T>(p.out, b);
   T* out_dot = batch_base<T>(p.out_dot, b);
   float* lse_dot = static_cast<float*>(p.lse_dot) + b * p.len_q;
@@ -437,10 +465,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kOnline) {
       const float l = quad_sum(row_sum[r]);
       inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
-      if (row < L && t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+      if constexpr (kIsFloat32Half<T>) {  // (less P's exponent)
+        if (row < L && t == 0) {
+          lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l) - kProbExp) * static_cast<float>(M_LN2);
+        }
+      } else {
+        if (row < L && t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+      }
     }
-    const float ld = quad_sum(row_w[r]) * inv;
-    const float ld16 = quad_sum(row_w16[r]) * inv;  // the same from the rounded W
+    const float w_inv = kIsFloat32Half<T> ? inv * w_factor : inv, acc_inv = kIsFloat32Half<T> ? inv * acc_factor : inv;
+    const float ld = quad_sum(row_w[r]) * w_inv;
+    const float ld16 = quad_sum(row_w16[r]) * w_inv;  // the same from the rounded W
     float row_term = 0.f, out_term = 0.f;  // this thread's parts of rowsum(dout * out_dot), rowsum(dout * out)
     if (row < L) {  // (no early exit: the quad below sums across lanes)
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
@@ -450,13 +485,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
         float o0, o1;
         if constexpr (kOnline) {
-          o0 = o[dt][2 * r] * inv;
-          o1 = o[dt][2 * r + 1] * inv;
+          const float out_inv = kIsFloat32Half<T> ? inv * out_factor : inv;
+          o0 = o[dt][2 * r] * out_inv;
+          o1 = o[dt][2 * r + 1] * out_inv;
           store2<T>(out_row + dt * 8 + 2 * t, o0, o1);
         } else {
           load2<T>(out_row + dt * 8 + 2 * t, o0, o1);
         }
-        const float od0 = acc[dt][2 * r] * inv - ld16 * o0, od1 = acc[dt][2 * r + 1] * inv - ld16 * o1;
+        const float od0 = acc[dt][2 * r] * acc_inv - ld16 * o0, od1 = acc[dt][2 * r + 1] * acc_inv - ld16 * o1;
         store2<T>(od_row + dt * 8 + 2 * t, od0, od1);
         if (dout_row != nullptr) {
           float d0, d1;
@@ -469,9 +505,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     row_term = quad_sum(row_term);
     if (dout_out != nullptr) out_term = quad_sum(out_term);
     if (row < L && t == 0) {
-      lse_dot[row] = ld;
-      if (dout_out_dot != nullptr) dout_out_dot[row] = row_term;
-      if (dout_out != nullptr) dout_out[row] = out_term;
+      if constexpr (kIsFloat32Half<T>) {
+        lse_dot[row] = ld * lse_dot_units;
+        if (dout_out_dot != nullptr) dout_out_dot[row] = row_term * delta_dot_units;
+        if (dout_out != nullptr) dout_out[row] = out_term * delta_units;
+      } else {
+        lse_dot[row] = ld;
+        if (dout_out_dot != nullptr) dout_out_dot[row] = row_term;
+        if (dout_out != nullptr) dout_out[row] = out_term;
+      }
     }
   }
 }
@@ -488,14 +530,14 @@ bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps, cudaStream_t s
   const MatrixView* views[6] = {&p.q, &p.q_dot, &p.k, &p.v, &p.k_dot, &p.v_dot};
   MatrixView parts[6][2];
   for (int i = 0; i < 6; ++i) parts[i][0] = *views[i];
-  if constexpr (kParts > 1) {
-    static_assert(kParts == 2 && !kGroups && !kMask, "float32 (two parts) in the plain build");
-    if (p.scratch == nullptr || p.group != 1) return false;
-    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim);
+  if constexpr (kFormsCopies<T>) {
+    static_assert(!kGroups && !kMask, "float32 in the plain build");
+    if (p.scratch == nullptr || p.group != 1 || (kIsFloat32Half<T> && p.operand_amax == nullptr)) return false;
+    constexpr int kSlots[6] = {kSlotQ, kSlotQDot, kSlotK, kSlotV, kSlotKDot, kSlotVDot};
+    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim, p.operand_amax);
     for (int i = 0; i < 6; ++i) {
-      const SplitParts s = split.add(*views[i], i < 2 ? p.len_q : p.len_kv);
-      parts[i][0] = s.part[0];
-      parts[i][1] = s.part[1];
+      const SplitParts s = split.add(*views[i], i < 2 ? p.len_q : p.len_kv, kSlots[i]);
+      for (int j = 0; j < kParts; ++j) parts[i][j] = s.part[j];
     }
     split.launch(stream);
   }

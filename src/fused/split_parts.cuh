@@ -1,10 +1,12 @@
-// float32 operands as bfloat16 parts in global memory, x = hi + lo (mma.cuh, split_pair), for the warpgroup kernels
-// at matmul precision "high": their TMA copies move tiles as they are, so the parts are formed once per operand
-// before the copies, where the mma.sync kernels split what they load (tile_io.cuh, split_chunk). The scratch that
-// holds them is the binding's (sdpa_fwd_tc_scratch_bytes, launch.h).
+// float32 operands as 16-bit copies in global memory for the warpgroup kernels, whose TMA copies move tiles as they
+// are, so the copies are formed once per operand before them (the mma.sync kernels split what they load: tile_io.cuh,
+// split_chunk): for the split products (T = float) two bfloat16 parts, x = hi + lo (mma.cuh, split_pair); for
+// Float32Half one float16 copy scaled by the operand's power of two (operand_scales.cuh). The scratch that holds them
+// is the binding's (sdpa_fwd_tc_scratch_bytes, sdpa_bwd_tc_scratch_bytes: launch.h).
 #pragma once
 
 #include "fused/mma.cuh"
+#include "fused/operand_scales.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -16,12 +18,17 @@
 
 namespace theria::kernels::cuda {
 
+// The dtypes whose warpgroup kernels read copies formed here: float32, split or as Float32Half.
+template <typename T>
+inline constexpr bool kFormsCopies = kPartsOf<T> > 1 || kIsFloat32Half<T>;
+
 // One operand to split: its view, its rows a batch position, where its parts go (part i of position b, row r at
-// dst + i * batch * rows * cols + (b * rows + r) * cols).
+// dst + i * batch * rows * cols + (b * rows + r) * cols), its slot (operand_scales.cuh: Float32Half's exponent).
 struct SplitOperand {
   MatrixView m;
   int64_t rows = 0;
-  __nv_bfloat16* dst = nullptr;
+  uint16_t* dst = nullptr;
+  int slot = 0;
 };
 
 // Every operand of a pass, split in one launch (blockIdx.z: the operand): one launch each had cost a small HVP more
@@ -32,6 +39,7 @@ struct SplitBatch {
   int count = 0;
   int cols = 0;
   int64_t batch = 0;
+  const float* amax = nullptr;  // Float32Half: SdpaFwdParams::operand_amax
 };
 
 // kVec columns a thread: four where every operand's rows start on 16-byte boundaries (SplitLaunch::launch: 16-byte
@@ -61,7 +69,7 @@ __global__ void split_rows_kernel(const __grid_constant__ SplitBatch s) {
   const int64_t at = (b * elems + i) / kVec;  // in units of kVec bfloat16 values
 #pragma unroll
   for (int part = 0; part < 2; ++part) {
-    __nv_bfloat16* dst = o.dst + part * s.batch * elems;
+    uint16_t* dst = o.dst + part * s.batch * elems;
     if constexpr (kVec == 4) {
       reinterpret_cast<uint2*>(dst)[at] = make_uint2(parts[0][part], parts[1][part]);
     } else {
@@ -70,32 +78,64 @@ __global__ void split_rows_kernel(const __grid_constant__ SplitBatch s) {
   }
 }
 
-// The views of one operand's two parts, addressed by the same batch positions as the operand (whose group must be
-// 1: the float32 build has no grouped heads).
+// Float32Half: x 2^e as float16, e the operand's exponent (operand_scales.cuh), kVec columns a thread as above.
+template <int kVec>
+__global__ void scaled_half_rows_kernel(const __grid_constant__ SplitBatch s) {
+  static_assert(kVec == 2 || kVec == 4, "two or four columns a thread");
+  const SplitOperand& o = s.op[blockIdx.z];
+  __shared__ float factor;
+  if (threadIdx.x == 0) factor = pow2f(OperandScales::from(s.amax).of(o.slot));
+  __syncthreads();
+  const int64_t b = blockIdx.y, elems = o.rows * s.cols;
+  const int64_t i = kVec * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+  if (i >= elems) return;
+  const int64_t r = i / s.cols;
+  const int c = static_cast<int>(i - r * s.cols);
+  const float* src = batch_base<float>(o.m, b) + r * o.m.row_stride + c;
+  const float f = factor;
+  const int64_t at = (b * elems + i) / kVec;  // in units of kVec float16 values
+  if constexpr (kVec == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(src);
+    reinterpret_cast<uint2*>(o.dst)[at] = make_uint2(pack2<__half>(x.x * f, x.y * f), pack2<__half>(x.z * f, x.w * f));
+  } else {
+    float x, y;
+    load2<float>(src, x, y);
+    reinterpret_cast<uint32_t*>(o.dst)[at] = pack2<__half>(x * f, y * f);
+  }
+}
+
+// The views of one operand's parts (two for the split, one for Float32Half), addressed by the same batch positions as
+// the operand (whose group must be 1: the float32 builds have no grouped heads).
 struct SplitParts {
   MatrixView part[2];
 };
 
-// A pass's operands, added one after the other into its scratch (packed: 2 * batch * rows * cols bfloat16 elements
-// each), then split in one launch. The passes add them in one order, Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot (those
-// they have), so that the backward-JVP finds the six it shares with the tangent pass where that pass formed them
-// (SdpaBwdParams::tangent_parts_formed).
+// A pass's operands, added one after the other into its scratch (packed: kParts * batch * rows * cols 16-bit
+// elements each), then formed in one launch. The passes add them in one order, Q, Q_dot, K, V, K_dot, V_dot, dO,
+// dO_dot (those they have), so that the backward-JVP finds the six it shares with the tangent pass where that pass
+// formed them (SdpaBwdParams::tangent_parts_formed). Float32Half reads its exponents from `amax`
+// (SdpaFwdParams::operand_amax).
 template <typename T>
 class SplitLaunch {
+  static constexpr int kParts = kPartsOf<T>;
+  static_assert(kParts == 2 || kIsFloat32Half<T>, "the split's two bfloat16 parts, or Float32Half's one copy");
+
  public:
-  SplitLaunch(void* scratch, int64_t batch, int cols) : dst_(static_cast<__nv_bfloat16*>(scratch)) {
+  SplitLaunch(void* scratch, int64_t batch, int cols, const float* amax = nullptr)
+      : dst_(static_cast<uint16_t*>(scratch)) {
     s_.batch = batch;
     s_.cols = cols;
+    s_.amax = amax;
   }
 
   // The views of m's parts, formed once launch() has run, or already there (`formed`: an earlier pass formed them in
-  // the same place of the same scratch). At most kMaxSplitOperands operands: the launchers add fixed lists of at most
-  // eight.
-  SplitParts add(const MatrixView& m, int64_t rows, bool formed = false) {
+  // the same place of the same scratch); slot: m's (operand_scales.cuh). At most kMaxSplitOperands operands: the
+  // launchers add fixed lists of at most eight.
+  SplitParts add(const MatrixView& m, int64_t rows, int slot, bool formed = false) {
     const int64_t part_elems = s_.batch * rows * s_.cols;
-    if (!formed) s_.op[s_.count++] = {m, rows, dst_};
+    if (!formed) s_.op[s_.count++] = {m, rows, dst_, slot};
     SplitParts s;
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kParts; ++i) {
       MatrixView& v = s.part[i];
       v.ptr = dst_ + i * part_elems;
       v.row_stride = s_.cols;
@@ -104,7 +144,7 @@ class SplitLaunch {
       v.batch_stride = m.heads * rows * s_.cols;
       v.group = 1;
     }
-    dst_ += 2 * part_elems;
+    dst_ += kParts * part_elems;
     return s;
   }
 
@@ -124,7 +164,13 @@ class SplitLaunch {
     const int vec = vec4 ? 4 : 2;
     const int64_t blocks = (elems / vec + kThreads - 1) / kThreads;
     const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(s_.batch), static_cast<unsigned>(s_.count));
-    if (vec4) {
+    if constexpr (kIsFloat32Half<T>) {
+      if (vec4) {
+        scaled_half_rows_kernel<4><<<grid, kThreads, 0, stream>>>(s_);
+      } else {
+        scaled_half_rows_kernel<2><<<grid, kThreads, 0, stream>>>(s_);
+      }
+    } else if (vec4) {
       split_rows_kernel<T, 4><<<grid, kThreads, 0, stream>>>(s_);
     } else {
       split_rows_kernel<T, 2><<<grid, kThreads, 0, stream>>>(s_);
@@ -133,7 +179,7 @@ class SplitLaunch {
 
  private:
   SplitBatch s_;
-  __nv_bfloat16* dst_;
+  uint16_t* dst_;
 };
 
 }  // namespace theria::kernels::cuda

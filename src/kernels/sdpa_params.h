@@ -93,8 +93,11 @@ struct SdpaFwdParams {
   float* zero_dq_accum = nullptr;
 
   // Scratch where sdpa_fwd_tc_scratch_bytes (src/fused/launch.h) asks for one: float32 at precision "high" on the
-  // warpgroup forward and tangent kernels, their operands' bfloat16 parts.
+  // warpgroup forward and tangent kernels, their operands' bfloat16 parts (or float16 copies).
   void* scratch = nullptr;
+  // float32 at "high" on float16 copies (src/fused/operand_scales.cuh): max|X| of q, k, v, dout and their tangents,
+  // filled by sdpa_operand_amax before the passes; the copies' powers of two and the kernels' factors derive from it.
+  const float* operand_amax = nullptr;
 
   bool with_tangent() const { return q_dot.ptr != nullptr; }
 };
