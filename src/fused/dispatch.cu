@@ -16,9 +16,11 @@ bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v) {
   const bool dim = dim_qk == 32 || dim_qk == 64 || dim_qk == 96 || dim_qk == 128;
   // Three parts per operand take 3 kCols + 8 elements a row: up to 64 the tiles fit two CTAs' shared memory.
   const bool three_parts = dtype == Dtype::kFloat32x3 && (dim_qk == 32 || dim_qk == 64);
-  // Scaled float16 copies: the warpgroup kernels, head dims 64 and 128.
-  const bool half_copies = dtype == Dtype::kFloat32Half && (dim_qk == 64 || dim_qk == 128);
-  return ((operand && dim) || three_parts || half_copies) && dim_qk == dim_v;
+  // Scaled float16 copies: the warpgroup kernels, head dims 64 and 128, where the split has no build.
+  const bool half_copies = dim_qk == 64 || dim_qk == 128;
+  if (dtype == Dtype::kFloat32Half) return half_copies && dim_qk == dim_v;
+  if (dtype == Dtype::kFloat32 && half_copies) return false;
+  return ((operand && dim) || three_parts) && dim_qk == dim_v;
 }
 
 namespace {
@@ -33,6 +35,9 @@ void build_switch(const Params& p, Fn&& fn) {
     throw std::invalid_argument("theria fused: the three-part float32 kernels take head dims up to 64");
   } else if constexpr (kIsFloat32Half<T> && kHeadDim != 64 && kHeadDim != 128) {
     throw std::invalid_argument("theria fused: float32 on float16 copies takes head dims 64 and 128");
+  } else if constexpr (std::is_same_v<T, float> && (kHeadDim == 64 || kHeadDim == 128)) {
+    throw std::invalid_argument("theria fused: float32 at \"high\" takes float16 copies at head dims 64 and 128 "
+                                "(Dtype::kFloat32Half), the bfloat16 split at 32 and 96");
   } else if constexpr (sizeof(T) == 4) {
     if (p.mask.ptr != nullptr || p.group > 1) {
       throw std::invalid_argument("theria fused: the float32 tensor-core kernels take no attn_mask and no grouped heads");

@@ -158,7 +158,9 @@ bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v, bool
   if (dtype != at::kFloat) return sixteen_bit && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
   switch (core::float32_products()) {
     case Float32Products::kBFloat16: return kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
-    case Float32Products::kTF32: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v);
+    case Float32Products::kTF32:  // float16 copies at head dims 64 and 128, the bfloat16 split at 32 and 96
+      return plain && (kc::tensor_core_head_dim(kc::Dtype::kFloat32Half, dim_qk, dim_v) ||
+                       kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v));
     case Float32Products::kFloat32: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32x3, dim_qk, dim_v);
   }
   return false;

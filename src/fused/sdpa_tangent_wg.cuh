@@ -222,10 +222,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // Float32Half: the logits' scale takes Q's and K's powers of two off; W carries P's 2^kProbExp and the tangents'
   // 2^t, out_dot's products V's too; the factors at the end take them off (kOnline's division by the row sum of P
   // takes P's).
-  float scale_log2 = static_cast<float>(p.scale * M_LOG2E), scale = static_cast<float>(p.scale);
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  [[maybe_unused]] const float scale = static_cast<float>(p.scale);
   if constexpr (kIsFloat32Half<T>) {
-    scale = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, false).logits;
-    scale_log2 = scale * static_cast<float>(M_LOG2E);
+    scale_log2 = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, false).logits *
+                 static_cast<float>(M_LOG2E);
   }
   mbarrier_wait(&full[0], 0);  // (also with no key block: no copy may still be landing when the CTA exits)
 
@@ -313,7 +314,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         } else {
           s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
         }
-        const float w = sd[nt][e] * s[nt][e] * scale;  // W = P * scale * S_dot
+        // W = P * scale * S_dot (Float32Half: its scale through scale_log2 and an immediate, so that no second
+        // computed scale is held through the walk: at the 168 registers of three warpgroups it spilled)
+        const float w = kIsFloat32Half<T> ? sd[nt][e] * s[nt][e] * scale_log2 * static_cast<float>(M_LN2)
+                                          : sd[nt][e] * s[nt][e] * scale;
         sd[nt][e] = rounded_to<T>(w);
         row_w[e >> 1] += w;
         row_w16[e >> 1] += sd[nt][e];

@@ -43,65 +43,75 @@ struct SplitBatch {
 };
 
 // kVec columns a thread: four where every operand's rows start on 16-byte boundaries (SplitLaunch::launch: 16-byte
-// loads, 8-byte stores of each part), else two (the views' rows are 8-byte aligned on the tensor-core path). T: the
-// split operand type (float: two parts).
-template <typename T, int kVec>
-__global__ void split_rows_kernel(const __grid_constant__ SplitBatch s) {
-  static_assert(kPartsOf<T> == 2, "two bfloat16 parts");
+// loads, 8-byte stores of each part), else two (the views' rows are 8-byte aligned on the tensor-core path). A
+// thread's chunk of operand blockIdx.z: its kVec float32 values and where their 16-bit forms go (`at`, in units of
+// kVec 16-bit values of a part); false past the operand's end.
+template <int kVec>
+__device__ __forceinline__ bool load_row_chunk(const SplitBatch& s, const SplitOperand& o, float (&x)[kVec],
+                                               int64_t& at) {
   static_assert(kVec == 2 || kVec == 4, "two or four columns a thread");
-  const SplitOperand& o = s.op[blockIdx.z];
   const int64_t b = blockIdx.y, elems = o.rows * s.cols;
   const int64_t i = kVec * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
-  if (i >= elems) return;
+  if (i >= elems) return false;
   const int64_t r = i / s.cols;
   const int c = static_cast<int>(i - r * s.cols);
   const float* src = batch_base<float>(o.m, b) + r * o.m.row_stride + c;
-  uint32_t parts[kVec / 2][2];
   if constexpr (kVec == 4) {
-    const float4 x = *reinterpret_cast<const float4*>(src);
-    split_pair<T>(parts[0], x.x, x.y);
-    split_pair<T>(parts[1], x.z, x.w);
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
   } else {
-    float x, y;
-    load2<float>(src, x, y);
-    split_pair<T>(parts[0], x, y);
+    load2<float>(src, x[0], x[1]);
   }
-  const int64_t at = (b * elems + i) / kVec;  // in units of kVec bfloat16 values
-#pragma unroll
-  for (int part = 0; part < 2; ++part) {
-    uint16_t* dst = o.dst + part * s.batch * elems;
-    if constexpr (kVec == 4) {
-      reinterpret_cast<uint2*>(dst)[at] = make_uint2(parts[0][part], parts[1][part]);
-    } else {
-      reinterpret_cast<uint32_t*>(dst)[at] = parts[0][part];
-    }
+  at = (b * elems + i) / kVec;
+  return true;
+}
+
+// kVec / 2 registers of two 16-bit values each at `at` of dst (load_row_chunk's units).
+template <int kVec>
+__device__ __forceinline__ void store_row_chunk(uint16_t* dst, int64_t at, const uint32_t (&pairs)[kVec / 2]) {
+  if constexpr (kVec == 4) {
+    reinterpret_cast<uint2*>(dst)[at] = make_uint2(pairs[0], pairs[1]);
+  } else {
+    reinterpret_cast<uint32_t*>(dst)[at] = pairs[0];
   }
 }
 
-// Float32Half: x 2^e as float16, e the operand's exponent (operand_scales.cuh), kVec columns a thread as above.
+// The split: T the split operand type (float: two parts).
+template <typename T, int kVec>
+__global__ void split_rows_kernel(const __grid_constant__ SplitBatch s) {
+  static_assert(kPartsOf<T> == 2, "two bfloat16 parts");
+  const SplitOperand& o = s.op[blockIdx.z];
+  float x[kVec];
+  int64_t at = 0;
+  if (!load_row_chunk<kVec>(s, o, x, at)) return;
+  uint32_t parts[2][kVec / 2];  // [part][pair]
+#pragma unroll
+  for (int j = 0; j < kVec / 2; ++j) {
+    uint32_t pair_parts[2];
+    split_pair<T>(pair_parts, x[2 * j], x[2 * j + 1]);
+    parts[0][j] = pair_parts[0];
+    parts[1][j] = pair_parts[1];
+  }
+  const int64_t part_elems = s.batch * o.rows * s.cols;
+#pragma unroll
+  for (int part = 0; part < 2; ++part) store_row_chunk<kVec>(o.dst + part * part_elems, at, parts[part]);
+}
+
+// Float32Half: x 2^e as float16, e the operand's exponent (operand_scales.cuh).
 template <int kVec>
 __global__ void scaled_half_rows_kernel(const __grid_constant__ SplitBatch s) {
-  static_assert(kVec == 2 || kVec == 4, "two or four columns a thread");
   const SplitOperand& o = s.op[blockIdx.z];
   __shared__ float factor;
   if (threadIdx.x == 0) factor = pow2f(OperandScales::from(s.amax).of(o.slot));
   __syncthreads();
-  const int64_t b = blockIdx.y, elems = o.rows * s.cols;
-  const int64_t i = kVec * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
-  if (i >= elems) return;
-  const int64_t r = i / s.cols;
-  const int c = static_cast<int>(i - r * s.cols);
-  const float* src = batch_base<float>(o.m, b) + r * o.m.row_stride + c;
+  float x[kVec];
+  int64_t at = 0;
+  if (!load_row_chunk<kVec>(s, o, x, at)) return;
   const float f = factor;
-  const int64_t at = (b * elems + i) / kVec;  // in units of kVec float16 values
-  if constexpr (kVec == 4) {
-    const float4 x = *reinterpret_cast<const float4*>(src);
-    reinterpret_cast<uint2*>(o.dst)[at] = make_uint2(pack2<__half>(x.x * f, x.y * f), pack2<__half>(x.z * f, x.w * f));
-  } else {
-    float x, y;
-    load2<float>(src, x, y);
-    reinterpret_cast<uint32_t*>(o.dst)[at] = pack2<__half>(x * f, y * f);
-  }
+  uint32_t pairs[kVec / 2];
+#pragma unroll
+  for (int j = 0; j < kVec / 2; ++j) pairs[j] = pack2<__half>(x[2 * j] * f, x[2 * j + 1] * f);
+  store_row_chunk<kVec>(o.dst, at, pairs);
 }
 
 // The views of one operand's parts (two for the split, one for Float32Half), addressed by the same batch positions as
