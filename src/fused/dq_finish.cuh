@@ -181,11 +181,11 @@ __global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams
                                                              const BwdWorkspace ws, bool tangent) {
   constexpr int kChunks = kHeadDim / 8;  // per row
   const int idx = blockIdx.x * 256 + threadIdx.x, i = idx / kChunks, col = (idx % kChunks) * 8;
-  if (i >= p.len_q) return;
   float scale = static_cast<float>(p.scale);
   if constexpr (kIsFloat32Half<T>) {
-    scale = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, tangent).dq;
+    scale = block_uniform([&] { return ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, tangent).dq; });
   }
+  if (i >= p.len_q) return;
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
     store_scaled_chunk8(batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col,
                         ws.dq_accum + (b * p.len_q + i) * kHeadDim + col, scale);

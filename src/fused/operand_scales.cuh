@@ -95,4 +95,15 @@ struct ScaleFactors {
   }
 };
 
+// A float thread 0 of the block computes and every thread reads: the exponents' FP64 frexp and ldexp cost dozens of
+// instructions, so a kernel whose threads each touch a few elements forms them once per block. Every thread of the
+// block must call it (it synchronises the block).
+template <typename Compute>
+__device__ float block_uniform(const Compute& compute) {
+  __shared__ float value;
+  if (threadIdx.x == 0) value = compute();
+  __syncthreads();
+  return value;
+}
+
 }  // namespace theria::kernels::cuda

@@ -74,14 +74,10 @@ struct RowStatStager {
     return src == nullptr || m + row >= len_q ? 0.f : src[static_cast<int64_t>(head) * len_q + m + row];
   }
   // Into stats[buf][kStats][kBlockM] in shared memory (lse through lse_in_log2).
+  // (x - 0.f is x for every x, so the 16-bit kernels' code is what it was without the shift.)
   __device__ __forceinline__ void store(float* stats, int buf, float x) const {
-    if constexpr (kScaled) {
-      if (tid < kStats * kBlockM) {
-        stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? lse_in_log2(x) - static_cast<float>(kProbExp) : x;
-      }
-    } else {
-      if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? lse_in_log2(x) : x;
-    }
+    constexpr float kLseShift = kScaled ? static_cast<float>(kProbExp) : 0.f;
+    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? lse_in_log2(x) - kLseShift : x;
   }
 };
 
@@ -98,8 +94,10 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
   // [dP_dot' also 2^t] (operand_scales.cuh): the kernels stage it as it is.
   [[maybe_unused]] float units = 1.f;
   if constexpr (kIsFloat32Half<T>) {
-    const ScaleFactors f = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kDoutDot);
-    units = kDoutDot ? f.delta_dot : f.delta;
+    units = block_uniform([&] {
+      const ScaleFactors f = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kDoutDot);
+      return kDoutDot ? f.delta_dot : f.delta;
+    });
   }
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
     if (!kDoutDot && p.zero_dq_accum != nullptr) {

@@ -101,13 +101,10 @@ __global__ void split_rows_kernel(const __grid_constant__ SplitBatch s) {
 template <int kVec>
 __global__ void scaled_half_rows_kernel(const __grid_constant__ SplitBatch s) {
   const SplitOperand& o = s.op[blockIdx.z];
-  __shared__ float factor;
-  if (threadIdx.x == 0) factor = pow2f(OperandScales::from(s.amax).of(o.slot));
-  __syncthreads();
+  const float f = block_uniform([&] { return pow2f(OperandScales::from(s.amax).of(o.slot)); });
   float x[kVec];
   int64_t at = 0;
   if (!load_row_chunk<kVec>(s, o, x, at)) return;
-  const float f = factor;
   uint32_t pairs[kVec / 2];
 #pragma unroll
   for (int j = 0; j < kVec / 2; ++j) pairs[j] = pack2<__half>(x[2 * j] * f, x[2 * j + 1] * f);
