@@ -65,36 +65,29 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   });
 }
 
+// The scaled float16 copies (Float32Half, scaled_copies.cuh): the only dtype whose kernels read copies, formed at
+// every length (it has only the warpgroup kernels).
 namespace {
-// The 16-bit elements a float32 operand element takes in the copies (two bfloat16 parts, one float16 copy), or 0 for
-// dtypes that read their operands as they are.
-int copy_parts(Dtype dtype) { return dtype == Dtype::kFloat32 ? 2 : dtype == Dtype::kFloat32Half ? 1 : 0; }
+bool forms_copies(Dtype dtype, int64_t dim_qk, int64_t dim_v, int64_t group, bool mask) {
+  return dtype == Dtype::kFloat32Half && dim_v == dim_qk && group == 1 && !mask &&
+         warpgroup_kernels(static_cast<int>(dim_qk), 1);
+}
 }  // namespace
 
 size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
-  const int parts = copy_parts(dtype);
-  if (parts == 0 || p.dim_v != p.dim_qk || p.group != 1) return 0;
-  const int dim = static_cast<int>(p.dim_qk);
-  const bool mask = p.mask.ptr != nullptr;
-  // The forward's q, k, v; the tangent pass's and JVP's also their tangents. (Float32Half has only the warpgroup
-  // kernels: it forms its copies at every length.)
-  const bool split = p.with_tangent() ? warpgroup_kernels(dim, parts, mask)
-                                      : warpgroup_forward(dim, parts, mask) &&
-                                            (dtype == Dtype::kFloat32Half || warpgroup_forward_pays(p.len_kv));
-  if (!split) return 0;
+  if (!forms_copies(dtype, p.dim_qk, p.dim_v, p.group, p.mask.ptr != nullptr)) return 0;
+  // The forward's q, k, v; the tangent pass's and JVP's also their tangents.
   const int64_t elems = (p.batch * p.len_q + 2 * p.batch * p.len_kv) * p.dim_qk * (p.with_tangent() ? 2 : 1);
-  return static_cast<size_t>(elems) * parts * 2;
+  return static_cast<size_t>(elems) * 2;
 }
 
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& p) {
-  const int parts = copy_parts(dtype);
-  if (parts == 0 || p.dim_v != p.dim_qk || p.group != 1) return 0;
-  if (!warpgroup_kernels(static_cast<int>(p.dim_qk), parts, p.mask.ptr != nullptr)) return 0;
+  if (!forms_copies(dtype, p.dim_qk, p.dim_v, p.group, p.mask.ptr != nullptr)) return 0;
   // q, dout [, q_dot [, dout_dot]]; k, v [, k_dot, v_dot].
   const bool tangent = p.with_tangent();
   const int64_t rows = tangent ? (p.dout_dot.ptr != nullptr ? 4 : 3) : 2, keys = tangent ? 4 : 2;
   const int64_t elems = (rows * p.len_q + keys * p.len_kv) * p.batch * p.dim_qk;
-  return static_cast<size_t>(elems) * parts * 2;
+  return static_cast<size_t>(elems) * 2;
 }
 
 size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& p) {
@@ -102,7 +95,7 @@ size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& p) {
   if (dtype != Dtype::kFloat16 && dtype != Dtype::kBFloat16 && dtype != Dtype::kFloat32Half) return 0;
   if (p.causal || p.mask.ptr != nullptr || p.group != 1 || p.dim_v != p.dim_qk) return 0;
   const int head_dim = static_cast<int>(p.dim_qk);
-  if (!warpgroup_kernels(head_dim, 1, false)) return 0;
+  if (!warpgroup_kernels(head_dim, 1)) return 0;
   // Their key blocks (64 keys a warpgroup) and the SMs, one CTA each (their shared memory): at most a wave less one
   // of those blocks split.
   const auto block_n = [&](bool tangent) {

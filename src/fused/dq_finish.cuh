@@ -62,33 +62,23 @@ __device__ __forceinline__ void zero_dq_rows(float* dq_accum, int64_t b, int row
 // later, so the block being waited for is running or done: the wait ends. DqTurn<false> (the default,
 // atomic path) is empty, so that the default kernels carry no trace of it (a runtime switch here cost the
 // backward 7-11 %: docs/performance.md). wait() and pass() hold a CTA-wide barrier: call them where
-// every thread of the CTA arrives; with kWarpgroup, a barrier of the caller's warpgroup (named barrier 1 + its
-// index), for kernels whose warpgroups take different query blocks at once (sdpa_bwd_wg.cuh, kSharedKeys).
-template <bool kEnabled, bool kWarpgroup = false>
+// every thread of the CTA arrives.
+template <bool kEnabled>
 struct DqTurn {
   __device__ DqTurn(const BwdWorkspace&, int64_t, int) {}
   __device__ __forceinline__ void wait() const {}
   __device__ __forceinline__ void pass() const {}
 };
 
-template <bool kWarpgroup>
-struct DqTurn<true, kWarpgroup> {
+template <>
+struct DqTurn<true> {
   int* counter;
   int turn;
-
-  __device__ __forceinline__ static bool leader() { return (kWarpgroup ? threadIdx.x % 128 : threadIdx.x) == 0; }
-  __device__ __forceinline__ static void barrier() {
-    if constexpr (kWarpgroup) {
-      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + static_cast<int>(threadIdx.x / 128)) : "memory");
-    } else {
-      __syncthreads();
-    }
-  }
 
   __device__ DqTurn(const BwdWorkspace& ws, int64_t b, int m)
       : counter(ws.dq_turns + b * ws.dq_turn_slots + m / 16), turn(static_cast<int>(blockIdx.x)) {}
   __device__ __forceinline__ void wait() const {
-    if (leader()) {
+    if (threadIdx.x == 0) {
       int seen;
       while (true) {
         asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
@@ -96,13 +86,15 @@ struct DqTurn<true, kWarpgroup> {
         __nanosleep(64);
       }
     }
-    barrier();
+    __syncthreads();
   }
   // After this CTA's adds: make them visible before the next block's turn.
   __device__ __forceinline__ void pass() const {
     __threadfence();
-    barrier();
-    if (leader()) asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(turn + 1) : "memory");
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(turn + 1) : "memory");
+    }
   }
 };
 

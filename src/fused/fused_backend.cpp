@@ -131,7 +131,8 @@ bool use_tensor_cores(const Tensor& q, const Tensor& k, const Tensor& v, double 
 
 // Asked once use_tensor_cores has said yes: float32 at "medium" (bfloat16 products) has the entry points call
 // themselves on bfloat16 copies and return float32 (a cast is exact where the value came from a bfloat16 pass: the
-// saved out); at "high" float32 goes to the kernels as it is, which split it into bfloat16 parts.
+// saved out); at "high" float32 goes to the kernels as it is, which form scaled float16 copies of it (head dims 64
+// and 128) or split it into bfloat16 parts (32 and 96).
 bool via_bfloat16(const Tensor& q) {
   return q.scalar_type() == at::kFloat && core::float32_products() == Float32Products::kBFloat16;
 }
@@ -237,7 +238,7 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.p.lse = f.lse.data_ptr();
 }
 
-// The scratch a pass asks for (float32 at precision "high": its operands' bfloat16 parts for the warpgroup kernels;
+// The scratch a pass asks for (float32 at precision "high": its operands' float16 copies for the warpgroup kernels;
 // kc::sdpa_fwd_tc_scratch_bytes, kc::sdpa_bwd_tc_scratch_bytes), set in p; undefined where it asks for none. The
 // caller holds it until the launch.
 Tensor attach_scratch(kernels::SdpaFwdParams& p, size_t bytes, const Tensor& q) {
@@ -516,8 +517,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
   b.p.k_dot = t.k_dot.view;
   b.p.v_dot = t.v_dot.view;
   if (has_dout_dot) b.p.dout_dot = dod.view;
-  // float32 at "high": one scratch for both passes, where the backward-JVP finds the parts of the six operands it
-  // shares with the tangent pass as that pass formed them (SdpaBwdParams::tangent_parts_formed).
+  // float32 at "high": one scratch for both passes, where the backward-JVP finds the copies of the six operands it
+  // shares with the tangent pass as that pass formed them (SdpaBwdParams::tangent_copies_formed).
   // Float32Half: both passes' exponents from every operand, dout's tangent included (attach_operand_amax).
   Tensor scratch, amax;
   if (b.p.batch > 0) {
@@ -525,7 +526,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
     const size_t tangent_bytes = kc::sdpa_fwd_tc_scratch_bytes(dtype, b.p);
     const size_t bwd_jvp_bytes = kc::sdpa_bwd_tc_scratch_bytes(dtype, b.p);
     scratch = attach_scratch(b.p, std::max(tangent_bytes, bwd_jvp_bytes), q);
-    b.p.tangent_parts_formed = tangent_bytes > 0 && bwd_jvp_bytes > 0;
+    b.p.tangent_copies_formed = tangent_bytes > 0 && bwd_jvp_bytes > 0;
     amax = attach_operand_amax(b.p, q, has_dout_dot ? &b.p.dout_dot : nullptr);
   }
   const auto tangents = run_tangent_pass(b.p, t, q, v, /*given_stats=*/true);

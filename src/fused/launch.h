@@ -42,14 +42,16 @@ struct BwdWorkspace {
   int tail_chunk = 0;       // query steps per part (even: the buffers' and statistics' turns start at 0)
 };
 
-// Tensor-core kernels: 16-bit inputs, or float32 ones split into bfloat16 parts (plain build: no mask, no grouped
-// heads), E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
+// Tensor-core kernels: 16-bit inputs, or float32 ones (plain build: no mask, no grouped heads) split into bfloat16
+// parts (head dims 32 and 96 at "high", 32 and 64 at "highest") or as scaled float16 copies (64 and 128 at "high"),
+// E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
 // sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // The bytes of params.scratch that sdpa_fwd_tc or sdpa_tangent_tc needs for these params (0: none): float32 at
 // precision "high" on the warpgroup forward and tangent kernels, whose copies read q, k, v (and their tangents) as
-// bfloat16 parts formed first (split_parts.cuh). Without the scratch those passes run the mma.sync kernels.
+// scaled float16 copies formed first (scaled_copies.cuh). Without the scratch those passes raise (they have no
+// mma.sync form).
 size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& params);
 // The tangent pass of the backward-JVP: params.out and params.lse are read (the saved forward), only
 // out_dot and lse_dot are written.
@@ -57,8 +59,8 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stre
 // params.delta: fp32 [batch, len_q] scratch.
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
 // The bytes of params.scratch that sdpa_bwd_tc or sdpa_bwd_jvp_tc needs (0: none): float32 at "high" on the warpgroup
-// backward and backward-JVP (head dim 64), whose copies read q, dout, k and v (and their tangents) as bfloat16 parts
-// formed first. Without it those passes run mma.sync.
+// backward and backward-JVP (head dims 64 and 128), whose copies read q, dout, k and v (and their tangents) as
+// scaled float16 copies formed first. Without it those passes raise.
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& params);
 // The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and
 // lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; ws as above, for dq_dot.

@@ -34,7 +34,7 @@ template <typename T, int kHeadDim, bool kCausal, FwdPass kPass, bool kGroups, b
 void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
   if constexpr (kIsFloat32Half<T>) {
     // Float32Half runs the warpgroup kernels only (on copies it forms, which TMA addresses): no mma.sync fallback.
-    static_assert(warpgroup_forward(kHeadDim, 1, kMask) && warpgroup_kernels(kHeadDim, 1, kMask) && !kGroups && !kMask,
+    static_assert(warpgroup_forward(kHeadDim, 1, kMask) && warpgroup_kernels(kHeadDim, 1) && !kGroups && !kMask,
                   "Float32Half: head dims 64 and 128, the plain build");
     if constexpr (kPass == FwdPass::kOut) {
       if (!launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) throw_no_float32_half_copies();
@@ -52,7 +52,7 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
     if (!warpgroup_forward_pays(p.len_kv) || !launch_sdpa_fwd_wg<T, kHeadDim, kCausal, kGroups>(p, stream)) {
       launch_fwd_tc_kernel<T, kHeadDim, kCausal, kPass, kGroups, kMask>(p, stream);
     }
-  } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
+  } else if constexpr (kPass != FwdPass::kOut && warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
     // The tangent pass, and the JVP: in one pass of the same kernel (kOnline) or as the forward followed by the
     // tangent pass (WarpgroupTile::one_pass_jvp); operands TMA cannot address run the mma.sync kernel of the pass
     // asked for.
@@ -74,10 +74,8 @@ void launch_sdpa_fwd_tc(const SdpaFwdParams& p, cudaStream_t stream) {
 template <typename T, int kHeadDim, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 void launch_sdpa_bwd_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   launch_sdpa_row_terms_tc<T, kHeadDim, false>(p, stream);
-  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
-    constexpr int kParts = kPartsOf<T>;
-    using Tr = BwdWgTraits<kHeadDim, false, false,
-                           WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic, kParts), kParts>;
+  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+    using Tr = BwdWgTraits<kHeadDim, false, false, WarpgroupTile::bwd_block_m(kHeadDim, false, kMask, kDeterministic)>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       if constexpr (kIsFloat32Half<T>) {
         throw_no_float32_half_copies();
@@ -98,10 +96,8 @@ void launch_sdpa_bwd_jvp_tc(const SdpaBwdParams& p, const BwdWorkspace& ws, cuda
   // dQ-tangent buffer (sdpa_bwd_jvp_tc in dispatch.cu refuses params that do not say so): the row terms only add a
   // dout tangent's share, rowsum(dout_dot * out).
   if constexpr (kDoutDot) launch_sdpa_row_terms_tc<T, kHeadDim, true>(p, stream);
-  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>, kMask)) {
-    constexpr int kParts = kPartsOf<T>;
-    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot,
-                           WarpgroupTile::bwd_block_m(kHeadDim, true, kMask, kDeterministic, kParts), kParts>;
+  if constexpr (warpgroup_kernels(kHeadDim, kPartsOf<T>)) {
+    using Tr = BwdWgTraits<kHeadDim, true, kDoutDot, WarpgroupTile::bwd_block_m(kHeadDim, true, kMask, kDeterministic)>;
     if (!launch_sdpa_bwd_wg<T, Tr, kCausal, kDeterministic, kGroups, kMask>(p, ws, stream)) {
       if constexpr (kIsFloat32Half<T>) {
         throw_no_float32_half_copies();

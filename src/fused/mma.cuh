@@ -261,23 +261,6 @@ __device__ __forceinline__ void c_to_a(Frag<T>& a, const float (&c0)[4], const f
   split_eight<T>(a.r, c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]);
 }
 
-// c_to_a into per-part registers a[part][kq] (a warpgroup kernel's A operands: one part for a 16-bit dtype).
-template <typename T, int kKq>
-__device__ __forceinline__ void c_to_a_parts(uint32_t (&a)[kPartsOf<T>][kKq][4], int kq, const float (&c0)[4],
-                                             const float (&c1)[4]) {
-  if constexpr (kPartsOf<T> == 1) {
-    c_to_a<T>(a[0][kq], c0, c1);
-  } else {
-    Frag<T> f;
-    c_to_a<T>(f, c0, c1);
-#pragma unroll
-    for (int i = 0; i < kPartsOf<T>; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) a[i][kq][e] = f.r[i][e];
-    }
-  }
-}
-
 // Two neighbouring values of a global row of dtype T (16-bit, or float32 on the split path), as floats.
 template <typename T>
 __device__ __forceinline__ void load2(const T* at, float& x, float& y) {

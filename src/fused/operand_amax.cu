@@ -3,7 +3,7 @@
 // every operand the call's passes read, so that passes which share copies (the double backward's tangent pass and
 // backward-JVP) share exponents too.
 #include "fused/launch.h"
-#include "fused/split_parts.cuh"
+#include "fused/scaled_copies.cuh"
 
 #include <algorithm>
 
@@ -13,8 +13,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kPairsPerThread = 8;  // a thread's share before the warp's one atomic
 
-__global__ void __launch_bounds__(kThreads) operand_amax_kernel(const __grid_constant__ SplitBatch s, float* amax) {
-  const SplitOperand& o = s.op[blockIdx.z];
+__global__ void __launch_bounds__(kThreads) operand_amax_kernel(const __grid_constant__ CopyBatch s, float* amax) {
+  const CopyOperand& o = s.op[blockIdx.z];
   const int64_t b = blockIdx.y, elems = o.rows * s.cols;
   // The finite values' largest: an operand's inf and NaN stay what they are in its copy (inf 2^e is inf) and leave
   // the other values' exponent alone, so that non-finite inputs spread no further than float32 products spread them.
@@ -38,11 +38,11 @@ __global__ void __launch_bounds__(kThreads) operand_amax_kernel(const __grid_con
 
 void sdpa_operand_amax(const AmaxOperand* ops, int count, int64_t batch, int cols, float* amax, cudaStream_t stream) {
   cudaMemsetAsync(amax, 0, kOperandSlots * sizeof(float), stream);
-  SplitBatch s;
+  CopyBatch s;
   s.batch = batch;
   s.cols = cols;
   int64_t elems = 0;
-  for (int i = 0; i < count && s.count < kMaxSplitOperands; ++i) {
+  for (int i = 0; i < count && s.count < kMaxCopyOperands; ++i) {
     if (ops[i].rows == 0) continue;
     s.op[s.count++] = {ops[i].view, ops[i].rows, nullptr, ops[i].slot};
     elems = std::max(elems, ops[i].rows * cols);
