@@ -8,9 +8,10 @@
 // infinitely wrong). Test inputs are standard normal, so derivatives are O(1).
 //
 // The row is that of the products: float32 under torch.set_float32_matmul_precision("medium") runs the fused
-// bfloat16 tensor-core kernels (docs/contract.md), so its results are held to the bfloat16 row; at "high" the
-// fused kernels split each float32 operand into two bfloat16 parts (three products for one), and their results
-// are held to the row of those products (Float32Products::kBFloat16Split).
+// bfloat16 tensor-core kernels (docs/contract.md), so its results are held to the bfloat16 row; at "high" PyTorch
+// allows TF32 products (10 explicit mantissa bits), and the fused kernels run float32 operands as float16 copies
+// scaled by powers of two (TF32's mantissa, rounded to nearest) at head dims 64 and 128, as two bfloat16 parts at
+// the others (16 bits): their results are held to TF32's row (Float32Products::kTF32), which is float16's.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,9 +37,10 @@ struct Tolerance {
 Tolerance tolerance(c10::ScalarType dtype, Derivative order);
 
 // What float32 products run in on the fused tensor-core kernels, after PyTorch's float32 matmul precision:
-// "highest" float32 (SIMT kernels or cuBLAS), "high" bfloat16 pairs (x = hi + lo, 16 significant bits; three
-// products per product, about 2^-17 relative error each), "medium" bfloat16.
-enum class Float32Products { kFloat32, kBFloat16Split, kBFloat16 };
+// "highest" float32 (three bfloat16 parts, SIMT kernels or cuBLAS), "high" TF32's mantissa or better (scaled float16
+// copies at head dims 64 and 128; bfloat16 pairs x = hi + lo, 16 significant bits, at the others; cuBLAS TF32 in the
+// reference composition), "medium" bfloat16.
+enum class Float32Products { kFloat32, kTF32, kBFloat16 };
 
 // The row of float32 results computed with `products` (kFloat32: the float32 row).
 Tolerance float32_tolerance(Float32Products products, Derivative order);

@@ -57,8 +57,9 @@ def tolerance(dtype, order=0, float32_precision=None):
     """Max relative error allowed against the float64 reference (order 0: forward, 1-3: derivatives).
 
     For float32, `float32_precision` names the torch.set_float32_matmul_precision setting the results were
-    computed under: "medium" gives the bfloat16 row, "high" the row of the fused kernels' bfloat16-split
-    products, "highest" (or None) the float32 row."""
+    computed under: "medium" gives the bfloat16 row, "high" TF32's row (float16's: PyTorch allows TF32 products
+    there, and the fused kernels run scaled float16 copies or bfloat16-split operands), "highest" (or None) the
+    float32 row."""
     if float32_precision is not None and dtype == torch.float32:
         return torch.ops.theria.float32_tolerance(float32_precision, order)
     return torch.ops.theria.tolerance(dtype, order)

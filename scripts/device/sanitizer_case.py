@@ -53,9 +53,10 @@ for dim in (64, 128):
         k, v = (torch.randn(1, 2, S, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         for causal in (False, True):
             theria.sdpa(q, k, v, is_causal=causal, enable_gqa=True, backend="fused")
-# float32 at precision "high" on the warpgroup forward, backward, tangent and backward-JVP kernels (their operands
-# split into bfloat16 parts in scratch first), through every order (the double backward, the one-pass JVP), and the
-# backward-JVP along a dout tangent; ragged ends, more queries than keys and fewer.
+# float32 at precision "high" on the warpgroup forward, backward, tangent and backward-JVP kernels (their operands'
+# largest magnitudes first, then their scaled float16 copies in scratch: Float32Half), through every order (the double
+# backward, the one-pass JVP), and the backward-JVP along a dout tangent; ragged ends, more queries than keys and
+# fewer.
 torch.set_float32_matmul_precision("high")
 for dim in (64, 128):
     for L, S in ((300, 461), (461, 300)):

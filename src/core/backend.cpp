@@ -43,19 +43,18 @@ Float32Products float32_products() {
   auto& ctx = at::globalContext();
   // The new API (torch.backends.cuda.matmul.fp32_precision) has no bf16 for CUDA and maps both "medium" and
   // "high" to "tf32"; only the legacy setting tells them apart, and its getter raises when the two APIs were
-  // mixed: then the new API's "tf32" (reduced precision allowed, never bfloat16 alone) takes the split products,
-  // which are more accurate than TF32's 10-bit mantissa.
+  // mixed: then the new API's "tf32" (reduced precision allowed, never bfloat16 alone) takes "high"'s products.
   if (ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) != at::Float32Precision::TF32) {
     return Float32Products::kFloat32;
   }
   try {
     switch (ctx.float32MatmulPrecision()) {
       case at::Float32MatmulPrecision::MEDIUM: return Float32Products::kBFloat16;
-      case at::Float32MatmulPrecision::HIGH: return Float32Products::kBFloat16Split;
+      case at::Float32MatmulPrecision::HIGH: return Float32Products::kTF32;
       default: return Float32Products::kFloat32;
     }
   } catch (const c10::Error&) {
-    return Float32Products::kBFloat16Split;
+    return Float32Products::kTF32;
   }
 }
 
@@ -89,11 +88,16 @@ ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t b
               "bfloat16 parts per operand, six products for each (float32 accuracy: the tolerance table's float32 "
               "row), float32 results"};
     }
-    if (products == Float32Products::kBFloat16Split) {
+    if (products == Float32Products::kTF32) {
+      const bool half_copies = q.size(-1) == 64 || q.size(-1) == 128;
       return {Backend::Fused,
-              "auto: float32 at matmul precision \"high\" (PyTorch: each float32 as the sum of two bfloat16) goes "
-              "to the fused tensor-core kernels on bfloat16-split operands, three products for each, float32 "
-              "results (the tolerance table's float32 split row)"};
+              half_copies
+                  ? "auto: float32 at matmul precision \"high\" (PyTorch allows TF32 products) goes to the fused "
+                    "tensor-core kernels on float16 copies scaled by powers of two (TF32's 10-bit mantissa, rounded "
+                    "to nearest), float32 results (the tolerance table's TF32 row)"
+                  : "auto: float32 at matmul precision \"high\" (PyTorch allows TF32 products) goes to the fused "
+                    "tensor-core kernels on bfloat16-split operands, three products for each (16 bits of "
+                    "mantissa), float32 results (the tolerance table's TF32 row)"};
     }
     return {Backend::Fused, "auto: CUDA tensors go to the fused tensor-core kernels"};
   }
@@ -104,9 +108,9 @@ ResolvedBackend auto_on_cuda(const at::Tensor& q, const at::Tensor& v, int64_t b
   if (products == Float32Products::kFloat32 && is_float32) {
     precision = " at float32 matmul precision \"highest\" (its three-part kernels take head dims 32 and 64 with no "
                 "attn_mask and no grouped heads; \"high\" and \"medium\" allow more)";
-  } else if (products == Float32Products::kBFloat16Split && !plain) {
-    precision = " with an attn_mask or grouped heads at float32 matmul precision \"high\" (the split kernels have "
-                "no such build; \"medium\" has)";
+  } else if (products == Float32Products::kTF32 && !plain) {
+    precision = " with an attn_mask or grouped heads at float32 matmul precision \"high\" (its kernels have no "
+                "such build; \"medium\" has)";
   }
   const std::string what = std::string("auto: ") + c10::toString(q.scalar_type()) + " with E=" + std::to_string(q.size(-1)) +
                            ", Ev=" + std::to_string(v.size(-1)) + " has no tensor-core kernel" + precision +

@@ -32,9 +32,10 @@ ResolvedBackend resolve_backend(std::string_view requested, const at::Tensor& q,
 
 // What PyTorch's float32 matmul precision lets float32 products run in (torch.set_float32_matmul_precision):
 // "medium" ("float32 matrix multiplications use bfloat16 datatype for internal computations"): the fused
-// tensor-core kernels on bfloat16 copies, held to the tolerance table's bfloat16 row; "high" ("treat each
-// float32 number as the sum of two bfloat16 numbers"): the fused tensor-core kernels on bfloat16-split
-// operands; "highest", or the newer per-backend API's "ieee" for CUDA matmuls: float32.
+// tensor-core kernels on bfloat16 copies, held to the tolerance table's bfloat16 row; "high" (TF32, or "treat
+// each float32 number as the sum of two bfloat16 numbers"): the fused tensor-core kernels on float16 copies scaled
+// by powers of two (TF32's mantissa) or bfloat16-split operands, held to TF32's row; "highest", or the newer
+// per-backend API's "ieee" for CUDA matmuls: float32.
 Float32Products float32_products();
 
 // Where `auto` sends CUDA inputs that only the fused SIMT kernels serve (float32, float64, head dims without a

@@ -16,6 +16,10 @@ bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v) {
   const bool dim = dim_qk == 32 || dim_qk == 64 || dim_qk == 96 || dim_qk == 128;
   // Three parts per operand take 3 kCols + 8 elements a row: up to 64 the tiles fit two CTAs' shared memory.
   const bool three_parts = dtype == Dtype::kFloat32x3 && (dim_qk == 32 || dim_qk == 64);
+  // Scaled float16 copies: the warpgroup kernels, head dims 64 and 128, where the split has no build.
+  const bool half_copies = dim_qk == 64 || dim_qk == 128;
+  if (dtype == Dtype::kFloat32Half) return half_copies && dim_qk == dim_v;
+  if (dtype == Dtype::kFloat32 && half_copies) return false;
   return ((operand && dim) || three_parts) && dim_qk == dim_v;
 }
 
@@ -29,6 +33,11 @@ template <typename T, int kHeadDim, class Params, class Fn>
 void build_switch(const Params& p, Fn&& fn) {
   if constexpr (std::is_same_v<T, Float32Parts<3>> && kHeadDim > 64) {
     throw std::invalid_argument("theria fused: the three-part float32 kernels take head dims up to 64");
+  } else if constexpr (kIsFloat32Half<T> && kHeadDim != 64 && kHeadDim != 128) {
+    throw std::invalid_argument("theria fused: float32 on float16 copies takes head dims 64 and 128");
+  } else if constexpr (std::is_same_v<T, float> && (kHeadDim == 64 || kHeadDim == 128)) {
+    throw std::invalid_argument("theria fused: float32 at \"high\" takes float16 copies at head dims 64 and 128 "
+                                "(Dtype::kFloat32Half), the bfloat16 split at 32 and 96");
   } else if constexpr (sizeof(T) == 4) {
     if (p.mask.ptr != nullptr || p.group > 1) {
       throw std::invalid_argument("theria fused: the float32 tensor-core kernels take no attn_mask and no grouped heads");
@@ -56,34 +65,37 @@ void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& p, cudaStream_t stream) {
   });
 }
 
+// The scaled float16 copies (Float32Half, scaled_copies.cuh): the only dtype whose kernels read copies, formed at
+// every length (it has only the warpgroup kernels).
+namespace {
+bool forms_copies(Dtype dtype, int64_t dim_qk, int64_t dim_v, int64_t group, bool mask) {
+  return dtype == Dtype::kFloat32Half && dim_v == dim_qk && group == 1 && !mask &&
+         warpgroup_kernels(static_cast<int>(dim_qk), 1);
+}
+}  // namespace
+
 size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& p) {
-  if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1) return 0;
-  const int dim = static_cast<int>(p.dim_qk);
-  const bool mask = p.mask.ptr != nullptr;
+  if (!forms_copies(dtype, p.dim_qk, p.dim_v, p.group, p.mask.ptr != nullptr)) return 0;
   // The forward's q, k, v; the tangent pass's and JVP's also their tangents.
-  const bool split = p.with_tangent() ? warpgroup_kernels(dim, 2, mask)
-                                      : warpgroup_forward(dim, 2, mask) && warpgroup_forward_pays(p.len_kv);
-  if (!split) return 0;
   const int64_t elems = (p.batch * p.len_q + 2 * p.batch * p.len_kv) * p.dim_qk * (p.with_tangent() ? 2 : 1);
-  return static_cast<size_t>(elems) * 2 * 2;  // two bfloat16 parts
+  return static_cast<size_t>(elems) * 2;
 }
 
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& p) {
-  if (dtype != Dtype::kFloat32 || p.dim_v != p.dim_qk || p.group != 1) return 0;
-  if (!warpgroup_kernels(static_cast<int>(p.dim_qk), 2, p.mask.ptr != nullptr)) return 0;
+  if (!forms_copies(dtype, p.dim_qk, p.dim_v, p.group, p.mask.ptr != nullptr)) return 0;
   // q, dout [, q_dot [, dout_dot]]; k, v [, k_dot, v_dot].
   const bool tangent = p.with_tangent();
   const int64_t rows = tangent ? (p.dout_dot.ptr != nullptr ? 4 : 3) : 2, keys = tangent ? 4 : 2;
   const int64_t elems = (rows * p.len_q + keys * p.len_kv) * p.batch * p.dim_qk;
-  return static_cast<size_t>(elems) * 2 * 2;  // two bfloat16 parts
+  return static_cast<size_t>(elems) * 2;
 }
 
 size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& p) {
-  // The builds whose walks may split (sdpa_bwd_wg.cuh, kBwdTailSplits): 16-bit, plain, not causal.
-  if (dtype != Dtype::kFloat16 && dtype != Dtype::kBFloat16) return 0;
+  // The builds whose walks may split (sdpa_bwd_wg.cuh, kBwdTailSplits): 16-bit operands, plain, not causal.
+  if (dtype != Dtype::kFloat16 && dtype != Dtype::kBFloat16 && dtype != Dtype::kFloat32Half) return 0;
   if (p.causal || p.mask.ptr != nullptr || p.group != 1 || p.dim_v != p.dim_qk) return 0;
   const int head_dim = static_cast<int>(p.dim_qk);
-  if (!warpgroup_kernels(head_dim, 1, false)) return 0;
+  if (!warpgroup_kernels(head_dim, 1)) return 0;
   // Their key blocks (64 keys a warpgroup) and the SMs, one CTA each (their shared memory): at most a wave less one
   // of those blocks split.
   const auto block_n = [&](bool tangent) {

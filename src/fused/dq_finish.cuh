@@ -7,6 +7,7 @@
 #pragma once
 
 #include "fused/kernel_templates.h"
+#include "fused/operand_scales.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -61,33 +62,23 @@ __device__ __forceinline__ void zero_dq_rows(float* dq_accum, int64_t b, int row
 // later, so the block being waited for is running or done: the wait ends. DqTurn<false> (the default,
 // atomic path) is empty, so that the default kernels carry no trace of it (a runtime switch here cost the
 // backward 7-11 %: docs/performance.md). wait() and pass() hold a CTA-wide barrier: call them where
-// every thread of the CTA arrives; with kWarpgroup, a barrier of the caller's warpgroup (named barrier 1 + its
-// index), for kernels whose warpgroups take different query blocks at once (sdpa_bwd_wg.cuh, kSharedKeys).
-template <bool kEnabled, bool kWarpgroup = false>
+// every thread of the CTA arrives.
+template <bool kEnabled>
 struct DqTurn {
   __device__ DqTurn(const BwdWorkspace&, int64_t, int) {}
   __device__ __forceinline__ void wait() const {}
   __device__ __forceinline__ void pass() const {}
 };
 
-template <bool kWarpgroup>
-struct DqTurn<true, kWarpgroup> {
+template <>
+struct DqTurn<true> {
   int* counter;
   int turn;
-
-  __device__ __forceinline__ static bool leader() { return (kWarpgroup ? threadIdx.x % 128 : threadIdx.x) == 0; }
-  __device__ __forceinline__ static void barrier() {
-    if constexpr (kWarpgroup) {
-      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + static_cast<int>(threadIdx.x / 128)) : "memory");
-    } else {
-      __syncthreads();
-    }
-  }
 
   __device__ DqTurn(const BwdWorkspace& ws, int64_t b, int m)
       : counter(ws.dq_turns + b * ws.dq_turn_slots + m / 16), turn(static_cast<int>(blockIdx.x)) {}
   __device__ __forceinline__ void wait() const {
-    if (leader()) {
+    if (threadIdx.x == 0) {
       int seen;
       while (true) {
         asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
@@ -95,13 +86,15 @@ struct DqTurn<true, kWarpgroup> {
         __nanosleep(64);
       }
     }
-    barrier();
+    __syncthreads();
   }
   // After this CTA's adds: make them visible before the next block's turn.
   __device__ __forceinline__ void pass() const {
     __threadfence();
-    barrier();
-    if (leader()) asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(turn + 1) : "memory");
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(counter), "r"(turn + 1) : "memory");
+    }
   }
 };
 
@@ -174,12 +167,17 @@ __device__ __forceinline__ void store_scaled_chunk8(T* dst, const float* src, fl
 // scale * buffer as rows of T: a thread writes 8 columns (store_scaled_chunk8); the batch position comes from the
 // grid, so no thread divides (the element-per-thread form with 64-bit divisions took three times as long as its
 // memory traffic at the benchmark shapes).
+// (Float32Half: the scale that also takes the copies' powers of two off, of dQ or, `tangent`, its tangent.)
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst, const BwdWorkspace ws) {
+__global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst,
+                                                             const BwdWorkspace ws, bool tangent) {
   constexpr int kChunks = kHeadDim / 8;  // per row
   const int idx = blockIdx.x * 256 + threadIdx.x, i = idx / kChunks, col = (idx % kChunks) * 8;
+  float scale = static_cast<float>(p.scale);
+  if constexpr (kIsFloat32Half<T>) {
+    scale = block_uniform([&] { return ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, tangent).dq; });
+  }
   if (i >= p.len_q) return;
-  const float scale = static_cast<float>(p.scale);
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
     store_scaled_chunk8(batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col,
                         ws.dq_accum + (b * p.len_q + i) * kHeadDim + col, scale);
@@ -187,11 +185,12 @@ __global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams
 }
 
 template <typename T, int kHeadDim>
-void launch_dq_finish(const SdpaBwdParams& p, const MatrixView& dst, const BwdWorkspace& ws, cudaStream_t stream) {
+void launch_dq_finish(const SdpaBwdParams& p, const MatrixView& dst, const BwdWorkspace& ws, bool tangent,
+                      cudaStream_t stream) {
   const int64_t threads = p.len_q * (kHeadDim / 8);
   const dim3 grid(static_cast<unsigned>((threads + 255) / 256), static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
   if (grid.x == 0 || grid.y == 0) return;
-  sdpa_dq_finish_kernel<T, kHeadDim><<<grid, 256, 0, stream>>>(p, dst, ws);
+  sdpa_dq_finish_kernel<T, kHeadDim><<<grid, 256, 0, stream>>>(p, dst, ws, tangent);
 }
 
 }  // namespace theria::kernels::cuda

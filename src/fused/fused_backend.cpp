@@ -34,12 +34,15 @@ kc::Dtype kernel_dtype(at::ScalarType t) {
   }
 }
 
-// The tensor-core kernels' dtype of q: float32 with two bfloat16 parts at "high", three at "highest" ("medium" runs
-// bfloat16 copies: via_bfloat16).
+// The tensor-core kernels' dtype of q: float32 at "high" as scaled float16 copies at head dims 64 and 128 (TF32's
+// mantissa at the 16-bit kernels' rate: operand_scales.cuh), two bfloat16 parts at the others; three parts at
+// "highest" ("medium" runs bfloat16 copies: via_bfloat16).
 kc::Dtype tc_dtype(const Tensor& q) {
   const at::ScalarType t = q.scalar_type();
   if (t != at::kFloat) return kernel_dtype(t);
-  return core::float32_products() == Float32Products::kFloat32 ? kc::Dtype::kFloat32x3 : kc::Dtype::kFloat32;
+  if (core::float32_products() == Float32Products::kFloat32) return kc::Dtype::kFloat32x3;
+  return kc::tensor_core_head_dim(kc::Dtype::kFloat32Half, q.size(-1), q.size(-1)) ? kc::Dtype::kFloat32Half
+                                                                                   : kc::Dtype::kFloat32;
 }
 
 // The SIMT family over the row-kernel binding, launched on the current stream.
@@ -128,7 +131,8 @@ bool use_tensor_cores(const Tensor& q, const Tensor& k, const Tensor& v, double 
 
 // Asked once use_tensor_cores has said yes: float32 at "medium" (bfloat16 products) has the entry points call
 // themselves on bfloat16 copies and return float32 (a cast is exact where the value came from a bfloat16 pass: the
-// saved out); at "high" float32 goes to the kernels as it is, which split it into bfloat16 parts.
+// saved out); at "high" float32 goes to the kernels as it is, which form scaled float16 copies of it (head dims 64
+// and 128) or split it into bfloat16 parts (32 and 96).
 bool via_bfloat16(const Tensor& q) {
   return q.scalar_type() == at::kFloat && core::float32_products() == Float32Products::kBFloat16;
 }
@@ -155,7 +159,9 @@ bool uses_tensor_cores(at::ScalarType dtype, int64_t dim_qk, int64_t dim_v, bool
   if (dtype != at::kFloat) return sixteen_bit && kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
   switch (core::float32_products()) {
     case Float32Products::kBFloat16: return kc::tensor_core_head_dim(kc::Dtype::kBFloat16, dim_qk, dim_v);
-    case Float32Products::kBFloat16Split: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v);
+    case Float32Products::kTF32:  // float16 copies at head dims 64 and 128, the bfloat16 split at 32 and 96
+      return plain && (kc::tensor_core_head_dim(kc::Dtype::kFloat32Half, dim_qk, dim_v) ||
+                       kc::tensor_core_head_dim(kc::Dtype::kFloat32, dim_qk, dim_v));
     case Float32Products::kFloat32: return plain && kc::tensor_core_head_dim(kc::Dtype::kFloat32x3, dim_qk, dim_v);
   }
   return false;
@@ -232,7 +238,7 @@ void prepare_fwd(FwdLaunch& f, const Tensor& q, const Tensor& k, const Tensor& v
   f.p.lse = f.lse.data_ptr();
 }
 
-// The scratch a pass asks for (float32 at precision "high": its operands' bfloat16 parts for the warpgroup kernels;
+// The scratch a pass asks for (float32 at precision "high": its operands' float16 copies for the warpgroup kernels;
 // kc::sdpa_fwd_tc_scratch_bytes, kc::sdpa_bwd_tc_scratch_bytes), set in p; undefined where it asks for none. The
 // caller holds it until the launch.
 Tensor attach_scratch(kernels::SdpaFwdParams& p, size_t bytes, const Tensor& q) {
@@ -240,6 +246,29 @@ Tensor attach_scratch(kernels::SdpaFwdParams& p, size_t bytes, const Tensor& q) 
   Tensor scratch = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
   p.scratch = scratch.data_ptr();
   return scratch;
+}
+
+// Float32Half: the largest magnitude of every operand set in p (q, k, v, dout and their tangents; dout_dot where
+// given), from which the passes' copies and kernels take their powers of two (kc::sdpa_operand_amax), set in p;
+// undefined for other dtypes. Every operand of a call at once: passes that share copies share exponents. The caller
+// holds it until the launches.
+Tensor attach_operand_amax(kernels::SdpaFwdParams& p, const Tensor& q, const MatrixView* dout_dot = nullptr) {
+  if (tc_dtype(q) != kc::Dtype::kFloat32Half || p.batch == 0) return {};
+  const MatrixView* views[kc::kOperandSlots] = {&p.q, &p.k, &p.v, &p.dout, &p.q_dot, &p.k_dot, &p.v_dot, dout_dot};
+  kc::AmaxOperand ops[kc::kOperandSlots];
+  for (int slot = 0; slot < kc::kOperandSlots; ++slot) {
+    const MatrixView* m = views[slot];
+    if (m == nullptr || m->ptr == nullptr) continue;
+    const bool query_side =
+        slot == kc::kSlotQ || slot == kc::kSlotDout || slot == kc::kSlotQDot || slot == kc::kSlotDoutDot;
+    ops[slot] = {*m, query_side ? p.len_q : p.len_kv, slot};
+  }
+  Tensor amax = at::empty({kc::kOperandSlots}, q.options().dtype(at::kFloat));
+  kc::sdpa_operand_amax(ops, kc::kOperandSlots, p.batch, static_cast<int>(p.dim_qk), amax.data_ptr<float>(),
+                        at::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  p.operand_amax = amax.data_ptr<float>();
+  return amax;
 }
 
 // The tangents of a pass, an absent one as zeros of its primal's shape.
@@ -273,6 +302,7 @@ TangentOutputs run_tangent_pass(kernels::SdpaFwdParams p, const TangentOperands&
   if (p.batch > 0) {
     const Tensor scratch =
         p.scratch != nullptr ? Tensor() : attach_scratch(p, kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), p), q);
+    const Tensor amax = p.operand_amax != nullptr ? Tensor() : attach_operand_amax(p, q);
     const auto stream = at::cuda::getCurrentCUDAStream();
     if (given_stats) kc::sdpa_tangent_tc(tc_dtype(q), p, stream);
     else kc::sdpa_fwd_tc(tc_dtype(q), p, stream);
@@ -295,6 +325,7 @@ std::tuple<Tensor, Tensor> sdpa_fwd(const Tensor& q, const Tensor& k, const Tens
   prepare_fwd(f, q, k, v, causal, scale, mask);
   if (f.p.batch > 0) {
     const Tensor scratch = attach_scratch(f.p, kc::sdpa_fwd_tc_scratch_bytes(tc_dtype(q), f.p), q);
+    const Tensor amax = attach_operand_amax(f.p, q);
     kc::sdpa_fwd_tc(tc_dtype(q), f.p, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -447,6 +478,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sdpa_bwd(const Tensor& q, const Tenso
   grads.set(b.p, b.ws, &kernels::SdpaBwdParams::dk, &kernels::SdpaBwdParams::dv);
   if (b.p.batch > 0) {
     const Tensor scratch = attach_scratch(b.p, kc::sdpa_bwd_tc_scratch_bytes(tc_dtype(q), b.p), q);
+    const Tensor amax = attach_operand_amax(b.p, q);
     kc::sdpa_bwd_tc(tc_dtype(q), b.p, b.ws, at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -485,15 +517,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sdpa_bwd_jvp(
   b.p.k_dot = t.k_dot.view;
   b.p.v_dot = t.v_dot.view;
   if (has_dout_dot) b.p.dout_dot = dod.view;
-  // float32 at "high": one scratch for both passes, where the backward-JVP finds the parts of the six operands it
-  // shares with the tangent pass as that pass formed them (SdpaBwdParams::tangent_parts_formed).
-  Tensor scratch;
+  // float32 at "high": one scratch for both passes, where the backward-JVP finds the copies of the six operands it
+  // shares with the tangent pass as that pass formed them (SdpaBwdParams::tangent_copies_formed).
+  // Float32Half: both passes' exponents from every operand, dout's tangent included (attach_operand_amax).
+  Tensor scratch, amax;
   if (b.p.batch > 0) {
     const kc::Dtype dtype = tc_dtype(q);
     const size_t tangent_bytes = kc::sdpa_fwd_tc_scratch_bytes(dtype, b.p);
     const size_t bwd_jvp_bytes = kc::sdpa_bwd_tc_scratch_bytes(dtype, b.p);
     scratch = attach_scratch(b.p, std::max(tangent_bytes, bwd_jvp_bytes), q);
-    b.p.tangent_parts_formed = tangent_bytes > 0 && bwd_jvp_bytes > 0;
+    b.p.tangent_copies_formed = tangent_bytes > 0 && bwd_jvp_bytes > 0;
+    amax = attach_operand_amax(b.p, q, has_dout_dot ? &b.p.dout_dot : nullptr);
   }
   const auto tangents = run_tangent_pass(b.p, t, q, v, /*given_stats=*/true);
   Tensor dq_dot = at::empty_like(q, at::MemoryFormat::Contiguous);

@@ -3,8 +3,9 @@
 //   fp16/bf16 with E == Ev in {32, 64, 96, 128}: tensor-core forward, JVP, backward, backward-JVP;
 //   fp32 with those head dims under torch.set_float32_matmul_precision("medium"), which lets float32
 //   products use bfloat16 internally: the same kernels on bfloat16 copies, float32 results;
-//   fp32 with those head dims at "high", with no mask and no grouped heads: the same kernels on float32 split
-//   into two bfloat16 parts (three products for one), float32 results;
+//   fp32 with those head dims at "high", with no mask and no grouped heads: the same kernels on float16 copies
+//   scaled by powers of two (head dims 64 and 128: TF32's mantissa, one product for one) or on float32 split into
+//   two bfloat16 parts (32 and 96: three products for one), float32 results;
 //   fp32 at "highest" with E == Ev in {32, 64}, no mask and no grouped heads: the same kernels on three bfloat16
 //   parts (six products for one), float32 accuracy;
 //   everything else up to head dim 256 (other fp32, fp64, other head dims, a scale <= 0): the SIMT kernels, in

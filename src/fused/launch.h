@@ -13,8 +13,9 @@
 namespace theria::kernels::cuda {
 
 // kFloat32x3: float32 tensors on the tensor-core kernels with three bfloat16 parts per operand (matmul precision
-// "highest"); kFloat32 there means two parts ("high"). The SIMT kernels take kFloat32 as float32 products.
-enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64, kFloat32x3 };
+// "highest"); kFloat32 there means two parts ("high"); kFloat32Half float16 copies scaled by powers of two ("high" at
+// head dims 64 and 128: operand_scales.cuh). The SIMT kernels take kFloat32 as float32 products.
+enum class Dtype { kFloat16, kBFloat16, kFloat32, kFloat64, kFloat32x3, kFloat32Half };
 
 // Scratch of the tensor-core backward and backward-JVP, allocated by the binding.
 struct BwdWorkspace {
@@ -41,14 +42,16 @@ struct BwdWorkspace {
   int tail_chunk = 0;       // query steps per part (even: the buffers' and statistics' turns start at 0)
 };
 
-// Tensor-core kernels: 16-bit inputs, or float32 ones split into bfloat16 parts (plain build: no mask, no grouped
-// heads), E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
+// Tensor-core kernels: 16-bit inputs, or float32 ones (plain build: no mask, no grouped heads) split into bfloat16
+// parts (head dims 32 and 96 at "high", 32 and 64 at "highest") or as scaled float16 copies (64 and 128 at "high"),
+// E == Ev in {32, 64, 96, 128}, 16-byte aligned rows.
 // sdpa_fwd_tc with tangents set in the params is the JVP (fp32 lse and lse_dot).
 bool tensor_core_head_dim(Dtype dtype, int64_t dim_qk, int64_t dim_v);
 void sdpa_fwd_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stream);
 // The bytes of params.scratch that sdpa_fwd_tc or sdpa_tangent_tc needs for these params (0: none): float32 at
 // precision "high" on the warpgroup forward and tangent kernels, whose copies read q, k, v (and their tangents) as
-// bfloat16 parts formed first (split_parts.cuh). Without the scratch those passes run the mma.sync kernels.
+// scaled float16 copies formed first (scaled_copies.cuh). Without the scratch those passes raise (they have no
+// mma.sync form).
 size_t sdpa_fwd_tc_scratch_bytes(Dtype dtype, const SdpaFwdParams& params);
 // The tangent pass of the backward-JVP: params.out and params.lse are read (the saved forward), only
 // out_dot and lse_dot are written.
@@ -56,8 +59,8 @@ void sdpa_tangent_tc(Dtype dtype, const SdpaFwdParams& params, cudaStream_t stre
 // params.delta: fp32 [batch, len_q] scratch.
 void sdpa_bwd_tc(Dtype dtype, const SdpaBwdParams& params, const BwdWorkspace& ws, cudaStream_t stream);
 // The bytes of params.scratch that sdpa_bwd_tc or sdpa_bwd_jvp_tc needs (0: none): float32 at "high" on the warpgroup
-// backward and backward-JVP (head dim 64), whose copies read q, dout, k and v (and their tangents) as bfloat16 parts
-// formed first. Without it those passes run mma.sync.
+// backward and backward-JVP (head dims 64 and 128), whose copies read q, dout, k and v (and their tangents) as
+// scaled float16 copies formed first. Without it those passes raise.
 size_t sdpa_bwd_tc_scratch_bytes(Dtype dtype, const SdpaBwdParams& params);
 // The backward-JVP: params carry the tangents (dout_dot may be absent: ptr == nullptr), out_dot and
 // lse_dot (from sdpa_fwd_tc with tangents), fp32 scratch delta / delta_dot; ws as above, for dq_dot.
@@ -71,6 +74,29 @@ size_t sdpa_bwd_tail_bytes(Dtype dtype, const SdpaBwdParams& params);
 // broadcast dims), written on the stream before the attention kernels read it.
 void sdpa_mask_tiles(Dtype dtype, const MaskView& mask, unsigned char* tiles, int64_t outer, int64_t heads,
                      int64_t len_q, int64_t len_kv, cudaStream_t stream);
+
+// kFloat32Half: the operands' places in SdpaFwdParams::operand_amax (max |X| of each, 0 for an absent one).
+enum OperandSlot : int {
+  kSlotQ,
+  kSlotK,
+  kSlotV,
+  kSlotDout,
+  kSlotQDot,
+  kSlotKDot,
+  kSlotVDot,
+  kSlotDoutDot,
+  kOperandSlots
+};
+
+// kFloat32Half: max|X| of each operand into amax[slot] (operand_scales.cuh's kOperandSlots floats, zeroed here first:
+// an operand not listed reads 0), on the stream before the passes that read SdpaFwdParams::operand_amax. rows 0: an
+// absent operand. Every operand of one call: passes that share copies (the double backward's) share exponents.
+struct AmaxOperand {
+  MatrixView view;
+  int64_t rows = 0;
+  int slot = 0;
+};
+void sdpa_operand_amax(const AmaxOperand* ops, int count, int64_t batch, int cols, float* amax, cudaStream_t stream);
 
 // SIMT kernels: float32 or float64, max(E, Ev) <= kSimtMaxHeadDim. With tangents set in the params
 // they compute the JVP / backward-JVP.

@@ -87,6 +87,11 @@ __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   __half2 v = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
 }
+// Float32Half's operands in registers are float16 (its scales are on the values already).
+template <>
+__device__ __forceinline__ uint32_t pack2<Float32Half>(float lo, float hi) {
+  return pack2<__half>(lo, hi);
+}
 
 // The inverse of pack2: one register of two 16-bit values as two floats.
 template <typename T>
@@ -109,6 +114,10 @@ __device__ __forceinline__ void unpack2<__half>(uint32_t pair, float& lo, float&
 template <typename T>
 __device__ __forceinline__ float rounded_to(float x) {
   return static_cast<float>(static_cast<T>(x));
+}
+template <>
+__device__ __forceinline__ float rounded_to<Float32Half>(float x) {
+  return __half2float(__float2half_rn(x));
 }
 
 // The A fragment of one k-step (16 keys) built from the C fragments of n-tiles 2kk and 2kk+1.
@@ -134,6 +143,13 @@ template <>
 struct MmaOperand<float> {
   using Elem = __nv_bfloat16;
   static constexpr int kParts = 2;
+};
+// float32 at matmul precision "high" at head dims 64 and 128 (Float32Half): one float16 operand, scaled by a power of
+// two (operand_scales.cuh): 11 significant bits, TF32's, rounded to nearest.
+template <>
+struct MmaOperand<Float32Half> {
+  using Elem = __half;
+  static constexpr int kParts = 1;
 };
 // float32 at matmul precision "highest" (Float32Parts<3>): x = hi + mid + lo, 24 significant bits, and a product
 // runs as the six MMAs whose parts' orders sum below three (hi hi, hi mid, mid hi, hi lo, mid mid, lo hi): float32
@@ -243,23 +259,6 @@ __device__ __forceinline__ void split_eight(uint32_t (&out)[kPartsOf<T>][4], flo
 template <typename T>
 __device__ __forceinline__ void c_to_a(Frag<T>& a, const float (&c0)[4], const float (&c1)[4]) {
   split_eight<T>(a.r, c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]);
-}
-
-// c_to_a into per-part registers a[part][kq] (a warpgroup kernel's A operands: one part for a 16-bit dtype).
-template <typename T, int kKq>
-__device__ __forceinline__ void c_to_a_parts(uint32_t (&a)[kPartsOf<T>][kKq][4], int kq, const float (&c0)[4],
-                                             const float (&c1)[4]) {
-  if constexpr (kPartsOf<T> == 1) {
-    c_to_a<T>(a[0][kq], c0, c1);
-  } else {
-    Frag<T> f;
-    c_to_a<T>(f, c0, c1);
-#pragma unroll
-    for (int i = 0; i < kPartsOf<T>; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) a[i][kq][e] = f.r[i][e];
-    }
-  }
 }
 
 // Two neighbouring values of a global row of dtype T (16-bit, or float32 on the split path), as floats.

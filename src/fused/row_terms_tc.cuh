@@ -12,6 +12,7 @@
 
 #include "fused/dq_finish.cuh"
 #include "fused/mma.cuh"
+#include "fused/operand_scales.cuh"
 #include "fused/tile_io.cuh"
 #include "kernels/sdpa_params.h"
 
@@ -53,7 +54,9 @@ __device__ __forceinline__ float lse_in_log2(float lse) {
 // hides behind a step's products, and stores it later, lse turned into log2 units only then (Nsight
 // Compute: a multiply right behind the load held 7 % of the backward-JVP's stall samples). The source
 // is picked once, so that no array of pointers lands in local memory.
-template <int kStats, int kBlockM>
+// kScaled (Float32Half, operand_scales.cuh): lse less P's exponent (P' = P 2^kProbExp); the others are in the units
+// of the products on the scaled copies as their passes wrote them (the row terms, the tangent pass).
+template <int kStats, int kBlockM, bool kScaled = false>
 struct RowStatStager {
   static_assert(kStats == 2 || kStats == 4, "lse and delta, with or without their tangents");
   const float* src;
@@ -71,8 +74,10 @@ struct RowStatStager {
     return src == nullptr || m + row >= len_q ? 0.f : src[static_cast<int64_t>(head) * len_q + m + row];
   }
   // Into stats[buf][kStats][kBlockM] in shared memory (lse through lse_in_log2).
+  // (x - 0.f is x for every x, so the 16-bit kernels' code is what it was without the shift.)
   __device__ __forceinline__ void store(float* stats, int buf, float x) const {
-    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? lse_in_log2(x) : x;
+    constexpr float kLseShift = kScaled ? static_cast<float>(kProbExp) : 0.f;
+    if (tid < kStats * kBlockM) stats[buf * kStats * kBlockM + tid] = tid < kBlockM ? lse_in_log2(x) - kLseShift : x;
   }
 };
 
@@ -85,6 +90,15 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
   // rowsum(x * out) into the row's term: the backward's delta, or the dout tangent's share of delta_dot.
   const MatrixView& x_view = kDoutDot ? p.dout_dot : p.dout;
   float* const term = static_cast<float*>(kDoutDot ? p.delta_dot : p.delta);
+  // Float32Half: the term in the units of the backward kernels' products on the scaled copies, dP' = dP 2^(dout + v)
+  // [dP_dot' also 2^t] (operand_scales.cuh): the kernels stage it as it is.
+  [[maybe_unused]] float units = 1.f;
+  if constexpr (kIsFloat32Half<T>) {
+    units = block_uniform([&] {
+      const ScaleFactors f = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kDoutDot);
+      return kDoutDot ? f.delta_dot : f.delta;
+    });
+  }
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
     if (!kDoutDot && p.zero_dq_accum != nullptr) {
       zero_dq_rows<kRowTermsThreads / 4, kHeadDim, kRowTermsThreads>(p.zero_dq_accum, b,
@@ -100,6 +114,7 @@ __global__ void __launch_bounds__(kRowTermsThreads) sdpa_row_terms_tc_kernel(con
       for (int c = 0; c < kChunks; ++c) sum += dot_chunk<T>(x[quad_lane + 4 * c], out[quad_lane + 4 * c]);
     }
     sum = quad_sum(sum);
+    if constexpr (kIsFloat32Half<T>) sum *= units;
     if (i < p.len_q && quad_lane == 0) {
       float& dst = term[b * p.len_q + i];
       if constexpr (kDoutDot) {

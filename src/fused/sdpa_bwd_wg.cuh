@@ -6,10 +6,7 @@
 // One CTA per (batch position, block of 64 keys per warpgroup: two, three for the backward at head dim 64;
 // WarpgroupTile::bwd_warpgroups): warpgroups of 64 keys each keep their dK, dV (or dk_dot, dv_dot; 64 x head dim
 // fp32 each) in registers while blocks of kBlockM queries stream through two buffers, each filled by TMA copies
-// (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the other is read. (float32's
-// backward-JVP at head dim 128 has the shared memory for 64 keys only: its two warpgroups share them and take the
-// query blocks in turn, each with its own buffer, refilled for its next block once 2's products are done, while 3
-// runs; summing their dk_dot, dv_dot at the end: kSharedKeys.) Operand
+// (tma.cuh: one thread issues them, every thread waits on the buffer's mbarrier) while the other is read. Operand
 // tiles are in the TMA's 128-byte swizzle (Swizzled128Rows), and a view TMA cannot address (launch_sdpa_bwd_wg
 // returns false) runs the mma.sync kernels. Per block and warpgroup (tangent terms in brackets):
 //   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
@@ -28,10 +25,10 @@
 //      deterministic).
 //      Where WarpgroupTile::bwd_defer_dq_adds says, a step's tile is added in the next step, under that step's
 //      score products (1. above; BwdWgTraits::kDeferAdds).
-// float32 at precision "high" (T = float, the backward and backward-JVP at head dims 64 and 128: tile_policy.h's
-// warpgroup_kernels): the copies read q, dout, k and v (and their tangents) as bfloat16 parts formed into the
-// scratch first (split_parts.cuh); every tile, and dS^T [dS_dot^T], is held as its two parts, P^T and dS^T [P_dot^T,
-// dS_dot^T] are split in registers, and each product runs as three.
+// float32 at precision "high" (T = Float32Half): the copies read q, dout, k and v (and their tangents) as float16
+// copies scaled by powers of two, formed into the scratch first (scaled_copies.cuh); the kernel is the float16 one,
+// with the powers folded into the logits' scale, the staged row statistics and the output factors
+// (operand_scales.cuh).
 // Grouped-query attention: as in sdpa_bwd_tc.cuh (the plain build one query head per CTA, adding dK, dV to fp32
 // buffers; the grouped build a key-side position, streaming its group's query heads: GroupSteps).
 // The last wave (tile_policy.h, plan_bwd_tail): the key blocks past the last whole wave of CTAs may leave the main
@@ -47,7 +44,7 @@
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
 #include "fused/row_terms_tc.cuh"
-#include "fused/split_parts.cuh"
+#include "fused/scaled_copies.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
 #include "fused/tma.cuh"
@@ -61,24 +58,15 @@
 
 namespace theria::kernels::cuda {
 
-// kTangent: the backward-JVP (with kDoutDot: along a dout tangent too); else the backward. kParts: per operand (one
-// for 16-bit dtypes, two for float32 at "high").
-template <int kHeadDim_, bool kTangent_, bool kDoutDot_, int kBlockM_, int kParts_ = 1>
+// kTangent: the backward-JVP (with kDoutDot: along a dout tangent too); else the backward.
+template <int kHeadDim_, bool kTangent_, bool kDoutDot_, int kBlockM_>
 struct BwdWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kTangent = kTangent_;
   static constexpr bool kDoutDot = kTangent_ && kDoutDot_;
-  static constexpr int kParts = kParts_;
-  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_, kParts_);
+  static constexpr int kWarpGroups = WarpgroupTile::bwd_warpgroups(kHeadDim_, kTangent_, kBlockM_);
   static constexpr int kThreads = 128 * kWarpGroups;
-  // The warpgroups over the same 64 keys, taking the steps in turn (warpgroup w steps w, w + kWarpGroups, ...),
-  // each with its own query-side buffer, row statistics, dS^T tiles and dQ stage and its own barriers, their dK, dV
-  // summed at the end (WarpgroupTile::bwd_shared_keys: float32's backward-JVP at head dim 128, which has the shared
-  // memory for one warpgroup's 64 keys only).
-  static constexpr bool kSharedKeys = WarpgroupTile::bwd_shared_keys(kHeadDim_, kTangent_, kParts_);
-  static constexpr int kBlockN = kSharedKeys ? 64 : 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (wgmma M)
-  static constexpr int kStepStride = kSharedKeys ? kWarpGroups : 1;
-  static constexpr int kOwnTiles = kSharedKeys ? kWarpGroups : 1;  // sets of dS^T tiles and row statistics
+  static constexpr int kBlockN = 64 * kWarpGroups;  // keys per CTA, 64 per warpgroup (wgmma M)
   static constexpr int kBlockM = kBlockM_;          // queries per step
   static constexpr int kKeyOperands = kTangent ? 4 : 2;               // K, V [, K_dot, V_dot]
   static constexpr int kRowOperands = kTangent ? (kDoutDot ? 4 : 3) : 2;  // Q, dO [, Q_dot [, dO_dot]]
@@ -88,16 +76,13 @@ struct BwdWgTraits {
   // over its own keys.
   // Or (kDqSplitQueries: WarpgroupTile::bwd_dq_split_queries) all columns of its share of the step's queries over
   // all the block's keys.
-  static constexpr bool kDqSplitQueries =
-      WarpgroupTile::bwd_dq_split_queries(kHeadDim_, kParts_) && kWarpGroups == 2 && !kSharedKeys;
+  static constexpr bool kDqSplitQueries = WarpgroupTile::bwd_dq_split_queries(kHeadDim_) && kWarpGroups == 2;
   static constexpr bool kDqSplitKeys = kHeadDim == 64 && !kDqSplitQueries;
-  static constexpr int kDqCols =
-      kDqSplitKeys || kDqSplitQueries || kSharedKeys ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
-  static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                             // its K
-  static constexpr int kDqQueries = kDqSplitQueries ? kBlockM / kWarpGroups : kBlockM;    // its N
-  static_assert(kDqCols % 64 == 0, "a warpgroup's dQ^T tile is whole 64-column wgmma tiles");
-  static constexpr int kDqTiles = kDqCols / 64;  // all 128 columns (float32's backward-JVP at 128): two
-  static_assert(kStats * kBlockM <= kThreads / kOwnTiles, "one thread (of the warpgroup) per row statistic of a block");
+  static constexpr int kDqCols = kDqSplitKeys || kDqSplitQueries ? kHeadDim : kHeadDim / kWarpGroups;  // the wgmma M
+  static constexpr int kDqKeys = kDqSplitKeys ? 64 : kBlockN;                                         // its K
+  static constexpr int kDqQueries = kDqSplitQueries ? kBlockM / kWarpGroups : kBlockM;                // its N
+  static_assert(kDqCols == 64, "a warpgroup's dQ^T tile is one 64-column wgmma tile");
+  static_assert(kStats * kBlockM <= kThreads, "one thread per row statistic of a block");
   using KeyRows = Swizzled128Rows<kBlockN>;  // the key-side tiles (TMA)
   using RowRows = Swizzled128Rows<kBlockM>;  // the query-side tiles (TMA)
   using DsRows = CoreMatrixRows<kBlockM>;    // dS^T as [key][query] (written by the threads)
@@ -109,38 +94,30 @@ struct BwdWgTraits {
   // The backward-JVP with 64-query steps forms its tangents in phases (S^T and dP^T; S_dot^T; dP_dot^T, each its
   // own commit group) and turns each tile into operand fragments as soon as it is final, so that the four score
   // tiles are never all live beside the fragments.
-  static constexpr bool kPhased = kTangent && kBlockM == 64 && kParts == 1;
-  static constexpr int kDsElems = kOwnTiles * kParts * kDsTiles * DsRows::tile_elems(kBlockN);
-  static constexpr int kTileElems = kParts * (kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile) + kDsElems;
+  static constexpr bool kPhased = kTangent && kBlockM == 64;
+  static constexpr int kDsElems = kDsTiles * DsRows::tile_elems(kBlockN);
+  static constexpr int kTileElems = kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsElems;
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
-  // The dQ stage in the dS^T tiles' place (read by the dQ product before the stage is written: one barrier more a
-  // step) where shared memory has no room for both: float32's backward-JVP (eight operand tiles in two parts) at
-  // head dim 64. (At 128, with its warpgroups over shared keys, its 16-query steps leave room.)
-  static constexpr bool kDqStageInDs = kParts > 1 && kTangent && kWarpGroups > 1 && !kSharedKeys;
   static constexpr int kDqStageFloats = kBlockM * kDqPitch;
-  static_assert(!kDqStageInDs || kDqStageFloats * sizeof(float) <= kDsElems * 2, "the dQ stage fits the dS^T tiles");
   // A step's dQ^T tile staged at the step's end and added (the warpgroups' sum, the atomics) in the next step, under
   // that step's score products (WarpgroupTile::bwd_defer_dq_adds; not in the kernel's deterministic, masked and
   // grouped builds).
-  static constexpr bool kDeferAdds =
-      WarpgroupTile::bwd_defer_dq_adds(kHeadDim_, kTangent_, kDoutDot, kParts_) && !kSharedKeys && !kDqStageInDs;
+  static constexpr bool kDeferAdds = WarpgroupTile::bwd_defer_dq_adds(kHeadDim_, kTangent_, kDoutDot);
   // ... and the next step's copies issued right after the adds' barrier, or after the adds.
   static constexpr bool kCopiesBeforeAdds = WarpgroupTile::bwd_copies_before_adds(kHeadDim_);
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
   static constexpr size_t kSmemBytes(size_t elem) {
-    const int stage_floats = kDqStageInDs ? 0 : kDqStageFloats;
-    return kSwizzlePad + kTileElems * elem + (2 * kOwnTiles * kStats * kBlockM + stage_floats) * sizeof(float) +
+    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + kDqStageFloats) * sizeof(float) +
            kBarriers * sizeof(uint64_t);
   }
   static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");
 };
 
-// The tensor maps of the kernel's operands (tma.cuh), kernel parameters, in the order of the tiles, one per part.
-template <int kParts>
+// The tensor maps of the kernel's operands (tma.cuh), kernel parameters, in the order of the tiles.
 struct BwdWgMaps {
-  CUtensorMap keys[4][kParts];  // K, V [, K_dot, V_dot]
-  CUtensorMap rows[4][kParts];  // Q, dO [, Q_dot [, dO_dot]]
+  CUtensorMap keys[4];  // K, V [, K_dot, V_dot]
+  CUtensorMap rows[4];  // Q, dO [, Q_dot [, dO_dot]]
 };
 
 // Split key block i of the last wave (BwdWorkspace::tail_first + i, linear over the main launch's grid of
@@ -159,7 +136,7 @@ __device__ __forceinline__ TailBlock tail_block(const BwdWorkspace& ws, int64_t 
 // Whether a build may split its last wave's walks (tile_policy.h, plan_bwd_tail).
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 constexpr bool kBwdTailSplits =
-    !kCausal && !kDeterministic && !kGroups && !kMask && Tr::kParts == 1 && !Tr::kSharedKeys;
+    !kCausal && !kDeterministic && !kGroups && !kMask;
 
 // kTail: the launch of the split walks (BwdWorkspace::tail_*): CTA i takes steps [chunk (i % parts), + chunk) of key
 // block tail_first + i / parts and adds its dK, dV to the fp32 scratch; the main launch's CTAs of those blocks leave
@@ -167,12 +144,10 @@ constexpr bool kBwdTailSplits =
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask, bool kTail = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_bwd_wg_kernel(const __grid_constant__ SdpaBwdParams p, const __grid_constant__ BwdWorkspace ws,
-                       const __grid_constant__ BwdWgMaps<Tr::kParts> maps) {
+                       const __grid_constant__ BwdWgMaps maps) {
   using E = ElemOf<T>;  // what the tiles hold
-  constexpr int kParts = Tr::kParts;
   constexpr int kHeadDim = Tr::kHeadDim, kStats = Tr::kStats, kRows = Tr::kRowOperands, kDqCols = Tr::kDqCols;
-  constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot, kSharedKeys = Tr::kSharedKeys;
-  static_assert(!kSharedKeys || (!kMask && !kGroups), "shared keys: the plain build");
+  constexpr bool kTangent = Tr::kTangent, kDoutDot = Tr::kDoutDot;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads, kDqPitch = Tr::kDqPitch;
   constexpr int kMt = kBlockM / 8, kKq = kBlockM / 16;  // accumulator column tiles, k-steps of a block
   using KeyRows = typename Tr::KeyRows;
@@ -183,16 +158,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   constexpr uint32_t kKeyBytes = kKeyTile * sizeof(E), kRowBytes = kRowTile * sizeof(E), kDsBytes = kDsTile * sizeof(E);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
-  // Each tile as its kParts parts side by side.
   E* k_tile = reinterpret_cast<E*>(smem);  // then V [, K_dot, V_dot]
-  E* row_tiles = k_tile + Tr::kKeyOperands * kParts * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
-  E* ds_tile = row_tiles + 2 * kRows * kParts * kRowTile;  // dS^T [, then dS_dot^T]
-  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [kOwnTiles][2][kStats][kBlockM]
-  float* after_stats = stats + 2 * Tr::kOwnTiles * kStats * kBlockM;
+  E* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
+  E* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
+  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [2][kStats][kBlockM]
   // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w.
-  float* dq_stage = Tr::kDqStageInDs ? reinterpret_cast<float*>(ds_tile) : after_stats;
+  float* dq_stage = stats + 2 * kStats * kBlockM;
   // The key tiles' barrier, the query-side buffers'.
-  uint64_t* full = reinterpret_cast<uint64_t*>(after_stats + (Tr::kDqStageInDs ? 0 : Tr::kDqStageFloats));
+  uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + Tr::kDqStageFloats);
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
@@ -214,17 +187,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   __syncthreads();
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
-  const RowStatStager<kStats, kBlockM> stat(p, b0, kSharedKeys ? tid % 128 : tid);
+  const RowStatStager<kStats, kBlockM, kIsFloat32Half<T>> stat(p, b0, tid);
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
-  const int wg_key0 = kSharedKeys ? 0 : 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
-  // This warpgroup's dS^T tiles, its row statistics' two buffers (with shared keys its own), its first step.
-  E* const ds_own = ds_tile + (kSharedKeys ? wg * (Tr::kDsElems / Tr::kOwnTiles) : 0);
-  float* const stats_own = stats + (kSharedKeys ? wg * 2 * kStats * kBlockM : 0);
-  const int first_walk_step = kSharedKeys ? wg : 0;
-  // The thread that issues the query-side copies: the CTA's first, with shared keys each warpgroup's first.
-  const bool issuer = kSharedKeys ? tid % 128 == 0 : tid == 0;
+  const int wg_key0 = 64 * wg, key_w = wg_key0 + 16 * warp;  // within the block
   // attn_mask (the masked build; sdpa_bwd_tc.cuh).
   const BackwardMask<T, 1> mask =
       kMask ? BackwardMask<T, 1>(p, b0, n0, kBlockN, n0 + key_w, S, tid, g) : BackwardMask<T, 1>();
@@ -235,57 +202,49 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // The steps this CTA takes, [first_step, n_steps): the whole walk, or a split walk's part (an even first step: the
   // query-side buffers and the statistics' turns start at 0).
   const int part_begin = kTail ? static_cast<int>(blockIdx.x % ws.tail_parts) * ws.tail_chunk : 0;
-  const int first_step = kTail ? part_begin : first_walk_step;
+  const int first_step = kTail ? part_begin : 0;
   const int n_steps = kTail ? min(walk.count, part_begin + ws.tail_chunk) : walk.count;
   ClassesAhead step_classes(
       [&](int s) {
         if constexpr (kMask) return walk.template step_class<kBlockM, kBlockN>(p, mask, n0, s);
         return KeyBlock::kTerms;
       },
-      first_step - first_walk_step, n_steps);
+      first_step, n_steps);
 
-  // A step's query-side tiles into buffer buf (`issuer` issues; bit buf of `loaded` tells every thread that reads it
+  // A step's query-side tiles into buffer buf (thread 0 issues; bit buf of `loaded` tells every thread that reads it
   // to wait for them, on the parity in bit buf of `phases`).
   uint32_t loaded = 0, phases = 0;
   auto load_rows = [&](int buf, int step) {
-    if (issuer) {
+    if (tid == 0) {
       const TmaBatch at = tma_batch<false>(p.q, b0 + steps.head(step));
-      mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kParts * kRowBytes);
+      mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kRowBytes);
 #pragma unroll
-      for (int i = 0; i < kRows * kParts; ++i) {
-        tma_load_rows<kHeadDim, RowRows::kBoxBytes>(row_tiles + (buf * kRows * kParts + i) * kRowTile,
-                                                    &maps.rows[i / kParts][i % kParts], steps.row(step), at,
-                                                    &full[1 + buf]);
+      for (int i = 0; i < kRows; ++i) {
+        tma_load_rows<kHeadDim, RowRows::kBoxBytes>(row_tiles + (buf * kRows + i) * kRowTile, &maps.rows[i],
+                                                    steps.row(step), at, &full[1 + buf]);
       }
     }
     loaded |= 1u << buf;
   };
   if (tid == 0) {
     const TmaBatch at = tma_batch<kReadKeysByGroup>(p.k, b0);
-    mbarrier_arrive_expect_tx(&full[0], Tr::kKeyOperands * kParts * kKeyBytes);
+    mbarrier_arrive_expect_tx(&full[0], Tr::kKeyOperands * kKeyBytes);
 #pragma unroll
-    for (int i = 0; i < Tr::kKeyOperands * kParts; ++i) {
-      tma_load_rows<kHeadDim, KeyRows::kBoxBytes>(k_tile + i * kKeyTile, &maps.keys[i / kParts][i % kParts], n0, at,
-                                                  &full[0]);
+    for (int i = 0; i < Tr::kKeyOperands; ++i) {
+      tma_load_rows<kHeadDim, KeyRows::kBoxBytes>(k_tile + i * kKeyTile, &maps.keys[i], n0, at, &full[0]);
     }
   }
-  if (first_step < n_steps) {  // (with shared keys each warpgroup its first step, into its own buffer)
-    if (kSharedKeys || step_classes.first_seen()) load_rows(first_walk_step, first_step);
-    stat.store(stats_own, 0, stat.fetch(steps.row(first_step), L));
+  if (first_step < n_steps) {
+    if (step_classes.first_seen()) load_rows(0, first_step);
+    stat.store(stats, 0, stat.fetch(steps.row(first_step), L));
   }
   mbarrier_wait(&full[0], 0);  // (also with no step: no copy may still be landing when the CTA exits)
   __syncthreads();
 
-  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics); with
-  // shared keys every thread of the warpgroup, whose buffers they are (only where a step is skipped: a step that
-  // runs needs no closing barrier there, see the end of the loop).
-  const auto end_step = [wg] {
+  // The end of a step: every thread is done with this step's buffers (and the dS^T tile, and the statistics).
+  const auto end_step = [] {
     cp_async_wait<0>();  // (the masked build's staged terms)
-    if constexpr (kSharedKeys) {
-      named_barrier_sync(1 + wg, 128);
-    } else {
-      __syncthreads();
-    }
+    __syncthreads();
   };
 
   float dk_acc[kHeadDim / 8][4], dv_acc[kHeadDim / 8][4];  // dK, dV or their tangents
@@ -294,31 +253,34 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.f;
   }
-  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const float scale = static_cast<float>(p.scale);
+  // The logits' scale (S_dot's too). Float32Half (operand_scales.cuh): it takes Q's and K's powers of two off; the
+  // row statistics come in the products' units (RowStatStager; delta, lse_dot, delta_dot as their passes wrote
+  // them), and the output factors, formed after the walk (no register held through it), take the rest off.
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E), scale = static_cast<float>(p.scale);
+  if constexpr (kIsFloat32Half<T>) {
+    scale = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kTangent).logits;
+    scale_log2 = scale * static_cast<float>(M_LOG2E);
+  }
   const int key_g = n0 + key_w + g;
   // The traits' choice, less the builds that keep their adds in the step: deterministic mode (its turns count one add
   // per query block and key block), the masked and grouped builds.
   constexpr bool kDefer = Tr::kDeferAdds && !kDeterministic && !kMask && !kGroups;
 
   // 3. below: dQ^T [dq_dot^T], this warpgroup's columns [64 wg, 64 wg + 64) over the block's keys, or
-  // (kDqSplitKeys) every column over its keys; kDqTiles 64-column tiles (two where a warpgroup forms all 128).
+  // (kDqSplitKeys) every column over its keys, or (kDqSplitQueries) every column of its share of the queries.
   constexpr bool kSplit = Tr::kDqSplitKeys, kSplitQ = Tr::kDqSplitQueries;
-  constexpr int kDqTiles = Tr::kDqTiles, kDqN = Tr::kDqQueries;
-  // The first head-dim column of this warpgroup's dQ^T tile (every column: at head dim 64, and with shared keys).
-  const int dq_col0 = kSplit || kSplitQ || kSharedKeys ? 0 : kDqCols * wg;
+  constexpr int kDqN = Tr::kDqQueries;
+  // The first head-dim column of this warpgroup's dQ^T tile (every column at head dim 64).
+  const int dq_col0 = kSplit || kSplitQ ? 0 : kDqCols * wg;
   const int dq_q0 = kSplitQ ? kDqN * wg : 0;  // (split queries: the first query of this warpgroup's share)
   // A step's tile staged as [query][column] (each warpgroup its columns of the stage's rows) ...
-  auto stage_dq = [&](const float (&acc)[kDqTiles][kDqN / 8][4]) {
+  auto stage_dq = [&](const float (&acc)[kDqN / 8][4]) {
     float* stage = kSplitQ ? dq_stage + dq_q0 * kDqPitch : dq_stage + kDqCols * wg;
 #pragma unroll
-    for (int h = 0; h < kDqTiles; ++h) {
+    for (int nt = 0; nt < kDqN / 8; ++nt) {
 #pragma unroll
-      for (int nt = 0; nt < kDqN / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 64 * h + 16 * warp + g + 8 * (e >> 1)] = acc[h][nt][e];
-        }
+      for (int e = 0; e < 4; ++e) {
+        stage[(nt * 8 + 2 * t + (e & 1)) * kDqPitch + 16 * warp + g + 8 * (e >> 1)] = acc[nt][e];
       }
     }
   };
@@ -331,7 +293,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       named_barrier_sync(1 + wg, 128);
     }
     after_barrier();
-    const DqTurn<kDeterministic, kSharedKeys> turn(ws, b, m);
+    const DqTurn<kDeterministic> turn(ws, b, m);
     turn.wait();
     const float* from = kSplit || kSplitQ ? dq_stage : dq_stage + kDqCols * wg;
 #pragma unroll
@@ -355,25 +317,24 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   [[maybe_unused]] int64_t b_prev = 0;
   [[maybe_unused]] int m_prev = 0;
 
-  for (int step = first_step; step < n_steps; step += Tr::kStepStride) {
-    // The query-side buffer: in turn, or with shared keys the warpgroup's own (its next step's copies issued once the
-    // step is done with it, below); the row statistics' buffer in turn.
-    const int buf = kSharedKeys ? wg : step & 1, stat_buf = (step / Tr::kStepStride) & 1, m = steps.row(step);
-    const int next = step + Tr::kStepStride;
+  for (int step = first_step; step < n_steps; ++step) {
+    // The query-side buffer and the row statistics' buffer, in turn.
+    const int buf = step & 1, stat_buf = step & 1, m = steps.row(step);
+    const int next = step + 1;
     const int head = steps.head(step);
     const int64_t b = b0 + head;
-    if (!kSharedKeys && !kDefer && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
+    if (!kDefer && next < n_steps && step_classes.next_seen()) load_rows(buf ^ 1, next);
     if (loaded >> buf & 1) {  // waited for even where the step turns out hidden, so that the phases stay in step
       mbarrier_wait(&full[1 + buf], phases >> buf & 1);
       phases ^= 1u << buf;
       loaded &= ~(1u << buf);
     }
-    const float* stat_s = stats_own + stat_buf * kStats * kBlockM;
+    const float* stat_s = stats + stat_buf * kStats * kBlockM;
     const float next_stat = next < n_steps ? stat.fetch(steps.row(next), L, steps.head(next)) : 0.f;
-    const KeyBlock tile = kSharedKeys ? KeyBlock::kTerms : step_classes.take(step);
+    const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       skip_step<kDeterministic>(
-          ws, b, m, [&] { if (next < n_steps) stat.store(stats_own, stat_buf ^ 1, next_stat); }, end_step);
+          ws, b, m, [&] { if (next < n_steps) stat.store(stats, stat_buf ^ 1, next_stat); }, end_step);
       continue;
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
@@ -381,21 +342,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     using RowMajor = TileDesc<RowRows, false>;
     using RowMnMajor = TileDesc<RowRows, true>;
     const uint32_t key_s = smem_addr(k_tile) + 2 * KeyRows::offset(wg_key0, 0);
-    const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kParts * kRowTile);
-    // Operand i's part j at (i * kParts + j) tiles from the first.
-    KeyMajor k_d[kParts], v_d[kParts], kd_d[kParts], vd_d[kParts];
-    RowMajor q_d[kParts], do_d[kParts], qd_d[kParts], dod_d[kParts];
-#pragma unroll
-    for (int j = 0; j < kParts; ++j) {
-      k_d[j] = KeyMajor(key_s + j * kKeyBytes);
-      v_d[j] = KeyMajor(key_s + (kParts + j) * kKeyBytes);
-      kd_d[j] = KeyMajor(key_s + (2 * kParts + j) * kKeyBytes);
-      vd_d[j] = KeyMajor(key_s + (3 * kParts + j) * kKeyBytes);
-      q_d[j] = RowMajor(row_s + j * kRowBytes);
-      do_d[j] = RowMajor(row_s + (kParts + j) * kRowBytes);
-      qd_d[j] = RowMajor(row_s + (2 * kParts + j) * kRowBytes);
-      dod_d[j] = RowMajor(row_s + (3 * kParts + j) * kRowBytes);
-    }
+    const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kRowTile);
+    // Operand i at i tiles from the first.
+    const KeyMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
+    const RowMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
 
     // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
     constexpr bool kPhased = Tr::kPhased;
@@ -403,13 +353,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     constexpr bool kTangentNow = kTangent && !kPhased;  // the tangent tiles formed with S^T, dP^T
     float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
     wgmma_fence();
-    wgmma_parts_product_rule<E, kBlockM, kHeadDim, kParts, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T
+    wgmma_product_rule<E, kBlockM, kHeadDim, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T
     wgmma_commit();
     // dP^T = V dO^T
-    wgmma_parts_product_rule<E, kBlockM, kHeadDim, kParts, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
+    wgmma_product_rule<E, kBlockM, kHeadDim, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
     wgmma_commit();
     if constexpr (kPhased) {  // S_dot^T = K_dot Q^T + K Q_dot^T
-      wgmma_product_tangent<T, kBlockM, kHeadDim, true>(sdt, k_d[0], kd_d[0], q_d[0], qd_d[0]);
+      wgmma_product_tangent<E, kBlockM, kHeadDim, true>(sdt, k_d, kd_d, q_d, qd_d);
       wgmma_commit();
     }
     if constexpr (kDefer) {  // the step before's dQ^T tile while these run; then the next step's copies
@@ -462,14 +412,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // As A fragments of the block's k-steps (16 queries each): P^T (the backward, or with a dout
     // tangent), P_dot^T, dS^T, dS_dot^T.
     constexpr bool kNeedP = !kTangent || kDoutDot;
-    uint32_t pa[kParts][kNeedP ? kKq : 1][4], dsa[kParts][kKq][4];  // by part
-    uint32_t pda[kParts][kTangent ? kKq : 1][4], dsda[kParts][kTangent ? kKq : 1][4];
+    uint32_t pa[kNeedP ? kKq : 1][4], dsa[kKq][4];
+    uint32_t pda[kTangent ? kKq : 1][4], dsda[kTangent ? kKq : 1][4];
     if constexpr (kPhased) {
       // dP_dot^T = V_dot dO^T [+ V dO_dot^T] while P_dot^T is formed: P_dot^T = P^T (S_dot^T scale - lse_dot), as
       // fragments at once; its part of dS_dot^T, P_dot^T (dP^T - delta), in its place; then dS^T = P^T (dP^T - delta)
       // in dP^T's place.
       wgmma_fence();
-      wgmma_product_tangent<T, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d[0], vd_d[0], do_d[0], dod_d[0]);
+      wgmma_product_tangent<E, kBlockM, kHeadDim, kDoutDot>(dpdt, v_d, vd_d, do_d, dod_d);
       wgmma_commit();
       wgmma_wait<1>();  // S_dot^T
       fence_operands(sdt);
@@ -480,7 +430,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         for (int e = 0; e < 4; ++e) sdt[nt][e] = st[nt][e] * fmaf(sdt[nt][e], scale, -((e & 1) ? lsed2.y : lsed2.x));
       }
 #pragma unroll
-      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(pda[0][kq], sdt[2 * kq], sdt[2 * kq + 1]);
+      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
 #pragma unroll
       for (int nt = 0; nt < kMt; ++nt) {
         const float2 delta2 = *reinterpret_cast<const float2*>(stat_s + kDelta * kBlockM + nt * 8 + 2 * t);
@@ -492,7 +442,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
 #pragma unroll
-      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(dsa[0][kq], dpt[2 * kq], dpt[2 * kq + 1]);
+      for (int kq = 0; kq < kKq; ++kq) c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
       wgmma_wait<0>();  // dP_dot^T: dS_dot^T = P_dot^T (dP^T - delta) + P^T (dP_dot^T - delta_dot)
       fence_operands(dpdt);
 #pragma unroll
@@ -505,8 +455,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
 #pragma unroll
       for (int kq = 0; kq < kKq; ++kq) {
-        if constexpr (kNeedP) c_to_a<T>(pa[0][kq], st[2 * kq], st[2 * kq + 1]);
-        c_to_a<T>(dsda[0][kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
+        if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
+        c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
       }
     } else {
       wgmma_wait<0>();
@@ -535,35 +485,28 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
 #pragma unroll
       for (int kq = 0; kq < kKq; ++kq) {
-        if constexpr (kNeedP) c_to_a_parts<T>(pa, kq, st[2 * kq], st[2 * kq + 1]);
-        c_to_a_parts<T>(dsa, kq, dpt[2 * kq], dpt[2 * kq + 1]);
+        if constexpr (kNeedP) c_to_a<T>(pa[kq], st[2 * kq], st[2 * kq + 1]);
+        c_to_a<T>(dsa[kq], dpt[2 * kq], dpt[2 * kq + 1]);
         if constexpr (kTangent) {
-          c_to_a_parts<T>(pda, kq, sdt[2 * kq], sdt[2 * kq + 1]);
-          c_to_a_parts<T>(dsda, kq, dpdt[2 * kq], dpdt[2 * kq + 1]);
+          c_to_a<T>(pda[kq], sdt[2 * kq], sdt[2 * kq + 1]);
+          c_to_a<T>(dsda[kq], dpdt[2 * kq], dpdt[2 * kq + 1]);
         }
       }
     }
 
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
-    RowMnMajor q_n[kParts], do_n[kParts], qd_n[kParts], dod_n[kParts];
-#pragma unroll
-    for (int j = 0; j < kParts; ++j) {
-      q_n[j] = RowMnMajor(row_s + j * kRowBytes);
-      do_n[j] = RowMnMajor(row_s + (kParts + j) * kRowBytes);
-      qd_n[j] = RowMnMajor(row_s + (2 * kParts + j) * kRowBytes);
-      dod_n[j] = RowMnMajor(row_s + (3 * kParts + j) * kRowBytes);
-    }
+    const RowMnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {
       if constexpr (kTangent) {
-        wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pda, do_n, kq);
-        if constexpr (kDoutDot) wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pa, dod_n, kq);
-        wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsda, q_n, kq);
-        wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsa, qd_n, kq);
+        wgmma_rs<E, 1, kHeadDim>(dv_acc, pda[kq], do_n.at(16 * kq, 0), 1);
+        if constexpr (kDoutDot) wgmma_rs<E, 1, kHeadDim>(dv_acc, pa[kq], dod_n.at(16 * kq, 0), 1);
+        wgmma_rs<E, 1, kHeadDim>(dk_acc, dsda[kq], q_n.at(16 * kq, 0), 1);
+        wgmma_rs<E, 1, kHeadDim>(dk_acc, dsa[kq], qd_n.at(16 * kq, 0), 1);
       } else {
-        wgmma_parts_rs<E, kHeadDim, kParts>(dv_acc, pa, do_n, kq);
-        wgmma_parts_rs<E, kHeadDim, kParts>(dk_acc, dsa, q_n, kq);
+        wgmma_rs<E, 1, kHeadDim>(dv_acc, pa[kq], do_n.at(16 * kq, 0), 1);
+        wgmma_rs<E, 1, kHeadDim>(dk_acc, dsa[kq], q_n.at(16 * kq, 0), 1);
       }
     }
     wgmma_commit();
@@ -573,75 +516,42 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int at = DsRows::offset(key_w + g + 8 * (i & 1), 16 * kq + 8 * (i >> 1) + 2 * t);
-#pragma unroll
-        for (int j = 0; j < kParts; ++j) {
-          *reinterpret_cast<uint32_t*>(ds_own + j * kDsTile + at) = dsa[j][kq][i];
-          if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_own + (kParts + j) * kDsTile + at) = dsda[j][kq][i];
-        }
+        *reinterpret_cast<uint32_t*>(ds_tile + at) = dsa[kq][i];
+        if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
       }
     }
-    if (next < n_steps) stat.store(stats_own, stat_buf ^ 1, next_stat);
+    if (next < n_steps) stat.store(stats, stat_buf ^ 1, next_stat);
     fence_proxy_async();
-    if constexpr (kSharedKeys) {  // its dQ^T products read its own dS^T
-      named_barrier_sync(1 + wg, 128);
-    } else {
-      __syncthreads();
-    }
+    __syncthreads();
 
     // 3. dQ^T [dq_dot^T] (above).
-    float dq_acc[kDqTiles][kDqN / 8][4];
-    const uint32_t ds_keys = smem_addr(ds_own) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, dq_q0);
-    TileDesc<DsRows, true> ds_n[kParts], dsd_n[kParts];
-#pragma unroll
-    for (int j = 0; j < kParts; ++j) {
-      ds_n[j] = TileDesc<DsRows, true>(ds_keys + j * kDsBytes);
-      dsd_n[j] = TileDesc<DsRows, true>(ds_keys + (kParts + j) * kDsBytes);
-    }
+    float dq_acc[kDqN / 8][4];
+    const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, dq_q0);
+    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
     wgmma_fence();
+    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, dq_col0);
+    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
 #pragma unroll
-    for (int h = 0; h < kDqTiles; ++h) {
-      const uint32_t key_cols =
-          smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, dq_col0 + 64 * h);
-      TileDesc<KeyRows, true> kt_n[kParts], kdt_n[kParts];
-#pragma unroll
-      for (int j = 0; j < kParts; ++j) {
-        kt_n[j] = TileDesc<KeyRows, true>(key_cols + j * kKeyBytes);
-        kdt_n[j] = TileDesc<KeyRows, true>(key_cols + (2 * kParts + j) * kKeyBytes);
-      }
-#pragma unroll
-      for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
-        if constexpr (kTangent) {
-          wgmma_parts_ss<E, kDqN, kParts, 1>(dq_acc[h], kt_n, dsd_n, 16 * kk, kk == 0);
-          wgmma_parts_ss<E, kDqN, kParts, 1>(dq_acc[h], kdt_n, ds_n, 16 * kk, false);
-        } else {
-          wgmma_parts_ss<E, kDqN, kParts, 1>(dq_acc[h], kt_n, ds_n, 16 * kk, kk == 0);
-        }
+    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
+      if constexpr (kTangent) {
+        wgmma_ss<E, 1, 1, kDqN>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
+        wgmma_ss<E, 1, 1, kDqN>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
+      } else {
+        wgmma_ss<E, 1, 1, kDqN>(dq_acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
       }
     }
     wgmma_commit();
-    if constexpr (kSharedKeys) {
-      // The products of 2 were the last to read the warpgroup's query-side buffer: once every warp has seen them done,
-      // its next step's copies go, under the dQ^T products, the stage and the adds.
-      wgmma_wait<1>();
-      named_barrier_sync(1 + wg, 128);
-      if (next < n_steps) load_rows(buf, next);
-    }
     wgmma_wait<0>();
-#pragma unroll
-    for (int h = 0; h < kDqTiles; ++h) fence_operands(dq_acc[h]);
+    fence_operands(dq_acc);
     fence_operands(dk_acc);
     fence_operands(dv_acc);
     // The A registers of 2 stay untouched until its wgmmas are done.
-#pragma unroll
-    for (int j = 0; j < kParts; ++j) {
-      fence_operands(dsa[j]);
-      if constexpr (kNeedP) fence_operands(pa[j]);
-      if constexpr (kTangent) {
-        fence_operands(pda[j]);
-        fence_operands(dsda[j]);
-      }
+    fence_operands(dsa);
+    if constexpr (kNeedP) fence_operands(pa);
+    if constexpr (kTangent) {
+      fence_operands(pda);
+      fence_operands(dsda);
     }
-    if constexpr (Tr::kDqStageInDs) __syncthreads();  // every warpgroup's dQ products have read dS^T
     stage_dq(dq_acc);
     if constexpr (kDefer) {
       // Added in the next step, or after the last. No closing barrier: the adds' barrier in the next step, which each
@@ -653,10 +563,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       continue;
     }
     add_staged_dq(b, m, [] {});
-    // With shared keys the step needs no closing barrier: what the next step writes over (dS^T, the dQ stage, the
-    // statistics' other buffer) this one has read before its last barrier, and the next step writes it only after
-    // barriers that wait for every warp of the warpgroup.
-    if constexpr (!kSharedKeys) end_step();
+    end_step();
   }
 
   if constexpr (kDefer) {
@@ -665,33 +572,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   if constexpr (kMask) {
     if (mask.all_hidden()) pass_dq_turns<kDeterministic>(ws, b0, steps);
   }
-  if constexpr (kSharedKeys) {  // warpgroup 0 adds the others' dK, dV (same keys; the key tiles' space) and writes
-    constexpr int kValues = 2 * kHeadDim / 2;
-    static_assert((Tr::kWarpGroups - 1) * kValues * 128 * sizeof(float) <= Tr::kKeyOperands * kParts * kKeyBytes,
-                  "the accumulators fit the key tiles");
-    const bool first = sum_into_warpgroup0<Tr::kWarpGroups, kValues>(
-        reinterpret_cast<float*>(k_tile), tid, [&](auto f) {
-#pragma unroll
-          for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              f(dk_acc[dt][e]);
-              f(dv_acc[dt][e]);
-            }
-          }
-        });
-    if (!first) return;
+  float dk_factor = scale, dv_factor = 1.f;
+  if constexpr (kIsFloat32Half<T>) {
+    const ScaleFactors f = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, kTangent);
+    dk_factor = f.dk;
+    dv_factor = f.dv;
   }
   if constexpr (kTail) {  // the part's sums into the scratch: [split key block][dK, dV][key][column]
     float* const part = ws.tail_part + tail_unit * 2 * kBlockN * kHeadDim;
-    add_acc_rows<kHeadDim>(part, kHeadDim, dk_acc, key_w, S - n0, scale, lane);
-    add_acc_rows<kHeadDim>(part + kBlockN * kHeadDim, kHeadDim, dv_acc, key_w, S - n0, 1.f, lane);
+    add_acc_rows<kHeadDim>(part, kHeadDim, dk_acc, key_w, S - n0, dk_factor, lane);
+    add_acc_rows<kHeadDim>(part + kBlockN * kHeadDim, kHeadDim, dv_acc, key_w, S - n0, dv_factor, lane);
     return;
   }
   const MatrixView& dk = kTangent ? p.dk_dot : p.dk;
   const MatrixView& dv = kTangent ? p.dv_dot : p.dv;
-  write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, scale, lane);
-  write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, 1.f, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, dk, b0, dk_acc, n0 + key_w, S, dk_factor, lane);
+  write_key_rows<T, kHeadDim, kGroups>(ws, dv, b0, dv_acc, n0 + key_w, S, dv_factor, lane);
 }
 
 // The split walks' sums (BwdWorkspace::tail_part, fp32, dK already scaled) written out as the main launch writes its
@@ -729,51 +625,41 @@ int64_t wave_slots(Kernel kernel, int threads, size_t smem) {
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   using E = ElemOf<T>;
-  constexpr int kParts = Tr::kParts;
-  static_assert(kParts == kPartsOf<T>, "the traits' parts are the dtype's");
-  BwdWgMaps<kParts> maps;
-  const MatrixView* keys[4] = {&p.k, &p.v, &p.k_dot, &p.v_dot};
-  const MatrixView* rows[4] = {&p.q, &p.dout, &p.q_dot, &p.dout_dot};
-  // What the copies read: a 16-bit operand as it is; float32 (the backward) as its parts, formed into the scratch.
-  MatrixView key_parts[4][kParts], row_parts[4][kParts];
-  for (int i = 0; i < 4; ++i) {
-    key_parts[i][0] = *keys[i];
-    row_parts[i][0] = *rows[i];
-  }
-  if constexpr (kParts > 1) {
-    static_assert(!kGroups && !kMask, "float32 (two parts) in the plain build");
-    if (p.scratch == nullptr || p.group != 1) return false;
-    // In the scratch's order (split_parts.cuh): Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot, those the pass has; the
-    // first six may be the tangent pass's already (p.tangent_parts_formed).
+  BwdWgMaps maps;
+  // What the copies read: a 16-bit operand as it is; float32 (Float32Half) its scaled float16 copy, formed into the
+  // scratch.
+  MatrixView keys[4] = {p.k, p.v, p.k_dot, p.v_dot};
+  MatrixView rows[4] = {p.q, p.dout, p.q_dot, p.dout_dot};
+  if constexpr (kIsFloat32Half<T>) {
+    static_assert(!kGroups && !kMask, "float32 in the plain build");
+    if (p.scratch == nullptr || p.group != 1 || p.operand_amax == nullptr) return false;
+    // In the scratch's order (scaled_copies.cuh): Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot, those the pass has; the
+    // first six may be the tangent pass's already (p.tangent_copies_formed).
     struct Slot {
-      const MatrixView* view;
+      MatrixView* view;
       bool query_side, present;
-      MatrixView* parts;
+      int slot;  // operand_scales.cuh
     };
     constexpr bool kTan = Tr::kTangent;
-    const Slot slots[8] = {{&p.q, true, true, row_parts[0]},       {&p.q_dot, true, kTan, row_parts[2]},
-                           {&p.k, false, true, key_parts[0]},      {&p.v, false, true, key_parts[1]},
-                           {&p.k_dot, false, kTan, key_parts[2]},  {&p.v_dot, false, kTan, key_parts[3]},
-                           {&p.dout, true, true, row_parts[1]},    {&p.dout_dot, true, Tr::kDoutDot, row_parts[3]}};
-    SplitLaunch<T> split(p.scratch, p.batch, Tr::kHeadDim);
+    const Slot slots[8] = {{&rows[0], true, true, kSlotQ},          {&rows[2], true, kTan, kSlotQDot},
+                           {&keys[0], false, true, kSlotK},         {&keys[1], false, true, kSlotV},
+                           {&keys[2], false, kTan, kSlotKDot},      {&keys[3], false, kTan, kSlotVDot},
+                           {&rows[1], true, true, kSlotDout},       {&rows[3], true, Tr::kDoutDot, kSlotDoutDot}};
+    ScaledCopies copies(p.scratch, p.batch, Tr::kHeadDim, p.operand_amax);
     for (int i = 0; i < 8; ++i) {
       const Slot& s = slots[i];
       if (!s.present) continue;
-      const bool formed = kTan && p.tangent_parts_formed && i < 6;
-      const SplitParts sp = split.add(*s.view, s.query_side ? p.len_q : p.len_kv, formed);
-      for (int j = 0; j < kParts; ++j) s.parts[j] = sp.part[j];
+      const bool formed = kTan && p.tangent_copies_formed && i < 6;
+      *s.view = copies.add(*s.view, s.query_side ? p.len_q : p.len_kv, s.slot, formed);
     }
-    split.launch(stream);
+    copies.launch(stream);
   }
   bool ok = true;
-  for (int j = 0; j < kParts && ok; ++j) {
-    for (int i = 0; i < Tr::kKeyOperands && ok; ++i) {
-      ok = encode_rows_map<E>(&maps.keys[i][j], key_parts[i][j], p.len_kv, Tr::kHeadDim, p.batch, kReadKeysByGroup,
-                              Tr::kBlockN);
-    }
-    for (int i = 0; i < Tr::kRowOperands && ok; ++i) {
-      ok = encode_rows_map<E>(&maps.rows[i][j], row_parts[i][j], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
-    }
+  for (int i = 0; i < Tr::kKeyOperands && ok; ++i) {
+    ok = encode_rows_map<E>(&maps.keys[i], keys[i], p.len_kv, Tr::kHeadDim, p.batch, kReadKeysByGroup, Tr::kBlockN);
+  }
+  for (int i = 0; i < Tr::kRowOperands && ok; ++i) {
+    ok = encode_rows_map<E>(&maps.rows[i], rows[i], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
   }
   if (!ok) return false;
   constexpr size_t smem = Tr::kSmemBytes(sizeof(E));

@@ -16,15 +16,15 @@
 // Operands are read by the tensor cores from shared memory in the TMA's 128-byte swizzle (Swizzled128Rows): Q and
 // K K-major, V MN-major; P goes in from registers. Tile shape: tile_policy.h (FwdWgTile). A view TMA cannot address
 // (launch_sdpa_fwd_wg returns false) runs the mma.sync forward.
-// float32 at precision "high" (T = float, two bfloat16 parts: mma.cuh's MmaOperand): the copies read q, k and v as
-// parts formed into the scratch first (split_parts.cuh); every tile is held as its two parts, P is split in
-// registers, and each product runs as three (hi hi, hi lo, lo hi: wgmma_parts_product).
+// float32 at precision "high" (T = Float32Half): the copies read q, k and v as float16 copies scaled by powers of two,
+// formed into the scratch first (scaled_copies.cuh); the logits' scale and out's factor take the powers off
+// (operand_scales.cuh).
 #pragma once
 
 #include "fused/kernel_templates.h"
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
-#include "fused/split_parts.cuh"
+#include "fused/scaled_copies.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
 #include "fused/tma.cuh"
@@ -55,11 +55,10 @@ struct FwdWgBarriers {
   __device__ __forceinline__ static uint32_t parity(int j) { return (j / kStages) & 1; }
 };
 
-template <int kHeadDim_, int kParts_>
+template <int kHeadDim_>
 struct FwdWgTraits {
-  using Tile = FwdWgTile<kHeadDim_, kParts_>;
+  using Tile = FwdWgTile<kHeadDim_>;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kParts = kParts_;  // per operand (one for 16-bit dtypes)
   static constexpr int kWarpGroups = Tile::kWarpGroups;
   static constexpr int kConsumerWarps = 4 * kWarpGroups;
   static constexpr int kProducerThreads = 128;  // registers go to whole warpgroups: the producer is one
@@ -76,21 +75,20 @@ struct FwdWgTraits {
   using QRows = Swizzled128Rows<kBlockM>;
   using KeyRows = Swizzled128Rows<kBlockN>;
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
-  // Q; K and V rings (tiles of 1024-byte atoms), each tile as its kParts parts side by side.
-  static constexpr int kSmemElems = kParts * (kQTile + 2 * kStages * kKeyTile);
+  // Q; K and V rings (tiles of 1024-byte atoms).
+  static constexpr int kSmemElems = kQTile + 2 * kStages * kKeyTile;
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers.
   static constexpr size_t kSmemBytes =
       kSwizzlePad + kSmemElems * 2 + FwdWgBarriers<kStages>::kCount * sizeof(uint64_t);
 };
 
-// The tensor maps of Q, K and V (tma.cuh), one per part (the first only for 16-bit dtypes): kernel parameters, so
-// that the TMA unit reads them from constant memory.
+// The tensor maps of Q, K and V (tma.cuh): kernel parameters, so that the TMA unit reads them from constant memory.
 struct FwdWgMaps {
-  CUtensorMap q[2], k[2], v[2];
+  CUtensorMap q, k, v;
 };
 
 // The producer warpgroup: thread 0 copies Q and then K_j, thread 32 (the next warp) V_j, for every visible block
-// j, each as soon as the consumers have handed the stage back. A copy is one TMA transfer per 64 columns and part,
+// j, each as soon as the consumers have handed the stage back. A copy is one TMA transfer per 64 columns,
 // announced on the stage's full barrier with its byte count (the barrier expects that one arrival); the other
 // threads of the warpgroup only give their registers away.
 template <typename T, typename Tr, bool kGroups>
@@ -102,44 +100,35 @@ __device__ __forceinline__ void fwd_wg_produce(const SdpaFwdParams& p, const Fwd
   // (With no key block the consumers wait for nothing: no copy may still be landing when the CTA exits.)
   if ((tid != 0 && tid != 32) || n_blocks == 0) return;
   const bool keys = tid == 0;
-  constexpr int kParts = Tr::kParts;
   const TmaBatch key_at = tma_batch<kGroups>(keys ? p.k : p.v, b);
-  const CUtensorMap* map = keys ? maps.k : maps.v;
+  const CUtensorMap* map = keys ? &maps.k : &maps.v;
   T* ring = keys ? k_ring : v_ring;
   uint64_t* full = keys ? bar.full_k : bar.full_v;
   uint64_t* empty = keys ? bar.empty_k : bar.empty_v;
   if (keys) {
-    mbarrier_arrive_expect_tx(bar.full_q, kParts * Tr::kQTile * 2);
+    mbarrier_arrive_expect_tx(bar.full_q, Tr::kQTile * 2);
     const TmaBatch q_at = tma_batch<false>(p.q, b);
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) {
-      tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + i * Tr::kQTile, &maps.q[i], m0, q_at, bar.full_q);
-    }
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at, bar.full_q);
   }
   for (int j = 0; j < n_blocks; ++j) {
     const int s = Bars::stage(j);
     if (j >= Tr::kStages) mbarrier_wait(&empty[s], Bars::parity(j) ^ 1);
-    mbarrier_arrive_expect_tx(&full[s], kParts * kKeyTile * 2);
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) {
-      tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(ring + (s * kParts + i) * kKeyTile, &map[i], j * Tr::kBlockN,
-                                                      key_at, &full[s]);
-    }
+    mbarrier_arrive_expect_tx(&full[s], kKeyTile * 2);
+    tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(ring + s * kKeyTile, map, j * Tr::kBlockN, key_at, &full[s]);
   }
 }
 
-// T: the dtype of q, k, v and out (float: two bfloat16 parts per operand); the tiles hold E = ElemOf<T>.
+// T: the dtype of q, k, v and out (Float32Half: float32, its tiles float16 copies); the tiles hold E = ElemOf<T>.
 template <typename T, typename Tr, bool kCausal, bool kGroups>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_fwd_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ FwdWgMaps maps) {
   using E = ElemOf<T>;
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kKeyTile = Tr::kKeyTile;
-  constexpr int kParts = Tr::kParts;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
-  E* q_tile = reinterpret_cast<E*>(smem);  // [part]
-  E* k_ring = q_tile + kParts * Tr::kQTile;  // [stage][part]
-  E* v_ring = k_ring + Tr::kStages * kParts * kKeyTile;
+  E* q_tile = reinterpret_cast<E*>(smem);
+  E* k_ring = q_tile + Tr::kQTile;  // [stage]
+  E* v_ring = k_ring + Tr::kStages * kKeyTile;
   using Bars = FwdWgBarriers<Tr::kStages>;
   const Bars bar(reinterpret_cast<uint64_t*>(smem + Tr::kSmemElems * 2));
 
@@ -170,66 +159,48 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int warp = (tid / 32) % 4, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
   const int row_g = m0 + 64 * wg + 16 * warp + g;        // this thread's rows: row_g and row_g + 8
-  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  // (Float32Half: the logits' scale takes Q's and K's powers of two off, and out's factor, formed at the end, V's:
+  // operand_scales.cuh.)
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  if constexpr (kIsFloat32Half<T>) {
+    scale_log2 = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, false).logits *
+                 static_cast<float>(M_LOG2E);
+  }
   float o[kHeadDim / 8][4];
 #pragma unroll
   for (int dt = 0; dt < kHeadDim / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
   // Running max of the scaled logits (log2 units) and this thread's part of the row sums of P.
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-  // P of the block whose product with V is next, as wgmma A fragments, one set per part.
-  uint32_t pa[kParts][kBlockN / 16][4];
+  // P of the block whose product with V is next, as wgmma A fragments.
+  uint32_t pa[kBlockN / 16][4];
 
   using QMajor = TileDesc<typename Tr::QRows, false>;
   using KMajor = TileDesc<typename Tr::KeyRows, false>;
   using MnMajor = TileDesc<typename Tr::KeyRows, true>;
-  struct KDescs {
-    KMajor d[kParts];
-  };
-  struct VDescs {
-    MnMajor d[kParts];
-  };
-  QMajor q_d[kParts];
-#pragma unroll
-  for (int i = 0; i < kParts; ++i) {
-    q_d[i] = QMajor(smem_addr(q_tile + i * Tr::kQTile) + 2 * Tr::QRows::offset(64 * wg, 0));
-  }
+  const QMajor q_d(smem_addr(q_tile) + 2 * Tr::QRows::offset(64 * wg, 0));
   const auto release = [&](uint64_t* empty) {
     if (lane == 0) mbarrier_arrive(empty);
   };
-  // The descriptors of block j's K and V tiles (their parts).
-  const auto k_desc = [&](int j) {
-    KDescs k;
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) k.d[i] = KMajor(smem_addr(k_ring + (Bars::stage(j) * kParts + i) * kKeyTile));
-    return k;
-  };
-  const auto v_desc = [&](int j) {
-    VDescs v;
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) v.d[i] = MnMajor(smem_addr(v_ring + (Bars::stage(j) * kParts + i) * kKeyTile));
-    return v;
-  };
+  // The descriptors of block j's K and V tiles.
+  const auto k_desc = [&](int j) { return KMajor(smem_addr(k_ring + Bars::stage(j) * kKeyTile)); };
+  const auto v_desc = [&](int j) { return MnMajor(smem_addr(v_ring + Bars::stage(j) * kKeyTile)); };
   // S = Q K_j^T into s, issued and committed (not waited for).
-  const auto issue_scores = [&](float (&s)[kBlockN / 8][4], const KDescs& k_d) {
+  const auto issue_scores = [&](float (&s)[kBlockN / 8][4], const KMajor& k_d) {
     wgmma_fence();
-    wgmma_parts_product<E, kBlockN, kHeadDim, kParts>(s, q_d, k_d.d);
+    wgmma_product<E, kBlockN, kHeadDim>(s, q_d, k_d);
     wgmma_commit();
   };
   // O += P V_j with the P in pa, issued and committed.
-  const auto issue_values = [&](const VDescs& v_n) {
+  const auto issue_values = [&](const MnMajor& v_n) {
     wgmma_fence();
 #pragma unroll
-    for (int kq = 0; kq < kBlockN / 16; ++kq) wgmma_parts_rs<E, kHeadDim, kParts>(o, pa, v_n.d, kq);
+    for (int kq = 0; kq < kBlockN / 16; ++kq) wgmma_rs<E, 1, kHeadDim>(o, pa[kq], v_n.at(16 * kq, 0), 1);
     wgmma_commit();
   };
-  // P (the scores after the softmax) into the operand registers, split into parts.
+  // P (the scores after the softmax) into the operand registers.
   const auto p_to_operands = [&](const float (&s)[kBlockN / 8][4]) {
 #pragma unroll
-    for (int kq = 0; kq < kBlockN / 16; ++kq) c_to_a_parts<T>(pa, kq, s[2 * kq], s[2 * kq + 1]);
-  };
-  const auto fence_pa = [&] {
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) fence_operands(pa[i]);
+    for (int kq = 0; kq < kBlockN / 16; ++kq) c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
   };
   // The online softmax of block j's scores: masks keys past S (and, causal, past the row), moves the running
   // max, leaves P (unnormalised, against the new max) in s and returns the factor that rescales what was
@@ -271,12 +242,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     for (int j = 1; j < n_blocks; ++j) {
       float s[kBlockN / 8][4];
-      const KDescs k_d = k_desc(j);
-      const VDescs v_n = v_desc(j - 1);
+      const KMajor k_d = k_desc(j);
+      const MnMajor v_n = v_desc(j - 1);
       // O's rescale and P are pinned before the first product, so that the compiler cannot sink them into the
       // window where a wgmma group is in flight.
       fence_operands(o);
-      fence_pa();
+      fence_operands(pa);
       mbarrier_wait(&bar.full_k[Bars::stage(j)], Bars::parity(j));
       issue_scores(s, k_d);
       mbarrier_wait(&bar.full_v[Bars::stage(j - 1)], Bars::parity(j - 1));
@@ -288,7 +259,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       softmax(s, j, alpha);
       wgmma_wait<0>();  // O += P_{j-1} V_{j-1}
       fence_operands(o);
-      fence_pa();
+      fence_operands(pa);
       release(&bar.empty_v[Bars::stage(j - 1)]);
       // P_j into the operand registers only now: written while P_{j-1} V_{j-1} was in flight, they made ptxas
       // serialise the wgmmas (the exponentials, the costly part, did overlap the product).
@@ -306,18 +277,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     issue_values(v_desc(last));
     wgmma_wait<0>();
     fence_operands(o);
-    fence_pa();
+    fence_operands(pa);
     release(&bar.empty_v[Bars::stage(last)]);
   }
 
   T* out = batch_base<T>(p.out, b);
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+  [[maybe_unused]] float out_factor = 1.f;
+  if constexpr (kIsFloat32Half<T>) out_factor = pow2f(-OperandScales::from(p.operand_amax).v);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(row_sum[r]);
     const int row = row_g + 8 * r;
     if (row >= L) continue;  // (after the quad sum, which every lane takes part in)
-    const float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+    float inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
+    if constexpr (kIsFloat32Half<T>) inv *= out_factor;
     T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
 #pragma unroll
     for (int dt = 0; dt < kHeadDim / 8; ++dt) {
@@ -327,34 +301,28 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 }
 
-// False (nothing launched) when TMA cannot address one of Q, K, V (tma.cuh, encode_rows_map), or, for float32,
-// without the scratch of its parts (sdpa_fwd_tc_scratch_bytes).
+// False (nothing launched) when TMA cannot address one of Q, K, V (tma.cuh, encode_rows_map), or, for float32
+// (Float32Half), without the scratch of its copies or the operands' largest magnitudes (sdpa_fwd_tc_scratch_bytes).
 template <typename T, int kHeadDim, bool kCausal, bool kGroups>
 bool launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   using E = ElemOf<T>;
-  constexpr int kParts = kPartsOf<T>;
-  using Tr = FwdWgTraits<kHeadDim, kParts>;
-  // What the copies read: a 16-bit operand as it is; float32 as its parts, formed into the scratch first.
-  MatrixView q[2] = {p.q, {}}, k[2] = {p.k, {}}, v[2] = {p.v, {}};
-  if constexpr (kParts > 1) {
-    static_assert(kParts == 2 && !kGroups, "float32 (two parts) in the plain build");
-    if (p.scratch == nullptr || p.group != 1) return false;
-    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim);
-    const SplitParts qs = split.add(p.q, p.len_q), ks = split.add(p.k, p.len_kv), vs = split.add(p.v, p.len_kv);
-    split.launch(stream);
-    for (int i = 0; i < 2; ++i) {
-      q[i] = qs.part[i];
-      k[i] = ks.part[i];
-      v[i] = vs.part[i];
-    }
+  using Tr = FwdWgTraits<kHeadDim>;
+  // What the copies read: a 16-bit operand as it is; float32 its scaled float16 copy, formed into the scratch first.
+  MatrixView q = p.q, k = p.k, v = p.v;
+  if constexpr (kIsFloat32Half<T>) {
+    static_assert(!kGroups, "float32 in the plain build");
+    if (p.scratch == nullptr || p.group != 1 || p.operand_amax == nullptr) return false;
+    ScaledCopies copies(p.scratch, p.batch, kHeadDim, p.operand_amax);
+    q = copies.add(p.q, p.len_q, kSlotQ);
+    k = copies.add(p.k, p.len_kv, kSlotK);
+    v = copies.add(p.v, p.len_kv, kSlotV);
+    copies.launch(stream);
   }
   FwdWgMaps maps;
-  for (int i = 0; i < kParts; ++i) {
-    if (!encode_rows_map<E>(&maps.q[i], q[i], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) ||
-        !encode_rows_map<E>(&maps.k[i], k[i], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN) ||
-        !encode_rows_map<E>(&maps.v[i], v[i], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN)) {
-      return false;
-    }
+  if (!encode_rows_map<E>(&maps.q, q, p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) ||
+      !encode_rows_map<E>(&maps.k, k, p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN) ||
+      !encode_rows_map<E>(&maps.v, v, p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN)) {
+    return false;
   }
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_fwd_wg_kernel<T, Tr, kCausal, kGroups>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p, maps);

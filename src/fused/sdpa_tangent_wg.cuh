@@ -18,11 +18,9 @@
 // of P and W rescaled when m moves, and out, lse written at the end. One pass instead of the forward and then the
 // tangent pass shares S, its exponentials and the K, V copies between out and out_dot. (The forward in this form, with the online softmax between the two products and nothing to overlap
 // it with, measured slower than the mma.sync forward: docs/performance.md; sdpa_fwd_wg.cuh pipelines it.)
-// float32 at precision "high" (T = float, head dims 64 and 128: tile_policy.h's warpgroup_kernels; at 128 in 32-key
-// steps, with two warpgroups over the same 64 rows taking the key blocks in turn: kSharedRows, the JVP's running
-// maxima merged at the end): as in sdpa_fwd_wg.cuh, the copies read the six operands' bfloat16 parts, formed into
-// the scratch first (split_parts.cuh); every tile is held as its two parts, P and W are split in registers, and each
-// product runs as three.
+// float32 at precision "high" (T = Float32Half): as in sdpa_fwd_wg.cuh, the copies read the six operands' float16
+// copies scaled by powers of two, formed into the scratch first (scaled_copies.cuh); the powers are folded into the
+// logits' scale, the exponentials and the output factors (operand_scales.cuh).
 #pragma once
 
 #include "fused/attn_mask.cuh"
@@ -31,7 +29,7 @@
 #include "fused/kernel_templates.h"
 #include "fused/mbarrier.cuh"
 #include "fused/mma.cuh"
-#include "fused/split_parts.cuh"
+#include "fused/scaled_copies.cuh"
 #include "fused/tile_io.cuh"
 #include "fused/tile_policy.h"
 #include "fused/tma.cuh"
@@ -44,30 +42,21 @@
 
 namespace theria::kernels::cuda {
 
-template <int kHeadDim_, bool kMask, bool kOnline_, int kParts_>
+template <int kHeadDim_, bool kMask, bool kOnline_>
 struct TangentWgTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr bool kOnline = kOnline_;
-  static constexpr int kParts = kParts_;  // per operand (one for 16-bit dtypes)
-  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask, kParts);
+  static constexpr int kWarpGroups = WarpgroupTile::tangent_warpgroups(kHeadDim, kMask);
   static constexpr int kThreads = 128 * kWarpGroups;
-  // The warpgroups over the same 64 query rows, taking the key blocks in turn (warpgroup w blocks w, w + 2, ...),
-  // each with its own key buffer, their out_dot [kOnline: out] and row sums summed at the end
-  // (WarpgroupTile::tangent_shared_rows: float32 at head dim 128, which has the shared memory for one warpgroup's
-  // rows only).
-  static constexpr bool kSharedRows = WarpgroupTile::tangent_shared_rows(kHeadDim, kMask, kParts);
-  static constexpr int kBlockM = kSharedRows ? 64 : 64 * kWarpGroups;  // queries per CTA, 64 per warpgroup (wgmma M)
-  static constexpr int kStepStride = kSharedRows ? kWarpGroups : 1;
-  static constexpr int kBlockN = WarpgroupTile::tangent_block_n(kHeadDim, kParts);  // keys per step
-  static constexpr int kKeyOperands = 4;            // K, V, K_dot, V_dot
+  static constexpr int kBlockM = 64 * kWarpGroups;            // queries per CTA, 64 per warpgroup (wgmma M)
+  static constexpr int kBlockN = WarpgroupTile::kTangentBlockN;  // keys per step
+  static constexpr int kKeyOperands = 4;                      // K, V, K_dot, V_dot
   using QRows = Swizzled128Rows<kBlockM>;
   using KeyRows = Swizzled128Rows<kBlockN>;
   static constexpr int kQTile = QRows::tile_elems(kHeadDim), kKeyTile = KeyRows::tile_elems(kHeadDim);
-  // Q, Q_dot; keys x 2 buffers; each tile as its kParts parts side by side.
-  static constexpr int kSmemElems = kParts * (2 * kQTile + 2 * kKeyOperands * kKeyTile);
-  // Q and Q_dot; each key buffer full; each key buffer empty; with shared rows each buffer's V, V_dot half full (the
-  // full barrier then stands for its K, K_dot half).
-  static constexpr int kBarriers = kSharedRows ? 7 : 5;
+  // Q, Q_dot; keys x 2 buffers.
+  static constexpr int kSmemElems = 2 * kQTile + 2 * kKeyOperands * kKeyTile;
+  static constexpr int kBarriers = 5;  // Q and Q_dot; each key buffer full; each key buffer empty
   // The tiles (16-bit elements) from the first 1024-byte boundary (tma.cuh, swizzled_smem), then the barriers, then
   // the masked build's key terms.
   static constexpr size_t kSmemBytes =
@@ -75,45 +64,38 @@ struct TangentWgTraits {
   static_assert(kSmemBytes <= 232448, "227 KB of shared memory per CTA");
 };
 
-// The tensor maps of the pass's operands (tma.cuh), one per part (the first only for 16-bit dtypes), kernel
-// parameters; keys in the order of a key buffer.
+// The tensor maps of the pass's operands (tma.cuh), kernel parameters; keys in the order of a key buffer.
 struct TangentWgMaps {
-  CUtensorMap q[2], q_dot[2], keys[4][2];  // keys: K, V, K_dot, V_dot
+  CUtensorMap q, q_dot, keys[4];  // keys: K, V, K_dot, V_dot
 };
 
-// T: the dtype of the operands and results (float: two bfloat16 parts per operand); the tiles hold E = ElemOf<T>.
+// T: the dtype of the operands and results (Float32Half: float32, its tiles float16 copies); the tiles hold
+// E = ElemOf<T>.
 template <typename T, typename Tr, bool kCausal, bool kGroups, bool kMask>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     sdpa_tangent_wg_kernel(const __grid_constant__ SdpaFwdParams p, const __grid_constant__ TangentWgMaps maps) {
   using E = ElemOf<T>;
   constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
-  constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile, kParts = Tr::kParts;
-  constexpr bool kOnline = Tr::kOnline, kSharedRows = Tr::kSharedRows;
-  static_assert(!kSharedRows || !kMask, "shared rows: the unmasked build");
+  constexpr int kKeyOps = Tr::kKeyOperands, kQTile = Tr::kQTile, kKeyTile = Tr::kKeyTile;
+  constexpr bool kOnline = Tr::kOnline;
   constexpr uint32_t kQBytes = kQTile * sizeof(E), kKeyBytes = kKeyTile * sizeof(E);
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = swizzled_smem(smem_raw);
-  E* q_tile = reinterpret_cast<E*>(smem);       // [Q, Q_dot][part]
-  E* key_tiles = q_tile + 2 * kParts * kQTile;  // [2 buffers][K, V, K_dot, V_dot][part]
-  uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kParts * kKeyTile);  // Q; key buffers 0, 1
+  E* q_tile = reinterpret_cast<E*>(smem);  // Q, Q_dot
+  E* key_tiles = q_tile + 2 * kQTile;      // [2 buffers][K, V, K_dot, V_dot]
+  uint64_t* full = reinterpret_cast<uint64_t*>(key_tiles + 2 * kKeyOps * kKeyTile);  // Q; key buffers 0, 1
   uint64_t* empty = full + 3;  // key buffers 0, 1: every warp is done with it (the unmasked build)
-  uint64_t* v_full = full + 5;  // shared rows: key buffers 0, 1's V and V_dot
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);  // seen as warp-uniform: descriptors stay uniform
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   const int m0 = blockIdx.x * kBlockM;
   const int64_t b = blockIdx.y;
-  const int wg_row0 = kSharedRows ? 0 : 64 * wg;         // this warpgroup's first row within the CTA's
+  const int wg_row0 = 64 * wg;                     // this warpgroup's first row within the CTA's
   const int row_g = m0 + wg_row0 + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
-  // The thread that issues the key copies: the CTA's first, with shared rows each warpgroup's first (its own buffer).
-  const bool issuer = kSharedRows ? tid % 128 == 0 : tid == 0;
   if (tid == 0) {
     for (int i = 0; i < 3; ++i) mbarrier_init(&full[i], 1);
     for (int i = 0; i < 2; ++i) mbarrier_init(&empty[i], kThreads / 32);
-    if constexpr (kSharedRows) {
-      for (int i = 0; i < 2; ++i) mbarrier_init(&v_full[i], 1);
-    }
   }
   __syncthreads();
 
@@ -128,14 +110,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // it keeps a __syncthreads per step.)
   uint32_t loaded = 0, phases = 0;
   auto load_keys = [&](int buf, int row0, int j) {
-    if (issuer) {
-      if (!kMask && !kSharedRows && j >= 2) mbarrier_wait(&empty[buf], ((j - 2) >> 1) & 1);
-      mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kParts * kKeyBytes);
+    if (tid == 0) {
+      if (!kMask && j >= 2) mbarrier_wait(&empty[buf], ((j - 2) >> 1) & 1);
+      mbarrier_arrive_expect_tx(&full[1 + buf], kKeyOps * kKeyBytes);
 #pragma unroll
-      for (int i = 0; i < kKeyOps * kParts; ++i) {
-        tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + (buf * kKeyOps * kParts + i) * kKeyTile,
-                                                        &maps.keys[i / kParts][i % kParts], row0, key_at,
-                                                        &full[1 + buf]);
+      for (int i = 0; i < kKeyOps; ++i) {
+        tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + (buf * kKeyOps + i) * kKeyTile, &maps.keys[i],
+                                                        row0, key_at, &full[1 + buf]);
       }
     }
     loaded |= 1u << buf;
@@ -148,49 +129,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       loaded &= ~(1u << bit);
     }
   };
-  // With shared rows a warpgroup's buffer fills in halves, each on its own barrier: K and K_dot (full[1 + buf]), which
-  // the score products read, and V and V_dot (v_full[buf], bit 2 + buf), which the out_dot products read; each half
-  // of the warpgroup's next block is copied once the step is done with it, so that the copies run under the rest of
-  // the step instead of between steps.
-  auto load_key_half = [&](int buf, int row0, int half) {
-    uint64_t* bar = half == 0 ? &full[1 + buf] : &v_full[buf];
-    if (issuer) {
-      mbarrier_arrive_expect_tx(bar, 2 * kParts * kKeyBytes);
-#pragma unroll
-      for (int op = half; op < kKeyOps; op += 2) {  // K, K_dot or V, V_dot
-#pragma unroll
-        for (int j = 0; j < kParts; ++j) {
-          tma_load_rows<kHeadDim, Tr::KeyRows::kBoxBytes>(key_tiles + ((buf * kKeyOps + op) * kParts + j) * kKeyTile,
-                                                          &maps.keys[op][j], row0, key_at, bar);
-        }
-      }
-    }
-    loaded |= 1u << (2 * half + buf);
-  };
   // attn_mask (the masked build), a block of keys at a time, as in sdpa_fwd_tc.cuh.
   ForwardMask<T, kBlockM, kBlockN, kThreads> mask(p, b, m0, n_blocks, reinterpret_cast<float*>(full + Tr::kBarriers),
                                                   tid, S, kMask);
   const int nb_begin = mask.range.begin, nb_end = mask.range.end;
   if (tid == 0) {
     const TmaBatch q_at = tma_batch<false>(p.q, b);
-    mbarrier_arrive_expect_tx(&full[0], 2 * kParts * kQBytes);
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) {
-      tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + i * kQTile, &maps.q[i], m0, q_at, &full[0]);
-      tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + (kParts + i) * kQTile, &maps.q_dot[i], m0, q_at,
-                                                    &full[0]);
-    }
+    mbarrier_arrive_expect_tx(&full[0], 2 * kQBytes);
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile, &maps.q, m0, q_at, &full[0]);
+    tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(q_tile + kQTile, &maps.q_dot, m0, q_at, &full[0]);
   }
-  // The first block (with shared rows each warpgroup's first, into its own buffer).
-  const int first_block = nb_begin + (kSharedRows ? wg : 0);
-  if (first_block < nb_end) {
-    if constexpr (kSharedRows) {
-      load_key_half(wg, first_block * kBlockN, 0);
-      load_key_half(wg, first_block * kBlockN, 1);
-    } else {
-      load_keys(0, first_block * kBlockN, 0);
-    }
-  }
+  if (nb_begin < nb_end) load_keys(0, nb_begin * kBlockN, 0);
   // The backward-JVP's dQ-tangent buffer, these rows zeroed under the first copies (SdpaFwdParams::zero_dq_accum).
   if (p.zero_dq_accum != nullptr) zero_dq_rows<kBlockM, kHeadDim, kThreads>(p.zero_dq_accum, b, m0, L, tid);
 
@@ -203,12 +152,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   float row_lse[2] = {0.f, 0.f}, row_w[2] = {0.f, 0.f}, row_w16[2] = {0.f, 0.f};
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   float* lse = static_cast<float*>(p.lse) + b * p.len_q;
+  // (Float32Half, operand_scales.cuh: P carries 2^kProbExp, in what the exponentials subtract.)
   if constexpr (!kOnline) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row_g + 8 * r;
       const float l = row < L ? lse[row] : 0.f;
       row_lse[r] = l == -INFINITY ? 0.f : l * static_cast<float>(M_LOG2E);
+      if constexpr (kIsFloat32Half<T>) row_lse[r] -= static_cast<float>(kProbExp);
     }
   }
   float acc[kHeadDim / 8][4];               // out_dot before the lse_dot * out term (kOnline: unnormalised)
@@ -217,20 +168,24 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   for (int dt = 0; dt < kHeadDim / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
 #pragma unroll
   for (int dt = 0; dt < (kOnline ? kHeadDim / 8 : 1); ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  const float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
-  const float scale = static_cast<float>(p.scale);
+  // Float32Half: the logits' scale takes Q's and K's powers of two off; W carries P's 2^kProbExp and the tangents'
+  // 2^t, out_dot's products V's too; the factors at the end take them off (kOnline's division by the row sum of P
+  // takes P's).
+  float scale_log2 = static_cast<float>(p.scale * M_LOG2E);
+  [[maybe_unused]] const float scale = static_cast<float>(p.scale);
+  if constexpr (kIsFloat32Half<T>) {
+    scale_log2 = ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, false).logits *
+                 static_cast<float>(M_LOG2E);
+  }
   mbarrier_wait(&full[0], 0);  // (also with no key block: no copy may still be landing when the CTA exits)
 
   using QMajor = TileDesc<typename Tr::QRows, false>;
   using KMajor = TileDesc<typename Tr::KeyRows, false>;
   using MnMajor = TileDesc<typename Tr::KeyRows, true>;
-  for (int nb = first_block; nb < nb_end; nb += Tr::kStepStride) {
-    // The key buffer: in turn, or with shared rows the warpgroup's own (its next block's copies issued half by half
-    // once the step is done with each: load_key_half). Its K, K_dot [with shared rows: that half] first.
-    const int buf = kSharedRows ? wg : (nb - nb_begin) & 1, n0 = nb * kBlockN;
-    if (!kSharedRows && nb + 1 < nb_end && (!kMask || mask.next_seen())) {
-      load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
-    }
+  for (int nb = nb_begin; nb < nb_end; ++nb) {
+    // The key buffer, in turn.
+    const int buf = (nb - nb_begin) & 1, n0 = nb * kBlockN;
+    if (nb + 1 < nb_end && (!kMask || mask.next_seen())) load_keys(buf ^ 1, n0 + kBlockN, nb + 1 - nb_begin);
     await_copy(&full[1 + buf], buf);  // waited for even where the block turns out hidden: the phases stay in step
     KeyBlock key_block = KeyBlock::kTerms;
     if constexpr (kMask) {
@@ -242,30 +197,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     const uint32_t q_s = smem_addr(q_tile) + 2 * Tr::QRows::offset(wg_row0, 0);
-    const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kParts * kKeyTile);
-    // Key operand i's part j at key_s + (i * kParts + j) * kKeyBytes.
-    QMajor q_d[kParts], qd_d[kParts];
-    KMajor k_d[kParts], kd_d[kParts];
-#pragma unroll
-    for (int j = 0; j < kParts; ++j) {
-      q_d[j] = QMajor(q_s + j * kQBytes);
-      qd_d[j] = QMajor(q_s + (kParts + j) * kQBytes);
-      k_d[j] = KMajor(key_s + j * kKeyBytes);
-      kd_d[j] = KMajor(key_s + (2 * kParts + j) * kKeyBytes);
-    }
+    const uint32_t key_s = smem_addr(key_tiles + buf * kKeyOps * kKeyTile);
+    // Key operand i at key_s + i * kKeyBytes.
+    const QMajor q_d(q_s), qd_d(q_s + kQBytes);
+    const KMajor k_d(key_s), kd_d(key_s + 2 * kKeyBytes);
 
     // 1. S and S_dot; the first k-step overwrites the accumulators.
     float s[kBlockN / 8][4], sd[kBlockN / 8][4];
     wgmma_fence();
-    wgmma_parts_product_rule<E, kBlockN, kHeadDim, kParts, true, true>(s, sd, q_d, qd_d, k_d, kd_d);
+    wgmma_product_rule<E, kBlockN, kHeadDim, true, true>(s, sd, q_d, qd_d, k_d, kd_d);
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(s);
     fence_operands(sd);
-    if constexpr (kSharedRows) {  // the warpgroup is done with K, K_dot: its next block's go now
-      named_barrier_sync(1 + wg, 128);
-      if (nb + Tr::kStepStride < nb_end) load_key_half(buf, n0 + Tr::kStepStride * kBlockN, 0);
-    }
 
     // 2. P and W. Keys past S, and under the causal mask keys past the row, are -inf (P = W = 0).
     if (n0 + kBlockN > S || (kCausal && n0 + kBlockN - 1 > m0 + wg_row0)) {
@@ -295,13 +239,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
     }
-    uint32_t pa[kParts][kBlockN / 16][4], wa[kParts][kBlockN / 16][4];  // P, W as A fragments, by part
+    uint32_t pa[kBlockN / 16][4], wa[kBlockN / 16][4];  // P, W as A fragments
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
-        const float w = sd[nt][e] * s[nt][e] * scale;  // W = P * scale * S_dot
+        if constexpr (kOnline && kIsFloat32Half<T>) {  // (P's exponent against the running max)
+          s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, static_cast<float>(kProbExp) - row_lse[e >> 1]));
+        } else {
+          s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -row_lse[e >> 1]));
+        }
+        // W = P * scale * S_dot (Float32Half: its scale through scale_log2 and an immediate, so that no second
+        // computed scale is held through the walk: at the 168 registers of three warpgroups it spilled)
+        const float w = kIsFloat32Half<T> ? sd[nt][e] * s[nt][e] * scale_log2 * static_cast<float>(M_LN2)
+                                          : sd[nt][e] * s[nt][e] * scale;
         sd[nt][e] = rounded_to<T>(w);
         row_w[e >> 1] += w;
         row_w16[e >> 1] += sd[nt][e];
@@ -310,115 +261,50 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
-      c_to_a_parts<T>(pa, kq, s[2 * kq], s[2 * kq + 1]);
-      c_to_a_parts<T>(wa, kq, sd[2 * kq], sd[2 * kq + 1]);
+      c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
+      c_to_a<T>(wa[kq], sd[2 * kq], sd[2 * kq + 1]);
     }
 
     // 3. out_dot += W V + P V_dot [, out += P V].
-    MnMajor v_n[kParts], vd_n[kParts];
-#pragma unroll
-    for (int j = 0; j < kParts; ++j) {
-      v_n[j] = MnMajor(key_s + (kParts + j) * kKeyBytes);
-      vd_n[j] = MnMajor(key_s + (3 * kParts + j) * kKeyBytes);
-    }
-    if constexpr (kSharedRows) await_copy(&v_full[buf], 2 + buf);
+    const MnMajor v_n(key_s + kKeyBytes), vd_n(key_s + 3 * kKeyBytes);
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
-      wgmma_parts_rs<E, kHeadDim, kParts>(acc, wa, v_n, kq);
-      wgmma_parts_rs<E, kHeadDim, kParts>(acc, pa, vd_n, kq);
-      if constexpr (kOnline) wgmma_parts_rs<E, kHeadDim, kParts>(o, pa, v_n, kq);
+      wgmma_rs<E, 1, kHeadDim>(acc, wa[kq], v_n.at(16 * kq, 0), 1);
+      wgmma_rs<E, 1, kHeadDim>(acc, pa[kq], vd_n.at(16 * kq, 0), 1);
+      if constexpr (kOnline) wgmma_rs<E, 1, kHeadDim>(o, pa[kq], v_n.at(16 * kq, 0), 1);
     }
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(acc);
     fence_operands(o);
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) {
-      fence_operands(pa[i]);
-      fence_operands(wa[i]);
-    }
+    fence_operands(pa);
+    fence_operands(wa);
     // Every warp is done with this buffer before the next step refills it (and with the mask's staged terms).
     if constexpr (kMask) {
       cp_async_wait<0>();
       __syncthreads();
-    } else if constexpr (kSharedRows) {  // the warpgroup is done with V, V_dot: its next block's go now
-      named_barrier_sync(1 + wg, 128);
-      if (nb + Tr::kStepStride < nb_end) load_key_half(buf, n0 + Tr::kStepStride * kBlockN, 1);
     } else {
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&empty[buf]);
     }
   }
-  if constexpr (kSharedRows) {  // warpgroup 0 adds the others' out_dot and row sums (same rows; the key buffers'
-                                // space) and writes them
-    if constexpr (kOnline) {
-      // The JVP's sums are each against its warpgroup's running max: warpgroup 1 hands over its max with them, and
-      // warpgroup 0 rescales both to the rows' common max as it adds (flash-decoding's merge).
-      static_assert(Tr::kWarpGroups == 2, "the JVP's merge takes two warpgroups");
-      // Value 4 r + (0, 1, 2, 3): row r's max, sum, row_w, row_w16; 8 + 8 dt + e, 12 + 8 dt + e: out_dot's, out's parts.
-      constexpr int kValues = 2 * kHeadDim / 8 * 4 + 8;
-      static_assert(kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes, "the parts fit the key buffers");
-      float* scratch = reinterpret_cast<float*>(key_tiles);
-      const bool first = hand_to_warpgroup0<Tr::kWarpGroups, kValues>(scratch, tid, [&](auto f) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          f(row_max[r]);
-          f(row_sum[r]);
-          f(row_w[r]);
-          f(row_w16[r]);
-        }
-#pragma unroll
-        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) f(acc[dt][e]);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) f(o[dt][e]);
-        }
-      });
-      if (!first) return;
-      const auto theirs = [&](int i) { return handed<kValues>(scratch, 0, i, tid); };
-      float a0[2], a1[2];  // warpgroup 0's and 1's factors a row
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float m1 = theirs(4 * r);
-        const float m = fmaxf(row_max[r], m1), base = m == -INFINITY ? 0.f : m;
-        a0[r] = fast_exp2(row_max[r] - base);  // 0 where that warpgroup saw no key of the row
-        a1[r] = fast_exp2(m1 - base);
-        row_max[r] = m;
-        row_sum[r] = a0[r] * row_sum[r] + a1[r] * theirs(4 * r + 1);
-        row_w[r] = a0[r] * row_w[r] + a1[r] * theirs(4 * r + 2);
-        row_w16[r] = a0[r] * row_w16[r] + a1[r] * theirs(4 * r + 3);
-      }
-#pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          acc[dt][e] = a0[e >> 1] * acc[dt][e] + a1[e >> 1] * theirs(8 + 8 * dt + e);
-          o[dt][e] = a0[e >> 1] * o[dt][e] + a1[e >> 1] * theirs(12 + 8 * dt + e);
-        }
-      }
-    } else {
-      constexpr int kValues = kHeadDim / 8 * 4 + 4;  // out_dot's part, row_w, row_w16
-      static_assert((Tr::kWarpGroups - 1) * kValues * 128 * sizeof(float) <= 2 * kKeyOps * kParts * kKeyBytes,
-                    "the partial sums fit the key buffers");
-      const bool first = sum_into_warpgroup0<Tr::kWarpGroups, kValues>(
-          reinterpret_cast<float*>(key_tiles), tid, [&](auto f) {
-#pragma unroll
-            for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) f(acc[dt][e]);
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              f(row_w[r]);
-              f(row_w16[r]);
-            }
-          });
-      if (!first) return;
-    }
+  // Float32Half: what takes the scales off (formed here, after the walk: no register held through it): W's
+  // (2^t, and P's 2^kProbExp where the division by the row sum of P does not), out_dot's products' (also V's),
+  // out's (V's); and what puts the backward-JVP's units on the statistics this pass writes for it (lse_dot 2^t,
+  // delta 2^(dout + v), its share of delta_dot also 2^t), which only that pass reads.
+  [[maybe_unused]] float w_factor = 1.f, acc_factor = 1.f, out_factor = 1.f, lse_dot_units = 1.f, delta_units = 1.f,
+                         delta_dot_units = 1.f;
+  if constexpr (kIsFloat32Half<T>) {
+    const OperandScales e = OperandScales::from(p.operand_amax);
+    const ScaleFactors f = ScaleFactors::of(e, p.scale, true);
+    w_factor = pow2f(-(e.tangent + (kOnline ? 0 : kProbExp)));
+    acc_factor = w_factor * pow2f(-e.v);
+    out_factor = pow2f(-e.v);
+    lse_dot_units = f.lse_dot;
+    delta_units = f.delta;
+    delta_dot_units = f.delta_dot;
   }
-
   T* out = batch_base<T>(p.out, b);
   T* out_dot = batch_base<T>(p.out_dot, b);
   float* lse_dot = static_cast<float*>(p.lse_dot) + b * p.len_q;
@@ -437,10 +323,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kOnline) {
       const float l = quad_sum(row_sum[r]);
       inv = l == 0.f ? 0.f : 1.f / l;  // a NaN sum stays NaN
-      if (row < L && t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+      if constexpr (kIsFloat32Half<T>) {  // (less P's exponent)
+        if (row < L && t == 0) {
+          lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l) - kProbExp) * static_cast<float>(M_LN2);
+        }
+      } else {
+        if (row < L && t == 0) lse[row] = l == 0.f ? -INFINITY : (row_max[r] + log2f(l)) * static_cast<float>(M_LN2);
+      }
     }
-    const float ld = quad_sum(row_w[r]) * inv;
-    const float ld16 = quad_sum(row_w16[r]) * inv;  // the same from the rounded W
+    const float w_inv = kIsFloat32Half<T> ? inv * w_factor : inv, acc_inv = kIsFloat32Half<T> ? inv * acc_factor : inv;
+    const float ld = quad_sum(row_w[r]) * w_inv;
+    const float ld16 = quad_sum(row_w16[r]) * w_inv;  // the same from the rounded W
     float row_term = 0.f, out_term = 0.f;  // this thread's parts of rowsum(dout * out_dot), rowsum(dout * out)
     if (row < L) {  // (no early exit: the quad below sums across lanes)
       T* out_row = out + static_cast<int64_t>(row) * p.out.row_stride;
@@ -450,13 +343,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int dt = 0; dt < kHeadDim / 8; ++dt) {
         float o0, o1;
         if constexpr (kOnline) {
-          o0 = o[dt][2 * r] * inv;
-          o1 = o[dt][2 * r + 1] * inv;
+          const float out_inv = kIsFloat32Half<T> ? inv * out_factor : inv;
+          o0 = o[dt][2 * r] * out_inv;
+          o1 = o[dt][2 * r + 1] * out_inv;
           store2<T>(out_row + dt * 8 + 2 * t, o0, o1);
         } else {
           load2<T>(out_row + dt * 8 + 2 * t, o0, o1);
         }
-        const float od0 = acc[dt][2 * r] * inv - ld16 * o0, od1 = acc[dt][2 * r + 1] * inv - ld16 * o1;
+        const float od0 = acc[dt][2 * r] * acc_inv - ld16 * o0, od1 = acc[dt][2 * r + 1] * acc_inv - ld16 * o1;
         store2<T>(od_row + dt * 8 + 2 * t, od0, od1);
         if (dout_row != nullptr) {
           float d0, d1;
@@ -469,50 +363,48 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     row_term = quad_sum(row_term);
     if (dout_out != nullptr) out_term = quad_sum(out_term);
     if (row < L && t == 0) {
-      lse_dot[row] = ld;
-      if (dout_out_dot != nullptr) dout_out_dot[row] = row_term;
-      if (dout_out != nullptr) dout_out[row] = out_term;
+      if constexpr (kIsFloat32Half<T>) {
+        lse_dot[row] = ld * lse_dot_units;
+        if (dout_out_dot != nullptr) dout_out_dot[row] = row_term * delta_dot_units;
+        if (dout_out != nullptr) dout_out[row] = out_term * delta_units;
+      } else {
+        lse_dot[row] = ld;
+        if (dout_out_dot != nullptr) dout_out_dot[row] = row_term;
+        if (dout_out != nullptr) dout_out[row] = out_term;
+      }
     }
   }
 }
 
 // The tensor maps of the pass's operands; false when TMA cannot address one of them (tma.cuh, encode_rows_map), or,
-// for float32, without the scratch of their parts (sdpa_fwd_tc_scratch_bytes), which this forms on the stream.
+// for float32 (Float32Half), without the scratch of their copies or the operands' largest magnitudes
+// (sdpa_fwd_tc_scratch_bytes); the copies it forms on the stream.
 template <typename T, int kHeadDim, bool kGroups, bool kMask, bool kOnline>
 bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps, cudaStream_t stream) {
   using E = ElemOf<T>;
-  constexpr int kParts = kPartsOf<T>;
-  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline, kParts>;
-  // What the copies read: a 16-bit operand as it is; float32 as its parts (Q, Q_dot, then the keys' order: the
-  // scratch's order, split_parts.cuh, in which a backward-JVP run after this pass finds them).
-  const MatrixView* views[6] = {&p.q, &p.q_dot, &p.k, &p.v, &p.k_dot, &p.v_dot};
-  MatrixView parts[6][2];
-  for (int i = 0; i < 6; ++i) parts[i][0] = *views[i];
-  if constexpr (kParts > 1) {
-    static_assert(kParts == 2 && !kGroups && !kMask, "float32 (two parts) in the plain build");
-    if (p.scratch == nullptr || p.group != 1) return false;
-    SplitLaunch<T> split(p.scratch, p.batch, kHeadDim);
-    for (int i = 0; i < 6; ++i) {
-      const SplitParts s = split.add(*views[i], i < 2 ? p.len_q : p.len_kv);
-      parts[i][0] = s.part[0];
-      parts[i][1] = s.part[1];
-    }
-    split.launch(stream);
+  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline>;
+  // What the copies read: a 16-bit operand as it is; float32 its scaled float16 copy (Q, Q_dot, then the keys' order:
+  // the scratch's order, scaled_copies.cuh, in which a backward-JVP run after this pass finds them).
+  MatrixView views[6] = {p.q, p.q_dot, p.k, p.v, p.k_dot, p.v_dot};
+  if constexpr (kIsFloat32Half<T>) {
+    static_assert(!kGroups && !kMask, "float32 in the plain build");
+    if (p.scratch == nullptr || p.group != 1 || p.operand_amax == nullptr) return false;
+    constexpr int kSlots[6] = {kSlotQ, kSlotQDot, kSlotK, kSlotV, kSlotKDot, kSlotVDot};
+    ScaledCopies copies(p.scratch, p.batch, kHeadDim, p.operand_amax);
+    for (int i = 0; i < 6; ++i) views[i] = copies.add(views[i], i < 2 ? p.len_q : p.len_kv, kSlots[i]);
+    copies.launch(stream);
   }
-  bool ok = true;
-  for (int j = 0; j < kParts && ok; ++j) {
-    ok = encode_rows_map<E>(&maps.q[j], parts[0][j], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
-         encode_rows_map<E>(&maps.q_dot[j], parts[1][j], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
-    for (int i = 0; i < 4 && ok; ++i) {
-      ok = encode_rows_map<E>(&maps.keys[i][j], parts[2 + i][j], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN);
-    }
+  bool ok = encode_rows_map<E>(&maps.q, views[0], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM) &&
+            encode_rows_map<E>(&maps.q_dot, views[1], p.len_q, kHeadDim, p.batch, false, Tr::kBlockM);
+  for (int i = 0; i < 4 && ok; ++i) {
+    ok = encode_rows_map<E>(&maps.keys[i], views[2 + i], p.len_kv, kHeadDim, p.batch, kGroups, Tr::kBlockN);
   }
   return ok;
 }
 
 template <typename T, int kHeadDim, bool kCausal, bool kGroups, bool kMask, bool kOnline>
 void launch_sdpa_tangent_wg(const SdpaFwdParams& p, const TangentWgMaps& maps, cudaStream_t stream) {
-  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline, kPartsOf<T>>;
+  using Tr = TangentWgTraits<kHeadDim, kMask, kOnline>;
   const dim3 grid(static_cast<unsigned>((p.len_q + Tr::kBlockM - 1) / Tr::kBlockM), static_cast<unsigned>(p.batch));
   launch_with_smem(sdpa_tangent_wg_kernel<T, Tr, kCausal, kGroups, kMask>, grid, Tr::kThreads, Tr::kSmemBytes,
                    stream, p, maps);

@@ -29,8 +29,8 @@
     }                                              \
   }()
 
-// The dtypes of the tensor-core kernels: the 16-bit ones and float32, whose products run on bfloat16 parts
-// (mma.cuh's MmaOperand).
+// The dtypes of the tensor-core kernels: the 16-bit ones and float32, whose products run on bfloat16 parts or scaled
+// float16 copies (mma.cuh's MmaOperand).
 #define THERIA_TC_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...) \
   [&] {                                               \
     if ((DTYPE) == Dtype::kFloat32) {                 \
@@ -39,6 +39,10 @@
     }                                                 \
     if ((DTYPE) == Dtype::kFloat32x3) {               \
       using TYPE_NAME = Float32Parts<3>;              \
+      return __VA_ARGS__();                           \
+    }                                                 \
+    if ((DTYPE) == Dtype::kFloat32Half) {             \
+      using TYPE_NAME = Float32Half;                  \
       return __VA_ARGS__();                           \
     }                                                 \
     return THERIA_HALF_SWITCH(DTYPE, TYPE_NAME, __VA_ARGS__); \

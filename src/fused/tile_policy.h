@@ -56,37 +56,25 @@
 namespace theria::kernels::cuda {
 
 // Which kernels serve the tangent pass and the JVP (sdpa_tangent_wg.cuh), the backward and the backward-JVP
-// (sdpa_bwd_wg.cuh), all four alike: the warpgroup (wgmma) ones at head dims 64 and 128 for 16-bit operands
-// (kParts 1), the mma.sync ones elsewhere. There the JVP runs as one pass of the warpgroup tangent kernel
-// (WarpgroupTile::one_pass_jvp), not the mma.sync JVP (FwdPass::kJvp), whose warps each load their own copy of the
-// shared operands (measured: docs/performance.md). The forward: warpgroup_forward below.
-// float32 at precision "high" (two bfloat16 parts, split into scratch before the copies: split_parts.cuh) without a
-// mask too: at head dim 64 every family with two warpgroups: the tangent pass (Q and Q_dot parts 64 KB, two buffers
-// of the four key tiles' parts 128 KB), the backward in 64-query steps (key tiles' parts 64 KB, query tiles' 64 KB,
-// dS^T's 32 KB, the dQ stage 34 KB), the backward-JVP in 32-query steps (its eight operand tiles' parts 128 + 64 KB,
-// dS^T's and dS_dot^T's 32 KB, which the dQ stage reuses); at 128 the backward in 32-query steps (key tiles' parts
-// 128 KB, two buffers of Q's and dO's 64 KB, dS^T's 16 KB, the dQ stage 17 KB: 231,448 of the 232,448 bytes; 226-227
-// registers, no spill), the tangent pass and JVP in 32-key steps over 64 rows (Q and Q_dot parts 64 KB, two buffers
-// of the key tiles' parts 128 KB; their two warpgroups a buffer each: tangent_warpgroups,
-// tangent_shared_rows, tangent_block_n), and the backward-JVP in 16-query steps over 64 keys that its two warpgroups
-// share (its four key tiles' parts would take 256 KB for 128 keys: for 64 128 KB, a query-side buffer per warpgroup
-// 48 KB, 64 with a dout tangent, dS^T's and dS_dot^T's 16 KB, the dQ stage 16 KB: 231,704 bytes with a dout
-// tangent; 233-245 registers, no spill; bwd_warpgroups, bwd_shared_keys, bwd_block_m).
-constexpr bool warpgroup_kernels(int head_dim, int parts, bool mask) {
-  if (!THERIA_WG) return false;
-  if (parts == 1) return head_dim == 64 || head_dim == 128;
-  return parts == 2 && !mask && (head_dim == 64 || head_dim == 128);
+// (sdpa_bwd_wg.cuh), all four alike: the warpgroup (wgmma) ones at head dims 64 and 128 for operands of one 16-bit
+// part (16-bit dtypes, and float32 at precision "high" as scaled float16 copies: Float32Half), the mma.sync ones
+// elsewhere and for operands of several parts (float32's bfloat16 split and three-part products). There the JVP
+// runs as one pass of the warpgroup tangent kernel (WarpgroupTile::one_pass_jvp), not the mma.sync JVP
+// (FwdPass::kJvp), whose warps each load their own copy of the shared operands (measured: docs/performance.md). The
+// forward: warpgroup_forward below.
+constexpr bool warpgroup_kernels(int head_dim, int parts) {
+  return THERIA_WG && parts == 1 && (head_dim == 64 || head_dim == 128);
 }
 
 // The forward (FwdPass::kOut) can run the warp-specialised warpgroup pipeline (sdpa_fwd_wg.cuh) at head dims 64 and
-// 128 for 16-bit operands, and for float32 at precision "high" (two bfloat16 parts, split into scratch before the
-// copies: split_parts.cuh), without attn_mask (the masked build keeps mma.sync: its per-block mask terms are staged
-// by the same threads that read them). kWarpgroupForwardMinKeys keys on (0: every length): with its copies on TMA it
-// measured faster than the mma.sync forward at every length tried on an H200, 256 to 32768 keys, D=64 and 128
-// (1.00-1.06x at 256 and 512 keys at D=64, 1.26-1.84x from 2048 on; docs/performance.md). (With cp.async copies it
-// had been slower below 8192 keys; the threshold stays as the place to set one again.)
+// 128 for operands of one 16-bit part (as warpgroup_kernels), without attn_mask (the masked build keeps mma.sync:
+// its per-block mask terms are staged by the same threads that read them). kWarpgroupForwardMinKeys keys on (0: every
+// length): with its copies on TMA it measured faster than the mma.sync forward at every length tried on an H200, 256
+// to 32768 keys, D=64 and 128 (1.00-1.06x at 256 and 512 keys at D=64, 1.26-1.84x from 2048 on;
+// docs/performance.md). (With cp.async copies it had been slower below 8192 keys; the threshold stays as the place to
+// set one again.)
 constexpr bool warpgroup_forward(int head_dim, int parts, bool mask) {
-  return (head_dim == 64 || head_dim == 128) && parts <= 2 && !mask;
+  return (head_dim == 64 || head_dim == 128) && parts == 1 && !mask;
 }
 constexpr int64_t kWarpgroupForwardMinKeys = 0;
 inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroupForwardMinKeys; }
@@ -96,14 +84,12 @@ inline bool warpgroup_forward_pays(int64_t len_kv) { return len_kv >= kWarpgroup
 // the tensor cores more work to switch to while two compute theirs); kBlockN keys per step (the score accumulator is
 // 64 x kBlockN per warpgroup: kBlockN / 2 registers a thread); K and V each in a ring of kStages blocks (at head
 // dim 128, three fill 224 of the 227 KB of shared memory; the producer signals a copy once the next is issued, so
-// with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal). float32's two parts (kParts 2)
-// take twice the shared memory of every tile, and P's parts twice its operand registers: two warpgroups, rings of
-// two stages, and at head dim 128 64-key steps (Q, K and V parts 192 KB; 128-key steps would need 320).
-template <int kHeadDim, int kParts = 1>
+// with two stages the consumers' release of V_{j-2} would gate V_{j-1}'s signal).
+template <int kHeadDim>
 struct FwdWgTile {
-  static constexpr int kWarpGroups = kHeadDim == 64 && kParts == 1 ? 3 : 2;
-  static constexpr int kBlockN = kHeadDim == 128 && kParts > 1 ? 64 : 128;
-  static constexpr int kStages = kParts > 1 ? 2 : 3;
+  static constexpr int kWarpGroups = kHeadDim == 64 ? 3 : 2;
+  static constexpr int kBlockN = 128;
+  static constexpr int kStages = 3;
 };
 
 // Forward, JVP and (mma.sync) tangent pass: kWarps warps per CTA, each owning kMTiles 16-row tiles (a key/value
@@ -157,48 +143,22 @@ struct BwdJvpTile {
   static constexpr int kMinBlocks = THERIA_BJ_MIN_BLOCKS;  // CTAs per SM the registers must allow
 };
 
-// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA; float32's at head dim 128: the
-// tangent pass and JVP two over shared rows (tangent_shared_rows), the backward-JVP two over shared keys
-// (bwd_shared_keys). The tangent pass streams 64-key steps over its query rows (at head dim 64 too: 128-key steps
-// spill there, the two score accumulators taking 128 registers a thread); the backward and backward-JVP stream query
-// steps (bwd_block_m) over the CTA's 128 or 192 keys.
+// Warpgroup kernels: warpgroups of 64 rows each (one wgmma M), two or three per CTA. The tangent pass streams 64-key
+// steps over its query rows (at head dim 64 too: 128-key steps spill there, the two score accumulators taking 128
+// registers a thread); the backward and backward-JVP stream query steps (bwd_block_m) over the CTA's 128 or 192 keys.
 struct WarpgroupTile {
-  // Keys per step of the tangent pass: 64, and 32 for float32's parts at head dim 128 (shared memory:
-  // warpgroup_kernels).
-  static constexpr int tangent_block_n(int head_dim, int parts = 1) { return head_dim == 128 && parts > 1 ? 32 : 64; }
+  static constexpr int kTangentBlockN = 64;  // keys per step of the tangent pass
   // The backward: at head dim 64 with 64-query steps (the masked build in deterministic mode) three warpgroups (192
   // keys a CTA; 168 registers a thread; 5-6 % faster than two, docs/results/bwd_d64_three_wg); two otherwise: with
   // 128-query steps at 64 (bwd_block_m), and where the accumulators do not fit the 168 registers of three (the
-  // backward-JVP, head dim 128). float32's backward-JVP at head dim 128: two over the same 64 keys (bwd_shared_keys).
-  static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m, int parts = 1) {
-    if (bwd_shared_keys(head_dim, tangent, parts)) return 2;
-    return head_dim == 64 && !tangent && block_m == 64 && parts == 1 ? 3 : 2;
-  }
-  // float32's backward-JVP at head dim 128: its key tiles' parts take the shared memory of one warpgroup's 64 keys
-  // (warpgroup_kernels), so its two warpgroups share them and take the 16-query steps in turn, each with its own
-  // query-side buffer and barriers (sdpa_bwd_wg.cuh, kSharedKeys): with one warpgroup a CTA, one warp a scheduler
-  // left the tensor pipe 68 % idle (docs/results/profile_bwd_issue).
-  static constexpr bool bwd_shared_keys(int head_dim, bool tangent, int parts) {
-    return parts > 1 && tangent && head_dim == 128;
+  // backward-JVP, head dim 128).
+  static constexpr int bwd_warpgroups(int head_dim, bool tangent, int block_m) {
+    return head_dim == 64 && !tangent && block_m == 64 ? 3 : 2;
   }
   // The tangent pass: three warpgroups (192 query rows a CTA) at head dim 64, where its element-wise work is as long
   // as its products and a third warpgroup keeps the tensor cores busier; two at 128 and in the masked builds (at
   // 170 registers a thread they spill).
-  // float32's two parts (kParts 2) take twice the operand registers and shared memory: two warpgroups at head dim 64
-  // (Q and Q_dot parts 64 KB, two buffers of the four key tiles' parts 128 KB); at 128 the shared memory of one
-  // warpgroup's rows (warpgroup_kernels): two over them (tangent_shared_rows).
-  static constexpr int tangent_warpgroups(int head_dim, bool mask, int parts = 1) {
-    if (tangent_shared_rows(head_dim, mask, parts)) return 2;
-    if (parts > 1) return head_dim == 128 ? 1 : 2;
-    return head_dim == 64 && !mask ? 3 : 2;
-  }
-  // float32's tangent pass and one-pass JVP at head dim 128: two warpgroups share one warpgroup's 64 rows and take
-  // the key blocks in turn, each with its own key buffer (sdpa_tangent_wg.cuh, kSharedRows; the JVP's running maxima
-  // merged at the end): with one warpgroup a CTA, one warp a scheduler left the tensor pipe 62 % idle
-  // (docs/results/profile_bwd_issue).
-  static constexpr bool tangent_shared_rows(int head_dim, bool mask, int parts) {
-    return parts > 1 && head_dim == 128 && !mask;
-  }
+  static constexpr int tangent_warpgroups(int head_dim, bool mask) { return head_dim == 64 && !mask ? 3 : 2; }
   // The JVP as one pass of the tangent kernel (sdpa_tangent_wg.cuh, kOnline: out and lse formed beside out_dot)
   // rather than the forward and then the tangent pass; not at head dim 128 with a mask, where its out accumulator
   // spills (255 registers and 284 bytes of spill; 253 without a mask, 168 with three warpgroups at 64).
@@ -212,10 +172,7 @@ struct WarpgroupTile {
   // The backward-JVP at head dim 64 without a mask runs in phases (BwdWgTraits::kPhased: S^T, dP^T; S_dot^T;
   // dP_dot^T, each turned into fragments once final), which fits 64-query steps (249-252 registers, no spill;
   // 12 % faster than 32, docs/results/d64_bwd_jvp_phased).
-  // float32's two parts (parts 2): 64 with two warpgroups for the backward at head dim 64, 32 at 128 and for the
-  // backward-JVP at 64, 16 for the backward-JVP at 128 (shared memory: warpgroup_kernels).
-  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic, int parts = 1) {
-    if (parts > 1) return tangent ? (head_dim == 128 ? 16 : 32) : head_dim == 128 ? 32 : 64;
+  static constexpr int bwd_block_m(int head_dim, bool tangent, bool mask, bool deterministic) {
     if (!tangent) return head_dim == 64 && !(mask && deterministic) ? 128 : 64;
     return head_dim == 64 && !mask ? 64 : 32;
   }
@@ -225,10 +182,9 @@ struct WarpgroupTile {
   // (no end-of-step barrier). Where it measured faster on an H200 (docs/performance.md, "issue 18, item 1, tenth
   // pass"): the 16-bit backward-JVP at head dim 64 (phased: without a dout tangent, with which it spills 4-8 bytes)
   // and the 16-bit backward (at 128 forward+backward -2 to -5 %; at 64 -1 %, only with the copies issued before the
-  // adds: bwd_copies_before_adds); the float32 backward (+0.5 to +3 %) keeps its adds in the step, and the
-  // backward-JVP at 128 measured level.
-  static constexpr bool bwd_defer_dq_adds(int head_dim, bool tangent, bool dout_dot, int parts) {
-    if (parts != 1) return false;
+  // adds: bwd_copies_before_adds); the backward-JVP at 128 measured level. (The bfloat16 split's backward, +0.5 to
+  // +3 %, kept its adds in the step; it no longer runs here: Float32Half takes the 16-bit choices.)
+  static constexpr bool bwd_defer_dq_adds(int head_dim, bool tangent, bool dout_dot) {
     return tangent ? head_dim == 64 && !dout_dot : head_dim == 64 || head_dim == 128;
   }
   // With the adds deferred, the next step's copies go right after the adds' barrier (head dim 64: HVP -2 %, the
@@ -238,9 +194,7 @@ struct WarpgroupTile {
   // queries over all the block's keys (as FlashAttention-3's dQ, split over queries), instead of every query over its
   // own keys with the two partial tiles summed through the stage. H200, alternating rounds (docs/results/dq_split_queries):
   // bf16 forward+backward -4.2 % / -4.9 %, HVP -1.6 % / -1.9 % at 8·16·2048·64 / 2·16·8192·64.
-  static constexpr bool bwd_dq_split_queries(int head_dim, int parts) {
-    return THERIA_DQ_SPLIT_QUERIES && head_dim == 64 && parts == 1;
-  }
+  static constexpr bool bwd_dq_split_queries(int head_dim) { return THERIA_DQ_SPLIT_QUERIES && head_dim == 64; }
 };
 
 // The warpgroup backward kernels' last wave. They run one CTA per SM (their shared memory), each walking all query
@@ -251,8 +205,8 @@ struct WarpgroupTile {
 // (sdpa_bwd_wg.cuh). The plan picks the parts (2 to 8) whose waves finish the tail soonest, each part counted
 // kTailSetupSteps steps more for its set-up (its key tiles' copies, its fp32 adds, its share of the two launches; an
 // estimate); a split that would not save a tenth of a walk is not made. Not in deterministic mode (the partial
-// sums' order), nor for causal walks (their lengths differ, and the longest go first), masks, grouped heads or
-// float32. H200, L = 8192: the split kernels 1.6-2.4 % faster, an HVP's kernels 1.3-1.4 %
+// sums' order), nor for causal walks (their lengths differ, and the longest go first), masks or grouped heads.
+// H200, L = 8192: the split kernels 1.6-2.4 % faster, an HVP's kernels 1.3-1.4 %
 // (docs/results/bwd_tail_split).
 struct BwdTailPlan {
   int64_t first = -1;  // the first split key block (linear over the grid); -1: none

@@ -66,41 +66,6 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// For kernels whose warpgroups share their tiles and take the steps in turn (sdpa_bwd_wg.cuh kSharedKeys,
-// sdpa_tangent_wg.cuh kSharedRows), so that each holds a part of the same accumulators, laid out alike: hands the
-// other warpgroups' kValues floats a thread to warpgroup 0 through `scratch` (free shared memory of
-// (kWarpGroups - 1) * kValues * 128 floats, [value][thread]: conflict-free), where handed() reads them. visit(f)
-// calls f(x) on each of this thread's values, in one order: value i is the i-th it visits. Every thread of the CTA
-// calls it; true in warpgroup 0.
-template <int kWarpGroups, int kValues, class Visit>
-__device__ __forceinline__ bool hand_to_warpgroup0(float* scratch, int tid, Visit visit) {
-  const int wg = tid / 128, lane = tid % 128;
-  __syncthreads();  // every tile read: the caller's scratch is free
-  if (wg > 0) {
-    int i = 0;
-    visit([&](float& x) { scratch[((wg - 1) * kValues + i++) * 128 + lane] = x; });
-  }
-  __syncthreads();
-  return wg == 0;
-}
-// Value i of warpgroup w + 1, as hand_to_warpgroup0 handed it to this thread of warpgroup 0.
-template <int kValues>
-__device__ __forceinline__ float handed(const float* scratch, int w, int i, int tid) {
-  return scratch[(w * kValues + i) * 128 + tid % 128];
-}
-// The sum over the warpgroups, in their order, in warpgroup 0's values (true there; the others' are left as they
-// were).
-template <int kWarpGroups, int kValues, class Visit>
-__device__ __forceinline__ bool sum_into_warpgroup0(float* scratch, int tid, Visit visit) {
-  if (!hand_to_warpgroup0<kWarpGroups, kValues>(scratch, tid, visit)) return false;
-#pragma unroll
-  for (int w = 0; w < kWarpGroups - 1; ++w) {
-    int i = 0;
-    visit([&](float& x) { x += handed<kValues>(scratch, w, i++, tid); });
-  }
-  return true;
-}
-
 // Pins registers at this point of the program: the compiler must assume they change here.
 template <int kRows, int kCols, typename V>
 __device__ __forceinline__ void fence_operands(V (&x)[kRows][kCols]) {
@@ -184,55 +149,6 @@ __device__ __forceinline__ void wgmma_rs(float (&c)[kN / 8][4], const uint32_t (
   Wgmma<T, kN>::template rs<kTransB>(c, a, b, accumulate);
 }
 
-// Operands as kParts parts each (mma.cuh's MmaOperand: one for a 16-bit dtype, float32's two bfloat16 parts at
-// precision "high"): a product runs as every pair of parts whose orders sum below kParts, as the mma.sync kernels'
-// mma() (a_hi b_hi + a_hi b_lo + a_lo b_hi for two parts).
-// One k-step, from k0, of acc (+)= A B from shared memory, both K-major (kMn 0: A B^T of row-major tiles) or both
-// MN-major (kMn 1); `first`: the first of its products overwrites acc.
-template <typename E, int kN, int kParts, int kMn = 0, class DescA, class DescB>
-__device__ __forceinline__ void wgmma_parts_ss(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
-                                               const DescB (&b)[kParts], int k0, bool first) {
-  const int r = kMn ? k0 : 0, c = kMn ? 0 : k0;
-#pragma unroll
-  for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-    for (int j = 0; i + j < kParts; ++j) {
-      wgmma_ss<E, kMn, kMn, kN>(acc, a[i].at(r, c), b[j].at(r, c), !first || i + j > 0);
-    }
-  }
-}
-// One k-step kq (16 rows of B, MN-major) of acc += A B with A from registers (a[part][kq]).
-template <typename E, int kN, int kParts, int kKq, class DescB>
-__device__ __forceinline__ void wgmma_parts_rs(float (&acc)[kN / 8][4], const uint32_t (&a)[kParts][kKq][4],
-                                               const DescB (&b)[kParts], int kq) {
-#pragma unroll
-  for (int i = 0; i < kParts; ++i) {
-#pragma unroll
-    for (int j = 0; i + j < kParts; ++j) wgmma_rs<E, 1, kN>(acc, a[i][kq], b[j].at(16 * kq, 0), 1);
-  }
-}
-
-// The product and its tangent over kK / 16 k-steps, operands of kParts parts, both K-major: acc = A B^T; with
-// kTangent also acc_dot = A_dot B^T [+ A B_dot^T when kBDot], by k-step, in the order of wgmma_product_rule. The
-// first product into each accumulator overwrites it; the caller commits the group.
-template <typename E, int kN, int kK, int kParts, bool kTangent, bool kBDot, class DescA, class DescB, class Dot>
-__device__ __forceinline__ void wgmma_parts_product_rule(float (&acc)[kN / 8][4], Dot& acc_dot,
-                                                         const DescA (&a)[kParts], const DescA (&a_dot)[kParts],
-                                                         const DescB (&b)[kParts], const DescB (&b_dot)[kParts]) {
-#pragma unroll
-  for (int kk = 0; kk < kK / 16; ++kk) {
-    wgmma_parts_ss<E, kN, kParts>(acc, a, b, 16 * kk, kk == 0);
-    if constexpr (kTangent) wgmma_parts_ss<E, kN, kParts>(acc_dot, a_dot, b, 16 * kk, kk == 0);
-    if constexpr (kTangent && kBDot) wgmma_parts_ss<E, kN, kParts>(acc_dot, a, b_dot, 16 * kk, false);
-  }
-}
-// The product alone: acc = A B^T.
-template <typename E, int kN, int kK, int kParts, class DescA, class DescB>
-__device__ __forceinline__ void wgmma_parts_product(float (&acc)[kN / 8][4], const DescA (&a)[kParts],
-                                                    const DescB (&b)[kParts]) {
-  wgmma_parts_product_rule<E, kN, kK, kParts, false, false>(acc, acc, a, a, b, b);
-}
-
 // k-step kk of a product's tangent by the product rule, both operands K-major: acc_dot (+)= A_dot B^T [+ A B_dot^T
 // when kBDot]; the first k-step overwrites acc_dot.
 template <typename T, int kN, bool kBDot, class DescA, class DescB, class Dot>
@@ -253,6 +169,12 @@ __device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot&
     wgmma_ss<T, 0, 0, kN>(acc, a.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
     if constexpr (kTangent) wgmma_tangent_step<T, kN, kBDot>(acc_dot, a, a_dot, b, b_dot, kk);
   }
+}
+
+// The product alone: acc = A B^T.
+template <typename T, int kN, int kK, class DescA, class DescB>
+__device__ __forceinline__ void wgmma_product(float (&acc)[kN / 8][4], const DescA& a, const DescB& b) {
+  wgmma_product_rule<T, kN, kK, false, false>(acc, acc, a, a, b, b);
 }
 
 // The tangent alone, for a caller that forms the product itself in another commit group (the phased

@@ -93,8 +93,11 @@ struct SdpaFwdParams {
   float* zero_dq_accum = nullptr;
 
   // Scratch where sdpa_fwd_tc_scratch_bytes (src/fused/launch.h) asks for one: float32 at precision "high" on the
-  // warpgroup forward and tangent kernels, their operands' bfloat16 parts.
+  // warpgroup forward and tangent kernels, their operands' scaled float16 copies (scaled_copies.cuh).
   void* scratch = nullptr;
+  // float32 at "high" on float16 copies (src/fused/operand_scales.cuh): max|X| of q, k, v, dout and their tangents,
+  // filled by sdpa_operand_amax before the passes; the copies' powers of two and the kernels' factors derive from it.
+  const float* operand_amax = nullptr;
 
   bool with_tangent() const { return q_dot.ptr != nullptr; }
 };
@@ -111,10 +114,10 @@ struct SdpaBwdParams : SdpaFwdParams {
 
   MaskGradView dmask;  // dS (backward) or dS_dot (backward-JVP) when the float mask requires grad
 
-  // The backward-JVP at float32 "high" on the warpgroup kernel: the scratch already holds the bfloat16 parts of q,
-  // q_dot, k, v, k_dot, v_dot, formed there by the tangent pass that ran before it (split_parts.cuh, the scratch's
+  // The backward-JVP at float32 "high" on the warpgroup kernel: the scratch already holds the float16 copies of q,
+  // q_dot, k, v, k_dot, v_dot, formed there by the tangent pass that ran before it (scaled_copies.cuh, the scratch's
   // order), so only dout's [and dout_dot's] are formed.
-  bool tangent_parts_formed = false;
+  bool tangent_copies_formed = false;
 };
 
 }  // namespace theria::kernels

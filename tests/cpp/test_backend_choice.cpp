@@ -47,7 +47,7 @@ TEST(AutoBackendChoice, BufferEstimateIsTwelveScoreMatrices) {
   EXPECT_EQ(reference_hvp_bytes(2, 10, 1, 8), 12 * 2 * 10 * 1 * 8);
 }
 
-// float32 products follow PyTorch's precision setting: bfloat16 at "medium", bfloat16 split in two at "high",
+// float32 products follow PyTorch's precision setting: bfloat16 at "medium", TF32's mantissa or better at "high",
 // float32 at "highest", and float32 whenever the new API says "ieee" for CUDA matmuls (it has no bfloat16 for CUDA).
 TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
   using theria::Float32Products;
@@ -57,7 +57,7 @@ TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
   ctx.setFloat32MatmulPrecision("medium");
   EXPECT_EQ(float32_products(), Float32Products::kBFloat16);
   ctx.setFloat32MatmulPrecision("high");
-  EXPECT_EQ(float32_products(), Float32Products::kBFloat16Split);
+  EXPECT_EQ(float32_products(), Float32Products::kTF32);
   ctx.setFloat32MatmulPrecision("highest");
   EXPECT_EQ(float32_products(), Float32Products::kFloat32);
   for (const char* setting : {"medium", "high"}) {
@@ -70,16 +70,17 @@ TEST(AutoBackendChoice, Float32ProductsFollowTheMatmulPrecision) {
                                                                               : "highest");
 }
 
-// The split products' row lies strictly between float32's and bfloat16's at every order, and the other two
-// products give those dtypes' rows.
-TEST(Tolerances, Float32SplitRowLiesBetweenFloat32AndBfloat16) {
+// "high"'s row is TF32's, float16's (10 explicit mantissa bits), strictly between float32's and bfloat16's at every
+// order, and the other two products give those dtypes' rows.
+TEST(Tolerances, Float32HighRowIsTf32sBetweenFloat32AndBfloat16) {
   using theria::Derivative;
   using theria::Float32Products;
   for (int i = 0; i <= 3; ++i) {
     const auto order = static_cast<Derivative>(i);
-    const double split = theria::float32_tolerance(Float32Products::kBFloat16Split, order).max_rel_error;
-    EXPECT_GT(split, theria::tolerance(at::kFloat, order).max_rel_error) << i;
-    EXPECT_LT(split, theria::tolerance(at::kBFloat16, order).max_rel_error) << i;
+    const double high = theria::float32_tolerance(Float32Products::kTF32, order).max_rel_error;
+    EXPECT_EQ(high, theria::tolerance(at::kHalf, order).max_rel_error) << i;
+    EXPECT_GT(high, theria::tolerance(at::kFloat, order).max_rel_error) << i;
+    EXPECT_LT(high, theria::tolerance(at::kBFloat16, order).max_rel_error) << i;
     EXPECT_EQ(theria::float32_tolerance(Float32Products::kFloat32, order).max_rel_error,
               theria::tolerance(at::kFloat, order).max_rel_error);
     EXPECT_EQ(theria::float32_tolerance(Float32Products::kBFloat16, order).max_rel_error,

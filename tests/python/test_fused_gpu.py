@@ -369,16 +369,18 @@ def set_precision():
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lengths", LENGTHS[1:], ids=str)
-def test_float32_at_high_precision_runs_split_bfloat16_tensor_cores_at_every_order(set_precision, head_dim, causal,
-                                                                                   lengths):
-    """At "high" (PyTorch: each float32 as the sum of two bfloat16) float32 runs the tensor-core kernels on
-    bfloat16-split operands: forward, backward, double backward and JVP within the split row of the tolerance
-    table, and far closer to float64 than the same inputs at "medium" (bfloat16 products): the split is real."""
+def test_float32_at_high_precision_runs_tf32_class_tensor_cores_at_every_order(set_precision, head_dim, causal,
+                                                                               lengths):
+    """At "high" (PyTorch allows TF32 products) float32 runs the tensor-core kernels on float16 copies scaled by
+    powers of two at head dims 64 and 128 (TF32's mantissa) and on bfloat16-split operands at 32 and 96: forward,
+    backward, double backward and JVP within TF32's row of the tolerance table, and closer to float64 than the same
+    inputs at "medium" (bfloat16 products), by float16's three more mantissa bits or the split's eight."""
     set_precision("high")
     l, s = lengths
     q, k, v, dout = inputs(2, 3, l, s, head_dim, head_dim, torch.float32, seed=7 * l + s + head_dim)
+    half_copies = head_dim in (64, 128)
     reason = theria.select_backend(q, k, v)
-    assert reason[0] == "fused" and "split" in reason[1], reason
+    assert reason[0] == "fused" and ("float16 copies" if half_copies else "split") in reason[1], reason
     tol = lambda order: theria.tolerance(torch.float32, order, float32_precision="high")
     qr, kr, vr, out_ref = reference(q, k, v, causal)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -398,7 +400,42 @@ def test_float32_at_high_precision_runs_split_bfloat16_tensor_cores_at_every_ord
     set_precision("medium")
     with torch.no_grad():
         err_medium = rel_err([theria.sdpa(q, k, v, is_causal=causal, backend="fused")], [out_ref])
-    assert err_high * 30 <= err_medium, (err_high, err_medium)
+    assert err_high * (3 if half_copies else 30) <= err_medium, (err_high, err_medium)
+
+
+@pytest.mark.parametrize("magnitudes", ["large", "small", "mixed"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_float32_at_high_scales_float16_copies_to_any_magnitude(set_precision, magnitudes, head_dim):
+    """The float16 copies of "high" carry each operand's power of two: inputs far outside float16's range (k, v,
+    dout and the tangents near 1e5 or 1e-6, q the inverse, so that the logits stay of order one; or every operand its
+    own magnitude) give TF32's accuracy at every order, where float16 copies taken as they are would overflow to inf
+    or lose every bit to float16's subnormals (scripts/numerics/float32_products_emulation.py)."""
+    set_precision("high")
+    big = {"large": 1e5, "small": 1e-6, "mixed": None}[magnitudes]
+    q, k, v, dout = inputs(2, 3, 200, 333, head_dim, head_dim, torch.float32, seed=head_dim + len(magnitudes))
+    u = [torch.randn_like(t) for t in (q, k, v)]
+    if big is not None:
+        q, k, v, dout = q / big, k * big, v * big, dout * big
+        u = [u[0] / big, u[1] * big, u[2] * big]
+    else:  # every operand and tangent its own power of ten
+        q, k, v, dout = q * 3e-3, k * 2e2, v * 7e4, dout * 4e-5
+        u = [u[0] * 1e-7, u[1] * 5e3, u[2] * 2e-2]
+    assert not all(torch.isfinite(t.half()).all() and (t.half() != 0).all() for t in (q, k, v, dout)), \
+        "the inputs must be out of float16's range"
+    tol = lambda order: theria.tolerance(torch.float32, order, float32_precision="high")
+    qr, kr, vr, out_ref = reference(q, k, v, False)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    hr = torch.autograd.grad(sum((a * w.double()).sum() for a, w in zip(gr, u)), (qr, kr, vr))
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = theria.sdpa(q, k, v, backend="fused")
+    g = torch.autograd.grad(out, (q, k, v), dout, create_graph=True)
+    h = torch.autograd.grad(sum((a * w).sum() for a, w in zip(g, u)), (q, k, v))
+    # (relative errors: the table's floor of 1 would hide every error of tiny outputs)
+    rel = lambda xs, refs: max((a.double() - b).abs().max().item() for a, b in zip(xs, refs)) / \
+        max(b.abs().max().item() for b in refs)
+    assert rel([out], [out_ref]) <= tol(0)
+    assert rel(g, gr) <= tol(1)
+    assert rel(h, hr) <= tol(2)
 
 
 def cuda_kernel_names(fn):
@@ -411,36 +448,34 @@ def cuda_kernel_names(fn):
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
-def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision, head_dim):
+def test_float32_at_high_runs_the_warpgroup_kernels_on_float16_copies(set_precision, head_dim):
     """At "high" the float32 forward, backward, JVP and the double backward's tangent pass and backward-JVP at head
-    dims 64 and 128 run the warpgroup kernels on bfloat16 parts formed first (split_rows_kernel), not the mma.sync
-    ones: the results alone cannot tell (both are within the split row), so the kernels' names do. At
-    "highest" neither runs."""
+    dims 64 and 128 run the warpgroup kernels on float16 copies (Float32Half) formed first from the operands'
+    largest magnitudes (operand_amax_kernel, scaled_half_rows_kernel), not the split or mma.sync ones: the results
+    alone cannot tell, so the kernels' names do. At "highest" none of them runs."""
     q, k, v, _ = inputs(2, 3, 300, 461, head_dim, head_dim, torch.float32, seed=head_dim)
     set_precision("high")
+    kernel = lambda name: f"{name}<theria::kernels::cuda::Float32Half,"
     names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
-    assert any("split_rows_kernel<float," in n for n in names), names  # (its columns a thread: 4 or 2)
-    assert any("sdpa_fwd_wg_kernel<float" in n for n in names), names
+    assert any("operand_amax_kernel" in n for n in names), names
+    assert any("scaled_half_rows_kernel" in n for n in names), names  # (its columns a thread: 4 or 2)
+    assert any(kernel("sdpa_fwd_wg_kernel") in n for n in names), names
     assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-    # the backward: 64-query steps at 64, 32 at 128 (tile_policy.h, bwd_block_m)
     x = [t.detach().requires_grad_() for t in (q, k, v)]
     out = theria.sdpa(*x, backend="fused")
     names = cuda_kernel_names(lambda: torch.autograd.grad(out, x, torch.ones_like(out)))
-    traits = f"BwdWgTraits<{head_dim}, false, false, {64 if head_dim == 64 else 32}, 2>"
-    assert any("sdpa_bwd_wg_kernel<float" in n and traits in n for n in names), names
+    assert any(kernel("sdpa_bwd_wg_kernel") in n and f"BwdWgTraits<{head_dim}, false, false," in n for n in names), \
+        names
+    assert any(kernel("sdpa_dq_finish_kernel") in n for n in names), names
     assert not any("sdpa_bwd_tc_kernel" in n for n in names), names
-    # the JVP, one pass of the tangent kernel (at 128 one warpgroup in 32-key steps: tile_policy.h)
+
     def jvp():
         with torch.autograd.forward_ad.dual_level():
             dual = [torch.autograd.forward_ad.make_dual(x, torch.randn_like(x)) for x in (q, k, v)]
             torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, backend="fused"))
     names = cuda_kernel_names(jvp)
-    assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, true, 2>" in n
-               for n in names), names
+    assert any(kernel("sdpa_tangent_wg_kernel") in n for n in names), names
     assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-    # the double backward, with dout a leaf or not: its tangent pass and its backward-JVP (32-query steps at 64; at
-    # 128 one warpgroup in 16-query steps: tile_policy.h), without a dout tangent either way (dout's gradient is one
-    # of the backward-JVP's outputs)
     for dout_tangent in (False, True):
         dout = torch.randn_like(out).requires_grad_(dout_tangent)
 
@@ -449,23 +484,21 @@ def test_float32_at_high_runs_the_warpgroup_kernels_on_split_parts(set_precision
             torch.autograd.grad(grads, x + ([dout] if dout_tangent else []), [torch.randn_like(g) for g in grads])
 
         names = cuda_kernel_names(double_backward)
-        assert any("sdpa_tangent_wg_kernel<float" in n and f"TangentWgTraits<{head_dim}, false, false, 2>" in n
+        assert any(kernel("sdpa_tangent_wg_kernel") in n and f"TangentWgTraits<{head_dim}, false, false>" in n
                    for n in names), names
-        assert not any("sdpa_fwd_tc_kernel" in n for n in names), names
-        traits = f"BwdWgTraits<{head_dim}, true, false, {32 if head_dim == 64 else 16}, 2>"
-        assert any("sdpa_bwd_wg_kernel<float" in n and traits in n for n in names), names
-        assert not any("sdpa_bwd_jvp_tc_kernel" in n for n in names), names
+        assert any(kernel("sdpa_bwd_wg_kernel") in n and f"BwdWgTraits<{head_dim}, true, false," in n
+                   for n in names), names
+        assert not any("sdpa_fwd_tc_kernel" in n or "sdpa_bwd_jvp_tc_kernel" in n for n in names), names
     set_precision("highest")
-    if head_dim == 64:  # (at 128 "highest" has no tensor-core kernel)
-        names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
-        assert not any("split_rows_kernel" in n or "sdpa_fwd_wg_kernel" in n for n in names), names
+    names = cuda_kernel_names(lambda: theria.sdpa(q, k, v, backend="fused"))
+    assert not any("Float32Half" in n or "scaled_half_rows_kernel" in n for n in names), names
 
 
 @pytest.mark.parametrize("precision, head_dim", [("high", 64), ("high", 128), ("highest", 64)])
-def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, precision, head_dim):
-    """The split kernels' dQ (fp32 atomics by default; two parts at "high", three at "highest") adds in a fixed order
-    under torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two runs agree bit for bit, at first
-    and second order."""
+def test_float32_dq_is_bitwise_reproducible_under_deterministic_algorithms(set_precision, precision, head_dim):
+    """The float32 kernels' dQ (fp32 atomics by default; float16 copies at "high", three parts at "highest") adds in a
+    fixed order under torch.use_deterministic_algorithms(True), as the 16-bit kernels' does: two runs agree bit for
+    bit, at first and second order."""
     set_precision(precision)
     q, k, v, dout = inputs(2, 4, 300, 200, head_dim, head_dim, torch.float32, seed=3)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -487,7 +520,7 @@ def test_float32_split_dq_is_bitwise_reproducible_under_deterministic_algorithms
 
 def test_float32_at_highest_precision_and_masked_or_grouped_float32_at_high_keep_float32_products(set_precision):
     """At "highest" float32 runs the three-part tensor-core kernels at head dims 32 and 64 (the float32 row) and the
-    SIMT kernels at 96 and 128 when 'fused' is named, and auto's reason says which. At "high" the split kernels have a
+    SIMT kernels at 96 and 128 when 'fused' is named, and auto's reason says which. At "high" the float32 kernels have a
     plain build only: an attn_mask or grouped heads take the SIMT kernels (float32 row), and auto says so."""
     q, k, v, _ = inputs(1, 4, 33, 40, 64, 64, torch.float32, seed=5)
     _, _, _, out_ref = reference(q, k, v, False)
