@@ -119,7 +119,8 @@ Run add_bench(CLI::App& command) {
   command.add_option("--warmup", o->warmup, "untimed iterations first")->check(CLI::NonNegativeNumber)->capture_default_str();
   command.add_option("--float32-precision", o->float32_precision,
                      "torch.set_float32_matmul_precision for the run (highest: full fp32; high: TF32 in cuBLAS, "
-                     "theria's fused fp32 on bfloat16-split tensor-core products; medium: bfloat16 products)")
+                     "theria's fused fp32 on scaled float16 copies at head dims 64 and 128, bfloat16-split "
+                     "products at 32 and 96; medium: bfloat16 products)")
       ->check(CLI::IsMember({"highest", "high", "medium"}))
       ->capture_default_str();
   command.add_option("--kv-heads", o->kv_heads,

@@ -194,7 +194,8 @@ Json row_json(const Row& r) {
 }
 
 // A dtype, and for float32 the torch.set_float32_matmul_precision setting it runs under: the fused kernels serve
-// float32 at "high" on bfloat16-split products and at "medium" on bfloat16 ones, each held to its own row.
+// float32 at "high" (TF32-class: scaled float16 copies or bfloat16-split products) and at "medium" on bfloat16
+// ones, each held to its own row.
 struct DtypeCase {
   at::ScalarType dtype;
   std::string float32_precision = "highest";
