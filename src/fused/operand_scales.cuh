@@ -26,7 +26,7 @@ constexpr int kProbExp = 6;
 // The e with amax 2^e in [1/2, 1): 0 for 0, inf and NaN (such an operand goes as it is: its inf and NaN stay what
 // they are). Clamped to float's normal exponents.
 __host__ __device__ inline int unit_exponent(double amax) {
-  if (!(amax > 0.0) || !isfinite(amax)) return 0;
+  if (!(amax > 0.0) || !std::isfinite(amax)) return 0;
   int e = 0;
   frexp(amax, &e);  // amax = f 2^e, f in [1/2, 1)
   return e > 126 ? -126 : (e < -126 ? 126 : -e);
@@ -95,6 +95,7 @@ struct ScaleFactors {
   }
 };
 
+#ifdef __CUDACC__
 // A float thread 0 of the block computes and every thread reads: the exponents' FP64 frexp and ldexp cost dozens of
 // instructions, so a kernel whose threads each touch a few elements forms them once per block. Every thread of the
 // block must call it (it synchronises the block).
@@ -105,5 +106,6 @@ __device__ float block_uniform(const Compute& compute) {
   __syncthreads();
   return value;
 }
+#endif  // the host (tests/cpp/test_operand_scales.cpp) reads the exponents above only
 
 }  // namespace theria::kernels::cuda
