@@ -92,6 +92,12 @@ class ScaledCopies {
     s_.amax = amax;
   }
 
+  // Whether a pass with these params can form its copies: the binding's scratch and the operands' largest magnitudes
+  // are set, and every query head has its own key head (the float32 kernels' plain build).
+  static bool can_form(const SdpaFwdParams& p) {
+    return p.scratch != nullptr && p.operand_amax != nullptr && p.group == 1;
+  }
+
   // The view of m's copy, formed once launch() has run, or already there (`formed`: an earlier pass formed it in the
   // same place of the same scratch); slot: m's (operand_scales.cuh). At most kMaxCopyOperands operands: the launchers
   // add fixed lists of at most eight.

@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   for (int step = first_step; step < n_steps; ++step) {
     // The query-side buffer and the row statistics' buffer, in turn.
-    const int buf = step & 1, stat_buf = step & 1, m = steps.row(step);
+    const int buf = step & 1, m = steps.row(step);
     const int next = step + 1;
     const int head = steps.head(step);
     const int64_t b = b0 + head;
@@ -329,12 +329,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       phases ^= 1u << buf;
       loaded &= ~(1u << buf);
     }
-    const float* stat_s = stats + stat_buf * kStats * kBlockM;
+    const float* stat_s = stats + buf * kStats * kBlockM;
     const float next_stat = next < n_steps ? stat.fetch(steps.row(next), L, steps.head(next)) : 0.f;
     const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       skip_step<kDeterministic>(
-          ws, b, m, [&] { if (next < n_steps) stat.store(stats, stat_buf ^ 1, next_stat); }, end_step);
+          ws, b, m, [&] { if (next < n_steps) stat.store(stats, buf ^ 1, next_stat); }, end_step);
       continue;
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
@@ -520,7 +520,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
       }
     }
-    if (next < n_steps) stat.store(stats, stat_buf ^ 1, next_stat);
+    if (next < n_steps) stat.store(stats, buf ^ 1, next_stat);
     fence_proxy_async();
     __syncthreads();
 
@@ -632,7 +632,7 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   MatrixView rows[4] = {p.q, p.dout, p.q_dot, p.dout_dot};
   if constexpr (kIsFloat32Half<T>) {
     static_assert(!kGroups && !kMask, "float32 in the plain build");
-    if (p.scratch == nullptr || p.group != 1 || p.operand_amax == nullptr) return false;
+    if (!ScaledCopies::can_form(p)) return false;
     // In the scratch's order (scaled_copies.cuh): Q, Q_dot, K, V, K_dot, V_dot, dO, dO_dot, those the pass has; the
     // first six may be the tangent pass's already (p.tangent_copies_formed).
     struct Slot {

@@ -311,7 +311,7 @@ bool launch_sdpa_fwd_wg(const SdpaFwdParams& p, cudaStream_t stream) {
   MatrixView q = p.q, k = p.k, v = p.v;
   if constexpr (kIsFloat32Half<T>) {
     static_assert(!kGroups, "float32 in the plain build");
-    if (p.scratch == nullptr || p.group != 1 || p.operand_amax == nullptr) return false;
+    if (!ScaledCopies::can_form(p)) return false;
     ScaledCopies copies(p.scratch, p.batch, kHeadDim, p.operand_amax);
     q = copies.add(p.q, p.len_q, kSlotQ);
     k = copies.add(p.k, p.len_kv, kSlotK);

@@ -388,7 +388,7 @@ bool tangent_wg_maps(const SdpaFwdParams& p, TangentWgMaps& maps, cudaStream_t s
   MatrixView views[6] = {p.q, p.q_dot, p.k, p.v, p.k_dot, p.v_dot};
   if constexpr (kIsFloat32Half<T>) {
     static_assert(!kGroups && !kMask, "float32 in the plain build");
-    if (p.scratch == nullptr || p.group != 1 || p.operand_amax == nullptr) return false;
+    if (!ScaledCopies::can_form(p)) return false;
     constexpr int kSlots[6] = {kSlotQ, kSlotQDot, kSlotK, kSlotV, kSlotKDot, kSlotVDot};
     ScaledCopies copies(p.scratch, p.batch, kHeadDim, p.operand_amax);
     for (int i = 0; i < 6; ++i) views[i] = copies.add(views[i], i < 2 ? p.len_q : p.len_kv, kSlots[i]);
