@@ -320,6 +320,41 @@ def test_fused_backward_with_its_last_wave_split_matches_reference(dtype, head_d
     assert rel_err(result["g"], gr) <= theria.tolerance(dtype, 1)
 
 
+@pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float16, None), (torch.float32, "high")],
+                         ids=["bfloat16", "float16", "float32-high"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(1029, 700), (700, 1029)], ids=str)
+def test_fused_backward_kernels_over_many_query_steps_match_reference(set_precision, dtype, precision, head_dim,
+                                                                      causal, lengths):
+    """The warpgroup backward and backward-JVP walk many query steps a key block (6 to 33, their query-side buffers,
+    row statistics and deferred dQ^T adds taken in turn), ending on a ragged step, L above and below S: gradients and
+    the double backward against float64, with NaN in the allocator's free memory; the same inputs twice give the same
+    dK, dV (their sums have a fixed order)."""
+    if precision is not None:
+        set_precision(precision)
+    tolerance = lambda order: (theria.tolerance(dtype, order, float32_precision=precision) if precision
+                               else theria.tolerance(dtype, order))
+    l, s = lengths
+    q, k, v, dout = inputs(1, 3, l, s, head_dim, head_dim, dtype, seed=l + 7 * s + head_dim)
+    u = [torch.randn_like(t) for t in (q, k, v)]
+    qr, kr, vr, out_ref = reference(q, k, v, causal)
+    gr = torch.autograd.grad(out_ref, (qr, kr, vr), dout.double(), create_graph=True)
+    hr = torch.autograd.grad(gr, (qr, kr, vr), [w.double() for w in u])
+
+    x = [t.requires_grad_() for t in (q, k, v)]
+    out = theria.sdpa(*x, is_causal=causal, backend="fused")
+    poison_allocator()
+    g = torch.autograd.grad(out, x, dout, create_graph=True)
+    poison_allocator()
+    h = torch.autograd.grad(g, x, u)
+    assert rel_err(g, gr) <= tolerance(1)
+    assert rel_err(h, hr) <= tolerance(2)
+    again = torch.autograd.grad(out, x, dout, create_graph=True)
+    for a, b in zip(g[1:], again[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.fixture
 def medium_precision():
     """torch.set_float32_matmul_precision("medium") for one test: float32 products may use bfloat16."""
