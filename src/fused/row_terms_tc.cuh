@@ -73,6 +73,23 @@ struct RowStatStager {
   __device__ __forceinline__ float fetch(int m, int len_q, int head = 0) const {
     return src == nullptr || m + row >= len_q ? 0.f : src[static_cast<int64_t>(head) * len_q + m + row];
   }
+  // Or statistic `id` of the block starting at query m straight into stats[buf][kStats][kBlockM] as it is (cp.async,
+  // zero past the end; the caller commits and waits), the source taken from the parameters each time (no register
+  // held for it): the reader then takes lse into log2 units (in_log2).
+  static __device__ __forceinline__ void copy(const SdpaBwdParams& p, int64_t b, int id, float* stats, int buf, int m,
+                                              int head = 0) {
+    const int which = id / kBlockM, row = id % kBlockM;
+    const void* base = kStats == 2 ? (which == 0 ? p.lse : p.delta)
+                                   : (which == 0 ? p.lse : which == 1 ? p.lse_dot : which == 2 ? p.delta : p.delta_dot);
+    const bool inside = m + row < p.len_q;
+    const float* src = static_cast<const float*>(base) + (b + head) * p.len_q + (inside ? m + row : 0);
+    cp_async_4(stats + buf * kStats * kBlockM + id, src, inside);
+  }
+  // A copied lse as store() would have staged it.
+  static __device__ __forceinline__ float in_log2(float lse) {
+    constexpr float kLseShift = kScaled ? static_cast<float>(kProbExp) : 0.f;
+    return lse_in_log2(lse) - kLseShift;
+  }
   // Into stats[buf][kStats][kBlockM] in shared memory (lse through lse_in_log2).
   // (x - 0.f is x for every x, so the 16-bit kernels' code is what it was without the shift.)
   __device__ __forceinline__ void store(float* stats, int buf, float x) const {

@@ -25,6 +25,12 @@
 //      deterministic).
 //      Where WarpgroupTile::bwd_defer_dq_adds says, a step's tile is added in the next step, under that step's
 //      score products (1. above; BwdWgTraits::kDeferAdds).
+//      Where WarpgroupTile::bwd_lag_dq says (the D=64 kernels), the products of 3. run one step late, over the step
+//      before's dS^T in the other of two buffers, so that no step waits at a CTA-wide barrier: the dS^T buffers are
+//      handed over on mbarriers (full: every thread's arrival right after its stores, waited for just before the
+//      products; empty: after the products), the query-side buffers given back on mbarriers, the row statistics
+//      copied per warpgroup (kLag below). Nothing waits or branches on a thread while a wgmma group runs: ptxas
+//      serialises every wgmma of the kernel otherwise (C7520).
 // float32 at precision "high" (T = Float32Half): the copies read q, dout, k and v (and their tangents) as float16
 // copies scaled by powers of two, formed into the scratch first (scaled_copies.cuh); the kernel is the float16 one,
 // with the powers folded into the logits' scale, the staged row statistics and the output factors
@@ -97,7 +103,8 @@ struct BwdWgTraits {
   static constexpr bool kPhased = kTangent && kBlockM == 64;
   static constexpr int kDsElems = kDsTiles * DsRows::tile_elems(kBlockN);
   static constexpr int kTileElems = kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsElems;
-  static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer
+  static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer (lagged dQ: six more, kLagBarriers)
+  static constexpr int kLagBarriers = 6;  // dS^T full, dS^T empty, query-side empty; two buffers each
   static constexpr int kDqStageFloats = kBlockM * kDqPitch;
   // A step's dQ^T tile staged at the step's end and added (the warpgroups' sum, the atomics) in the next step, under
   // that step's score products (WarpgroupTile::bwd_defer_dq_adds; not in the kernel's deterministic, masked and
@@ -105,13 +112,23 @@ struct BwdWgTraits {
   static constexpr bool kDeferAdds = WarpgroupTile::bwd_defer_dq_adds(kHeadDim_, kTangent_, kDoutDot);
   // ... and the next step's copies issued right after the adds' barrier, or after the adds.
   static constexpr bool kCopiesBeforeAdds = WarpgroupTile::bwd_copies_before_adds(kHeadDim_);
+  // Each step's dQ^T products in the next step, over the step before's dS^T (WarpgroupTile::bwd_lag_dq; the builds
+  // that run it: kBwdLagsDq below): a second dS^T buffer, a copy of the row statistics per warpgroup, and barriers
+  // for the dS^T buffers (full, empty) and the query-side buffers (empty).
+  // (Each warpgroup adds its own rows or columns of the dQ^T tile: not with dQ^T split over keys.)
+  static constexpr bool kLagDq =
+      WarpgroupTile::bwd_lag_dq(kHeadDim_, kTangent_, kDoutDot) && kWarpGroups == 2 && !kDqSplitKeys;
+  static constexpr int kStatsPerThread = kStats * kBlockM / 128;  // lagged dQ: of its warpgroup's copy
+  static_assert(!kLagDq || kStatsPerThread * 128 == kStats * kBlockM, "lagged dQ: whole statistics a thread");
   // The tiles from the first 1024-byte boundary (tma.cuh, swizzled_smem), the row statistics, the dQ stage (rows
   // of 16-byte multiples: float4 reads), the barriers.
-  static constexpr size_t kSmemBytes(size_t elem) {
-    return kSwizzlePad + kTileElems * elem + (2 * kStats * kBlockM + kDqStageFloats) * sizeof(float) +
-           kBarriers * sizeof(uint64_t);
+  // (lag: with lagged dQ, kLagDq in a build that runs it.)
+  static constexpr size_t kSmemBytes(size_t elem, bool lag = false) {
+    return kSwizzlePad + (kTileElems + (lag ? kDsElems : 0)) * elem +
+           ((lag ? kWarpGroups : 1) * 2 * kStats * kBlockM + kDqStageFloats) * sizeof(float) +
+           (kBarriers + (lag ? kLagBarriers : 0)) * sizeof(uint64_t);
   }
-  static_assert(kSmemBytes(2) <= 232448, "227 KB of shared memory per CTA");
+  static_assert(kSmemBytes(2, kLagDq) <= 232448, "227 KB of shared memory per CTA");
 };
 
 // The tensor maps of the kernel's operands (tma.cuh), kernel parameters, in the order of the tiles.
@@ -137,6 +154,11 @@ __device__ __forceinline__ TailBlock tail_block(const BwdWorkspace& ws, int64_t 
 template <typename T, typename Tr, bool kCausal, bool kDeterministic, bool kGroups, bool kMask>
 constexpr bool kBwdTailSplits =
     !kCausal && !kDeterministic && !kGroups && !kMask;
+// Whether a build runs each step's dQ^T products in the next step (BwdWgTraits::kLagDq): not the deterministic,
+// masked and grouped ones (as the deferred adds), nor the split walks' launch (kTail), a few steps a CTA, where the
+// lagged form spilled (392 bytes of the 16-bit backward's 255 registers, none in the main launch).
+template <typename Tr, bool kDeterministic, bool kGroups, bool kMask, bool kTail = false>
+constexpr bool kBwdLagsDq = Tr::kLagDq && !kDeterministic && !kGroups && !kMask && !kTail;
 
 // kTail: the launch of the split walks (BwdWorkspace::tail_*): CTA i takes steps [chunk (i % parts), + chunk) of key
 // block tail_first + i / parts and adds its dK, dV to the fp32 scratch; the main launch's CTAs of those blocks leave
@@ -160,17 +182,26 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   unsigned char* smem = swizzled_smem(smem_raw);
   E* k_tile = reinterpret_cast<E*>(smem);  // then V [, K_dot, V_dot]
   E* row_tiles = k_tile + Tr::kKeyOperands * kKeyTile;  // [2 buffers][Q, dO [, Q_dot [, dO_dot]]]
-  E* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T]
-  float* stats = reinterpret_cast<float*>(ds_tile + Tr::kDsElems);  // [2][kStats][kBlockM]
+  // Each step's dQ^T products in the next step (BwdWgTraits::kLagDq).
+  constexpr bool kLag = kBwdLagsDq<Tr, kDeterministic, kGroups, kMask, kTail>;
+  E* ds_tile = row_tiles + 2 * kRows * kRowTile;  // dS^T [, then dS_dot^T] (lagged dQ: two such buffers, in turn)
+  // [2][kStats][kBlockM] (lagged dQ: one such copy per warpgroup)
+  float* stats = reinterpret_cast<float*>(ds_tile + (kLag ? 2 : 1) * Tr::kDsElems);
   // [kBlockM][kDqPitch]: warpgroup w's tile from column kDqCols w.
-  float* dq_stage = stats + 2 * kStats * kBlockM;
+  float* dq_stage = stats + (kLag ? Tr::kWarpGroups : 1) * 2 * kStats * kBlockM;
   // The key tiles' barrier, the query-side buffers'.
   uint64_t* full = reinterpret_cast<uint64_t*>(dq_stage + Tr::kDqStageFloats);
+  // Lagged dQ: each dS^T buffer's full and empty barriers, each query-side buffer's empty one (a warp's arrival each).
+  uint64_t* const ds_full = full + Tr::kBarriers;
+  uint64_t* const ds_empty = ds_full + 2;
+  uint64_t* const rows_empty = ds_empty + 2;
 
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
   // The warpgroup index through a shuffle, so that the compiler sees it is the same in the whole warp
   // and keeps the wgmma descriptors derived from it in uniform registers.
   const int wg = __shfl_sync(0xffffffff, tid / 128, 0);
+  // Lagged dQ: the warp of thread 0 (through a shuffle, as wg).
+  [[maybe_unused]] const bool copier_warp = kLag && __shfl_sync(0xffffffff, tid / 32, 0) == 0;
   const int L = static_cast<int>(p.len_q), S = static_cast<int>(p.len_kv);
   constexpr bool kTailSplits = kBwdTailSplits<T, Tr, kCausal, kDeterministic, kGroups, kMask>;
   static_assert(!kTail || kTailSplits, "the split walks: a build that splits");
@@ -184,10 +215,25 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int64_t b0 = kTail ? split.b : first_query_of_block<kGroups>(p);  // the key-side position's first query
   if (tid == 0) {
     for (int i = 0; i < Tr::kBarriers; ++i) mbarrier_init(&full[i], 1);
+    if constexpr (kLag) {
+      // (ds_full: every thread's arrival, with no branch while the dV, dK products run; the others a warp's)
+      for (int i = 0; i < Tr::kLagBarriers; ++i) mbarrier_init(&ds_full[i], i < 2 ? kThreads : kThreads / 32);
+    }
   }
   __syncthreads();
   // Row statistics in shared memory: lse, then (tangent) lse_dot, delta, delta_dot, or delta.
-  const RowStatStager<kStats, kBlockM, kIsFloat32Half<T>> stat(p, b0, tid);
+  // Lagged dQ: each warpgroup copies its own (copy_stats: kStatsPerThread a thread), so that no warpgroup reads what
+  // the other wrote.
+  float* const my_stats = kLag ? stats + wg * 2 * kStats * kBlockM : stats;
+  const int stat_id = kLag ? tid % 128 : tid;
+  using StatStager = RowStatStager<kStats, kBlockM, kIsFloat32Half<T>>;
+  const StatStager stat(p, b0, stat_id);
+  // Lagged dQ: this thread's two statistics of a block, straight into shared memory.
+  [[maybe_unused]] const auto copy_stats = [&](int buf, int m, int head) {
+#pragma unroll
+    for (int i = 0; i < Tr::kStatsPerThread; ++i) StatStager::copy(p, b0, stat_id + 128 * i, my_stats, buf, m, head);
+    cp_async_commit();
+  };
   constexpr int kLse = 0, kLseDot = 1, kDelta = kTangent ? 2 : 1, kDeltaDot = 3;
 
   const int m_begin = kCausal ? (n0 / kBlockM) * kBlockM : 0;
@@ -236,7 +282,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
   if (first_step < n_steps) {
     if (step_classes.first_seen()) load_rows(0, first_step);
-    stat.store(stats, 0, stat.fetch(steps.row(first_step), L));
+    if constexpr (kLag) {  // (copied as every step's are: lse taken into log2 units where it is read)
+      copy_stats(0, steps.row(first_step), steps.head(first_step));
+      cp_async_wait<0>();
+    } else {
+      stat.store(my_stats, 0, stat.fetch(steps.row(first_step), L));
+    }
   }
   mbarrier_wait(&full[0], 0);  // (also with no step: no copy may still be landing when the CTA exits)
   __syncthreads();
@@ -287,7 +338,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // ... and added (query block m of batch position b) to the fp32 buffer in rows of 4 columns: each warpgroup its own
   // tile, or (kSplit) all threads the sum of the warpgroups' tiles.
   auto add_staged_dq = [&](int64_t b, int m, auto&& after_barrier) {
-    if constexpr (kSplit || kDefer) {  // (deferred: also every warp done with the step before)
+    if constexpr ((kSplit || kDefer) && !kLag) {  // (deferred: also every warp done with the step before)
       __syncthreads();
     } else {
       named_barrier_sync(1 + wg, 128);
@@ -313,9 +364,30 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     turn.pass();
   };
-  // kDefer: the query block of the staged tile.
+  // kDefer: the query block of the staged tile (lagged dQ: that of the step before the step before, from the walk).
   [[maybe_unused]] int64_t b_prev = 0;
   [[maybe_unused]] int m_prev = 0;
+  // 3.'s products into acc over the dS^T [, dS_dot^T] tiles at ds (issued after a wgmma_fence, not committed).
+  const auto dq_products = [&](float (&acc)[kDqN / 8][4], const E* ds) {
+    const uint32_t ds_keys = smem_addr(ds) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, dq_q0);
+    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
+    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, dq_col0);
+    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
+#pragma unroll
+    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
+      if constexpr (kTangent) {
+        wgmma_ss<E, 1, 1, kDqN>(acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
+        wgmma_ss<E, 1, 1, kDqN>(acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
+      } else {
+        wgmma_ss<E, 1, 1, kDqN>(acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
+      }
+    }
+  };
+  // Lagged dQ: this warp's arrival on a barrier, after every lane's accesses (ordered by the warp's sync).
+  [[maybe_unused]] const auto warp_arrive = [&](uint64_t* bar) {
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(bar);
+  };
 
   for (int step = first_step; step < n_steps; ++step) {
     // The query-side buffer and the row statistics' buffer, in turn.
@@ -329,13 +401,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       phases ^= 1u << buf;
       loaded &= ~(1u << buf);
     }
-    const float* stat_s = stats + buf * kStats * kBlockM;
-    const float next_stat = next < n_steps ? stat.fetch(steps.row(next), L, steps.head(next)) : 0.f;
+    const float* stat_s = my_stats + buf * kStats * kBlockM;
+    // (lagged dQ: copied at the step's start instead, below)
+    const float next_stat = !kLag && next < n_steps ? stat.fetch(steps.row(next), L, steps.head(next)) : 0.f;
     const KeyBlock tile = step_classes.take(step);
     if (tile == KeyBlock::kHidden) {  // no pair of the step is seen: it adds nothing
       skip_step<kDeterministic>(
-          ws, b, m, [&] { if (next < n_steps) stat.store(stats, buf ^ 1, next_stat); }, end_step);
+          ws, b, m, [&] { if (next < n_steps) stat.store(my_stats, buf ^ 1, next_stat); }, end_step);
       continue;
+    }
+    if constexpr (kLag) {
+      // The next step's row statistics (their other buffer last read in the step before, before its closing barrier)
+      // and query-side tiles (their buffer once both warpgroups have run the step before's products), before this
+      // step's products are issued: ptxas serialises every wgmma of a kernel that waits, or branches on a thread,
+      // while a wgmma group is in flight.
+      if (next < n_steps) copy_stats(buf ^ 1, steps.row(next), steps.head(next));
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
     using KeyMajor = TileDesc<KeyRows, false>;
@@ -366,7 +446,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       const auto load_next = [&] {
         if (next < n_steps) load_rows(buf ^ 1, next);
       };
-      if (step == first_step) {
+      if constexpr (kLag) {
+        // The next step's query-side tiles once both warpgroups have run the step before's products (the first warp
+        // waits, all its lanes: no thread's own branch while the products run); then the tile staged in the step
+        // before (the dQ^T of the one before that), after this warpgroup's barrier.
+        if (next < n_steps) {
+          if (copier_warp && step > first_step) mbarrier_wait(&rows_empty[buf ^ 1], ((step - 1 - first_step) >> 1) & 1);
+          load_rows(buf ^ 1, next);
+        }
+        if (step >= first_step + 2) add_staged_dq(b0 + steps.head(step - 2), steps.row(step - 2), [] {});
+      } else if (step == first_step) {
         load_next();
       } else if constexpr (Tr::kCopiesBeforeAdds) {
         add_staged_dq(b_prev, m_prev, load_next);
@@ -391,7 +480,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     auto probabilities = [&](auto masked) {
 #pragma unroll
       for (int nt = 0; nt < kMt; ++nt) {
-        const float2 lse2 = *reinterpret_cast<const float2*>(stat_s + kLse * kBlockM + nt * 8 + 2 * t);
+        float2 lse2 = *reinterpret_cast<const float2*>(stat_s + kLse * kBlockM + nt * 8 + 2 * t);
+        if constexpr (kLag) lse2 = make_float2(StatStager::in_log2(lse2.x), StatStager::in_log2(lse2.y));
         [[maybe_unused]] float2 lsed2 = {0.f, 0.f};
         if constexpr (kTangent) lsed2 = *reinterpret_cast<const float2*>(stat_s + kLseDot * kBlockM + nt * 8 + 2 * t);
 #pragma unroll
@@ -494,6 +584,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
 
+    // Lagged dQ, with no wgmma in flight (above): this step's dS^T buffer once both warpgroups' dQ^T products of the
+    // step before the last have read it, and the step before's dS^T (for 3.) once both have written it.
+    const bool dq_now = !kLag || step > first_step;
+    if constexpr (kLag) {
+      if (step >= first_step + 2) mbarrier_wait(&ds_empty[buf], ((step - 2 - first_step) >> 1) & 1);
+    }
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
     const RowMnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
     wgmma_fence();
@@ -510,36 +606,33 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
     wgmma_commit();
-    // Meanwhile, stage dS^T [and dS_dot^T] (the A fragments' quarters: rows g, g + 8 x columns 2t, 2t + 8).
+    // Meanwhile, stage dS^T [and dS_dot^T] (the A fragments' quarters: rows g, g + 8 x columns 2t, 2t + 8); lagged
+    // dQ: into this step's buffer.
+    E* const ds_step = ds_tile + (kLag ? buf * Tr::kDsElems : 0);
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int at = DsRows::offset(key_w + g + 8 * (i & 1), 16 * kq + 8 * (i >> 1) + 2 * t);
-        *reinterpret_cast<uint32_t*>(ds_tile + at) = dsa[kq][i];
-        if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_tile + kDsTile + at) = dsda[kq][i];
+        *reinterpret_cast<uint32_t*>(ds_step + at) = dsa[kq][i];
+        if constexpr (kTangent) *reinterpret_cast<uint32_t*>(ds_step + kDsTile + at) = dsda[kq][i];
       }
     }
-    if (next < n_steps) stat.store(stats, buf ^ 1, next_stat);
+    if (!kLag && next < n_steps) stat.store(my_stats, buf ^ 1, next_stat);
     fence_proxy_async();
-    __syncthreads();
-
-    // 3. dQ^T [dq_dot^T] (above).
-    float dq_acc[kDqN / 8][4];
-    const uint32_t ds_keys = smem_addr(ds_tile) + 2 * DsRows::offset(kSplit ? wg_key0 : 0, dq_q0);
-    const TileDesc<DsRows, true> ds_n(ds_keys), dsd_n(ds_keys + kDsBytes);
-    wgmma_fence();
-    const uint32_t key_cols = smem_addr(k_tile) + 2 * KeyRows::offset(kSplit ? wg_key0 : 0, dq_col0);
-    const TileDesc<KeyRows, true> kt_n(key_cols), kdt_n(key_cols + 2 * kKeyBytes);
-#pragma unroll
-    for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
-      if constexpr (kTangent) {
-        wgmma_ss<E, 1, 1, kDqN>(dq_acc, kt_n.at(16 * kk, 0), dsd_n.at(16 * kk, 0), kk > 0);
-        wgmma_ss<E, 1, 1, kDqN>(dq_acc, kdt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), 1);
-      } else {
-        wgmma_ss<E, 1, 1, kDqN>(dq_acc, kt_n.at(16 * kk, 0), ds_n.at(16 * kk, 0), kk > 0);
-      }
+    if constexpr (kLag) {
+      mbarrier_arrive(&ds_full[buf]);  // this step's dS^T written (every thread)
+      if (dq_now) mbarrier_wait(&ds_full[buf ^ 1], ((step - 1 - first_step) >> 1) & 1);  // the step before's, by both
+    } else {
+      __syncthreads();
     }
+
+    // 3. dQ^T [dq_dot^T] (above); lagged: the step before's, over its dS^T buffer once both warpgroups have written
+    // it. In the first step there is none: the products run anyway, over whatever that buffer holds, and their tile is
+    // dropped (a step's products whether or not: a branch around them costs the kernel registers).
+    float dq_acc[kDqN / 8][4];
+    wgmma_fence();
+    dq_products(dq_acc, kLag ? ds_tile + (buf ^ 1) * Tr::kDsElems : ds_tile);
     wgmma_commit();
     wgmma_wait<0>();
     fence_operands(dq_acc);
@@ -551,6 +644,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kTangent) {
       fence_operands(pda);
       fence_operands(dsda);
+    }
+    if constexpr (kLag) {
+      // This step's dS^T written, its query-side buffer and (dQ^T) the step before's dS^T buffer read, with no wgmma in
+      // flight; the stage rewritten once this warpgroup's adds at the step's start have read it; added in the next
+      // step.
+      warp_arrive(&rows_empty[buf]);
+      if (dq_now) warp_arrive(&ds_empty[buf ^ 1]);
+      cp_async_wait<0>();  // the next step's row statistics (read after the next step's barrier)
+      named_barrier_sync(1 + wg, 128);
+      stage_dq(dq_acc);  // (the first step's dropped tile too: the next step adds none)
+      continue;
     }
     stage_dq(dq_acc);
     if constexpr (kDefer) {
@@ -566,7 +670,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     end_step();
   }
 
-  if constexpr (kDefer) {
+  if constexpr (kLag) {  // the tile staged in the last step, then the last step's
+    if (n_steps > first_step) {
+      const int last = n_steps - 1;
+      if (last > first_step) add_staged_dq(b0 + steps.head(last - 1), steps.row(last - 1), [] {});
+      float dq_acc[kDqN / 8][4];
+      mbarrier_wait(&ds_full[last & 1], ((last - first_step) >> 1) & 1);
+      wgmma_fence();
+      dq_products(dq_acc, ds_tile + (last & 1) * Tr::kDsElems);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(dq_acc);
+      named_barrier_sync(1 + wg, 128);
+      stage_dq(dq_acc);
+      add_staged_dq(b0 + steps.head(last), steps.row(last), [] {});
+    }
+  } else if constexpr (kDefer) {
     if (n_steps > first_step) add_staged_dq(b_prev, m_prev, [] {});
   }
   if constexpr (kMask) {
@@ -662,7 +781,7 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
     ok = encode_rows_map<E>(&maps.rows[i], rows[i], p.len_q, Tr::kHeadDim, p.batch, false, Tr::kBlockM);
   }
   if (!ok) return false;
-  constexpr size_t smem = Tr::kSmemBytes(sizeof(E));
+  constexpr size_t smem = Tr::kSmemBytes(sizeof(E), kBwdLagsDq<Tr, kDeterministic, kGroups, kMask>);
   const dim3 grid(static_cast<unsigned>((p.len_kv + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(kv_batches(p)));
   // The last wave's walks split where the plan says so and the binding gave the scratch (tile_policy.h).
@@ -688,8 +807,10 @@ bool launch_sdpa_bwd_wg(const SdpaBwdParams& p, const BwdWorkspace& ws, cudaStre
   if constexpr (kTailSplits) {
     if (run.tail_first >= 0) {
       const int64_t units = static_cast<int64_t>(grid.x) * grid.y - run.tail_first;
+      constexpr size_t tail_smem = Tr::kSmemBytes(sizeof(E), kBwdLagsDq<Tr, kDeterministic, kGroups, kMask, true>);
       launch_with_smem(sdpa_bwd_wg_kernel<T, Tr, kCausal, kDeterministic, kGroups, kMask, true>,
-                       dim3(static_cast<unsigned>(units * run.tail_parts)), Tr::kThreads, smem, stream, p, run, maps);
+                       dim3(static_cast<unsigned>(units * run.tail_parts)), Tr::kThreads, tail_smem, stream, p, run,
+                       maps);
       const dim3 finish_grid(static_cast<unsigned>(units), 2);
       sdpa_bwd_tail_finish_kernel<T, Tr::kHeadDim, Tr::kBlockN><<<finish_grid, 256, 0, stream>>>(
           Tr::kTangent ? p.dk_dot : p.dk, Tr::kTangent ? p.dv_dot : p.dv, run, static_cast<int>(p.len_kv));

@@ -52,6 +52,10 @@
 #ifndef THERIA_DQ_SPLIT_QUERIES
 #define THERIA_DQ_SPLIT_QUERIES 1
 #endif
+// 0: the D=64 backward kernels form each step's dQ^T in that step again (WarpgroupTile::bwd_lag_dq), for comparisons.
+#ifndef THERIA_BWD_LAG_DQ
+#define THERIA_BWD_LAG_DQ 1
+#endif
 
 namespace theria::kernels::cuda {
 
@@ -195,6 +199,20 @@ struct WarpgroupTile {
   // own keys with the two partial tiles summed through the stage. H200, alternating rounds (docs/results/dq_split_queries):
   // bf16 forward+backward -4.2 % / -4.9 %, HVP -1.6 % / -1.9 % at 8·16·2048·64 / 2·16·8192·64.
   static constexpr bool bwd_dq_split_queries(int head_dim) { return THERIA_DQ_SPLIT_QUERIES && head_dim == 64; }
+  // With dQ^T split over queries and the adds deferred, each step's dQ^T products run one step late, in the next
+  // step, over the step before's dS^T (a second dS^T buffer), so that the two warpgroups never wait for each other
+  // at a CTA-wide barrier: each keeps its own copy of the row statistics, and the buffers go back on mbarriers (the
+  // dS^T tiles once both warpgroups' dQ^T products have read them, the query-side tiles once both have run their
+  // products), so that one warpgroup's products can run while the other computes its probabilities. Not in the
+  // deterministic, masked and grouped builds (their turns, staged terms and group walks keep the step's barriers),
+  // nor the split walks' launch. H100, alternating rounds against the step's barriers (docs/results/bwd_lagged_dq):
+  // the D=64 backward kernel -12 %, backward-JVP -3.7 %; bf16 forward+backward -5.5 to -8.0 %, HVP -1.5 to -5.2 % at
+  // 8·16·2048·64 and 2·16·8192·64. Measured and not kept (that folder has the patches): the D=128 backward lagged so,
+  // +5.6 % forward+backward at 2·16·8192·128; the warpgroups' score products issued in turn on top (named barriers),
+  // HVP +2.9 to +3.6 %. The D=128 backward-JVP has no room for a second dS^T buffer (215.6 of 227 KB).
+  static constexpr bool bwd_lag_dq(int head_dim, bool tangent, bool dout_dot) {
+    return THERIA_BWD_LAG_DQ && bwd_dq_split_queries(head_dim) && bwd_defer_dq_adds(head_dim, tangent, dout_dot);
+  }
 };
 
 // The warpgroup backward kernels' last wave. They run one CTA per SM (their shared memory), each walking all query
