@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int stat_id = kLag ? tid % 128 : tid;
   using StatStager = RowStatStager<kStats, kBlockM, kIsFloat32Half<T>>;
   const StatStager stat(p, b0, stat_id);
-  // Lagged dQ: this thread's two statistics of a block, straight into shared memory.
+  // Lagged dQ: this thread's statistics of a block (kStatsPerThread), straight into shared memory.
   [[maybe_unused]] const auto copy_stats = [&](int buf, int m, int head) {
 #pragma unroll
     for (int i = 0; i < Tr::kStatsPerThread; ++i) StatStager::copy(p, b0, stat_id + 128 * i, my_stats, buf, m, head);
@@ -383,7 +383,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
     }
   };
-  // Lagged dQ: this warp's arrival on a barrier, after every lane's accesses (ordered by the warp's sync).
+  // Lagged dQ: this warp's arrival on a barrier, after every lane's accesses (ordered by the warp's sync); and the
+  // parity of the phase in which step s's use of its buffer (dS^T, query-side: s & 1) completes.
+  [[maybe_unused]] const auto use_parity = [&](int s) { return static_cast<uint32_t>((s - first_step) >> 1) & 1; };
   [[maybe_unused]] const auto warp_arrive = [&](uint64_t* bar) {
     __syncwarp();
     if (lane == 0) mbarrier_arrive(bar);
@@ -411,10 +413,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       continue;
     }
     if constexpr (kLag) {
-      // The next step's row statistics (their other buffer last read in the step before, before its closing barrier)
-      // and query-side tiles (their buffer once both warpgroups have run the step before's products), before this
-      // step's products are issued: ptxas serialises every wgmma of a kernel that waits, or branches on a thread,
-      // while a wgmma group is in flight.
+      // The next step's row statistics, into their other buffer (last read in the step before, before its closing
+      // barrier), before this step's products are issued (no thread waits or branches while they run: ptxas would
+      // serialise every wgmma of the kernel).
       if (next < n_steps) copy_stats(buf ^ 1, steps.row(next), steps.head(next));
     }
     // wgmma descriptors of the tiles: this warpgroup's rows of the key-side tiles, the query-side tiles.
@@ -451,7 +452,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         // waits, all its lanes: no thread's own branch while the products run); then the tile staged in the step
         // before (the dQ^T of the one before that), after this warpgroup's barrier.
         if (next < n_steps) {
-          if (copier_warp && step > first_step) mbarrier_wait(&rows_empty[buf ^ 1], ((step - 1 - first_step) >> 1) & 1);
+          if (copier_warp && step > first_step) mbarrier_wait(&rows_empty[buf ^ 1], use_parity(step - 1));
           load_rows(buf ^ 1, next);
         }
         if (step >= first_step + 2) add_staged_dq(b0 + steps.head(step - 2), steps.row(step - 2), [] {});
@@ -588,7 +589,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // step before the last have read it, and the step before's dS^T (for 3.) once both have written it.
     const bool dq_now = !kLag || step > first_step;
     if constexpr (kLag) {
-      if (step >= first_step + 2) mbarrier_wait(&ds_empty[buf], ((step - 2 - first_step) >> 1) & 1);
+      if (step >= first_step + 2) mbarrier_wait(&ds_empty[buf], use_parity(step - 2));
     }
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
     const RowMnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
@@ -622,7 +623,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     fence_proxy_async();
     if constexpr (kLag) {
       mbarrier_arrive(&ds_full[buf]);  // this step's dS^T written (every thread)
-      if (dq_now) mbarrier_wait(&ds_full[buf ^ 1], ((step - 1 - first_step) >> 1) & 1);  // the step before's, by both
+      if (dq_now) mbarrier_wait(&ds_full[buf ^ 1], use_parity(step - 1));  // the step before's, by both
     } else {
       __syncthreads();
     }
@@ -675,7 +676,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       const int last = n_steps - 1;
       if (last > first_step) add_staged_dq(b0 + steps.head(last - 1), steps.row(last - 1), [] {});
       float dq_acc[kDqN / 8][4];
-      mbarrier_wait(&ds_full[last & 1], ((last - first_step) >> 1) & 1);
+      mbarrier_wait(&ds_full[last & 1], use_parity(last));
       wgmma_fence();
       dq_products(dq_acc, ds_tile + (last & 1) * Tr::kDsElems);
       wgmma_commit();
