@@ -251,18 +251,24 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
         // W = P * scale * S_dot (Float32Half: its scale through scale_log2 and an immediate, so that no second
         // computed scale is held through the walk: at the 168 registers of three warpgroups it spilled)
-        const float w = kIsFloat32Half<T> ? sd[nt][e] * s[nt][e] * scale_log2 * static_cast<float>(M_LN2)
-                                          : sd[nt][e] * s[nt][e] * scale;
-        sd[nt][e] = rounded_to<T>(w);
-        row_w[e >> 1] += w;
-        row_w16[e >> 1] += sd[nt][e];
+        sd[nt][e] = kIsFloat32Half<T> ? sd[nt][e] * s[nt][e] * scale_log2 * static_cast<float>(M_LN2)
+                                      : sd[nt][e] * s[nt][e] * scale;
+        row_w[e >> 1] += sd[nt][e];
         if constexpr (kOnline) row_sum[e >> 1] += s[nt][e];
       }
     }
+    // The rounded W's row sums from its packed fragments (registers 0, 2 of a k-step: row r = 0; 1, 3: r = 1): one
+    // rounding an element, where rounding to T and back before the packing took two more instructions.
 #pragma unroll
     for (int kq = 0; kq < kBlockN / 16; ++kq) {
       c_to_a<T>(pa[kq], s[2 * kq], s[2 * kq + 1]);
       c_to_a<T>(wa[kq], sd[2 * kq], sd[2 * kq + 1]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float lo, hi;
+        unpack2<E>(wa[kq][i], lo, hi);
+        row_w16[i & 1] += lo + hi;
+      }
     }
 
     // 3. out_dot += W V + P V_dot [, out += P V].
