@@ -325,18 +325,34 @@ __device__ __forceinline__ float quad_max(float x) {
 // The online softmax's running max of row r (0: the fragment's row g, 1: g + 8) of a score tile s of kNt 8-column
 // tiles, in log2 units (of s * scale_log2), moved over the tile; m_use is what the exponentials subtract, 0 while
 // the row has seen only -inf (exp2 of -inf - 0 is 0: a zero state). Returns the factor that rescales what was
-// accumulated against the old max.
+// accumulated against the old max. With a positive scale the max of the scaled logits is the scaled max of the
+// logits (rounding is monotone): one multiply a row, not one a pair of columns (32 a thread and step at 128 keys);
+// a zero, negative or NaN scale takes the pairs scaled.
 template <int kNt>
 __device__ __forceinline__ float move_row_max(const float (&s)[kNt][4], int r, float scale_log2, float& row_max,
                                               float& m_use) {
   float mx = row_max;
+  if (scale_log2 > 0.f) {
+    float raw = -INFINITY;
 #pragma unroll
-  for (int nt = 0; nt < kNt; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
+    for (int nt = 0; nt < kNt; ++nt) raw = fmaxf(raw, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+    mx = fmaxf(mx, raw * scale_log2);
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < kNt; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
+  }
   mx = quad_max(mx);
   m_use = mx == -INFINITY ? 0.f : mx;
   const float alpha = fast_exp2(row_max - m_use);
   row_max = mx;
   return alpha;
+}
+
+// Whether any row of the warp's rescale factors (move_row_max) is not 1: where none is (no row's max moved, most key
+// blocks after the first few), what was accumulated stays as it is and the multiplies are skipped. The vote keeps the
+// branch warp-uniform.
+__device__ __forceinline__ bool any_rescale(const float (&alpha)[2]) {
+  return __any_sync(0xffffffff, alpha[0] != 1.f || alpha[1] != 1.f);
 }
 
 }  // namespace theria::kernels::cuda

@@ -283,16 +283,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       } else {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float mx = row_max[mt][r];
-#pragma unroll
-          for (int nt = 0; nt < kBlockN / 8; ++nt) {
-            mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]) * scale_log2);
-          }
-          mx = quad_max(mx);
-          // A row that has seen only -inf keeps a zero state (exp2 of -inf - 0 is 0).
-          const float m_use = mx == -INFINITY ? 0.f : mx;
-          const float alpha = fast_exp2(row_max[mt][r] - m_use);
-          row_max[mt][r] = mx;
+          float m_use;  // (a row that has seen only -inf keeps a zero state: mma.cuh, move_row_max)
+          const float alpha = move_row_max(s[mt], r, scale_log2, row_max[mt][r], m_use);
           row_sum[mt][r] *= alpha;
           if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll

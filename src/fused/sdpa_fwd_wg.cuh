@@ -264,12 +264,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       // P_j into the operand registers only now: written while P_{j-1} V_{j-1} was in flight, they made ptxas
       // serialise the wgmmas (the exponentials, the costly part, did overlap the product).
       p_to_operands(s);
+      if (any_rescale(alpha)) {
 #pragma unroll
-      for (int dt = 0; dt < kHeadDim / 8; ++dt) {
-        o[dt][0] *= alpha[0];
-        o[dt][1] *= alpha[0];
-        o[dt][2] *= alpha[1];
-        o[dt][3] *= alpha[1];
+        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+          o[dt][0] *= alpha[0];
+          o[dt][1] *= alpha[0];
+          o[dt][2] *= alpha[1];
+          o[dt][3] *= alpha[1];
+        }
       }
     }
     const int last = n_blocks - 1;

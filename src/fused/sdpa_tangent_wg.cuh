@@ -223,18 +223,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       mask.fold(p, key_block, s, row_g - g, n0, L, S, lane, [&](int nt, int e) { sd[nt][e] = 0.f; });
     }
     if constexpr (kOnline) {  // move the running max; rescale what was summed against the old one
+      float alpha[2];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float alpha = move_row_max(s, r, scale_log2, row_max[r], row_lse[r]);
-        row_sum[r] *= alpha;
-        row_w[r] *= alpha;
-        row_w16[r] *= alpha;
+      for (int r = 0; r < 2; ++r) alpha[r] = move_row_max(s, r, scale_log2, row_max[r], row_lse[r]);
+      if (any_rescale(alpha)) {
 #pragma unroll
-        for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+        for (int r = 0; r < 2; ++r) {
+          row_sum[r] *= alpha[r];
+          row_w[r] *= alpha[r];
+          row_w16[r] *= alpha[r];
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            acc[dt][2 * r + c] *= alpha;
-            o[dt][2 * r + c] *= alpha;
+          for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              acc[dt][2 * r + c] *= alpha[r];
+              o[dt][2 * r + c] *= alpha[r];
+            }
           }
         }
       }
