@@ -200,6 +200,38 @@ def test_fused_jvp_matches_reference(dtype, head_dim, causal, lengths):
     assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("scale", [-0.8, 0.0, 0.37])
+def test_fused_forward_and_jvp_with_any_scale(dtype, head_dim, causal, scale):
+    """The online softmax takes its running max from the raw logits, scaled once a row, only for a positive scale
+    (mma.cuh, move_row_max); a negative or zero scale takes the pairs scaled. out, the row log-sum-exp and the JVP's
+    tangent over several key blocks (the max moving between them) against float64, in every forward kernel: the
+    warpgroup ones at head dims 64 and 128 (the forward and the one-pass JVP), mma.sync at 32 and 96."""
+    l, s = 130, 300
+    q, k, v, _ = inputs(2, 3, l, s, head_dim, head_dim, dtype, seed=head_dim + int(10 * scale) + 100 * causal)
+    tangents = [torch.randn_like(t) for t in (q, k, v)]
+    fwd = torch.autograd.forward_ad
+    poison_allocator()
+    out, lse = torch.ops.theria.sdpa_fwd(q, k, v, causal, scale, "fused")
+    with fwd.dual_level():
+        poison_allocator()
+        out_j, out_dot = fwd.unpack_dual(theria.sdpa(*[fwd.make_dual(t, d) for t, d in zip((q, k, v), tangents)],
+                                                     is_causal=causal, scale=scale, backend="fused"))
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            ref, ref_dot = fwd.unpack_dual(torch.nn.functional.scaled_dot_product_attention(
+                *[fwd.make_dual(t.double(), d.double()) for t, d in zip((q, k, v), tangents)], is_causal=causal,
+                scale=scale))
+    logits = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if causal:
+        logits = logits.masked_fill(torch.ones(l, s, dtype=torch.bool, device="cuda").triu(1), float("-inf"))
+    assert rel_err([out], [ref]) <= theria.tolerance(dtype, 0)
+    assert rel_err([out_j], [ref]) <= theria.tolerance(dtype, 0)
+    assert rel_err([out_dot], [ref_dot]) <= theria.tolerance(dtype, 1)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(logits, -1), rtol=0, atol=1e-3)
+
+
 @pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float16, None), (torch.float32, "high")],
                          ids=["bfloat16", "float16", "float32-high"])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
