@@ -283,8 +283,11 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
       } else {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float m_use;  // (a row that has seen only -inf keeps a zero state: mma.cuh, move_row_max)
-          const float alpha = move_row_max(s[mt], r, scale_log2, row_max[mt][r], m_use);
+          // (a row that has seen only -inf keeps a zero state: mma.cuh, move_row_max; its max from the pairs scaled,
+          // and the rescale always: here the row-scaled max and the skipped rescale (sdpa_fwd_wg.cuh) measured 5 %
+          // slower at head dim 32, docs/performance.md)
+          float m_use;
+          const float alpha = move_row_max<kBlockN / 8, false>(s[mt], r, scale_log2, row_max[mt][r], m_use);
           row_sum[mt][r] *= alpha;
           if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll
