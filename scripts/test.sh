@@ -19,10 +19,8 @@ if ! command -v chromium >/dev/null; then
 fi
 export THERIA_REQUIRE_BROWSER=1
 
-# Two at a time: the pip package's build (package_pip, three minutes, started first: its COST) runs beside the
-# C++ tests and the find_package consumer instead of after them (CI's 30 minutes on 2 cores).
 echo "[test] ctest"
-(cd "$build" && ctest --output-on-failure -j 2 ${THERIA_CTEST_ARGS:-})
+(cd "$build" && ctest --output-on-failure ${THERIA_CTEST_ARGS:-})
 
 echo "[test] pytest"
 THERIA_LIBRARY="$root/$build/libtheria.so" PYTHONPATH="$root/python" "$py" -m pytest -q ${THERIA_PYTEST_ARGS:-}
