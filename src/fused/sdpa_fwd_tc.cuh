@@ -281,13 +281,8 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
           }
         }
       } else {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          // (a row that has seen only -inf keeps a zero state: mma.cuh, move_row_max; its max from the pairs scaled,
-          // and the rescale always: here the row-scaled max and the skipped rescale (sdpa_fwd_wg.cuh) measured 5 %
-          // slower at head dim 32, docs/performance.md)
-          float m_use;
-          const float alpha = move_row_max<kBlockN / 8, false>(s[mt], r, scale_log2, row_max[mt][r], m_use);
+        // What was accumulated, rescaled to row r's new max (factor alpha).
+        const auto rescale = [&](int r, float alpha) {
           row_sum[mt][r] *= alpha;
           if constexpr (kTangent) row_w[mt][r] *= alpha;
 #pragma unroll
@@ -301,7 +296,9 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
               od_acc[mt][dt][2 * r + 1] *= alpha;
             }
           }
-          // One FFMA per element: logit * scale*log2(e) - running max.
+        };
+        // Row r's probabilities (one FFMA an element: logit * scale*log2(e) - running max) and their row sums.
+        const auto exponentials = [&](int r, float m_use) {
 #pragma unroll
           for (int nt = 0; nt < kBlockN / 8; ++nt) {
 #pragma unroll
@@ -316,6 +313,31 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
                 row_w[mt][r] += sd[mt][nt][e];
               }
             }
+          }
+        };
+        // (A row that has seen only -inf keeps a zero state: mma.cuh, move_row_max.)
+        if constexpr (Tr::Tile::jvp_skips_rescale(kMask)) {
+          // The JVP, whose rescale is twice the forward's (out and out_dot), where it pays (tile_policy.h): the max
+          // from the raw logits and the rescale skipped where no row of the warp moved its max, as the warpgroup
+          // kernels do.
+          // (m_use taken again from the moved max after the vote: held across it, the D=32 kernels spilled.)
+          float alpha[2], m_use;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) alpha[r] = move_row_max(s[mt], r, scale_log2, row_max[mt][r], m_use);
+          if (any_rescale(alpha)) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) rescale(r, alpha[r]);
+          }
+#pragma unroll
+          for (int r = 0; r < 2; ++r) exponentials(r, row_max[mt][r] == -INFINITY ? 0.f : row_max[mt][r]);
+        } else {
+          // The max from the pairs scaled and the rescale always: the row-scaled max and the skipped rescale measured
+          // 5 % slower in the forward at head dim 32 (docs/performance.md, sixteenth pass).
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            float m_use;
+            rescale(r, move_row_max<kBlockN / 8, false>(s[mt], r, scale_log2, row_max[mt][r], m_use));
+            exponentials(r, m_use);
           }
         }
       }

@@ -118,6 +118,13 @@ struct FwdTile {
                                  : THERIA_TANGENT_BLOCK_N > 0 ? THERIA_TANGENT_BLOCK_N
                                  : kWide                      ? 32
                                                               : 64;
+  // The one-pass JVP's online softmax (sdpa_fwd_tc.cuh): its max from the raw logits and its rescale skipped where no
+  // row of a warp moved its max. Measured on an H100 against the pairs-scaled max and the rescale always: at head dim
+  // 32 (16-bit, no mask) the JVP -7.8 / -8.5 % dense, -1.5 % causal; at 96 +1.7 / +4.7 %, and at 32 with a key-padding
+  // mask +2.4 %: so there only (docs/performance.md, sixteenth pass).
+  static constexpr bool jvp_skips_rescale(bool mask) {
+    return kPass == FwdPass::kJvp && kHeadDim == 32 && kParts == 1 && !mask;
+  }
 };
 
 // Backward on mma.sync: up to head dim 64, 4 warps of 2 key tiles over 32-query steps (Q/dO fragments feed two MMAs;
