@@ -2,8 +2,9 @@
 at head dims 64, 96 and 40 (tensor-core and SIMT kernels); at 128 the warpgroup kernels too: the double
 backward (tangent pass, backward-JVP) and the backward-JVP along a dout tangent. The forward over many key blocks
 (the warp-specialised kernel) with grouped heads, and float32 at "high" on the warpgroup forward, backward, tangent
-and backward-JVP kernels; the warpgroup kernels' grouped and masked builds, and their split last wave. Then
-degenerate shapes (every zero size, L = 1, S = 1) through every order, and the deterministic (ordered dQ) path."""
+and backward-JVP kernels; the warpgroup kernels' grouped and masked builds, and their split last wave; the mma.sync
+one-pass JVP at head dim 32. Then degenerate shapes (every zero size, L = 1, S = 1) through every order, and the
+deterministic (ordered dQ) path."""
 import sys
 
 import torch
@@ -86,6 +87,17 @@ for dim in (64, 128):
     out = theria.sdpa(q, k, v, backend="fused")
     g = torch.autograd.grad(out, (q, k, v), torch.randn_like(out), create_graph=True)
     torch.autograd.grad(g, (q, k, v), [torch.randn_like(gi) for gi in g])
+# The mma.sync one-pass JVP at head dim 32, whose rescale is skipped where no row of a warp moved its max
+# (FwdTile::jvp_skips_rescale): fp16 and bf16, causal or not, grouped heads, ragged ends over several key blocks.
+for dtype in (torch.bfloat16, torch.float16):
+    for causal in (False, True):
+        for kv_heads in (4, 2):
+            q = torch.randn(2, 4, 131, 32, device="cuda", dtype=dtype)
+            k, v = (torch.randn(2, kv_heads, 203, 32, device="cuda", dtype=dtype) for _ in range(2))
+            with torch.autograd.forward_ad.dual_level():
+                dual = [torch.autograd.forward_ad.make_dual(x, torch.randn_like(x)) for x in (q, k, v)]
+                torch.autograd.forward_ad.unpack_dual(theria.sdpa(*dual, is_causal=causal, enable_gqa=kv_heads != 4,
+                                                                  backend="fused"))
 torch.use_deterministic_algorithms(True)
 for dim in (64, 128):
     every_order(*(torch.randn(1, 2, 77, dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)), True)
