@@ -322,13 +322,18 @@ __device__ __forceinline__ float quad_max(float x) {
   return x;
 }
 
+// What the exponentials subtract for a running max: 0 while the row has seen only -inf (exp2 of -inf - 0 is 0: a
+// zero state).
+__device__ __forceinline__ float max_in_use(float row_max) { return row_max == -INFINITY ? 0.f : row_max; }
+
 // The online softmax's running max of row r (0: the fragment's row g, 1: g + 8) of a score tile s of kNt 8-column
 // tiles, in log2 units (of s * scale_log2), moved over the tile; m_use is what the exponentials subtract, 0 while
 // the row has seen only -inf (exp2 of -inf - 0 is 0: a zero state). Returns the factor that rescales what was
 // accumulated against the old max. kScaleOnce: with a positive scale the max of the scaled logits is the scaled max
 // of the logits (rounding is monotone): one multiply a row, not one a pair of columns (32 a thread and step at 128
-// keys), a zero, negative or NaN scale taking the pairs scaled. (The mma.sync forward does not: there the branch
-// cost the head-dim-32 forward 5 %, docs/performance.md.)
+// keys), a zero, negative or NaN scale taking the pairs scaled. (The mma.sync kernels take the pairs scaled but for
+// their JVP at head dim 32, FwdTile::jvp_skips_rescale: there the branch cost the head-dim-32 forward 5 %,
+// docs/performance.md.)
 template <int kNt, bool kScaleOnce = true>
 __device__ __forceinline__ float move_row_max(const float (&s)[kNt][4], int r, float scale_log2, float& row_max,
                                               float& m_use) {
@@ -343,7 +348,7 @@ __device__ __forceinline__ float move_row_max(const float (&s)[kNt][4], int r, f
     for (int nt = 0; nt < kNt; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
   }
   mx = quad_max(mx);
-  m_use = mx == -INFINITY ? 0.f : mx;
+  m_use = max_in_use(mx);
   const float alpha = fast_exp2(row_max - m_use);
   row_max = mx;
   return alpha;

@@ -329,7 +329,7 @@ __global__ void __launch_bounds__(Tr::kThreads) sdpa_fwd_tc_kernel(const SdpaFwd
             for (int r = 0; r < 2; ++r) rescale(r, alpha[r]);
           }
 #pragma unroll
-          for (int r = 0; r < 2; ++r) exponentials(r, row_max[mt][r] == -INFINITY ? 0.f : row_max[mt][r]);
+          for (int r = 0; r < 2; ++r) exponentials(r, max_in_use(row_max[mt][r]));
         } else {
           // The max from the pairs scaled and the rescale always: the row-scaled max and the skipped rescale measured
           // 5 % slower in the forward at head dim 32 (docs/performance.md, sixteenth pass).
