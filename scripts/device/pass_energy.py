@@ -8,6 +8,7 @@ cap the time of a pass is its energy over the cap, so which pass spends the most
 import argparse
 import statistics
 import subprocess
+import tempfile
 import time
 
 import torch
@@ -71,14 +72,15 @@ def loop(fn, seconds):
     return calls, start.elapsed_time(end) / calls, start_host, time.time()
 
 
-def sampler():
+def sampler(log):
+    """nvidia-smi sampling every 20 ms into the file `log` (a pipe would fill and stall it)."""
     fields = "timestamp,clocks.sm,power.draw.instant"
     probe = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
                            capture_output=True, text=True)
     if probe.returncode != 0 or "Field" in probe.stdout + probe.stderr:
         fields = "timestamp,clocks.sm,power.draw"
     return subprocess.Popen(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-lms", "20"],
-                            stdout=subprocess.PIPE, text=True), fields
+                            stdout=log), fields
 
 
 def stamp(text):
@@ -97,7 +99,8 @@ def main():
     q, k, v, dout = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     u = [torch.randn_like(q) for _ in range(3)]
     flops_per_product = 2.0 * B * H * L * L * D
-    proc, fields = sampler()
+    log = tempfile.TemporaryFile(mode="w+")
+    proc, fields = sampler(log)
     results = []
     for name, (fn, products) in passes(q, k, v, dout, u, D ** -0.5).items():
         loop(fn, args.seconds)  # warm-up: the clock settles at the cap
@@ -106,8 +109,10 @@ def main():
         time.sleep(0.5)
     time.sleep(0.2)
     proc.terminate()
+    proc.wait()
+    log.seek(0)
     samples = []
-    for line in proc.stdout.read().splitlines():
+    for line in log.read().splitlines():
         cells = [c.strip() for c in line.split(",")]
         try:
             samples.append((stamp(cells[0]), float(cells[1]), float(cells[2])))
