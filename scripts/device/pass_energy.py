@@ -3,7 +3,7 @@ the cap (after a warm-up as long), while nvidia-smi samples board power and SM c
 (CUDA events over the loop), the median SM clock and power of the loop's samples, and the energy per call and per
 matrix product (2·L·S·D FLOPs each, as `theria bench` counts them). The question it answers (issue 18): at a power
 cap the time of a pass is its energy over the cap, so which pass spends the most energy per product?
-    THERIA_LIBRARY=... python3 scripts/device/pass_energy.py [--shape 2,16,8192,128] [--seconds 3]
+    THERIA_LIBRARY=... python3 scripts/device/pass_energy.py [--shape 2,16,8192,128] [--seconds 3] [--passes "theria b,flash"]
 """
 import argparse
 import statistics
@@ -93,6 +93,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="2,16,8192,128")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--passes", default="", help="comma-separated prefixes of the pass names to run (default: all)")
     args = ap.parse_args()
     B, H, L, D = (int(x) for x in args.shape.split(","))
     torch.manual_seed(0)
@@ -102,7 +103,10 @@ def main():
     log = tempfile.TemporaryFile(mode="w+")
     proc, fields = sampler(log)
     results = []
+    wanted = [w.strip() for w in args.passes.split(",") if w.strip()]
     for name, (fn, products) in passes(q, k, v, dout, u, D ** -0.5).items():
+        if wanted and not any(name.startswith(w) for w in wanted):
+            continue
         loop(fn, args.seconds)  # warm-up: the clock settles at the cap
         calls, ms, t0, t1 = loop(fn, args.seconds)
         results.append((name, products, calls, ms, t0, t1))

@@ -150,74 +150,45 @@ __device__ __forceinline__ void pass_dq_turns_outside(const BwdWorkspace& ws, in
   }
 }
 
-// scale * 8 fp32 values (x, y) stored as T at dst: one 16-byte store of 16-bit values, two of float32.
+// scale * 8 fp32 values at src (32-byte aligned) stored as T at dst: one 16-byte store of 16-bit values, two of
+// float32, from two 16-byte loads. An fp32 buffer's row chunk written out (dQ's finish, the split backward walks').
 template <typename T>
-__device__ __forceinline__ void store_scaled8(T* dst, const float4& x, const float4& y, float scale) {
+__device__ __forceinline__ void store_scaled_chunk8(T* dst, const float* src, float scale) {
+  const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
   if constexpr (sizeof(T) == 4) {  // float32 (the split path): two 16-byte stores
     reinterpret_cast<float4*>(dst)[0] = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
     reinterpret_cast<float4*>(dst)[1] = make_float4(y.x * scale, y.y * scale, y.z * scale, y.w * scale);
   } else {
-    const uint4 w = {pack2<T>(x.x * scale, x.y * scale), pack2<T>(x.z * scale, x.w * scale),
-                     pack2<T>(y.x * scale, y.y * scale), pack2<T>(y.z * scale, y.w * scale)};
-    // One 16-byte store (as an assignment through uint4*, NVVM wrote four 4-byte stores in sdpa_dq_finish_kernel).
-    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(w.x), "r"(w.y), "r"(w.z), "r"(w.w)
-                 : "memory");
+    *reinterpret_cast<uint4*>(dst) = {pack2<T>(x.x * scale, x.y * scale), pack2<T>(x.z * scale, x.w * scale),
+                                      pack2<T>(y.x * scale, y.y * scale), pack2<T>(y.z * scale, y.w * scale)};
   }
 }
-// The same from 8 fp32 values at src (32-byte aligned; two 16-byte loads): an fp32 buffer's row chunk written out
-// (the split backward walks').
-template <typename T>
-__device__ __forceinline__ void store_scaled_chunk8(T* dst, const float* src, float scale) {
-  store_scaled8(dst, reinterpret_cast<const float4*>(src)[0], reinterpret_cast<const float4*>(src)[1], scale);
-}
 
-// scale * buffer as rows of T. A thread writes kDqFinishChunks chunks of 8 columns, 256 chunks apart, all loaded
-// before any is stored; the batch position comes from the grid, so no thread divides by a runtime value (the
-// element-per-thread form with 64-bit divisions took three times as long as its memory traffic at the benchmark
-// shapes). One chunk a thread took 0.136 ms at 2·16·8192·128 (1.5 TB/s; 16,384 CTAs of a microsecond or two each)
-// where FlashAttention-2's conversion of the same buffer takes 0.076.
+// scale * buffer as rows of T: a thread writes 8 columns (store_scaled_chunk8); the batch position comes from the
+// grid, so no thread divides (the element-per-thread form with 64-bit divisions took three times as long as its
+// memory traffic at the benchmark shapes).
 // (Float32Half: the scale that also takes the copies' powers of two off, of dQ or, `tangent`, its tangent.)
-constexpr int kDqFinishChunks = 4;
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(256) sdpa_dq_finish_kernel(const SdpaBwdParams p, const MatrixView dst,
                                                              const BwdWorkspace ws, bool tangent) {
   constexpr int kChunks = kHeadDim / 8;  // per row
+  const int idx = blockIdx.x * 256 + threadIdx.x, i = idx / kChunks, col = (idx % kChunks) * 8;
   float scale = static_cast<float>(p.scale);
   if constexpr (kIsFloat32Half<T>) {
     scale = block_uniform([&] { return ScaleFactors::of(OperandScales::from(p.operand_amax), p.scale, tangent).dq; });
   }
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * 256 * kDqFinishChunks + threadIdx.x;
-  const int64_t chunks = p.len_q * kChunks;
+  if (i >= p.len_q) return;
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    const float4* src = reinterpret_cast<const float4*>(ws.dq_accum + b * p.len_q * kHeadDim);
-    T* const rows = batch_base<T>(dst, b);
-    float4 x[kDqFinishChunks][2];
-#pragma unroll
-    for (int j = 0; j < kDqFinishChunks; ++j) {
-      const int64_t c = first + 256 * j;
-      if (c < chunks) {
-        x[j][0] = src[2 * c];
-        x[j][1] = src[2 * c + 1];
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kDqFinishChunks; ++j) {
-      const int64_t c = first + 256 * j;
-      if (c < chunks) {
-        const int64_t i = c / kChunks;  // (by a constant: a multiply)
-        store_scaled8(rows + i * dst.row_stride + (c % kChunks) * 8, x[j][0], x[j][1], scale);
-      }
-    }
+    store_scaled_chunk8(batch_base<T>(dst, b) + static_cast<int64_t>(i) * dst.row_stride + col,
+                        ws.dq_accum + (b * p.len_q + i) * kHeadDim + col, scale);
   }
 }
 
 template <typename T, int kHeadDim>
 void launch_dq_finish(const SdpaBwdParams& p, const MatrixView& dst, const BwdWorkspace& ws, bool tangent,
                       cudaStream_t stream) {
-  const int64_t per_cta = 256 * kDqFinishChunks;
-  const int64_t chunks = p.len_q * (kHeadDim / 8);
-  const dim3 grid(static_cast<unsigned>((chunks + per_cta - 1) / per_cta),
-                  static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
+  const int64_t threads = p.len_q * (kHeadDim / 8);
+  const dim3 grid(static_cast<unsigned>((threads + 255) / 256), static_cast<unsigned>(std::min<int64_t>(p.batch, 65535)));
   if (grid.x == 0 || grid.y == 0) return;
   sdpa_dq_finish_kernel<T, kHeadDim><<<grid, 256, 0, stream>>>(p, dst, ws, tangent);
 }
