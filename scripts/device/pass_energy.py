@@ -12,10 +12,10 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import theria  # noqa: F401  (registers torch.ops.theria)
+from clock_summary import stamp  # nvidia-smi's timestamps (this folder's scripts)
+from hvp_timeline import flash_fwd_bwd_of, hvp_of
 
 ops = torch.ops.theria
 
@@ -30,28 +30,18 @@ def passes(q, k, v, dout, u, scale):
         torch.ops.aten._scaled_dot_product_flash_attention_backward(
             dout, q, k, v, f[0], f[1], f[2], f[3], f[4], f[5], 0.0, False, f[6], f[7], scale=scale)
 
-    def hvp():
-        x = [t.detach().requires_grad_() for t in (q, k, v)]
-        o = ops.sdpa(*x, False, scale, "fused")
-        g = torch.autograd.grad(o, x, dout, create_graph=True)
-        torch.autograd.grad(g, x, u)
-
-    def flash_fwd_bwd():
-        x = [t.detach().requires_grad_() for t in (q, k, v)]
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            o = F.scaled_dot_product_attention(*x, scale=scale)
-        torch.autograd.grad(o, x, dout)
-
+    hvp = hvp_of(lambda *x: ops.sdpa(*x, False, scale, "fused"))  # as `theria bench --mode hvp` takes it
+    flash_fwd_bwd = flash_fwd_bwd_of(False)  # (its default scale: D ** -0.5, as here)
     return {
         "theria forward": (lambda: ops.sdpa_fwd(q, k, v, False, scale, "fused"), 2),
         "theria JVP (one pass)": (lambda: ops.sdpa_jvp(q, k, v, u[0], u[1], u[2], False, scale, "fused"), 6),
         "theria backward": (lambda: ops.sdpa_bwd(q, k, v, out, lse, dout, False, scale, "fused"), 5),
         "theria tangent + backward-JVP": (
             lambda: ops.sdpa_bwd_jvp(q, k, v, out, lse, dout, u[0], u[1], u[2], None, False, scale, "fused"), 15),
-        "theria HVP": (hvp, 22),
+        "theria HVP": (lambda: hvp(q, k, v, dout, u), 22),
         "flash forward": (lambda: torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, scale=scale), 2),
         "flash backward": (flash_bwd, 5),
-        "flash forward+backward": (flash_fwd_bwd, 7),
+        "flash forward+backward": (lambda: flash_fwd_bwd(q, k, v, dout, u), 7),
     }
 
 
@@ -66,7 +56,8 @@ def loop(fn, seconds):
         for _ in range(4):
             fn()
         calls += 4
-        torch.cuda.synchronize() if calls % 32 == 0 else None
+        if calls % 32 == 0:  # (the host no more than 32 calls ahead)
+            torch.cuda.synchronize()
     end.record()
     end.synchronize()
     return calls, start.elapsed_time(end) / calls, start_host, time.time()
@@ -81,12 +72,6 @@ def sampler(log):
         fields = "timestamp,clocks.sm,power.draw"
     return subprocess.Popen(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-lms", "20"],
                             stdout=log), fields
-
-
-def stamp(text):
-    day, clock = text.strip().split()[:2]
-    whole, _, frac = clock.partition(".")
-    return time.mktime(time.strptime(f"{day} {whole}", "%Y/%m/%d %H:%M:%S")) + float(f"0.{frac or 0}")
 
 
 def main():
