@@ -43,10 +43,15 @@ struct TileDesc {
   static constexpr uint32_t kLead = Layout::template lead_bytes<kMnMajor>();
   static constexpr uint32_t kStride = Layout::template stride_bytes<kMnMajor>();
   static constexpr uint32_t kHigh = (kStride >> 4) | (Layout::kSwizzleMode << 30);  // bits 32-45 and 62-63
+  // The start address field holds bits 4-17 of the address. A CTA launched in a cluster sees its shared memory at
+  // addresses with its rank in the top byte (sm_90 forms every shared address so; 0 outside cluster launches), which
+  // unmasked would spill into the leading byte offset's field (bits 16-29): in docs/results/dq_pairs every rank-1
+  // CTA read its operands 256 bytes off.
+  static constexpr uint32_t kAddressBits = 0x3FFFF;
   uint32_t lo;
   TileDesc() = default;  // (for arrays of descriptors, one per operand part)
   __device__ __forceinline__ explicit TileDesc(uint32_t tile)
-      : lo(__shfl_sync(0xffffffff, (tile >> 4) | ((kLead >> 4) << 16), 0)) {}
+      : lo(__shfl_sync(0xffffffff, ((tile & kAddressBits) >> 4) | ((kLead >> 4) << 16), 0)) {}
   __device__ __forceinline__ uint64_t at(int r, int c) const {
     return (static_cast<uint64_t>(kHigh) << 32) | (lo + ((2 * Layout::offset(r, c)) >> 4));
   }
