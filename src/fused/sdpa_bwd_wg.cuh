@@ -11,7 +11,8 @@
 // returns false) runs the mma.sync kernels. Per block and warpgroup (tangent terms in brackets):
 //   1. S^T [, S_dot^T], dP^T [, dP_dot^T] (64 keys x kBlockM queries), A (K, V [, K_dot, V_dot]) and B
 //      (Q, dO [, Q_dot, dO_dot]) both K-major from shared memory, in two commit groups, so that P^T
-//      [and P_dot^T] are formed while the dP products still run;
+//      [and P_dot^T] are formed while the dP products still run; the backward-JVP in one phase (32-query steps)
+//      keeps Q and Q_dot stacked in one tile and forms S^T with K Q_dot^T as one product (BwdWgTraits::kStackQ);
 //   2. dV += P^T dO, dK += dS^T Q  [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot]:
 //      A from registers (the accumulators of 1 as mma fragments), B MN-major from the query-side
 //      tiles; dS^T [and dS_dot^T] go to shared memory meanwhile;
@@ -101,6 +102,13 @@ struct BwdWgTraits {
   // own commit group) and turns each tile into operand fragments as soon as it is final, so that the four score
   // tiles are never all live beside the fragments.
   static constexpr bool kPhased = kTangent && kBlockM == 64;
+  // The backward-JVP in one phase stacks Q and Q_dot in one tile of 2 kBlockM rows (each 64-column box Q's rows, then
+  // Q_dot's), so that S^T and K Q_dot^T are one product of N = 2 kBlockM: each warpgroup reads its K tile once for
+  // both, where two products of N = kBlockM read it twice (the kernel is bound by shared-memory reads: 32-query
+  // steps, both score operands from shared memory; docs/performance.md, nineteenth pass).
+  static constexpr bool kStackQ = kTangent && !kPhased;
+  using RowOperands = OperandTiles<kBlockM, kHeadDim, kStackQ>;  // a query-side buffer: Q, dO, Q_dot, dO_dot
+  using QRows = typename RowOperands::Stacked;                     // Q's and Q_dot's layout
   static constexpr int kDsElems = kDsTiles * DsRows::tile_elems(kBlockN);
   static constexpr int kTileElems = kKeyOperands * kKeyTile + 2 * kRowOperands * kRowTile + kDsElems;
   static constexpr int kBarriers = 3;  // the key tiles; each query-side buffer (lagged dQ: six more, kLagBarriers)
@@ -266,8 +274,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       mbarrier_arrive_expect_tx(&full[1 + buf], kRows * kRowBytes);
 #pragma unroll
       for (int i = 0; i < kRows; ++i) {
-        tma_load_rows<kHeadDim, RowRows::kBoxBytes>(row_tiles + (buf * kRows + i) * kRowTile, &maps.rows[i],
-                                                    steps.row(step), at, &full[1 + buf]);
+        E* const tile = row_tiles + buf * kRows * kRowTile + Tr::RowOperands::at(i);
+        if (Tr::RowOperands::stacked(i)) {  // (its boxes twice as far apart)
+          tma_load_rows<kHeadDim, Tr::QRows::kBoxBytes>(tile, &maps.rows[i], steps.row(step), at, &full[1 + buf]);
+        } else {
+          tma_load_rows<kHeadDim, RowRows::kBoxBytes>(tile, &maps.rows[i], steps.row(step), at, &full[1 + buf]);
+        }
       }
     }
     loaded |= 1u << buf;
@@ -422,19 +434,31 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     using KeyMajor = TileDesc<KeyRows, false>;
     using RowMajor = TileDesc<RowRows, false>;
     using RowMnMajor = TileDesc<RowRows, true>;
+    using QMajor = TileDesc<typename Tr::QRows, false>;
+    using QMnMajor = TileDesc<typename Tr::QRows, true>;
     const uint32_t key_s = smem_addr(k_tile) + 2 * KeyRows::offset(wg_key0, 0);
     const uint32_t row_s = smem_addr(row_tiles + buf * kRows * kRowTile);
-    // Operand i at i tiles from the first.
+    // Key-side operand i at i tiles from the first; query-side operand i at Tr::RowOperands::at(i).
+    const auto row_at = [&](int i) { return row_s + static_cast<uint32_t>(sizeof(E)) * Tr::RowOperands::at(i); };
     const KeyMajor k_d(key_s), v_d(key_s + kKeyBytes), kd_d(key_s + 2 * kKeyBytes), vd_d(key_s + 3 * kKeyBytes);
-    const RowMajor q_d(row_s), do_d(row_s + kRowBytes), qd_d(row_s + 2 * kRowBytes), dod_d(row_s + 3 * kRowBytes);
+    const QMajor q_d(row_at(0));  // (in the maps' order: each descriptor is a shuffle, and the order its schedule)
+    const RowMajor do_d(row_at(1));
+    const QMajor qd_d(row_at(2));
+    const RowMajor dod_d(row_at(3));
 
     // 1. Score products [and tangents]; the first k-step overwrites the accumulators.
     constexpr bool kPhased = Tr::kPhased;
     static_assert(!(kPhased && kMask), "the phased backward-JVP has no mask terms");
     constexpr bool kTangentNow = kTangent && !kPhased;  // the tangent tiles formed with S^T, dP^T
     float st[kMt][4], dpt[kMt][4], sdt[kTangent ? kMt : 1][4], dpdt[kTangent ? kMt : 1][4];
+    // (Tr::kStackQ: K_dot Q^T, added to S_dot^T once the group is done)
+    [[maybe_unused]] float sdt_part[Tr::kStackQ ? kMt : 1][4];
     wgmma_fence();
-    wgmma_product_rule<E, kBlockM, kHeadDim, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T
+    if constexpr (Tr::kStackQ) {  // [S^T | K Q_dot^T] = K [Q; Q_dot]^T, K_dot Q^T beside it
+      wgmma_product_rule_stacked<E, kBlockM, kHeadDim>(st, sdt, sdt_part, k_d, kd_d, q_d);
+    } else {
+      wgmma_product_rule<E, kBlockM, kHeadDim, kTangentNow, true>(st, sdt, k_d, kd_d, q_d, qd_d);  // S^T
+    }
     wgmma_commit();
     // dP^T = V dO^T
     wgmma_product_rule<E, kBlockM, kHeadDim, kTangentNow, kDoutDot>(dpt, dpdt, v_d, vd_d, do_d, dod_d);
@@ -472,6 +496,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     fence_operands(st);
     if constexpr (kPhased) fence_operands(dpt);
     else if constexpr (kTangent) fence_operands(sdt);
+    if constexpr (Tr::kStackQ) {
+      fence_operands(sdt_part);
+#pragma unroll
+      for (int nt = 0; nt < kMt; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sdt[nt][e] += sdt_part[nt][e];
+      }
+    }
     if constexpr (kMask) {
       if constexpr (kTangent) add_mask_tangent<T, true>(p, b, sdt, n0 + key_w, m, L, S, lane);
       mask.fold(p, head, tile, 0, st, n0 + key_w, m, L, S, lane, [&](int nt, int e) {
@@ -592,7 +624,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if (step >= first_step + 2) mbarrier_wait(&ds_empty[buf], use_parity(step - 2));
     }
     // 2. dV += P^T dO, dK += dS^T Q [dv_dot += P_dot^T dO + P^T dO_dot, dk_dot += dS_dot^T Q + dS^T Q_dot].
-    const RowMnMajor q_n(row_s), do_n(row_s + kRowBytes), qd_n(row_s + 2 * kRowBytes), dod_n(row_s + 3 * kRowBytes);
+    const QMnMajor q_n(row_at(0));
+    const RowMnMajor do_n(row_at(1));
+    const QMnMajor qd_n(row_at(2));
+    const RowMnMajor dod_n(row_at(3));
     wgmma_fence();
 #pragma unroll
     for (int kq = 0; kq < kKq; ++kq) {

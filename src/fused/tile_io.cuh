@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace theria::kernels::cuda {
 
@@ -84,6 +85,23 @@ struct Swizzled128Rows {
   static constexpr uint32_t lead_bytes() { return kMnMajor ? kBoxBytes : 16; }  // K-major: unused
   template <bool kMnMajor>
   static constexpr uint32_t stride_bytes() { return 1024; }  // between 8-row atoms
+};
+
+// A buffer of four operand tiles of kRows x kCols in the TMA maps' order (X, Y, X_dot, Y_dot: the backward-JVP's
+// Q, dO, Q_dot, dO_dot), where with kStack X and X_dot are one stacked tile of
+// 2 kRows rows (Stacked: each 64-column box X's rows, then X_dot's), in the room of the first two tiles, so that a
+// product whose other operand multiplies both is one product of twice the N (wgmma_product_rule_stacked); Y and
+// Y_dot follow. at(i): where operand i starts, in elements; Layout(i): its tile's layout (the stacked pair's boxes
+// are twice as far apart).
+template <int kRows, int kCols, bool kStack>
+struct OperandTiles {
+  using Single = Swizzled128Rows<kRows>;
+  using Stacked = std::conditional_t<kStack, Swizzled128Rows<2 * kRows>, Single>;  // X's and X_dot's layout
+  static constexpr int kTile = Single::tile_elems(kCols);
+  static constexpr bool stacked(int i) { return kStack && i % 2 == 0; }
+  static constexpr int at(int i) {
+    return !kStack ? i * kTile : i == 0 ? 0 : i == 2 ? Stacked::offset(kRows, 0) : (i == 1 ? 2 : 3) * kTile;
+  }
 };
 
 // Base of batch position b (split as b / heads, b % heads) in a strided global matrix.

@@ -90,8 +90,20 @@ __device__ __forceinline__ void fence_operands(V (&x)[kRows][kCols]) {
 template <typename T, int kN>
 struct Wgmma;
 
-// The accumulator operand lists, 4 registers per 8-column tile.
-#define THERIA_WG_C4(i) "+f"(c[i][0]), "+f"(c[i][1]), "+f"(c[i][2]), "+f"(c[i][3])
+// The accumulator operand lists, 4 registers per 8-column tile: of one array c, or of two arrays lo and hi holding the
+// first and the second half of the columns (H_N: ss_halves).
+#define THERIA_WG_A4(a, i) "+f"(a[i][0]), "+f"(a[i][1]), "+f"(a[i][2]), "+f"(a[i][3])
+#define THERIA_WG_C4(i) THERIA_WG_A4(c, i)
+#define THERIA_WG_H_N16 THERIA_WG_A4(lo, 0), THERIA_WG_A4(hi, 0)
+#define THERIA_WG_H_N32 THERIA_WG_A4(lo, 0), THERIA_WG_A4(lo, 1), THERIA_WG_A4(hi, 0), THERIA_WG_A4(hi, 1)
+#define THERIA_WG_H_N64                                                                                  \
+  THERIA_WG_A4(lo, 0), THERIA_WG_A4(lo, 1), THERIA_WG_A4(lo, 2), THERIA_WG_A4(lo, 3), THERIA_WG_A4(hi, 0), \
+      THERIA_WG_A4(hi, 1), THERIA_WG_A4(hi, 2), THERIA_WG_A4(hi, 3)
+#define THERIA_WG_H_N128                                                                                       \
+  THERIA_WG_A4(lo, 0), THERIA_WG_A4(lo, 1), THERIA_WG_A4(lo, 2), THERIA_WG_A4(lo, 3), THERIA_WG_A4(lo, 4),       \
+      THERIA_WG_A4(lo, 5), THERIA_WG_A4(lo, 6), THERIA_WG_A4(lo, 7), THERIA_WG_A4(hi, 0), THERIA_WG_A4(hi, 1), \
+      THERIA_WG_A4(hi, 2), THERIA_WG_A4(hi, 3), THERIA_WG_A4(hi, 4), THERIA_WG_A4(hi, 5), THERIA_WG_A4(hi, 6), \
+      THERIA_WG_A4(hi, 7)
 #define THERIA_WG_C_N16 THERIA_WG_C4(0), THERIA_WG_C4(1)
 #define THERIA_WG_C_N32 THERIA_WG_C_N16, THERIA_WG_C4(2), THERIA_WG_C4(3)
 #define THERIA_WG_C_N64 THERIA_WG_C_N32, THERIA_WG_C4(4), THERIA_WG_C4(5), THERIA_WG_C4(6), THERIA_WG_C4(7)
@@ -111,16 +123,26 @@ struct Wgmma;
 
 // One specialisation per (element type, N). The accumulator registers take operand numbers 0 .. R - 1;
 // I0 .. I6 are the numbers R .. R + 6 of the operands after them (A, B, the accumulate flag, the
-// transposes), as strings.
+// transposes), as strings. ss_halves: ss with the accumulator as two arrays of N / 2 columns each (two tiles that
+// are used apart, formed by one product; wgmma_product_rule_stacked).
+#define THERIA_WG_SS_ASM(PTYPE, N, I0, I1, I2, I3, I4)                                       \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, " I2 ", 0;\n"                                           \
+  "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTYPE " " THERIA_WG_R_N##N ", " I0 ", " I1 \
+  ", p, 1, 1, " I3 ", " I4 ";\n}\n"
 #define THERIA_WGMMA(CTYPE, PTYPE, N, I0, I1, I2, I3, I4, I5, I6)                                             \
   template <>                                                                                                 \
   struct Wgmma<CTYPE, N> {                                                                                    \
     template <int kTransA, int kTransB>                                                                       \
     __device__ __forceinline__ static void ss(float (&c)[N / 8][4], uint64_t a, uint64_t b, int accumulate) { \
-      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " I2 ", 0;\n"                                           \
-                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTYPE " " THERIA_WG_R_N##N ", " I0       \
-                   ", " I1 ", p, 1, 1, " I3 ", " I4 ";\n}\n"                                                   \
+      asm volatile(THERIA_WG_SS_ASM(PTYPE, N, I0, I1, I2, I3, I4)                                             \
                    : THERIA_WG_C_N##N                                                                         \
+                   : "l"(a), "l"(b), "r"(accumulate), "n"(kTransA), "n"(kTransB));                            \
+    }                                                                                                         \
+    template <int kTransA, int kTransB>                                                                       \
+    __device__ __forceinline__ static void ss_halves(float (&lo)[N / 16][4], float (&hi)[N / 16][4], uint64_t a, \
+                                                     uint64_t b, int accumulate) {                            \
+      asm volatile(THERIA_WG_SS_ASM(PTYPE, N, I0, I1, I2, I3, I4)                                             \
+                   : THERIA_WG_H_N##N                                                                         \
                    : "l"(a), "l"(b), "r"(accumulate), "n"(kTransA), "n"(kTransB));                            \
     }                                                                                                         \
     template <int kTransB>                                                                                    \
@@ -147,6 +169,12 @@ THERIA_WGMMA(__half, "f16.f16", 128, "%64", "%65", "%66", "%67", "%68", "%69", "
 template <typename T, int kTransA, int kTransB, int kN>
 __device__ __forceinline__ void wgmma_ss(float (&c)[kN / 8][4], uint64_t a, uint64_t b, int accumulate) {
   Wgmma<T, kN>::template ss<kTransA, kTransB>(c, a, b, accumulate);
+}
+// The same with the accumulator's columns [0, kN / 2) in lo and the rest in hi.
+template <typename T, int kTransA, int kTransB, int kN>
+__device__ __forceinline__ void wgmma_ss_halves(float (&lo)[kN / 16][4], float (&hi)[kN / 16][4], uint64_t a,
+                                                uint64_t b, int accumulate) {
+  Wgmma<T, kN>::template ss_halves<kTransA, kTransB>(lo, hi, a, b, accumulate);
 }
 // acc (+)= A B with A from registers (this warp's 16 rows) and B from shared memory.
 template <typename T, int kTransB, int kN>
@@ -180,6 +208,23 @@ __device__ __forceinline__ void wgmma_product_rule(float (&acc)[kN / 8][4], Dot&
 template <typename T, int kN, int kK, class DescA, class DescB>
 __device__ __forceinline__ void wgmma_product(float (&acc)[kN / 8][4], const DescA& a, const DescB& b) {
   wgmma_product_rule<T, kN, kK, false, false>(acc, acc, a, a, b, b);
+}
+
+// The product and its tangent where B and B_dot are one stacked tile (b: its first row; kN rows of B, then kN of
+// B_dot, as one K-major operand of 2 kN rows): [acc | part] = A [B; B_dot]^T as one product of 2 kN columns, and
+// acc_a_dot = A_dot B^T beside it, so that acc_dot = part + acc_a_dot: the caller adds them once the group is done
+// (a wgmma into some of another's accumulator registers makes ptxas serialise every wgmma of the kernel, C7511). A
+// is read once for both of its products, where wgmma_product_rule reads it for each. The first k-step overwrites the
+// accumulators; the caller commits the group.
+template <typename T, int kN, int kK, class DescA, class DescB>
+__device__ __forceinline__ void wgmma_product_rule_stacked(float (&acc)[kN / 8][4], float (&part)[kN / 8][4],
+                                                           float (&acc_a_dot)[kN / 8][4], const DescA& a,
+                                                           const DescA& a_dot, const DescB& b) {
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    wgmma_ss_halves<T, 0, 0, 2 * kN>(acc, part, a.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
+    wgmma_ss<T, 0, 0, kN>(acc_a_dot, a_dot.at(0, 16 * kk), b.at(0, 16 * kk), kk > 0);
+  }
 }
 
 // The tangent alone, for a caller that forms the product itself in another commit group (the phased
