@@ -88,11 +88,11 @@ struct Swizzled128Rows {
 };
 
 // A buffer of four operand tiles of kRows x kCols in the TMA maps' order (X, Y, X_dot, Y_dot: the backward-JVP's
-// Q, dO, Q_dot, dO_dot), where with kStack X and X_dot are one stacked tile of
-// 2 kRows rows (Stacked: each 64-column box X's rows, then X_dot's), in the room of the first two tiles, so that a
-// product whose other operand multiplies both is one product of twice the N (wgmma_product_rule_stacked); Y and
-// Y_dot follow. at(i): where operand i starts, in elements; Layout(i): its tile's layout (the stacked pair's boxes
-// are twice as far apart).
+// Q, dO, Q_dot, dO_dot), where with kStack X and X_dot are one stacked tile of 2 kRows rows (Stacked: each 64-column
+// box X's rows, then X_dot's) in the room of the first two tiles, so that a product whose other operand multiplies
+// both is one product of twice the N (wgmma_product_rule_stacked); Y and Y_dot follow. at(i): where operand i
+// starts, in elements; stacked(i): whether it lies in the stacked tile (its boxes twice as far apart: Stacked's
+// layout).
 template <int kRows, int kCols, bool kStack>
 struct OperandTiles {
   using Single = Swizzled128Rows<kRows>;
